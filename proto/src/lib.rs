@@ -13,8 +13,7 @@ mod message;
 
 pub use header::{flags, Header, HeaderFields, Opcode, Status, HEADER_BYTES, MAGIC, VERSION};
 pub use map::{
-    decode_addr, encode_addr, partition_of, partition_range, MapEntry, PartitionMap,
-    ADDR_BYTES_MAX,
+    decode_addr, encode_addr, partition_of, partition_range, MapEntry, PartitionMap, ADDR_BYTES_MAX,
 };
 pub use message::{
     encode_message, fragment_count, fragment_span, BufferTooSmall, Malformed, Message, Messages,
@@ -32,6 +31,9 @@ pub const FRAGMENTS_MAX: u32 = VALUE_BYTES_MAX.div_ceil(FRAGMENT_BYTES) as u32;
 pub const DATAGRAM_BYTES_MAX: usize = 1472;
 /// Largest datagram a receiver accepts; anything longer is malformed.
 pub const DATAGRAM_BYTES_ACCEPTED: usize = 2048;
+
+// A fragment with the longest key fits one datagram.
+const _: () = assert!(HEADER_BYTES + KEY_BYTES_MAX + FRAGMENT_BYTES <= DATAGRAM_BYTES_MAX);
 
 /// The 64-bit hash of a key: xxh3-64 of the key, or of its `{tag}` when it has a non-empty one
 /// (the bytes between the first `{` and the first `}` after it), so tagged keys live together.
@@ -76,6 +78,5 @@ mod tests {
     fn fragment_limits_are_consistent() {
         assert_eq!(FRAGMENTS_MAX, 16384);
         assert!(fits_unfragmented(KEY_BYTES_MAX, 0));
-        assert!(HEADER_BYTES + KEY_BYTES_MAX + FRAGMENT_BYTES <= DATAGRAM_BYTES_MAX);
     }
 }

@@ -78,7 +78,14 @@ impl<'a> Message<'a> {
         check_fragment_fields(&h)?;
         let (key, rest) = body.split_at(key_len);
         let (value, rest) = rest.split_at(value_len);
-        Ok((Message { header: h, key, value }, rest))
+        Ok((
+            Message {
+                header: h,
+                key,
+                value,
+            },
+            rest,
+        ))
     }
 
     /// Encoded length of this message.
@@ -168,7 +175,10 @@ impl<'a> Messages<'a> {
         } else {
             None
         };
-        Messages { rest: datagram, pending }
+        Messages {
+            rest: datagram,
+            pending,
+        }
     }
 }
 
@@ -196,7 +206,8 @@ impl<'a> Iterator for Messages<'a> {
     }
 }
 
-/// Encodes one message into `buf`; `key_len` and `value_len` are taken from the slices.
+/// Encodes one message into `buf`; `key_len` and `value_len` are taken from the slices, and so
+/// is `total_len` for a message that carries a whole value (no FRAGMENT, RANGE or PARTIAL).
 /// Returns the bytes written.
 pub fn encode_message(
     buf: &mut [u8],
@@ -211,6 +222,9 @@ pub fn encode_message(
     let mut h = *header;
     h.key_len = key.len() as u16;
     h.value_len = value.len() as u32;
+    if h.flags & (flags::FRAGMENT | flags::RANGE | flags::PARTIAL) == 0 {
+        h.total_len = h.value_len;
+    }
     h.write(buf);
     buf[HEADER_BYTES..HEADER_BYTES + key.len()].copy_from_slice(key);
     buf[HEADER_BYTES + key.len()..len].copy_from_slice(value);

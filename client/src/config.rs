@@ -1,0 +1,91 @@
+//! Client settings and the relations between them.
+
+use crate::error::Error;
+use crate::seed::random_seed;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Settings of a client. `validate` checks them; `ClientCore::new` refuses invalid ones.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Servers to bootstrap from (the first is asked until a partition map is known) and to
+    /// fail over to, in order. At least one.
+    pub servers: Vec<SocketAddr>,
+    /// Seeds the client id. Two live clients with one seed share an id, and servers would take
+    /// their writes for resends of each other's: use `random_seed()` outside tests.
+    pub seed: u64,
+    /// Retransmission timeout before any round-trip sample from a server.
+    pub rto_initial: Duration,
+    /// Floor of the retransmission timeout.
+    pub rto_min: Duration,
+    /// Ceiling of the retransmission timeout, also after exponential backoff.
+    pub rto_max: Duration,
+    /// Transmissions of a request to one server before the next server is tried.
+    pub attempts_per_server: u32,
+    /// WRONG_OWNER redirects one request may follow before it fails.
+    pub redirects_max: u32,
+    /// Restarts of a fragmented read whose value changed meanwhile before it fails.
+    pub read_restarts_max: u32,
+    /// Requests in flight at once; `submit` beyond it completes at once with
+    /// `Error::InFlightFull`. Each holds its key and value, and a fragmented read holds the
+    /// whole value while assembling it (up to 16 MiB).
+    pub in_flight_max: usize,
+}
+
+impl ClientConfig {
+    /// Defaults for loopback and LAN servers, with a random seed.
+    pub fn new(servers: Vec<SocketAddr>) -> Self {
+        ClientConfig {
+            servers,
+            seed: random_seed(),
+            rto_initial: Duration::from_millis(5),
+            rto_min: Duration::from_millis(1),
+            rto_max: Duration::from_millis(200),
+            attempts_per_server: 8,
+            redirects_max: 8,
+            read_restarts_max: 8,
+            in_flight_max: 4096,
+        }
+    }
+
+    /// Checks the relations between the fields.
+    pub fn validate(&self) -> Result<(), Error> {
+        let fail = |why| Err(Error::Config(why));
+        if self.servers.is_empty() {
+            return fail("no servers");
+        }
+        if self.rto_min.is_zero() || self.rto_min > self.rto_max {
+            return fail("rto_min must be positive and at most rto_max");
+        }
+        if self.rto_initial < self.rto_min || self.rto_initial > self.rto_max {
+            return fail("rto_initial must lie within [rto_min, rto_max]");
+        }
+        if self.attempts_per_server == 0 {
+            return fail("attempts_per_server must be positive");
+        }
+        if self.in_flight_max == 0 {
+            return fail("in_flight_max must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_relations_do_not() {
+        let config = ClientConfig::new(vec!["127.0.0.1:7000".parse().unwrap()]);
+        assert!(config.validate().is_ok());
+        let mut bad = config.clone();
+        bad.servers.clear();
+        assert!(bad.validate().is_err());
+        let mut bad = config.clone();
+        bad.rto_min = Duration::from_secs(1);
+        assert!(bad.validate().is_err());
+        let mut bad = config;
+        bad.attempts_per_server = 0;
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! The state of one request in flight.
+
+use crate::assembly::Assembly;
+use crate::request::Request;
+use crate::write_window::WriteWindow;
+use proto::Status;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How a request's exchanges look.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// One message, one reply (DELETE, PING, writes that fit a datagram).
+    Single,
+    /// A write sent as fragment windows.
+    Write(WriteWindow),
+    /// A read whose reply may come in fragments (GET, MAP, STATS).
+    Read(ReadState),
+}
+
+/// Progress of a read.
+#[derive(Debug, Default)]
+pub(crate) struct ReadState {
+    /// The fragments received, once the first one arrived.
+    pub(crate) assembly: Option<Assembly>,
+    /// One past the highest fragment asked for so far.
+    pub(crate) range_end: u32,
+}
+
+/// One request and its retransmission state.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    pub(crate) request: Request,
+    pub(crate) tracking_id: u64,
+    /// Issued by the core itself (a map refresh); its completion is not surfaced.
+    pub(crate) internal: bool,
+    pub(crate) target: SocketAddr,
+    pub(crate) partition: u32,
+    /// Servers left behind: budget spent, unavailable, or redirected away from.
+    pub(crate) tried: Vec<SocketAddr>,
+    pub(crate) attempts_on_server: u32,
+    pub(crate) attempts_total: u32,
+    pub(crate) redirects: u32,
+    pub(crate) restarts: u32,
+    pub(crate) token_retry_used: bool,
+    /// WRONG_OWNER came without a hint: route again by the map at the next occasion.
+    pub(crate) reroute: bool,
+    /// The current timeout; doubles on each counted expiry.
+    pub(crate) rto: Duration,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) sent_at: Instant,
+    /// The exchange went out once and a reply to it would be an unambiguous RTT sample.
+    pub(crate) rtt_sample_open: bool,
+    /// Fragments moved forward since the timer was armed: its expiry is not a lost attempt.
+    pub(crate) progress: bool,
+    /// BUSY seen on the current server: the error to report if the budget runs out.
+    pub(crate) last_status: Option<Status>,
+    pub(crate) phase: Phase,
+}
+
+impl InFlight {
+    /// Fragments moved: the retry budget on this server starts over (it bounds attempts in a
+    /// row without progress, so long transfers over lossy paths do not run out of it).
+    pub(crate) fn note_progress(&mut self) {
+        self.progress = true;
+        self.attempts_on_server = 1;
+    }
+
+    /// Forgets per-server progress before the request moves to another server.
+    pub(crate) fn reset_for_new_server(&mut self, target: SocketAddr) {
+        if !self.tried.contains(&self.target) {
+            self.tried.push(self.target);
+        }
+        self.target = target;
+        // The first transmission to the new server is its first attempt.
+        self.attempts_on_server = 1;
+        self.attempts_total += 1;
+        self.token_retry_used = false;
+        self.last_status = None;
+        self.progress = false;
+        match &mut self.phase {
+            Phase::Single => {}
+            Phase::Write(window) => window.restart(),
+            Phase::Read(read) => *read = ReadState::default(),
+        }
+    }
+}

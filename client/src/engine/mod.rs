@@ -1,0 +1,240 @@
+//! `ClientCore`: the sans-IO request state machine.
+
+mod inflight;
+mod reply;
+mod send;
+mod timeout;
+
+use crate::config::ClientConfig;
+use crate::error::Error;
+use crate::outbox::Outbox;
+use crate::request::{Reply, Request, RequestId};
+use crate::routing::Router;
+use crate::rtt::RttEstimator;
+use crate::seed::client_id_from;
+use crate::stats::ClientStats;
+use crate::timers::Timers;
+use crate::write_window::WriteWindow;
+use inflight::{InFlight, Phase, ReadState};
+use proto::{fits_unfragmented, PartitionMap, KEY_BYTES_MAX};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// The client protocol without I/O or clock: requests in through `submit`, datagrams through
+/// `handle_datagram`, time through `handle_timeout`; datagrams out through `poll_transmit`,
+/// the next wake-up through `poll_timeout`, results through `poll_completion`. Every submitted
+/// request completes exactly once.
+#[derive(Debug)]
+pub struct ClientCore {
+    config: ClientConfig,
+    client_id: u64,
+    next_request: u64,
+    next_tracking: u64,
+    router: Router,
+    requests: HashMap<RequestId, InFlight>,
+    by_tracking: HashMap<u64, RequestId>,
+    timers: Timers,
+    outbox: Outbox,
+    completions: VecDeque<(RequestId, Result<Reply, Error>)>,
+    map_refresh: Option<RequestId>,
+    stats: ClientStats,
+}
+
+impl ClientCore {
+    /// A core for `config`, after `config.validate()`.
+    pub fn new(config: ClientConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let fresh = RttEstimator::new(config.rto_initial, config.rto_min, config.rto_max);
+        let stats = ClientStats {
+            rto: fresh.rto(),
+            ..ClientStats::default()
+        };
+        Ok(ClientCore {
+            client_id: client_id_from(config.seed),
+            router: Router::new(config.servers.clone(), fresh),
+            config,
+            next_request: 1,
+            next_tracking: 1,
+            requests: HashMap::new(),
+            by_tracking: HashMap::new(),
+            timers: Timers::default(),
+            outbox: Outbox::default(),
+            completions: VecDeque::new(),
+            map_refresh: None,
+            stats,
+        })
+    }
+
+    /// Starts `request`; its result comes out of `poll_completion` under the returned id.
+    /// Requests queued before the next `poll_transmit` to one server share datagrams.
+    pub fn submit(&mut self, now: Instant, request: Request) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.stats.requests += 1;
+        if let Err(error) = self.admit(&request) {
+            self.stats.completions += 1;
+            self.completions.push_back((id, Err(error)));
+            return id;
+        }
+        self.start(now, id, request, false);
+        id
+    }
+
+    /// The next datagram to send and its destination.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        let transmit = self.outbox.pop_datagram();
+        if transmit.is_some() {
+            self.stats.datagrams_sent += 1;
+        }
+        transmit
+    }
+
+    /// When `handle_timeout` should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// The next finished request.
+    pub fn poll_completion(&mut self) -> Option<(RequestId, Result<Reply, Error>)> {
+        self.completions.pop_front()
+    }
+
+    /// Requests submitted and not yet completed (map refreshes of the core's own excluded).
+    pub fn in_flight(&self) -> usize {
+        self.requests.len() - usize::from(self.map_refresh.is_some())
+    }
+
+    /// This client's id on the wire.
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    /// The partition map in use, once one is known.
+    pub fn map(&self) -> Option<&PartitionMap> {
+        self.router.map()
+    }
+
+    /// The configured servers, in failover order.
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.config.servers
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> ClientStats {
+        let estimate = self.router.latest_estimate();
+        ClientStats {
+            srtt: estimate.srtt(),
+            rto: estimate.rto(),
+            ..self.stats
+        }
+    }
+
+    /// Counts a datagram the transport failed to send (it is treated as lost).
+    pub fn note_send_error(&mut self) {
+        self.stats.send_errors += 1;
+    }
+
+    fn admit(&self, request: &Request) -> Result<(), Error> {
+        let key_len = request.key().len();
+        if key_len > KEY_BYTES_MAX {
+            return Err(Error::KeyTooLong { len: key_len });
+        }
+        if u32::try_from(request.value().len()).is_err() {
+            return Err(Error::Status(proto::Status::TooLarge));
+        }
+        if self.requests.len() >= self.config.in_flight_max {
+            return Err(Error::InFlightFull);
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, now: Instant, id: RequestId, request: Request, internal: bool) {
+        let route = self.router.route(request.key());
+        let target = request.server().unwrap_or(route.addr);
+        let tracking_id = self.new_tracking_id(id);
+        let phase = phase_of(&request);
+        let rto = self.router.rto(target);
+        let in_flight = InFlight {
+            request,
+            tracking_id,
+            internal,
+            target,
+            partition: route.partition,
+            tried: Vec::new(),
+            attempts_on_server: 1,
+            attempts_total: 1,
+            redirects: 0,
+            restarts: 0,
+            token_retry_used: false,
+            reroute: false,
+            rto,
+            deadline: None,
+            sent_at: now,
+            rtt_sample_open: false,
+            progress: false,
+            last_status: None,
+            phase,
+        };
+        self.requests.insert(id, in_flight);
+        self.send_fresh(now, id);
+    }
+
+    fn new_tracking_id(&mut self, id: RequestId) -> u64 {
+        let tracking_id = self.next_tracking;
+        self.next_tracking += 1;
+        self.by_tracking.insert(tracking_id, id);
+        tracking_id
+    }
+
+    /// Asks `server` for the partition map unless a refresh is already under way.
+    fn refresh_map(&mut self, now: Instant, server: SocketAddr) {
+        if self.map_refresh.is_some() {
+            return;
+        }
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.stats.requests += 1;
+        self.map_refresh = Some(id);
+        self.start(now, id, Request::Map { server }, true);
+    }
+
+    /// Ends request `id` with `result`: it leaves every table, and its completion is queued
+    /// unless the core issued it.
+    fn finish(&mut self, id: RequestId, result: Result<Reply, Error>) {
+        let request = self
+            .requests
+            .remove(&id)
+            .expect("finishing a request in flight");
+        self.by_tracking.remove(&request.tracking_id);
+        if let Some(deadline) = request.deadline {
+            self.timers.cancel(id, deadline);
+        }
+        if matches!(result, Err(Error::Timeout { .. })) {
+            self.stats.timeouts += 1;
+        }
+        if request.internal {
+            self.map_refresh = None;
+            return;
+        }
+        self.stats.completions += 1;
+        self.completions.push_back((id, result));
+    }
+}
+
+fn phase_of(request: &Request) -> Phase {
+    match request {
+        Request::Put { key, value } | Request::Cas { key, value, .. }
+            if !fits_unfragmented(key.len(), value.len()) =>
+        {
+            Phase::Write(WriteWindow::new(value.len() as u32))
+        }
+        Request::Get { .. } | Request::Map { .. } | Request::Stats { .. } => {
+            Phase::Read(ReadState::default())
+        }
+        _ => Phase::Single,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,245 @@
+//! Replies: matching them to requests and acting on their status.
+
+use super::inflight::Phase;
+use super::ClientCore;
+use crate::assembly::{Assembly, Inserted, RANGE_FRAGMENTS_MAX};
+use crate::error::Error;
+use crate::request::{Reply, RequestId};
+use proto::{decode_addr, flags, HeaderFields, Message, Messages, Opcode, PartitionMap, Status};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+impl ClientCore {
+    /// Takes a datagram from `from`: each reply message in it advances its request. Messages
+    /// that are not replies to a request in flight are counted and dropped.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.stats.datagrams_received += 1;
+        for message in Messages::new(datagram) {
+            match message {
+                Ok(message) => self.handle_message(now, from, &message),
+                Err(_) => self.stats.replies_ignored += 1,
+            }
+        }
+    }
+
+    fn handle_message(&mut self, now: Instant, from: SocketAddr, message: &Message<'_>) {
+        let header = &message.header;
+        let Some(id) = self.match_reply(header) else {
+            self.stats.replies_ignored += 1;
+            return;
+        };
+        self.learn_from(now, id, from, header);
+        match message.status() {
+            Status::RetryWithToken => self.on_retry_with_token(now, id),
+            Status::WrongOwner => self.on_wrong_owner(now, id, from, message.value),
+            Status::Busy => self.on_busy(id),
+            Status::Unavailable => self.fail_over(now, id, Some(Status::Unavailable)),
+            Status::VersionMismatch if self.is_pulling(id) => self.restart_read(now, id),
+            _ if header.has(flags::PARTIAL) => self.on_partial(now, id, header.frag_index),
+            Status::Ok if header.has(flags::FRAGMENT) => self.on_fragment(now, id, message),
+            status => self.on_final(now, id, status, message),
+        }
+    }
+
+    /// The request a reply answers: ours, in flight, same opcode.
+    fn match_reply(&self, header: &HeaderFields) -> Option<RequestId> {
+        if !header.has(flags::REPLY) || header.client_id != self.client_id {
+            return None;
+        }
+        let id = *self.by_tracking.get(&header.tracking_id)?;
+        let request = &self.requests[&id];
+        (request.request.opcode() as u8 == header.opcode).then_some(id)
+    }
+
+    /// What any reply teaches: the sender's token, a newer map epoch, a round-trip sample.
+    fn learn_from(&mut self, now: Instant, id: RequestId, from: SocketAddr, header: &HeaderFields) {
+        let request = self.requests.get_mut(&id).expect("matched request");
+        self.router.remember_token(from, header.token);
+        if from != request.target {
+            // A server may answer from another address than the one we use for it.
+            self.router.remember_token(request.target, header.token);
+        }
+        if request.rtt_sample_open {
+            request.rtt_sample_open = false;
+            self.router.on_rtt_sample(
+                request.target,
+                now.saturating_duration_since(request.sent_at),
+            );
+        }
+        // A MAP reply brings the map itself: no need to ask for it again.
+        let is_map = request.request.opcode() == Opcode::Map;
+        if header.map_epoch > self.router.epoch() && !is_map {
+            self.refresh_map(now, from);
+        }
+    }
+
+    fn on_final(&mut self, now: Instant, id: RequestId, status: Status, message: &Message<'_>) {
+        let opcode = self.requests[&id].request.opcode();
+        if !is_answer(opcode, status) {
+            return self.finish(id, Err(Error::Status(status)));
+        }
+        let reply = Reply {
+            status,
+            value: message.value.to_vec(),
+            version: message.header.version,
+        };
+        self.complete(now, id, reply);
+    }
+
+    /// Finishes `id` with an answer; a partition map is adopted on the way.
+    fn complete(&mut self, now: Instant, id: RequestId, reply: Reply) {
+        let opcode = self.requests[&id].request.opcode();
+        if opcode == Opcode::Map && reply.status == Status::Ok {
+            if let Err(error) = self.adopt_map(now, &reply.value) {
+                return self.finish(id, Err(error));
+            }
+        }
+        self.finish(id, Ok(reply));
+    }
+
+    fn adopt_map(&mut self, now: Instant, encoded: &[u8]) -> Result<(), Error> {
+        let map = PartitionMap::decode(encoded).map_err(|_| Error::BadReply("partition map"))?;
+        if self.router.install_map(map) {
+            self.reroute_waiting(now);
+        }
+        Ok(())
+    }
+
+    fn on_retry_with_token(&mut self, now: Instant, id: RequestId) {
+        let budget = self.config.attempts_per_server;
+        let request = self.requests.get_mut(&id).expect("matched request");
+        if request.token_retry_used {
+            // Only the first challenge is free: a server that keeps asking spends the budget.
+            if request.attempts_on_server >= budget {
+                return self.fail_over(now, id, None);
+            }
+            request.attempts_on_server += 1;
+            request.attempts_total += 1;
+        }
+        request.token_retry_used = true;
+        self.stats.token_retries += 1;
+        self.send_again(now, id, false);
+    }
+
+    fn on_wrong_owner(&mut self, now: Instant, id: RequestId, from: SocketAddr, hint: &[u8]) {
+        self.refresh_map(now, from);
+        let request = self.requests.get_mut(&id).expect("matched request");
+        if request.request.server().is_some() || request.redirects >= self.config.redirects_max {
+            return self.finish(id, Err(Error::Status(Status::WrongOwner)));
+        }
+        request.redirects += 1;
+        self.stats.redirects += 1;
+        match decode_addr(hint) {
+            Ok((owner, _)) if owner != request.target => self.move_to(now, id, owner),
+            // No usable hint: wait for the refreshed map (or the timer) and route again.
+            _ => request.reroute = true,
+        }
+    }
+
+    fn on_busy(&mut self, id: RequestId) {
+        // The timer resends; BUSY is the error if the budget runs out meanwhile.
+        let request = self.requests.get_mut(&id).expect("matched request");
+        request.last_status = Some(Status::Busy);
+    }
+
+    fn on_partial(&mut self, now: Instant, id: RequestId, first_missing: u32) {
+        let request = self.requests.get_mut(&id).expect("matched request");
+        let Phase::Write(window) = &mut request.phase else {
+            self.stats.replies_ignored += 1;
+            return;
+        };
+        match window.on_partial(first_missing) {
+            Some(advanced) => {
+                if advanced {
+                    request.note_progress();
+                }
+                self.send_fresh(now, id);
+            }
+            None => self.stats.replies_ignored += 1,
+        }
+    }
+
+    fn on_fragment(&mut self, now: Instant, id: RequestId, message: &Message<'_>) {
+        let header = &message.header;
+        let request = self.requests.get_mut(&id).expect("matched request");
+        let Phase::Read(read) = &mut request.phase else {
+            self.stats.replies_ignored += 1;
+            return;
+        };
+        let assembly = match &mut read.assembly {
+            Some(assembly) => assembly,
+            None => {
+                let Some(assembly) = Assembly::new(header.total_len, header.version) else {
+                    return self.finish(id, Err(Error::BadReply("reply value over 16 MiB")));
+                };
+                // The server volunteers the first fragments of the value.
+                read.range_end = RANGE_FRAGMENTS_MAX.min(assembly.frag_count());
+                read.assembly.insert(assembly)
+            }
+        };
+        if assembly.version() != header.version || assembly.total_len() != header.total_len {
+            return self.restart_read(now, id);
+        }
+        if assembly.insert(header.frag_index, message.value) != Inserted::New {
+            self.stats.replies_ignored += 1;
+            return;
+        }
+        // `note_progress`, field by field: `read` borrows the phase.
+        request.progress = true;
+        request.attempts_on_server = 1;
+        if assembly.is_complete() {
+            let version = assembly.version();
+            let value = read
+                .assembly
+                .take()
+                .expect("complete assembly")
+                .into_value();
+            return self.complete(
+                now,
+                id,
+                Reply {
+                    status: Status::Ok,
+                    value,
+                    version,
+                },
+            );
+        }
+        // The last fragment asked for arrived, or everything asked for did: ask for more.
+        if header.frag_index + 1 >= read.range_end || assembly.first_missing() >= read.range_end {
+            self.send_fresh(now, id);
+        }
+    }
+
+    fn is_pulling(&self, id: RequestId) -> bool {
+        matches!(&self.requests[&id].phase, Phase::Read(read) if read.assembly.is_some())
+    }
+
+    /// The value changed under a fragmented read: read it again under a new tracking id.
+    fn restart_read(&mut self, now: Instant, id: RequestId) {
+        let request = self.requests.get_mut(&id).expect("matched request");
+        request.restarts += 1;
+        self.stats.read_restarts += 1;
+        if request.restarts > self.config.read_restarts_max {
+            return self.finish(id, Err(Error::Status(Status::VersionMismatch)));
+        }
+        request.phase = Phase::Read(Default::default());
+        let old = request.tracking_id;
+        self.by_tracking.remove(&old);
+        let tracking_id = self.new_tracking_id(id);
+        self.requests
+            .get_mut(&id)
+            .expect("request in flight")
+            .tracking_id = tracking_id;
+        self.send_fresh(now, id);
+    }
+}
+
+/// Whether `status` answers an `opcode` request (rather than refusing it).
+fn is_answer(opcode: Opcode, status: Status) -> bool {
+    match status {
+        Status::Ok => true,
+        Status::NotFound => matches!(opcode, Opcode::Get | Opcode::Delete | Opcode::Cas),
+        Status::VersionMismatch => opcode == Opcode::Cas,
+        _ => false,
+    }
+}

@@ -1,0 +1,120 @@
+//! Unit tests of the core that need no server: packing and local refusals.
+
+use super::*;
+use proto::{flags, Messages, Opcode, DATAGRAM_BYTES_MAX};
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn core() -> ClientCore {
+    let mut config = ClientConfig::new(vec![addr(7000)]);
+    config.seed = 1;
+    ClientCore::new(config).unwrap()
+}
+
+fn get(key: &str) -> Request {
+    Request::Get {
+        key: key.as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn gets_submitted_together_share_one_datagram() {
+    let mut core = core();
+    let now = Instant::now();
+    let ids: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|k| core.submit(now, get(k)))
+        .collect();
+    let (to, datagram) = core.poll_transmit().unwrap();
+    assert_eq!(to, addr(7000));
+    let messages: Vec<_> = Messages::new(&datagram).map(Result::unwrap).collect();
+    let keys: Vec<_> = messages.iter().map(|m| m.key).collect();
+    assert_eq!(keys, [b"a", b"b", b"c"]);
+    assert!(messages
+        .iter()
+        .all(|m| m.opcode() == Opcode::Get && m.header.flags == 0));
+    let tracking: std::collections::HashSet<_> =
+        messages.iter().map(|m| m.header.tracking_id).collect();
+    assert_eq!(tracking.len(), 3, "one tracking id per request");
+    assert!(core.poll_transmit().is_none());
+    assert_eq!(ids.len(), 3);
+    assert_eq!(core.in_flight(), 3);
+}
+
+#[test]
+fn packed_gets_are_split_at_the_datagram_limit() {
+    let mut core = core();
+    let now = Instant::now();
+    let key = "k".repeat(200);
+    for i in 0..20 {
+        core.submit(now, get(&format!("{key}{i:02}")));
+    }
+    let mut messages = 0;
+    let mut datagrams = 0;
+    while let Some((_, datagram)) = core.poll_transmit() {
+        assert!(datagram.len() <= DATAGRAM_BYTES_MAX);
+        // 274 bytes each: five fit.
+        assert_eq!(Messages::new(&datagram).count(), 5);
+        messages += Messages::new(&datagram).filter(Result::is_ok).count();
+        datagrams += 1;
+    }
+    assert_eq!((messages, datagrams), (20, 4));
+}
+
+#[test]
+fn large_puts_go_as_a_window_of_fragments() {
+    let mut core = core();
+    let now = Instant::now();
+    let value = vec![7u8; 40 * proto::FRAGMENT_BYTES];
+    core.submit(
+        now,
+        Request::Put {
+            key: b"big".to_vec(),
+            value,
+        },
+    );
+    let mut indexes = vec![];
+    while let Some((_, datagram)) = core.poll_transmit() {
+        let message = Messages::new(&datagram).next().unwrap().unwrap();
+        assert!(message.header.has(flags::FRAGMENT));
+        assert_eq!(message.header.frag_count, 40);
+        let ack = message.header.has(flags::ACK_REQUEST);
+        assert_eq!(
+            ack,
+            message.header.frag_index == 31,
+            "ACK_REQUEST on the window's last"
+        );
+        indexes.push(message.header.frag_index);
+    }
+    assert_eq!(indexes, (0..32).collect::<Vec<_>>());
+}
+
+#[test]
+fn local_refusals_complete_at_once() {
+    let mut core = core();
+    let now = Instant::now();
+    let id = core.submit(now, get(&"k".repeat(251)));
+    let (done, result) = core.poll_completion().unwrap();
+    assert_eq!(done, id);
+    assert!(matches!(result, Err(Error::KeyTooLong { len: 251 })));
+    assert!(core.poll_transmit().is_none());
+    assert_eq!(core.poll_timeout(), None);
+}
+
+#[test]
+fn in_flight_limit_refuses_the_excess() {
+    let mut config = ClientConfig::new(vec![addr(7000)]);
+    config.in_flight_max = 2;
+    let mut core = ClientCore::new(config).unwrap();
+    let now = Instant::now();
+    for key in ["a", "b", "c"] {
+        core.submit(now, get(key));
+    }
+    assert!(matches!(
+        core.poll_completion(),
+        Some((RequestId(3), Err(Error::InFlightFull)))
+    ));
+    assert_eq!(core.in_flight(), 2);
+}

@@ -1,0 +1,99 @@
+//! Timer expiries, failover to other servers, and routing again.
+
+use super::ClientCore;
+use crate::error::Error;
+use crate::request::RequestId;
+use proto::Status;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+impl ClientCore {
+    /// Advances time to `now`: every request whose timer expired is resent, moved to the next
+    /// server, or failed when its budget on every server is spent.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(id) = self.timers.pop_expired(now) {
+            let request = self
+                .requests
+                .get_mut(&id)
+                .expect("timer of a request in flight");
+            request.deadline = None;
+            self.on_timer(now, id);
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, id: RequestId) {
+        let request = self.requests.get_mut(&id).expect("request in flight");
+        if request.reroute {
+            return self.reroute(now, id);
+        }
+        if request.progress {
+            // Fragments moved since the timer was armed: not a lost attempt, no backoff.
+            request.rto = self.router.rto(request.target);
+        } else {
+            if request.attempts_on_server >= self.config.attempts_per_server {
+                return self.fail_over(now, id, None);
+            }
+            request.attempts_on_server += 1;
+            request.attempts_total += 1;
+            request.rto = self.router.backoff(request.rto);
+        }
+        self.stats.retransmits += 1;
+        self.send_again(now, id, true);
+    }
+
+    /// The current server is done with (budget spent or `status` UNAVAILABLE): try the next
+    /// configured server, or fail. Requests about one server have no other to try.
+    pub(super) fn fail_over(&mut self, now: Instant, id: RequestId, status: Option<Status>) {
+        let request = &self.requests[&id];
+        let mut tried = request.tried.clone();
+        tried.push(request.target);
+        let next = match request.request.server() {
+            Some(_) => None,
+            None => self.router.next_server(&tried),
+        };
+        if let Some(server) = next {
+            return self.move_to(now, id, server);
+        }
+        let error = match status.or(request.last_status) {
+            Some(status) => Error::Status(status),
+            None => Error::Timeout {
+                attempts: request.attempts_total,
+                server: request.target,
+            },
+        };
+        self.finish(id, Err(error));
+    }
+
+    /// Sends `id` to `server` from scratch, same tracking id, fresh budget.
+    pub(super) fn move_to(&mut self, now: Instant, id: RequestId, server: SocketAddr) {
+        let request = self.requests.get_mut(&id).expect("request in flight");
+        request.reset_for_new_server(server);
+        self.send_fresh(now, id);
+    }
+
+    /// Routes `id` again by the current map.
+    fn reroute(&mut self, now: Instant, id: RequestId) {
+        let request = self.requests.get_mut(&id).expect("request in flight");
+        request.reroute = false;
+        let route = self.router.route(request.request.key());
+        request.partition = route.partition;
+        if route.addr == request.target {
+            self.send_fresh(now, id);
+        } else {
+            self.move_to(now, id, route.addr);
+        }
+    }
+
+    /// A new map arrived: requests waiting for one go out again.
+    pub(super) fn reroute_waiting(&mut self, now: Instant) {
+        let waiting: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, request)| request.reroute)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in waiting {
+            self.reroute(now, id);
+        }
+    }
+}

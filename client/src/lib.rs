@@ -1,0 +1,39 @@
+//! The cradle client: sends requests to cradle servers over UDP and turns their replies into
+//! typed results.
+//!
+//! It routes each key to the partition owner named by the server's partition map, resends lost
+//! requests with the same tracking id (so servers apply a write exactly once) on an adaptive
+//! RFC 6298 timer with a bounded retry budget, splits large values into fragment windows and
+//! pulls large replies with RANGE requests, and answers address-validation challenges. The
+//! protocol state machine, `ClientCore`, is sans-IO: it never reads the clock, never touches a
+//! socket and never draws unseeded randomness; `Client` is a thin blocking driver over a
+//! `Transport`. The client must never report a failure before its retry budget is spent, never
+//! change a write's tracking id on resend, and never send a datagram over
+//! `proto::DATAGRAM_BYTES_MAX`.
+#![forbid(unsafe_code)]
+
+mod assembly;
+mod config;
+mod driver;
+mod encode;
+mod engine;
+mod error;
+mod outbox;
+mod request;
+mod routing;
+mod rtt;
+mod seed;
+mod stats;
+mod timers;
+mod transport;
+mod write_window;
+
+pub use config::ClientConfig;
+
+pub use driver::Client;
+pub use engine::ClientCore;
+pub use error::Error;
+pub use request::{CasOutcome, Reply, Request, RequestId, Value};
+pub use seed::random_seed;
+pub use stats::ClientStats;
+pub use transport::{Transport, UdpTransport};

@@ -1,0 +1,214 @@
+//! Where requests go: the partition map, the configured servers, and what the client learned
+//! about each server address (its token and its round-trip estimate).
+
+use crate::rtt::RttEstimator;
+use proto::{key_hash, PartitionMap};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Server addresses the client remembers tokens and estimates for. Beyond it the tables are
+/// cleared and relearned (a token comes back with the next RETRY_WITH_TOKEN).
+const ADDRESSES_MAX: usize = 4096;
+
+/// The destination of a keyed request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Route {
+    /// The server.
+    pub(crate) addr: SocketAddr,
+    /// The partition the map says owns the key (0 before a map is known).
+    pub(crate) partition: u32,
+}
+
+/// Routing knowledge.
+#[derive(Debug)]
+pub(crate) struct Router {
+    servers: Vec<SocketAddr>,
+    map: Option<PartitionMap>,
+    tokens: HashMap<SocketAddr, u64>,
+    estimators: HashMap<SocketAddr, RttEstimator>,
+    fresh: RttEstimator,
+    sampled_last: Option<SocketAddr>,
+}
+
+impl Router {
+    /// A router over the configured servers, with `fresh` as every server's first estimator.
+    pub(crate) fn new(servers: Vec<SocketAddr>, fresh: RttEstimator) -> Self {
+        assert!(!servers.is_empty(), "no servers");
+        Router {
+            servers,
+            map: None,
+            tokens: HashMap::new(),
+            estimators: HashMap::new(),
+            fresh,
+            sampled_last: None,
+        }
+    }
+
+    /// The owner of `key` by the map, or the first configured server before a map is known.
+    pub(crate) fn route(&self, key: &[u8]) -> Route {
+        let entry = self.map.as_ref().and_then(|map| map.lookup(key_hash(key)));
+        match entry {
+            Some(entry) => Route {
+                addr: entry.addr,
+                partition: entry.partition,
+            },
+            None => Route {
+                addr: self.servers[0],
+                partition: 0,
+            },
+        }
+    }
+
+    /// The known map's epoch (0: none).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.map.as_ref().map_or(0, |map| map.epoch)
+    }
+
+    /// The known map.
+    pub(crate) fn map(&self) -> Option<&PartitionMap> {
+        self.map.as_ref()
+    }
+
+    /// Adopts `map` unless the known one is newer; returns whether it was adopted.
+    pub(crate) fn install_map(&mut self, map: PartitionMap) -> bool {
+        if self
+            .map
+            .as_ref()
+            .is_some_and(|known| known.epoch > map.epoch)
+        {
+            return false;
+        }
+        self.map = Some(map);
+        true
+    }
+
+    /// The first configured server not in `tried`.
+    pub(crate) fn next_server(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        self.servers
+            .iter()
+            .copied()
+            .find(|server| !tried.contains(server))
+    }
+
+    /// The token to put in requests to `addr` (0: none known).
+    pub(crate) fn token(&self, addr: SocketAddr) -> u64 {
+        self.tokens.get(&addr).copied().unwrap_or(0)
+    }
+
+    /// Remembers `addr`'s token from a reply.
+    pub(crate) fn remember_token(&mut self, addr: SocketAddr, token: u64) {
+        if token == 0 {
+            return;
+        }
+        if self.tokens.len() >= ADDRESSES_MAX && !self.tokens.contains_key(&addr) {
+            self.tokens.clear();
+        }
+        self.tokens.insert(addr, token);
+    }
+
+    /// `addr`'s current retransmission timeout.
+    pub(crate) fn rto(&self, addr: SocketAddr) -> Duration {
+        self.estimators.get(&addr).unwrap_or(&self.fresh).rto()
+    }
+
+    /// `rto` after one more expiry.
+    pub(crate) fn backoff(&self, rto: Duration) -> Duration {
+        self.fresh.backoff(rto)
+    }
+
+    /// Folds a round-trip sample of `addr` into its estimate.
+    pub(crate) fn on_rtt_sample(&mut self, addr: SocketAddr, rtt: Duration) {
+        if self.estimators.len() >= ADDRESSES_MAX && !self.estimators.contains_key(&addr) {
+            self.estimators.clear();
+        }
+        self.estimators
+            .entry(addr)
+            .or_insert(self.fresh)
+            .on_sample(rtt);
+        self.sampled_last = Some(addr);
+    }
+
+    /// The estimator of the server sampled last (the fresh one before any sample).
+    pub(crate) fn latest_estimate(&self) -> &RttEstimator {
+        self.sampled_last
+            .and_then(|addr| self.estimators.get(&addr))
+            .unwrap_or(&self.fresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::{partition_range, MapEntry};
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn router() -> Router {
+        let fresh = RttEstimator::new(
+            Duration::from_millis(5),
+            Duration::from_millis(1),
+            Duration::from_millis(200),
+        );
+        Router::new(vec![addr(1), addr(2)], fresh)
+    }
+
+    fn two_partition_map(epoch: u64) -> PartitionMap {
+        let entries = (0..2)
+            .map(|p| {
+                let (hash_start, hash_end) = partition_range(p, 2);
+                MapEntry {
+                    hash_start,
+                    hash_end,
+                    partition: p,
+                    addr: addr(10 + p as u16),
+                }
+            })
+            .collect();
+        PartitionMap { epoch, entries }
+    }
+
+    #[test]
+    fn keys_go_to_the_first_server_until_a_map_is_known() {
+        let mut router = router();
+        assert_eq!(
+            router.route(b"k"),
+            Route {
+                addr: addr(1),
+                partition: 0
+            }
+        );
+        assert!(router.install_map(two_partition_map(3)));
+        let expected = proto::partition_of(key_hash(b"k"), 2);
+        assert_eq!(
+            router.route(b"k"),
+            Route {
+                addr: addr(10 + expected as u16),
+                partition: expected
+            }
+        );
+        assert_eq!(router.epoch(), 3);
+        assert!(
+            !router.install_map(two_partition_map(2)),
+            "an older map is ignored"
+        );
+    }
+
+    #[test]
+    fn failover_walks_the_configured_servers() {
+        let router = router();
+        assert_eq!(router.next_server(&[addr(1)]), Some(addr(2)));
+        assert_eq!(router.next_server(&[addr(7)]), Some(addr(1)));
+        assert_eq!(router.next_server(&[addr(1), addr(2)]), None);
+    }
+
+    #[test]
+    fn tokens_are_per_address() {
+        let mut router = router();
+        router.remember_token(addr(1), 42);
+        router.remember_token(addr(1), 0);
+        assert_eq!((router.token(addr(1)), router.token(addr(2))), (42, 0));
+    }
+}

@@ -1,0 +1,143 @@
+//! The datagram transport under the blocking driver: a narrow trait and its UDP socket.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+/// Sends and receives whole datagrams. `Client` drives one; tests substitute their own.
+pub trait Transport {
+    /// Sends `datagram` to `to`. An error counts as a lost datagram.
+    fn send_to(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<()>;
+
+    /// Waits at most `timeout` (zero: not at all) for one datagram, writes it into `buf` and
+    /// returns its length and sender; `None` when none came in time.
+    fn recv_from(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<Option<(usize, SocketAddr)>>;
+}
+
+/// A UDP socket on an ephemeral port. Its address family is fixed at bind time, so every
+/// server it talks to must have that family.
+#[derive(Debug)]
+pub struct UdpTransport {
+    socket: UdpSocket,
+    /// The wait the socket is configured for (`None`: non-blocking), to skip redundant
+    /// system calls.
+    wait: Option<Duration>,
+}
+
+impl UdpTransport {
+    /// Binds `local`.
+    pub fn bind(local: SocketAddr) -> io::Result<Self> {
+        let socket = UdpSocket::bind(local)?;
+        socket.set_nonblocking(true)?;
+        Ok(UdpTransport { socket, wait: None })
+    }
+
+    /// Binds an ephemeral port on the wildcard address of `server`'s family
+    /// (`0.0.0.0:0` or `[::]:0`).
+    pub fn for_server(server: SocketAddr) -> io::Result<Self> {
+        let local = match server {
+            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+        };
+        Self::bind(local)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    fn configure_wait(&mut self, timeout: Duration) -> io::Result<()> {
+        let wait = (!timeout.is_zero()).then_some(timeout);
+        if wait == self.wait {
+            return Ok(());
+        }
+        match wait {
+            None => self.socket.set_nonblocking(true)?,
+            Some(timeout) => {
+                if self.wait.is_none() {
+                    self.socket.set_nonblocking(false)?;
+                }
+                self.socket.set_read_timeout(Some(timeout))?;
+            }
+        }
+        self.wait = wait;
+        Ok(())
+    }
+}
+
+impl Transport for UdpTransport {
+    fn send_to(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.socket.send_to(datagram, to).map(drop)
+    }
+
+    fn recv_from(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<Option<(usize, SocketAddr)>> {
+        self.configure_wait(timeout)?;
+        match self.socket.recv_from(buf) {
+            Ok(received) => Ok(Some(received)),
+            Err(error) if is_no_datagram(&error) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Errors that only mean "nothing arrived": a timeout, or an ICMP error some systems report
+/// for an earlier send to a closed port (that datagram is lost; the retry timer covers it).
+fn is_no_datagram(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn loopback_round_trip_and_bounded_wait() {
+        let mut a = UdpTransport::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut b = UdpTransport::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut buf = [0u8; 64];
+        let started = Instant::now();
+        assert!(b
+            .recv_from(&mut buf, Duration::from_millis(20))
+            .unwrap()
+            .is_none());
+        assert!(started.elapsed() >= Duration::from_millis(15));
+        assert!(b.recv_from(&mut buf, Duration::ZERO).unwrap().is_none());
+        a.send_to(b"hello", b.local_addr().unwrap()).unwrap();
+        let (len, from) = b
+            .recv_from(&mut buf, Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (&buf[..len], from),
+            (&b"hello"[..], a.local_addr().unwrap())
+        );
+    }
+
+    #[test]
+    fn binds_the_family_of_the_server() {
+        let v4 = UdpTransport::for_server("127.0.0.1:7000".parse().unwrap()).unwrap();
+        assert!(v4.local_addr().unwrap().is_ipv4());
+        if let Ok(v6) = UdpTransport::for_server("[::1]:7000".parse().unwrap()) {
+            assert!(v6.local_addr().unwrap().is_ipv6());
+        } else {
+            eprintln!("skipped the IPv6 half: no IPv6 on this host");
+        }
+    }
+}

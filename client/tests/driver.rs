@@ -1,0 +1,202 @@
+//! The blocking driver over an in-memory transport and over real UDP sockets on loopback.
+
+mod support;
+
+use client::{CasOutcome, Client, ClientConfig, Error, Request, Transport};
+use proto::{MapEntry, PartitionMap, DATAGRAM_BYTES_ACCEPTED};
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+use support::fake_server::FakeServer;
+
+/// A transport wired straight to a fake server: each send is answered before the next receive.
+struct InMemory {
+    server: FakeServer,
+    inbox: VecDeque<Vec<u8>>,
+}
+
+impl Transport for InMemory {
+    fn send_to(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        assert_eq!(to, self.server.addr);
+        self.inbox.extend(self.server.handle(datagram));
+        Ok(())
+    }
+
+    fn recv_from(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<Option<(usize, SocketAddr)>> {
+        let Some(datagram) = self.inbox.pop_front() else {
+            thread::sleep(timeout);
+            return Ok(None);
+        };
+        buf[..datagram.len()].copy_from_slice(&datagram);
+        Ok(Some((datagram.len(), self.server.addr)))
+    }
+}
+
+fn in_memory_client() -> Client<InMemory> {
+    let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+    let transport = InMemory {
+        server: FakeServer::new(addr),
+        inbox: VecDeque::new(),
+    };
+    Client::with_transport(ClientConfig::new(vec![addr]), transport).unwrap()
+}
+
+#[test]
+fn convenience_operations_map_statuses_to_results() {
+    let mut client = in_memory_client();
+    assert_eq!(client.get(b"k").unwrap(), None);
+    let v1 = client.put(b"k", b"one").unwrap();
+    let value = client.get(b"k").unwrap().unwrap();
+    assert_eq!((value.bytes.as_slice(), value.version), (&b"one"[..], v1));
+    assert_eq!(
+        client.cas(b"k", v1 + 100, b"x").unwrap(),
+        CasOutcome::Mismatch {
+            current_version: v1
+        }
+    );
+    let CasOutcome::Swapped { version: v2 } = client.cas(b"k", v1, b"two").unwrap() else {
+        panic!("the expected version matched");
+    };
+    assert!(v2 > v1);
+    assert!(client.delete(b"k").unwrap());
+    assert!(!client.delete(b"k").unwrap());
+    let long_key = vec![b'k'; 300];
+    assert!(matches!(
+        client.get(&long_key),
+        Err(Error::KeyTooLong { len: 300 })
+    ));
+    let server = client.transport_mut().server.addr;
+    client.ping(server).unwrap();
+    assert_eq!(client.stats(server).unwrap(), "{\"keys\":0}");
+}
+
+#[test]
+fn get_many_packs_one_datagram() {
+    let mut client = in_memory_client();
+    for key in [&b"a"[..], b"b"] {
+        client.put(key, key).unwrap();
+    }
+    let before = client.transport_mut().server.datagrams;
+    let values = client.get_many(&[&b"a"[..], b"missing", b"b"]).unwrap();
+    assert_eq!(client.transport_mut().server.datagrams - before, 1);
+    let bytes: Vec<_> = values
+        .iter()
+        .map(|v| v.as_ref().map(|v| v.bytes.clone()))
+        .collect();
+    assert_eq!(bytes, [Some(b"a".to_vec()), None, Some(b"b".to_vec())]);
+}
+
+#[test]
+fn pipelined_requests_complete_through_wait() {
+    let mut client = in_memory_client();
+    let ids: Vec<_> = (0..50u8)
+        .map(|i| {
+            client.submit(Request::Put {
+                key: vec![i],
+                value: vec![i; 900],
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    while let Some((id, result)) = client.wait(Duration::from_secs(5)) {
+        result.unwrap();
+        done.push(id);
+    }
+    done.sort();
+    assert_eq!(done, ids);
+    assert_eq!(client.in_flight(), 0);
+    assert!(client.wait(Duration::from_millis(1)).is_none());
+    assert_eq!(client.client_stats().completions, 50);
+}
+
+/// A fake server on a real loopback socket, until the returned flag is set.
+fn spawn_udp_server(map_entries: bool) -> (SocketAddr, Arc<AtomicBool>, thread::JoinHandle<()>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let addr = socket.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let handle = thread::spawn(move || {
+        let mut server = FakeServer::new(addr);
+        server.require_token = true;
+        if map_entries {
+            let entry = MapEntry {
+                hash_start: 0,
+                hash_end: u64::MAX,
+                partition: 0,
+                addr,
+            };
+            server.map = PartitionMap {
+                epoch: 1,
+                entries: vec![entry],
+            };
+        }
+        let mut buf = vec![0; DATAGRAM_BYTES_ACCEPTED + 1];
+        while !stopped.load(Ordering::Relaxed) {
+            let Ok((len, from)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            for reply in server.handle(&buf[..len]) {
+                socket.send_to(&reply, from).unwrap();
+            }
+        }
+    });
+    (addr, stop, handle)
+}
+
+#[test]
+fn connect_put_get_over_udp() {
+    let (addr, stop, handle) = spawn_udp_server(true);
+    let mut client = Client::connect(ClientConfig::new(vec![addr])).unwrap();
+    assert_eq!(client.known_map().map(|m| m.epoch), Some(1));
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let version = client.put(b"big", &big).unwrap();
+    let value = client.get(b"big").unwrap().unwrap();
+    assert_eq!(value.version, version);
+    assert!(value.bytes == big);
+    let values = client.get_many(&[&b"big"[..], b"none"]).unwrap();
+    assert!(values[1].is_none());
+    assert!(client.stats(addr).unwrap().contains("keys"));
+    stop.store(true, Ordering::Relaxed);
+    handle.join().unwrap();
+}
+
+#[test]
+fn connect_fails_with_a_timeout_when_no_server_answers() {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let started = Instant::now();
+    let result = Client::connect(ClientConfig::new(vec![addr]));
+    let elapsed = started.elapsed();
+    match result {
+        Err(error @ Error::Timeout { attempts: 8, .. }) => {
+            assert_eq!(
+                error.to_string(),
+                format!("timed out after 8 attempts on {addr}")
+            );
+        }
+        other => panic!("expected a timeout, got {:?}", other.err()),
+    }
+    assert!(
+        elapsed >= Duration::from_millis(700),
+        "gave up early: {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    let mut buf = [0u8; 2048];
+    silent.set_nonblocking(true).unwrap();
+    let mut received = 0;
+    while silent.recv_from(&mut buf).is_ok() {
+        received += 1;
+    }
+    assert_eq!(received, 8, "one datagram per attempt");
+}

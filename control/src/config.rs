@@ -1,0 +1,79 @@
+//! Settings of one core, with what each costs.
+
+use crate::layout::NodeLayout;
+use std::fmt;
+use std::sync::Arc;
+
+/// Settings of one serving core.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// This core's index in `layout`.
+    pub core: u32,
+    /// Which core serves which partition, and their addresses.
+    pub layout: Arc<NodeLayout>,
+    /// Key of the address-validation tokens; random per node start.
+    pub token_secret: [u8; 32],
+    /// Completion records kept (about 64 bytes each, allocated at start-up). When all are
+    /// younger than `completion_ttl_ns`, new writes get BUSY.
+    pub completion_records_max: usize,
+    /// How long a completion record is kept; longer than any client's retry budget.
+    pub completion_ttl_ns: u64,
+    /// Fragmented writes being reassembled at once; more get BUSY.
+    pub reassemblies_max: usize,
+    /// Bytes of fragmented writes being reassembled at once (each takes its full value size).
+    pub reassembly_bytes_max: u64,
+    /// A reassembly that receives nothing for this long is dropped.
+    pub reassembly_timeout_ns: u64,
+}
+
+impl CoreConfig {
+    /// Defaults for core `core` of `layout`.
+    pub fn new(core: u32, layout: Arc<NodeLayout>, token_secret: [u8; 32]) -> CoreConfig {
+        CoreConfig {
+            core,
+            layout,
+            token_secret,
+            completion_records_max: 1 << 16,
+            completion_ttl_ns: 30_000_000_000,
+            reassemblies_max: 64,
+            reassembly_bytes_max: 256 << 20,
+            reassembly_timeout_ns: 10_000_000_000,
+        }
+    }
+
+    /// Checks the relations between the fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.core >= self.layout.cores() {
+            return Err(ConfigError(format!(
+                "core {} is outside the layout's {} cores",
+                self.core,
+                self.layout.cores()
+            )));
+        }
+        if self.completion_records_max == 0 || self.reassemblies_max == 0 {
+            return Err(ConfigError(
+                "completion_records_max and reassemblies_max must be > 0".into(),
+            ));
+        }
+        if self.reassembly_bytes_max < proto::VALUE_BYTES_MAX as u64 {
+            return Err(ConfigError(format!(
+                "reassembly_bytes_max {} is below the largest value ({} bytes)",
+                self.reassembly_bytes_max,
+                proto::VALUE_BYTES_MAX
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that cannot work, with the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}

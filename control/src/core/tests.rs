@@ -1,0 +1,342 @@
+//! The core driven datagram by datagram, as the loop would.
+
+use super::*;
+use crate::layout::NodeLayout;
+use proto::{encode_message, FRAGMENT_BYTES, HEADER_BYTES};
+
+const CLIENT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
+
+#[derive(Default)]
+struct Wire(Vec<Vec<u8>>);
+
+impl Transmit for Wire {
+    fn send(&mut self, _peer: SocketAddr, datagram: &[u8]) -> bool {
+        self.0.push(datagram.to_vec());
+        true
+    }
+}
+
+impl Wire {
+    fn messages(&self) -> Vec<(HeaderFields, Vec<u8>)> {
+        self.0
+            .iter()
+            .flat_map(|d| {
+                Messages::new(d).map(|m| m.map(|m| (m.header, m.value.to_vec())).unwrap())
+            })
+            .collect()
+    }
+}
+
+struct Harness {
+    core: Core,
+    token: u64,
+    tracking: u64,
+}
+
+impl Harness {
+    fn new(cores: u32, core: u32) -> Harness {
+        let addrs = (0..cores)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)))
+            .collect();
+        let layout = Arc::new(NodeLayout::new(16, addrs).unwrap());
+        let map: Arc<[u8]> = layout.map().encode().into();
+        let config = CoreConfig::new(core, layout, [5; 32]);
+        let core = Core::new(config, Arc::new(NodeStats::new(cores)), map).unwrap();
+        let mut h = Harness {
+            core,
+            token: 0,
+            tracking: 0,
+        };
+        h.token = h.core.tokens.token(CLIENT);
+        h
+    }
+
+    fn request(&mut self, op: Opcode, key: &[u8], value: &[u8]) -> HeaderFields {
+        self.tracking += 1;
+        HeaderFields {
+            opcode: op as u8,
+            client_id: 42,
+            tracking_id: self.tracking,
+            token: self.token,
+            total_len: value.len() as u32,
+            ..HeaderFields::default()
+        }
+        .with_key_value(key, value)
+    }
+
+    fn send(&mut self, parts: &[(HeaderFields, &[u8], &[u8])]) -> Vec<(HeaderFields, Vec<u8>)> {
+        let mut datagram = vec![0u8; 4096];
+        let mut len = 0;
+        for (h, k, v) in parts {
+            len += encode_message(&mut datagram[len..], h, k, v).unwrap();
+        }
+        let mut wire = Wire::default();
+        self.core
+            .handle_datagram(1_000, CLIENT, &datagram[..len], &mut wire);
+        wire.messages()
+    }
+
+    fn one(&mut self, h: HeaderFields, key: &[u8], value: &[u8]) -> (HeaderFields, Vec<u8>) {
+        let mut replies = self.send(&[(h, key, value)]);
+        assert_eq!(replies.len(), 1, "one reply expected");
+        replies.remove(0)
+    }
+}
+
+trait WithKeyValue {
+    fn with_key_value(self, key: &[u8], value: &[u8]) -> Self;
+}
+
+impl WithKeyValue for HeaderFields {
+    fn with_key_value(mut self, key: &[u8], value: &[u8]) -> Self {
+        self.key_len = key.len() as u16;
+        self.value_len = value.len() as u32;
+        self
+    }
+}
+
+/// A key owned by `core` of 2 (or any key with one core).
+fn key_on(core: u32, cores: u32) -> Vec<u8> {
+    (0..)
+        .map(|i| format!("key{i}").into_bytes())
+        .find(|k| partition_of(key_hash(k), 16) % cores == core)
+        .unwrap()
+}
+
+#[test]
+fn put_get_cas_delete() {
+    let mut h = Harness::new(1, 0);
+    let put = h.request(Opcode::Put, b"k", b"v1");
+    let (r, _) = h.one(put, b"k", b"v1");
+    assert_eq!((r.status, r.version), (Status::Ok as u16, 1));
+    let get = h.request(Opcode::Get, b"k", b"");
+    let (r, value) = h.one(get, b"k", b"");
+    assert_eq!((r.status, r.version, value.as_slice()), (0, 1, &b"v1"[..]));
+    let mut cas = h.request(Opcode::Cas, b"k", b"v2");
+    cas.version = 7;
+    assert_eq!(
+        h.one(cas, b"k", b"v2").0.status,
+        Status::VersionMismatch as u16
+    );
+    let mut cas = h.request(Opcode::Cas, b"k", b"v2");
+    cas.version = 1;
+    assert_eq!(h.one(cas, b"k", b"v2").0.version, 2);
+    let del = h.request(Opcode::Delete, b"k", b"");
+    assert_eq!(h.one(del, b"k", b"").0.status, Status::Ok as u16);
+    let get = h.request(Opcode::Get, b"k", b"");
+    assert_eq!(h.one(get, b"k", b"").0.status, Status::NotFound as u16);
+    assert_eq!(h.core.counters().keys, 0);
+}
+
+#[test]
+fn a_resent_write_is_answered_from_its_record() {
+    let mut h = Harness::new(1, 0);
+    let mut cas = h.request(Opcode::Cas, b"k", b"a");
+    cas.version = 0;
+    assert_eq!(h.one(cas, b"k", b"a").0.version, 1);
+    // The same request again (its reply was lost): answered OK from the record, not
+    // VERSION_MISMATCH, and not applied again.
+    let (r, _) = h.one(cas, b"k", b"a");
+    assert_eq!((r.status, r.version), (Status::Ok as u16, 1));
+    assert_eq!(h.core.counters().duplicates_answered, 1);
+    let get = h.request(Opcode::Get, b"k", b"");
+    assert_eq!(h.one(get, b"k", b"").0.version, 1);
+}
+
+#[test]
+fn multi_get_is_answered_in_one_datagram() {
+    let mut h = Harness::new(1, 0);
+    for k in [&b"a"[..], b"b", b"c"] {
+        let put = h.request(Opcode::Put, k, k);
+        h.one(put, k, k);
+    }
+    let gets: Vec<_> = [&b"a"[..], b"b", b"zz", b"c"]
+        .iter()
+        .map(|k| (h.request(Opcode::Get, k, b""), *k, &b""[..]))
+        .collect();
+    let mut wire = Wire::default();
+    let mut datagram = vec![0u8; 4096];
+    let mut len = 0;
+    for (hd, k, v) in &gets {
+        len += encode_message(&mut datagram[len..], hd, k, v).unwrap();
+    }
+    h.core
+        .handle_datagram(0, CLIENT, &datagram[..len], &mut wire);
+    assert_eq!(wire.0.len(), 1);
+    let replies = wire.messages();
+    let statuses: Vec<u16> = replies.iter().map(|r| r.0.status).collect();
+    assert_eq!(statuses, vec![0, 0, Status::NotFound as u16, 0]);
+    assert_eq!(replies[3].1, b"c");
+    assert_eq!(replies[2].0.tracking_id, gets[2].0.tracking_id);
+}
+
+fn fragment(
+    base: HeaderFields,
+    value: &[u8],
+    index: u32,
+) -> (HeaderFields, std::ops::Range<usize>) {
+    let total = value.len() as u32;
+    let span = fragment_span(total, index);
+    let mut f = base;
+    f.flags = flags::FRAGMENT;
+    f.frag_index = index;
+    f.frag_count = fragment_count(total);
+    f.total_len = total;
+    f.value_len = span.len() as u32;
+    (f, span)
+}
+
+#[test]
+fn fragmented_put_acks_cumulatively_and_applies_once() {
+    let mut h = Harness::new(1, 0);
+    let value: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    let base = h.request(Opcode::Put, b"big", b"");
+    // Fragments 0, 2, 4 with an ACK request on 4: the first missing is 1.
+    for i in [0, 2] {
+        let (f, span) = fragment(base, &value, i);
+        assert!(h.send(&[(f, b"big", &value[span])]).is_empty());
+    }
+    let (mut f, span) = fragment(base, &value, 4);
+    f.flags |= flags::ACK_REQUEST;
+    let (r, _) = h.one(f, b"big", &value[span]);
+    assert!(r.has(flags::PARTIAL));
+    assert_eq!(r.frag_index, 1);
+    for i in [1, 3] {
+        let (f, span) = fragment(base, &value, i);
+        let replies = h.send(&[(f, b"big", &value[span])]);
+        if i == 3 {
+            assert_eq!((replies[0].0.status, replies[0].0.flags), (0, flags::REPLY));
+        }
+    }
+    // A late duplicate fragment is answered from the completion record.
+    let (f, span) = fragment(base, &value, 2);
+    assert_eq!(h.one(f, b"big", &value[span]).0.version, 1);
+    // Read it back: a window of fragments, then a RANGE for the rest.
+    let get = h.request(Opcode::Get, b"big", b"");
+    let replies = h.send(&[(get, b"big", b"")]);
+    assert_eq!(
+        replies.len(),
+        5,
+        "5000 bytes are 5 fragments, all in the first window"
+    );
+    let mut assembled = vec![0u8; 5000];
+    for (r, data) in &replies {
+        assembled[fragment_span(5000, r.frag_index)].copy_from_slice(data);
+    }
+    assert_eq!(assembled, value);
+    let mut range = get;
+    range.flags = flags::RANGE;
+    range.frag_index = 3;
+    range.frag_count = 1;
+    range.version = 1;
+    let (r, data) = h.one(range, b"big", b"");
+    assert_eq!(
+        (r.frag_index, data.as_slice()),
+        (3, &value[3 * FRAGMENT_BYTES..4 * FRAGMENT_BYTES])
+    );
+    range.version = 9;
+    assert_eq!(
+        h.one(range, b"big", b"").0.status,
+        Status::VersionMismatch as u16
+    );
+}
+
+#[test]
+fn oversized_values_get_too_large() {
+    let mut h = Harness::new(1, 0);
+    let mut f = h.request(Opcode::Put, b"k", b"");
+    let total = VALUE_BYTES_MAX as u32 + 1;
+    f.flags = flags::FRAGMENT | flags::ACK_REQUEST;
+    f.total_len = total;
+    f.frag_count = fragment_count(total);
+    f.value_len = FRAGMENT_BYTES as u32;
+    assert_eq!(
+        h.one(f, b"k", &[0; FRAGMENT_BYTES]).0.status,
+        Status::TooLarge as u16
+    );
+}
+
+#[test]
+fn unvalidated_senders_get_at_most_three_times_their_bytes() {
+    let mut h = Harness::new(1, 0);
+    let value = vec![9u8; 1300];
+    let put = h.request(Opcode::Put, b"k", &value);
+    assert_eq!(
+        h.send(&[(put.with_key_value(b"k", &value), b"k", &value)])[0]
+            .0
+            .status,
+        0
+    );
+    // Without the token, a GET of 73 bytes may get 219 bytes back: the 1,374-byte reply is
+    // replaced by a bare RETRY_WITH_TOKEN that carries the token.
+    let mut get = h.request(Opcode::Get, b"k", b"");
+    get.token = 0;
+    let mut wire = Wire::default();
+    let mut datagram = vec![0u8; 200];
+    let len = encode_message(&mut datagram, &get, b"k", b"").unwrap();
+    h.core
+        .handle_datagram(0, CLIENT, &datagram[..len], &mut wire);
+    let sent: usize = wire.0.iter().map(Vec::len).sum();
+    assert!(sent <= 3 * len, "{sent} bytes for {len}");
+    let (r, _) = &wire.messages()[0];
+    assert_eq!(
+        (r.status, r.token),
+        (Status::RetryWithToken as u16, h.token)
+    );
+    get.token = r.token;
+    let (r, data) = h.one(get, b"k", b"");
+    assert_eq!((r.status, data.len()), (0, 1300));
+    // Small replies to unvalidated senders are fine, and teach the token.
+    let mut ping = h.request(Opcode::Ping, b"", b"");
+    ping.token = 0;
+    assert_eq!(h.one(ping, b"", b"").0.token, h.token);
+}
+
+#[test]
+fn keys_of_another_core_get_a_hint() {
+    let mut h = Harness::new(2, 0);
+    let key = key_on(1, 2);
+    let get = h.request(Opcode::Get, &key, b"");
+    let (r, hint) = h.one(get, &key, b"");
+    assert_eq!(r.status, Status::WrongOwner as u16);
+    assert_eq!(
+        proto::decode_addr(&hint).unwrap().0,
+        SocketAddr::from(([127, 0, 0, 1], 7001))
+    );
+    let key = key_on(0, 2);
+    let put = h.request(Opcode::Put, &key, b"x");
+    assert_eq!(h.one(put, &key, b"x").0.status, 0);
+}
+
+#[test]
+fn malformed_datagrams_are_counted_and_dropped() {
+    let mut h = Harness::new(1, 0);
+    let mut wire = Wire::default();
+    let garbage: [&[u8]; 4] = [
+        b"",
+        b"hello",
+        &[0x63, 0x52, 1, 1, 0, 0],
+        &[0u8; HEADER_BYTES],
+    ];
+    for g in garbage {
+        h.core.handle_datagram(0, CLIENT, g, &mut wire);
+    }
+    assert!(wire.0.is_empty());
+    // A reply aimed at the server is not answered either.
+    let mut reply = h.request(Opcode::Ping, b"", b"");
+    reply.flags = flags::REPLY;
+    assert!(h.send(&[(reply, b"", b"")]).is_empty());
+    assert_eq!(h.core.counters().dropped_malformed, 5);
+}
+
+#[test]
+fn completion_table_full_of_young_records_answers_busy() {
+    let mut h = Harness::new(1, 0);
+    h.core.completions = Completions::new(2, 1_000_000);
+    for i in 0..3 {
+        let put = h.request(Opcode::Put, b"k", b"v");
+        let status = h.one(put, b"k", b"v").0.status;
+        assert_eq!(status, if i < 2 { 0 } else { Status::Busy as u16 });
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what the tests need, then runs every test.
+# Network-fault tests need root (network namespaces, nftables); without root they print why
+# they skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "installing ${need[*]} for the network-fault tests" >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >&2 \
+            || echo "could not install ${need[*]}: those tests will skip and say why" >&2
+    else
+        echo "not root: ${need[*]} missing, the network-fault tests will skip" >&2
+    fi
+fi
+
+exec cargo test --workspace --release "$@"

@@ -1,0 +1,163 @@
+//! The command-line tools: each talks to a node through the client library.
+
+use crate::node::{Node, NodeOptions};
+use client::{CasOutcome, Client, ClientConfig};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// The servers a tool may talk to.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Servers {
+    /// A node's HOST:PORT; repeat to name several (tried in order on failure).
+    #[arg(long = "server", required = true)]
+    server: Vec<String>,
+}
+
+impl Servers {
+    fn resolve(&self) -> Result<Vec<SocketAddr>, String> {
+        let mut addrs = Vec::new();
+        for name in &self.server {
+            let resolved = name
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve server {name}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("server {name} has no address"))?;
+            addrs.push(resolved);
+        }
+        Ok(addrs)
+    }
+
+    fn connect(&self) -> Result<Client, String> {
+        let config = ClientConfig::new(self.resolve()?);
+        Client::connect(config).map_err(|e| e.to_string())
+    }
+}
+
+/// `cradle node`: serve until SIGTERM or SIGINT.
+pub(crate) fn node(options: &NodeOptions) -> Result<ExitCode, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
+    }
+    let node = Node::start(options, stop)?;
+    let first = node.addrs[0];
+    let last = node.addrs[node.addrs.len() - 1];
+    println!(
+        "cradle ready: {} core(s) on {}..{}, {} partitions, data dir {}",
+        node.addrs.len(),
+        first,
+        last.port(),
+        options.partitions,
+        options.data_dir.display()
+    );
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    node.join()?;
+    eprintln!("cradle: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_value(value: &str) -> Result<Vec<u8>, String> {
+    if value != "-" {
+        return Ok(value.as_bytes().to_vec());
+    }
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+    Ok(bytes)
+}
+
+/// `cradle put`.
+pub(crate) fn put(servers: &Servers, key: &str, value: &str) -> Result<ExitCode, String> {
+    let value = read_value(value)?;
+    let version = servers
+        .connect()?
+        .put(key.as_bytes(), &value)
+        .map_err(|e| e.to_string())?;
+    println!("{version}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cradle get`.
+pub(crate) fn get(servers: &Servers, key: &str) -> Result<ExitCode, String> {
+    match servers
+        .connect()?
+        .get(key.as_bytes())
+        .map_err(|e| e.to_string())?
+    {
+        Some(value) => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&value.bytes)
+                .and_then(|()| out.flush())
+                .map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("not found");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `cradle del`.
+pub(crate) fn del(servers: &Servers, key: &str) -> Result<ExitCode, String> {
+    if servers
+        .connect()?
+        .delete(key.as_bytes())
+        .map_err(|e| e.to_string())?
+    {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("not found");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `cradle cas`.
+pub(crate) fn cas(
+    servers: &Servers,
+    key: &str,
+    expected: u64,
+    value: &str,
+) -> Result<ExitCode, String> {
+    let value = read_value(value)?;
+    match servers
+        .connect()?
+        .cas(key.as_bytes(), expected, &value)
+        .map_err(|e| e.to_string())?
+    {
+        CasOutcome::Swapped { version } => {
+            println!("{version}");
+            Ok(ExitCode::SUCCESS)
+        }
+        CasOutcome::Mismatch { current_version } => {
+            eprintln!("version mismatch: the key's version is {current_version}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `cradle status`.
+pub(crate) fn status(servers: &Servers, json: bool) -> Result<ExitCode, String> {
+    let addrs = servers.resolve()?;
+    let mut client = servers.connect()?;
+    let text = client.stats(addrs[0]).map_err(|e| e.to_string())?;
+    if json {
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("the node sent unreadable stats: {e}"))?;
+    let object = value
+        .as_object()
+        .ok_or("the node's stats are not a JSON object")?;
+    println!("node {}", addrs[0]);
+    for (name, value) in object {
+        println!("  {name:<22} {value}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

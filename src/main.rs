@@ -1,0 +1,148 @@
+//! `cradle`: the node and its command-line tools (see `cradle --help` and README.md).
+#![forbid(unsafe_code)]
+
+mod commands;
+mod demo;
+mod node;
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A low-latency key-value appliance over UDP.
+#[derive(Parser, Debug)]
+#[command(name = "cradle", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve: one pinned loop per core, core i on port PORT+i; prints `cradle ready` once serving.
+    Node {
+        /// Address of core 0.
+        #[arg(long, default_value = "127.0.0.1:7000")]
+        listen: SocketAddr,
+        /// Serving cores.
+        #[arg(long, default_value_t = 1)]
+        cores: u32,
+        /// Directory for the endpoints' stores.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Partitions over all cores.
+        #[arg(long, default_value_t = 256)]
+        partitions: u32,
+        /// Busy-poll this many microseconds after the last datagram before blocking.
+        #[arg(long, default_value_t = 50)]
+        spin_us: u64,
+        /// Do not pin core i's loop to CPU i.
+        #[arg(long)]
+        no_pin: bool,
+    },
+    /// Write a value (`-` reads it from stdin); prints the new version.
+    Put {
+        #[command(flatten)]
+        servers: commands::Servers,
+        /// The key.
+        key: String,
+        /// The value, or `-` for stdin.
+        value: String,
+    },
+    /// Print a key's raw value; exit 1 with `not found` when absent.
+    Get {
+        #[command(flatten)]
+        servers: commands::Servers,
+        /// The key.
+        key: String,
+    },
+    /// Delete a key; exit 1 with `not found` when absent.
+    Del {
+        #[command(flatten)]
+        servers: commands::Servers,
+        /// The key.
+        key: String,
+    },
+    /// Write a value only if the key's version is EXPECTED (0: only if absent); prints the new
+    /// version, or exits 1 with the current one.
+    Cas {
+        #[command(flatten)]
+        servers: commands::Servers,
+        /// The key.
+        key: String,
+        /// The version the key must have.
+        expected: u64,
+        /// The value, or `-` for stdin.
+        value: String,
+    },
+    /// Show a node's counters.
+    Status {
+        #[command(flatten)]
+        servers: commands::Servers,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a node on an embedded default and run a short mixed workload against it.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            print!("{e}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("cradle: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match cli.command {
+        Command::Node {
+            listen,
+            cores,
+            data_dir,
+            partitions,
+            spin_us,
+            no_pin,
+        } => {
+            let options = node::NodeOptions {
+                listen,
+                cores,
+                data_dir,
+                partitions,
+                spin: std::time::Duration::from_micros(spin_us),
+                pin: !no_pin,
+            };
+            commands::node(&options)
+        }
+        Command::Put {
+            servers,
+            key,
+            value,
+        } => commands::put(&servers, &key, &value),
+        Command::Get { servers, key } => commands::get(&servers, &key),
+        Command::Del { servers, key } => commands::del(&servers, &key),
+        Command::Cas {
+            servers,
+            key,
+            expected,
+            value,
+        } => commands::cas(&servers, &key, expected, &value),
+        Command::Status { servers, json } => commands::status(&servers, json),
+        Command::Demo => demo::run(),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("cradle: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

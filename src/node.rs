@@ -1,0 +1,136 @@
+//! Node assembly: one UDP port and one pinned loop per core, each running a `control::Core`.
+
+use control::{Core, CoreConfig, NodeLayout, NodeStats};
+use dataplane::{run, RunnerConfig, UdpConfig, UdpPort};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What `cradle node` is asked to run.
+#[derive(Clone, Debug)]
+pub(crate) struct NodeOptions {
+    /// Address of core 0; core i listens on port + i.
+    pub(crate) listen: SocketAddr,
+    /// Serving cores (one loop and one UDP port each).
+    pub(crate) cores: u32,
+    /// Where endpoint stores keep their files.
+    pub(crate) data_dir: PathBuf,
+    /// Partitions over all cores.
+    pub(crate) partitions: u32,
+    /// Busy-poll this long after the last datagram before blocking.
+    pub(crate) spin: Duration,
+    /// Pin core i's loop to CPU i.
+    pub(crate) pin: bool,
+}
+
+/// A running node: its loops, its counters, and the flag that stops it.
+pub(crate) struct Node {
+    /// The address of each core, in core order.
+    pub(crate) addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    loops: Vec<JoinHandle<Result<(), String>>>,
+}
+
+impl Node {
+    /// Binds every core's port (so a busy port is reported before anything serves), then
+    /// starts the loops.
+    pub(crate) fn start(options: &NodeOptions, stop: Arc<AtomicBool>) -> Result<Node, String> {
+        if options.cores == 0 {
+            return Err("--cores must be at least 1".into());
+        }
+        std::fs::create_dir_all(&options.data_dir)
+            .map_err(|e| format!("cannot create data dir {}: {e}", options.data_dir.display()))?;
+        let ports = bind_ports(options.listen, options.cores)?;
+        let addrs: Vec<SocketAddr> = ports.iter().map(dataplane::Port::local_addr).collect();
+        let layout = Arc::new(
+            NodeLayout::new(options.partitions, addrs.clone()).map_err(|e| e.to_string())?,
+        );
+        let map: Arc<[u8]> = layout.map().encode().into();
+        let stats = Arc::new(NodeStats::new(options.cores));
+        let secret = random_secret()?;
+        let mut loops = Vec::new();
+        for (core, mut port) in (0u32..).zip(ports) {
+            let config = CoreConfig::new(core, layout.clone(), secret);
+            let mut handler =
+                Core::new(config, stats.clone(), map.clone()).map_err(|e| e.to_string())?;
+            let runner = RunnerConfig {
+                core: options.pin.then_some(core as usize),
+                spin: options.spin,
+                ..RunnerConfig::default()
+            };
+            let stop = stop.clone();
+            let thread = std::thread::Builder::new().name(format!("cradle-core-{core}"));
+            let handle = thread
+                .spawn(move || {
+                    run(&mut port, &mut handler, &runner, &stop)
+                        .map(|_| ())
+                        .map_err(|e| format!("core {core}: {e}"))
+                })
+                .map_err(|e| format!("cannot start core {core}: {e}"))?;
+            loops.push(handle);
+        }
+        Ok(Node { addrs, stop, loops })
+    }
+
+    /// Asks every loop to stop and waits for them.
+    pub(crate) fn stop(self) -> Result<(), String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.join()
+    }
+
+    /// Waits for every loop to end (after the stop flag is set elsewhere).
+    pub(crate) fn join(self) -> Result<(), String> {
+        let mut first_error = Ok(());
+        for handle in self.loops {
+            let outcome = handle
+                .join()
+                .unwrap_or_else(|_| Err("a core's loop panicked".into()));
+            if first_error.is_ok() {
+                first_error = outcome;
+            }
+        }
+        first_error
+    }
+}
+
+/// Binds core i to `listen` port + i. With port 0, core 0 takes an ephemeral port and the
+/// others follow it (retrying a few times if a neighbour is taken).
+fn bind_ports(listen: SocketAddr, cores: u32) -> Result<Vec<UdpPort>, String> {
+    let attempts = if listen.port() == 0 { 20 } else { 1 };
+    let mut last_error = String::new();
+    for _ in 0..attempts {
+        let first = UdpPort::bind(listen, UdpConfig::default())
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let base = dataplane::Port::local_addr(&first);
+        let mut ports = vec![first];
+        for core in 1..cores {
+            let Some(port) = base.port().checked_add(core as u16) else {
+                return Err(format!("port {} + {core} is beyond 65535", base.port()));
+            };
+            let addr = SocketAddr::new(base.ip(), port);
+            match UdpPort::bind(addr, UdpConfig::default()) {
+                Ok(p) => ports.push(p),
+                Err(e) => {
+                    last_error = format!("cannot listen on {addr} for core {core}: {e}");
+                    break;
+                }
+            }
+        }
+        if ports.len() == cores as usize {
+            return Ok(ports);
+        }
+    }
+    Err(last_error)
+}
+
+fn random_secret() -> Result<[u8; 32], String> {
+    let mut secret = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut secret))
+        .map_err(|e| format!("cannot read /dev/urandom for the token secret: {e}"))?;
+    Ok(secret)
+}

@@ -1,0 +1,151 @@
+//! The CLI contract against a real `cradle node` process over real UDP.
+
+mod common;
+
+use common::{bytes, run, stderr_of, NodeProcess};
+use std::time::Duration;
+
+#[test]
+fn values_of_every_size_round_trip_byte_exact() {
+    let node = NodeProcess::start(2, 64, &[]);
+    let server = node.server();
+    for (i, len) in [0usize, 1, 1400, 64 << 10, 1 << 20, 16 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("value-{len}");
+        let value = bytes(len, i as u64 + 1);
+        let put = run(&["put", "--server", &server, &key, "-"], &value);
+        assert!(put.status.success(), "put {len} B: {}", stderr_of(&put));
+        let get = run(&["get", "--server", &server, &key], b"");
+        assert!(get.status.success(), "get {len} B: {}", stderr_of(&get));
+        assert!(
+            get.stdout == value,
+            "{len}-byte value came back different ({} bytes)",
+            get.stdout.len()
+        );
+    }
+    let too_big = bytes((16 << 20) + 1, 99);
+    let put = run(&["put", "--server", &server, "too-big", "-"], &too_big);
+    assert!(!put.status.success());
+    assert!(
+        stderr_of(&put).contains("too large"),
+        "stderr: {}",
+        stderr_of(&put)
+    );
+    assert_eq!(
+        stderr_of(&put).lines().count(),
+        1,
+        "one clear line: {}",
+        stderr_of(&put)
+    );
+}
+
+#[test]
+fn put_get_del_cas_and_status() {
+    let mut node = NodeProcess::start(1, 16, &[]);
+    let server = node.server();
+    let put = run(&["put", "--server", &server, "k", "hello"], b"");
+    assert!(put.status.success(), "{}", stderr_of(&put));
+    let version: u64 = String::from_utf8(put.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    let get = run(&["get", "--server", &server, "k"], b"");
+    assert_eq!(get.stdout, b"hello");
+
+    let cas = run(
+        &[
+            "cas",
+            "--server",
+            &server,
+            "k",
+            &version.to_string(),
+            "world",
+        ],
+        b"",
+    );
+    assert!(cas.status.success(), "{}", stderr_of(&cas));
+    let stale = run(
+        &[
+            "cas",
+            "--server",
+            &server,
+            "k",
+            &version.to_string(),
+            "again",
+        ],
+        b"",
+    );
+    assert_eq!(stale.status.code(), Some(1));
+    assert!(stderr_of(&stale).contains("version mismatch"));
+    assert_eq!(
+        run(&["get", "--server", &server, "k"], b"").stdout,
+        b"world"
+    );
+
+    let del = run(&["del", "--server", &server, "k"], b"");
+    assert!(del.status.success(), "{}", stderr_of(&del));
+    let gone = run(&["get", "--server", &server, "k"], b"");
+    assert_eq!(gone.status.code(), Some(1));
+    assert_eq!(stderr_of(&gone).trim(), "not found");
+    assert!(gone.stdout.is_empty());
+    assert_eq!(
+        run(&["del", "--server", &server, "k"], b"").status.code(),
+        Some(1)
+    );
+
+    run(&["put", "--server", &server, "a", "1"], b"");
+    run(&["put", "--server", &server, "b", "2"], b"");
+    let status = run(&["status", "--server", &server, "--json"], b"");
+    assert!(status.status.success(), "{}", stderr_of(&status));
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("one JSON object");
+    assert_eq!(json["endpoints"], 16);
+    assert_eq!(json["keys"], 2);
+    assert!(json["requests"].as_u64().unwrap() >= 8);
+    assert_eq!(json["dropped_malformed"], 0);
+
+    let exit = node.terminate(Duration::from_secs(5));
+    assert!(exit.success(), "node exit: {exit:?}");
+}
+
+#[test]
+fn errors_are_one_line_and_never_a_panic() {
+    // Nothing listens on this port: the client gives up after its retry budget.
+    let get = run(&["get", "--server", "127.0.0.1:9", "k"], b"");
+    assert_eq!(get.status.code(), Some(1));
+    let err = stderr_of(&get);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let bad = run(&["get", "--server", "not-an-address", "k"], b"");
+    assert!(!bad.status.success());
+    assert_eq!(stderr_of(&bad).lines().count(), 1, "{}", stderr_of(&bad));
+    let unknown = run(&["frobnicate"], b"");
+    assert_eq!(unknown.status.code(), Some(2));
+    assert_eq!(
+        stderr_of(&unknown).lines().count(),
+        1,
+        "{}",
+        stderr_of(&unknown)
+    );
+    let busy = NodeProcess::start(1, 4, &[]);
+    let clash = run(
+        &[
+            "node",
+            "--listen",
+            &busy.server(),
+            "--data-dir",
+            "/tmp",
+            "--no-pin",
+        ],
+        b"",
+    );
+    assert!(!clash.status.success());
+    assert!(
+        stderr_of(&clash).contains("cannot listen"),
+        "{}",
+        stderr_of(&clash)
+    );
+}
