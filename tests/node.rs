@@ -15,13 +15,23 @@ fn encode(h: &HeaderFields, key: &[u8], value: &[u8]) -> Vec<u8> {
 }
 
 fn request(op: Opcode, tracking_id: u64, token: u64, key: &[u8]) -> Vec<u8> {
-    let h = HeaderFields { opcode: op as u8, client_id: 77, tracking_id, token, ..HeaderFields::default() };
+    let h = HeaderFields {
+        opcode: op as u8,
+        client_id: 77,
+        tracking_id,
+        token,
+        ..HeaderFields::default()
+    };
     encode(&h, key, b"")
 }
 
 fn status_json(node: &NodeProcess) -> serde_json::Value {
     let out = run(&["status", "--server", &node.server(), "--json"], b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -43,7 +53,7 @@ fn garbage(rng: &mut Rng) -> Vec<u8> {
         match rng.next() % 6 {
             0 => d = (0..rng.next() % 1600).map(|_| rng.next() as u8).collect(),
             1 => d.truncate((rng.next() % HEADER_BYTES as u64) as usize),
-            2 => d[0] ^= 0x5A,                                      // magic
+            2 => d[0] ^= 0x5A,                                       // magic
             3 => d[40..44].copy_from_slice(&9_999u32.to_le_bytes()), // value_len past the end
             4 => {
                 // A fragment claiming four billion fragments.
@@ -76,17 +86,35 @@ fn a_million_malformed_datagrams_are_counted_while_valid_requests_are_served() {
         }
         // The node's queue is FIFO: once this PING is answered, every datagram before it was
         // handled, so the socket buffer never overflows and the count can be exact.
-        sync.send_to(&request(Opcode::Ping, round, 0, b""), node.addr).unwrap();
-        let (n, _) = sync.recv_from(&mut buf).expect("the node answers a PING during the flood");
-        assert_eq!(Messages::new(&buf[..n]).next().unwrap().unwrap().header.tracking_id, round);
+        sync.send_to(&request(Opcode::Ping, round, 0, b""), node.addr)
+            .unwrap();
+        let (n, _) = sync
+            .recv_from(&mut buf)
+            .expect("the node answers a PING during the flood");
+        assert_eq!(
+            Messages::new(&buf[..n])
+                .next()
+                .unwrap()
+                .unwrap()
+                .header
+                .tracking_id,
+            round
+        );
         // And real work goes on meanwhile.
         let key = format!("during-{round}");
         let version = client.put(key.as_bytes(), b"v").unwrap();
-        assert_eq!(client.get(key.as_bytes()).unwrap().unwrap().version, version);
+        assert_eq!(
+            client.get(key.as_bytes()).unwrap().unwrap().version,
+            version
+        );
     }
     let elapsed = started.elapsed();
     let stats = status_json(&node);
-    assert_eq!(stats["dropped_malformed"].as_u64(), Some(DATAGRAMS), "{stats}");
+    assert_eq!(
+        stats["dropped_malformed"].as_u64(),
+        Some(DATAGRAMS),
+        "{stats}"
+    );
     assert_eq!(stats["keys"].as_u64(), Some(DATAGRAMS / BETWEEN_SYNCS));
     eprintln!("{DATAGRAMS} malformed datagrams in {elapsed:?}; node stats {stats}");
 }
@@ -100,7 +128,9 @@ fn an_unvalidated_sender_never_gets_more_than_three_times_its_bytes() {
     client.put(b"medium", &[1; 1300]).unwrap();
 
     let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
-    attacker.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    attacker
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let mut sent = 0;
     let mut received = 0;
     let mut token = 0;
@@ -111,7 +141,11 @@ fn an_unvalidated_sender_never_gets_more_than_three_times_its_bytes() {
         request(Opcode::Map, 3, 0, b""),
         request(Opcode::Stats, 4, 0, b""),
         request(Opcode::Get, 5, 0xDEAD_BEEF, b"big"), // a guessed token
-        [request(Opcode::Get, 6, 0, b"big"), request(Opcode::Get, 7, 0, b"medium")].concat(),
+        [
+            request(Opcode::Get, 6, 0, b"big"),
+            request(Opcode::Get, 7, 0, b"medium"),
+        ]
+        .concat(),
     ];
     for probe in &probes {
         attacker.send_to(probe, node.addr).unwrap();
@@ -122,18 +156,26 @@ fn an_unvalidated_sender_never_gets_more_than_three_times_its_bytes() {
                 token = m.unwrap().header.token;
             }
         }
-        assert!(received <= 3 * sent, "{received} bytes back for {sent} sent");
+        assert!(
+            received <= 3 * sent,
+            "{received} bytes back for {sent} sent"
+        );
     }
     assert_ne!(token, 0, "replies teach the token");
     // With the token, the same request is answered in full (the first window of fragments).
-    attacker.send_to(&request(Opcode::Get, 8, token, b"big"), node.addr).unwrap();
+    attacker
+        .send_to(&request(Opcode::Get, 8, token, b"big"), node.addr)
+        .unwrap();
     let mut fragments = 0;
     while let Ok((n, _)) = attacker.recv_from(&mut buf) {
         let m = Messages::new(&buf[..n]).next().unwrap().unwrap();
         assert_eq!(m.header.status, Status::Ok as u16);
         fragments += 1;
     }
-    assert_eq!(fragments, 32, "a validated sender gets the first window of fragments");
+    assert_eq!(
+        fragments, 32,
+        "a validated sender gets the first window of fragments"
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -178,7 +220,13 @@ fn ten_thousand_endpoints_on_one_core_cost_little_when_idle() {
         "10,000 endpoints: ready in {ready_many:?} (1 endpoint: {ready_one:?}); RSS {rss_many} KiB \
          vs {rss_one} KiB => {per_endpoint:.0} bytes per empty endpoint; idle CPU {cpu_percent:.1} % of a core"
     );
-    assert!(ready_many < Duration::from_secs(5), "start took {ready_many:?}");
-    assert!(per_endpoint < 1024.0, "{per_endpoint} bytes per empty endpoint");
+    assert!(
+        ready_many < Duration::from_secs(5),
+        "start took {ready_many:?}"
+    );
+    assert!(
+        per_endpoint < 1024.0,
+        "{per_endpoint} bytes per empty endpoint"
+    );
     assert!(cpu_percent < 10.0, "idle node uses {cpu_percent} % CPU");
 }
