@@ -20,6 +20,7 @@ pub(crate) fn run() -> Result<ExitCode, String> {
         partitions: 64,
         spin: Duration::from_micros(50),
         pin: false,
+        metrics: None,
     };
     let node = Node::start(&options, Arc::new(AtomicBool::new(false)))?;
     println!(

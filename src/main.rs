@@ -2,7 +2,9 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod config;
 mod demo;
+mod metrics;
 mod node;
 
 use clap::{Parser, Subcommand};
@@ -22,24 +24,30 @@ struct Cli {
 enum Command {
     /// Serve: one pinned loop per core, core i on port PORT+i; prints `cradle ready` once serving.
     Node {
-        /// Address of core 0.
-        #[arg(long, default_value = "127.0.0.1:7000")]
-        listen: SocketAddr,
-        /// Serving cores.
-        #[arg(long, default_value_t = 1)]
-        cores: u32,
+        /// A TOML config file (see docs/OPERATIONS.md); flags given here override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address of core 0 [default: 127.0.0.1:7000].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Serving cores [default: 1].
+        #[arg(long)]
+        cores: Option<u32>,
         /// Directory for the endpoints' stores.
         #[arg(long)]
-        data_dir: PathBuf,
-        /// Partitions over all cores.
-        #[arg(long, default_value_t = 256)]
-        partitions: u32,
-        /// Busy-poll this many microseconds after the last datagram before blocking.
-        #[arg(long, default_value_t = 50)]
-        spin_us: u64,
+        data_dir: Option<PathBuf>,
+        /// Partitions over all cores [default: 256].
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// Busy-poll this many microseconds after the last datagram before blocking [default: 50].
+        #[arg(long)]
+        spin_us: Option<u64>,
         /// Do not pin core i's loop to CPU i.
         #[arg(long)]
         no_pin: bool,
+        /// Serve Prometheus metrics over HTTP on this address.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Write a value (`-` reads it from stdin); prints the new version.
     Put {
@@ -105,22 +113,30 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Node {
+            config,
             listen,
             cores,
             data_dir,
             partitions,
             spin_us,
             no_pin,
+            metrics_listen,
         } => {
-            let options = node::NodeOptions {
+            let flags = config::Flags {
                 listen,
                 cores,
                 data_dir,
                 partitions,
-                spin: std::time::Duration::from_micros(spin_us),
-                pin: !no_pin,
+                spin_us,
+                no_pin,
+                metrics_listen,
             };
-            commands::node(&options)
+            let file = match &config {
+                Some(path) => config::FileConfig::load(path),
+                None => Ok(config::FileConfig::default()),
+            };
+            file.and_then(|file| file.resolve(flags))
+                .and_then(|options| commands::node(&options))
         }
         Command::Put {
             servers,

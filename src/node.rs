@@ -25,6 +25,8 @@ pub(crate) struct NodeOptions {
     pub(crate) spin: Duration,
     /// Pin core i's loop to CPU i.
     pub(crate) pin: bool,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub(crate) metrics: Option<SocketAddr>,
 }
 
 /// A running node: its loops, its counters, and the flag that stops it.
@@ -33,6 +35,7 @@ pub(crate) struct Node {
     pub(crate) addrs: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
     loops: Vec<JoinHandle<Result<(), String>>>,
+    metrics: Option<JoinHandle<()>>,
 }
 
 impl Node {
@@ -52,6 +55,10 @@ impl Node {
         let map: Arc<[u8]> = layout.map().encode().into();
         let stats = Arc::new(NodeStats::new(options.cores));
         let secret = random_secret()?;
+        let metrics = match options.metrics {
+            Some(listen) => Some(crate::metrics::serve(listen, stats.clone(), stop.clone())?),
+            None => None,
+        };
         let mut loops = Vec::new();
         for (core, mut port) in (0u32..).zip(ports) {
             let config = CoreConfig::new(core, layout.clone(), secret);
@@ -73,7 +80,12 @@ impl Node {
                 .map_err(|e| format!("cannot start core {core}: {e}"))?;
             loops.push(handle);
         }
-        Ok(Node { addrs, stop, loops })
+        Ok(Node {
+            addrs,
+            stop,
+            loops,
+            metrics,
+        })
     }
 
     /// Asks every loop to stop and waits for them.
@@ -92,6 +104,10 @@ impl Node {
             if first_error.is_ok() {
                 first_error = outcome;
             }
+        }
+        if let Some(metrics) = self.metrics {
+            self.stop.store(true, Ordering::Relaxed);
+            let _ = metrics.join();
         }
         first_error
     }

@@ -230,3 +230,59 @@ fn ten_thousand_endpoints_on_one_core_cost_little_when_idle() {
     );
     assert!(cpu_percent < 10.0, "idle node uses {cpu_percent} % CPU");
 }
+
+#[test]
+fn a_config_file_starts_a_node_with_metrics() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = dir.path().join("cradle.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nlisten = \"127.0.0.1:0\"\ncores = 2\npartitions = 32\npin = false\n\
+             data_dir = \"{}\"\n[metrics]\nlisten = \"{metrics_port}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut command = common::cradle();
+    command
+        .arg("node")
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::piped());
+    let node = NodeProcess::spawn(command, dir);
+    for key in ["a", "b", "c"] {
+        assert!(run(&["put", "--server", &node.server(), key, "v"], b"")
+            .status
+            .success());
+    }
+    let mut stream = std::net::TcpStream::connect(metrics_port).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut page = String::new();
+    stream.read_to_string(&mut page).unwrap();
+    let keys: u64 = page
+        .lines()
+        .filter(|l| l.starts_with("cradle_keys{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(keys, 3, "{page}");
+    assert!(page.contains("cradle_endpoints{core=\"1\"} 16"), "{page}");
+
+    let bad = dir_with("[node]\ncorez = 2\n");
+    let out = run(&["node", "--config", bad.1.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains("corez"), "{err}");
+}
+
+fn dir_with(config: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cradle.toml");
+    std::fs::write(&path, config).unwrap();
+    (dir, path)
+}

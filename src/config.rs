@@ -1,0 +1,178 @@
+//! `cradle node` settings: defaults, an optional TOML file (`--config`), then command-line
+//! flags, in that order of precedence; validated as a whole with one clear error.
+
+use crate::node::NodeOptions;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The file format (see `docs/OPERATIONS.md`). Unknown keys are errors, not silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    #[serde(default)]
+    node: NodeSection,
+    #[serde(default)]
+    metrics: MetricsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeSection {
+    listen: Option<SocketAddr>,
+    cores: Option<u32>,
+    data_dir: Option<PathBuf>,
+    partitions: Option<u32>,
+    spin_us: Option<u64>,
+    pin: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    listen: Option<SocketAddr>,
+}
+
+/// What the command line said (None: not given).
+#[derive(Debug, Default)]
+pub(crate) struct Flags {
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) cores: Option<u32>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) partitions: Option<u32>,
+    pub(crate) spin_us: Option<u64>,
+    pub(crate) no_pin: bool,
+    pub(crate) metrics_listen: Option<SocketAddr>,
+}
+
+/// Most partitions a node accepts (each costs ~100 bytes per core even when empty, and the
+/// partition map grows by ~27 bytes each).
+const PARTITIONS_MAX: u32 = 1 << 20;
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    pub(crate) fn load(path: &Path) -> Result<FileConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            let message = e.message().to_string();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start].matches('\n').count() + 1;
+                    format!("config {} line {line}: {message}", path.display())
+                }
+                None => format!("config {}: {message}", path.display()),
+            }
+        })
+    }
+
+    /// Merges defaults, this file and `flags`; validates the result.
+    pub(crate) fn resolve(self, flags: Flags) -> Result<NodeOptions, String> {
+        let n = self.node;
+        let options = NodeOptions {
+            listen: flags
+                .listen
+                .or(n.listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7000))),
+            cores: flags.cores.or(n.cores).unwrap_or(1),
+            data_dir: flags
+                .data_dir
+                .or(n.data_dir)
+                .ok_or("no data directory: give --data-dir or data_dir in [node] of the config")?,
+            partitions: flags.partitions.or(n.partitions).unwrap_or(256),
+            spin: Duration::from_micros(flags.spin_us.or(n.spin_us).unwrap_or(50)),
+            pin: !flags.no_pin && n.pin.unwrap_or(true),
+            metrics: flags.metrics_listen.or(self.metrics.listen),
+        };
+        validate(&options)?;
+        Ok(options)
+    }
+}
+
+fn validate(o: &NodeOptions) -> Result<(), String> {
+    if o.cores == 0 {
+        return Err("cores must be at least 1".into());
+    }
+    if o.partitions < o.cores || o.partitions > PARTITIONS_MAX {
+        return Err(format!(
+            "partitions must be between cores ({}) and {PARTITIONS_MAX}, not {}",
+            o.cores, o.partitions
+        ));
+    }
+    if o.listen.port() != 0 && u32::from(o.listen.port()) + o.cores - 1 > u32::from(u16::MAX) {
+        return Err(format!(
+            "ports {}..{} do not all exist",
+            o.listen.port(),
+            u32::from(o.listen.port()) + o.cores - 1
+        ));
+    }
+    if o.spin > Duration::from_secs(1) {
+        return Err("spin_us above 1,000,000 would keep a core busy for nothing".into());
+    }
+    if o.data_dir.as_os_str().is_empty() {
+        return Err("data_dir is empty".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cradle.toml");
+        std::fs::write(&path, text).unwrap();
+        FileConfig::load(&path)
+    }
+
+    #[test]
+    fn file_then_flags_then_validation() {
+        let file = parse("[node]\nlisten = \"127.0.0.1:9000\"\ncores = 2\ndata_dir = \"/d\"\n[metrics]\nlisten = \"127.0.0.1:9100\"\n").unwrap();
+        let o = file
+            .resolve(Flags {
+                cores: Some(1),
+                ..Flags::default()
+            })
+            .unwrap();
+        assert_eq!((o.listen.port(), o.cores, o.partitions), (9000, 1, 256));
+        assert_eq!(o.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(o.pin);
+    }
+
+    #[test]
+    fn mistakes_get_one_clear_error() {
+        let e = parse("[node]\ncorez = 2\n").unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("unknown field `corez`"),
+            "{e}"
+        );
+        let e = parse("[node]\ncores = \"two\"\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        let e = FileConfig::default().resolve(Flags::default()).unwrap_err();
+        assert!(e.contains("data"), "{e}");
+        let flags = |partitions| Flags {
+            data_dir: Some("/d".into()),
+            cores: Some(4),
+            partitions: Some(partitions),
+            ..Flags::default()
+        };
+        assert!(FileConfig::default()
+            .resolve(flags(3))
+            .unwrap_err()
+            .contains("partitions"));
+        assert!(FileConfig::default().resolve(flags(4)).is_ok());
+        let high_port = Flags {
+            listen: Some("127.0.0.1:65535".parse().unwrap()),
+            ..flags(4)
+        };
+        assert!(FileConfig::default()
+            .resolve(high_port)
+            .unwrap_err()
+            .contains("ports"));
+        assert!(FileConfig::load(Path::new("/nonexistent/cradle.toml"))
+            .unwrap_err()
+            .contains("cannot read"));
+    }
+}
