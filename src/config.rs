@@ -142,6 +142,17 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/cradle.toml");
+        let o = FileConfig::load(&path)
+            .unwrap()
+            .resolve(Flags::default())
+            .unwrap();
+        assert_eq!((o.listen.port(), o.cores, o.partitions), (7000, 1, 256));
+        assert!(o.metrics.is_some());
+    }
+
+    #[test]
     fn mistakes_get_one_clear_error() {
         let e = parse("[node]\ncorez = 2\n").unwrap_err();
         assert!(

@@ -149,3 +149,35 @@ fn errors_are_one_line_and_never_a_panic() {
         stderr_of(&clash)
     );
 }
+
+#[test]
+fn install_script_dry_run_prints_every_step_and_changes_nothing() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install.sh");
+    for args in [
+        &["--dry-run", "--hugepages", "64", "--no-start"][..],
+        &["--uninstall", "--dry-run", "--purge"],
+    ] {
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.lines().filter(|l| l.starts_with("+ ")).count() >= 2,
+            "{text}"
+        );
+    }
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("install -m 0755 target/release/cradle /usr/local/bin/cradle"),
+        "{text}"
+    );
+    assert!(!std::path::Path::new("/etc/cradle/cradle.toml").exists() || text.contains("kept"));
+}
