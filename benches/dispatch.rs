@@ -43,39 +43,17 @@ fn setup(keys: usize) -> (Core, Sink, u64, Vec<Vec<u8>>) {
     let layout =
         Arc::new(NodeLayout::new(1024, vec![SocketAddr::from(([127, 0, 0, 1], 7000))]).unwrap());
     let map: Arc<[u8]> = layout.map().encode().into();
-    let mut core = Core::new(
-        CoreConfig::new(0, layout, [3; 32]),
-        Arc::new(NodeStats::new(1)),
-        map,
-    )
-    .unwrap();
+    let mut core =
+        Core::new(CoreConfig::new(0, layout, [3; 32]), Arc::new(NodeStats::new(1)), map).unwrap();
     let mut sink = Sink(Vec::with_capacity(2048));
-    core.handle_datagram(
-        0,
-        PEER,
-        &request(Opcode::Ping, 0, 0, &[Vec::new()], b""),
-        &mut sink,
-    );
-    let token = proto::Messages::new(&sink.0)
-        .next()
-        .unwrap()
-        .unwrap()
-        .header
-        .token;
-    let names: Vec<Vec<u8>> = (0..keys)
-        .map(|i| format!("key:{i:08}").into_bytes())
-        .collect();
+    core.handle_datagram(0, PEER, &request(Opcode::Ping, 0, 0, &[Vec::new()], b""), &mut sink);
+    let token = proto::Messages::new(&sink.0).next().unwrap().unwrap().header.token;
+    let names: Vec<Vec<u8>> = (0..keys).map(|i| format!("key:{i:08}").into_bytes()).collect();
     for (i, key) in names.iter().enumerate() {
         core.handle_datagram(
             0,
             PEER,
-            &request(
-                Opcode::Put,
-                1 + i as u64,
-                token,
-                std::slice::from_ref(key),
-                &[7; 32],
-            ),
+            &request(Opcode::Put, 1 + i as u64, token, std::slice::from_ref(key), &[7; 32]),
             &mut sink,
         );
     }
@@ -85,15 +63,7 @@ fn setup(keys: usize) -> (Core, Sink, u64, Vec<Vec<u8>>) {
 fn bench(c: &mut Criterion) {
     let (mut core, mut sink, token, names) = setup(100_000);
     let gets: Vec<Vec<u8>> = (0..4096)
-        .map(|i| {
-            request(
-                Opcode::Get,
-                0,
-                token,
-                &[names[(i * 7919) % names.len()].clone()],
-                b"",
-            )
-        })
+        .map(|i| request(Opcode::Get, 0, token, &[names[(i * 7919) % names.len()].clone()], b""))
         .collect();
     let mut group = c.benchmark_group("dispatch");
     group.throughput(Throughput::Elements(1));
@@ -110,10 +80,7 @@ fn bench(c: &mut Criterion) {
             || {
                 tracking += 1;
                 let key = names[(tracking as usize * 31) % names.len()].clone();
-                (
-                    request(Opcode::Put, tracking, token, &[key], &[9; 32]),
-                    tracking * 1_000_000,
-                )
+                (request(Opcode::Put, tracking, token, &[key], &[9; 32]), tracking * 1_000_000)
             },
             // A millisecond per write, so completion records expire (30 s) and the table stays
             // in its steady state instead of filling up and answering BUSY.
@@ -127,11 +94,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| core.handle_datagram(3, PEER, black_box(&multi), &mut sink))
     });
     group.finish();
-    assert_eq!(
-        core.counters().busy,
-        0,
-        "the benchmark measured BUSY replies"
-    );
+    assert_eq!(core.counters().busy, 0, "the benchmark measured BUSY replies");
 }
 
 #[allow(missing_docs)]

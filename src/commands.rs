@@ -74,26 +74,17 @@ fn read_value(value: &str) -> Result<Vec<u8>, String> {
 /// `cradle put`.
 pub(crate) fn put(servers: &Servers, key: &str, value: &str) -> Result<ExitCode, String> {
     let value = read_value(value)?;
-    let version = servers
-        .connect()?
-        .put(key.as_bytes(), &value)
-        .map_err(|e| e.to_string())?;
+    let version = servers.connect()?.put(key.as_bytes(), &value).map_err(|e| e.to_string())?;
     println!("{version}");
     Ok(ExitCode::SUCCESS)
 }
 
 /// `cradle get`.
 pub(crate) fn get(servers: &Servers, key: &str) -> Result<ExitCode, String> {
-    match servers
-        .connect()?
-        .get(key.as_bytes())
-        .map_err(|e| e.to_string())?
-    {
+    match servers.connect()?.get(key.as_bytes()).map_err(|e| e.to_string())? {
         Some(value) => {
             let mut out = std::io::stdout().lock();
-            out.write_all(&value.bytes)
-                .and_then(|()| out.flush())
-                .map_err(|e| e.to_string())?;
+            out.write_all(&value.bytes).and_then(|()| out.flush()).map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
         None => {
@@ -105,11 +96,7 @@ pub(crate) fn get(servers: &Servers, key: &str) -> Result<ExitCode, String> {
 
 /// `cradle del`.
 pub(crate) fn del(servers: &Servers, key: &str) -> Result<ExitCode, String> {
-    if servers
-        .connect()?
-        .delete(key.as_bytes())
-        .map_err(|e| e.to_string())?
-    {
+    if servers.connect()?.delete(key.as_bytes()).map_err(|e| e.to_string())? {
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!("not found");
@@ -125,11 +112,7 @@ pub(crate) fn cas(
     value: &str,
 ) -> Result<ExitCode, String> {
     let value = read_value(value)?;
-    match servers
-        .connect()?
-        .cas(key.as_bytes(), expected, &value)
-        .map_err(|e| e.to_string())?
-    {
+    match servers.connect()?.cas(key.as_bytes(), expected, &value).map_err(|e| e.to_string())? {
         CasOutcome::Swapped { version } => {
             println!("{version}");
             Ok(ExitCode::SUCCESS)
@@ -152,9 +135,7 @@ pub(crate) fn status(servers: &Servers, json: bool) -> Result<ExitCode, String> 
     }
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("the node sent unreadable stats: {e}"))?;
-    let object = value
-        .as_object()
-        .ok_or("the node's stats are not a JSON object")?;
+    let object = value.as_object().ok_or("the node's stats are not a JSON object")?;
     println!("node {}", addrs[0]);
     for (name, value) in object {
         println!("  {name:<22} {value}");

@@ -71,10 +71,7 @@ impl FileConfig {
     pub(crate) fn resolve(self, flags: Flags) -> Result<NodeOptions, String> {
         let n = self.node;
         let options = NodeOptions {
-            listen: flags
-                .listen
-                .or(n.listen)
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7000))),
+            listen: flags.listen.or(n.listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7000))),
             cores: flags.cores.or(n.cores).unwrap_or(1),
             data_dir: flags
                 .data_dir
@@ -130,12 +127,7 @@ mod tests {
     #[test]
     fn file_then_flags_then_validation() {
         let file = parse("[node]\nlisten = \"127.0.0.1:9000\"\ncores = 2\ndata_dir = \"/d\"\n[metrics]\nlisten = \"127.0.0.1:9100\"\n").unwrap();
-        let o = file
-            .resolve(Flags {
-                cores: Some(1),
-                ..Flags::default()
-            })
-            .unwrap();
+        let o = file.resolve(Flags { cores: Some(1), ..Flags::default() }).unwrap();
         assert_eq!((o.listen.port(), o.cores, o.partitions), (9000, 1, 256));
         assert_eq!(o.metrics, Some("127.0.0.1:9100".parse().unwrap()));
         assert!(o.pin);
@@ -144,10 +136,7 @@ mod tests {
     #[test]
     fn the_packaged_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/cradle.toml");
-        let o = FileConfig::load(&path)
-            .unwrap()
-            .resolve(Flags::default())
-            .unwrap();
+        let o = FileConfig::load(&path).unwrap().resolve(Flags::default()).unwrap();
         assert_eq!((o.listen.port(), o.cores, o.partitions), (7000, 1, 256));
         assert!(o.metrics.is_some());
     }
@@ -155,10 +144,7 @@ mod tests {
     #[test]
     fn mistakes_get_one_clear_error() {
         let e = parse("[node]\ncorez = 2\n").unwrap_err();
-        assert!(
-            e.contains("line 2") && e.contains("unknown field `corez`"),
-            "{e}"
-        );
+        assert!(e.contains("line 2") && e.contains("unknown field `corez`"), "{e}");
         let e = parse("[node]\ncores = \"two\"\n").unwrap_err();
         assert!(e.contains("line 2"), "{e}");
         let e = FileConfig::default().resolve(Flags::default()).unwrap_err();
@@ -169,19 +155,10 @@ mod tests {
             partitions: Some(partitions),
             ..Flags::default()
         };
-        assert!(FileConfig::default()
-            .resolve(flags(3))
-            .unwrap_err()
-            .contains("partitions"));
+        assert!(FileConfig::default().resolve(flags(3)).unwrap_err().contains("partitions"));
         assert!(FileConfig::default().resolve(flags(4)).is_ok());
-        let high_port = Flags {
-            listen: Some("127.0.0.1:65535".parse().unwrap()),
-            ..flags(4)
-        };
-        assert!(FileConfig::default()
-            .resolve(high_port)
-            .unwrap_err()
-            .contains("ports"));
+        let high_port = Flags { listen: Some("127.0.0.1:65535".parse().unwrap()), ..flags(4) };
+        assert!(FileConfig::default().resolve(high_port).unwrap_err().contains("ports"));
         assert!(FileConfig::load(Path::new("/nonexistent/cradle.toml"))
             .unwrap_err()
             .contains("cannot read"));

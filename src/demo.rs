@@ -42,10 +42,7 @@ pub(crate) fn run() -> Result<ExitCode, String> {
 fn step<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     let started = Instant::now();
     let value = f()?;
-    println!(
-        "  {what:<48} {:>9.1} ms",
-        started.elapsed().as_secs_f64() * 1e3
-    );
+    println!("  {what:<48} {:>9.1} ms", started.elapsed().as_secs_f64() * 1e3);
     Ok(value)
 }
 
@@ -57,16 +54,12 @@ fn workload(node: &Node) -> Result<(), String> {
     let err = |e: client::Error| e.to_string();
     step(&format!("put {KEYS} keys (32-byte values)"), || {
         for i in 0..KEYS {
-            client
-                .put(format!("user:{i}").as_bytes(), &value_of(i))
-                .map_err(err)?;
+            client.put(format!("user:{i}").as_bytes(), &value_of(i)).map_err(err)?;
         }
         Ok(())
     })?;
     step(&format!("multi-get {KEYS} keys, 16 per datagram"), || {
-        let keys: Vec<Vec<u8>> = (0..KEYS)
-            .map(|i| format!("user:{i}").into_bytes())
-            .collect();
+        let keys: Vec<Vec<u8>> = (0..KEYS).map(|i| format!("user:{i}").into_bytes()).collect();
         for (chunk_index, chunk) in keys.chunks(16).enumerate() {
             let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
             for (j, got) in client.get_many(&refs).map_err(err)?.into_iter().enumerate() {
@@ -100,9 +93,8 @@ fn workload(node: &Node) -> Result<(), String> {
         Ok(())
     })?;
     step("1 MiB value in fragments, written and read back", || {
-        let big: Vec<u8> = (0..1u32 << 20)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-            .collect();
+        let big: Vec<u8> =
+            (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
         client.put(b"big", &big).map_err(err)?;
         let back = client.get(b"big").map_err(err)?.ok_or("big is missing")?;
         if back.bytes == big {

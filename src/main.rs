@@ -1,6 +1,7 @@
 //! `cradle`: the node and its command-line tools (see `cradle --help` and README.md).
 #![forbid(unsafe_code)]
 
+mod bench;
 mod commands;
 mod config;
 mod demo;
@@ -94,6 +95,8 @@ enum Command {
     },
     /// Start a node on an embedded default and run a short mixed workload against it.
     Demo,
+    /// Load a cradle or memcached server and report throughput and latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -135,24 +138,17 @@ fn main() -> ExitCode {
                 Some(path) => config::FileConfig::load(path),
                 None => Ok(config::FileConfig::default()),
             };
-            file.and_then(|file| file.resolve(flags))
-                .and_then(|options| commands::node(&options))
+            file.and_then(|file| file.resolve(flags)).and_then(|options| commands::node(&options))
         }
-        Command::Put {
-            servers,
-            key,
-            value,
-        } => commands::put(&servers, &key, &value),
+        Command::Put { servers, key, value } => commands::put(&servers, &key, &value),
         Command::Get { servers, key } => commands::get(&servers, &key),
         Command::Del { servers, key } => commands::del(&servers, &key),
-        Command::Cas {
-            servers,
-            key,
-            expected,
-            value,
-        } => commands::cas(&servers, &key, expected, &value),
+        Command::Cas { servers, key, expected, value } => {
+            commands::cas(&servers, &key, expected, &value)
+        }
         Command::Status { servers, json } => commands::status(&servers, json),
         Command::Demo => demo::run(),
+        Command::Bench(args) => bench::run(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -1,6 +1,6 @@
 //! Prometheus text metrics over HTTP, served by a thread of its own (never by a serving loop).
 
-use control::{CoreCounters, NodeStats};
+use control::{CoreCounters, NodeStats, LATENCY_BOUNDS_NS};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,67 +13,34 @@ use std::time::Duration;
 type Metric = (&'static str, &'static str, bool, fn(&CoreCounters) -> u64);
 
 const METRICS: &[Metric] = &[
-    (
-        "cradle_requests_total",
-        "Valid request messages handled.",
-        false,
-        |c| c.requests,
-    ),
-    (
-        "cradle_dropped_malformed_total",
-        "Datagrams dropped as malformed.",
-        false,
-        |c| c.dropped_malformed,
-    ),
+    ("cradle_requests_total", "Valid request messages handled.", false, |c| c.requests),
+    ("cradle_dropped_malformed_total", "Datagrams dropped as malformed.", false, |c| {
+        c.dropped_malformed
+    }),
     (
         "cradle_duplicates_answered_total",
         "Resent writes answered from a completion record.",
         false,
         |c| c.duplicates_answered,
     ),
-    (
-        "cradle_retry_token_total",
-        "Replies held back by the amplification limit.",
-        false,
-        |c| c.retry_token,
-    ),
-    ("cradle_busy_total", "Requests answered BUSY.", false, |c| {
-        c.busy
+    ("cradle_retry_token_total", "Replies held back by the amplification limit.", false, |c| {
+        c.retry_token
     }),
-    (
-        "cradle_wrong_owner_total",
-        "Requests answered WRONG_OWNER.",
-        false,
-        |c| c.wrong_owner,
-    ),
-    (
-        "cradle_reply_datagrams_total",
-        "Reply datagrams sent.",
-        false,
-        |c| c.reply_datagrams,
-    ),
+    ("cradle_busy_total", "Requests answered BUSY.", false, |c| c.busy),
+    ("cradle_wrong_owner_total", "Requests answered WRONG_OWNER.", false, |c| c.wrong_owner),
+    ("cradle_reply_datagrams_total", "Reply datagrams sent.", false, |c| c.reply_datagrams),
     (
         "cradle_reassemblies_expired_total",
         "Fragmented writes abandoned by their sender.",
         false,
         |c| c.reassemblies_expired,
     ),
-    ("cradle_endpoints", "Endpoints hosted.", true, |c| {
-        c.endpoints
-    }),
+    ("cradle_endpoints", "Endpoints hosted.", true, |c| c.endpoints),
     ("cradle_keys", "Live keys.", true, |c| c.keys),
-    (
-        "cradle_completion_records",
-        "Completion records held.",
-        true,
-        |c| c.completion_records,
-    ),
-    (
-        "cradle_reassemblies_active",
-        "Fragmented writes being received.",
-        true,
-        |c| c.reassemblies_active,
-    ),
+    ("cradle_completion_records", "Completion records held.", true, |c| c.completion_records),
+    ("cradle_reassemblies_active", "Fragmented writes being received.", true, |c| {
+        c.reassemblies_active
+    }),
 ];
 
 /// The metrics page: every counter per core.
@@ -87,7 +54,44 @@ pub(crate) fn render(stats: &NodeStats) -> String {
             let _ = writeln!(page, "{name}{{core=\"{core}\"}} {}", read(counters));
         }
     }
+    render_latency(&mut page, &snapshot.latency);
+    render_endpoints(&mut page, stats, snapshot.cores.len() as u32);
     page
+}
+
+fn render_latency(page: &mut String, latency: &[control::LatencyHistogram]) {
+    let name = "cradle_service_seconds";
+    let help = "Time from a burst's receipt to its replies' hand-off, per datagram.";
+    let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (core, h) in latency.iter().enumerate() {
+        let mut cumulative = 0;
+        for (bound_ns, count) in LATENCY_BOUNDS_NS.iter().zip(h.counts) {
+            cumulative += count;
+            let le = *bound_ns as f64 / 1e9;
+            let _ = writeln!(page, "{name}_bucket{{core=\"{core}\",le=\"{le}\"}} {cumulative}");
+        }
+        cumulative += h.counts[LATENCY_BOUNDS_NS.len()];
+        let _ = writeln!(page, "{name}_bucket{{core=\"{core}\",le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(page, "{name}_sum{{core=\"{core}\"}} {}", h.sum_ns as f64 / 1e9);
+        let _ = writeln!(page, "{name}_count{{core=\"{core}\"}} {cumulative}");
+    }
+}
+
+/// Per-endpoint request counters, only for endpoints that served any (10,000 idle endpoints
+/// would otherwise be 10,000 lines of zeros).
+fn render_endpoints(page: &mut String, stats: &NodeStats, cores: u32) {
+    let name = "cradle_endpoint_requests_total";
+    let help = "Keyed requests per endpoint (partition), for endpoints that served any.";
+    let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} counter");
+    for core in 0..cores {
+        for (slot, requests) in stats.endpoint_requests(core).into_iter().enumerate() {
+            if requests > 0 {
+                let partition = slot as u32 * cores + core;
+                let labels = format!("core=\"{core}\",partition=\"{partition}\"");
+                let _ = writeln!(page, "{name}{{{labels}}} {requests}");
+            }
+        }
+    }
 }
 
 /// Serves `GET /metrics` on `listen` until `stop` is set.
@@ -98,9 +102,7 @@ pub(crate) fn serve(
 ) -> Result<JoinHandle<()>, String> {
     let listener =
         TcpListener::bind(listen).map_err(|e| format!("cannot serve metrics on {listen}: {e}"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("metrics listener: {e}"))?;
+    listener.set_nonblocking(true).map_err(|e| format!("metrics listener: {e}"))?;
     std::thread::Builder::new()
         .name("cradle-metrics".into())
         .spawn(move || {
@@ -138,26 +140,26 @@ mod tests {
 
     #[test]
     fn every_core_has_every_metric() {
-        let stats = NodeStats::new(2);
-        stats.publish(
-            1,
-            &CoreCounters {
-                requests: 5,
-                keys: 3,
-                ..CoreCounters::default()
-            },
-        );
+        let addrs = vec!["127.0.0.1:7000".parse().unwrap(), "127.0.0.1:7001".parse().unwrap()];
+        let stats = NodeStats::for_layout(&control::NodeLayout::new(8, addrs).unwrap());
+        let mut latency = control::LatencyHistogram::default();
+        latency.record(4, 3_000);
+        let counters = CoreCounters { requests: 5, keys: 3, ..CoreCounters::default() };
+        stats.publish(1, &counters, &latency);
+        stats.count_endpoint_request(1, 2);
         let page = render(&stats);
-        assert!(
-            page.contains("cradle_requests_total{core=\"1\"} 5\n"),
-            "{page}"
-        );
+        assert!(page.contains("cradle_requests_total{core=\"1\"} 5\n"), "{page}");
         assert!(page.contains("cradle_keys{core=\"0\"} 0\n"));
         assert!(page.contains("# TYPE cradle_keys gauge"));
-        assert_eq!(
-            page.lines().filter(|l| !l.starts_with('#')).count(),
-            2 * METRICS.len()
-        );
+        let plain = page.lines().filter(|l| {
+            l.starts_with("cradle_") && !l.contains("service") && !l.contains("endpoint_requests")
+        });
+        assert_eq!(plain.count(), 2 * METRICS.len());
+        assert!(page.contains("cradle_service_seconds_bucket{core=\"1\",le=\"0.000002\"} 0\n"));
+        assert!(page.contains("cradle_service_seconds_bucket{core=\"1\",le=\"0.000005\"} 4\n"));
+        assert!(page.contains("cradle_service_seconds_count{core=\"1\"} 4\n"));
+        // Slot 2 of core 1 of 2 is partition 5.
+        assert!(page.contains("cradle_endpoint_requests_total{core=\"1\",partition=\"5\"} 1\n"));
     }
 
     #[test]
@@ -169,9 +171,7 @@ mod tests {
         drop(probe);
         let handle = serve(addr, stats, stop.clone()).unwrap();
         let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");

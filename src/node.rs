@@ -53,7 +53,7 @@ impl Node {
             NodeLayout::new(options.partitions, addrs.clone()).map_err(|e| e.to_string())?,
         );
         let map: Arc<[u8]> = layout.map().encode().into();
-        let stats = Arc::new(NodeStats::new(options.cores));
+        let stats = Arc::new(NodeStats::for_layout(&layout));
         let secret = random_secret()?;
         let metrics = match options.metrics {
             Some(listen) => Some(crate::metrics::serve(listen, stats.clone(), stop.clone())?),
@@ -80,12 +80,7 @@ impl Node {
                 .map_err(|e| format!("cannot start core {core}: {e}"))?;
             loops.push(handle);
         }
-        Ok(Node {
-            addrs,
-            stop,
-            loops,
-            metrics,
-        })
+        Ok(Node { addrs, stop, loops, metrics })
     }
 
     /// Asks every loop to stop and waits for them.
@@ -98,9 +93,7 @@ impl Node {
     pub(crate) fn join(self) -> Result<(), String> {
         let mut first_error = Ok(());
         for handle in self.loops {
-            let outcome = handle
-                .join()
-                .unwrap_or_else(|_| Err("a core's loop panicked".into()));
+            let outcome = handle.join().unwrap_or_else(|_| Err("a core's loop panicked".into()));
             if first_error.is_ok() {
                 first_error = outcome;
             }

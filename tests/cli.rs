@@ -9,10 +9,7 @@ use std::time::Duration;
 fn values_of_every_size_round_trip_byte_exact() {
     let node = NodeProcess::start(2, 64, &[]);
     let server = node.server();
-    for (i, len) in [0usize, 1, 1400, 64 << 10, 1 << 20, 16 << 20]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, len) in [0usize, 1, 1400, 64 << 10, 1 << 20, 16 << 20].into_iter().enumerate() {
         let key = format!("value-{len}");
         let value = bytes(len, i as u64 + 1);
         let put = run(&["put", "--server", &server, &key, "-"], &value);
@@ -28,17 +25,8 @@ fn values_of_every_size_round_trip_byte_exact() {
     let too_big = bytes((16 << 20) + 1, 99);
     let put = run(&["put", "--server", &server, "too-big", "-"], &too_big);
     assert!(!put.status.success());
-    assert!(
-        stderr_of(&put).contains("too large"),
-        "stderr: {}",
-        stderr_of(&put)
-    );
-    assert_eq!(
-        stderr_of(&put).lines().count(),
-        1,
-        "one clear line: {}",
-        stderr_of(&put)
-    );
+    assert!(stderr_of(&put).contains("too large"), "stderr: {}", stderr_of(&put));
+    assert_eq!(stderr_of(&put).lines().count(), 1, "one clear line: {}", stderr_of(&put));
 }
 
 #[test]
@@ -47,44 +35,17 @@ fn put_get_del_cas_and_status() {
     let server = node.server();
     let put = run(&["put", "--server", &server, "k", "hello"], b"");
     assert!(put.status.success(), "{}", stderr_of(&put));
-    let version: u64 = String::from_utf8(put.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let version: u64 = String::from_utf8(put.stdout).unwrap().trim().parse().unwrap();
 
     let get = run(&["get", "--server", &server, "k"], b"");
     assert_eq!(get.stdout, b"hello");
 
-    let cas = run(
-        &[
-            "cas",
-            "--server",
-            &server,
-            "k",
-            &version.to_string(),
-            "world",
-        ],
-        b"",
-    );
+    let cas = run(&["cas", "--server", &server, "k", &version.to_string(), "world"], b"");
     assert!(cas.status.success(), "{}", stderr_of(&cas));
-    let stale = run(
-        &[
-            "cas",
-            "--server",
-            &server,
-            "k",
-            &version.to_string(),
-            "again",
-        ],
-        b"",
-    );
+    let stale = run(&["cas", "--server", &server, "k", &version.to_string(), "again"], b"");
     assert_eq!(stale.status.code(), Some(1));
     assert!(stderr_of(&stale).contains("version mismatch"));
-    assert_eq!(
-        run(&["get", "--server", &server, "k"], b"").stdout,
-        b"world"
-    );
+    assert_eq!(run(&["get", "--server", &server, "k"], b"").stdout, b"world");
 
     let del = run(&["del", "--server", &server, "k"], b"");
     assert!(del.status.success(), "{}", stderr_of(&del));
@@ -92,10 +53,7 @@ fn put_get_del_cas_and_status() {
     assert_eq!(gone.status.code(), Some(1));
     assert_eq!(stderr_of(&gone).trim(), "not found");
     assert!(gone.stdout.is_empty());
-    assert_eq!(
-        run(&["del", "--server", &server, "k"], b"").status.code(),
-        Some(1)
-    );
+    assert_eq!(run(&["del", "--server", &server, "k"], b"").status.code(), Some(1));
 
     run(&["put", "--server", &server, "a", "1"], b"");
     run(&["put", "--server", &server, "b", "2"], b"");
@@ -124,30 +82,11 @@ fn errors_are_one_line_and_never_a_panic() {
     assert_eq!(stderr_of(&bad).lines().count(), 1, "{}", stderr_of(&bad));
     let unknown = run(&["frobnicate"], b"");
     assert_eq!(unknown.status.code(), Some(2));
-    assert_eq!(
-        stderr_of(&unknown).lines().count(),
-        1,
-        "{}",
-        stderr_of(&unknown)
-    );
+    assert_eq!(stderr_of(&unknown).lines().count(), 1, "{}", stderr_of(&unknown));
     let busy = NodeProcess::start(1, 4, &[]);
-    let clash = run(
-        &[
-            "node",
-            "--listen",
-            &busy.server(),
-            "--data-dir",
-            "/tmp",
-            "--no-pin",
-        ],
-        b"",
-    );
+    let clash = run(&["node", "--listen", &busy.server(), "--data-dir", "/tmp", "--no-pin"], b"");
     assert!(!clash.status.success());
-    assert!(
-        stderr_of(&clash).contains("cannot listen"),
-        "{}",
-        stderr_of(&clash)
-    );
+    assert!(stderr_of(&clash).contains("cannot listen"), "{}", stderr_of(&clash));
 }
 
 #[test]
@@ -157,27 +96,13 @@ fn install_script_dry_run_prints_every_step_and_changes_nothing() {
         &["--dry-run", "--hugepages", "64", "--no-start"][..],
         &["--uninstall", "--dry-run", "--purge"],
     ] {
-        let out = std::process::Command::new("bash")
-            .arg(script)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = std::process::Command::new("bash").arg(script).args(args).output().unwrap();
         assert!(out.status.success(), "{}", stderr_of(&out));
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            text.lines().filter(|l| l.starts_with("+ ")).count() >= 2,
-            "{text}"
-        );
+        assert!(text.lines().filter(|l| l.starts_with("+ ")).count() >= 2, "{text}");
     }
-    let out = std::process::Command::new("bash")
-        .arg(script)
-        .arg("--dry-run")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new("bash").arg(script).arg("--dry-run").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("install -m 0755 target/release/cradle /usr/local/bin/cradle"),
-        "{text}"
-    );
+    assert!(text.contains("install -m 0755 target/release/cradle /usr/local/bin/cradle"), "{text}");
     assert!(!std::path::Path::new("/etc/cradle/cradle.toml").exists() || text.contains("kept"));
 }

@@ -27,11 +27,7 @@ fn request(op: Opcode, tracking_id: u64, token: u64, key: &[u8]) -> Vec<u8> {
 
 fn status_json(node: &NodeProcess) -> serde_json::Value {
     let out = run(&["status", "--server", &node.server(), "--json"], b"");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -86,35 +82,17 @@ fn a_million_malformed_datagrams_are_counted_while_valid_requests_are_served() {
         }
         // The node's queue is FIFO: once this PING is answered, every datagram before it was
         // handled, so the socket buffer never overflows and the count can be exact.
-        sync.send_to(&request(Opcode::Ping, round, 0, b""), node.addr)
-            .unwrap();
-        let (n, _) = sync
-            .recv_from(&mut buf)
-            .expect("the node answers a PING during the flood");
-        assert_eq!(
-            Messages::new(&buf[..n])
-                .next()
-                .unwrap()
-                .unwrap()
-                .header
-                .tracking_id,
-            round
-        );
+        sync.send_to(&request(Opcode::Ping, round, 0, b""), node.addr).unwrap();
+        let (n, _) = sync.recv_from(&mut buf).expect("the node answers a PING during the flood");
+        assert_eq!(Messages::new(&buf[..n]).next().unwrap().unwrap().header.tracking_id, round);
         // And real work goes on meanwhile.
         let key = format!("during-{round}");
         let version = client.put(key.as_bytes(), b"v").unwrap();
-        assert_eq!(
-            client.get(key.as_bytes()).unwrap().unwrap().version,
-            version
-        );
+        assert_eq!(client.get(key.as_bytes()).unwrap().unwrap().version, version);
     }
     let elapsed = started.elapsed();
     let stats = status_json(&node);
-    assert_eq!(
-        stats["dropped_malformed"].as_u64(),
-        Some(DATAGRAMS),
-        "{stats}"
-    );
+    assert_eq!(stats["dropped_malformed"].as_u64(), Some(DATAGRAMS), "{stats}");
     assert_eq!(stats["keys"].as_u64(), Some(DATAGRAMS / BETWEEN_SYNCS));
     eprintln!("{DATAGRAMS} malformed datagrams in {elapsed:?}; node stats {stats}");
 }
@@ -128,9 +106,7 @@ fn an_unvalidated_sender_never_gets_more_than_three_times_its_bytes() {
     client.put(b"medium", &[1; 1300]).unwrap();
 
     let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
-    attacker
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    attacker.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let mut sent = 0;
     let mut received = 0;
     let mut token = 0;
@@ -141,11 +117,7 @@ fn an_unvalidated_sender_never_gets_more_than_three_times_its_bytes() {
         request(Opcode::Map, 3, 0, b""),
         request(Opcode::Stats, 4, 0, b""),
         request(Opcode::Get, 5, 0xDEAD_BEEF, b"big"), // a guessed token
-        [
-            request(Opcode::Get, 6, 0, b"big"),
-            request(Opcode::Get, 7, 0, b"medium"),
-        ]
-        .concat(),
+        [request(Opcode::Get, 6, 0, b"big"), request(Opcode::Get, 7, 0, b"medium")].concat(),
     ];
     for probe in &probes {
         attacker.send_to(probe, node.addr).unwrap();
@@ -156,26 +128,18 @@ fn an_unvalidated_sender_never_gets_more_than_three_times_its_bytes() {
                 token = m.unwrap().header.token;
             }
         }
-        assert!(
-            received <= 3 * sent,
-            "{received} bytes back for {sent} sent"
-        );
+        assert!(received <= 3 * sent, "{received} bytes back for {sent} sent");
     }
     assert_ne!(token, 0, "replies teach the token");
     // With the token, the same request is answered in full (the first window of fragments).
-    attacker
-        .send_to(&request(Opcode::Get, 8, token, b"big"), node.addr)
-        .unwrap();
+    attacker.send_to(&request(Opcode::Get, 8, token, b"big"), node.addr).unwrap();
     let mut fragments = 0;
     while let Ok((n, _)) = attacker.recv_from(&mut buf) {
         let m = Messages::new(&buf[..n]).next().unwrap().unwrap();
         assert_eq!(m.header.status, Status::Ok as u16);
         fragments += 1;
     }
-    assert_eq!(
-        fragments, 32,
-        "a validated sender gets the first window of fragments"
-    );
+    assert_eq!(fragments, 32, "a validated sender gets the first window of fragments");
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -220,14 +184,8 @@ fn ten_thousand_endpoints_on_one_core_cost_little_when_idle() {
         "10,000 endpoints: ready in {ready_many:?} (1 endpoint: {ready_one:?}); RSS {rss_many} KiB \
          vs {rss_one} KiB => {per_endpoint:.0} bytes per empty endpoint; idle CPU {cpu_percent:.1} % of a core"
     );
-    assert!(
-        ready_many < Duration::from_secs(5),
-        "start took {ready_many:?}"
-    );
-    assert!(
-        per_endpoint < 1024.0,
-        "{per_endpoint} bytes per empty endpoint"
-    );
+    assert!(ready_many < Duration::from_secs(5), "start took {ready_many:?}");
+    assert!(per_endpoint < 1024.0, "{per_endpoint} bytes per empty endpoint");
     assert!(cpu_percent < 10.0, "idle node uses {cpu_percent} % CPU");
 }
 
@@ -235,10 +193,7 @@ fn ten_thousand_endpoints_on_one_core_cost_little_when_idle() {
 fn a_config_file_starts_a_node_with_metrics() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let config = dir.path().join("cradle.toml");
     std::fs::write(
         &config,
@@ -250,16 +205,10 @@ fn a_config_file_starts_a_node_with_metrics() {
     )
     .unwrap();
     let mut command = common::cradle();
-    command
-        .arg("node")
-        .arg("--config")
-        .arg(&config)
-        .stdout(std::process::Stdio::piped());
+    command.arg("node").arg("--config").arg(&config).stdout(std::process::Stdio::piped());
     let node = NodeProcess::spawn(command, dir);
     for key in ["a", "b", "c"] {
-        assert!(run(&["put", "--server", &node.server(), key, "v"], b"")
-            .status
-            .success());
+        assert!(run(&["put", "--server", &node.server(), key, "v"], b"").status.success());
     }
     let mut stream = std::net::TcpStream::connect(metrics_port).unwrap();
     stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();

@@ -113,12 +113,7 @@ impl Assembly {
     /// # Panics
     /// If fragments are missing (a caller bug).
     pub(crate) fn into_value(self) -> Vec<u8> {
-        assert!(
-            self.is_complete(),
-            "{} of {} fragments",
-            self.received,
-            self.frag_count()
-        );
+        assert!(self.is_complete(), "{} of {} fragments", self.received, self.frag_count());
         self.bytes
     }
 }
@@ -178,10 +173,7 @@ mod tests {
         }
         assert_eq!(assembly.missing_runs(12, 8), [(2, 2), (7, 2), (10, 2)]);
         assert_eq!(assembly.missing_runs(12, 2), [(2, 2), (7, 2)]);
-        assert_eq!(
-            assembly.missing_runs(100, 8),
-            [(2, 2), (7, 2), (10, 32), (42, 32), (74, 26)]
-        );
+        assert_eq!(assembly.missing_runs(100, 8), [(2, 2), (7, 2), (10, 32), (42, 32), (74, 26)]);
     }
 
     #[test]

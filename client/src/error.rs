@@ -41,11 +41,7 @@ impl fmt::Display for Error {
             }
             Error::Status(status) => f.write_str(status.describe()),
             Error::KeyTooLong { len } => {
-                write!(
-                    f,
-                    "key too long ({len} bytes, at most {})",
-                    proto::KEY_BYTES_MAX
-                )
+                write!(f, "key too long ({len} bytes, at most {})", proto::KEY_BYTES_MAX)
             }
             Error::InFlightFull => f.write_str("too many requests in flight"),
             Error::BadReply(why) => write!(f, "bad reply: {why}"),
@@ -77,19 +73,10 @@ mod tests {
     #[test]
     fn messages_are_short_and_lower_case() {
         let server = "127.0.0.1:7000".parse().unwrap();
-        let timeout = Error::Timeout {
-            attempts: 8,
-            server,
-        };
-        assert_eq!(
-            timeout.to_string(),
-            "timed out after 8 attempts on 127.0.0.1:7000"
-        );
+        let timeout = Error::Timeout { attempts: 8, server };
+        assert_eq!(timeout.to_string(), "timed out after 8 attempts on 127.0.0.1:7000");
         assert_eq!(Error::Status(Status::NotFound).to_string(), "not found");
-        assert_eq!(
-            Error::Status(Status::TooLarge).to_string(),
-            "value too large"
-        );
+        assert_eq!(Error::Status(Status::TooLarge).to_string(), "value too large");
         assert_eq!(
             Error::KeyTooLong { len: 300 }.to_string(),
             "key too long (300 bytes, at most 250)"

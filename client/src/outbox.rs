@@ -16,11 +16,7 @@ pub(crate) struct Outbox {
 impl Outbox {
     /// Queues one encoded message (at most `DATAGRAM_BYTES_MAX` bytes) for `to`.
     pub(crate) fn push(&mut self, to: SocketAddr, message: Vec<u8>) {
-        assert!(
-            message.len() <= DATAGRAM_BYTES_MAX,
-            "message of {} bytes",
-            message.len()
-        );
+        assert!(message.len() <= DATAGRAM_BYTES_MAX, "message of {} bytes", message.len());
         let queue = self.queues.entry(to).or_default();
         if queue.is_empty() {
             self.turns.push_back(to);
@@ -82,15 +78,6 @@ mod tests {
         let sizes: Vec<_> = std::iter::from_fn(|| outbox.pop_datagram())
             .map(|(to, d)| (to.port(), d.len()))
             .collect();
-        assert_eq!(
-            sizes,
-            [
-                (1, 1200),
-                (2, DATAGRAM_BYTES_MAX),
-                (1, 1200),
-                (1, 1200),
-                (1, 400)
-            ]
-        );
+        assert_eq!(sizes, [(1, 1200), (2, DATAGRAM_BYTES_MAX), (1, 1200), (1, 1200), (1, 400)]);
     }
 }

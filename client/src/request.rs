@@ -101,9 +101,7 @@ impl Request {
     /// The version field of the request header (CAS: the expected version).
     pub(crate) fn header_version(&self) -> u64 {
         match self {
-            Request::Cas {
-                expected_version, ..
-            } => *expected_version,
+            Request::Cas { expected_version, .. } => *expected_version,
             _ => 0,
         }
     }

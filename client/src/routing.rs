@@ -49,14 +49,8 @@ impl Router {
     pub(crate) fn route(&self, key: &[u8]) -> Route {
         let entry = self.map.as_ref().and_then(|map| map.lookup(key_hash(key)));
         match entry {
-            Some(entry) => Route {
-                addr: entry.addr,
-                partition: entry.partition,
-            },
-            None => Route {
-                addr: self.servers[0],
-                partition: 0,
-            },
+            Some(entry) => Route { addr: entry.addr, partition: entry.partition },
+            None => Route { addr: self.servers[0], partition: 0 },
         }
     }
 
@@ -72,11 +66,7 @@ impl Router {
 
     /// Adopts `map` unless the known one is newer; returns whether it was adopted.
     pub(crate) fn install_map(&mut self, map: PartitionMap) -> bool {
-        if self
-            .map
-            .as_ref()
-            .is_some_and(|known| known.epoch > map.epoch)
-        {
+        if self.map.as_ref().is_some_and(|known| known.epoch > map.epoch) {
             return false;
         }
         self.map = Some(map);
@@ -85,10 +75,7 @@ impl Router {
 
     /// The first configured server not in `tried`.
     pub(crate) fn next_server(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
-        self.servers
-            .iter()
-            .copied()
-            .find(|server| !tried.contains(server))
+        self.servers.iter().copied().find(|server| !tried.contains(server))
     }
 
     /// The token to put in requests to `addr` (0: none known).
@@ -122,18 +109,13 @@ impl Router {
         if self.estimators.len() >= ADDRESSES_MAX && !self.estimators.contains_key(&addr) {
             self.estimators.clear();
         }
-        self.estimators
-            .entry(addr)
-            .or_insert(self.fresh)
-            .on_sample(rtt);
+        self.estimators.entry(addr).or_insert(self.fresh).on_sample(rtt);
         self.sampled_last = Some(addr);
     }
 
     /// The estimator of the server sampled last (the fresh one before any sample).
     pub(crate) fn latest_estimate(&self) -> &RttEstimator {
-        self.sampled_last
-            .and_then(|addr| self.estimators.get(&addr))
-            .unwrap_or(&self.fresh)
+        self.sampled_last.and_then(|addr| self.estimators.get(&addr)).unwrap_or(&self.fresh)
     }
 }
 
@@ -159,12 +141,7 @@ mod tests {
         let entries = (0..2)
             .map(|p| {
                 let (hash_start, hash_end) = partition_range(p, 2);
-                MapEntry {
-                    hash_start,
-                    hash_end,
-                    partition: p,
-                    addr: addr(10 + p as u16),
-                }
+                MapEntry { hash_start, hash_end, partition: p, addr: addr(10 + p as u16) }
             })
             .collect();
         PartitionMap { epoch, entries }
@@ -173,27 +150,15 @@ mod tests {
     #[test]
     fn keys_go_to_the_first_server_until_a_map_is_known() {
         let mut router = router();
-        assert_eq!(
-            router.route(b"k"),
-            Route {
-                addr: addr(1),
-                partition: 0
-            }
-        );
+        assert_eq!(router.route(b"k"), Route { addr: addr(1), partition: 0 });
         assert!(router.install_map(two_partition_map(3)));
         let expected = proto::partition_of(key_hash(b"k"), 2);
         assert_eq!(
             router.route(b"k"),
-            Route {
-                addr: addr(10 + expected as u16),
-                partition: expected
-            }
+            Route { addr: addr(10 + expected as u16), partition: expected }
         );
         assert_eq!(router.epoch(), 3);
-        assert!(
-            !router.install_map(two_partition_map(2)),
-            "an older map is ignored"
-        );
+        assert!(!router.install_map(two_partition_map(2)), "an older map is ignored");
     }
 
     #[test]

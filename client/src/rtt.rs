@@ -18,13 +18,7 @@ impl RttEstimator {
     /// An estimator without samples: its timeout is `initial`.
     pub(crate) fn new(initial: Duration, min: Duration, max: Duration) -> Self {
         assert!(min <= max, "rto bounds {min:?} > {max:?}");
-        RttEstimator {
-            srtt: None,
-            rttvar: Duration::ZERO,
-            rto: initial.clamp(min, max),
-            min,
-            max,
-        }
+        RttEstimator { srtt: None, rttvar: Duration::ZERO, rto: initial.clamp(min, max), min, max }
     }
 
     /// Folds in one round-trip sample (RFC 6298 section 2, alpha = 1/8, beta = 1/4).

@@ -113,21 +113,12 @@ mod tests {
         let mut b = UdpTransport::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let mut buf = [0u8; 64];
         let started = Instant::now();
-        assert!(b
-            .recv_from(&mut buf, Duration::from_millis(20))
-            .unwrap()
-            .is_none());
+        assert!(b.recv_from(&mut buf, Duration::from_millis(20)).unwrap().is_none());
         assert!(started.elapsed() >= Duration::from_millis(15));
         assert!(b.recv_from(&mut buf, Duration::ZERO).unwrap().is_none());
         a.send_to(b"hello", b.local_addr().unwrap()).unwrap();
-        let (len, from) = b
-            .recv_from(&mut buf, Duration::from_secs(5))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (&buf[..len], from),
-            (&b"hello"[..], a.local_addr().unwrap())
-        );
+        let (len, from) = b.recv_from(&mut buf, Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!((&buf[..len], from), (&b"hello"[..], a.local_addr().unwrap()));
     }
 
     #[test]

@@ -31,11 +31,7 @@ impl WriteWindow {
 
     /// The fragments of the current window.
     pub(crate) fn window(&self) -> Range<u32> {
-        self.start
-            ..self
-                .start
-                .saturating_add(self.window_fragments)
-                .min(self.frag_count)
+        self.start..self.start.saturating_add(self.window_fragments).min(self.frag_count)
     }
 
     /// Fragments of the whole value.
@@ -87,24 +83,12 @@ mod tests {
         assert_eq!(window.on_partial(40), Some(true));
         assert_eq!(window.window(), 40..72);
         assert_eq!(window.on_partial(40), None, "a duplicate moves nothing");
-        assert_eq!(
-            window.on_partial(35),
-            None,
-            "a stale acknowledgement moves nothing"
-        );
+        assert_eq!(window.on_partial(35), None, "a stale acknowledgement moves nothing");
         assert_eq!(window.probe(), 71);
-        assert_eq!(
-            window.on_partial(40),
-            Some(false),
-            "a probe's answer resends the window"
-        );
+        assert_eq!(window.on_partial(40), Some(false), "a probe's answer resends the window");
         assert_eq!(window.on_partial(96), Some(true));
         assert_eq!(window.window(), 96..100);
-        assert_eq!(
-            window.on_partial(100),
-            None,
-            "complete writes end with a final reply"
-        );
+        assert_eq!(window.on_partial(100), None, "complete writes end with a final reply");
         window.restart();
         assert_eq!(window.window(), 0..32);
     }

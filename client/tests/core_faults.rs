@@ -12,16 +12,11 @@ use support::sim::{config, server_addr, Sim};
 const EVENTS_MAX: usize = 2_000_000;
 
 fn put(key: &str, value: &[u8]) -> Request {
-    Request::Put {
-        key: key.as_bytes().to_vec(),
-        value: value.to_vec(),
-    }
+    Request::Put { key: key.as_bytes().to_vec(), value: value.to_vec() }
 }
 
 fn get(key: &str) -> Request {
-    Request::Get {
-        key: key.as_bytes().to_vec(),
-    }
+    Request::Get { key: key.as_bytes().to_vec() }
 }
 
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
@@ -45,36 +40,19 @@ fn writes_complete_exactly_once_under_loss_and_duplication() {
         sim.loss_percent = 15;
         sim.duplicate_percent = 15;
         // 1000-byte values: one write per datagram, so losses hit single writes.
-        let ids: Vec<_> = (0..100)
-            .map(|i| sim.submit(put(&format!("k{i}"), &[i as u8; 1000])))
-            .collect();
+        let ids: Vec<_> =
+            (0..100).map(|i| sim.submit(put(&format!("k{i}"), &[i as u8; 1000]))).collect();
         let results = sim.run_all(EVENTS_MAX);
-        assert_eq!(
-            results.len(),
-            ids.len(),
-            "seed {seed}: every write completes once"
-        );
+        assert_eq!(results.len(), ids.len(), "seed {seed}: every write completes once");
         for id in &ids {
-            let reply = results[id]
-                .as_ref()
-                .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            let reply = results[id].as_ref().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
             assert_eq!(reply.status, Status::Ok, "seed {seed}");
         }
         let server = &sim.servers[0];
-        assert_eq!(
-            server.applied, 100,
-            "seed {seed}: resends reuse the tracking id"
-        );
-        assert!(
-            server.requests.len() > 100,
-            "seed {seed}: the loss forced resends"
-        );
+        assert_eq!(server.applied, 100, "seed {seed}: resends reuse the tracking id");
+        assert!(server.requests.len() > 100, "seed {seed}: the loss forced resends");
         for i in 0..100u8 {
-            assert_eq!(
-                server.store[format!("k{i}").as_bytes()].0,
-                [i; 1000],
-                "seed {seed}"
-            );
+            assert_eq!(server.store[format!("k{i}").as_bytes()].0, [i; 1000], "seed {seed}");
         }
     }
 }
@@ -96,14 +74,8 @@ fn resends_reuse_the_tracking_id_and_fail_only_after_the_budget() {
     let ids: HashSet<_> = seen.iter().map(|h| (h.client_id, h.tracking_id)).collect();
     assert_eq!(ids.len(), 1, "every attempt carries the same tracking id");
     // 5 + 10 + 20 + 40 + 80 + 160 + 200 + 200 ms of exponential backoff, capped at rto_max.
-    assert!(
-        elapsed >= Duration::from_millis(715),
-        "failed early, after {elapsed:?}"
-    );
-    assert!(
-        elapsed < Duration::from_millis(720),
-        "failed late, after {elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(715), "failed early, after {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(720), "failed late, after {elapsed:?}");
     let stats = sim.core.stats();
     assert_eq!((stats.retransmits, stats.timeouts), (7, 1));
 }
@@ -115,10 +87,7 @@ fn every_server_is_tried_before_failing() {
     sim.servers[1].silent = true;
     let id = sim.submit(get("k"));
     let (_, result) = sim.run_until(id, EVENTS_MAX);
-    assert!(
-        matches!(result, Err(Error::Timeout { attempts: 16, .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(Error::Timeout { attempts: 16, .. })), "{result:?}");
     for server in &sim.servers {
         assert_eq!(server.requests.len(), 8);
         assert!(server
@@ -134,10 +103,7 @@ fn failover_reaches_a_live_server() {
     sim.servers[0].silent = true;
     let reply = sim.call(put("k", b"v"));
     assert_eq!(reply.status, Status::Ok);
-    assert_eq!(
-        (sim.servers[0].requests.len(), sim.servers[1].applied),
-        (8, 1)
-    );
+    assert_eq!((sim.servers[0].requests.len(), sim.servers[1].applied), (8, 1));
 }
 
 #[test]
@@ -146,10 +112,7 @@ fn busy_is_retried_and_reported_after_the_budget() {
     sim.servers[0].busy = true;
     let id = sim.submit(put("k", b"v"));
     let (_, result) = sim.run_until(id, EVENTS_MAX);
-    assert!(
-        matches!(result, Err(Error::Status(Status::Busy))),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(Error::Status(Status::Busy))), "{result:?}");
     assert_eq!(sim.servers[0].requests.len(), 8);
 }
 
@@ -161,23 +124,12 @@ fn retry_with_token_resends_at_once_with_the_token() {
     let id = sim.submit(get("k"));
     let (elapsed, result) = sim.run_until(id, EVENTS_MAX);
     assert_eq!(result.unwrap().status, Status::NotFound);
-    assert!(
-        elapsed < Duration::from_millis(1),
-        "resent at once, not on the timer"
-    );
+    assert!(elapsed < Duration::from_millis(1), "resent at once, not on the timer");
     let reply = sim.call(put("k", b"v"));
     assert_eq!(reply.status, Status::Ok);
     let tokens: Vec<_> = sim.servers[0].requests.iter().map(|h| h.token).collect();
-    assert_eq!(
-        tokens,
-        [0, token, token],
-        "the token rides along from then on"
-    );
-    let tracking: Vec<_> = sim.servers[0]
-        .requests
-        .iter()
-        .map(|h| h.tracking_id)
-        .collect();
+    assert_eq!(tokens, [0, token, token], "the token rides along from then on");
+    let tracking: Vec<_> = sim.servers[0].requests.iter().map(|h| h.tracking_id).collect();
     assert_eq!(tracking[0], tracking[1]);
     let stats = sim.core.stats();
     assert_eq!((stats.token_retries, stats.retransmits), (1, 0));
@@ -189,10 +141,7 @@ fn a_server_that_keeps_asking_for_a_token_spends_the_budget() {
     sim.servers[0].refuse_tokens = true;
     let id = sim.submit(get("k"));
     let (_, result) = sim.run_until(id, EVENTS_MAX);
-    assert!(
-        matches!(result, Err(Error::Timeout { attempts: 8, .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(Error::Timeout { attempts: 8, .. })), "{result:?}");
     // The first challenge is free: 8 counted attempts plus one.
     assert_eq!(sim.servers[0].requests.len(), 9);
 }
@@ -205,24 +154,15 @@ fn one_mib_round_trips_through_fragments_with_ten_percent_loss() {
         let value = bytes(seed, 1 << 20);
         let id = sim.submit(put("big", &value));
         let (_, result) = sim.run_until(id, EVENTS_MAX);
-        let version = result
-            .unwrap_or_else(|e| panic!("seed {seed}: {e}"))
-            .version;
+        let version = result.unwrap_or_else(|e| panic!("seed {seed}: {e}")).version;
         assert_eq!(sim.servers[0].applied, 1, "seed {seed}");
         let id = sim.submit(get("big"));
         let (_, result) = sim.run_until(id, EVENTS_MAX);
         let reply = result.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert_eq!(reply.version, version, "seed {seed}");
         assert!(reply.value == value, "seed {seed}: value differs");
-        let ranges = sim.servers[0]
-            .requests
-            .iter()
-            .filter(|h| h.has(flags::RANGE))
-            .count();
-        assert!(
-            ranges >= 31,
-            "seed {seed}: the rest was pulled with RANGE requests"
-        );
+        let ranges = sim.servers[0].requests.iter().filter(|h| h.has(flags::RANGE)).count();
+        assert!(ranges >= 31, "seed {seed}: the rest was pulled with RANGE requests");
     }
 }
 
@@ -231,10 +171,7 @@ fn oversized_put_sends_one_fragment_and_fails_too_large() {
     let mut sim = Sim::new(1, config(1));
     let id = sim.submit(put("huge", &vec![1; VALUE_BYTES_MAX + 1]));
     let (_, result) = sim.run_until(id, EVENTS_MAX);
-    assert!(
-        matches!(result, Err(Error::Status(Status::TooLarge))),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(Error::Status(Status::TooLarge))), "{result:?}");
     let seen = &sim.servers[0].requests;
     assert_eq!(seen.len(), 1);
     assert!(seen[0].has(flags::FRAGMENT) && seen[0].has(flags::ACK_REQUEST));
@@ -245,30 +182,15 @@ fn oversized_put_sends_one_fragment_and_fails_too_large() {
 fn wrong_owner_redirects_to_the_hint_and_refreshes_the_map() {
     let mut sim = Sim::new(1, config(2));
     let owner = server_addr(1);
-    let entry = MapEntry {
-        hash_start: 0,
-        hash_end: u64::MAX,
-        partition: 0,
-        addr: owner,
-    };
-    sim.servers[0].map = PartitionMap {
-        epoch: 5,
-        entries: vec![entry],
-    };
+    let entry = MapEntry { hash_start: 0, hash_end: u64::MAX, partition: 0, addr: owner };
+    sim.servers[0].map = PartitionMap { epoch: 5, entries: vec![entry] };
     sim.servers[0].redirect_to = Some(owner);
     let reply = sim.call(put("k", b"v"));
     assert_eq!(reply.status, Status::Ok);
     assert_eq!((sim.servers[0].applied, sim.servers[1].applied), (0, 1));
     sim.run_all(EVENTS_MAX);
-    assert_eq!(
-        sim.core.map().map(|m| m.epoch),
-        Some(5),
-        "the map was refreshed"
-    );
-    assert!(sim.servers[0]
-        .requests
-        .iter()
-        .any(|h| h.opcode == Opcode::Map as u8));
+    assert_eq!(sim.core.map().map(|m| m.epoch), Some(5), "the map was refreshed");
+    assert!(sim.servers[0].requests.iter().any(|h| h.opcode == Opcode::Map as u8));
     // Routed by the map from now on: straight to the owner.
     let before = sim.servers[0].requests.len();
     sim.call(get("k"));
@@ -284,10 +206,7 @@ fn a_value_changed_mid_read_restarts_it_with_a_new_tracking_id() {
     sim.servers[0].change_after_first_batch = true;
     let reply = sim.call(get("k"));
     let changed: Vec<u8> = value.iter().map(|b| b.wrapping_add(1)).collect();
-    assert!(
-        reply.value == changed,
-        "the read returns the value as it is now"
-    );
+    assert!(reply.value == changed, "the read returns the value as it is now");
     let gets: HashSet<_> = sim.servers[0]
         .requests
         .iter()

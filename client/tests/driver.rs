@@ -42,10 +42,7 @@ impl Transport for InMemory {
 
 fn in_memory_client() -> Client<InMemory> {
     let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
-    let transport = InMemory {
-        server: FakeServer::new(addr),
-        inbox: VecDeque::new(),
-    };
+    let transport = InMemory { server: FakeServer::new(addr), inbox: VecDeque::new() };
     Client::with_transport(ClientConfig::new(vec![addr]), transport).unwrap()
 }
 
@@ -58,9 +55,7 @@ fn convenience_operations_map_statuses_to_results() {
     assert_eq!((value.bytes.as_slice(), value.version), (&b"one"[..], v1));
     assert_eq!(
         client.cas(b"k", v1 + 100, b"x").unwrap(),
-        CasOutcome::Mismatch {
-            current_version: v1
-        }
+        CasOutcome::Mismatch { current_version: v1 }
     );
     let CasOutcome::Swapped { version: v2 } = client.cas(b"k", v1, b"two").unwrap() else {
         panic!("the expected version matched");
@@ -69,10 +64,7 @@ fn convenience_operations_map_statuses_to_results() {
     assert!(client.delete(b"k").unwrap());
     assert!(!client.delete(b"k").unwrap());
     let long_key = vec![b'k'; 300];
-    assert!(matches!(
-        client.get(&long_key),
-        Err(Error::KeyTooLong { len: 300 })
-    ));
+    assert!(matches!(client.get(&long_key), Err(Error::KeyTooLong { len: 300 })));
     let server = client.transport_mut().server.addr;
     client.ping(server).unwrap();
     assert_eq!(client.stats(server).unwrap(), "{\"keys\":0}");
@@ -87,10 +79,7 @@ fn get_many_packs_one_datagram() {
     let before = client.transport_mut().server.datagrams;
     let values = client.get_many(&[&b"a"[..], b"missing", b"b"]).unwrap();
     assert_eq!(client.transport_mut().server.datagrams - before, 1);
-    let bytes: Vec<_> = values
-        .iter()
-        .map(|v| v.as_ref().map(|v| v.bytes.clone()))
-        .collect();
+    let bytes: Vec<_> = values.iter().map(|v| v.as_ref().map(|v| v.bytes.clone())).collect();
     assert_eq!(bytes, [Some(b"a".to_vec()), None, Some(b"b".to_vec())]);
 }
 
@@ -98,12 +87,7 @@ fn get_many_packs_one_datagram() {
 fn pipelined_requests_complete_through_wait() {
     let mut client = in_memory_client();
     let ids: Vec<_> = (0..50u8)
-        .map(|i| {
-            client.submit(Request::Put {
-                key: vec![i],
-                value: vec![i; 900],
-            })
-        })
+        .map(|i| client.submit(Request::Put { key: vec![i], value: vec![i; 900] }))
         .collect();
     let mut done = Vec::new();
     while let Some((id, result)) = client.wait(Duration::from_secs(5)) {
@@ -120,9 +104,7 @@ fn pipelined_requests_complete_through_wait() {
 /// A fake server on a real loopback socket, until the returned flag is set.
 fn spawn_udp_server(map_entries: bool) -> (SocketAddr, Arc<AtomicBool>, thread::JoinHandle<()>) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(20)))
-        .unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
     let addr = socket.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
@@ -130,16 +112,8 @@ fn spawn_udp_server(map_entries: bool) -> (SocketAddr, Arc<AtomicBool>, thread::
         let mut server = FakeServer::new(addr);
         server.require_token = true;
         if map_entries {
-            let entry = MapEntry {
-                hash_start: 0,
-                hash_end: u64::MAX,
-                partition: 0,
-                addr,
-            };
-            server.map = PartitionMap {
-                epoch: 1,
-                entries: vec![entry],
-            };
+            let entry = MapEntry { hash_start: 0, hash_end: u64::MAX, partition: 0, addr };
+            server.map = PartitionMap { epoch: 1, entries: vec![entry] };
         }
         let mut buf = vec![0; DATAGRAM_BYTES_ACCEPTED + 1];
         while !stopped.load(Ordering::Relaxed) {
@@ -180,17 +154,11 @@ fn connect_fails_with_a_timeout_when_no_server_answers() {
     let elapsed = started.elapsed();
     match result {
         Err(error @ Error::Timeout { attempts: 8, .. }) => {
-            assert_eq!(
-                error.to_string(),
-                format!("timed out after 8 attempts on {addr}")
-            );
+            assert_eq!(error.to_string(), format!("timed out after 8 attempts on {addr}"));
         }
         other => panic!("expected a timeout, got {:?}", other.err()),
     }
-    assert!(
-        elapsed >= Duration::from_millis(700),
-        "gave up early: {elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(700), "gave up early: {elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
     let mut buf = [0u8; 2048];
     silent.set_nonblocking(true).unwrap();

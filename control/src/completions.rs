@@ -51,10 +51,7 @@ impl Completions {
 
     /// Records a completed write. The caller checked `has_room` and `get` first.
     pub(crate) fn insert(&mut self, now_ns: u64, id: RequestId, record: Record) {
-        assert!(
-            self.records.len() < self.records_max,
-            "completion table over its bound"
-        );
+        assert!(self.records.len() < self.records_max, "completion table over its bound");
         let previous = self.records.insert(id, record);
         assert!(previous.is_none(), "a write completed twice: {id:?}");
         self.order.push_back((now_ns, id));
@@ -73,10 +70,7 @@ mod tests {
     #[test]
     fn records_live_for_the_ttl_and_bound_the_table() {
         let mut c = Completions::new(2, 100);
-        let ok = Record {
-            status: Status::Ok,
-            version: 1,
-        };
+        let ok = Record { status: Status::Ok, version: 1 };
         assert!(c.has_room(0));
         c.insert(0, (1, 1), ok);
         c.insert(10, (1, 2), ok);

@@ -4,7 +4,7 @@ use crate::completions::{Completions, Record, RequestId};
 use crate::config::{ConfigError, CoreConfig};
 use crate::reassembly::{Reassemblies, Refused};
 use crate::replies::Replies;
-use crate::stats::{CoreCounters, NodeStats};
+use crate::stats::{CoreCounters, LatencyHistogram, NodeStats};
 use crate::validation::Tokens;
 use dataplane::{Handler, Transmit};
 use proto::{
@@ -37,6 +37,7 @@ pub struct Core {
     tokens: Tokens,
     replies: Replies,
     counters: CoreCounters,
+    latency: LatencyHistogram,
     stats: Arc<NodeStats>,
     map_payload: Arc<[u8]>,
     /// WRONG_OWNER hints: the encoded address of each core.
@@ -61,9 +62,8 @@ impl Core {
     ) -> Result<Core, ConfigError> {
         config.validate()?;
         let layout = &config.layout;
-        let endpoints = (0..layout.endpoints_on(config.core))
-            .map(|_| Endpoint::default())
-            .collect();
+        let endpoints =
+            (0..layout.endpoints_on(config.core)).map(|_| Endpoint::default()).collect();
         let hints = (0..layout.cores())
             .map(|core| {
                 let mut hint = Vec::new();
@@ -85,6 +85,7 @@ impl Core {
             tokens: Tokens::new(config.token_secret),
             replies: Replies::new(),
             counters,
+            latency: LatencyHistogram::default(),
             stats,
             map_payload,
             hints,
@@ -123,11 +124,7 @@ impl Core {
         if !validated {
             reply.token = token;
         }
-        let request = Request {
-            message: m,
-            reply,
-            validated,
-        };
+        let request = Request { message: m, reply, validated };
         let opcode = m.opcode();
         if !flags_fit(opcode, h) {
             return self.answer(tx, &request, Status::Malformed);
@@ -139,7 +136,7 @@ impl Core {
                 send_value(&mut self.replies, tx, &request, &self.map_payload, version);
             }
             Opcode::Stats => {
-                self.stats.publish(self.config.core, &self.counters());
+                self.stats.publish(self.config.core, &self.counters(), &self.latency);
                 let json = self.stats.snapshot().to_json();
                 send_value(&mut self.replies, tx, &request, json.as_bytes(), 0);
             }
@@ -173,6 +170,7 @@ impl Core {
             return;
         }
         let slot = layout.slot_of(partition);
+        self.stats.count_endpoint_request(self.config.core, slot);
         if m.opcode() == Opcode::Get {
             match self.endpoints[slot].store.get(m.key) {
                 Some((value, version)) => {
@@ -226,10 +224,7 @@ impl Core {
                 }
             }
             Ok(_) => {
-                let r = self
-                    .reassemblies
-                    .take(id)
-                    .expect("complete reassembly exists");
+                let r = self.reassemblies.take(id).expect("complete reassembly exists");
                 let opcode = Opcode::from_wire(r.opcode).expect("checked by proto");
                 let record = self.apply(slot, opcode, &r.key, &r.value, r.expected_version);
                 self.completions.insert(now_ns, id, record);
@@ -261,16 +256,9 @@ impl Core {
                 CasOutcome::Swapped(v) => (Status::Ok, v),
                 CasOutcome::Mismatch(current) => (Status::VersionMismatch, current),
             }),
-            Opcode::Delete => store.delete(key).map(|existed| {
-                (
-                    if existed {
-                        Status::Ok
-                    } else {
-                        Status::NotFound
-                    },
-                    0,
-                )
-            }),
+            Opcode::Delete => store
+                .delete(key)
+                .map(|existed| (if existed { Status::Ok } else { Status::NotFound }, 0)),
             _ => unreachable!("apply is only called for writes"),
         };
         self.counters.keys = self.counters.keys + store.len() as u64 - keys_before;
@@ -361,7 +349,11 @@ impl Handler for Core {
             self.last_sweep_ns = now_ns;
             self.counters.reassemblies_expired += self.reassemblies.expire(now_ns) as u64;
         }
-        self.stats.publish(self.config.core, &self.counters());
+        self.stats.publish(self.config.core, &self.counters(), &self.latency);
+    }
+
+    fn burst_done(&mut self, datagrams: usize, service_ns: u64) {
+        self.latency.record(datagrams as u64, service_ns);
     }
 }
 

@@ -25,11 +25,7 @@ impl NodeLayout {
                 addrs.len()
             )));
         }
-        Ok(NodeLayout {
-            partitions,
-            addrs,
-            epoch: 1,
-        })
+        Ok(NodeLayout { partitions, addrs, epoch: 1 })
     }
 
     /// Number of partitions.
@@ -80,10 +76,7 @@ impl NodeLayout {
                 }
             })
             .collect();
-        PartitionMap {
-            epoch: self.epoch,
-            entries,
-        }
+        PartitionMap { epoch: self.epoch, entries }
     }
 }
 
@@ -93,9 +86,7 @@ mod tests {
 
     #[test]
     fn every_partition_has_exactly_one_slot() {
-        let addrs = (0..3)
-            .map(|i| SocketAddr::from(([127, 0, 0, 1], 7000 + i)))
-            .collect();
+        let addrs = (0..3).map(|i| SocketAddr::from(([127, 0, 0, 1], 7000 + i))).collect();
         let layout = NodeLayout::new(10, addrs).unwrap();
         let mut seen = vec![vec![false; 4]; 3];
         for p in 0..10 {

@@ -21,4 +21,4 @@ mod validation;
 pub use crate::core::Core;
 pub use config::{ConfigError, CoreConfig};
 pub use layout::NodeLayout;
-pub use stats::{CoreCounters, NodeStats, StatsSnapshot};
+pub use stats::{CoreCounters, LatencyHistogram, NodeStats, StatsSnapshot, LATENCY_BOUNDS_NS};

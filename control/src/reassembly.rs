@@ -180,17 +180,12 @@ mod tests {
         let id = (7, 9);
         for (&i, first_missing) in [2u32, 0, 2, 0].iter().zip([0, 1, 1, 1]) {
             let span = fragment_span(2500, i);
-            let r = rs
-                .add(0, id, &fragment(2500, i), b"k", &value[span])
-                .unwrap();
+            let r = rs.add(0, id, &fragment(2500, i), b"k", &value[span]).unwrap();
             assert!(!r.is_complete());
             assert_eq!(r.first_missing(), first_missing);
         }
         let span = fragment_span(2500, 1);
-        assert!(rs
-            .add(0, id, &fragment(2500, 1), b"k", &value[span])
-            .unwrap()
-            .is_complete());
+        assert!(rs.add(0, id, &fragment(2500, 1), b"k", &value[span]).unwrap().is_complete());
         assert_eq!(rs.take(id).unwrap().value, value);
         assert_eq!(rs.len(), 0);
     }
@@ -202,19 +197,13 @@ mod tests {
         let data = vec![0u8; FRAGMENT_BYTES];
         rs.add(0, (1, 1), &fragment(big, 0), b"k", &data).unwrap();
         assert_eq!(
-            rs.add(0, (1, 1), &fragment(big + 1, 0), b"k", &data)
-                .unwrap_err(),
+            rs.add(0, (1, 1), &fragment(big + 1, 0), b"k", &data).unwrap_err(),
             Refused::Inconsistent
         );
         rs.add(500, (1, 2), &fragment(big, 0), b"k", &data).unwrap();
-        assert_eq!(
-            rs.add(0, (1, 3), &fragment(big, 0), b"k", &data)
-                .unwrap_err(),
-            Refused::Busy
-        );
+        assert_eq!(rs.add(0, (1, 3), &fragment(big, 0), b"k", &data).unwrap_err(), Refused::Busy);
         assert_eq!(rs.expire(1000), 1);
-        rs.add(1000, (1, 3), &fragment(big, 0), b"k", &data)
-            .unwrap();
+        rs.add(1000, (1, 3), &fragment(big, 0), b"k", &data).unwrap();
         assert_eq!(rs.len(), 2);
     }
 }

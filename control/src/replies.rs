@@ -70,10 +70,7 @@ impl Replies {
 
     fn append(&mut self, tx: &mut dyn Transmit, header: &HeaderFields, key: &[u8], value: &[u8]) {
         let len = HEADER_BYTES + key.len() + value.len();
-        assert!(
-            len <= DATAGRAM_BYTES_MAX,
-            "reply message of {len} bytes cannot be sent"
-        );
+        assert!(len <= DATAGRAM_BYTES_MAX, "reply message of {len} bytes cannot be sent");
         if self.len + len > DATAGRAM_BYTES_MAX {
             self.flush(tx);
         }
@@ -107,11 +104,7 @@ mod tests {
     }
 
     fn ok() -> HeaderFields {
-        HeaderFields {
-            opcode: Opcode::Get as u8,
-            ..HeaderFields::default()
-        }
-        .reply(Status::Ok)
+        HeaderFields { opcode: Opcode::Get as u8, ..HeaderFields::default() }.reply(Status::Ok)
     }
 
     #[test]
@@ -124,32 +117,18 @@ mod tests {
         }
         r.flush(&mut sent);
         let counts: Vec<usize> = sent.0.iter().map(|d| Messages::new(d).count()).collect();
-        assert_eq!(
-            counts,
-            vec![8, 8, 4],
-            "175-byte messages, 8 per 1472-byte datagram"
-        );
+        assert_eq!(counts, vec![8, 8, 4], "175-byte messages, 8 per 1472-byte datagram");
         assert!(sent.0.iter().all(|d| d.len() <= DATAGRAM_BYTES_MAX));
 
         let mut sent = Sent::default();
         r.begin(SocketAddr::from(([127, 0, 0, 1], 1)), 120);
-        assert!(
-            r.push(&mut sent, &ok(), b"k", &[0; 200], false),
-            "273 <= 360"
-        );
-        assert!(
-            !r.push(&mut sent, &ok(), b"k", &[0; 200], false),
-            "over the budget"
-        );
+        assert!(r.push(&mut sent, &ok(), b"k", &[0; 200], false), "273 <= 360");
+        assert!(!r.push(&mut sent, &ok(), b"k", &[0; 200], false), "over the budget");
         r.flush(&mut sent);
         assert_eq!(sent.0[0].len(), 273 + 72);
-        let statuses: Vec<u16> = Messages::new(&sent.0[0])
-            .map(|m| m.unwrap().header.status)
-            .collect();
-        assert_eq!(
-            statuses,
-            vec![Status::Ok as u16, Status::RetryWithToken as u16]
-        );
+        let statuses: Vec<u16> =
+            Messages::new(&sent.0[0]).map(|m| m.unwrap().header.status).collect();
+        assert_eq!(statuses, vec![Status::Ok as u16, Status::RetryWithToken as u16]);
         assert_eq!(r.retry_token, 1);
     }
 }

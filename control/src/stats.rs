@@ -78,10 +78,38 @@ impl CoreCounters {
     }
 }
 
-/// The node's counters: one slot per core.
+/// Upper bounds (ns) of the burst service-time histogram buckets; a last bucket takes the rest.
+pub const LATENCY_BOUNDS_NS: [u64; 13] = [
+    1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 2_000_000,
+    5_000_000, 10_000_000,
+];
+const BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
+
+/// How long datagrams waited in a core's loop, from receipt to their replies' hand-off to the
+/// port (per burst, so an upper bound for each datagram of the burst).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Datagrams per bucket (not cumulative); the last bucket is above every bound.
+    pub counts: [u64; BUCKETS],
+    /// Sum of service time over datagrams, in ns.
+    pub sum_ns: u64,
+}
+
+impl LatencyHistogram {
+    /// Counts `datagrams` that each waited at most `service_ns`.
+    pub fn record(&mut self, datagrams: u64, service_ns: u64) {
+        let bucket = LATENCY_BOUNDS_NS.partition_point(|&bound| bound < service_ns);
+        self.counts[bucket] += datagrams;
+        self.sum_ns += datagrams * service_ns;
+    }
+}
+
+/// The node's counters: one slot per core, and a request counter per endpoint.
 #[derive(Debug)]
 pub struct NodeStats {
     slots: Vec<[AtomicU64; FIELDS]>,
+    latency: Vec<[AtomicU64; BUCKETS + 1]>,
+    endpoint_requests: Vec<Box<[AtomicU64]>>,
 }
 
 /// A copy of every core's counters.
@@ -89,21 +117,51 @@ pub struct NodeStats {
 pub struct StatsSnapshot {
     /// Per core, in core order.
     pub cores: Vec<CoreCounters>,
+    /// Per core, in core order.
+    pub latency: Vec<LatencyHistogram>,
 }
 
 impl NodeStats {
-    /// Zeroed slots for `cores` cores.
+    /// Zeroed slots for `cores` cores, without per-endpoint counters.
     pub fn new(cores: u32) -> NodeStats {
         NodeStats {
             slots: (0..cores).map(|_| Default::default()).collect(),
+            latency: (0..cores).map(|_| Default::default()).collect(),
+            endpoint_requests: (0..cores).map(|_| Box::default()).collect(),
         }
     }
 
+    /// Zeroed slots for every core and endpoint of `layout` (8 bytes per endpoint).
+    pub fn for_layout(layout: &crate::NodeLayout) -> NodeStats {
+        let mut stats = NodeStats::new(layout.cores());
+        stats.endpoint_requests = (0..layout.cores())
+            .map(|core| (0..layout.endpoints_on(core)).map(|_| AtomicU64::new(0)).collect())
+            .collect();
+        stats
+    }
+
     /// Core `core` publishes its counters.
-    pub fn publish(&self, core: u32, counters: &CoreCounters) {
+    pub fn publish(&self, core: u32, counters: &CoreCounters, latency: &LatencyHistogram) {
         for (slot, value) in self.slots[core as usize].iter().zip(counters.to_array()) {
             slot.store(value, Relaxed);
         }
+        let values = latency.counts.iter().copied().chain([latency.sum_ns]);
+        for (slot, value) in self.latency[core as usize].iter().zip(values) {
+            slot.store(value, Relaxed);
+        }
+    }
+
+    /// Counts a request for endpoint `slot` of core `core`. Only that core calls this, so a
+    /// load and a store suffice (no locked instruction on the request path).
+    pub fn count_endpoint_request(&self, core: u32, slot: usize) {
+        if let Some(counter) = self.endpoint_requests[core as usize].get(slot) {
+            counter.store(counter.load(Relaxed) + 1, Relaxed);
+        }
+    }
+
+    /// Requests per endpoint slot of core `core` (empty without `for_layout`).
+    pub fn endpoint_requests(&self, core: u32) -> Vec<u64> {
+        self.endpoint_requests[core as usize].iter().map(|c| c.load(Relaxed)).collect()
     }
 
     /// Reads every slot.
@@ -113,7 +171,15 @@ impl NodeStats {
             .iter()
             .map(|slot| CoreCounters::from_array(std::array::from_fn(|i| slot[i].load(Relaxed))))
             .collect();
-        StatsSnapshot { cores }
+        let latency = self
+            .latency
+            .iter()
+            .map(|slot| LatencyHistogram {
+                counts: std::array::from_fn(|i| slot[i].load(Relaxed)),
+                sum_ns: slot[BUCKETS].load(Relaxed),
+            })
+            .collect();
+        StatsSnapshot { cores, latency }
     }
 }
 
@@ -152,5 +218,38 @@ impl StatsSnapshot {
             t.completion_records,
             t.reassemblies_active
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_json_is_valid_and_sums_cores() {
+        let stats = NodeStats::new(2);
+        let h = LatencyHistogram::default();
+        stats.publish(0, &CoreCounters { keys: 2, requests: 10, ..CoreCounters::default() }, &h);
+        stats.publish(
+            1,
+            &CoreCounters { keys: 3, dropped_malformed: 1, ..CoreCounters::default() },
+            &h,
+        );
+        let json: serde_json::Value = serde_json::from_str(&stats.snapshot().to_json()).unwrap();
+        assert_eq!((json["keys"].as_u64(), json["requests"].as_u64()), (Some(5), Some(10)));
+        assert_eq!(
+            (json["cores"].as_u64(), json["dropped_malformed"].as_u64()),
+            (Some(2), Some(1))
+        );
+    }
+
+    #[test]
+    fn latency_buckets_are_upper_bounds() {
+        let mut h = LatencyHistogram::default();
+        h.record(3, 1_000);
+        h.record(1, 1_001);
+        h.record(2, 60_000_000);
+        assert_eq!((h.counts[0], h.counts[1], h.counts[BUCKETS - 1]), (3, 1, 2));
+        assert_eq!(h.sum_ns, 3_000 + 1_001 + 120_000_000);
     }
 }

@@ -18,10 +18,7 @@ pub(crate) struct Tokens {
 
 impl Tokens {
     pub(crate) fn new(key: [u8; 32]) -> Tokens {
-        Tokens {
-            key,
-            cache: [None; CACHE_SLOTS],
-        }
+        Tokens { key, cache: [None; CACHE_SLOTS] }
     }
 
     /// The token of `addr` (never 0, which means "no token").
@@ -78,10 +75,6 @@ mod tests {
         assert_eq!(t.token(a), ta);
         assert_ne!(t.token(b), ta);
         assert_ne!(Tokens::new([2; 32]).token(a), ta);
-        assert_eq!(
-            derive(&[1; 32], a),
-            ta,
-            "the cache returns what derive computes"
-        );
+        assert_eq!(derive(&[1; 32], a), ta, "the cache returns what derive computes");
     }
 }

@@ -87,30 +87,13 @@ fn the_request_path_does_not_allocate() {
     let layout =
         Arc::new(NodeLayout::new(64, vec![SocketAddr::from(([127, 0, 0, 1], 7000))]).unwrap());
     let map: Arc<[u8]> = layout.map().encode().into();
-    let mut core = Core::new(
-        CoreConfig::new(0, layout, [3; 32]),
-        Arc::new(NodeStats::new(1)),
-        map,
-    )
-    .unwrap();
-    let mut sink = Sink {
-        buf: Vec::with_capacity(2048),
-        datagrams: 0,
-    };
+    let mut core =
+        Core::new(CoreConfig::new(0, layout, [3; 32]), Arc::new(NodeStats::new(1)), map).unwrap();
+    let mut sink = Sink { buf: Vec::with_capacity(2048), datagrams: 0 };
 
     // Learn the token, create the keys, then build every request before counting.
-    core.handle_datagram(
-        0,
-        peer,
-        &datagram(Opcode::Ping, 1, 0, &[b""], b"", 0),
-        &mut sink,
-    );
-    let token = proto::Messages::new(&sink.buf)
-        .next()
-        .unwrap()
-        .unwrap()
-        .header
-        .token;
+    core.handle_datagram(0, peer, &datagram(Opcode::Ping, 1, 0, &[b""], b"", 0), &mut sink);
+    let token = proto::Messages::new(&sink.buf).next().unwrap().unwrap().header.token;
     let keys: Vec<Vec<u8>> = (0..16).map(|i| format!("key-{i}").into_bytes()).collect();
     let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
     for (i, key) in key_refs.iter().enumerate() {
@@ -127,23 +110,9 @@ fn the_request_path_does_not_allocate() {
         let id = 1_000 + round * 100;
         let key = key_refs[(round % 16) as usize];
         requests.push(datagram(Opcode::Get, id, token, &[key], b"", 0));
-        requests.push(datagram(
-            Opcode::Put,
-            id + 1,
-            token,
-            &[key],
-            &[round as u8; 32],
-            0,
-        ));
+        requests.push(datagram(Opcode::Put, id + 1, token, &[key], &[round as u8; 32], 0));
         requests.push(datagram(Opcode::Cas, id + 2, token, &[key], &[1; 32], 1));
-        requests.push(datagram(
-            Opcode::Delete,
-            id + 3,
-            token,
-            &[b"absent"],
-            b"",
-            0,
-        ));
+        requests.push(datagram(Opcode::Delete, id + 3, token, &[b"absent"], b"", 0));
         requests.push(datagram(Opcode::Ping, id + 4, token, &[b""], b"", 0));
         requests.push(datagram(Opcode::Get, id + 10, token, &key_refs, b"", 0));
     }
@@ -159,15 +128,7 @@ fn the_request_path_does_not_allocate() {
     COUNTING.store(false, Relaxed);
 
     // Five single requests, and 16 GET replies of 110 bytes in two 1,472-byte datagrams.
-    assert_eq!(
-        sink.datagrams - sent_before,
-        7 * ROUNDS,
-        "every request was answered"
-    );
+    assert_eq!(sink.datagrams - sent_before, 7 * ROUNDS, "every request was answered");
     assert_eq!(core.counters().requests, 1 + 16 + ROUNDS * (5 + 16));
-    assert_eq!(
-        ALLOCATIONS.load(Relaxed),
-        0,
-        "allocations on the request path"
-    );
+    assert_eq!(ALLOCATIONS.load(Relaxed), 0, "allocations on the request path");
 }

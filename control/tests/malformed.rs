@@ -33,12 +33,7 @@ impl Rng {
 }
 
 fn valid(op: Opcode, tracking_id: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
-    let h = HeaderFields {
-        opcode: op as u8,
-        client_id: 9,
-        tracking_id,
-        ..HeaderFields::default()
-    };
+    let h = HeaderFields { opcode: op as u8, client_id: 9, tracking_id, ..HeaderFields::default() };
     let mut buf = vec![0u8; HEADER_BYTES + key.len() + value.len()];
     encode_message(&mut buf, &h, key, value).unwrap();
     buf
@@ -46,12 +41,7 @@ fn valid(op: Opcode, tracking_id: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
 
 /// A datagram built to be malformed in one of the ways attackers and bugs produce.
 fn garbage(rng: &mut Rng) -> Vec<u8> {
-    let mut d = valid(
-        Opcode::ALL[rng.below(7) as usize],
-        rng.next(),
-        b"victim",
-        &[1; 40],
-    );
+    let mut d = valid(Opcode::ALL[rng.below(7) as usize], rng.next(), b"victim", &[1; 40]);
     let put_u32 =
         |d: &mut Vec<u8>, at: usize, v: u32| d[at..at + 4].copy_from_slice(&v.to_le_bytes());
     match rng.below(8) {
@@ -103,12 +93,8 @@ fn a_million_bad_datagrams_are_counted_while_good_ones_are_served() {
     let layout =
         Arc::new(NodeLayout::new(64, vec![SocketAddr::from(([127, 0, 0, 1], 7000))]).unwrap());
     let map: Arc<[u8]> = layout.map().encode().into();
-    let mut core = Core::new(
-        CoreConfig::new(0, layout, [1; 32]),
-        Arc::new(NodeStats::new(1)),
-        map,
-    )
-    .unwrap();
+    let mut core =
+        Core::new(CoreConfig::new(0, layout, [1; 32]), Arc::new(NodeStats::new(1)), map).unwrap();
     let peer = SocketAddr::from(([127, 0, 0, 1], 50000));
     let mut rng = Rng(0xC0FFEE);
     let mut expected = 0;
@@ -143,10 +129,7 @@ fn a_million_bad_datagrams_are_counted_while_good_ones_are_served() {
                 .collect();
             assert_eq!(
                 replies,
-                vec![
-                    (Status::Ok as u16, Vec::new()),
-                    (Status::Ok as u16, b"ok".to_vec())
-                ]
+                vec![(Status::Ok as u16, Vec::new()), (Status::Ok as u16, b"ok".to_vec())]
             );
             served += 1;
         }

@@ -115,4 +115,10 @@ pub trait Handler {
 
     /// Called once after each burst (and on idle wake-ups): group commit, timers, stats.
     fn end_batch(&mut self, now_ns: u64, tx: &mut dyn Transmit);
+
+    /// Called after a burst of `datagrams` was handled and its replies handed to the port,
+    /// `service_ns` after the burst was received: the longest any of them waited in this loop.
+    fn burst_done(&mut self, datagrams: usize, service_ns: u64) {
+        let _ = (datagrams, service_ns);
+    }
 }

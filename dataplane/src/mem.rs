@@ -37,19 +37,11 @@ pub struct Faults {
 
 impl Faults {
     /// A perfect network.
-    pub const NONE: Faults = Faults {
-        drop: 0.0,
-        duplicate: 0.0,
-        reorder: 0.0,
-        corrupt: 0.0,
-    };
+    pub const NONE: Faults = Faults { drop: 0.0, duplicate: 0.0, reorder: 0.0, corrupt: 0.0 };
 
     fn assert_valid(&self) {
         for p in [self.drop, self.duplicate, self.reorder, self.corrupt] {
-            assert!(
-                (0.0..=1.0).contains(&p),
-                "fault probability {p} outside 0..=1"
-            );
+            assert!((0.0..=1.0).contains(&p), "fault probability {p} outside 0..=1");
         }
     }
 }
@@ -126,10 +118,7 @@ impl MemNetwork {
             next_port: 40000,
         };
         MemNetwork {
-            shared: Arc::new(Shared {
-                state: Mutex::new(state),
-                arrived: Condvar::new(),
-            }),
+            shared: Arc::new(Shared { state: Mutex::new(state), arrived: Condvar::new() }),
         }
     }
 
@@ -151,10 +140,7 @@ impl MemNetwork {
         if addr.port() == 0 {
             while addr.port() == 0 || state.inboxes.contains_key(&addr) {
                 addr.set_port(state.next_port);
-                state.next_port = state
-                    .next_port
-                    .checked_add(1)
-                    .expect("ephemeral ports used up");
+                state.next_port = state.next_port.checked_add(1).expect("ephemeral ports used up");
             }
         }
         assert!(!state.inboxes.contains_key(&addr), "{addr} already bound");
@@ -179,10 +165,7 @@ impl MemNetwork {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared
-            .state
-            .lock()
-            .expect("a thread panicked holding the network")
+        self.shared.state.lock().expect("a thread panicked holding the network")
     }
 }
 
@@ -208,10 +191,7 @@ impl State {
         let copies = if rng.chance(faults.duplicate) { 2 } else { 1 };
         counters.duplicated += copies - 1;
         for _ in 0..copies {
-            let datagram = Datagram {
-                from,
-                bytes: bytes.clone(),
-            };
+            let datagram = Datagram { from, bytes: bytes.clone() };
             let hold = rng.chance(faults.reorder).then(|| 1 + rng.below(3));
             counters.reordered += u64::from(hold.is_some());
             inbox.arrive(datagram, hold, counters);
@@ -284,10 +264,7 @@ impl MemPort {
     ) -> io::Result<Option<(usize, SocketAddr)>> {
         let mut state = wait(&self.network, self.local, timeout);
         let state = &mut *state;
-        let inbox = state
-            .inboxes
-            .get_mut(&self.local)
-            .expect("bound while the port lives");
+        let inbox = state.inboxes.get_mut(&self.local).expect("bound while the port lives");
         let Some(datagram) = inbox.pop(&mut state.counters) else {
             return Ok(None);
         };
@@ -309,20 +286,12 @@ fn wait(network: &MemNetwork, local: SocketAddr, timeout: Duration) -> MutexGuar
     let deadline = Instant::now() + timeout;
     let mut state = network.lock();
     loop {
-        let inbox = state
-            .inboxes
-            .get(&local)
-            .expect("bound while the port lives");
+        let inbox = state.inboxes.get(&local).expect("bound while the port lives");
         let left = deadline.saturating_duration_since(Instant::now());
         if inbox.is_ready() || left.is_zero() {
             return state;
         }
-        state = network
-            .shared
-            .arrived
-            .wait_timeout(state, left)
-            .expect("poisoned")
-            .0;
+        state = network.shared.arrived.wait_timeout(state, left).expect("poisoned").0;
     }
 }
 
@@ -340,10 +309,7 @@ impl Port for MemPort {
     fn rx_burst(&mut self, rx: &mut Vec<PacketBuf>) -> io::Result<usize> {
         let mut state = self.network.lock();
         let state = &mut *state;
-        let inbox = state
-            .inboxes
-            .get_mut(&self.local)
-            .expect("bound while the port lives");
+        let inbox = state.inboxes.get_mut(&self.local).expect("bound while the port lives");
         let mut got = 0;
         while rx.len() < BATCH && inbox.is_ready() {
             let Some(mut buf) = self.pool.alloc() else {

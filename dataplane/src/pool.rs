@@ -46,11 +46,7 @@ impl Buffer for PacketBuf {
     }
 
     fn set_len(&mut self, len: usize) {
-        assert!(
-            len <= self.data.len(),
-            "len {len} > capacity {}",
-            self.data.len()
-        );
+        assert!(len <= self.data.len(), "len {len} > capacity {}", self.data.len());
         self.len = len;
     }
 
@@ -76,11 +72,7 @@ impl BufferPool {
     pub(crate) fn new(buffers: usize, buf_bytes: usize) -> BufferPool {
         assert!(buffers > 0 && buf_bytes > 0);
         let free = (0..buffers).map(|_| PacketBuf::new(buf_bytes)).collect();
-        BufferPool {
-            free,
-            buf_bytes,
-            buffers,
-        }
+        BufferPool { free, buf_bytes, buffers }
     }
 
     /// Lends an empty buffer, or `None` when all are out.
@@ -93,10 +85,7 @@ impl BufferPool {
     /// Takes a buffer back. A buffer from another pool, or one given back twice, is a bug.
     pub(crate) fn release(&mut self, buf: PacketBuf) {
         assert_eq!(buf.capacity(), self.buf_bytes, "buffer from another pool");
-        assert!(
-            self.free.len() < self.buffers,
-            "more buffers released than lent"
-        );
+        assert!(self.free.len() < self.buffers, "more buffers released than lent");
         self.free.push(buf);
     }
 
@@ -122,11 +111,7 @@ mod tests {
         pool.release(a);
         pool.release(b);
         assert_eq!(pool.available(), 2);
-        assert_eq!(
-            pool.alloc().unwrap().payload(),
-            b"",
-            "a lent buffer starts empty"
-        );
+        assert_eq!(pool.alloc().unwrap().payload(), b"", "a lent buffer starts empty");
     }
 
     #[test]

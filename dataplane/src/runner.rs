@@ -198,6 +198,9 @@ impl<P: Port> Runner<P> {
         txq.flush();
         let error = txq.error.take();
         let spent_ns = self.clock_ns().saturating_sub(now_ns);
+        if got > 0 {
+            handler.burst_done(got, spent_ns);
+        }
         let stats = &mut self.stats;
         stats.iterations += 1;
         stats.batches += u64::from(got > 0);

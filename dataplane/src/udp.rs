@@ -118,11 +118,7 @@ impl UdpPort {
     }
 
     fn poll(&self, events: libc::c_short, timeout: Duration) -> io::Result<()> {
-        let mut fds = libc::pollfd {
-            fd: self.socket.as_raw_fd(),
-            events,
-            revents: 0,
-        };
+        let mut fds = libc::pollfd { fd: self.socket.as_raw_fd(), events, revents: 0 };
         // Round up so a 100 µs wait does not become a busy spin.
         let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
         // SAFETY: `fds` is one valid, initialised pollfd that outlives the call.
@@ -156,8 +152,7 @@ impl Port for UdpPort {
         for (i, buf) in self.staged.iter_mut().enumerate() {
             let bytes = buf.raw_mut();
             let name_bytes = mem::size_of::<libc::sockaddr_storage>();
-            self.scratch
-                .aim(i, bytes.as_mut_ptr(), bytes.len(), name_bytes);
+            self.scratch.aim(i, bytes.as_mut_ptr(), bytes.len(), name_bytes);
         }
         let fd = self.socket.as_raw_fd();
         // SAFETY: the first `want` headers point at `want` iovecs and address slots owned by
@@ -203,8 +198,7 @@ impl Port for UdpPort {
                 let name_bytes = write_sockaddr(buf.peer(), self.ipv6, &mut self.scratch.addrs[i]);
                 let bytes = buf.payload();
                 // The kernel only reads through this pointer (sendmmsg).
-                self.scratch
-                    .aim(i, bytes.as_ptr().cast_mut(), bytes.len(), name_bytes);
+                self.scratch.aim(i, bytes.as_ptr().cast_mut(), bytes.len(), name_bytes);
             }
             // SAFETY: the first `n` headers point at iovecs and addresses in `self.scratch`
             // and at the payloads of `tx[done..done + n]`, all alive and unmoved until the
@@ -285,10 +279,7 @@ impl Scratch {
 
     /// Points message `i` at `len` bytes from `base` and at address slot `i`.
     fn aim(&mut self, i: usize, base: *mut u8, len: usize, name_bytes: usize) {
-        self.iovecs[i] = libc::iovec {
-            iov_base: base.cast(),
-            iov_len: len,
-        };
+        self.iovecs[i] = libc::iovec { iov_base: base.cast(), iov_len: len };
         let header = &mut self.headers[i];
         header.msg_len = 0;
         let msg = &mut header.msg_hdr;
@@ -304,10 +295,7 @@ impl Scratch {
 
 /// Would-block and interrupted calls are "nothing now", not failures.
 fn is_transient(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    )
+    matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
 }
 
 /// Sets a socket buffer size and returns what the kernel actually granted.
@@ -316,13 +304,7 @@ fn set_buffer_bytes(fd: RawFd, option: libc::c_int, bytes: usize) -> io::Result<
     let size = mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` is a live c_int and `size` its exact size.
     let ret = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            option,
-            ptr::addr_of!(value).cast(),
-            size,
-        )
+        libc::setsockopt(fd, libc::SOL_SOCKET, option, ptr::addr_of!(value).cast(), size)
     };
     if ret != 0 {
         return Err(io::Error::last_os_error());
@@ -354,9 +336,7 @@ fn write_sockaddr(addr: SocketAddr, ipv6_socket: bool, out: &mut libc::sockaddr_
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                },
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than and aligned for every sockaddr type.
@@ -368,9 +348,7 @@ fn write_sockaddr(addr: SocketAddr, ipv6_socket: bool, out: &mut libc::sockaddr_
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: v6.port().to_be(),
                 sin6_flowinfo: v6.flowinfo().to_be(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                },
+                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
                 sin6_scope_id: v6.scope_id(),
             };
             // SAFETY: sockaddr_storage is larger than and aligned for every sockaddr type.
@@ -419,38 +397,18 @@ mod tests {
     #[test]
     fn socket_addresses_round_trip() {
         let cases: [(SocketAddr, bool, SocketAddr); 4] = [
-            (
-                "10.1.2.3:4567".parse().unwrap(),
-                false,
-                "10.1.2.3:4567".parse().unwrap(),
-            ),
-            (
-                "[fe80::1%3]:9".parse().unwrap(),
-                true,
-                "[fe80::1%3]:9".parse().unwrap(),
-            ),
+            ("10.1.2.3:4567".parse().unwrap(), false, "10.1.2.3:4567".parse().unwrap()),
+            ("[fe80::1%3]:9".parse().unwrap(), true, "[fe80::1%3]:9".parse().unwrap()),
             // An IPv4 peer of an IPv6 socket travels v4-mapped and comes back as IPv4.
-            (
-                "10.1.2.3:4567".parse().unwrap(),
-                true,
-                "10.1.2.3:4567".parse().unwrap(),
-            ),
-            (
-                "[::1]:80".parse().unwrap(),
-                true,
-                "[::1]:80".parse().unwrap(),
-            ),
+            ("10.1.2.3:4567".parse().unwrap(), true, "10.1.2.3:4567".parse().unwrap()),
+            ("[::1]:80".parse().unwrap(), true, "[::1]:80".parse().unwrap()),
         ];
         for (addr, ipv6_socket, expected) in cases {
             // SAFETY: all-zero bytes are a valid sockaddr_storage.
             let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
             let len = write_sockaddr(addr, ipv6_socket, &mut storage);
             let family = libc::c_int::from(storage.ss_family);
-            assert_eq!(
-                family == libc::AF_INET6,
-                ipv6_socket || addr.is_ipv6(),
-                "{addr}"
-            );
+            assert_eq!(family == libc::AF_INET6, ipv6_socket || addr.is_ipv6(), "{addr}");
             assert!(len <= mem::size_of::<libc::sockaddr_storage>());
             assert_eq!(read_sockaddr(&storage), expected);
         }
@@ -459,18 +417,9 @@ mod tests {
     #[test]
     fn config_rejects_a_pool_too_small_for_two_bursts() {
         assert!(UdpConfig::default().validate().is_ok());
-        let small = UdpConfig {
-            pool_buffers: 2 * BATCH - 1,
-            ..UdpConfig::default()
-        };
-        assert_eq!(
-            small.validate().unwrap_err().kind(),
-            io::ErrorKind::InvalidInput
-        );
-        let huge = UdpConfig {
-            buf_bytes: 65537,
-            ..UdpConfig::default()
-        };
+        let small = UdpConfig { pool_buffers: 2 * BATCH - 1, ..UdpConfig::default() };
+        assert_eq!(small.validate().unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        let huge = UdpConfig { buf_bytes: 65537, ..UdpConfig::default() };
         assert!(huge.validate().is_err());
     }
 }

@@ -52,23 +52,15 @@ fn udp_echo_loop_serves_then_stops_promptly() {
     let server = port.local_addr();
     let stop = Arc::new(AtomicBool::new(false));
     let loop_stop = Arc::clone(&stop);
-    let config = RunnerConfig {
-        spin: Duration::from_micros(50),
-        ..RunnerConfig::default()
-    };
+    let config = RunnerConfig { spin: Duration::from_micros(50), ..RunnerConfig::default() };
     let handle = thread::spawn(move || {
-        let mut echo = Echo {
-            copies: 1,
-            ..Echo::default()
-        };
+        let mut echo = Echo { copies: 1, ..Echo::default() };
         let stats = run(&mut port, &mut echo, &config, &loop_stop);
         (stats, echo, port.counters())
     });
 
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let count = 4 * BATCH as u32 + 5;
     for i in 0..count {
         client.send_to(&i.to_le_bytes(), server).unwrap();
@@ -86,32 +78,16 @@ fn udp_echo_loop_serves_then_stops_promptly() {
     let stopped_at = Instant::now();
     stop.store(true, Ordering::Release);
     let (stats, echo, counters) = handle.join().unwrap();
-    assert!(
-        stopped_at.elapsed() < Duration::from_secs(1),
-        "stop took {:?}",
-        stopped_at.elapsed()
-    );
+    assert!(stopped_at.elapsed() < Duration::from_secs(1), "stop took {:?}", stopped_at.elapsed());
     let stats = stats.unwrap();
 
-    assert_eq!(
-        (stats.datagrams_in, stats.datagrams_out),
-        (count as u64, count as u64)
-    );
-    assert_eq!(
-        (stats.tx_dropped, stats.tx_no_buffer, stats.tx_oversize),
-        (0, 0, 0)
-    );
-    assert!(
-        stats.batches >= 5 && stats.batches <= stats.iterations,
-        "{stats:?}"
-    );
+    assert_eq!((stats.datagrams_in, stats.datagrams_out), (count as u64, count as u64));
+    assert_eq!((stats.tx_dropped, stats.tx_no_buffer, stats.tx_oversize), (0, 0, 0));
+    assert!(stats.batches >= 5 && stats.batches <= stats.iterations, "{stats:?}");
     assert!(stats.wakeups >= 1, "the idle loop should have blocked");
     assert_eq!(stats.pin, PinOutcome::NotRequested);
     assert_eq!((echo.datagrams, echo.refused), (count as u64, 0));
-    assert_eq!(
-        echo.end_batches, stats.iterations,
-        "end_batch once per iteration"
-    );
+    assert_eq!(echo.end_batches, stats.iterations, "end_batch once per iteration");
     assert_eq!((counters.rx, counters.tx), (count as u64, count as u64));
 }
 
@@ -119,16 +95,11 @@ fn udp_echo_loop_serves_then_stops_promptly() {
 fn pinning_to_a_missing_core_is_reported_not_fatal() {
     let network = MemNetwork::new(Faults::NONE, 1);
     let mut port = network.bind("127.0.0.1:0".parse().unwrap());
-    let config = RunnerConfig {
-        core: Some(1 << 20),
-        ..RunnerConfig::default()
-    };
+    let config = RunnerConfig { core: Some(1 << 20), ..RunnerConfig::default() };
     let stop = AtomicBool::new(true);
     // `run` pins the calling thread, so do it on a throwaway one.
     let stats = thread::scope(|s| {
-        s.spawn(|| run(&mut port, &mut Echo::default(), &config, &stop))
-            .join()
-            .unwrap()
+        s.spawn(|| run(&mut port, &mut Echo::default(), &config, &stop)).join().unwrap()
     });
     assert_eq!(stats.unwrap().pin, PinOutcome::Failed(1 << 20));
 }
@@ -141,25 +112,16 @@ fn step_flushes_every_full_batch_and_refuses_oversize() {
     let mut runner = Runner::new(RunnerConfig::default());
     // More replies to one request than the pool has buffers: only batch flushes make room.
     let copies = 300;
-    let mut echo = Echo {
-        copies,
-        ..Echo::default()
-    };
+    let mut echo = Echo { copies, ..Echo::default() };
     client.send_to(b"ping", server.local_addr());
     client.send_to(&[0u8; 4000], server.local_addr()); // truncated to 2049, still fits
     assert_eq!(runner.step(&mut server, &mut echo).unwrap(), 2);
     let stats = runner.stats();
     assert_eq!(stats.datagrams_out, 2 * copies as u64);
-    assert_eq!(
-        (stats.tx_no_buffer, stats.tx_dropped, echo.refused),
-        (0, 0, 0)
-    );
+    assert_eq!((stats.tx_no_buffer, stats.tx_dropped, echo.refused), (0, 0, 0));
     let mut buf = [0u8; 4096];
     let mut lengths = BTreeSet::new();
-    while let Some((len, _)) = client
-        .recv_from(&mut buf, Duration::from_millis(20))
-        .unwrap()
-    {
+    while let Some((len, _)) = client.recv_from(&mut buf, Duration::from_millis(20)).unwrap() {
         lengths.insert(len);
     }
     assert_eq!(lengths, BTreeSet::from([4, 2049]));
@@ -234,28 +196,16 @@ impl Port for Stuck {
 
 #[test]
 fn a_port_that_never_drains_costs_bounded_retries_then_drops() {
-    let mut port = Stuck {
-        free: 100,
-        writable_waits: 0,
-    };
-    let config = RunnerConfig {
-        tx_retries_max: 3,
-        ..RunnerConfig::default()
-    };
+    let mut port = Stuck { free: 100, writable_waits: 0 };
+    let config = RunnerConfig { tx_retries_max: 3, ..RunnerConfig::default() };
     let mut runner = Runner::new(config);
-    let mut echo = Echo {
-        copies: BATCH + 1,
-        ..Echo::default()
-    };
+    let mut echo = Echo { copies: BATCH + 1, ..Echo::default() };
     let started = Instant::now();
     assert_eq!(runner.step(&mut port, &mut echo).unwrap(), 1);
     assert!(started.elapsed() < Duration::from_secs(1));
     let stats = runner.stats();
     // One flush when the batch filled, one at the end of the iteration: 3 waits each.
     assert_eq!(port.writable_waits, 6);
-    assert_eq!(
-        (stats.tx_dropped, stats.datagrams_out),
-        (BATCH as u64 + 1, 0)
-    );
+    assert_eq!((stats.tx_dropped, stats.datagrams_out), (BATCH as u64 + 1, 0));
     assert_eq!(port.free, 100, "every buffer came back");
 }

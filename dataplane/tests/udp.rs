@@ -22,11 +22,7 @@ fn receive(port: &mut UdpPort, count: usize) -> (Vec<PacketBuf>, usize) {
     let deadline = Instant::now() + DEADLINE;
     let (mut all, mut rx, mut burst_max) = (Vec::new(), Vec::with_capacity(BATCH), 0);
     while all.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {count} arrived",
-            all.len()
-        );
+        assert!(Instant::now() < deadline, "only {} of {count} arrived", all.len());
         let got = port.rx_burst(&mut rx).unwrap();
         assert!(got <= BATCH && rx.len() == got);
         burst_max = burst_max.max(got);
@@ -47,20 +43,13 @@ fn echo_round_trip(port: &mut UdpPort, client: &UdpSocket, count: u32) {
     }
     thread::sleep(Duration::from_millis(20)); // let the whole burst reach the socket queue
     let (mut received, burst_max) = receive(port, count as usize);
-    assert_eq!(
-        burst_max,
-        BATCH.min(count as usize),
-        "recvmmsg should fill whole bursts"
-    );
+    assert_eq!(burst_max, BATCH.min(count as usize), "recvmmsg should fill whole bursts");
     for buf in &received {
         assert_eq!(buf.peer(), client.local_addr().unwrap(), "source address");
     }
     while !received.is_empty() {
         let sent = port.tx_burst(&mut received).unwrap();
-        assert!(
-            sent > 0 || received.is_empty(),
-            "loopback should never stay full"
-        );
+        assert!(sent > 0 || received.is_empty(), "loopback should never stay full");
     }
     let mut echoed = BTreeSet::new();
     let mut buf = [0u8; 16];
@@ -71,15 +60,8 @@ fn echo_round_trip(port: &mut UdpPort, client: &UdpSocket, count: u32) {
     }
     assert_eq!(echoed, (0..count).collect::<BTreeSet<_>>());
     let counters = port.counters();
-    assert_eq!(
-        (counters.rx, counters.tx, counters.tx_dropped),
-        (count as u64, count as u64, 0)
-    );
-    assert_eq!(
-        port.buffers_available(),
-        UdpConfig::default().pool_buffers,
-        "all returned"
-    );
+    assert_eq!((counters.rx, counters.tx, counters.tx_dropped), (count as u64, count as u64, 0));
+    assert_eq!(port.buffers_available(), UdpConfig::default().pool_buffers, "all returned");
 }
 
 #[test]
@@ -117,11 +99,7 @@ fn dual_stack_socket_answers_ipv4_peers_as_ipv4() {
     let to = SocketAddr::from(([127, 0, 0, 1], port.local_addr().port()));
     client.send_to(b"v4", to).unwrap();
     let (mut received, _) = receive(&mut port, 1);
-    assert_eq!(
-        received[0].peer(),
-        client.local_addr().unwrap(),
-        "v4-mapped shown as IPv4"
-    );
+    assert_eq!(received[0].peer(), client.local_addr().unwrap(), "v4-mapped shown as IPv4");
     assert_eq!(port.tx_burst(&mut received).unwrap(), 1);
     let mut buf = [0u8; 8];
     let (len, from) = client.recv_from(&mut buf).unwrap();
@@ -151,12 +129,7 @@ fn hard_send_error_drops_one_datagram_and_sends_the_rest() -> io::Result<()> {
     let client = client("127.0.0.1:0");
     let mut tx = Vec::new();
     // An IPv6 destination from an IPv4 socket fails in the kernel (EAFNOSUPPORT).
-    for (peer, bytes) in [
-        ("[::1]:9", b"bad"),
-        ("", b"ok1"),
-        ("[::1]:9", b"bad"),
-        ("", b"ok2"),
-    ] {
+    for (peer, bytes) in [("[::1]:9", b"bad"), ("", b"ok1"), ("[::1]:9", b"bad"), ("", b"ok2")] {
         let mut buf = port.alloc_tx().unwrap();
         buf.capacity_mut()[..3].copy_from_slice(bytes);
         buf.set_len(3);
@@ -165,10 +138,7 @@ fn hard_send_error_drops_one_datagram_and_sends_the_rest() -> io::Result<()> {
         tx.push(buf);
     }
     assert_eq!(port.tx_burst(&mut tx)?, 2);
-    assert!(
-        tx.is_empty(),
-        "dropped datagrams are taken back, not left to spin on"
-    );
+    assert!(tx.is_empty(), "dropped datagrams are taken back, not left to spin on");
     assert_eq!((port.counters().tx, port.counters().tx_dropped), (2, 2));
     let mut buf = [0u8; 8];
     for expected in [b"ok1", b"ok2"] {
@@ -184,10 +154,7 @@ fn wait_readable_times_out_and_wakes_on_arrival() {
     let started = Instant::now();
     port.wait_readable(Duration::from_millis(30)).unwrap();
     let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(25) && waited < Duration::from_secs(1),
-        "{waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(25) && waited < Duration::from_secs(1), "{waited:?}");
 
     let to = port.local_addr();
     let sender = thread::spawn(move || {
@@ -196,20 +163,14 @@ fn wait_readable_times_out_and_wakes_on_arrival() {
     });
     let started = Instant::now();
     port.wait_readable(Duration::from_secs(3)).unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "woke on arrival, not on timeout"
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "woke on arrival, not on timeout");
     sender.join().unwrap();
     assert_eq!(receive(&mut port, 1).0.len(), 1);
 }
 
 #[test]
 fn pool_exhaustion_is_counted_not_fatal() {
-    let config = UdpConfig {
-        pool_buffers: 2 * BATCH,
-        ..UdpConfig::default()
-    };
+    let config = UdpConfig { pool_buffers: 2 * BATCH, ..UdpConfig::default() };
     let mut port = UdpPort::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
     let held: Vec<_> = (0..2 * BATCH).map(|_| port.alloc_tx().unwrap()).collect();
     assert!(port.alloc_tx().is_none());

@@ -51,10 +51,7 @@ pub fn partition_of(hash: u64, partitions: u32) -> u32 {
 /// Inclusive hash range of `partition` of `partitions` equal ranges (the inverse of
 /// `partition_of`).
 pub fn partition_range(partition: u32, partitions: u32) -> (u64, u64) {
-    assert!(
-        partition < partitions,
-        "partition {partition} of {partitions}"
-    );
+    assert!(partition < partitions, "partition {partition} of {partitions}");
     let start = |p: u32| (u128::from(p) << 64).div_ceil(u128::from(partitions));
     let end = start(partition + 1) - 1;
     (start(partition) as u64, end as u64)
@@ -125,18 +122,11 @@ impl PartitionMap {
             let partition = u32::from_le_bytes(rest[16..20].try_into().expect("4 bytes"));
             let (addr, after) = decode_addr(&rest[20..])?;
             rest = after;
-            let ordered = entries
-                .last()
-                .is_none_or(|p: &MapEntry| p.hash_end < hash_start);
+            let ordered = entries.last().is_none_or(|p: &MapEntry| p.hash_end < hash_start);
             if hash_start > hash_end || !ordered {
                 return Err(Malformed::BadFragment);
             }
-            entries.push(MapEntry {
-                hash_start,
-                hash_end,
-                partition,
-                addr,
-            });
+            entries.push(MapEntry { hash_start, hash_end, partition, addr });
         }
         if !rest.is_empty() {
             return Err(Malformed::Truncated);

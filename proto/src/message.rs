@@ -78,14 +78,7 @@ impl<'a> Message<'a> {
         check_fragment_fields(&h)?;
         let (key, rest) = body.split_at(key_len);
         let (value, rest) = rest.split_at(value_len);
-        Ok((
-            Message {
-                header: h,
-                key,
-                value,
-            },
-            rest,
-        ))
+        Ok((Message { header: h, key, value }, rest))
     }
 
     /// Encoded length of this message.
@@ -175,10 +168,7 @@ impl<'a> Messages<'a> {
         } else {
             None
         };
-        Messages {
-            rest: datagram,
-            pending,
-        }
+        Messages { rest: datagram, pending }
     }
 }
 

@@ -8,14 +8,7 @@ fn whole_value_header() -> impl Strategy<Value = HeaderFields> {
         prop::sample::select(Opcode::ALL),
         prop::sample::select(Status::ALL),
         any::<bool>(),
-        (
-            any::<u64>(),
-            any::<u64>(),
-            any::<u64>(),
-            any::<u32>(),
-            any::<u64>(),
-            any::<u64>(),
-        ),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>(), any::<u64>(), any::<u64>()),
     )
         .prop_map(
             |(
@@ -128,10 +121,7 @@ proptest! {
 
 #[test]
 fn truncation_at_every_byte_is_reported() {
-    let h = HeaderFields {
-        opcode: Opcode::Get as u8,
-        ..HeaderFields::default()
-    };
+    let h = HeaderFields { opcode: Opcode::Get as u8, ..HeaderFields::default() };
     let mut buf = vec![0u8; 200];
     let len = encode_message(&mut buf, &h, b"key", b"value").unwrap();
     for cut in 0..len {
@@ -140,12 +130,6 @@ fn truncation_at_every_byte_is_reported() {
     }
     let mut bad = buf[..len].to_vec();
     bad[0] ^= 1;
-    assert_eq!(
-        Messages::new(&bad).next().unwrap().unwrap_err(),
-        Malformed::BadMagic
-    );
-    assert_eq!(
-        Messages::new(&[0u8; 3000]).next().unwrap().unwrap_err(),
-        Malformed::Oversized
-    );
+    assert_eq!(Messages::new(&bad).next().unwrap().unwrap_err(), Malformed::BadMagic);
+    assert_eq!(Messages::new(&[0u8; 3000]).next().unwrap().unwrap_err(), Malformed::Oversized);
 }

@@ -73,11 +73,7 @@ impl<T: Transport> Client<T> {
     pub fn wait(&mut self, timeout: Duration) -> Option<(RequestId, Result<Reply, Error>)> {
         let limit = Instant::now() + timeout;
         loop {
-            if let Some(done) = self
-                .ready
-                .pop_front()
-                .or_else(|| self.core.poll_completion())
-            {
+            if let Some(done) = self.ready.pop_front().or_else(|| self.core.poll_completion()) {
                 return Some(done);
             }
             if self.core.in_flight() == 0 || Instant::now() >= limit {
@@ -139,10 +135,7 @@ impl<T: Transport> Client<T> {
                 self.drive(None);
             }
         }
-        results
-            .into_iter()
-            .map(|result| result.expect("every id completed"))
-            .collect()
+        results.into_iter().map(|result| result.expect("every id completed")).collect()
     }
 
     /// One round: send what is queued, wait for datagrams until the next timer (or `limit`),
@@ -157,8 +150,7 @@ impl<T: Transport> Client<T> {
         for _ in 0..RECV_BATCH {
             match self.transport.recv_from(&mut self.recv_buf, wait) {
                 Ok(Some((len, from))) => {
-                    self.core
-                        .handle_datagram(Instant::now(), from, &self.recv_buf[..len]);
+                    self.core.handle_datagram(Instant::now(), from, &self.recv_buf[..len]);
                 }
                 Ok(None) | Err(_) => break,
             }

@@ -17,10 +17,7 @@ impl<T: Transport> Client<T> {
 
     /// Writes `value` under `key`; returns the version it got.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<u64, Error> {
-        let reply = self.call(Request::Put {
-            key: key.to_vec(),
-            value: value.to_vec(),
-        })?;
+        let reply = self.call(Request::Put { key: key.to_vec(), value: value.to_vec() })?;
         ok_version(reply)
     }
 
@@ -41,19 +38,11 @@ impl<T: Transport> Client<T> {
         expected_version: u64,
         value: &[u8],
     ) -> Result<CasOutcome, Error> {
-        let request = Request::Cas {
-            key: key.to_vec(),
-            expected_version,
-            value: value.to_vec(),
-        };
+        let request = Request::Cas { key: key.to_vec(), expected_version, value: value.to_vec() };
         let reply = self.call(request)?;
         match reply.status {
-            Status::Ok => Ok(CasOutcome::Swapped {
-                version: reply.version,
-            }),
-            Status::VersionMismatch => Ok(CasOutcome::Mismatch {
-                current_version: reply.version,
-            }),
+            Status::Ok => Ok(CasOutcome::Swapped { version: reply.version }),
+            Status::VersionMismatch => Ok(CasOutcome::Mismatch { current_version: reply.version }),
             Status::NotFound => Ok(CasOutcome::Mismatch { current_version: 0 }),
             status => Err(Error::Status(status)),
         }
@@ -64,16 +53,9 @@ impl<T: Transport> Client<T> {
     pub fn get_many<K: AsRef<[u8]>>(&mut self, keys: &[K]) -> Result<Vec<Option<Value>>, Error> {
         let ids: Vec<RequestId> = keys
             .iter()
-            .map(|key| {
-                self.submit(Request::Get {
-                    key: key.as_ref().to_vec(),
-                })
-            })
+            .map(|key| self.submit(Request::Get { key: key.as_ref().to_vec() }))
             .collect();
-        self.wait_all(&ids)
-            .into_iter()
-            .map(|result| result.and_then(value_of))
-            .collect()
+        self.wait_all(&ids).into_iter().map(|result| result.and_then(value_of)).collect()
     }
 
     /// Checks that `server` answers; returns the time the exchange took, resends included.
@@ -109,10 +91,7 @@ impl<T: Transport> Client<T> {
 
 fn value_of(reply: Reply) -> Result<Option<Value>, Error> {
     match reply.status {
-        Status::Ok => Ok(Some(Value {
-            bytes: reply.value,
-            version: reply.version,
-        })),
+        Status::Ok => Ok(Some(Value { bytes: reply.value, version: reply.version })),
         Status::NotFound => Ok(None),
         status => Err(Error::Status(status)),
     }

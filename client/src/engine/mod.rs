@@ -46,10 +46,7 @@ impl ClientCore {
     pub fn new(config: ClientConfig) -> Result<Self, Error> {
         config.validate()?;
         let fresh = RttEstimator::new(config.rto_initial, config.rto_min, config.rto_max);
-        let stats = ClientStats {
-            rto: fresh.rto(),
-            ..ClientStats::default()
-        };
+        let stats = ClientStats { rto: fresh.rto(), ..ClientStats::default() };
         Ok(ClientCore {
             client_id: client_id_from(config.seed),
             router: Router::new(config.servers.clone(), fresh),
@@ -123,11 +120,7 @@ impl ClientCore {
     /// Counters since start.
     pub fn stats(&self) -> ClientStats {
         let estimate = self.router.latest_estimate();
-        ClientStats {
-            srtt: estimate.srtt(),
-            rto: estimate.rto(),
-            ..self.stats
-        }
+        ClientStats { srtt: estimate.srtt(), rto: estimate.rto(), ..self.stats }
     }
 
     /// Counts a datagram the transport failed to send (it is treated as lost).
@@ -202,10 +195,7 @@ impl ClientCore {
     /// Ends request `id` with `result`: it leaves every table, and its completion is queued
     /// unless the core issued it.
     fn finish(&mut self, id: RequestId, result: Result<Reply, Error>) {
-        let request = self
-            .requests
-            .remove(&id)
-            .expect("finishing a request in flight");
+        let request = self.requests.remove(&id).expect("finishing a request in flight");
         self.by_tracking.remove(&request.tracking_id);
         if let Some(deadline) = request.deadline {
             self.timers.cancel(id, deadline);

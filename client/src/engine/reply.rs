@@ -61,10 +61,8 @@ impl ClientCore {
         }
         if request.rtt_sample_open {
             request.rtt_sample_open = false;
-            self.router.on_rtt_sample(
-                request.target,
-                now.saturating_duration_since(request.sent_at),
-            );
+            self.router
+                .on_rtt_sample(request.target, now.saturating_duration_since(request.sent_at));
         }
         // A MAP reply brings the map itself: no need to ask for it again.
         let is_map = request.request.opcode() == Opcode::Map;
@@ -78,11 +76,8 @@ impl ClientCore {
         if !is_answer(opcode, status) {
             return self.finish(id, Err(Error::Status(status)));
         }
-        let reply = Reply {
-            status,
-            value: message.value.to_vec(),
-            version: message.header.version,
-        };
+        let reply =
+            Reply { status, value: message.value.to_vec(), version: message.header.version };
         self.complete(now, id, reply);
     }
 
@@ -189,20 +184,8 @@ impl ClientCore {
         request.attempts_on_server = 1;
         if assembly.is_complete() {
             let version = assembly.version();
-            let value = read
-                .assembly
-                .take()
-                .expect("complete assembly")
-                .into_value();
-            return self.complete(
-                now,
-                id,
-                Reply {
-                    status: Status::Ok,
-                    value,
-                    version,
-                },
-            );
+            let value = read.assembly.take().expect("complete assembly").into_value();
+            return self.complete(now, id, Reply { status: Status::Ok, value, version });
         }
         // The last fragment asked for arrived, or everything asked for did: ask for more.
         if header.frag_index + 1 >= read.range_end || assembly.first_missing() >= read.range_end {
@@ -226,10 +209,7 @@ impl ClientCore {
         let old = request.tracking_id;
         self.by_tracking.remove(&old);
         let tracking_id = self.new_tracking_id(id);
-        self.requests
-            .get_mut(&id)
-            .expect("request in flight")
-            .tracking_id = tracking_id;
+        self.requests.get_mut(&id).expect("request in flight").tracking_id = tracking_id;
         self.send_fresh(now, id);
     }
 }

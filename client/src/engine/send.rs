@@ -42,11 +42,8 @@ impl ClientCore {
         let request = self.requests.get_mut(&id).expect("request in flight");
         request.sent_at = now;
         request.progress = false;
-        let mut out = Sender {
-            client_id: self.client_id,
-            router: &self.router,
-            outbox: &mut self.outbox,
-        };
+        let mut out =
+            Sender { client_id: self.client_id, router: &self.router, outbox: &mut self.outbox };
         out.exchange(request, probe);
         let deadline = now + request.rto;
         self.timers.set(id, request.deadline, deadline);
@@ -101,10 +98,7 @@ impl Sender<'_> {
     /// The request as one unfragmented message.
     fn whole(&mut self, request: &InFlight) {
         let value = request.request.value();
-        let header = HeaderFields {
-            total_len: value.len() as u32,
-            ..self.header(request, 0)
-        };
+        let header = HeaderFields { total_len: value.len() as u32, ..self.header(request, 0) };
         let bytes = message(&header, request.request.key(), value);
         self.outbox.push(request.target, bytes);
     }
@@ -128,9 +122,7 @@ impl Sender<'_> {
     /// returns the new `range_end`.
     fn pull(&mut self, request: &InFlight, assembly: &Assembly, range_end: u32) -> u32 {
         let mut runs = assembly.missing_runs(range_end, PULL_RUNS_MAX);
-        let next_end = range_end
-            .saturating_add(RANGE_FRAGMENTS_MAX)
-            .min(assembly.frag_count());
+        let next_end = range_end.saturating_add(RANGE_FRAGMENTS_MAX).min(assembly.frag_count());
         if range_end < next_end {
             runs.push((range_end, next_end - range_end));
         }
@@ -141,8 +133,7 @@ impl Sender<'_> {
                 version: assembly.version(),
                 ..self.header(request, flags::RANGE)
             };
-            self.outbox
-                .push(request.target, message(&header, request.request.key(), &[]));
+            self.outbox.push(request.target, message(&header, request.request.key(), &[]));
         }
         next_end.max(range_end)
     }

@@ -14,27 +14,20 @@ fn core() -> ClientCore {
 }
 
 fn get(key: &str) -> Request {
-    Request::Get {
-        key: key.as_bytes().to_vec(),
-    }
+    Request::Get { key: key.as_bytes().to_vec() }
 }
 
 #[test]
 fn gets_submitted_together_share_one_datagram() {
     let mut core = core();
     let now = Instant::now();
-    let ids: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|k| core.submit(now, get(k)))
-        .collect();
+    let ids: Vec<_> = ["a", "b", "c"].iter().map(|k| core.submit(now, get(k))).collect();
     let (to, datagram) = core.poll_transmit().unwrap();
     assert_eq!(to, addr(7000));
     let messages: Vec<_> = Messages::new(&datagram).map(Result::unwrap).collect();
     let keys: Vec<_> = messages.iter().map(|m| m.key).collect();
     assert_eq!(keys, [b"a", b"b", b"c"]);
-    assert!(messages
-        .iter()
-        .all(|m| m.opcode() == Opcode::Get && m.header.flags == 0));
+    assert!(messages.iter().all(|m| m.opcode() == Opcode::Get && m.header.flags == 0));
     let tracking: std::collections::HashSet<_> =
         messages.iter().map(|m| m.header.tracking_id).collect();
     assert_eq!(tracking.len(), 3, "one tracking id per request");
@@ -68,24 +61,14 @@ fn large_puts_go_as_a_window_of_fragments() {
     let mut core = core();
     let now = Instant::now();
     let value = vec![7u8; 40 * proto::FRAGMENT_BYTES];
-    core.submit(
-        now,
-        Request::Put {
-            key: b"big".to_vec(),
-            value,
-        },
-    );
+    core.submit(now, Request::Put { key: b"big".to_vec(), value });
     let mut indexes = vec![];
     while let Some((_, datagram)) = core.poll_transmit() {
         let message = Messages::new(&datagram).next().unwrap().unwrap();
         assert!(message.header.has(flags::FRAGMENT));
         assert_eq!(message.header.frag_count, 40);
         let ack = message.header.has(flags::ACK_REQUEST);
-        assert_eq!(
-            ack,
-            message.header.frag_index == 31,
-            "ACK_REQUEST on the window's last"
-        );
+        assert_eq!(ack, message.header.frag_index == 31, "ACK_REQUEST on the window's last");
         indexes.push(message.header.frag_index);
     }
     assert_eq!(indexes, (0..32).collect::<Vec<_>>());
@@ -112,9 +95,6 @@ fn in_flight_limit_refuses_the_excess() {
     for key in ["a", "b", "c"] {
         core.submit(now, get(key));
     }
-    assert!(matches!(
-        core.poll_completion(),
-        Some((RequestId(3), Err(Error::InFlightFull)))
-    ));
+    assert!(matches!(core.poll_completion(), Some((RequestId(3), Err(Error::InFlightFull)))));
     assert_eq!(core.in_flight(), 2);
 }

@@ -12,10 +12,7 @@ impl ClientCore {
     /// server, or failed when its budget on every server is spent.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(id) = self.timers.pop_expired(now) {
-            let request = self
-                .requests
-                .get_mut(&id)
-                .expect("timer of a request in flight");
+            let request = self.requests.get_mut(&id).expect("timer of a request in flight");
             request.deadline = None;
             self.on_timer(now, id);
         }
@@ -56,10 +53,7 @@ impl ClientCore {
         }
         let error = match status.or(request.last_status) {
             Some(status) => Error::Status(status),
-            None => Error::Timeout {
-                attempts: request.attempts_total,
-                server: request.target,
-            },
+            None => Error::Timeout { attempts: request.attempts_total, server: request.target },
         };
         self.finish(id, Err(error));
     }

@@ -19,10 +19,7 @@ struct Reassembly {
 
 impl Reassembly {
     fn first_missing(&self) -> u32 {
-        self.have
-            .iter()
-            .position(|&h| !h)
-            .unwrap_or(self.have.len()) as u32
+        self.have.iter().position(|&h| !h).unwrap_or(self.have.len()) as u32
     }
 }
 
@@ -96,10 +93,7 @@ impl FakeServer {
             return vec![self.reply(h, Status::RetryWithToken, 0, &[])];
         }
         let opcode = h.opcode().expect("parsed");
-        let keyed = matches!(
-            opcode,
-            Opcode::Get | Opcode::Put | Opcode::Delete | Opcode::Cas
-        );
+        let keyed = matches!(opcode, Opcode::Get | Opcode::Put | Opcode::Delete | Opcode::Cas);
         if keyed {
             if let Some(owner) = self.redirect_to {
                 let mut hint = Vec::new();

@@ -7,10 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-pub(crate) const CLIENT_ADDR: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9)),
-    5000,
-);
+pub(crate) const CLIENT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9)), 5000);
 
 pub(crate) fn server_addr(index: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7000 + index))
@@ -44,11 +42,7 @@ pub(crate) struct Sim {
 
 impl Sim {
     pub(crate) fn new(seed: u64, config: ClientConfig) -> Self {
-        let servers = config
-            .servers
-            .iter()
-            .map(|&addr| FakeServer::new(addr))
-            .collect();
+        let servers = config.servers.iter().map(|&addr| FakeServer::new(addr)).collect();
         let start = Instant::now();
         Sim {
             start,
@@ -80,19 +74,11 @@ impl Sim {
         if self.random(100) < self.loss_percent {
             return;
         }
-        let copies = if self.random(100) < self.duplicate_percent {
-            2
-        } else {
-            1
-        };
+        let copies = if self.random(100) < self.duplicate_percent { 2 } else { 1 };
         for _ in 0..copies {
             let latency = Duration::from_micros(20 + self.random(100));
             self.seq += 1;
-            let packet = Packet {
-                from,
-                to,
-                bytes: bytes.clone(),
-            };
+            let packet = Packet { from, to, bytes: bytes.clone() };
             self.network.insert((self.now + latency, self.seq), packet);
         }
     }
@@ -124,8 +110,7 @@ impl Sim {
 
     fn deliver(&mut self, packet: Packet) {
         if packet.to == CLIENT_ADDR {
-            self.core
-                .handle_datagram(self.now, packet.from, &packet.bytes);
+            self.core.handle_datagram(self.now, packet.from, &packet.bytes);
             return;
         }
         let Some(server) = self.servers.iter_mut().find(|s| s.addr == packet.to) else {
@@ -154,15 +139,9 @@ impl Sim {
             if self.completions.contains_key(&id) {
                 break;
             }
-            assert!(
-                self.step(),
-                "nothing left to happen but {id:?} did not complete"
-            );
+            assert!(self.step(), "nothing left to happen but {id:?} did not complete");
         }
-        let (at, result) = self
-            .completions
-            .remove(&id)
-            .expect("completed within the event budget");
+        let (at, result) = self.completions.remove(&id).expect("completed within the event budget");
         (at - self.start, result)
     }
 
@@ -173,11 +152,7 @@ impl Sim {
     ) -> HashMap<RequestId, Result<Reply, Error>> {
         for _ in 0..events_max {
             if !self.step() {
-                return self
-                    .completions
-                    .drain()
-                    .map(|(id, (_, result))| (id, result))
-                    .collect();
+                return self.completions.drain().map(|(id, (_, result))| (id, result)).collect();
             }
         }
         panic!("did not settle within {events_max} events");

@@ -36,18 +36,13 @@ struct Harness {
 
 impl Harness {
     fn new(cores: u32, core: u32) -> Harness {
-        let addrs = (0..cores)
-            .map(|i| SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)))
-            .collect();
+        let addrs =
+            (0..cores).map(|i| SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))).collect();
         let layout = Arc::new(NodeLayout::new(16, addrs).unwrap());
         let map: Arc<[u8]> = layout.map().encode().into();
         let config = CoreConfig::new(core, layout, [5; 32]);
         let core = Core::new(config, Arc::new(NodeStats::new(cores)), map).unwrap();
-        let mut h = Harness {
-            core,
-            token: 0,
-            tracking: 0,
-        };
+        let mut h = Harness { core, token: 0, tracking: 0 };
         h.token = h.core.tokens.token(CLIENT);
         h
     }
@@ -72,8 +67,7 @@ impl Harness {
             len += encode_message(&mut datagram[len..], h, k, v).unwrap();
         }
         let mut wire = Wire::default();
-        self.core
-            .handle_datagram(1_000, CLIENT, &datagram[..len], &mut wire);
+        self.core.handle_datagram(1_000, CLIENT, &datagram[..len], &mut wire);
         wire.messages()
     }
 
@@ -115,10 +109,7 @@ fn put_get_cas_delete() {
     assert_eq!((r.status, r.version, value.as_slice()), (0, 1, &b"v1"[..]));
     let mut cas = h.request(Opcode::Cas, b"k", b"v2");
     cas.version = 7;
-    assert_eq!(
-        h.one(cas, b"k", b"v2").0.status,
-        Status::VersionMismatch as u16
-    );
+    assert_eq!(h.one(cas, b"k", b"v2").0.status, Status::VersionMismatch as u16);
     let mut cas = h.request(Opcode::Cas, b"k", b"v2");
     cas.version = 1;
     assert_eq!(h.one(cas, b"k", b"v2").0.version, 2);
@@ -161,8 +152,7 @@ fn multi_get_is_answered_in_one_datagram() {
     for (hd, k, v) in &gets {
         len += encode_message(&mut datagram[len..], hd, k, v).unwrap();
     }
-    h.core
-        .handle_datagram(0, CLIENT, &datagram[..len], &mut wire);
+    h.core.handle_datagram(0, CLIENT, &datagram[..len], &mut wire);
     assert_eq!(wire.0.len(), 1);
     let replies = wire.messages();
     let statuses: Vec<u16> = replies.iter().map(|r| r.0.status).collect();
@@ -215,11 +205,7 @@ fn fragmented_put_acks_cumulatively_and_applies_once() {
     // Read it back: a window of fragments, then a RANGE for the rest.
     let get = h.request(Opcode::Get, b"big", b"");
     let replies = h.send(&[(get, b"big", b"")]);
-    assert_eq!(
-        replies.len(),
-        5,
-        "5000 bytes are 5 fragments, all in the first window"
-    );
+    assert_eq!(replies.len(), 5, "5000 bytes are 5 fragments, all in the first window");
     let mut assembled = vec![0u8; 5000];
     for (r, data) in &replies {
         assembled[fragment_span(5000, r.frag_index)].copy_from_slice(data);
@@ -236,10 +222,7 @@ fn fragmented_put_acks_cumulatively_and_applies_once() {
         (3, &value[3 * FRAGMENT_BYTES..4 * FRAGMENT_BYTES])
     );
     range.version = 9;
-    assert_eq!(
-        h.one(range, b"big", b"").0.status,
-        Status::VersionMismatch as u16
-    );
+    assert_eq!(h.one(range, b"big", b"").0.status, Status::VersionMismatch as u16);
 }
 
 #[test]
@@ -251,10 +234,7 @@ fn oversized_values_get_too_large() {
     f.total_len = total;
     f.frag_count = fragment_count(total);
     f.value_len = FRAGMENT_BYTES as u32;
-    assert_eq!(
-        h.one(f, b"k", &[0; FRAGMENT_BYTES]).0.status,
-        Status::TooLarge as u16
-    );
+    assert_eq!(h.one(f, b"k", &[0; FRAGMENT_BYTES]).0.status, Status::TooLarge as u16);
 }
 
 #[test]
@@ -262,12 +242,7 @@ fn unvalidated_senders_get_at_most_three_times_their_bytes() {
     let mut h = Harness::new(1, 0);
     let value = vec![9u8; 1300];
     let put = h.request(Opcode::Put, b"k", &value);
-    assert_eq!(
-        h.send(&[(put.with_key_value(b"k", &value), b"k", &value)])[0]
-            .0
-            .status,
-        0
-    );
+    assert_eq!(h.send(&[(put.with_key_value(b"k", &value), b"k", &value)])[0].0.status, 0);
     // Without the token, a GET of 73 bytes may get 219 bytes back: the 1,374-byte reply is
     // replaced by a bare RETRY_WITH_TOKEN that carries the token.
     let mut get = h.request(Opcode::Get, b"k", b"");
@@ -275,15 +250,11 @@ fn unvalidated_senders_get_at_most_three_times_their_bytes() {
     let mut wire = Wire::default();
     let mut datagram = vec![0u8; 200];
     let len = encode_message(&mut datagram, &get, b"k", b"").unwrap();
-    h.core
-        .handle_datagram(0, CLIENT, &datagram[..len], &mut wire);
+    h.core.handle_datagram(0, CLIENT, &datagram[..len], &mut wire);
     let sent: usize = wire.0.iter().map(Vec::len).sum();
     assert!(sent <= 3 * len, "{sent} bytes for {len}");
     let (r, _) = &wire.messages()[0];
-    assert_eq!(
-        (r.status, r.token),
-        (Status::RetryWithToken as u16, h.token)
-    );
+    assert_eq!((r.status, r.token), (Status::RetryWithToken as u16, h.token));
     get.token = r.token;
     let (r, data) = h.one(get, b"k", b"");
     assert_eq!((r.status, data.len()), (0, 1300));
@@ -300,10 +271,7 @@ fn keys_of_another_core_get_a_hint() {
     let get = h.request(Opcode::Get, &key, b"");
     let (r, hint) = h.one(get, &key, b"");
     assert_eq!(r.status, Status::WrongOwner as u16);
-    assert_eq!(
-        proto::decode_addr(&hint).unwrap().0,
-        SocketAddr::from(([127, 0, 0, 1], 7001))
-    );
+    assert_eq!(proto::decode_addr(&hint).unwrap().0, SocketAddr::from(([127, 0, 0, 1], 7001)));
     let key = key_on(0, 2);
     let put = h.request(Opcode::Put, &key, b"x");
     assert_eq!(h.one(put, &key, b"x").0.status, 0);
@@ -313,12 +281,7 @@ fn keys_of_another_core_get_a_hint() {
 fn malformed_datagrams_are_counted_and_dropped() {
     let mut h = Harness::new(1, 0);
     let mut wire = Wire::default();
-    let garbage: [&[u8]; 4] = [
-        b"",
-        b"hello",
-        &[0x63, 0x52, 1, 1, 0, 0],
-        &[0u8; HEADER_BYTES],
-    ];
+    let garbage: [&[u8]; 4] = [b"", b"hello", &[0x63, 0x52, 1, 1, 0, 0], &[0u8; HEADER_BYTES]];
     for g in garbage {
         h.core.handle_datagram(0, CLIENT, g, &mut wire);
     }
