@@ -5,21 +5,28 @@ use control::{Core, CoreConfig, NodeLayout, NodeStats};
 use dataplane::{Handler, Transmit};
 use proto::{encode_message, HeaderFields, Opcode};
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    // Per thread, so tests running in parallel do not count each other's allocations.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_allocation() {
+    if COUNTING.with(Cell::get) {
+        ALLOCATIONS.with(|a| a.set(a.get() + 1));
+    }
+}
 
 // SAFETY: forwards to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Relaxed) {
-            ALLOCATIONS.fetch_add(1, Relaxed);
-        }
+        count_allocation();
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
         unsafe { System.alloc(layout) }
     }
@@ -30,9 +37,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Relaxed) {
-            ALLOCATIONS.fetch_add(1, Relaxed);
-        }
+        count_allocation();
         // SAFETY: as for `alloc` and `dealloc`.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -118,17 +123,77 @@ fn the_request_path_does_not_allocate() {
     }
     let sent_before = sink.datagrams;
 
-    COUNTING.store(true, Relaxed);
+    COUNTING.with(|c| c.set(true));
     for (i, request) in requests.iter().enumerate() {
         core.handle_datagram(1_000 + i as u64, peer, request, &mut sink);
         if i % 32 == 31 {
             core.end_batch(1_000 + i as u64, &mut sink);
         }
     }
-    COUNTING.store(false, Relaxed);
+    COUNTING.with(|c| c.set(false));
 
     // Five single requests, and 16 GET replies of 110 bytes in two 1,472-byte datagrams.
     assert_eq!(sink.datagrams - sent_before, 7 * ROUNDS, "every request was answered");
     assert_eq!(core.counters().requests, 1 + 16 + ROUNDS * (5 + 16));
-    assert_eq!(ALLOCATIONS.load(Relaxed), 0, "allocations on the request path");
+    assert_eq!(ALLOCATIONS.with(Cell::get), 0, "allocations on the request path");
+}
+
+/// The whole loop over a real socket: `recvmmsg`, decode, dispatch, encode, `sendmmsg`. The
+/// client side runs in this same thread with pre-encoded requests and a stack buffer, so every
+/// allocation counted is the server's.
+#[test]
+fn the_socket_loop_does_not_allocate() {
+    use dataplane::{Port, Runner, RunnerConfig, UdpConfig, UdpPort};
+    let mut port =
+        UdpPort::bind(SocketAddr::from(([127, 0, 0, 1], 0)), UdpConfig::default()).unwrap();
+    let addr = port.local_addr();
+    let layout = Arc::new(NodeLayout::new(64, vec![addr]).unwrap());
+    let map: Arc<[u8]> = layout.map().encode().into();
+    let stats = Arc::new(NodeStats::for_layout(&layout));
+    let mut core = Core::new(CoreConfig::new(0, layout, [3; 32]), stats, map).unwrap();
+    let mut runner = Runner::new(RunnerConfig::default());
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 2048];
+
+    // Learn the token and write the keys before counting.
+    client.send_to(&datagram(Opcode::Ping, 1, 0, &[b""], b"", 0), addr).unwrap();
+    while runner.step(&mut port, &mut core).unwrap() == 0 {}
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    let token = proto::Messages::new(&buf[..n]).next().unwrap().unwrap().header.token;
+    let keys: Vec<Vec<u8>> = (0..32).map(|i| format!("key-{i}").into_bytes()).collect();
+    let mut requests = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        requests.push(datagram(Opcode::Put, 10 + i as u64, token, &[key], &[1; 32], 0));
+    }
+    for round in 0..200u64 {
+        for (i, key) in keys.iter().enumerate() {
+            let id = 1_000 + round * 64 + i as u64;
+            let op = if i % 4 == 0 { Opcode::Put } else { Opcode::Get };
+            requests.push(datagram(op, id, token, &[key], &[round as u8; 32], 0));
+        }
+    }
+    let (warm, measured) = requests.split_at(32);
+    let mut exchange = |batch: &[Vec<u8>]| {
+        for request in batch {
+            client.send_to(request, addr).unwrap();
+        }
+        let mut handled = 0;
+        while handled < batch.len() {
+            handled += runner.step(&mut port, &mut core).unwrap();
+        }
+        for _ in batch {
+            let (n, _) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(proto::Messages::new(&buf[..n]).next().unwrap().unwrap().header.status, 0);
+        }
+    };
+    exchange(warm);
+    exchange(&measured[..32]);
+
+    COUNTING.with(|c| c.set(true));
+    for batch in measured.chunks(32) {
+        exchange(batch);
+    }
+    COUNTING.with(|c| c.set(false));
+    assert_eq!(ALLOCATIONS.with(Cell::get), 0, "allocations in the socket loop");
 }
