@@ -1,0 +1,314 @@
+//! Exactly-once writes through the in-memory faulty network: real `control::Core`s on
+//! `MemPort`s driven by the dataplane loop, and the real client over another `MemPort` of the
+//! same `MemNetwork`, which loses, duplicates and reorders datagrams.
+//!
+//! With one core and one partition every write takes the endpoint's next sequence number as
+//! its version, so the versions acknowledged to a client that writes one at a time must be
+//! exactly 1, 2, 3, ...: a write applied twice leaves a gap (see `common::Workload`). At the
+//! end, with faults off, every acknowledged write must be readable and the server's own dump of
+//! its store must equal the model. A failure is acceptable only as a timeout after the whole
+//! retry budget, and `the_client_fails_only_after_its_retry_budget` times that budget.
+
+mod common;
+
+use client::{Client, ClientConfig, Error, Transport};
+use common::{fault_seed, Workload};
+use control::{Core, CoreConfig, CoreCounters, NodeLayout, NodeStats};
+use dataplane::{run, FaultCounters, Faults, MemNetwork, MemPort, RunStats, RunnerConfig};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The faults the acceptance criterion names: 10 % loss, duplication and reordering.
+const FAULTY: Faults = Faults { drop: 0.10, duplicate: 0.10, reorder: 0.15, corrupt: 0.0 };
+
+/// The client's side of the in-memory network.
+struct MemTransport(MemPort);
+
+impl Transport for MemTransport {
+    fn send_to(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.0.send_to(datagram, to);
+        Ok(())
+    }
+
+    fn recv_from(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<Option<(usize, SocketAddr)>> {
+        self.0.recv_from(buf, timeout)
+    }
+}
+
+/// A node on the in-memory network: one `Core` and one dataplane loop (thread) per core.
+struct MemNode {
+    addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    loops: Vec<JoinHandle<(Core, RunStats)>>,
+}
+
+impl MemNode {
+    fn start(
+        network: &MemNetwork,
+        cores: u32,
+        partitions: u32,
+        tune: impl Fn(&mut CoreConfig),
+    ) -> MemNode {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let ports: Vec<MemPort> = (0..cores).map(|_| network.bind(any)).collect();
+        let addrs: Vec<SocketAddr> = ports.iter().map(dataplane::Port::local_addr).collect();
+        let layout = Arc::new(NodeLayout::new(partitions, addrs.clone()).unwrap());
+        let map: Arc<[u8]> = layout.map().encode().into();
+        let stats = Arc::new(NodeStats::new(cores));
+        let stop = Arc::new(AtomicBool::new(false));
+        let loops = (0u32..)
+            .zip(ports)
+            .map(|(core, mut port)| {
+                let mut config = CoreConfig::new(core, layout.clone(), [7; 32]);
+                tune(&mut config);
+                let mut handler = Core::new(config, stats.clone(), map.clone()).unwrap();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let stats = run(&mut port, &mut handler, &RunnerConfig::default(), &stop)
+                        .expect("the loop ran");
+                    (handler, stats)
+                })
+            })
+            .collect();
+        MemNode { addrs, stop, loops }
+    }
+
+    /// Stops the loops; returns each core with what its loop did.
+    fn stop(mut self) -> Vec<(Core, RunStats)> {
+        self.stop.store(true, Ordering::Release);
+        std::mem::take(&mut self.loops)
+            .into_iter()
+            .map(|handle| handle.join().expect("a core's loop panicked"))
+            .collect()
+    }
+}
+
+impl Drop for MemNode {
+    fn drop(&mut self) {
+        // A failed test must not leave loops spinning in the test process.
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+fn client_on(network: &MemNetwork, servers: Vec<SocketAddr>, seed: u64) -> Client<MemTransport> {
+    let transport = MemTransport(network.bind("127.0.0.1:0".parse().unwrap()));
+    let mut config = ClientConfig::new(servers);
+    config.seed = seed;
+    Client::with_transport(config, transport).unwrap()
+}
+
+fn total(cores: &[(Core, RunStats)]) -> CoreCounters {
+    let mut sum = CoreCounters::default();
+    for (core, _) in cores {
+        let c = core.counters();
+        sum.requests += c.requests;
+        sum.duplicates_answered += c.duplicates_answered;
+        sum.dropped_malformed += c.dropped_malformed;
+        sum.busy += c.busy;
+        sum.keys += c.keys;
+    }
+    sum
+}
+
+/// The network really lost, duplicated and reordered datagrams.
+fn assert_faults_happened(faults: &FaultCounters) {
+    assert!(faults.dropped > 0, "no datagram was dropped: {faults:?}");
+    assert!(faults.duplicated > 0, "no datagram was duplicated: {faults:?}");
+    assert!(faults.reordered > 0, "no datagram was reordered: {faults:?}");
+}
+
+#[test]
+fn single_core_writes_are_exactly_once_under_loss_duplication_and_reordering() {
+    let seed = fault_seed("faults_mem single core", 1);
+    let started = Instant::now();
+    let network = MemNetwork::new(FAULTY, seed);
+    let node = MemNode::start(&network, 1, 1, |_| {});
+    let mut client = client_on(&network, node.addrs.clone(), seed);
+    let budget = ClientConfig::new(node.addrs.clone()).attempts_per_server;
+
+    let mut workload = Workload::new(seed, true, budget, true);
+    workload.run_sequential(&mut client, 3_000, 40);
+    workload.run_pipelined(&mut client, 40, 32);
+    let faults = network.counters();
+    let client_stats = client.client_stats();
+
+    network.set_faults(Faults::NONE);
+    let keys = workload.verify(&mut client);
+    let stats_json = client.stats(node.addrs[0]).expect("STATS without faults");
+    let stats: serde_json::Value = serde_json::from_str(&stats_json).unwrap();
+    let cores = node.stop();
+    workload.compare_entries(cores[0].0.entries());
+    let counters = total(&cores);
+
+    eprintln!(
+        "faults_mem single core: {}; network {faults:?}; client retransmits {}, \
+         replies ignored {}, timeouts {}; server requests {}, duplicates answered {}; {:?}",
+        workload.summary(),
+        client_stats.retransmits,
+        client_stats.replies_ignored,
+        client_stats.timeouts,
+        counters.requests,
+        counters.duplicates_answered,
+        started.elapsed()
+    );
+    assert!(workload.violations.is_empty(), "seed {seed}: {:#?}", workload.violations);
+    assert!(workload.acked_writes > 2_000 && keys > 40);
+    assert!(workload.fragmented_writes > 0 && workload.cas_mismatches > 0);
+    assert_faults_happened(&faults);
+    assert!(client_stats.retransmits > 0, "{client_stats:?}");
+    assert!(
+        counters.duplicates_answered > 0,
+        "no resent or duplicated write reached the server: {counters:?}"
+    );
+    assert_eq!(
+        stats["duplicates_answered"].as_u64(),
+        Some(counters.duplicates_answered),
+        "STATS reports the core's counter: {stats_json}"
+    );
+}
+
+#[test]
+fn two_cores_keep_every_acknowledged_write() {
+    let seed = fault_seed("faults_mem two cores", 2);
+    let started = Instant::now();
+    let network = MemNetwork::new(FAULTY, seed);
+    let node = MemNode::start(&network, 2, 8, |_| {});
+    let mut client = client_on(&network, node.addrs.clone(), seed);
+    let budget = ClientConfig::new(node.addrs.clone()).attempts_per_server;
+    let map = client.map().expect("the map, through the faults");
+    assert_eq!(map.entries.len(), 8);
+
+    // Versions are per endpoint here: only per-key order is checked, and the final state.
+    let mut workload = Workload::new(seed, false, budget, false);
+    workload.run_sequential(&mut client, 2_000, 64);
+    workload.run_pipelined(&mut client, 20, 32);
+    let faults = network.counters();
+    let client_stats = client.client_stats();
+
+    network.set_faults(Faults::NONE);
+    workload.verify(&mut client);
+    let cores = node.stop();
+    workload.compare_entries(cores.iter().flat_map(|(core, _)| core.entries()));
+    let counters = total(&cores);
+    eprintln!(
+        "faults_mem two cores: {}; network {faults:?}; client retransmits {}, redirects {}; \
+         server requests {}, duplicates answered {}; {:?}",
+        workload.summary(),
+        client_stats.retransmits,
+        client_stats.redirects,
+        counters.requests,
+        counters.duplicates_answered,
+        started.elapsed()
+    );
+    assert!(workload.violations.is_empty(), "seed {seed}: {:#?}", workload.violations);
+    assert!(cores.iter().all(|(core, _)| core.counters().keys > 0), "both cores serve keys");
+    assert_faults_happened(&faults);
+    assert!(counters.duplicates_answered > 0, "{counters:?}");
+}
+
+/// A server that forgets completion records at once applies resent writes again: the
+/// workload must notice (this is what makes the tests above able to fail).
+#[test]
+fn a_server_without_completion_records_is_caught() {
+    let seed = fault_seed("faults_mem forgetful server", 3);
+    let network = MemNetwork::new(FAULTY, seed);
+    let node = MemNode::start(&network, 1, 1, |config| config.completion_ttl_ns = 1);
+    let mut client = client_on(&network, node.addrs.clone(), seed);
+    let mut workload = Workload::new(seed, true, 8, true);
+    // Resends that reach the server after the next write are what it re-applies: pipelined
+    // rounds make them; a seed catches it in a few dozen rounds.
+    workload.run_sequential(&mut client, 500, 40);
+    workload.run_pipelined(&mut client, 200, 32);
+    network.set_faults(Faults::NONE);
+    workload.verify(&mut client);
+    drop(node.stop());
+    eprintln!(
+        "faults_mem forgetful server: {} violations, first: {:?}",
+        workload.violations.len(),
+        workload.violations.first()
+    );
+    assert!(!workload.violations.is_empty(), "writes applied twice went unnoticed");
+}
+
+/// An outage shorter than the retry budget costs retransmits, not a failure; a longer one
+/// fails with `Timeout` carrying every attempt, and not before the sum of the backed-off
+/// timeouts on every server.
+#[test]
+fn the_client_fails_only_after_its_retry_budget() {
+    let seed = fault_seed("faults_mem retry budget", 4);
+    let network = MemNetwork::new(Faults::NONE, seed);
+    let node = MemNode::start(&network, 1, 1, |_| {});
+    // A second configured server that never answers, so the budget spans two servers.
+    let dead = network.bind("127.0.0.1:0".parse().unwrap());
+    let servers = vec![node.addrs[0], dataplane::Port::local_addr(&dead)];
+    let config = |seed| {
+        let mut config = ClientConfig::new(servers.clone());
+        config.seed = seed;
+        config.rto_initial = Duration::from_millis(40);
+        config.rto_min = Duration::from_millis(1);
+        config.rto_max = Duration::from_millis(160);
+        config.attempts_per_server = 4;
+        config
+    };
+    let fresh = |seed| {
+        let transport = MemTransport(network.bind("127.0.0.1:0".parse().unwrap()));
+        Client::with_transport(config(seed), transport).unwrap()
+    };
+    // Sends at 0, 40, 120 and 280 ms, then the next server: 40 + 80 + 160 + 160 ms each.
+    // The short outage ends at 200 ms, between the third and the fourth send.
+    let per_server = Duration::from_millis(440);
+
+    let all_lost = Faults { drop: 1.0, ..Faults::NONE };
+    network.set_faults(all_lost);
+    let healer = {
+        let network = network.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            network.set_faults(Faults::NONE);
+        })
+    };
+    let mut client = fresh(seed);
+    let started = Instant::now();
+    let version = client.put(b"outage", b"survived").expect("within the budget");
+    let elapsed = started.elapsed();
+    healer.join().unwrap();
+    let stats = client.client_stats();
+    eprintln!("faults_mem short outage: version {version} after {elapsed:?}, {stats:?}");
+    assert_eq!(version, 1, "applied once");
+    assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+    assert!(stats.retransmits >= 3 && stats.timeouts == 0, "{stats:?}");
+
+    network.set_faults(all_lost);
+    let dropped_before = network.counters().dropped;
+    let mut client = fresh(seed + 1);
+    let started = Instant::now();
+    let outcome = client.put(b"outage", b"lost");
+    let elapsed = started.elapsed();
+    let stats = client.client_stats();
+    eprintln!("faults_mem long outage: {outcome:?} after {elapsed:?}, {stats:?}");
+    match outcome {
+        Err(Error::Timeout { attempts, server }) => {
+            assert_eq!(attempts, 8, "4 attempts on each of 2 servers");
+            assert_eq!(server, servers[1], "the last server tried");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(elapsed >= 2 * per_server, "failed early: {elapsed:?}");
+    assert!(elapsed < 2 * per_server + Duration::from_secs(2), "{elapsed:?}");
+    assert_eq!(stats.datagrams_sent, 8, "{stats:?}");
+    assert_eq!(stats.timeouts, 1, "{stats:?}");
+    assert_eq!(network.counters().dropped - dropped_before, 8);
+
+    network.set_faults(Faults::NONE);
+    let value = client.get(b"outage").unwrap().expect("the first write");
+    assert_eq!((value.bytes.as_slice(), value.version), (&b"survived"[..], 1));
+    drop(node.stop());
+}

@@ -1,0 +1,326 @@
+//! Exactly-once writes over real UDP with real loss and duplication: the `cradle` binary and
+//! the client run in a network namespace the test creates, whose loopback has nftables rules
+//! that drop 10 % of UDP datagrams and duplicate 10 % (this kernel has no netem). Datagrams
+//! overtake each other through resends of pipelined requests.
+//!
+//! Needs root (network namespaces, nftables), `ip` and `nft` (`scripts/test.sh` installs
+//! them); without them each test prints `skipped: <reason>` and passes. The checks are those
+//! of `faults_mem` (see `common::Workload`): one partition, so acknowledged versions must be
+//! consecutive; every acknowledged write readable once the rules are flushed; failures only as
+//! timeouts after the whole retry budget.
+
+mod common;
+
+use client::{Client, ClientConfig, Error};
+use common::{fault_seed, NodeProcess, Workload};
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Loss where datagrams arrive (silent, like a lossy link: a drop on output would fail the
+/// sender's `sendmsg` with EPERM instead), duplication where they leave.
+const FAULT_RULES: &str = r#"
+table ip cradle_faults {
+    chain arrive {
+        type filter hook prerouting priority 0; policy accept;
+        meta l4proto udp numgen random mod 100 < 10 counter drop
+    }
+    chain leave {
+        type filter hook output priority 0; policy accept;
+        meta l4proto udp numgen random mod 100 < 10 counter dup to 127.0.0.1 device "lo"
+    }
+}
+"#;
+
+/// Every UDP datagram lost.
+const OUTAGE_RULES: &str = r#"
+table ip cradle_outage {
+    chain arrive {
+        type filter hook prerouting priority 0; policy accept;
+        meta l4proto udp counter drop
+    }
+}
+"#;
+
+/// The whole test must finish in this time.
+const TEST_TIME_MAX: Duration = Duration::from_secs(60);
+
+/// Why these tests cannot run here, if they cannot.
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Some(format!("not root (euid {euid}): network namespaces and nftables need root"));
+    }
+    for (tool, flag, package) in [("ip", "-V", "iproute2"), ("nft", "--version", "nftables")] {
+        let found = Command::new(tool)
+            .arg(flag)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !found {
+            return Some(format!(
+                "`{tool}` not found (install {package}; scripts/test.sh does as root)"
+            ));
+        }
+    }
+    None
+}
+
+/// Prints why the test skips and returns true when it must.
+fn skipped(test: &str) -> bool {
+    match skip_reason() {
+        Some(reason) => {
+            // Straight to the stream, past the harness's capture: a skip must be seen.
+            let _ = writeln!(std::io::stderr(), "{test}: skipped: {reason}");
+            true
+        }
+        None => false,
+    }
+}
+
+fn checked(output: Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A network namespace of this test, with the node running in it; deleted (node killed first)
+/// when dropped, also when the test fails.
+struct Netns {
+    name: String,
+    node: Option<NodeProcess>,
+}
+
+impl Netns {
+    fn create() -> Netns {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name =
+            format!("cradle-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let added = Command::new("ip").args(["netns", "add", &name]).output().expect("run ip");
+        checked(added, &format!("ip netns add {name}"));
+        let netns = Netns { name, node: None };
+        netns.exec(&["ip", "link", "set", "lo", "up"]);
+        netns
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+
+    /// Runs a command inside the namespace; its stdout.
+    fn exec(&self, args: &[&str]) -> String {
+        let output = self.command(args[0]).args(&args[1..]).output();
+        checked(output.expect("run ip netns exec"), &args.join(" "))
+    }
+
+    /// Loads an nftables script inside the namespace.
+    fn nft(&self, script: &str) {
+        let mut child = self
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(script.as_bytes()).expect("nft script");
+        drop(stdin);
+        checked(child.wait_with_output().expect("nft"), "nft -f");
+    }
+
+    /// Packets counted by the rule of `chain` in table `table` whose text contains `action`.
+    fn counted(&self, table: &str, action: &str) -> u64 {
+        let listing = self.exec(&["nft", "list", "table", "ip", table]);
+        let line = listing
+            .lines()
+            .find(|line| line.contains("counter packets") && line.contains(action))
+            .unwrap_or_else(|| panic!("no `{action}` rule with a counter in:\n{listing}"));
+        let after = line.split("counter packets ").nth(1).expect("count");
+        after
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("bad counter line {line:?}"))
+    }
+
+    /// Starts `cradle node` (one core, one partition) inside the namespace.
+    fn start_node(&mut self) -> SocketAddr {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut command = self.command(env!("CARGO_BIN_EXE_cradle"));
+        command
+            .args(["node", "--listen", "127.0.0.1:0", "--no-pin"])
+            .args(["--cores", "1", "--partitions", "1", "--data-dir"])
+            .arg(data_dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // `ip netns exec` execs the program: the child's PID is the node's.
+        let node = NodeProcess::spawn(command, data_dir);
+        let addr = node.addr;
+        self.node = Some(node);
+        addr
+    }
+
+    /// Runs `f` on a thread that entered the namespace, so sockets it opens live there (they
+    /// stay there when used from other threads).
+    fn enter<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let path = format!("/var/run/netns/{}", self.name);
+        let thread = std::thread::spawn(move || {
+            let netns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            // SAFETY: setns reads the descriptor, which `netns` keeps open across the call, and
+            // changes the network namespace of the calling thread only.
+            let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        });
+        thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kills the node by its PID before its namespace goes.
+        drop(self.node.take());
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+    }
+}
+
+#[test]
+fn writes_are_exactly_once_over_lossy_duplicating_udp() {
+    const TEST: &str = "faults_netns";
+    if skipped(TEST) {
+        return;
+    }
+    let seed = fault_seed(TEST, 5);
+    let started = Instant::now();
+    let mut netns = Netns::create();
+    netns.nft(FAULT_RULES);
+    let server = netns.start_node();
+    let mut config = ClientConfig::new(vec![server]);
+    config.seed = seed;
+    let budget = config.attempts_per_server;
+    let mut client = netns.enter(move || Client::connect(config).expect("the map, through faults"));
+
+    let mut workload = Workload::new(seed, true, budget, true);
+    workload.run_sequential(&mut client, 3_000, 40);
+    workload.run_pipelined(&mut client, 40, 32);
+    let client_stats = client.client_stats();
+    let dropped = netns.counted("cradle_faults", "drop");
+    let duplicated = netns.counted("cradle_faults", "dup to");
+
+    netns.exec(&["nft", "flush", "ruleset"]);
+    let keys = workload.verify(&mut client);
+    let stats_json = client.stats(server).expect("STATS without faults");
+    let stats: serde_json::Value = serde_json::from_str(&stats_json).unwrap();
+    let duplicates_answered = stats["duplicates_answered"].as_u64().expect("counter");
+    eprintln!(
+        "{TEST}: {}; nft dropped {dropped}, duplicated {duplicated}; client retransmits {}, \
+         replies ignored {}, datagrams sent {} received {}, timeouts {}; server {stats_json}; \
+         {:?}",
+        workload.summary(),
+        client_stats.retransmits,
+        client_stats.replies_ignored,
+        client_stats.datagrams_sent,
+        client_stats.datagrams_received,
+        client_stats.timeouts,
+        started.elapsed()
+    );
+    assert!(workload.violations.is_empty(), "seed {seed}: {:#?}", workload.violations);
+    assert!(workload.acked_writes > 2_000 && keys > 40);
+    assert!(dropped > 0, "the drop rule never matched");
+    assert!(duplicated > 0, "the dup rule never matched");
+    assert!(client_stats.retransmits > 0, "{client_stats:?}");
+    assert!(
+        duplicates_answered > 0,
+        "no resent or duplicated write reached the server: {stats_json}"
+    );
+    assert!(started.elapsed() < TEST_TIME_MAX, "{:?}", started.elapsed());
+}
+
+/// An outage shorter than the retry budget costs retransmits, not a failure; a longer one
+/// fails with `Timeout` carrying every attempt, not before the backed-off timeouts add up.
+#[test]
+fn the_client_fails_only_after_its_retry_budget_over_udp() {
+    const TEST: &str = "faults_netns retry budget";
+    if skipped(TEST) {
+        return;
+    }
+    let seed = fault_seed(TEST, 6);
+    let mut netns = Netns::create();
+    let server = netns.start_node();
+    // Nothing listens there: the budget spans two servers.
+    let dead: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let client = move |seed: u64| {
+        let mut config = ClientConfig::new(vec![server, dead]);
+        config.seed = seed;
+        config.rto_initial = Duration::from_millis(50);
+        config.rto_min = Duration::from_millis(1);
+        config.rto_max = Duration::from_millis(200);
+        config.attempts_per_server = 4;
+        let transport = client::UdpTransport::for_server(server).expect("socket");
+        Client::with_transport(config, transport).expect("config")
+    };
+    // Sends at 0, 50, 150 and 350 ms, then the next server: 50 + 100 + 200 + 200 ms each.
+    // The short outage ends at about 250 ms, between the third and the fourth send.
+    let per_server = Duration::from_millis(550);
+
+    netns.nft(OUTAGE_RULES);
+    let mut short = netns.enter(move || client(seed));
+    let name = netns.name.clone();
+    let healer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(250));
+        let output = Command::new("ip")
+            .args(["netns", "exec", &name, "nft", "delete", "table", "ip"])
+            .arg("cradle_outage")
+            .output()
+            .expect("run nft");
+        checked(output, "nft delete table");
+    });
+    let started = Instant::now();
+    let version = short.put(b"outage", b"survived").expect("within the budget");
+    let elapsed = started.elapsed();
+    healer.join().unwrap();
+    let stats = short.client_stats();
+    eprintln!("{TEST}: short outage: version {version} after {elapsed:?}, {stats:?}");
+    assert_eq!(version, 1, "applied once");
+    assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
+    assert!(stats.retransmits >= 3 && stats.timeouts == 0, "{stats:?}");
+
+    netns.nft(OUTAGE_RULES);
+    let mut long = netns.enter(move || client(seed + 1));
+    let started = Instant::now();
+    let outcome = long.put(b"outage", b"lost");
+    let elapsed = started.elapsed();
+    let stats = long.client_stats();
+    let dropped = netns.counted("cradle_outage", "drop");
+    eprintln!(
+        "{TEST}: long outage: {outcome:?} after {elapsed:?}, {stats:?}, nft dropped {dropped}"
+    );
+    match outcome {
+        Err(Error::Timeout { attempts, server }) => {
+            assert_eq!(attempts, 8, "4 attempts on each of 2 servers");
+            assert_eq!(server, dead, "the last server tried");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(elapsed >= 2 * per_server, "failed early: {elapsed:?}");
+    assert!(elapsed < 2 * per_server + Duration::from_secs(2), "{elapsed:?}");
+    assert_eq!(stats.datagrams_sent, 8, "{stats:?}");
+    assert_eq!(dropped, 8, "every attempt was sent and lost");
+
+    netns.exec(&["nft", "flush", "ruleset"]);
+    let value = long.get(b"outage").unwrap().expect("the first write");
+    assert_eq!((value.bytes.as_slice(), value.version), (&b"survived"[..], 1));
+}
