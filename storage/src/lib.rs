@@ -49,9 +49,7 @@ impl Store {
 
     /// The value and version of `key`.
     pub fn get(&self, key: &[u8]) -> Option<(&[u8], u64)> {
-        self.entries
-            .get(key)
-            .map(|e| (e.value.as_slice(), e.version))
+        self.entries.get(key).map(|e| (e.value.as_slice(), e.version))
     }
 
     /// The version of `key`, 0 if absent.
@@ -70,10 +68,7 @@ impl Store {
             entry.version = version;
         } else {
             self.live_bytes += key.len() as u64;
-            let entry = Entry {
-                value: value.to_vec(),
-                version,
-            };
+            let entry = Entry { value: value.to_vec(), version };
             self.entries.insert(key.into(), entry);
         }
         self.live_bytes += value.len() as u64;
@@ -123,9 +118,7 @@ impl Store {
 
     /// Every live key with its value and version, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], u64)> {
-        self.entries
-            .iter()
-            .map(|(k, e)| (&k[..], e.value.as_slice(), e.version))
+        self.entries.iter().map(|(k, e)| (&k[..], e.value.as_slice(), e.version))
     }
 }
 
