@@ -1,0 +1,385 @@
+//! The generator loop: one non-blocking UDP socket (the dataplane's recvmmsg/sendmmsg port),
+//! a ring of request slots indexed by id, closed or open loop, timeouts without resends.
+//!
+//! Latency is measured from the *intended* send time: in a closed loop that is when the slot
+//! freed up; in an open loop it is the Poisson arrival time, so a stall on either side shows
+//! up in the percentiles instead of delaying the arrivals (no coordinated omission).
+
+use super::report::{Counters, Progress, Recorder};
+use super::workload::Arrivals;
+use dataplane::{Buffer, PacketBuf, Port, UdpPort, BATCH};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Request slots; ids map to slots modulo this. A power of two that divides 2^16, so
+/// memcached's 16-bit request id names the slot directly.
+pub(super) const SLOTS: usize = 1 << 16;
+/// Most requests the generator keeps outstanding (closed-loop depth or open-loop cap).
+pub(super) const IN_FLIGHT_MAX: usize = SLOTS / 4;
+/// Most requests queued for sending in one loop iteration, so receiving is never starved.
+const SENDS_PER_ITERATION_MAX: usize = 4 * BATCH;
+/// Idle waits in blocking mode are at most this long (poll(2) has millisecond resolution).
+const BLOCK_MAX: Duration = Duration::from_millis(1);
+
+/// A request kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Op {
+    /// Read a key.
+    Get,
+    /// Write a key.
+    Set,
+}
+
+/// How one request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Answered with success.
+    Ok,
+    /// GET answered "no such key".
+    Miss,
+    /// Answered with a failure; the code is the protocol's (see `Codec::error_name`).
+    Error(u16),
+    /// One datagram of a reply of `total` datagrams.
+    Part {
+        /// Datagrams of the whole reply.
+        total: u16,
+    },
+    /// No answer within the timeout.
+    Timeout,
+}
+
+/// A wire protocol: encodes requests, decodes replies. No I/O.
+pub(super) trait Codec {
+    /// Writes the request for `op` on `key` with wire id `id` into `out`; returns its length.
+    fn encode(&self, op: Op, key: u32, id: u64, out: &mut [u8]) -> usize;
+    /// Where the request for `key` goes.
+    fn peer(&self, key: u32) -> SocketAddr;
+    /// Calls `done(id, outcome)` for each reply in `datagram`; returns malformed messages.
+    fn decode(&self, datagram: &[u8], done: &mut dyn FnMut(u64, Outcome)) -> u64;
+    /// The bits of the sequence number the wire carries.
+    fn id_mask(&self) -> u64;
+    /// Largest request in bytes.
+    fn request_bytes_max(&self) -> usize;
+    /// A name for an error code, for the report.
+    fn error_name(&self, code: u16) -> String;
+}
+
+/// Where the requests come from.
+pub(super) trait Feed {
+    /// The next request, or `None` when there is nothing to send now.
+    fn next(&mut self) -> Option<(Op, u32)>;
+    /// A request of this feed ended.
+    fn completed(&mut self, key: u32, outcome: Outcome) {
+        let _ = (key, outcome);
+    }
+    /// Nothing left to send, ever (unless a completion adds more).
+    fn exhausted(&self) -> bool {
+        false
+    }
+}
+
+/// How to drive the load.
+#[derive(Clone, Debug)]
+pub(super) struct Plan {
+    /// Requests kept in flight (closed loop) or the cap on outstanding ones (open loop).
+    pub(super) in_flight: usize,
+    /// Open loop at this many requests per second; closed loop when `None`.
+    pub(super) rate: Option<f64>,
+    /// Run this long before measuring.
+    pub(super) warmup: Duration,
+    /// Measure this long; the run stops by itself after warmup + duration (+ drain).
+    pub(super) duration: Duration,
+    /// A request unanswered this long is a timeout and frees its slot.
+    pub(super) timeout: Duration,
+    /// Spin on the socket instead of blocking in poll(2) when idle.
+    pub(super) busy_poll: bool,
+    /// Print a line per second on stderr, with this label.
+    pub(super) progress: Option<String>,
+    /// Seed for the arrival process.
+    pub(super) seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    live: bool,
+    parts: u16,
+    key: u32,
+    seq: u64,
+    intended_ns: u64,
+    sent_ns: u64,
+}
+
+/// The generator's socket, ring and clock; reused across the preload and the measured run.
+pub(super) struct Engine<'c, C: Codec> {
+    codec: &'c C,
+    port: UdpPort,
+    slots: Vec<Slot>,
+    next_seq: u64,
+    oldest_seq: u64,
+    outstanding: usize,
+    rx: Vec<PacketBuf>,
+    tx: Vec<PacketBuf>,
+    clock: Instant,
+}
+
+/// Per-run state the completion path updates.
+struct RunState<'f> {
+    feed: &'f mut dyn Feed,
+    recorder: Recorder,
+    measuring: bool,
+    end_ns: u64,
+}
+
+impl<'c, C: Codec> Engine<'c, C> {
+    /// An engine sending through `port`.
+    pub(super) fn new(codec: &'c C, port: UdpPort) -> Engine<'c, C> {
+        Engine {
+            codec,
+            port,
+            slots: vec![Slot::default(); SLOTS],
+            next_seq: 1,
+            oldest_seq: 1,
+            outstanding: 0,
+            rx: Vec::with_capacity(BATCH),
+            tx: Vec::with_capacity(BATCH * 8),
+            clock: Instant::now(),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.clock.elapsed().as_nanos() as u64
+    }
+
+    /// Runs `feed` under `plan`; returns what was measured after the warm-up. Stops at
+    /// warmup + duration, or earlier once an exhaustible feed is done and answered.
+    pub(super) fn run(&mut self, plan: &Plan, feed: &mut dyn Feed) -> Result<Counters, String> {
+        let start_ns = self.now_ns();
+        let measure_ns = start_ns + plan.warmup.as_nanos() as u64;
+        let end_ns = measure_ns + plan.duration.as_nanos() as u64;
+        let timeout_ns = plan.timeout.as_nanos() as u64;
+        let mut state =
+            RunState { feed, recorder: Recorder::new(), measuring: plan.warmup.is_zero(), end_ns };
+        state.recorder.counters.started_ns = start_ns;
+        let mut arrivals = plan.rate.map(|rate| Arrivals::new(plan.seed, rate, start_ns));
+        let mut progress = plan.progress.clone().map(|label| Progress::new(label, start_ns));
+        let mut drain_until: Option<u64> = None;
+        loop {
+            let mut now = self.now_ns();
+            if !state.measuring && now >= measure_ns {
+                state.measuring = true;
+                state.recorder.reset(now);
+            }
+            let received = self.receive(&mut state, &mut now)?;
+            self.expire(&mut state, now, timeout_ns);
+            let done = state.feed.exhausted() && self.outstanding == 0;
+            if drain_until.is_none() && (now >= end_ns || done) {
+                drain_until = Some(now + timeout_ns);
+            }
+            let mut sent = 0;
+            if drain_until.is_none() {
+                sent = match arrivals.as_mut() {
+                    None => self.fill_closed(plan.in_flight, &mut *state.feed, now),
+                    Some(a) => self.fill_open(plan.in_flight, &mut *state.feed, a, now),
+                };
+            }
+            self.flush()?;
+            if let Some(p) = progress.as_mut() {
+                p.tick(now, &mut state.recorder, state.measuring, self.outstanding);
+            }
+            if let Some(until) = drain_until {
+                if self.outstanding == 0 || now >= until {
+                    break;
+                }
+            }
+            if received == 0 && sent == 0 {
+                self.idle(plan, arrivals.as_ref(), now)?;
+            }
+        }
+        // Whatever is still out after the drain is lost.
+        let now = self.now_ns();
+        self.expire(&mut state, now, 0);
+        state.recorder.counters.finished_ns = end_ns.min(now);
+        Ok(state.recorder.finish())
+    }
+
+    fn receive(&mut self, state: &mut RunState<'_>, now: &mut u64) -> Result<usize, String> {
+        let got = self.port.rx_burst(&mut self.rx).map_err(|e| format!("receive: {e}"))?;
+        if got == 0 {
+            return Ok(0);
+        }
+        *now = self.now_ns();
+        let now = *now;
+        let mask = self.codec.id_mask();
+        let mut rx = std::mem::take(&mut self.rx);
+        for buf in rx.drain(..) {
+            let slots = &mut self.slots;
+            let outstanding = &mut self.outstanding;
+            let malformed = self.codec.decode(buf.payload(), &mut |id, outcome| {
+                let slot = &mut slots[id as usize & (SLOTS - 1)];
+                if !slot.live || slot.seq & mask != id {
+                    state.recorder.counters.late += 1;
+                    return;
+                }
+                if let Outcome::Part { total } = outcome {
+                    slot.parts += 1;
+                    if slot.parts < total {
+                        return;
+                    }
+                }
+                let outcome = match outcome {
+                    Outcome::Part { .. } => Outcome::Ok,
+                    other => other,
+                };
+                slot.live = false;
+                *outstanding -= 1;
+                let latency_ns = now.saturating_sub(slot.intended_ns);
+                let in_window = now < state.end_ns;
+                state.recorder.record(outcome, latency_ns, state.measuring, in_window);
+                state.feed.completed(slot.key, outcome);
+            });
+            state.recorder.counters.malformed += malformed;
+            self.port.release(buf);
+        }
+        self.rx = rx;
+        Ok(got)
+    }
+
+    /// Frees the slots of requests older than `timeout_ns`, oldest first.
+    fn expire(&mut self, state: &mut RunState<'_>, now: u64, timeout_ns: u64) {
+        while self.oldest_seq < self.next_seq {
+            let slot = &mut self.slots[self.oldest_seq as usize & (SLOTS - 1)];
+            if slot.live && slot.seq == self.oldest_seq {
+                if now.saturating_sub(slot.sent_ns) < timeout_ns {
+                    return;
+                }
+                slot.live = false;
+                self.outstanding -= 1;
+                if state.measuring {
+                    state.recorder.counters.timeouts += 1;
+                }
+                state.feed.completed(slot.key, Outcome::Timeout);
+            }
+            self.oldest_seq += 1;
+        }
+    }
+
+    fn fill_closed(&mut self, in_flight: usize, feed: &mut dyn Feed, now: u64) -> usize {
+        let mut sent = 0;
+        while self.outstanding < in_flight && sent < SENDS_PER_ITERATION_MAX {
+            if !self.queue(feed, now, now) {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    }
+
+    fn fill_open(
+        &mut self,
+        cap: usize,
+        feed: &mut dyn Feed,
+        arrivals: &mut Arrivals,
+        now: u64,
+    ) -> usize {
+        let mut sent = 0;
+        while arrivals.next_ns <= now as f64
+            && self.outstanding < cap
+            && sent < SENDS_PER_ITERATION_MAX
+        {
+            if !self.queue(feed, arrivals.next_ns as u64, now) {
+                break;
+            }
+            arrivals.advance();
+            sent += 1;
+        }
+        sent
+    }
+
+    /// Encodes the feed's next request into a port buffer; false if nothing could be queued.
+    fn queue(&mut self, feed: &mut dyn Feed, intended_ns: u64, now: u64) -> bool {
+        let seq = self.next_seq;
+        let index = seq as usize & (SLOTS - 1);
+        if self.slots[index].live {
+            // The request SLOTS ids ago is still out (not yet timed out): wait for it.
+            return false;
+        }
+        let Some(mut buf) = self.port.alloc_tx() else {
+            return false;
+        };
+        let Some((op, key)) = feed.next() else {
+            self.port.release(buf);
+            return false;
+        };
+        let len = self.codec.encode(op, key, seq & self.codec.id_mask(), buf.capacity_mut());
+        buf.set_len(len);
+        buf.set_peer(self.codec.peer(key));
+        self.tx.push(buf);
+        self.slots[index] = Slot { live: true, parts: 0, key, seq, intended_ns, sent_ns: now };
+        self.next_seq += 1;
+        self.outstanding += 1;
+        true
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        if self.tx.is_empty() {
+            return Ok(());
+        }
+        self.port.tx_burst(&mut self.tx).map_err(|e| format!("send: {e}"))?;
+        Ok(())
+    }
+
+    /// Nothing arrived and nothing was due: spin, or block until input may be ready.
+    fn idle(&mut self, plan: &Plan, arrivals: Option<&Arrivals>, now: u64) -> Result<(), String> {
+        if plan.busy_poll || !self.tx.is_empty() {
+            std::hint::spin_loop();
+            return Ok(());
+        }
+        let wait = match arrivals {
+            None => BLOCK_MAX,
+            Some(a) => {
+                // poll(2) waits whole milliseconds: block only when the next arrival is
+                // further away than that, spin otherwise.
+                let gap_ns = (a.next_ns - now as f64).max(0.0) as u64;
+                if gap_ns < 2 * BLOCK_MAX.as_nanos() as u64 {
+                    std::hint::spin_loop();
+                    return Ok(());
+                }
+                BLOCK_MAX
+            }
+        };
+        self.port.wait_readable(wait).map_err(|e| format!("poll: {e}"))
+    }
+}
+
+/// Sends one datagram outside any measured run and waits up to `timeout` for a reply (for
+/// handshakes such as cradle's address-validation token). Returns the first reply's bytes.
+pub(super) fn exchange(
+    port: &mut UdpPort,
+    request: &[u8],
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Result<Option<Vec<u8>>, String> {
+    let mut buf = port.alloc_tx().ok_or("no free buffer")?;
+    buf.capacity_mut()[..request.len()].copy_from_slice(request);
+    buf.set_len(request.len());
+    buf.set_peer(peer);
+    let mut tx = vec![buf];
+    port.tx_burst(&mut tx).map_err(|e| format!("send: {e}"))?;
+    for unsent in tx.drain(..) {
+        port.release(unsent);
+    }
+    let deadline = Instant::now() + timeout;
+    let mut rx = Vec::with_capacity(BATCH);
+    while Instant::now() < deadline {
+        port.rx_burst(&mut rx).map_err(|e| format!("receive: {e}"))?;
+        let reply = rx.first().map(|buf| buf.payload().to_vec());
+        for buf in rx.drain(..) {
+            port.release(buf);
+        }
+        if reply.is_some() {
+            return Ok(reply);
+        }
+        port.wait_readable(BLOCK_MAX).map_err(|e| format!("poll: {e}"))?;
+    }
+    Ok(None)
+}
