@@ -2,10 +2,12 @@
 //! flags, in that order of precedence; validated as a whole with one clear error.
 
 use crate::node::NodeOptions;
+use control::Durability;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use storage::StoreConfig;
 
 /// The file format (see `docs/OPERATIONS.md`). Unknown keys are errors, not silently ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -15,6 +17,18 @@ pub(crate) struct FileConfig {
     node: NodeSection,
     #[serde(default)]
     metrics: MetricsSection,
+    #[serde(default)]
+    storage: StorageSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageSection {
+    segment_bytes: Option<u64>,
+    blob_threshold_bytes: Option<usize>,
+    chunk_bytes: Option<usize>,
+    dead_ratio: Option<f64>,
+    compaction_step_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +40,7 @@ struct NodeSection {
     partitions: Option<u32>,
     spin_us: Option<u64>,
     pin: Option<bool>,
+    durability: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +59,7 @@ pub(crate) struct Flags {
     pub(crate) spin_us: Option<u64>,
     pub(crate) no_pin: bool,
     pub(crate) metrics_listen: Option<SocketAddr>,
+    pub(crate) durability: Option<String>,
 }
 
 /// Most partitions a node accepts (each costs ~100 bytes per core even when empty, and the
@@ -81,6 +97,24 @@ impl FileConfig {
             spin: Duration::from_micros(flags.spin_us.or(n.spin_us).unwrap_or(50)),
             pin: !flags.no_pin && n.pin.unwrap_or(true),
             metrics: flags.metrics_listen.or(self.metrics.listen),
+            store: {
+                let st = &self.storage;
+                let d = StoreConfig::default();
+                StoreConfig {
+                    segment_bytes: st.segment_bytes.unwrap_or(d.segment_bytes),
+                    blob_threshold_bytes: st.blob_threshold_bytes.unwrap_or(d.blob_threshold_bytes),
+                    chunk_bytes: st.chunk_bytes.unwrap_or(d.chunk_bytes),
+                    dead_ratio: st.dead_ratio.unwrap_or(d.dead_ratio),
+                    ..d
+                }
+            },
+            compaction_step_bytes: self.storage.compaction_step_bytes.unwrap_or(256 << 10),
+            durability: match flags.durability.or(n.durability) {
+                None => Durability::default(),
+                Some(name) => Durability::parse(&name).ok_or_else(|| {
+                    format!("durability must be \"memory\" or \"flushed\", not {name:?}")
+                })?,
+            },
         };
         validate(&options)?;
         Ok(options)
@@ -107,6 +141,7 @@ fn validate(o: &NodeOptions) -> Result<(), String> {
     if o.spin > Duration::from_secs(1) {
         return Err("spin_us above 1,000,000 would keep a core busy for nothing".into());
     }
+    o.store.validate().map_err(|e| e.to_string())?;
     if o.data_dir.as_os_str().is_empty() {
         return Err("data_dir is empty".into());
     }
@@ -131,6 +166,7 @@ mod tests {
         assert_eq!((o.listen.port(), o.cores, o.partitions), (9000, 1, 256));
         assert_eq!(o.metrics, Some("127.0.0.1:9100".parse().unwrap()));
         assert!(o.pin);
+        assert_eq!(o.durability, Durability::Flushed);
     }
 
     #[test]
@@ -145,6 +181,10 @@ mod tests {
     fn mistakes_get_one_clear_error() {
         let e = parse("[node]\ncorez = 2\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("unknown field `corez`"), "{e}");
+        let e = parse("[node]\ndurability = \"fast\"\ndata_dir = \"/d\"\n").unwrap();
+        assert!(e.resolve(Flags::default()).unwrap_err().contains("durability"));
+        let e = parse("[storage]\nsegment_bytes = 1000\n[node]\ndata_dir = \"/d\"").unwrap();
+        assert!(e.resolve(Flags::default()).unwrap_err().contains("segment_bytes"));
         let e = parse("[node]\ncores = \"two\"\n").unwrap_err();
         assert!(e.contains("line 2"), "{e}");
         let e = FileConfig::default().resolve(Flags::default()).unwrap_err();

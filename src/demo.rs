@@ -21,6 +21,9 @@ pub(crate) fn run() -> Result<ExitCode, String> {
         spin: Duration::from_micros(50),
         pin: false,
         metrics: None,
+        durability: control::Durability::Flushed,
+        store: storage::StoreConfig::default(),
+        compaction_step_bytes: 256 << 10,
     };
     let node = Node::start(&options, Arc::new(AtomicBool::new(false)))?;
     println!(

@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod metrics;
 mod node;
+mod recovery;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -49,6 +50,10 @@ enum Command {
         /// Serve Prometheus metrics over HTTP on this address.
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// When writes are acknowledged: `flushed` (after the batch's fdatasync) or `memory`
+        /// [default: flushed].
+        #[arg(long)]
+        durability: Option<String>,
     },
     /// Write a value (`-` reads it from stdin); prints the new version.
     Put {
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
             spin_us,
             no_pin,
             metrics_listen,
+            durability,
         } => {
             let flags = config::Flags {
                 listen,
@@ -133,6 +139,7 @@ fn main() -> ExitCode {
                 spin_us,
                 no_pin,
                 metrics_listen,
+                durability,
             };
             let file = match &config {
                 Some(path) => config::FileConfig::load(path),

@@ -41,6 +41,13 @@ const METRICS: &[Metric] = &[
     ("cradle_reassemblies_active", "Fragmented writes being received.", true, |c| {
         c.reassemblies_active
     }),
+    ("cradle_log_bytes", "Bytes in endpoint log segments, live and dead.", true, |c| c.log_bytes),
+    ("cradle_live_bytes", "Bytes of live keys and values.", true, |c| c.live_bytes),
+    ("cradle_blob_bytes", "Bytes of blob chunks, each stored once.", true, |c| c.blob_bytes),
+    ("cradle_blob_chunks", "Blob chunks stored.", true, |c| c.blob_chunks),
+    ("cradle_index_bytes", "Bytes of the in-memory indexes.", true, |c| c.index_bytes),
+    ("cradle_quarantined_endpoints", "Endpoints with a corrupt log.", true, |c| c.quarantined),
+    ("cradle_poisoned_endpoints", "Endpoints stopped by an I/O error.", true, |c| c.poisoned),
 ];
 
 /// The metrics page: every counter per core.

@@ -1,6 +1,6 @@
 //! Node assembly: one UDP port and one pinned loop per core, each running a `control::Core`.
 
-use control::{Core, CoreConfig, NodeLayout, NodeStats};
+use control::{Core, CoreConfig, Durability, NodeLayout, NodeStats};
 use dataplane::{run, RunnerConfig, UdpConfig, UdpPort};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+use storage::StoreConfig;
 
 /// What `cradle node` is asked to run.
 #[derive(Clone, Debug)]
@@ -27,6 +28,12 @@ pub(crate) struct NodeOptions {
     pub(crate) pin: bool,
     /// Where to serve Prometheus metrics, if anywhere.
     pub(crate) metrics: Option<SocketAddr>,
+    /// When writes are acknowledged.
+    pub(crate) durability: Durability,
+    /// The endpoint and blob stores' settings.
+    pub(crate) store: StoreConfig,
+    /// Bytes one compaction step may copy per loop iteration (0: no compaction).
+    pub(crate) compaction_step_bytes: u64,
 }
 
 /// A running node: its loops, its counters, and the flag that stops it.
@@ -36,6 +43,8 @@ pub(crate) struct Node {
     stop: Arc<AtomicBool>,
     loops: Vec<JoinHandle<Result<(), String>>>,
     metrics: Option<JoinHandle<()>>,
+    /// Holds the data directory's lock while the node runs.
+    _lock: std::fs::File,
 }
 
 impl Node {
@@ -45,13 +54,20 @@ impl Node {
         if options.cores == 0 {
             return Err("--cores must be at least 1".into());
         }
-        std::fs::create_dir_all(&options.data_dir)
-            .map_err(|e| format!("cannot create data dir {}: {e}", options.data_dir.display()))?;
         let ports = bind_ports(options.listen, options.cores)?;
         let addrs: Vec<SocketAddr> = ports.iter().map(dataplane::Port::local_addr).collect();
         let layout = Arc::new(
             NodeLayout::new(options.partitions, addrs.clone()).map_err(|e| e.to_string())?,
         );
+        let lock = crate::recovery::claim(&options.data_dir, &layout)?;
+        let mut storages = Vec::new();
+        for core in 0..options.cores {
+            let mut storage =
+                crate::recovery::open_core(&options.data_dir, &layout, core, &options.store)?;
+            storage.durability = options.durability;
+            storage.compaction_step_bytes = options.compaction_step_bytes;
+            storages.push(storage);
+        }
         let map: Arc<[u8]> = layout.map().encode().into();
         let stats = Arc::new(NodeStats::for_layout(&layout));
         let secret = random_secret()?;
@@ -60,10 +76,10 @@ impl Node {
             None => None,
         };
         let mut loops = Vec::new();
-        for (core, mut port) in (0u32..).zip(ports) {
+        for ((core, mut port), storage) in (0u32..).zip(ports).zip(storages) {
             let config = CoreConfig::new(core, layout.clone(), secret);
-            let mut handler =
-                Core::new(config, stats.clone(), map.clone()).map_err(|e| e.to_string())?;
+            let mut handler = Core::with_storage(config, stats.clone(), map.clone(), storage)
+                .map_err(|e| e.to_string())?;
             let runner = RunnerConfig {
                 core: options.pin.then_some(core as usize),
                 spin: options.spin,
@@ -80,7 +96,7 @@ impl Node {
                 .map_err(|e| format!("cannot start core {core}: {e}"))?;
             loops.push(handle);
         }
-        Ok(Node { addrs, stop, loops, metrics })
+        Ok(Node { addrs, stop, loops, metrics, _lock: lock })
     }
 
     /// Asks every loop to stop and waits for them.

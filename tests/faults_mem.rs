@@ -144,8 +144,9 @@ fn single_core_writes_are_exactly_once_under_loss_duplication_and_reordering() {
     let keys = workload.verify(&mut client);
     let stats_json = client.stats(node.addrs[0]).expect("STATS without faults");
     let stats: serde_json::Value = serde_json::from_str(&stats_json).unwrap();
-    let cores = node.stop();
-    workload.compare_entries(cores[0].0.entries());
+    let mut cores = node.stop();
+    let held = entries(&mut cores[0].0);
+    workload.compare_entries(held.iter().map(|(k, v, ver)| (&k[..], &v[..], *ver)));
     let counters = total(&cores);
 
     eprintln!(
@@ -195,8 +196,9 @@ fn two_cores_keep_every_acknowledged_write() {
 
     network.set_faults(Faults::NONE);
     workload.verify(&mut client);
-    let cores = node.stop();
-    workload.compare_entries(cores.iter().flat_map(|(core, _)| core.entries()));
+    let mut cores = node.stop();
+    let held: Vec<_> = cores.iter_mut().flat_map(|(core, _)| entries(core)).collect();
+    workload.compare_entries(held.iter().map(|(k, v, ver)| (&k[..], &v[..], *ver)));
     let counters = total(&cores);
     eprintln!(
         "faults_mem two cores: {}; network {faults:?}; client retransmits {}, redirects {}; \
@@ -311,4 +313,12 @@ fn the_client_fails_only_after_its_retry_budget() {
     let value = client.get(b"outage").unwrap().expect("the first write");
     assert_eq!((value.bytes.as_slice(), value.version), (&b"survived"[..], 1));
     drop(node.stop());
+}
+
+/// Every key a core holds, with value and version.
+fn entries(core: &mut control::Core) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
+    let mut out = Vec::new();
+    core.for_each_entry(|k, v, version| out.push((k.to_vec(), v.to_vec(), version)))
+        .expect("a healthy store lists its keys");
+    out
 }

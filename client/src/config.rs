@@ -22,6 +22,16 @@ pub struct ClientConfig {
     pub rto_max: Duration,
     /// Transmissions of a request to one server before the next server is tried.
     pub attempts_per_server: u32,
+    /// How long after a request's first transmission it may still be (re)sent: no datagram
+    /// carrying its tracking id (retransmission, fragment, probe, failover to another server)
+    /// leaves later. At the first timeout after the window the request fails with
+    /// `Error::Timeout`, so every request completes within `resend_window + rto_max`.
+    ///
+    /// Servers answer a resent write from a completion record kept for their
+    /// `completion_ttl` (default 5 s) and may forget it afterwards: this window plus the
+    /// network's delay must stay below that TTL, or a late resend could be applied twice.
+    /// Default 2 s.
+    pub resend_window: Duration,
     /// WRONG_OWNER redirects one request may follow before it fails.
     pub redirects_max: u32,
     /// Restarts of a fragmented read whose value changed meanwhile before it fails.
@@ -42,6 +52,7 @@ impl ClientConfig {
             rto_min: Duration::from_millis(1),
             rto_max: Duration::from_millis(200),
             attempts_per_server: 8,
+            resend_window: Duration::from_secs(2),
             redirects_max: 8,
             read_restarts_max: 8,
             in_flight_max: 4096,
@@ -62,6 +73,9 @@ impl ClientConfig {
         }
         if self.attempts_per_server == 0 {
             return fail("attempts_per_server must be positive");
+        }
+        if self.resend_window.is_zero() {
+            return fail("resend_window must be positive");
         }
         if self.in_flight_max == 0 {
             return fail("in_flight_max must be positive");
@@ -84,8 +98,11 @@ mod tests {
         let mut bad = config.clone();
         bad.rto_min = Duration::from_secs(1);
         assert!(bad.validate().is_err());
-        let mut bad = config;
+        let mut bad = config.clone();
         bad.attempts_per_server = 0;
+        assert!(bad.validate().is_err());
+        let mut bad = config;
+        bad.resend_window = Duration::ZERO;
         assert!(bad.validate().is_err());
     }
 }

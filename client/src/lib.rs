@@ -7,9 +7,11 @@
 //! pulls large replies with RANGE requests, and answers address-validation challenges. The
 //! protocol state machine, `ClientCore`, is sans-IO: it never reads the clock, never touches a
 //! socket and never draws unseeded randomness; `Client` is a thin blocking driver over a
-//! `Transport`. The client must never report a failure before its retry budget is spent, never
-//! change a write's tracking id on resend, and never send a datagram over
-//! `proto::DATAGRAM_BYTES_MAX`.
+//! `Transport`. The client must never report a failure before its retry budget is spent or its
+//! resend window is over, never change a write's tracking id on resend, never send a datagram
+//! carrying a tracking id later than `ClientConfig::resend_window` after that tracking id was
+//! first sent (servers may forget its completion record after their `completion_ttl`), and
+//! never send a datagram over `proto::DATAGRAM_BYTES_MAX`.
 #![forbid(unsafe_code)]
 
 mod assembly;

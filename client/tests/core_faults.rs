@@ -97,6 +97,82 @@ fn every_server_is_tried_before_failing() {
     }
 }
 
+/// The tracking id of every datagram sent so far (a request's first is sent at once).
+fn only_tracking_id(sim: &Sim) -> u64 {
+    let ids: HashSet<u64> = sim.sent.iter().flat_map(|(_, _, ids)| ids.iter().copied()).collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    ids.into_iter().next().unwrap()
+}
+
+#[test]
+fn nothing_carries_a_tracking_id_after_the_resend_window() {
+    // Budgets that would run past the 2 s window: it closes in the middle of the third
+    // server's (rto_max 300 ms: 915 ms per server), or right when the fourth would start
+    // (default 200 ms: 715 ms per server, the fourth would start at 2,145 ms).
+    for (servers, rto_max, per_server) in [(3, 300, [8, 8, 6, 0]), (4, 200, [8, 8, 8, 0])] {
+        let mut config = config(servers);
+        config.rto_max = Duration::from_millis(rto_max);
+        let window = config.resend_window;
+        assert_eq!(window, Duration::from_secs(2));
+        let mut sim = Sim::new(1, config);
+        for server in &mut sim.servers {
+            server.silent = true;
+        }
+        let id = sim.submit(put("k", b"v"));
+        let (elapsed, result) = sim.run_until(id, EVENTS_MAX);
+        let sends = sim.sends_of(only_tracking_id(&sim));
+        assert!(sends.iter().all(|&at| at < window), "sent after the window: {sends:?}");
+        match result {
+            Err(Error::Timeout { attempts, server }) => {
+                assert_eq!(attempts as usize, sends.len(), "attempts so far");
+                assert_eq!(server, server_addr(2), "failed on the third server");
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        let seen: Vec<usize> = sim.servers.iter().map(|s| s.requests.len()).collect();
+        assert_eq!(seen, per_server[..servers]);
+        let late = Duration::from_millis(rto_max);
+        assert!(elapsed >= window && elapsed <= window + late, "failed after {elapsed:?}");
+        assert!(sim.run_all(EVENTS_MAX).is_empty());
+        assert_eq!(sim.sends_of(sim.servers[0].requests[0].tracking_id), sends);
+    }
+}
+
+#[test]
+fn the_resend_window_ends_retransmissions_on_one_server() {
+    let mut config = config(1);
+    config.resend_window = Duration::from_millis(100);
+    let mut sim = Sim::new(1, config);
+    sim.servers[0].silent = true;
+    let id = sim.submit(put("k", b"v"));
+    let (elapsed, result) = sim.run_until(id, EVENTS_MAX);
+    // Sent at 0, 5, 15, 35 and 75 ms; the timer after that fires at 155 ms.
+    let ms: Vec<u128> =
+        sim.sends_of(only_tracking_id(&sim)).iter().map(|d| d.as_millis()).collect();
+    assert_eq!(ms, [0, 5, 15, 35, 75]);
+    assert!(matches!(result, Err(Error::Timeout { attempts: 5, .. })), "{result:?}");
+    assert_eq!(elapsed, Duration::from_millis(155));
+    let stats = sim.core.stats();
+    assert_eq!((stats.retransmits, stats.timeouts), (4, 1));
+}
+
+#[test]
+fn the_resend_window_bounds_a_fragmented_write() {
+    // A 1 MiB write cannot finish in 3 ms: its fragments stop at the window.
+    let mut config = config(1);
+    config.resend_window = Duration::from_millis(3);
+    let mut sim = Sim::new(7, config);
+    sim.loss_percent = 10;
+    let id = sim.submit(put("big", &bytes(1, 1 << 20)));
+    let (_, result) = sim.run_until(id, EVENTS_MAX);
+    assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
+    let sends = sim.sends_of(only_tracking_id(&sim));
+    assert!(sends.len() > 1, "{sends:?}");
+    assert!(sends.iter().all(|&at| at < Duration::from_millis(3)), "{sends:?}");
+    assert!(sim.run_all(EVENTS_MAX).is_empty());
+    assert_eq!(sim.servers[0].applied, 0);
+}
+
 #[test]
 fn failover_reaches_a_live_server() {
     let mut sim = Sim::new(1, config(2));

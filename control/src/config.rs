@@ -1,5 +1,6 @@
 //! Settings of one core, with what each costs.
 
+use crate::completions::RECORDS_MAX;
 use crate::layout::NodeLayout;
 use std::fmt;
 use std::sync::Arc;
@@ -13,10 +14,14 @@ pub struct CoreConfig {
     pub layout: Arc<NodeLayout>,
     /// Key of the address-validation tokens; random per node start.
     pub token_secret: [u8; 32],
-    /// Completion records kept (about 64 bytes each, allocated at start-up). When all are
-    /// younger than `completion_ttl_ns`, new writes get BUSY.
+    /// Completion records kept: 48 bytes each (32 of record, 16 of index at most half full),
+    /// reserved at start-up and touched as used (48 MiB at the default 2^20). When all are
+    /// younger than `completion_ttl_ns`, new writes get BUSY, so a core sustains at most
+    /// `completion_records_max / completion_ttl` writes per second (≈ 210,000 by default).
     pub completion_records_max: usize,
-    /// How long a completion record is kept; longer than any client's retry budget.
+    /// How long a completion record is kept at least (default 5 s). Must exceed every
+    /// client's `resend_window` (default 2 s) plus the network delay of a resend, or a late
+    /// resend could be applied twice.
     pub completion_ttl_ns: u64,
     /// Fragmented writes being reassembled at once; more get BUSY.
     pub reassemblies_max: usize,
@@ -33,8 +38,8 @@ impl CoreConfig {
             core,
             layout,
             token_secret,
-            completion_records_max: 1 << 16,
-            completion_ttl_ns: 30_000_000_000,
+            completion_records_max: 1 << 20,
+            completion_ttl_ns: 5_000_000_000,
             reassemblies_max: 64,
             reassembly_bytes_max: 256 << 20,
             reassembly_timeout_ns: 10_000_000_000,
@@ -54,6 +59,12 @@ impl CoreConfig {
             return Err(ConfigError(
                 "completion_records_max and reassemblies_max must be > 0".into(),
             ));
+        }
+        if self.completion_records_max > RECORDS_MAX {
+            return Err(ConfigError(format!(
+                "completion_records_max {} is above {RECORDS_MAX}",
+                self.completion_records_max
+            )));
         }
         if self.reassembly_bytes_max < proto::VALUE_BYTES_MAX as u64 {
             return Err(ConfigError(format!(

@@ -1,30 +1,47 @@
 //! One serving core: decode, find the endpoint, apply, answer.
 
-use crate::completions::{Completions, Record, RequestId};
+use crate::completions::Completions;
 use crate::config::{ConfigError, CoreConfig};
-use crate::reassembly::{Reassemblies, Refused};
+use crate::durable::{status_of, CoreStorage, Durability, PendingAck};
+use crate::read_cache::ReadCache;
+use crate::reassembly::Reassemblies;
 use crate::replies::Replies;
 use crate::stats::{CoreCounters, LatencyHistogram, NodeStats};
 use crate::validation::Tokens;
 use dataplane::{Handler, Transmit};
 use proto::{
     encode_addr, fits_unfragmented, flags, fragment_count, fragment_span, key_hash, partition_of,
-    HeaderFields, Message, Messages, Opcode, Status, VALUE_BYTES_MAX,
+    BlobReference, HeaderFields, Message, Messages, Opcode, ScanPage, Status, DATAGRAM_BYTES_MAX,
+    SCAN_PAGE_BYTES_MAX,
 };
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use storage::{CasOutcome, Store, StoreError};
+use storage::{BlobStore, Store, StoreConfig, StoreError, ValueRef};
+
+mod writes;
 
 /// Fragments sent per reply or per RANGE request: the receiver pulls the rest.
 pub(crate) const FRAGMENT_WINDOW: u32 = 32;
 
+/// Most keys one SCAN page can hold (one-byte keys take three bytes each).
+const SCAN_KEYS_MAX: usize = SCAN_PAGE_BYTES_MAX / 3;
+
 /// How often idle reassemblies are swept.
 const SWEEP_INTERVAL_NS: u64 = 1_000_000;
 
-/// One replica of one partition: its store. An idle endpoint costs its struct and nothing else.
-#[derive(Debug, Default)]
+/// Most write replies held for one group commit; one more commits at once.
+const PENDING_ACKS_MAX: usize = 4096;
+
+/// One replica of one partition: its store. An idle endpoint costs its struct and nothing else
+/// (its store opens no file until its first write).
+#[derive(Debug)]
 struct Endpoint {
     store: Store,
+    /// Written since its last flush (and listed in `Core::dirty`).
+    dirty: bool,
+    /// Listed in `Core::compaction_queue`.
+    queued_for_compaction: bool,
 }
 
 /// A serving core: its endpoints and everything a request needs. Sans-IO.
@@ -43,27 +60,63 @@ pub struct Core {
     /// WRONG_OWNER hints: the encoded address of each core.
     hints: Vec<Vec<u8>>,
     last_sweep_ns: u64,
+    blobs: BlobStore,
+    durability: Durability,
+    compaction_step_bytes: u64,
+    /// Endpoints written since their last flush.
+    dirty: Vec<usize>,
+    /// Write replies waiting for the group commit (`Durability::Flushed`).
+    pending: Vec<PendingAck>,
+    ack_buf: Box<[u8; DATAGRAM_BYTES_MAX]>,
+    compaction_queue: VecDeque<usize>,
+    last_flush_ns: u64,
+    last_sizes_ns: u64,
+    read_cache: ReadCache,
 }
 
 /// The parts of a request every handler needs.
 struct Request<'m> {
+    peer: SocketAddr,
     message: &'m Message<'m>,
     reply: HeaderFields,
     validated: bool,
 }
 
 impl Core {
-    /// A core with empty endpoints for its partitions. `map_payload` is the encoded partition
-    /// map (shared by all cores of the node).
+    /// A core whose endpoints keep their data in memory only (tests, benchmarks).
+    /// `map_payload` is the encoded partition map (shared by all cores of the node).
     pub fn new(
         config: CoreConfig,
         stats: Arc<NodeStats>,
         map_payload: Arc<[u8]>,
     ) -> Result<Core, ConfigError> {
+        let endpoints = config.layout.endpoints_on(config.core);
+        let storage = CoreStorage::in_memory(endpoints, &StoreConfig::default());
+        Core::with_storage(config, stats, map_payload, storage)
+    }
+
+    /// A core serving from `storage` (one store per endpoint of this core, in slot order).
+    pub fn with_storage(
+        config: CoreConfig,
+        stats: Arc<NodeStats>,
+        map_payload: Arc<[u8]>,
+        storage: CoreStorage,
+    ) -> Result<Core, ConfigError> {
         config.validate()?;
         let layout = &config.layout;
-        let endpoints =
-            (0..layout.endpoints_on(config.core)).map(|_| Endpoint::default()).collect();
+        if storage.stores.len() != layout.endpoints_on(config.core) {
+            return Err(ConfigError(format!(
+                "{} stores for {} endpoints",
+                storage.stores.len(),
+                layout.endpoints_on(config.core)
+            )));
+        }
+        let keys = storage.stores.iter().map(|s| s.len() as u64).sum();
+        let endpoints: Vec<Endpoint> = storage
+            .stores
+            .into_iter()
+            .map(|store| Endpoint { store, dirty: false, queued_for_compaction: false })
+            .collect();
         let hints = (0..layout.cores())
             .map(|core| {
                 let mut hint = Vec::new();
@@ -73,6 +126,7 @@ impl Core {
             .collect();
         let counters = CoreCounters {
             endpoints: layout.endpoints_on(config.core) as u64,
+            keys,
             ..CoreCounters::default()
         };
         Ok(Core {
@@ -89,9 +143,19 @@ impl Core {
             stats,
             map_payload,
             hints,
+            dirty: Vec::with_capacity(endpoints.len()),
+            compaction_queue: VecDeque::with_capacity(endpoints.len()),
             endpoints,
             config,
             last_sweep_ns: 0,
+            blobs: storage.blobs,
+            durability: storage.durability,
+            compaction_step_bytes: storage.compaction_step_bytes,
+            pending: Vec::with_capacity(PENDING_ACKS_MAX),
+            ack_buf: Box::new([0; DATAGRAM_BYTES_MAX]),
+            last_flush_ns: 0,
+            last_sizes_ns: 0,
+            read_cache: ReadCache::default(),
         })
     }
 
@@ -105,12 +169,25 @@ impl Core {
         c
     }
 
-    /// Every live key of this core's endpoints, with value and version.
-    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8], u64)> {
-        self.endpoints.iter().flat_map(|e| e.store.iter())
+    /// Calls `f` with every live key of this core's endpoints, its value and version.
+    pub fn for_each_entry(
+        &mut self,
+        mut f: impl FnMut(&[u8], &[u8], u64),
+    ) -> Result<(), StoreError> {
+        for endpoint in &mut self.endpoints {
+            endpoint.store.for_each(&mut self.blobs, &mut f)?;
+        }
+        Ok(())
     }
 
-    fn handle_message(&mut self, now_ns: u64, token: u64, m: &Message<'_>, tx: &mut dyn Transmit) {
+    fn handle_message(
+        &mut self,
+        now_ns: u64,
+        peer: SocketAddr,
+        token: u64,
+        m: &Message<'_>,
+        tx: &mut dyn Transmit,
+    ) {
         let h = &m.header;
         if h.has(flags::REPLY) || h.has(flags::PARTIAL) || h.status != 0 {
             // A reply or garbage aimed at us: never answer it (no reflection loops).
@@ -124,7 +201,7 @@ impl Core {
         if !validated {
             reply.token = token;
         }
-        let request = Request { message: m, reply, validated };
+        let request = Request { peer, message: m, reply, validated };
         let opcode = m.opcode();
         if !flags_fit(opcode, h) {
             return self.answer(tx, &request, Status::Malformed);
@@ -143,6 +220,99 @@ impl Core {
             Opcode::Get | Opcode::Put | Opcode::Delete | Opcode::Cas => {
                 self.handle_keyed(now_ns, request, tx)
             }
+            Opcode::Scan => self.handle_scan(request, tx),
+            Opcode::Chunk => self.handle_chunk(request, tx),
+        }
+    }
+
+    fn answer_wrong_owner(&mut self, tx: &mut dyn Transmit, request: &Request<'_>, owner: u32) {
+        self.counters.wrong_owner += 1;
+        let mut reply = request.reply;
+        reply.status = Status::WrongOwner as u16;
+        let hint = &self.hints[owner as usize];
+        self.replies.push(tx, &reply, &[], hint, request.validated);
+    }
+
+    /// A page of the partition's keys after the request's key, in byte order. Visits the whole
+    /// endpoint index (endpoints are small; export is not the serving path).
+    fn handle_scan(&mut self, mut request: Request<'_>, tx: &mut dyn Transmit) {
+        let partition = request.message.header.partition;
+        let layout = &self.config.layout;
+        if partition >= layout.partitions() {
+            return self.answer(tx, &request, Status::Malformed);
+        }
+        request.reply.partition = partition;
+        let owner = layout.core_of(partition);
+        if owner != self.config.core {
+            return self.answer_wrong_owner(tx, &request, owner);
+        }
+        let slot = layout.slot_of(partition);
+        let after = request.message.key;
+        // The smallest keys after the cursor: a max-heap holding at most a page's worth.
+        let mut smallest = std::collections::BinaryHeap::new();
+        let listed = self.endpoints[slot].store.for_each_key(|key| {
+            if key > after
+                && (smallest.len() < SCAN_KEYS_MAX
+                    || smallest.peek().is_some_and(|top: &Vec<u8>| key < top.as_slice()))
+            {
+                smallest.push(key.to_vec());
+                if smallest.len() > SCAN_KEYS_MAX {
+                    smallest.pop();
+                }
+            }
+        });
+        if let Err(error) = listed {
+            return self.answer(tx, &request, status_of(error));
+        }
+        let keys = smallest.into_sorted_vec();
+        let mut page = ScanPage::new();
+        let taken = keys.iter().take_while(|key| page.push(key)).count();
+        let mut reply = request.reply;
+        reply.version = u64::from(taken == SCAN_KEYS_MAX || taken < keys.len());
+        self.replies.push(tx, &reply, &[], page.as_bytes(), request.validated);
+    }
+
+    /// A REF_ONLY GET: a blob value's reference (length, chunk size, chunk hashes), or the
+    /// value itself when it lives in the log.
+    fn handle_get_reference(
+        &mut self,
+        mut request: Request<'_>,
+        slot: usize,
+        tx: &mut dyn Transmit,
+    ) {
+        let key = request.message.key;
+        let status = match self.endpoints[slot].store.get_reference(key) {
+            Ok(Some((ValueRef::Inline(value), version))) => {
+                return send_value(&mut self.replies, tx, &request, value, version);
+            }
+            Ok(Some((ValueRef::Blob(stored), version))) => {
+                let reference = BlobReference {
+                    value_len: u64::from_le_bytes(
+                        stored[..8].try_into().expect("reference length"),
+                    ),
+                    chunk_bytes: self.blobs.chunk_bytes() as u32,
+                    hashes: stored[8..]
+                        .chunks_exact(32)
+                        .map(|h| h.try_into().expect("32"))
+                        .collect(),
+                };
+                request.reply.flags |= flags::REF_ONLY;
+                return send_value(&mut self.replies, tx, &request, &reference.encode(), version);
+            }
+            Ok(None) => Status::NotFound,
+            Err(error) => status_of(error),
+        };
+        self.answer(tx, &request, status);
+    }
+
+    /// One blob chunk by its hash (the key), in fragments like any big value.
+    fn handle_chunk(&mut self, request: Request<'_>, tx: &mut dyn Transmit) {
+        let Ok(hash) = <[u8; 32]>::try_from(request.message.key) else {
+            return self.answer(tx, &request, Status::Malformed);
+        };
+        match self.blobs.chunk(&hash) {
+            Some(bytes) => send_value(&mut self.replies, tx, &request, bytes, 0),
+            None => self.answer(tx, &request, Status::NotFound),
         }
     }
 
@@ -162,121 +332,43 @@ impl Core {
         request.reply.partition = partition;
         let owner = layout.core_of(partition);
         if owner != self.config.core {
-            self.counters.wrong_owner += 1;
-            let mut reply = request.reply;
-            reply.status = Status::WrongOwner as u16;
-            let hint = &self.hints[owner as usize];
-            self.replies.push(tx, &reply, &[], hint, request.validated);
-            return;
+            return self.answer_wrong_owner(tx, &request, owner);
         }
         let slot = layout.slot_of(partition);
         self.stats.count_endpoint_request(self.config.core, slot);
-        if m.opcode() == Opcode::Get {
-            match self.endpoints[slot].store.get(m.key) {
-                Some((value, version)) => {
-                    send_value(&mut self.replies, tx, &request, value, version)
+        if m.opcode() != Opcode::Get {
+            return self.handle_write(now_ns, &request, slot, tx);
+        }
+        if m.header.has(flags::REF_ONLY) {
+            return self.handle_get_reference(request, slot, tx);
+        }
+        if m.header.has(flags::RANGE) {
+            if let Some(value) = self.read_cache.get(slot, m.key, m.header.version) {
+                return send_value(&mut self.replies, tx, &request, value, m.header.version);
+            }
+        }
+        let status = match self.endpoints[slot].store.get(&mut self.blobs, m.key) {
+            Ok(Some((value, version))) => {
+                if !fits_unfragmented(m.key.len(), value.len()) {
+                    self.read_cache.insert(slot, m.key, version, value);
                 }
-                None => self.answer(tx, &request, Status::NotFound),
+                return send_value(&mut self.replies, tx, &request, value, version);
             }
-            return;
-        }
-        self.handle_write(now_ns, &request, slot, tx);
-    }
-
-    fn handle_write(
-        &mut self,
-        now_ns: u64,
-        request: &Request<'_>,
-        slot: usize,
-        tx: &mut dyn Transmit,
-    ) {
-        let m = request.message;
-        let h = &m.header;
-        let id: RequestId = (h.client_id, h.tracking_id);
-        if let Some(record) = self.completions.get(id) {
-            self.counters.duplicates_answered += 1;
-            return self.answer_record(tx, request, record);
-        }
-        if !self.completions.has_room(now_ns) {
-            self.counters.busy += 1;
-            return self.answer(tx, request, Status::Busy);
-        }
-        if !h.has(flags::FRAGMENT) {
-            let record = self.apply(slot, m.opcode(), m.key, m.value, h.version);
-            self.completions.insert(now_ns, id, record);
-            return self.answer_record(tx, request, record);
-        }
-        if h.total_len as usize > VALUE_BYTES_MAX {
-            return self.answer(tx, request, Status::TooLarge);
-        }
-        match self.reassemblies.add(now_ns, id, h, m.key, m.value) {
-            Err(Refused::Busy) => {
-                self.counters.busy += 1;
-                self.answer(tx, request, Status::Busy)
-            }
-            Err(Refused::Inconsistent) => self.answer(tx, request, Status::Malformed),
-            Ok(r) if !r.is_complete() => {
-                if h.has(flags::ACK_REQUEST) {
-                    let mut reply = request.reply;
-                    reply.flags |= flags::PARTIAL;
-                    reply.frag_index = r.first_missing();
-                    self.replies.push(tx, &reply, &[], &[], request.validated);
-                }
-            }
-            Ok(_) => {
-                let r = self.reassemblies.take(id).expect("complete reassembly exists");
-                let opcode = Opcode::from_wire(r.opcode).expect("checked by proto");
-                let record = self.apply(slot, opcode, &r.key, &r.value, r.expected_version);
-                self.completions.insert(now_ns, id, record);
-                self.answer_record(tx, request, record);
-            }
-        }
-    }
-
-    fn answer_record(&mut self, tx: &mut dyn Transmit, request: &Request<'_>, record: Record) {
-        let mut reply = request.reply;
-        reply.status = record.status as u16;
-        reply.version = record.version;
-        self.replies.push(tx, &reply, &[], &[], request.validated);
-    }
-
-    fn apply(
-        &mut self,
-        slot: usize,
-        opcode: Opcode,
-        key: &[u8],
-        value: &[u8],
-        expected: u64,
-    ) -> Record {
-        let store = &mut self.endpoints[slot].store;
-        let keys_before = store.len() as u64;
-        let outcome = match opcode {
-            Opcode::Put => store.put(key, value).map(|v| (Status::Ok, v)),
-            Opcode::Cas => store.cas(key, expected, value).map(|o| match o {
-                CasOutcome::Swapped(v) => (Status::Ok, v),
-                CasOutcome::Mismatch(current) => (Status::VersionMismatch, current),
-            }),
-            Opcode::Delete => store
-                .delete(key)
-                .map(|existed| (if existed { Status::Ok } else { Status::NotFound }, 0)),
-            _ => unreachable!("apply is only called for writes"),
+            Ok(None) => Status::NotFound,
+            Err(error) => status_of(error),
         };
-        self.counters.keys = self.counters.keys + store.len() as u64 - keys_before;
-        let (status, version) = match outcome {
-            Ok(done) => done,
-            Err(StoreError::NoSpace) => (Status::NoSpace, 0),
-        };
-        Record { status, version }
+        self.answer(tx, &request, status);
     }
 }
 
 /// Whether the flags make sense for the opcode.
 fn flags_fit(opcode: Opcode, h: &HeaderFields) -> bool {
     let writes_value = matches!(opcode, Opcode::Put | Opcode::Cas);
-    let reads_value = matches!(opcode, Opcode::Get | Opcode::Map | Opcode::Stats);
+    let reads_value = matches!(opcode, Opcode::Get | Opcode::Map | Opcode::Stats | Opcode::Chunk);
     (!h.has(flags::FRAGMENT) || writes_value)
         && (!h.has(flags::ACK_REQUEST) || h.has(flags::FRAGMENT))
         && (!h.has(flags::RANGE) || reads_value)
+        && (!h.has(flags::REF_ONLY) || opcode == Opcode::Get)
 }
 
 /// Sends `value` as one message when it fits, else as a window of fragments (or the window a
@@ -334,7 +426,7 @@ impl Handler for Core {
         let token = self.tokens.token(peer);
         for message in Messages::new(datagram) {
             match message {
-                Ok(m) => self.handle_message(now_ns, token, &m, tx),
+                Ok(m) => self.handle_message(now_ns, peer, token, &m, tx),
                 Err(_) => {
                     self.counters.dropped_malformed += 1;
                     break;
@@ -344,11 +436,14 @@ impl Handler for Core {
         self.replies.flush(tx);
     }
 
-    fn end_batch(&mut self, now_ns: u64, _tx: &mut dyn Transmit) {
+    fn end_batch(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
+        self.commit(now_ns, tx);
+        self.compact_step();
         if now_ns.saturating_sub(self.last_sweep_ns) >= SWEEP_INTERVAL_NS {
             self.last_sweep_ns = now_ns;
             self.counters.reassemblies_expired += self.reassemblies.expire(now_ns) as u64;
         }
+        self.refresh_sizes(now_ns);
         self.stats.publish(self.config.core, &self.counters(), &self.latency);
     }
 

@@ -12,7 +12,9 @@
 mod completions;
 mod config;
 mod core;
+mod durable;
 mod layout;
+mod read_cache;
 mod reassembly;
 mod replies;
 mod stats;
@@ -20,5 +22,6 @@ mod validation;
 
 pub use crate::core::Core;
 pub use config::{ConfigError, CoreConfig};
+pub use durable::{CoreStorage, Durability};
 pub use layout::NodeLayout;
 pub use stats::{CoreCounters, LatencyHistogram, NodeStats, StatsSnapshot, LATENCY_BOUNDS_NS};

@@ -30,9 +30,46 @@ pub struct CoreCounters {
     pub completion_records: u64,
     /// Fragmented writes being reassembled now.
     pub reassemblies_active: u64,
+    /// Bytes in the endpoints' log segments (live and dead records).
+    pub log_bytes: u64,
+    /// Bytes of live keys and values.
+    pub live_bytes: u64,
+    /// Bytes of blob chunks (each stored once however many keys share it).
+    pub blob_bytes: u64,
+    /// Blob chunks stored.
+    pub blob_chunks: u64,
+    /// Bytes of the in-memory indexes.
+    pub index_bytes: u64,
+    /// Endpoints quarantined for a corrupt log (they answer UNAVAILABLE).
+    pub quarantined: u64,
+    /// Endpoints whose log stopped after an I/O error (they answer writes UNAVAILABLE).
+    pub poisoned: u64,
 }
 
-const FIELDS: usize = 12;
+const FIELDS: usize = 19;
+
+/// The JSON and metric names of the fields, in `to_array` order.
+pub(crate) const NAMES: [&str; FIELDS] = [
+    "endpoints",
+    "keys",
+    "requests",
+    "dropped_malformed",
+    "duplicates_answered",
+    "retry_token",
+    "busy",
+    "wrong_owner",
+    "reply_datagrams",
+    "reassemblies_expired",
+    "completion_records",
+    "reassemblies_active",
+    "log_bytes",
+    "live_bytes",
+    "blob_bytes",
+    "blob_chunks",
+    "index_bytes",
+    "quarantined",
+    "poisoned",
+];
 
 impl CoreCounters {
     fn to_array(self) -> [u64; FIELDS] {
@@ -49,6 +86,13 @@ impl CoreCounters {
             self.reassemblies_expired,
             self.completion_records,
             self.reassemblies_active,
+            self.log_bytes,
+            self.live_bytes,
+            self.blob_bytes,
+            self.blob_chunks,
+            self.index_bytes,
+            self.quarantined,
+            self.poisoned,
         ]
     }
 
@@ -66,6 +110,13 @@ impl CoreCounters {
             reassemblies_expired: a[9],
             completion_records: a[10],
             reassemblies_active: a[11],
+            log_bytes: a[12],
+            live_bytes: a[13],
+            blob_bytes: a[14],
+            blob_chunks: a[15],
+            index_bytes: a[16],
+            quarantined: a[17],
+            poisoned: a[18],
         }
     }
 
@@ -193,31 +244,14 @@ impl StatsSnapshot {
         total
     }
 
-    /// The STATS reply: node totals as one JSON object.
+    /// The STATS reply: node totals as one JSON object (plus `cores`, the core count).
     pub fn to_json(&self) -> String {
-        let t = self.total();
-        format!(
-            concat!(
-                "{{\"cores\":{},\"endpoints\":{},\"keys\":{},\"requests\":{},",
-                "\"dropped_malformed\":{},\"duplicates_answered\":{},\"retry_token\":{},",
-                "\"busy\":{},\"wrong_owner\":{},\"reply_datagrams\":{},",
-                "\"reassemblies_expired\":{},\"completion_records\":{},",
-                "\"reassemblies_active\":{}}}"
-            ),
-            self.cores.len(),
-            t.endpoints,
-            t.keys,
-            t.requests,
-            t.dropped_malformed,
-            t.duplicates_answered,
-            t.retry_token,
-            t.busy,
-            t.wrong_owner,
-            t.reply_datagrams,
-            t.reassemblies_expired,
-            t.completion_records,
-            t.reassemblies_active
-        )
+        let mut object = serde_json::Map::new();
+        object.insert("cores".into(), self.cores.len().into());
+        for (name, value) in NAMES.iter().zip(self.total().to_array()) {
+            object.insert((*name).into(), value.into());
+        }
+        serde_json::Value::Object(object).to_string()
     }
 }
 

@@ -43,8 +43,11 @@ pub mod flags {
     /// On a reply: a cumulative acknowledgement of a fragmented write still being received;
     /// `frag_index` is the first fragment the receiver still misses.
     pub const PARTIAL: u16 = 1 << 4;
+    /// On a GET: answer with the value's blob reference instead of its bytes when the value
+    /// lives in the blob tier (the reply then carries this flag; see `BlobReference`).
+    pub const REF_ONLY: u16 = 1 << 5;
     /// Every flag this version knows; others make a message malformed.
-    pub const KNOWN: u16 = REPLY | FRAGMENT | ACK_REQUEST | RANGE | PARTIAL;
+    pub const KNOWN: u16 = REPLY | FRAGMENT | ACK_REQUEST | RANGE | PARTIAL | REF_ONLY;
 }
 
 macro_rules! wire_enum {
@@ -82,6 +85,13 @@ wire_enum! {
         Map = 6,
         /// Counters of the serving core, as a JSON object.
         Stats = 7,
+        /// Keys of partition `partition` after the key given (empty: from the first), in
+        /// byte order, as many as fit one reply (`encode_scan_page`); the reply's `version` is
+        /// 1 when more may follow, 0 on the last page.
+        Scan = 8,
+        /// The bytes of one blob chunk, named by its BLAKE3 hash as the key (content-addressed,
+        /// immutable; fetched in fragments and RANGE pulls like any big value).
+        Chunk = 9,
     }
 }
 

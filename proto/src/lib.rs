@@ -10,6 +10,7 @@
 mod header;
 mod map;
 mod message;
+mod scan;
 
 pub use header::{flags, Header, HeaderFields, Opcode, Status, HEADER_BYTES, MAGIC, VERSION};
 pub use map::{
@@ -18,6 +19,7 @@ pub use map::{
 pub use message::{
     encode_message, fragment_count, fragment_span, BufferTooSmall, Malformed, Message, Messages,
 };
+pub use scan::{decode_scan_page, BlobReference, ScanPage, SCAN_PAGE_BYTES_MAX};
 
 /// Longest key, in bytes.
 pub const KEY_BYTES_MAX: usize = 250;

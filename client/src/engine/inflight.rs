@@ -49,6 +49,8 @@ pub(crate) struct InFlight {
     pub(crate) rto: Duration,
     pub(crate) deadline: Option<Instant>,
     pub(crate) sent_at: Instant,
+    /// When `tracking_id` was first sent: nothing carries it after `resend_window` more.
+    pub(crate) first_sent: Instant,
     /// The exchange went out once and a reply to it would be an unambiguous RTT sample.
     pub(crate) rtt_sample_open: bool,
     /// Fragments moved forward since the timer was armed: its expiry is not a lost attempt.

@@ -164,6 +164,7 @@ impl ClientCore {
             rto,
             deadline: None,
             sent_at: now,
+            first_sent: now,
             rtt_sample_open: false,
             progress: false,
             last_status: None,

@@ -209,7 +209,10 @@ impl ClientCore {
         let old = request.tracking_id;
         self.by_tracking.remove(&old);
         let tracking_id = self.new_tracking_id(id);
-        self.requests.get_mut(&id).expect("request in flight").tracking_id = tracking_id;
+        let request = self.requests.get_mut(&id).expect("request in flight");
+        request.tracking_id = tracking_id;
+        // A new tracking id: the server holds nothing under it yet, a new window starts.
+        request.first_sent = now;
         self.send_fresh(now, id);
     }
 }

@@ -39,6 +39,9 @@ impl ClientCore {
     }
 
     fn send(&mut self, now: Instant, id: RequestId, probe: bool) {
+        if self.resend_window_closed(now, id) {
+            return;
+        }
         let request = self.requests.get_mut(&id).expect("request in flight");
         request.sent_at = now;
         request.progress = false;
@@ -48,6 +51,19 @@ impl ClientCore {
         let deadline = now + request.rto;
         self.timers.set(id, request.deadline, deadline);
         request.deadline = Some(deadline);
+    }
+
+    /// Whether `id`'s resend window is over. If so nothing may be sent for it any more (the
+    /// server may have forgotten its completion record): its timer is moved to `now`, and
+    /// `handle_timeout` fails it.
+    pub(super) fn resend_window_closed(&mut self, now: Instant, id: RequestId) -> bool {
+        let request = self.requests.get_mut(&id).expect("request in flight");
+        if now < request.first_sent + self.config.resend_window {
+            return false;
+        }
+        self.timers.set(id, request.deadline, now);
+        request.deadline = Some(now);
+        true
     }
 }
 

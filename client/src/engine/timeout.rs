@@ -20,6 +20,11 @@ impl ClientCore {
 
     fn on_timer(&mut self, now: Instant, id: RequestId) {
         let request = self.requests.get_mut(&id).expect("request in flight");
+        if now >= request.first_sent + self.config.resend_window {
+            // Nothing may carry this tracking id any more (see `ClientConfig::resend_window`).
+            let error = Error::Timeout { attempts: request.attempts_total, server: request.target };
+            return self.finish(id, Err(error));
+        }
         if request.reroute {
             return self.reroute(now, id);
         }
@@ -60,6 +65,9 @@ impl ClientCore {
 
     /// Sends `id` to `server` from scratch, same tracking id, fresh budget.
     pub(super) fn move_to(&mut self, now: Instant, id: RequestId, server: SocketAddr) {
+        if self.resend_window_closed(now, id) {
+            return;
+        }
         let request = self.requests.get_mut(&id).expect("request in flight");
         request.reset_for_new_server(server);
         self.send_fresh(now, id);

@@ -37,6 +37,8 @@ pub(crate) struct Sim {
     rng: u64,
     seq: u64,
     network: BTreeMap<(Instant, u64), Packet>,
+    /// Every datagram the client sent: when, to whom, the tracking ids of its messages.
+    pub(crate) sent: Vec<(Instant, SocketAddr, Vec<u64>)>,
     completions: HashMap<RequestId, (Instant, Result<Reply, Error>)>,
 }
 
@@ -54,6 +56,7 @@ impl Sim {
             rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             seq: 0,
             network: BTreeMap::new(),
+            sent: Vec::new(),
             completions: HashMap::new(),
         }
     }
@@ -88,6 +91,9 @@ impl Sim {
     fn step(&mut self) -> bool {
         while let Some((to, datagram)) = self.core.poll_transmit() {
             assert!(datagram.len() <= proto::DATAGRAM_BYTES_MAX);
+            let tracking =
+                proto::Messages::new(&datagram).map(|m| m.unwrap().header.tracking_id).collect();
+            self.sent.push((self.now, to, tracking));
             self.send(CLIENT_ADDR, to, datagram);
         }
         let delivery = self.network.keys().next().map(|&(at, _)| at);
@@ -143,6 +149,15 @@ impl Sim {
         }
         let (at, result) = self.completions.remove(&id).expect("completed within the event budget");
         (at - self.start, result)
+    }
+
+    /// When datagrams carrying `tracking_id` were sent, relative to the start.
+    pub(crate) fn sends_of(&self, tracking_id: u64) -> Vec<Duration> {
+        self.sent
+            .iter()
+            .filter(|(_, _, ids)| ids.contains(&tracking_id))
+            .map(|&(at, _, _)| at - self.start)
+            .collect()
     }
 
     /// Runs until every submitted request completed and the network is quiet.

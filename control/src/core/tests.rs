@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::layout::NodeLayout;
-use proto::{encode_message, FRAGMENT_BYTES, HEADER_BYTES};
+use proto::{encode_message, FRAGMENT_BYTES, HEADER_BYTES, VALUE_BYTES_MAX};
 
 const CLIENT: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
@@ -302,4 +302,87 @@ fn completion_table_full_of_young_records_answers_busy() {
         let status = h.one(put, b"k", b"v").0.status;
         assert_eq!(status, if i < 2 { 0 } else { Status::Busy as u16 });
     }
+}
+
+#[test]
+fn scan_pages_list_every_key_once_in_order() {
+    let mut h = Harness::new(1, 0);
+    let mut written: Vec<Vec<u8>> = (0..700).map(|i| format!("k{i:05}").into_bytes()).collect();
+    for key in &written {
+        let put = h.request(Opcode::Put, key, b"v");
+        h.one(put, key, b"v");
+    }
+    let mut listed = Vec::new();
+    for partition in 0..16 {
+        let mut after = Vec::new();
+        loop {
+            let mut scan = h.request(Opcode::Scan, &after, b"");
+            scan.partition = partition;
+            let (r, page) = h.one(scan, &after, b"");
+            assert_eq!(r.status, 0);
+            let keys: Vec<Vec<u8>> =
+                proto::decode_scan_page(&page).unwrap().into_iter().map(<[u8]>::to_vec).collect();
+            assert!(keys.windows(2).all(|w| w[0] < w[1]), "in byte order");
+            assert!(keys.iter().all(|k| partition_of(key_hash(k), 16) == partition));
+            if let Some(last) = keys.last() {
+                after = last.clone();
+            }
+            listed.extend(keys);
+            if r.version == 0 {
+                break;
+            }
+        }
+    }
+    listed.sort();
+    written.sort();
+    assert_eq!(listed, written);
+    let mut scan = h.request(Opcode::Scan, b"", b"");
+    scan.partition = 99;
+    assert_eq!(h.one(scan, b"", b"").0.status, Status::Malformed as u16);
+}
+
+#[test]
+fn big_values_can_be_fetched_by_reference_and_chunk() {
+    let mut h = Harness::new(1, 0);
+    let value: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let base = h.request(Opcode::Put, b"big", b"");
+    for i in 0..fragment_count(value.len() as u32) {
+        let (f, span) = fragment(base, &value, i);
+        h.send(&[(f, b"big", &value[span])]);
+    }
+    let mut get = h.request(Opcode::Get, b"big", b"");
+    get.flags = flags::REF_ONLY;
+    let (r, payload) = h.one(get, b"big", b"");
+    assert!(r.has(flags::REF_ONLY), "a blob value answers with its reference");
+    let reference = BlobReference::decode(&payload).unwrap();
+    assert_eq!((reference.value_len, reference.hashes.len()), (100_000, 2));
+    let chunk = reference.chunk_bytes as usize;
+    assert_eq!(reference.hashes[0], *blake3::hash(&value[..chunk]).as_bytes());
+
+    // The second chunk, pulled by hash in fragments: the first window, then a RANGE.
+    let hash = reference.hashes[1];
+    let fetch = h.request(Opcode::Chunk, &hash, b"");
+    let mut got = vec![0u8; value.len() - chunk];
+    let mut fragments = h.send(&[(fetch, &hash, b"")]);
+    let mut range = fetch;
+    range.flags = flags::RANGE;
+    range.frag_index = FRAGMENT_WINDOW;
+    range.frag_count = FRAGMENT_WINDOW;
+    fragments.extend(h.send(&[(range, &hash, b"")]));
+    for (r, data) in &fragments {
+        assert_eq!(r.status, 0);
+        let span = fragment_span(got.len() as u32, r.frag_index);
+        got[span].copy_from_slice(data);
+    }
+    assert_eq!(got, &value[chunk..]);
+
+    let missing = h.request(Opcode::Chunk, &[0; 32], b"");
+    assert_eq!(h.one(missing, &[0; 32], b"").0.status, Status::NotFound as u16);
+    let mut small = h.request(Opcode::Put, b"small", b"tiny");
+    small.total_len = 4;
+    h.one(small, b"small", b"tiny");
+    let mut get = h.request(Opcode::Get, b"small", b"");
+    get.flags = flags::REF_ONLY;
+    let (r, payload) = h.one(get, b"small", b"");
+    assert!(!r.has(flags::REF_ONLY) && payload == b"tiny", "a log value answers itself");
 }

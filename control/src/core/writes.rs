@@ -1,0 +1,204 @@
+//! The write path: exactly-once application, group commit before the answer, and the
+//! background upkeep of the stores (compaction, sizes) bounded per loop iteration.
+
+use super::*;
+use crate::completions::{Record, RequestId};
+use crate::durable::send_acks;
+use crate::reassembly::Refused;
+use proto::VALUE_BYTES_MAX;
+use storage::CasOutcome;
+
+/// How often a `Durability::Memory` core flushes what it wrote (frees blob chunks a
+/// delete or overwrite released, bounds what a power cut loses).
+const MEMORY_FLUSH_INTERVAL_NS: u64 = 100_000_000;
+
+/// How often store sizes are summed for the counters (visits every endpoint).
+const SIZES_INTERVAL_NS: u64 = 250_000_000;
+
+impl Core {
+    pub(super) fn handle_write(
+        &mut self,
+        now_ns: u64,
+        request: &Request<'_>,
+        slot: usize,
+        tx: &mut dyn Transmit,
+    ) {
+        let m = request.message;
+        let h = &m.header;
+        let id: RequestId = (h.client_id, h.tracking_id);
+        if let Some(record) = self.completions.get(id) {
+            self.counters.duplicates_answered += 1;
+            return self.answer_write(tx, request, slot, record);
+        }
+        if !self.completions.has_room(now_ns) {
+            self.counters.busy += 1;
+            return self.answer(tx, request, Status::Busy);
+        }
+        if !h.has(flags::FRAGMENT) {
+            let record = self.apply(slot, m.opcode(), m.key, m.value, h.version);
+            self.completions.insert(now_ns, id, record);
+            return self.answer_write(tx, request, slot, record);
+        }
+        if h.total_len as usize > VALUE_BYTES_MAX {
+            return self.answer(tx, request, Status::TooLarge);
+        }
+        match self.reassemblies.add(now_ns, id, h, m.key, m.value) {
+            Err(Refused::Busy) => {
+                self.counters.busy += 1;
+                self.answer(tx, request, Status::Busy)
+            }
+            Err(Refused::Inconsistent) => self.answer(tx, request, Status::Malformed),
+            Ok(r) if !r.is_complete() => {
+                if h.has(flags::ACK_REQUEST) {
+                    let mut reply = request.reply;
+                    reply.flags |= flags::PARTIAL;
+                    reply.frag_index = r.first_missing();
+                    self.replies.push(tx, &reply, &[], &[], request.validated);
+                }
+            }
+            Ok(_) => {
+                let r = self.reassemblies.take(id).expect("complete reassembly exists");
+                let opcode = Opcode::from_wire(r.opcode).expect("checked by proto");
+                let record = self.apply(slot, opcode, &r.key, &r.value, r.expected_version);
+                self.completions.insert(now_ns, id, record);
+                self.answer_write(tx, request, slot, record);
+            }
+        }
+    }
+
+    /// Answers a write now, or, when its endpoint has writes not yet flushed and the class
+    /// is `Flushed`, after the batch's group commit. A resend of a write still waiting is
+    /// held the same way, so no answer ever runs ahead of the flush.
+    fn answer_write(
+        &mut self,
+        tx: &mut dyn Transmit,
+        request: &Request<'_>,
+        slot: usize,
+        record: Record,
+    ) {
+        let mut reply = request.reply;
+        reply.status = record.status as u16;
+        reply.version = record.version;
+        if self.durability == Durability::Flushed && self.endpoints[slot].dirty {
+            if self.pending.len() == PENDING_ACKS_MAX {
+                self.flush_dirty(tx);
+            } else {
+                self.pending.push(PendingAck { peer: request.peer, reply, slot });
+                return;
+            }
+        }
+        self.replies.push(tx, &reply, &[], &[], request.validated);
+    }
+
+    fn apply(
+        &mut self,
+        slot: usize,
+        opcode: Opcode,
+        key: &[u8],
+        value: &[u8],
+        expected: u64,
+    ) -> Record {
+        let endpoint = &mut self.endpoints[slot];
+        let store = &mut endpoint.store;
+        let keys_before = store.len() as u64;
+        let outcome = match opcode {
+            Opcode::Put => store.put(&mut self.blobs, key, value).map(|v| (Status::Ok, v)),
+            Opcode::Cas => store.cas(&mut self.blobs, key, expected, value).map(|o| match o {
+                CasOutcome::Swapped(v) => (Status::Ok, v),
+                CasOutcome::Mismatch(current) => (Status::VersionMismatch, current),
+            }),
+            Opcode::Delete => store
+                .delete(key)
+                .map(|existed| (if existed { Status::Ok } else { Status::NotFound }, 0)),
+            _ => unreachable!("apply is only called for writes"),
+        };
+        self.counters.keys = self.counters.keys + store.len() as u64 - keys_before;
+        if store.needs_flush() && !endpoint.dirty {
+            endpoint.dirty = true;
+            self.dirty.push(slot);
+        }
+        if store.needs_compaction() && !endpoint.queued_for_compaction {
+            endpoint.queued_for_compaction = true;
+            self.compaction_queue.push_back(slot);
+        }
+        let (status, version) = outcome.unwrap_or_else(|error| (status_of(error), 0));
+        Record { status, version }
+    }
+
+    /// The group commit at the end of a batch: `Flushed` endpoints flush and their held
+    /// replies go out; `Memory` endpoints write out their tails and flush on a timer.
+    pub(super) fn commit(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
+        match self.durability {
+            Durability::Flushed => self.flush_dirty(tx),
+            Durability::Memory => {
+                for &slot in &self.dirty {
+                    // A failure poisons the store, which then answers every write itself.
+                    let _ = self.endpoints[slot].store.write_out();
+                }
+                if now_ns.saturating_sub(self.last_flush_ns) >= MEMORY_FLUSH_INTERVAL_NS {
+                    self.last_flush_ns = now_ns;
+                    self.flush_dirty(tx);
+                }
+            }
+        }
+    }
+
+    /// Flushes every dirty endpoint, then sends the replies held for them: the recorded
+    /// outcome if its endpoint's flush succeeded, else the flush's error (the write may or may
+    /// not have reached the disk, so it must not be acknowledged).
+    fn flush_dirty(&mut self, tx: &mut dyn Transmit) {
+        for slot in self.dirty.drain(..) {
+            let endpoint = &mut self.endpoints[slot];
+            endpoint.dirty = false;
+            if let Err(error) = endpoint.store.flush(&mut self.blobs) {
+                let status = status_of(error) as u16;
+                for ack in self.pending.iter_mut().filter(|a| a.slot == slot) {
+                    ack.reply.status = status;
+                    ack.reply.version = 0;
+                    self.completions.replace(
+                        (ack.reply.client_id, ack.reply.tracking_id),
+                        Record { status: status_of(error), version: 0 },
+                    );
+                }
+            }
+        }
+        send_acks(&self.pending, &mut self.ack_buf[..], tx);
+        self.pending.clear();
+    }
+
+    /// One bounded step of compaction for the endpoint at the head of the queue.
+    pub(super) fn compact_step(&mut self) {
+        if self.compaction_step_bytes == 0 {
+            return; // compaction turned off (`compaction_step_bytes = 0`)
+        }
+        let Some(&slot) = self.compaction_queue.front() else { return };
+        let endpoint = &mut self.endpoints[slot];
+        let more = endpoint.store.needs_compaction()
+            && endpoint.store.compact_step(&mut self.blobs, self.compaction_step_bytes).is_ok();
+        if !more {
+            endpoint.queued_for_compaction = false;
+            self.compaction_queue.pop_front();
+        }
+    }
+
+    /// Sums the stores' sizes into the counters, every `SIZES_INTERVAL_NS`.
+    pub(super) fn refresh_sizes(&mut self, now_ns: u64) {
+        if now_ns.saturating_sub(self.last_sizes_ns) < SIZES_INTERVAL_NS && self.last_sizes_ns != 0
+        {
+            return;
+        }
+        self.last_sizes_ns = now_ns.max(1);
+        let c = &mut self.counters;
+        (c.log_bytes, c.live_bytes, c.index_bytes, c.quarantined, c.poisoned) = (0, 0, 0, 0, 0);
+        for endpoint in &self.endpoints {
+            let s = endpoint.store.stats();
+            c.log_bytes += s.log_bytes;
+            c.live_bytes += s.live_bytes;
+            c.index_bytes += s.index_bytes;
+            c.quarantined += s.quarantined;
+            c.poisoned += u64::from(endpoint.store.failure() == Some(StoreError::Poisoned));
+        }
+        c.blob_bytes = self.blobs.blob_bytes();
+        c.blob_chunks = self.blobs.blob_chunks();
+    }
+}

@@ -1,0 +1,97 @@
+//! The stores a core serves from, and how writes become durable before they are answered.
+
+use dataplane::Transmit;
+use proto::HeaderFields;
+use std::net::SocketAddr;
+use storage::{BlobStore, MemoryVolume, Store, StoreConfig, StoreError};
+
+/// When a write is answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// As soon as it is applied (in memory; written to the file at the end of the batch).
+    /// Survives a process crash once written out, not a power cut.
+    Memory,
+    /// After the batch's group commit (one `fdatasync` per dirty endpoint per loop
+    /// iteration). Survives a power cut.
+    #[default]
+    Flushed,
+}
+
+impl Durability {
+    /// Parses `memory` or `flushed`.
+    pub fn parse(text: &str) -> Option<Durability> {
+        match text {
+            "memory" => Some(Durability::Memory),
+            "flushed" => Some(Durability::Flushed),
+            _ => None,
+        }
+    }
+}
+
+/// A core's stores: one per endpoint, and the blob store they share.
+#[derive(Debug)]
+pub struct CoreStorage {
+    /// Content-addressed chunks of big values.
+    pub blobs: BlobStore,
+    /// One per endpoint, in slot order.
+    pub stores: Vec<Store>,
+    /// When writes are answered.
+    pub durability: Durability,
+    /// Bytes of log one compaction step may copy (bounded work per loop iteration).
+    pub compaction_step_bytes: u64,
+}
+
+impl CoreStorage {
+    /// Stores in memory volumes (tests, benchmarks, `cradle demo`): nothing survives the
+    /// process.
+    pub fn in_memory(endpoints: usize, config: &StoreConfig) -> CoreStorage {
+        let (mut blobs, _) = BlobStore::open(Box::new(MemoryVolume::new("blobs")), config)
+            .expect("a memory volume cannot fail to open");
+        let stores = (0..endpoints)
+            .map(|slot| {
+                let volume = Box::new(MemoryVolume::new(&format!("endpoint-{slot}")));
+                Store::open(volume, config, &mut blobs).expect("a memory volume cannot fail").0
+            })
+            .collect();
+        CoreStorage {
+            blobs,
+            stores,
+            durability: Durability::Memory,
+            compaction_step_bytes: 256 << 10,
+        }
+    }
+}
+
+/// A write reply held until its endpoint's group commit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PendingAck {
+    pub(crate) peer: SocketAddr,
+    pub(crate) reply: HeaderFields,
+    pub(crate) slot: usize,
+}
+
+/// The status a store error is answered with.
+pub(crate) fn status_of(error: StoreError) -> proto::Status {
+    match error {
+        StoreError::NoSpace => proto::Status::NoSpace,
+        StoreError::Poisoned | StoreError::Quarantined => proto::Status::Unavailable,
+    }
+}
+
+/// Sends held replies, packing consecutive ones to the same peer into one datagram.
+pub(crate) fn send_acks(acks: &[PendingAck], buf: &mut [u8], tx: &mut dyn Transmit) {
+    let mut len = 0;
+    let mut peer = None;
+    for ack in acks {
+        let full = len + proto::HEADER_BYTES > proto::DATAGRAM_BYTES_MAX;
+        if len > 0 && (peer != Some(ack.peer) || full) {
+            tx.send(peer.expect("set with len"), &buf[..len]);
+            len = 0;
+        }
+        peer = Some(ack.peer);
+        len += proto::encode_message(&mut buf[len..], &ack.reply, &[], &[]).expect("fits");
+    }
+    if let (Some(peer), true) = (peer, len > 0) {
+        tx.send(peer, &buf[..len]);
+    }
+}

@@ -1,0 +1,105 @@
+//! Opening a node's data directory: the layout it was made with, a lock so two nodes never
+//! share it, and each core's stores, replayed with progress and a report of what was found.
+
+use control::{CoreStorage, Durability, NodeLayout};
+use std::fs::File;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use storage::{BlobStore, FileVolume, Store, StoreConfig};
+
+/// Names the partition count a data directory was made with: its files are per partition,
+/// and a node with another count would find keys in the wrong endpoints.
+const LAYOUT_FILE: &str = "cradle-layout";
+
+/// Locks `data_dir` for this process (released when the returned file closes) and checks it
+/// was made with the same number of partitions and cores.
+pub(crate) fn claim(data_dir: &Path, layout: &NodeLayout) -> Result<File, String> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+    let lock_path = data_dir.join("LOCK");
+    let lock = File::create(&lock_path)
+        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+    lock.try_lock()
+        .map_err(|_| format!("data dir {} is in use by another cradle node", data_dir.display()))?;
+    let wanted = format!("partitions {}\ncores {}\n", layout.partitions(), layout.cores());
+    let path = data_dir.join(LAYOUT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == wanted => Ok(lock),
+        Ok(found) => Err(format!(
+            "data dir {} was made with {}; this node has {} (keep --partitions and --cores)",
+            data_dir.display(),
+            found.trim().replace('\n', ", "),
+            wanted.trim().replace('\n', ", ")
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, wanted)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(lock)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Opens core `core`'s blob store and endpoint stores, replaying their logs. Prints a line
+/// per torn tail and per quarantined endpoint, and progress every second on long replays.
+pub(crate) fn open_core(
+    data_dir: &Path,
+    layout: &NodeLayout,
+    core: u32,
+    config: &StoreConfig,
+) -> Result<CoreStorage, String> {
+    let blobs_dir = data_dir.join(format!("blobs-core-{core}"));
+    let (mut blobs, _) = BlobStore::open(Box::new(FileVolume::new(&blobs_dir)), config)
+        .map_err(|e| format!("cannot open blob store {}: {e}", blobs_dir.display()))?;
+    let endpoints = layout.endpoints_on(core);
+    let mut stores = Vec::with_capacity(endpoints);
+    let (started, mut last_progress) = (Instant::now(), Instant::now());
+    let (mut replayed, mut quarantined) = (0u64, 0);
+    for slot in 0..endpoints {
+        let partition = slot as u32 * layout.cores() + core;
+        let dir = data_dir.join(format!("partition-{partition:07}"));
+        let (store, report) = Store::open(Box::new(FileVolume::new(&dir)), config, &mut blobs)
+            .map_err(|e| format!("cannot open partition {partition} in {}: {e}", dir.display()))?;
+        replayed += report.bytes_replayed;
+        if let Some(torn) = &report.torn_tail {
+            eprintln!(
+                "cradle: partition {partition}: torn tail truncated at {} byte {} ({})",
+                torn.file, torn.offset, torn.reason
+            );
+        }
+        if let Some(corruption) = &report.quarantine {
+            quarantined += 1;
+            eprintln!(
+                "cradle: partition {partition} QUARANTINED: {corruption}; it answers UNAVAILABLE \
+                 and no file was changed"
+            );
+        }
+        stores.push(store);
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            eprintln!(
+                "cradle: core {core}: opened {}/{endpoints} endpoints, {} MiB replayed",
+                slot + 1,
+                replayed >> 20
+            );
+        }
+    }
+    // Chunks no live key references are garbage only if every endpoint's references were
+    // read; a quarantined endpoint's were not.
+    if quarantined == 0 {
+        blobs.reclaim_unreferenced().map_err(|e| format!("core {core}: blob reclaim: {e}"))?;
+    }
+    if started.elapsed() >= Duration::from_secs(1) {
+        eprintln!(
+            "cradle: core {core}: {endpoints} endpoints open, {} MiB replayed in {:.1} s",
+            replayed >> 20,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(CoreStorage {
+        blobs,
+        stores,
+        durability: Durability::default(),
+        compaction_step_bytes: 256 << 10,
+    })
+}

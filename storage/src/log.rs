@@ -1,0 +1,350 @@
+//! One endpoint's append log: numbered segment files on a volume, a tail buffer, group
+//! commit, poisoning. The first file is created by the first append, so an endpoint that
+//! never wrote costs no file, no map and no descriptor.
+//!
+//! A segment starts with a 32-byte header (magic, number, LSN floor, checksum) and holds
+//! records (see `record.rs`) up to a zero header. When a segment is full, a marker record
+//! naming the next segment ends it ("seal"); compaction writes a marker naming the oldest
+//! segment that must still exist. Recovery uses both to tell a missing file from a deleted
+//! one.
+
+use crate::device::{LogDevice, Volume};
+use crate::error::{is_no_space, StoreError};
+use crate::index::{Loc, SEGMENTS_MAX};
+use crate::record::{self, Bad, Kind, Record};
+use std::collections::VecDeque;
+use std::io;
+use xxhash_rust::xxh3::xxh3_64;
+
+pub(crate) const SEGMENT_HEADER_BYTES: u64 = 32;
+const MAGIC: &[u8; 8] = b"CRDLSEG1";
+/// Room always kept free at the end of a segment for its seal.
+const SEAL_BYTES: u64 = record::HEADER_BYTES as u64 + 16;
+
+/// A marker's payload: (oldest segment that must exist, next segment or 0).
+pub(crate) fn marker_payload(oldest: u64, next: u64) -> [u8; 16] {
+    let mut p = [0; 16];
+    p[..8].copy_from_slice(&oldest.to_le_bytes());
+    p[8..].copy_from_slice(&next.to_le_bytes());
+    p
+}
+
+pub(crate) fn parse_marker(payload: &[u8]) -> Option<(u64, u64)> {
+    let oldest = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+    let next = u64::from_le_bytes(payload.get(8..16)?.try_into().ok()?);
+    Some((oldest, next))
+}
+
+pub(crate) fn segment_name(number: u64) -> String {
+    format!("{number:010}.seg")
+}
+
+pub(crate) fn segment_number(name: &str) -> Option<u64> {
+    name.strip_suffix(".seg")?.parse().ok()
+}
+
+pub(crate) fn segment_header(number: u64, lsn_floor: u64) -> [u8; 32] {
+    let mut h = [0; 32];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..16].copy_from_slice(&number.to_le_bytes());
+    h[16..24].copy_from_slice(&lsn_floor.to_le_bytes());
+    let checksum = xxh3_64(&h[..24]);
+    h[24..].copy_from_slice(&checksum.to_le_bytes());
+    h
+}
+
+/// The LSN floor of a valid header for segment `number`.
+pub(crate) fn parse_segment_header(h: &[u8], number: u64) -> Option<u64> {
+    let valid = h.len() >= 32
+        && &h[..8] == MAGIC
+        && h[8..16] == number.to_le_bytes()
+        && h[24..32] == xxh3_64(&h[..24]).to_le_bytes();
+    valid.then(|| u64::from_le_bytes(h[16..24].try_into().expect("8 bytes")))
+}
+
+/// One open segment.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) number: u64,
+    pub(crate) device: Box<dyn LogDevice>,
+    /// Bytes in use (header and records, the tail included).
+    pub(crate) end: u64,
+    /// Bytes of records nobody points at any more.
+    pub(crate) dead: u64,
+    synced: bool,
+}
+
+impl Segment {
+    pub(crate) fn new(number: u64, device: Box<dyn LogDevice>, end: u64) -> Segment {
+        Segment { number, device, end, dead: 0, synced: true }
+    }
+}
+
+/// The log of one endpoint.
+#[derive(Debug)]
+pub(crate) struct Log {
+    volume: Box<dyn Volume>,
+    segment_bytes: u64,
+    tail_bytes_max: usize,
+    slots: Vec<Option<Segment>>,
+    /// Slots from the oldest segment to the active one.
+    order: VecDeque<u16>,
+    next_number: u64,
+    /// Records appended to the active segment and not yet written to it.
+    tail: Vec<u8>,
+    tail_start: u64,
+    new_files: bool,
+    lsn_high: u64,
+    failure: Option<StoreError>,
+}
+
+impl Log {
+    pub(crate) fn new(volume: Box<dyn Volume>, segment_bytes: u64, tail_bytes_max: usize) -> Log {
+        Log {
+            volume,
+            segment_bytes,
+            tail_bytes_max,
+            slots: Vec::new(),
+            order: VecDeque::new(),
+            next_number: 0,
+            tail: Vec::new(),
+            tail_start: 0,
+            new_files: false,
+            lsn_high: 0,
+            failure: None,
+        }
+    }
+
+    pub(crate) fn volume(&self) -> &dyn Volume {
+        &*self.volume
+    }
+
+    /// Adopts a recovered segment (oldest first); the last one adopted is the active one.
+    pub(crate) fn adopt(&mut self, segment: Segment, lsn_high: u64) -> u16 {
+        self.next_number = segment.number + 1;
+        self.tail_start = segment.end;
+        self.lsn_high = self.lsn_high.max(lsn_high);
+        let slot = self.free_slot().expect("recovery checks the segment count");
+        self.slots[slot as usize] = Some(segment);
+        self.order.push_back(slot);
+        slot
+    }
+
+    pub(crate) fn failure(&self) -> Option<StoreError> {
+        self.failure
+    }
+
+    /// Stops the log with `failure` (a flush failed elsewhere, e.g. in the blob store).
+    pub(crate) fn stop(&mut self, failure: StoreError) {
+        self.failure.get_or_insert(failure);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        self.failure.map_or(Ok(()), Err)
+    }
+
+    /// Stops the log for good (until a restart); `io` decides NoSpace or Poisoned.
+    fn poison(&mut self, e: &io::Error) -> StoreError {
+        let failure = if is_no_space(e) { StoreError::NoSpace } else { StoreError::Poisoned };
+        self.failure = Some(failure);
+        failure
+    }
+
+    pub(crate) fn segment(&self, slot: u16) -> &Segment {
+        self.slots[slot as usize].as_ref().expect("live segment slot")
+    }
+
+    pub(crate) fn segment_mut(&mut self, slot: u16) -> &mut Segment {
+        self.slots[slot as usize].as_mut().expect("live segment slot")
+    }
+
+    pub(crate) fn segment_count(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The oldest segment, if it is not the active one.
+    pub(crate) fn oldest_sealed(&self) -> Option<u16> {
+        (self.order.len() >= 2).then(|| self.order[0])
+    }
+
+    fn active(&self) -> Option<u16> {
+        self.order.back().copied()
+    }
+
+    /// Appends a record; it is readable at once and durable after `sync`.
+    pub(crate) fn append(
+        &mut self,
+        kind: Kind,
+        lsn: u64,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<Loc, StoreError> {
+        self.check()?;
+        let span = record::span_of(key.len(), payload.len()) as u64;
+        let fits = self
+            .active()
+            .is_some_and(|a| self.segment(a).end + span + SEAL_BYTES <= self.segment_bytes);
+        if !fits {
+            self.roll()?;
+        }
+        self.lsn_high = self.lsn_high.max(lsn);
+        Ok(self.push(kind, lsn, key, payload))
+    }
+
+    /// Encodes into the tail of the active segment (which has room).
+    fn push(&mut self, kind: Kind, lsn: u64, key: &[u8], payload: &[u8]) -> Loc {
+        let slot = self.active().expect("an active segment");
+        let offset = self.segment(slot).end;
+        record::encode(&mut self.tail, kind, lsn, key, payload);
+        let end = self.tail_start + self.tail.len() as u64;
+        assert!(end <= self.segment_bytes, "the caller made room");
+        self.segment_mut(slot).end = end;
+        if self.tail.len() > self.tail_bytes_max {
+            // Bounded memory: a failure here poisons, and the next call reports it.
+            let _ = self.write_out();
+        }
+        Loc { segment: slot, offset: offset as u32 }
+    }
+
+    fn free_slot(&mut self) -> Option<u16> {
+        if let Some(i) = self.slots.iter().position(Option::is_none) {
+            return Some(i as u16);
+        }
+        if self.slots.len() >= SEGMENTS_MAX {
+            return None;
+        }
+        self.slots.push(None);
+        Some((self.slots.len() - 1) as u16)
+    }
+
+    /// Seals the active segment (if any) and starts the next one.
+    fn roll(&mut self) -> Result<(), StoreError> {
+        let slot = self.free_slot().ok_or(StoreError::NoSpace)?;
+        let number = self.next_number;
+        // The new file exists durably before the seal that names it can reach the disk,
+        // so recovery may treat a named-but-absent segment as lost data.
+        let device = self
+            .volume
+            .create(&segment_name(number), self.segment_bytes)
+            .map_err(|e| if is_no_space(&e) { StoreError::NoSpace } else { self.poison(&e) })?;
+        self.volume.sync().map_err(|e| self.poison(&e))?;
+        if let Some(active) = self.active() {
+            let oldest = self.segment(self.order[0]).number;
+            self.push(Kind::Marker, self.lsn_high, &[], &marker_payload(oldest, number));
+            self.write_out()?;
+            self.segment_mut(active).synced = false;
+        }
+        self.next_number = number + 1;
+        let mut segment = Segment::new(number, device, 0);
+        segment.synced = false;
+        self.slots[slot as usize] = Some(segment);
+        self.order.push_back(slot);
+        self.new_files = true;
+        self.tail_start = 0;
+        self.tail.extend_from_slice(&segment_header(number, self.lsn_high));
+        self.segment_mut(slot).end = SEGMENT_HEADER_BYTES;
+        Ok(())
+    }
+
+    /// The record at `loc`, checked (checksum and length) again on the way out.
+    pub(crate) fn read(&self, loc: Loc) -> Result<Record<'_>, Bad> {
+        let offset = u64::from(loc.offset);
+        let segment = self.segment(loc.segment);
+        if Some(loc.segment) == self.active() && offset >= self.tail_start {
+            return record::decode(&self.tail[(offset - self.tail_start) as usize..]);
+        }
+        let len = segment.device.len().saturating_sub(offset) as usize;
+        let bytes = segment.device.read(offset, len).map_err(|_| Bad::Truncated)?;
+        record::decode(bytes)
+    }
+
+    /// Writes the tail to the active file (page cache; durable after `sync`).
+    pub(crate) fn write_out(&mut self) -> Result<(), StoreError> {
+        self.check()?;
+        let Some(slot) = self.active() else {
+            return Ok(());
+        };
+        if self.tail.is_empty() {
+            return Ok(());
+        }
+        let start = self.tail_start;
+        let segment = self.slots[slot as usize].as_mut().expect("active segment");
+        let result = segment.device.write(start, &self.tail);
+        segment.synced = false;
+        if let Err(e) = result {
+            return Err(self.poison(&e));
+        }
+        self.tail_start += self.tail.len() as u64;
+        self.tail.clear();
+        Ok(())
+    }
+
+    /// Whether `sync` has anything to do.
+    pub(crate) fn needs_sync(&self) -> bool {
+        !self.tail.is_empty() || self.slots.iter().flatten().any(|s| !s.synced)
+    }
+
+    /// Group commit: every record appended so far is durable when this returns Ok.
+    /// A failure poisons the log; it is never retried.
+    pub(crate) fn sync(&mut self) -> Result<(), StoreError> {
+        self.write_out()?;
+        if self.new_files {
+            self.volume.sync().map_err(|e| self.poison(&e))?;
+            self.new_files = false;
+        }
+        for i in 0..self.slots.len() {
+            let Some(segment) = self.slots[i].as_mut().filter(|s| !s.synced) else {
+                continue;
+            };
+            if let Err(e) = segment.device.sync() {
+                return Err(self.poison(&e));
+            }
+            segment.synced = true;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn mark_dead(&mut self, loc: Loc, bytes: u64) {
+        let segment = self.segment_mut(loc.segment);
+        segment.dead += bytes;
+        assert!(segment.dead <= segment.end, "dead bytes exceed the segment");
+    }
+
+    /// Bytes in use and dead bytes over all segments.
+    pub(crate) fn usage(&self) -> (u64, u64) {
+        let segments = self.slots.iter().flatten();
+        segments.fold((0, 0), |(used, dead), s| (used + s.end, dead + s.dead))
+    }
+
+    /// Sets where a recovered segment's valid records end; appends continue there.
+    pub(crate) fn set_end(&mut self, slot: u16, end: u64) {
+        self.segment_mut(slot).end = end;
+        if self.active() == Some(slot) {
+            self.tail_start = end;
+        }
+    }
+
+    /// The same log with every file closed, for a quarantined endpoint.
+    pub(crate) fn into_closed(self) -> Log {
+        Log::new(self.volume, self.segment_bytes, self.tail_bytes_max)
+    }
+
+    /// Bytes in use and dead bytes of the active segment.
+    pub(crate) fn active_usage(&self) -> (u64, u64) {
+        self.active().map_or((0, 0), |a| (self.segment(a).end, self.segment(a).dead))
+    }
+
+    /// Deletes the oldest segment, whose live records were copied forward: first a durable
+    /// marker saying it may be gone, then the file (its space goes back to the disk).
+    pub(crate) fn retire_oldest(&mut self) -> Result<(), StoreError> {
+        let slot = self.oldest_sealed().expect("a sealed segment to retire");
+        let next_oldest = self.segment(self.order[1]).number;
+        self.append(Kind::Marker, self.lsn_high, &[], &marker_payload(next_oldest, 0))?;
+        self.sync()?;
+        let number = self.segment(slot).number;
+        self.volume.remove(&segment_name(number)).map_err(|e| self.poison(&e))?;
+        self.slots[slot as usize] = None;
+        self.order.pop_front();
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! The record format of an endpoint log. Little-endian, 8-byte aligned:
+//!
+//! ```text
+//! 0   u64  checksum: xxh3-64 of bytes 8..len
+//! 8   u32  len: header + key + payload (padding not counted)
+//! 12  u8   kind: 1 put, 2 tombstone, 3 blob reference, 4 compaction marker
+//! 13  u8   reserved, 0
+//! 14  u16  key length
+//! 16  u64  LSN (= the version the write got)
+//! 24  ..   key, then payload (value, blob reference, or marker)
+//! ```
+//!
+//! A header of zeros ends a segment (segments are created zero-filled).
+
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Bytes before the key.
+pub(crate) const HEADER_BYTES: usize = 24;
+/// Records start at multiples of this.
+pub(crate) const ALIGN: usize = 8;
+
+/// What a record says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A value stored inline.
+    Put = 1,
+    /// The key was deleted.
+    Tombstone = 2,
+    /// The payload is a blob reference.
+    Blob = 3,
+    /// The payload is the number of the oldest segment that must exist (u64).
+    Marker = 4,
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::Put),
+            2 => Some(Kind::Tombstone),
+            3 => Some(Kind::Blob),
+            4 => Some(Kind::Marker),
+            _ => None,
+        }
+    }
+}
+
+/// A record read back and checked.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Record<'a> {
+    pub(crate) kind: Kind,
+    pub(crate) lsn: u64,
+    pub(crate) key: &'a [u8],
+    pub(crate) payload: &'a [u8],
+    /// Bytes the record takes in the segment, padding included.
+    pub(crate) span: usize,
+}
+
+/// Why bytes are not a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bad {
+    /// Zeros: the written part of the segment ends here.
+    End,
+    /// The header or the record runs past the end of the segment.
+    Truncated,
+    /// The length, kind or key length make no sense.
+    Malformed,
+    /// The checksum does not match.
+    Checksum,
+}
+
+impl Bad {
+    /// For reports.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Bad::End => "end of log",
+            Bad::Truncated => "record runs past the end of the segment",
+            Bad::Malformed => "malformed record header",
+            Bad::Checksum => "checksum mismatch",
+        }
+    }
+}
+
+/// Bytes a record with this key and payload takes, padding included.
+pub(crate) fn span_of(key_len: usize, payload_len: usize) -> usize {
+    (HEADER_BYTES + key_len + payload_len).next_multiple_of(ALIGN)
+}
+
+/// Appends one record (padded) to `out`. Asserts the result reads back.
+pub(crate) fn encode(out: &mut Vec<u8>, kind: Kind, lsn: u64, key: &[u8], payload: &[u8]) {
+    let start = out.len();
+    let len = HEADER_BYTES + key.len() + payload.len();
+    assert!(key.len() <= u16::MAX as usize, "key length checked by the store");
+    assert!(len <= u32::MAX as usize, "record length checked by the store");
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&[kind as u8, 0]);
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(payload);
+    let checksum = xxh3_64(&out[start + 8..]);
+    out[start..start + 8].copy_from_slice(&checksum.to_le_bytes());
+    out.resize(start + span_of(key.len(), payload.len()), 0);
+    // Paired with the check on every read: a record that cannot be read back is a bug here.
+    let back = decode(&out[start..]).expect("an encoded record decodes");
+    assert_eq!(back.span, out.len() - start);
+    assert_eq!(back.lsn, lsn);
+}
+
+/// The record at the start of `bytes` (which may run on to the end of the segment).
+pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, Bad> {
+    let Some(header) = bytes.get(..HEADER_BYTES) else {
+        return if bytes.iter().all(|&b| b == 0) { Err(Bad::End) } else { Err(Bad::Truncated) };
+    };
+    let checksum = u64::from_le_bytes(header[0..8].try_into().expect("8 bytes"));
+    let len = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")) as usize;
+    if checksum == 0 && len == 0 {
+        return Err(Bad::End);
+    }
+    let key_len = u16::from_le_bytes(header[14..16].try_into().expect("2 bytes")) as usize;
+    let kind = Kind::from_byte(header[12]);
+    if len < HEADER_BYTES + key_len || header[13] != 0 || kind.is_none() {
+        return Err(Bad::Malformed);
+    }
+    let Some(body) = bytes.get(..len) else {
+        return Err(Bad::Truncated);
+    };
+    if xxh3_64(&body[8..]) != checksum {
+        return Err(Bad::Checksum);
+    }
+    Ok(Record {
+        kind: kind.expect("checked above"),
+        lsn: u64::from_le_bytes(header[16..24].try_into().expect("8 bytes")),
+        key: &body[HEADER_BYTES..HEADER_BYTES + key_len],
+        payload: &body[HEADER_BYTES + key_len..],
+        span: len.next_multiple_of(ALIGN),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_every_flip_is_caught() {
+        let mut out = Vec::new();
+        encode(&mut out, Kind::Put, 7, b"key", b"value");
+        assert_eq!(out.len() % ALIGN, 0);
+        let r = decode(&out).unwrap();
+        assert_eq!((r.kind, r.lsn, r.key, r.payload), (Kind::Put, 7, &b"key"[..], &b"value"[..]));
+        let len = HEADER_BYTES + 8;
+        for bit in 0..len * 8 {
+            let mut bad = out.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode(&bad).is_err(), "flip of bit {bit} went unnoticed");
+        }
+        assert_eq!(decode(&[0; 40]).unwrap_err(), Bad::End);
+        assert_eq!(decode(&out[..20]).unwrap_err(), Bad::Truncated);
+        assert_eq!(decode(&out[..30]).unwrap_err(), Bad::Truncated);
+    }
+}

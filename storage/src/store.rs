@@ -1,0 +1,485 @@
+//! One endpoint's store: the index over its log, the writes, group commit and compaction.
+
+use crate::blob::{self, BlobStore, Hash};
+use crate::error::{Corruption, StoreError};
+use crate::index::{Index, Loc};
+use crate::log::{Log, SEGMENT_HEADER_BYTES};
+use crate::record::{Bad, Kind, Record};
+use crate::StoreConfig;
+use std::cell::Cell;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// Not the partitioning hash (a partition's keys share its top bits): the index needs
+/// hashes spread over the whole space.
+const INDEX_SEED: u64 = 0x6372_6164_6c65_6978;
+
+pub(crate) fn key_hash(key: &[u8]) -> u64 {
+    xxh3_64_with_seed(key, INDEX_SEED)
+}
+
+/// The outcome of a compare-and-swap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// Written; the new version.
+    Swapped(u64),
+    /// Not written; the current version (0: absent).
+    Mismatch(u64),
+}
+
+/// Where a value lives (see [`Store::get_reference`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueRef<'a> {
+    /// In the endpoint's log: the value itself.
+    Inline(&'a [u8]),
+    /// In the blob tier: value length (u64 little-endian), then each chunk's BLAKE3 hash.
+    Blob(&'a [u8]),
+}
+
+/// Sizes of one endpoint store, for `cradle status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Live keys.
+    pub keys: u64,
+    /// Bytes in use in the log's segments (records and headers, live or dead).
+    pub log_bytes: u64,
+    /// Bytes of records superseded or deleted, reclaimed by compaction.
+    pub dead_bytes: u64,
+    /// Bytes of live keys and values (blob values at their full length).
+    pub live_bytes: u64,
+    /// Bytes of the in-memory index.
+    pub index_bytes: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// 1 if the endpoint is quarantined.
+    pub quarantined: u64,
+}
+
+/// What the previous record of a key was, for accounting.
+struct Previous {
+    loc: Loc,
+    span: u64,
+    live: u64,
+    blob: bool,
+}
+
+/// One endpoint's keys: an index in memory over an append log on a volume.
+#[derive(Debug)]
+pub struct Store {
+    pub(crate) log: Log,
+    pub(crate) index: Index,
+    pub(crate) last_version: u64,
+    pub(crate) live_bytes: u64,
+    pub(crate) quarantine: Option<Corruption>,
+    pub(crate) config: StoreConfig,
+    /// Blob chunks whose last reference here was dropped; released after the next sync.
+    released: Vec<Hash>,
+    scratch: Vec<u8>,
+    compaction: Option<u64>,
+}
+
+impl Store {
+    pub(crate) fn empty(log: Log, config: &StoreConfig) -> Store {
+        Store {
+            log,
+            index: Index::default(),
+            last_version: 0,
+            live_bytes: 0,
+            quarantine: None,
+            config: config.clone(),
+            released: Vec::new(),
+            scratch: Vec::new(),
+            compaction: None,
+        }
+    }
+
+    fn usable(&self) -> Result<(), StoreError> {
+        if self.quarantine.is_some() {
+            return Err(StoreError::Quarantined);
+        }
+        self.log.failure().map_or(Ok(()), Err)
+    }
+
+    /// Marks the endpoint corrupt at `loc` (a record failed its checks on the way out).
+    fn quarantine_at(&mut self, loc: Loc, bad: &str) -> StoreError {
+        let number = self.log.segment(loc.segment).number;
+        self.quarantine = Some(Corruption {
+            file: self.log.volume().describe(&crate::log::segment_name(number)),
+            offset: u64::from(loc.offset),
+            reason: bad.to_string(),
+        });
+        StoreError::Quarantined
+    }
+
+    /// The index entry of `key` and its record; a record that fails its checks is an error.
+    fn find(&self, key: &[u8]) -> Result<Option<(Loc, Record<'_>)>, (Loc, Bad)> {
+        let bad = Cell::new(None);
+        let loc = self.index.get(key_hash(key), |loc| match self.log.read(loc) {
+            Ok(r) => r.key == key,
+            Err(b) => {
+                bad.set(Some((loc, b)));
+                false
+            }
+        });
+        if let Some(found) = bad.get() {
+            return Err(found);
+        }
+        Ok(loc.map(|l| (l, self.log.read(l).expect("read just now"))))
+    }
+
+    fn previous(&mut self, key: &[u8]) -> Result<Option<Previous>, StoreError> {
+        self.usable()?;
+        match self.find(key) {
+            Ok(found) => Ok(found.map(|(loc, r)| previous_of(loc, &r))),
+            Err((loc, bad)) => Err(self.quarantine_at(loc, bad.describe())),
+        }
+    }
+
+    /// The value and version of `key`. A small value is borrowed from the log (no copy, no
+    /// allocation); a blob value is assembled in the blob store's buffer.
+    pub fn get<'a>(
+        &'a mut self,
+        blobs: &'a mut BlobStore,
+        key: &[u8],
+    ) -> Result<Option<(&'a [u8], u64)>, StoreError> {
+        if self.quarantine.is_some() {
+            return Err(StoreError::Quarantined);
+        }
+        let (loc, kind, lsn) = match self.find(key) {
+            Ok(None) => return Ok(None),
+            Ok(Some((loc, r))) => (loc, r.kind, r.lsn),
+            Err((loc, bad)) => return Err(self.quarantine_at(loc, bad.describe())),
+        };
+        if kind == Kind::Put {
+            let record = self.log.read(loc).expect("read just now");
+            return Ok(Some((record.payload, lsn)));
+        }
+        let record = self.log.read(loc).expect("read just now");
+        match blobs.read(record.payload) {
+            Ok(value) => Ok(Some((value, lsn))),
+            Err(_) => Err(self.quarantine_at(loc, "blob chunk missing or corrupt")),
+        }
+    }
+
+    /// Where the value of `key` lives, without assembling a blob: its bytes when it is in
+    /// the log, or the blob reference (value length u64, then the chunk hashes).
+    pub fn get_reference(&mut self, key: &[u8]) -> Result<Option<(ValueRef<'_>, u64)>, StoreError> {
+        if self.quarantine.is_some() {
+            return Err(StoreError::Quarantined);
+        }
+        let (loc, kind, lsn) = match self.find(key) {
+            Ok(None) => return Ok(None),
+            Ok(Some((loc, r))) => (loc, r.kind, r.lsn),
+            Err((loc, bad)) => return Err(self.quarantine_at(loc, bad.describe())),
+        };
+        let record = self.log.read(loc).expect("read just now");
+        let value = match kind {
+            Kind::Put => ValueRef::Inline(record.payload),
+            _ => ValueRef::Blob(record.payload),
+        };
+        Ok(Some((value, lsn)))
+    }
+
+    /// The version of `key`, 0 if absent.
+    pub fn version(&mut self, key: &[u8]) -> Result<u64, StoreError> {
+        if self.quarantine.is_some() {
+            return Err(StoreError::Quarantined);
+        }
+        match self.find(key) {
+            Ok(found) => Ok(found.map_or(0, |(_, r)| r.lsn)),
+            Err((loc, bad)) => Err(self.quarantine_at(loc, bad.describe())),
+        }
+    }
+
+    /// Writes `value` under `key`; returns the new version. Applied (readable) at once;
+    /// durable after the next successful [`Store::flush`].
+    pub fn put(
+        &mut self,
+        blobs: &mut BlobStore,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<u64, StoreError> {
+        assert!(key.len() <= proto::KEY_BYTES_MAX, "proto bounds keys");
+        let previous = self.previous(key)?;
+        if previous.is_none() && self.index.len() >= self.config.keys_max {
+            return Err(StoreError::NoSpace);
+        }
+        let version = self.last_version + 1;
+        let mut reference = std::mem::take(&mut self.scratch);
+        let blob = value.len() >= self.config.blob_threshold_bytes;
+        let appended = if blob {
+            blobs.put(value, &mut reference).and_then(|()| {
+                let appended = self.log.append(Kind::Blob, version, key, &reference);
+                if appended.is_err() {
+                    let taken: Vec<Hash> = blob::hashes(&reference).collect();
+                    blobs.release(&taken)?;
+                }
+                appended
+            })
+        } else {
+            self.log.append(Kind::Put, version, key, value)
+        };
+        self.scratch = reference;
+        let loc = appended?;
+        self.last_version = version;
+        self.link(key, loc, previous);
+        self.live_bytes += (key.len() + value.len()) as u64;
+        Ok(version)
+    }
+
+    /// Points the index at a new record and retires the previous one.
+    fn link(&mut self, key: &[u8], loc: Loc, previous: Option<Previous>) {
+        let log = &self.log;
+        let replaced = self
+            .index
+            .insert(key_hash(key), loc, |l| log.read(l).is_ok_and(|r| r.key == key))
+            .expect("keys_max keeps the index below its limit");
+        assert_eq!(replaced, previous.as_ref().map(|p| p.loc));
+        if let Some(p) = previous {
+            self.retire(p);
+        }
+    }
+
+    fn retire(&mut self, previous: Previous) {
+        self.log.mark_dead(previous.loc, previous.span);
+        self.live_bytes -= previous.live;
+        if previous.blob {
+            let record = self.log.read(previous.loc).expect("a live record reads");
+            self.released.extend(blob::hashes(record.payload));
+        }
+    }
+
+    /// Writes `value` if the key's version is `expected` (0: only if absent).
+    pub fn cas(
+        &mut self,
+        blobs: &mut BlobStore,
+        key: &[u8],
+        expected: u64,
+        value: &[u8],
+    ) -> Result<CasOutcome, StoreError> {
+        self.usable()?;
+        let current = self.version(key)?;
+        if current != expected {
+            return Ok(CasOutcome::Mismatch(current));
+        }
+        self.put(blobs, key, value).map(CasOutcome::Swapped)
+    }
+
+    /// Removes `key`; returns whether it existed. The tombstone takes a version, so a key
+    /// created again never gets an old version back.
+    pub fn delete(&mut self, key: &[u8]) -> Result<bool, StoreError> {
+        let Some(previous) = self.previous(key)? else {
+            return Ok(false);
+        };
+        let version = self.last_version + 1;
+        let loc = self.log.append(Kind::Tombstone, version, key, &[])?;
+        self.last_version = version;
+        let log = &self.log;
+        let removed = self.index.remove(key_hash(key), |l| log.read(l).is_ok_and(|r| r.key == key));
+        assert_eq!(removed, Some(previous.loc));
+        self.retire(previous);
+        // A tombstone is garbage from birth: compaction drops it with its segment.
+        let span = self.log.read(loc).expect("just appended").span as u64;
+        self.log.mark_dead(loc, span);
+        Ok(true)
+    }
+
+    /// Group commit for the `flushed` class: makes every write so far durable (blob chunks
+    /// first, then the log), then frees blob chunks this endpoint stopped referring to.
+    /// Call once per loop iteration for each endpoint that `needs_flush`, and answer its
+    /// writes only after this returns Ok. A failure poisons the log: later calls fail too.
+    pub fn flush(&mut self, blobs: &mut BlobStore) -> Result<(), StoreError> {
+        self.usable()?;
+        let result = blobs.sync().and_then(|()| self.log.sync());
+        let result = result.and_then(|()| blobs.release(&std::mem::take(&mut self.released)));
+        if let Err(e) = result {
+            // Whatever failed, this endpoint's writes were not made durable: stop it.
+            self.log.stop(e);
+        }
+        result
+    }
+
+    /// Whether [`Store::flush`] has work to do.
+    pub fn needs_flush(&self) -> bool {
+        self.log.needs_sync() || !self.released.is_empty()
+    }
+
+    /// Hands appended records to the kernel without waiting for the disk: what the `memory`
+    /// class does at the end of a batch (they survive a process crash, not a power cut).
+    pub fn write_out(&mut self) -> Result<(), StoreError> {
+        self.usable()?;
+        self.log.write_out()
+    }
+
+    /// Number of live keys.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether there are no live keys.
+    pub fn is_empty(&self) -> bool {
+        self.index.len() == 0
+    }
+
+    /// Bytes of live keys and values.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    /// The corruption that quarantined this endpoint, if any.
+    pub fn quarantine(&self) -> Option<&Corruption> {
+        self.quarantine.as_ref()
+    }
+
+    /// The failure that stopped the log (`NoSpace` or `Poisoned`), if any.
+    pub fn failure(&self) -> Option<StoreError> {
+        self.log.failure()
+    }
+
+    /// Sizes, for `cradle status`.
+    pub fn stats(&self) -> StoreStats {
+        let (log_bytes, dead_bytes) = self.log.usage();
+        StoreStats {
+            keys: self.index.len() as u64,
+            log_bytes,
+            dead_bytes,
+            live_bytes: self.live_bytes,
+            index_bytes: self.index.bytes() as u64,
+            segments: self.log.segment_count() as u64,
+            quarantined: u64::from(self.quarantine.is_some()),
+        }
+    }
+
+    /// Calls `f` with every live key, value and version (export, snapshots). Not for the
+    /// serving path: it collects the index locations first.
+    pub fn for_each(
+        &mut self,
+        blobs: &mut BlobStore,
+        mut f: impl FnMut(&[u8], &[u8], u64),
+    ) -> Result<(), StoreError> {
+        if self.quarantine.is_some() {
+            return Err(StoreError::Quarantined);
+        }
+        let locations: Vec<Loc> = self.index.locations().collect();
+        for loc in locations {
+            let record = match self.log.read(loc) {
+                Ok(r) => r,
+                Err(bad) => return Err(self.quarantine_at(loc, bad.describe())),
+            };
+            if record.kind == Kind::Put {
+                f(record.key, record.payload, record.lsn);
+                continue;
+            }
+            match blobs.read(record.payload) {
+                Ok(value) => f(record.key, value, record.lsn),
+                Err(_) => return Err(self.quarantine_at(loc, "blob chunk missing or corrupt")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with every live key (SCAN pages, export). Reads no blob chunk. Not for the
+    /// serving path of busy endpoints: it visits the whole index.
+    pub fn for_each_key(&mut self, mut f: impl FnMut(&[u8])) -> Result<(), StoreError> {
+        if self.quarantine.is_some() {
+            return Err(StoreError::Quarantined);
+        }
+        let mut bad = None;
+        for loc in self.index.locations() {
+            match self.log.read(loc) {
+                Ok(record) => f(record.key),
+                Err(b) => {
+                    bad = Some((loc, b));
+                    break;
+                }
+            }
+        }
+        match bad {
+            Some((loc, b)) => Err(self.quarantine_at(loc, b.describe())),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether dead bytes in sealed segments passed `dead_ratio` (compaction is due).
+    pub fn needs_compaction(&self) -> bool {
+        if self.quarantine.is_some() || self.log.failure().is_some() {
+            return false;
+        }
+        self.compaction.is_some() || self.sealed_dead_share() > self.config.dead_ratio
+    }
+
+    fn sealed_dead_share(&self) -> f64 {
+        if self.log.oldest_sealed().is_none() {
+            return 0.0;
+        }
+        let (used, dead) = self.log.usage();
+        let active = self.log.active_usage();
+        let (used, dead) = (used - active.0, dead - active.1);
+        if used == 0 {
+            return 0.0;
+        }
+        dead as f64 / used as f64
+    }
+
+    /// One bounded step of compaction: copies the live records of the oldest segment forward,
+    /// at most about `budget_bytes` of it, and deletes the segment when it is done.
+    /// Returns the bytes examined (0: nothing to do).
+    /// Deleting the segment syncs the log, so blob chunks are synced first.
+    pub fn compact_step(
+        &mut self,
+        blobs: &mut BlobStore,
+        budget_bytes: u64,
+    ) -> Result<u64, StoreError> {
+        self.usable()?;
+        let Some(slot) = self.log.oldest_sealed() else {
+            return Ok(0);
+        };
+        let end = self.log.segment(slot).end;
+        let mut cursor = self.compaction.unwrap_or(SEGMENT_HEADER_BYTES);
+        let start = cursor;
+        while cursor < end && cursor - start < budget_bytes {
+            let loc = Loc { segment: slot, offset: cursor as u32 };
+            cursor += self.compact_record(loc)?;
+        }
+        if cursor < end {
+            self.compaction = Some(cursor);
+            return Ok(cursor - start);
+        }
+        self.compaction = None;
+        blobs.sync()?;
+        self.log.retire_oldest()?;
+        Ok(cursor - start)
+    }
+
+    /// Copies one record forward if the index still points at it; returns its span.
+    fn compact_record(&mut self, loc: Loc) -> Result<u64, StoreError> {
+        let record = match self.log.read(loc) {
+            Ok(r) => r,
+            Err(bad) => return Err(self.quarantine_at(loc, bad.describe())),
+        };
+        let span = record.span as u64;
+        let hash = key_hash(record.key);
+        let live = matches!(record.kind, Kind::Put | Kind::Blob)
+            && self.index.get(hash, |l| l == loc).is_some();
+        if !live {
+            return Ok(span);
+        }
+        let (kind, lsn) = (record.kind, record.lsn);
+        let mut copy = std::mem::take(&mut self.scratch);
+        copy.clear();
+        copy.extend_from_slice(record.key);
+        copy.extend_from_slice(record.payload);
+        let key_len = record.key.len();
+        let appended = self.log.append(kind, lsn, &copy[..key_len], &copy[key_len..]);
+        self.scratch = copy;
+        let moved = appended?;
+        self.index.insert(hash, moved, |l| l == loc).expect("replacing an entry needs no room");
+        Ok(span)
+    }
+}
+
+fn previous_of(loc: Loc, record: &Record<'_>) -> Previous {
+    let blob = record.kind == Kind::Blob;
+    let value_len =
+        if blob { blob::value_len(record.payload) } else { record.payload.len() as u64 };
+    Previous { loc, span: record.span as u64, live: record.key.len() as u64 + value_len, blob }
+}
