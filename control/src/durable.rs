@@ -78,14 +78,17 @@ pub(crate) fn status_of(error: StoreError) -> proto::Status {
     }
 }
 
-/// Sends held replies, packing consecutive ones to the same peer into one datagram.
-pub(crate) fn send_acks(acks: &[PendingAck], buf: &mut [u8], tx: &mut dyn Transmit) {
+/// Sends held replies, packing consecutive ones to the same peer into one datagram; returns
+/// the datagrams sent.
+pub(crate) fn send_acks(acks: &[PendingAck], buf: &mut [u8], tx: &mut dyn Transmit) -> u64 {
     let mut len = 0;
     let mut peer = None;
+    let mut datagrams = 0;
     for ack in acks {
         let full = len + proto::HEADER_BYTES > proto::DATAGRAM_BYTES_MAX;
         if len > 0 && (peer != Some(ack.peer) || full) {
             tx.send(peer.expect("set with len"), &buf[..len]);
+            datagrams += 1;
             len = 0;
         }
         peer = Some(ack.peer);
@@ -93,5 +96,39 @@ pub(crate) fn send_acks(acks: &[PendingAck], buf: &mut [u8], tx: &mut dyn Transm
     }
     if let (Some(peer), true) = (peer, len > 0) {
         tx.send(peer, &buf[..len]);
+        datagrams += 1;
+    }
+    datagrams
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Wire(Vec<(SocketAddr, usize)>);
+
+    impl Transmit for Wire {
+        fn send(&mut self, peer: SocketAddr, datagram: &[u8]) -> bool {
+            let messages = proto::Messages::new(datagram).map(|m| m.expect("valid")).count();
+            self.0.push((peer, messages));
+            true
+        }
+    }
+
+    #[test]
+    fn held_replies_share_datagrams_per_peer_in_order() {
+        let (a, b) = (SocketAddr::from(([127, 0, 0, 1], 1)), SocketAddr::from(([127, 0, 0, 1], 2)));
+        let put = HeaderFields { opcode: proto::Opcode::Put as u8, ..HeaderFields::default() };
+        let ack = |peer| PendingAck { peer, reply: put.reply(proto::Status::Ok), slot: 0 };
+        let acks: Vec<PendingAck> = [a, a, a, b, a, a].into_iter().map(ack).collect();
+        let mut wire = Wire(Vec::new());
+        let mut buf = [0u8; proto::DATAGRAM_BYTES_MAX];
+        assert_eq!(send_acks(&acks, &mut buf, &mut wire), 3);
+        assert_eq!(wire.0, vec![(a, 3), (b, 1), (a, 2)]);
+        // 20 headers of 72 bytes fit one 1,472-byte datagram; the 21st starts another.
+        let many: Vec<PendingAck> = (0..21).map(|_| ack(a)).collect();
+        let mut wire = Wire(Vec::new());
+        assert_eq!(send_acks(&many, &mut buf, &mut wire), 2);
+        assert_eq!(wire.0, vec![(a, 20), (a, 1)]);
     }
 }

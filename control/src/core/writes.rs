@@ -162,7 +162,7 @@ impl Core {
                 }
             }
         }
-        send_acks(&self.pending, &mut self.ack_buf[..], tx);
+        self.replies.datagrams += send_acks(&self.pending, &mut self.ack_buf[..], tx);
         self.pending.clear();
     }
 
