@@ -13,7 +13,7 @@
 #
 # Settings (env): ROUNDS SECS WARMUP IN_FLIGHT VALUE_BYTES KEYS SERVER_CPU CLIENT_CPU
 # CRADLE_PORT MEMCACHED_PORT OPEN_SHARE OPEN_CAP BUSY_POLL(0/1) MEMASLAP(1: also run memaslap)
-# OUT (report directory).
+# OUT (report directory) DURABILITY (cradle's class, default memory: memcached never syncs).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -160,7 +160,7 @@ stop_server() {
 start_cradle() {
     rm -rf "$TMP/data"
     taskset -c "$SERVER_CPU" "$CRADLE" node --cores 1 --listen "127.0.0.1:$CRADLE_PORT" \
-        --data-dir "$TMP/data" >"$TMP/cradle.log" 2>&1 &
+        --durability "${DURABILITY:-memory}" --data-dir "$TMP/data" >"$TMP/cradle.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 100); do
         grep -q "cradle ready" "$TMP/cradle.log" && return 0

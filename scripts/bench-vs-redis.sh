@@ -52,7 +52,7 @@ stop_server() {
 start_cradle() {
     rm -rf "$TMP/data"
     taskset -c "$SERVER_CPU" "$CRADLE" node --cores 1 --listen "127.0.0.1:$CRADLE_PORT" \
-        --data-dir "$TMP/data" >"$TMP/cradle.log" 2>&1 &
+        --durability "${DURABILITY:-memory}" --data-dir "$TMP/data" >"$TMP/cradle.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 100); do
         grep -q "cradle ready" "$TMP/cradle.log" && return 0
