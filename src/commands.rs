@@ -142,3 +142,20 @@ pub(crate) fn status(servers: &Servers, json: bool) -> Result<ExitCode, String> 
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `cradle import`: JSON lines from stdin; progress and the summary on stderr.
+pub(crate) fn import(servers: &Servers) -> Result<ExitCode, String> {
+    let mut client = servers.connect()?;
+    let summary = crate::bulk::import(&mut client, std::io::stdin().lock())?;
+    eprintln!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cradle export`: JSON lines on stdout; progress and the summary on stderr.
+pub(crate) fn export(servers: &Servers) -> Result<ExitCode, String> {
+    let mut client = servers.connect()?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let summary = crate::bulk::export(&mut client, &mut out)?;
+    eprintln!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bulk;
 mod commands;
 mod config;
 mod demo;
@@ -98,6 +99,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write JSON lines from stdin, `{"key": "...", "value": "..."}` (`key_b64`/`value_b64`
+    /// for binary), many in flight; progress on stderr. A malformed line stops the import
+    /// (exit 1) after the lines before it were written.
+    Import {
+        #[command(flatten)]
+        servers: commands::Servers,
+    },
+    /// Write every live key to stdout as JSON lines (the `import` format); progress on stderr.
+    Export {
+        #[command(flatten)]
+        servers: commands::Servers,
+    },
     /// Start a node on an embedded default and run a short mixed workload against it.
     Demo,
     /// Load a cradle or memcached server and report throughput and latency percentiles.
@@ -154,6 +167,8 @@ fn main() -> ExitCode {
             commands::cas(&servers, &key, expected, &value)
         }
         Command::Status { servers, json } => commands::status(&servers, json),
+        Command::Import { servers } => commands::import(&servers),
+        Command::Export { servers } => commands::export(&servers),
         Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(&args),
     };

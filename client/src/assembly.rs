@@ -1,9 +1,17 @@
 //! Reassembly of a fragmented reply value (GET, MAP, STATS), in any order, duplicates allowed.
 
-use proto::{fragment_count, fragment_span, VALUE_BYTES_MAX};
+use proto::{fragment_count, fragment_span, FRAGMENT_BYTES, VALUE_BYTES_MAX};
 
 /// Most fragments one RANGE request asks for (the server sends at most this many).
 pub(crate) const RANGE_FRAGMENTS_MAX: u32 = 32;
+
+/// The fragments `first..end` covering bytes `[offset, offset + len)` (at least one).
+pub(crate) fn fragments_covering(offset: u32, len: u32) -> (u32, u32) {
+    let bytes = FRAGMENT_BYTES as u64;
+    let first = u64::from(offset) / bytes;
+    let end = (u64::from(offset) + u64::from(len)).div_ceil(bytes).max(first + 1);
+    (first as u32, end.min(u64::from(u32::MAX)) as u32)
+}
 
 /// What inserting a fragment did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +33,8 @@ pub(crate) struct Assembly {
     have: Vec<bool>,
     received: u32,
     first_missing: u32,
+    /// One past the last fragment wanted (`frag_count` unless restricted).
+    end: u32,
 }
 
 impl Assembly {
@@ -42,7 +52,32 @@ impl Assembly {
             have: vec![false; count],
             received: 0,
             first_missing: 0,
+            end: count as u32,
         })
+    }
+
+    /// Wants only fragments `first..end` (clipped to the value): the others count as received
+    /// (their bytes stay zero), so completion, holes and pulls concern the wanted ones alone.
+    /// Call before inserting anything.
+    pub(crate) fn restrict(&mut self, first: u32, end: u32) {
+        let count = self.frag_count();
+        let end = end.min(count);
+        let first = first.min(end);
+        for index in (0..first).chain(end..count) {
+            if !self.have[index as usize] {
+                self.have[index as usize] = true;
+                self.received += 1;
+            }
+        }
+        while self.first_missing < count && self.have[self.first_missing as usize] {
+            self.first_missing += 1;
+        }
+        self.end = end;
+    }
+
+    /// One past the last fragment wanted.
+    pub(crate) fn end(&self) -> u32 {
+        self.end
     }
 
     /// Stores fragment `index`, whose bytes must be exactly its span of the value.
@@ -121,7 +156,6 @@ impl Assembly {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::FRAGMENT_BYTES;
 
     fn value(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 1024) as u8).collect()
@@ -174,6 +208,24 @@ mod tests {
         assert_eq!(assembly.missing_runs(12, 8), [(2, 2), (7, 2), (10, 2)]);
         assert_eq!(assembly.missing_runs(12, 2), [(2, 2), (7, 2)]);
         assert_eq!(assembly.missing_runs(100, 8), [(2, 2), (7, 2), (10, 32), (42, 32), (74, 26)]);
+    }
+
+    #[test]
+    fn a_restricted_assembly_wants_only_its_fragments() {
+        let total = 10 * FRAGMENT_BYTES + 5;
+        let expected = value(total);
+        let mut assembly = Assembly::new(total as u32, 0).unwrap();
+        assembly.restrict(3, 6);
+        assert_eq!((assembly.first_missing(), assembly.end()), (3, 6));
+        assert_eq!(assembly.missing_runs(assembly.end(), 8), [(3, 3)]);
+        assert_eq!(assembly.insert(0, fragment(&expected, 0)), Inserted::Duplicate);
+        for index in 3..6 {
+            assert_eq!(assembly.insert(index, fragment(&expected, index)), Inserted::New);
+        }
+        assert!(assembly.is_complete());
+        let bytes = assembly.into_value();
+        let span = 3 * FRAGMENT_BYTES..6 * FRAGMENT_BYTES;
+        assert_eq!(bytes[span.clone()], expected[span]);
     }
 
     #[test]

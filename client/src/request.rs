@@ -1,6 +1,6 @@
 //! What callers ask for and what they get back.
 
-use proto::{Opcode, Status};
+use proto::{flags, BlobReference, Opcode, Status};
 use std::net::SocketAddr;
 
 /// Names a submitted request in its completion. Unique per `ClientCore`; not the wire tracking
@@ -52,6 +52,42 @@ pub enum Request {
         /// The server asked.
         server: SocketAddr,
     },
+    /// A page of partition `partition`'s keys after `after` (empty: from the first), routed
+    /// to the partition's owner by the map. `Reply::value` is the page (`proto::decode_scan_page`),
+    /// `Reply::version` 1 when more keys may follow, 0 on the last page.
+    Scan {
+        /// The partition listed.
+        partition: u32,
+        /// The last key already seen (empty to start).
+        after: Vec<u8>,
+    },
+    /// A GET asking for the blob reference of a big value (REF_ONLY): `Reply::reference` tells
+    /// whether `Reply::value` is an encoded `BlobReference` or the value itself.
+    GetRef {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// The bytes of one blob chunk, by its BLAKE3 hash, from the server that gave the
+    /// reference (NOT_FOUND when no key references it any more).
+    Chunk {
+        /// The server asked (the one that returned the reference).
+        server: SocketAddr,
+        /// The chunk's hash.
+        hash: [u8; 32],
+    },
+    /// Bytes `[offset, offset + len)` of one blob chunk (clipped to its end), pulled with RANGE
+    /// requests for just the fragments covering them. The range must start inside the chunk:
+    /// the server sends nothing for fragments past its end, and the request times out.
+    ChunkRange {
+        /// The server asked (the one that returned the reference).
+        server: SocketAddr,
+        /// The chunk's hash.
+        hash: [u8; 32],
+        /// First byte wanted.
+        offset: u32,
+        /// Bytes wanted.
+        len: u32,
+    },
 }
 
 impl Request {
@@ -65,6 +101,9 @@ impl Request {
             Request::Ping { .. } => Opcode::Ping,
             Request::Map { .. } => Opcode::Map,
             Request::Stats { .. } => Opcode::Stats,
+            Request::Scan { .. } => Opcode::Scan,
+            Request::GetRef { .. } => Opcode::Get,
+            Request::Chunk { .. } | Request::ChunkRange { .. } => Opcode::Chunk,
         }
     }
 
@@ -74,7 +113,10 @@ impl Request {
             Request::Get { key }
             | Request::Put { key, .. }
             | Request::Delete { key }
-            | Request::Cas { key, .. } => key,
+            | Request::Cas { key, .. }
+            | Request::GetRef { key } => key,
+            Request::Scan { after, .. } => after,
+            Request::Chunk { hash, .. } | Request::ChunkRange { hash, .. } => hash,
             Request::Ping { .. } | Request::Map { .. } | Request::Stats { .. } => &[],
         }
     }
@@ -91,9 +133,36 @@ impl Request {
     /// routed by the partition map.
     pub fn server(&self) -> Option<SocketAddr> {
         match self {
-            Request::Ping { server } | Request::Map { server } | Request::Stats { server } => {
-                Some(*server)
-            }
+            Request::Ping { server }
+            | Request::Map { server }
+            | Request::Stats { server }
+            | Request::Chunk { server, .. }
+            | Request::ChunkRange { server, .. } => Some(*server),
+            _ => None,
+        }
+    }
+
+    /// The partition a SCAN lists (`None` for other requests).
+    pub(crate) fn scan_partition(&self) -> Option<u32> {
+        match self {
+            Request::Scan { partition, .. } => Some(*partition),
+            _ => None,
+        }
+    }
+
+    /// Flags every message of the request carries (REF_ONLY on a reference GET, RANGE pulls
+    /// included).
+    pub(crate) fn base_flags(&self) -> u16 {
+        match self {
+            Request::GetRef { .. } => flags::REF_ONLY,
+            _ => 0,
+        }
+    }
+
+    /// The byte range of a ranged chunk read.
+    pub(crate) fn byte_range(&self) -> Option<(u32, u32)> {
+        match self {
+            Request::ChunkRange { offset, len, .. } => Some((*offset, *len)),
             _ => None,
         }
     }
@@ -110,12 +179,35 @@ impl Request {
 /// A server's answer to a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
-    /// `Ok`, `NotFound` (GET, DELETE) or `VersionMismatch` (CAS); other statuses are errors.
+    /// `Ok`, `NotFound` (GET, DELETE, CHUNK) or `VersionMismatch` (CAS); other statuses are
+    /// errors.
     pub status: Status,
-    /// GET: the value; MAP: the encoded partition map; STATS: JSON. Empty otherwise.
+    /// GET: the value; MAP: the encoded partition map; STATS: JSON; SCAN: a page of keys;
+    /// CHUNK: the chunk's bytes; a reference GET: the reference or the value. Empty otherwise.
     pub value: Vec<u8>,
-    /// GET, PUT, CAS: the key's version (CAS mismatch: the current one, 0 when absent).
+    /// GET, PUT, CAS: the key's version (CAS mismatch: the current one, 0 when absent). SCAN: 1
+    /// when more keys may follow.
     pub version: u64,
+    /// A reference GET answered with a blob reference (the reply carried REF_ONLY).
+    pub reference: bool,
+    /// The server the request was last sent to: the one that answered it.
+    pub server: SocketAddr,
+}
+
+/// Where a value is, as a reference GET tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValueLocation {
+    /// A value kept in the log came back whole.
+    Inline(Value),
+    /// A blob-tier value: its chunks are fetched by hash from `server`.
+    Blob {
+        /// The value's length, chunk size and chunk hashes.
+        reference: BlobReference,
+        /// The key's version.
+        version: u64,
+        /// The server holding the chunks (the one that answered).
+        server: SocketAddr,
+    },
 }
 
 /// A stored value and its version.

@@ -54,6 +54,19 @@ impl Router {
         }
     }
 
+    /// Where `request` goes when it names no server: a SCAN to its partition's owner, a keyed
+    /// request to its key's.
+    pub(crate) fn route_request(&self, request: &crate::request::Request) -> Route {
+        let Some(partition) = request.scan_partition() else {
+            return self.route(request.key());
+        };
+        let owner = self
+            .map
+            .as_ref()
+            .and_then(|map| map.entries.iter().find(|entry| entry.partition == partition));
+        Route { addr: owner.map_or(self.servers[0], |entry| entry.addr), partition }
+    }
+
     /// The known map's epoch (0: none).
     pub(crate) fn epoch(&self) -> u64 {
         self.map.as_ref().map_or(0, |map| map.epoch)
@@ -159,6 +172,16 @@ mod tests {
         );
         assert_eq!(router.epoch(), 3);
         assert!(!router.install_map(two_partition_map(2)), "an older map is ignored");
+    }
+
+    #[test]
+    fn scans_go_to_the_partition_owner() {
+        let mut router = router();
+        let scan = |partition| crate::request::Request::Scan { partition, after: Vec::new() };
+        assert_eq!(router.route_request(&scan(1)), Route { addr: addr(1), partition: 1 });
+        router.install_map(two_partition_map(1));
+        assert_eq!(router.route_request(&scan(1)), Route { addr: addr(11), partition: 1 });
+        assert_eq!(router.route_request(&scan(0)), Route { addr: addr(10), partition: 0 });
     }
 
     #[test]

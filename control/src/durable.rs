@@ -109,7 +109,7 @@ mod tests {
 
     impl Transmit for Wire {
         fn send(&mut self, peer: SocketAddr, datagram: &[u8]) -> bool {
-            let messages = proto::Messages::new(datagram).map(|m| m.expect("valid")).count();
+            let messages = proto::Messages::new(datagram).filter(|m| m.is_ok()).count();
             self.0.push((peer, messages));
             true
         }

@@ -125,6 +125,16 @@ impl BlobStore {
         let mut segment = BlobSegment { device, end: BLOCK, chunks: 0, synced: true };
         let mut offset = BLOCK;
         while header_ok && offset + CHUNK_HEADER_BYTES as u64 <= len {
+            // Skip holes (freed chunks, the unwritten rest of the segment) without reading
+            // them: reading a hole through the map allocates a page on tmpfs, and on a full
+            // one that is a SIGBUS.
+            match segment.device.next_data(offset)? {
+                Some(data) => offset = data.max(offset) / BLOCK * BLOCK,
+                None => break,
+            }
+            if offset + CHUNK_HEADER_BYTES as u64 > len {
+                break;
+            }
             let rest = segment.device.read(offset, (len - offset) as usize)?;
             match check_chunk(rest) {
                 Some((hash, chunk_len)) if !self.chunks.contains_key(&hash) => {

@@ -26,6 +26,12 @@ pub trait LogDevice: Debug + Send {
     fn sync(&mut self) -> io::Result<()>;
     /// Returns the space of a range to the file system; it reads as zero afterwards.
     fn punch(&mut self, offset: u64, len: u64) -> io::Result<()>;
+    /// The first offset at or after `offset` that is not a hole (`SEEK_DATA`), or `None`
+    /// when only holes follow. Scans use it so that reading a sparse file does not touch
+    /// (and, on tmpfs, allocate) its holes. Devices without holes answer `offset` itself.
+    fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
+        Ok((offset < self.len()).then_some(offset))
+    }
 }
 
 /// A directory of devices, named by flat file names.
@@ -326,5 +332,9 @@ impl LogDevice for FaultyDevice {
     fn punch(&mut self, offset: u64, len: u64) -> io::Result<()> {
         self.faults.tick()?;
         self.inner.punch(offset, len)
+    }
+
+    fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
+        self.inner.next_data(offset)
     }
 }

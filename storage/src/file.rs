@@ -143,4 +143,23 @@ impl LogDevice for FileDevice {
         }
         Ok(())
     }
+
+    fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
+        if offset >= self.len {
+            return Ok(None);
+        }
+        // SAFETY: lseek reads no memory of ours; the descriptor is open for the call. Moving
+        // the file position is harmless: every read and write here is positional.
+        let at =
+            unsafe { libc::lseek(self.file.as_raw_fd(), offset as libc::off_t, libc::SEEK_DATA) };
+        if at >= 0 {
+            return Ok(Some(at as u64));
+        }
+        match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+            // A file system without SEEK_DATA: every byte counts as data.
+            e if e.raw_os_error() == Some(libc::EINVAL) => Ok(Some(offset)),
+            e => Err(e),
+        }
+    }
 }

@@ -25,6 +25,15 @@ pub(crate) struct ReadState {
     pub(crate) assembly: Option<Assembly>,
     /// One past the highest fragment asked for so far.
     pub(crate) range_end: u32,
+    /// The fragments carried REF_ONLY: the value is a blob reference.
+    pub(crate) reference: bool,
+}
+
+impl ReadState {
+    /// Back to nothing received (a new server, or the value changed).
+    pub(crate) fn reset(&mut self) {
+        *self = ReadState::default();
+    }
 }
 
 /// One request and its retransmission state.
@@ -83,7 +92,7 @@ impl InFlight {
         match &mut self.phase {
             Phase::Single => {}
             Phase::Write(window) => window.restart(),
-            Phase::Read(read) => *read = ReadState::default(),
+            Phase::Read(read) => read.reset(),
         }
     }
 }

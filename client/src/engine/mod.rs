@@ -143,7 +143,7 @@ impl ClientCore {
     }
 
     fn start(&mut self, now: Instant, id: RequestId, request: Request, internal: bool) {
-        let route = self.router.route(request.key());
+        let route = self.router.route_request(&request);
         let target = request.server().unwrap_or(route.addr);
         let tracking_id = self.new_tracking_id(id);
         let phase = phase_of(&request);
@@ -220,9 +220,12 @@ fn phase_of(request: &Request) -> Phase {
         {
             Phase::Write(WriteWindow::new(value.len() as u32))
         }
-        Request::Get { .. } | Request::Map { .. } | Request::Stats { .. } => {
-            Phase::Read(ReadState::default())
-        }
+        Request::Get { .. }
+        | Request::GetRef { .. }
+        | Request::Map { .. }
+        | Request::Stats { .. }
+        | Request::Chunk { .. }
+        | Request::ChunkRange { .. } => Phase::Read(ReadState::default()),
         _ => Phase::Single,
     }
 }

@@ -2,7 +2,7 @@
 
 use super::inflight::Phase;
 use super::ClientCore;
-use crate::assembly::{Assembly, Inserted, RANGE_FRAGMENTS_MAX};
+use crate::assembly::{fragments_covering, Assembly, Inserted, RANGE_FRAGMENTS_MAX};
 use crate::error::Error;
 use crate::request::{Reply, RequestId};
 use proto::{decode_addr, flags, HeaderFields, Message, Messages, Opcode, PartitionMap, Status};
@@ -76,14 +76,27 @@ impl ClientCore {
         if !is_answer(opcode, status) {
             return self.finish(id, Err(Error::Status(status)));
         }
-        let reply =
-            Reply { status, value: message.value.to_vec(), version: message.header.version };
+        let reply = Reply {
+            status,
+            value: message.value.to_vec(),
+            version: message.header.version,
+            reference: message.header.has(flags::REF_ONLY),
+            server: self.requests[&id].target,
+        };
         self.complete(now, id, reply);
     }
 
-    /// Finishes `id` with an answer; a partition map is adopted on the way.
-    fn complete(&mut self, now: Instant, id: RequestId, reply: Reply) {
-        let opcode = self.requests[&id].request.opcode();
+    /// Finishes `id` with an answer; a partition map is adopted on the way, a ranged chunk
+    /// read keeps only its bytes.
+    fn complete(&mut self, now: Instant, id: RequestId, mut reply: Reply) {
+        let request = &self.requests[&id].request;
+        let opcode = request.opcode();
+        if let (Some((offset, len)), Status::Ok) = (request.byte_range(), reply.status) {
+            let start = (offset as usize).min(reply.value.len());
+            let end = (offset as usize).saturating_add(len as usize).min(reply.value.len());
+            reply.value.truncate(end);
+            reply.value.drain(..start);
+        }
         if opcode == Opcode::Map && reply.status == Status::Ok {
             if let Err(error) = self.adopt_map(now, &reply.value) {
                 return self.finish(id, Err(error));
@@ -157,6 +170,8 @@ impl ClientCore {
     fn on_fragment(&mut self, now: Instant, id: RequestId, message: &Message<'_>) {
         let header = &message.header;
         let request = self.requests.get_mut(&id).expect("matched request");
+        let byte_range = request.request.byte_range();
+        let target = request.target;
         let Phase::Read(read) = &mut request.phase else {
             self.stats.replies_ignored += 1;
             return;
@@ -164,14 +179,23 @@ impl ClientCore {
         let assembly = match &mut read.assembly {
             Some(assembly) => assembly,
             None => {
-                let Some(assembly) = Assembly::new(header.total_len, header.version) else {
+                let Some(mut assembly) = Assembly::new(header.total_len, header.version) else {
                     return self.finish(id, Err(Error::BadReply("reply value over 16 MiB")));
                 };
-                // The server volunteers the first fragments of the value.
-                read.range_end = RANGE_FRAGMENTS_MAX.min(assembly.frag_count());
+                match byte_range {
+                    Some((offset, len)) => {
+                        // Only the fragments covering the range; the first pull asked for them.
+                        let (first, end) = fragments_covering(offset, len);
+                        assembly.restrict(first, end);
+                        read.range_end = read.range_end.min(assembly.end());
+                    }
+                    // The server volunteers the first fragments of the value.
+                    None => read.range_end = RANGE_FRAGMENTS_MAX.min(assembly.frag_count()),
+                }
                 read.assembly.insert(assembly)
             }
         };
+        read.reference = header.has(flags::REF_ONLY);
         if assembly.version() != header.version || assembly.total_len() != header.total_len {
             return self.restart_read(now, id);
         }
@@ -185,7 +209,14 @@ impl ClientCore {
         if assembly.is_complete() {
             let version = assembly.version();
             let value = read.assembly.take().expect("complete assembly").into_value();
-            return self.complete(now, id, Reply { status: Status::Ok, value, version });
+            let reply = Reply {
+                status: Status::Ok,
+                value,
+                version,
+                reference: read.reference,
+                server: target,
+            };
+            return self.complete(now, id, reply);
         }
         // The last fragment asked for arrived, or everything asked for did: ask for more.
         if header.frag_index + 1 >= read.range_end || assembly.first_missing() >= read.range_end {
@@ -221,7 +252,9 @@ impl ClientCore {
 fn is_answer(opcode: Opcode, status: Status) -> bool {
     match status {
         Status::Ok => true,
-        Status::NotFound => matches!(opcode, Opcode::Get | Opcode::Delete | Opcode::Cas),
+        Status::NotFound => {
+            matches!(opcode, Opcode::Get | Opcode::Delete | Opcode::Cas | Opcode::Chunk)
+        }
         Status::VersionMismatch => opcode == Opcode::Cas,
         _ => false,
     }

@@ -2,7 +2,7 @@
 
 use super::inflight::{InFlight, Phase};
 use super::ClientCore;
-use crate::assembly::{Assembly, RANGE_FRAGMENTS_MAX};
+use crate::assembly::{fragments_covering, Assembly, RANGE_FRAGMENTS_MAX};
 use crate::encode::message;
 use crate::outbox::Outbox;
 use crate::request::RequestId;
@@ -88,9 +88,18 @@ impl Sender<'_> {
                     self.fragment(request, window, index, index + 1 == range.end);
                 }
             }
-            Phase::Read(read) => match &read.assembly {
-                Some(assembly) => read.range_end = self.pull(request, assembly, read.range_end),
-                None => self.whole(request),
+            Phase::Read(read) => match (&read.assembly, request.request.byte_range()) {
+                (Some(assembly), _) => {
+                    read.range_end = self.pull(request, assembly, read.range_end)
+                }
+                (None, Some((offset, len))) => {
+                    // A byte range: ask only for the fragments covering it, from the start.
+                    let (first, end) = fragments_covering(offset, len);
+                    let count = (end - first).min(RANGE_FRAGMENTS_MAX);
+                    self.range(request, first, count, 0);
+                    read.range_end = first + count;
+                }
+                (None, None) => self.whole(request),
             },
             Phase::Single => self.whole(request),
         }
@@ -100,7 +109,7 @@ impl Sender<'_> {
     fn header(&self, request: &InFlight, flags: u16) -> HeaderFields {
         HeaderFields {
             opcode: request.request.opcode() as u8,
-            flags,
+            flags: flags | request.request.base_flags(),
             client_id: self.client_id,
             tracking_id: request.tracking_id,
             map_epoch: self.router.epoch(),
@@ -138,19 +147,24 @@ impl Sender<'_> {
     /// returns the new `range_end`.
     fn pull(&mut self, request: &InFlight, assembly: &Assembly, range_end: u32) -> u32 {
         let mut runs = assembly.missing_runs(range_end, PULL_RUNS_MAX);
-        let next_end = range_end.saturating_add(RANGE_FRAGMENTS_MAX).min(assembly.frag_count());
+        let next_end = range_end.saturating_add(RANGE_FRAGMENTS_MAX).min(assembly.end());
         if range_end < next_end {
             runs.push((range_end, next_end - range_end));
         }
         for (first, count) in runs {
-            let header = HeaderFields {
-                frag_index: first,
-                frag_count: count,
-                version: assembly.version(),
-                ..self.header(request, flags::RANGE)
-            };
-            self.outbox.push(request.target, message(&header, request.request.key(), &[]));
+            self.range(request, first, count, assembly.version());
         }
         next_end.max(range_end)
+    }
+
+    /// One RANGE request: fragments `first .. first + count` of the value at `version`.
+    fn range(&mut self, request: &InFlight, first: u32, count: u32, version: u64) {
+        let header = HeaderFields {
+            frag_index: first,
+            frag_count: count,
+            version,
+            ..self.header(request, flags::RANGE)
+        };
+        self.outbox.push(request.target, message(&header, request.request.key(), &[]));
     }
 }

@@ -77,7 +77,7 @@ impl ClientCore {
     fn reroute(&mut self, now: Instant, id: RequestId) {
         let request = self.requests.get_mut(&id).expect("request in flight");
         request.reroute = false;
-        let route = self.router.route(request.request.key());
+        let route = self.router.route_request(&request.request);
         request.partition = route.partition;
         if route.addr == request.target {
             self.send_fresh(now, id);

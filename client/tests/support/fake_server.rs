@@ -2,8 +2,9 @@
 //! reassembly with PARTIAL acknowledgements, RANGE reads, tokens, and switchable faults.
 
 use proto::{
-    encode_addr, encode_message, flags, fragment_count, fragment_span, HeaderFields, Messages,
-    Opcode, PartitionMap, Status, DATAGRAM_BYTES_MAX, VALUE_BYTES_MAX,
+    encode_addr, encode_message, flags, fragment_count, fragment_span, key_hash, partition_of,
+    BlobReference, HeaderFields, Messages, Opcode, PartitionMap, ScanPage, Status,
+    DATAGRAM_BYTES_MAX, VALUE_BYTES_MAX,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,6 +41,16 @@ pub(crate) struct FakeServer {
     pub(crate) change_after_first_batch: bool,
     pub(crate) map: PartitionMap,
     pub(crate) store: HashMap<Vec<u8>, (Vec<u8>, u64)>,
+    /// Values of at least this many bytes answer a REF_ONLY GET with a blob reference, their
+    /// chunks (of `chunk_bytes`) served by CHUNK.
+    pub(crate) blob_threshold: usize,
+    pub(crate) chunk_bytes: usize,
+    /// Chunks by hash (filled when a reference is handed out).
+    pub(crate) chunks: HashMap<[u8; 32], Vec<u8>>,
+    /// Corrupt every chunk sent (a wrong byte), to see the client catch it.
+    pub(crate) corrupt_chunks: bool,
+    /// Keys per SCAN page.
+    pub(crate) scan_page_keys: usize,
     next_version: u64,
     completions: HashMap<(u64, u64), (Status, u64)>,
     reassembly: HashMap<(u64, u64), Reassembly>,
@@ -64,6 +75,11 @@ impl FakeServer {
             change_after_first_batch: false,
             map: PartitionMap::default(),
             store: HashMap::new(),
+            blob_threshold: 16 << 10,
+            chunk_bytes: 64 << 10,
+            chunks: HashMap::new(),
+            corrupt_chunks: false,
+            scan_page_keys: 100,
             next_version: 1,
             completions: HashMap::new(),
             reassembly: HashMap::new(),
@@ -113,7 +129,10 @@ impl FakeServer {
                 let json = format!("{{\"keys\":{}}}", self.store.len());
                 vec![self.reply(h, Status::Ok, 0, json.as_bytes())]
             }
+            Opcode::Get if h.has(flags::REF_ONLY) => self.get_reference(h, key),
             Opcode::Get => self.get(h, key),
+            Opcode::Scan => vec![self.scan(h, key)],
+            Opcode::Chunk => self.chunk(h, key),
             _ if h.has(flags::FRAGMENT) => self.fragment(h, key, value),
             _ => vec![self.write(h, key, value)],
         }
@@ -201,19 +220,92 @@ impl FakeServer {
         vec![encode(&header, &[], &[])]
     }
 
-    fn get(&mut self, h: &HeaderFields, key: &[u8]) -> Vec<Vec<u8>> {
+    /// Partitions of the map (1 without a map).
+    fn partitions(&self) -> u32 {
+        (self.map.entries.len() as u32).max(1)
+    }
+
+    fn scan(&self, h: &HeaderFields, after: &[u8]) -> Vec<u8> {
+        if h.partition >= self.partitions() {
+            return self.reply(h, Status::Malformed, 0, &[]);
+        }
+        let mut keys: Vec<&Vec<u8>> = self
+            .store
+            .keys()
+            .filter(|k| k.as_slice() > after)
+            .filter(|k| partition_of(key_hash(k), self.partitions()) == h.partition)
+            .collect();
+        keys.sort();
+        let mut page = ScanPage::new();
+        let taken = keys.iter().take(self.scan_page_keys).take_while(|key| page.push(key)).count();
+        self.reply(h, Status::Ok, u64::from(taken < keys.len()), page.as_bytes())
+    }
+
+    fn get_reference(&mut self, h: &HeaderFields, key: &[u8]) -> Vec<Vec<u8>> {
         let Some((value, version)) = self.store.get(key).cloned() else {
             return vec![self.reply(h, Status::NotFound, 0, &[])];
+        };
+        if value.len() < self.blob_threshold {
+            return self.serve(h, &value, version, 0);
+        }
+        let hashes = value
+            .chunks(self.chunk_bytes)
+            .map(|chunk| {
+                let hash = *blake3::hash(chunk).as_bytes();
+                self.chunks.insert(hash, chunk.to_vec());
+                hash
+            })
+            .collect();
+        let reference = BlobReference {
+            value_len: value.len() as u64,
+            chunk_bytes: self.chunk_bytes as u32,
+            hashes,
+        };
+        self.serve(h, &reference.encode(), version, flags::REF_ONLY)
+    }
+
+    fn chunk(&mut self, h: &HeaderFields, hash: &[u8]) -> Vec<Vec<u8>> {
+        let Some(mut chunk) =
+            <[u8; 32]>::try_from(hash).ok().and_then(|h| self.chunks.get(&h)).cloned()
+        else {
+            return vec![self.reply(h, Status::NotFound, 0, &[])];
+        };
+        if self.corrupt_chunks {
+            chunk[0] ^= 1;
+        }
+        self.serve(h, &chunk, 0, 0)
+    }
+
+    /// A value read: whole, its first batch of fragments, or the RANGE asked for.
+    fn serve(&self, h: &HeaderFields, value: &[u8], version: u64, extra: u16) -> Vec<Vec<u8>> {
+        let flagged = |mut reply: Vec<u8>| {
+            let bits = u16::from_le_bytes([reply[4], reply[5]]) | extra;
+            reply[4..6].copy_from_slice(&bits.to_le_bytes());
+            reply
         };
         if h.has(flags::RANGE) {
             if h.version != version {
                 return vec![self.reply(h, Status::VersionMismatch, version, &[])];
             }
             let count = h.frag_count.min(BATCH_FRAGMENTS);
-            return self.fragments(h, &value, version, h.frag_index, count);
+            return self
+                .fragments(h, value, version, h.frag_index, count)
+                .into_iter()
+                .map(flagged)
+                .collect();
         }
         if proto::fits_unfragmented(0, value.len()) {
-            return vec![self.reply(h, Status::Ok, version, &value)];
+            return vec![flagged(self.reply(h, Status::Ok, version, value))];
+        }
+        self.fragments(h, value, version, 0, BATCH_FRAGMENTS).into_iter().map(flagged).collect()
+    }
+
+    fn get(&mut self, h: &HeaderFields, key: &[u8]) -> Vec<Vec<u8>> {
+        let Some((value, version)) = self.store.get(key).cloned() else {
+            return vec![self.reply(h, Status::NotFound, 0, &[])];
+        };
+        if h.has(flags::RANGE) || proto::fits_unfragmented(0, value.len()) {
+            return self.serve(h, &value, version, 0);
         }
         let batch = self.fragments(h, &value, version, 0, BATCH_FRAGMENTS);
         if std::mem::take(&mut self.change_after_first_batch) {

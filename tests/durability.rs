@@ -1,0 +1,924 @@
+//! Durability of a real `cradle node` process over its data directory: `kill -9` under a heavy
+//! write load, a full disk (a tmpfs the test mounts), and crash images made by hand (a flipped
+//! byte mid-segment, a torn last record).
+
+mod common;
+
+use client::{Client, ClientConfig, Request, RequestId};
+use common::{run, signal};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+// ---- A node process on a data directory the test keeps ----
+
+/// A `cradle node` on a directory the test owns (so it can be restarted on it), with its
+/// stderr captured line by line (and echoed). Killed (by its PID) when dropped.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<Vec<String>>>,
+    /// Time from spawn to the ready line (opening and replaying the data directory).
+    startup: Duration,
+}
+
+impl Node {
+    fn start(data_dir: &Path, cores: u32, partitions: u32, extra: &[&str]) -> Node {
+        let started = Instant::now();
+        let mut child = common::cradle()
+            .args(["node", "--listen", "127.0.0.1:0", "--no-pin"])
+            .args(["--cores", &cores.to_string(), "--partitions", &partitions.to_string()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cradle node");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let pipe = child.stderr.take().expect("piped stderr");
+        let lines = stderr.clone();
+        let pid = child.id();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                eprintln!("[node {pid}] {line}");
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let ready = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                signal(child.id(), "KILL");
+                let status = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "cradle node printed no ready line ({status:?}); stderr:\n{}",
+                    stderr.lock().unwrap().join("\n")
+                );
+            }
+        };
+        let startup = started.elapsed();
+        // What the node printed on stderr before its ready line is in the pipe: let the
+        // reader take it, so checks for the absence of a report see it.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(ready.starts_with("cradle ready"), "unexpected first line: {ready}");
+        let after = ready.split(" on ").nth(1).expect("address in ready line");
+        let addr = after.split("..").next().expect("address").parse().expect("address parses");
+        Node { child, addr, stderr, startup }
+    }
+
+    fn server(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// The stderr so far once it contains `needle` (waiting up to 5 s for the reader thread).
+    fn stderr_until(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.stderr_text();
+            if text.contains(needle) || Instant::now() >= deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(ClientConfig::new(vec![self.addr])).expect("client connects")
+    }
+
+    /// SIGTERM, then wait up to `limit` for the exit.
+    fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        signal(self.pid(), "TERM");
+        self.wait(limit, "SIGTERM")
+    }
+
+    /// SIGKILL, then reap.
+    fn kill(&mut self) -> ExitStatus {
+        signal(self.pid(), "KILL");
+        self.wait(Duration::from_secs(10), "SIGKILL")
+    }
+
+    fn wait(&mut self, limit: Duration, what: &str) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // Let the stderr reader take the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            assert!(Instant::now() < deadline, "cradle node ignored {what} for {limit:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let out = run(&["status", "--server", &self.server(), "--json"], b"");
+        assert!(out.status.success(), "status failed: {}", common::stderr_of(&out));
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(self.child.id(), "KILL");
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn partition_of(key: &[u8], partitions: u32) -> u32 {
+    proto::partition_of(proto::key_hash(key), partitions)
+}
+
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+    x ^ (x >> 33)
+}
+
+// ---- 1. kill -9 under a heavy write load ----
+
+const WRITERS: u64 = 4;
+const LANES: usize = 32;
+const KEYS_PER_LANE: usize = 8;
+const KEYS_PER_WRITER: usize = LANES * KEYS_PER_LANE;
+
+fn load_key(writer: u64, key: usize) -> Vec<u8> {
+    format!("w{writer}-k{key}").into_bytes()
+}
+
+/// The value of write `seq` of a key: names itself (`writer/key/seq/`), then deterministic
+/// bytes; one in 16 is blob-sized (16 KiB .. 64 KiB), the others 16 B .. 1.4 KiB.
+fn load_value(writer: u64, key: usize, seq: u64) -> Vec<u8> {
+    let h = mix(writer << 48 ^ (key as u64) << 24 ^ seq);
+    let len = if h & 15 == 0 {
+        16_384 + (h >> 8) as usize % 49_152
+    } else {
+        16 + (h >> 8) as usize % 1_400
+    };
+    let mut value = format!("{writer}/{key}/{seq}/").into_bytes();
+    let fill = len.saturating_sub(value.len());
+    value.extend_from_slice(&common::bytes(fill, h));
+    value
+}
+
+/// Which write of the load a stored value is (checking the whole value).
+fn which_write(writer: u64, key: usize, value: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(&value[..value.len().min(40)]).ok().or_else(|| {
+        let end = value.iter().take(40).position(|&b| !b.is_ascii())?;
+        std::str::from_utf8(&value[..end]).ok()
+    })?;
+    let mut parts = text.splitn(4, '/');
+    let (w, k, s) = (parts.next()?, parts.next()?, parts.next()?);
+    if w.parse::<u64>().ok()? != writer || k.parse::<usize>().ok()? != key {
+        return None;
+    }
+    let seq = s.parse().ok()?;
+    (load_value(writer, key, seq) == value).then_some(seq)
+}
+
+#[derive(Clone, Debug, Default)]
+struct KeyLog {
+    /// The latest acknowledged write: (seq, version).
+    acked: Option<(u64, u64)>,
+    /// Writes sent after it whose outcome is unknown (seq).
+    attempted: Vec<u64>,
+}
+
+#[derive(Default)]
+struct WriterLog {
+    keys: Vec<KeyLog>,
+    acked: u64,
+    acked_bytes: u64,
+    acked_blobs: u64,
+    failed: u64,
+    errors_before_kill: Vec<String>,
+    errors_before_kill_count: u64,
+    violations: Vec<String>,
+}
+
+/// One writer: `LANES` writes in flight, one per lane, each lane cycling over its keys (so a
+/// key has at most one write in flight), until `stop`; then waits for what is in flight.
+fn writer(id: u64, addr: SocketAddr, stop: &AtomicBool, killed: &AtomicBool) -> WriterLog {
+    let mut client = Client::connect(ClientConfig::new(vec![addr])).expect("writer connects");
+    let began = Instant::now();
+    let mut log =
+        WriterLog { keys: vec![KeyLog::default(); KEYS_PER_WRITER], ..Default::default() };
+    let mut next_seq = vec![0u64; KEYS_PER_WRITER];
+    let mut rounds = [0usize; LANES];
+    let mut pending: HashMap<RequestId, (usize, usize, u64)> = HashMap::new();
+    let submit = |client: &mut Client,
+                  lane: usize,
+                  rounds: &mut [usize; LANES],
+                  next_seq: &mut Vec<u64>,
+                  pending: &mut HashMap<RequestId, (usize, usize, u64)>| {
+        let key = lane + LANES * (rounds[lane] % KEYS_PER_LANE);
+        rounds[lane] += 1;
+        next_seq[key] += 1;
+        let seq = next_seq[key];
+        let request = Request::Put { key: load_key(id, key), value: load_value(id, key, seq) };
+        pending.insert(client.submit(request), (lane, key, seq));
+    };
+    for lane in 0..LANES {
+        submit(&mut client, lane, &mut rounds, &mut next_seq, &mut pending);
+    }
+    while !pending.is_empty() {
+        let Some((rid, result)) = client.wait(Duration::from_secs(10)) else {
+            log.violations.push(format!("writer {id}: {} writes never completed", pending.len()));
+            break;
+        };
+        let (lane, key, seq) = pending.remove(&rid).expect("a write of this writer");
+        let entry = &mut log.keys[key];
+        match result.and_then(|reply| match reply.status {
+            proto::Status::Ok => Ok(reply.version),
+            status => Err(client::Error::Status(status)),
+        }) {
+            Ok(version) => {
+                if let Some((_, previous)) = entry.acked {
+                    if version <= previous {
+                        log.violations.push(format!(
+                            "w{id}-k{key} write {seq} got version {version}, not above {previous}"
+                        ));
+                    }
+                }
+                entry.acked = Some((seq, version));
+                entry.attempted.clear();
+                let len = load_value(id, key, seq).len() as u64;
+                log.acked += 1;
+                log.acked_bytes += len;
+                log.acked_blobs += u64::from(len >= 16_384);
+            }
+            Err(error) => {
+                log.failed += 1;
+                if !killed.load(Ordering::SeqCst) {
+                    log.errors_before_kill_count += 1;
+                }
+                if !killed.load(Ordering::SeqCst) && log.errors_before_kill.len() < 5 {
+                    log.errors_before_kill.push(format!(
+                        "w{id}-k{key} write {seq} ({} bytes) at {:?}: {error}",
+                        load_value(id, key, seq).len(),
+                        began.elapsed()
+                    ));
+                }
+                entry.attempted.push(seq);
+            }
+        }
+        if !stop.load(Ordering::SeqCst) {
+            submit(&mut client, lane, &mut rounds, &mut next_seq, &mut pending);
+        }
+    }
+    log
+}
+
+#[test]
+fn kill_9_under_write_load_loses_no_acknowledged_write() {
+    const PARTITIONS: u32 = 16;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut node = Node::start(dir.path(), 2, PARTITIONS, &[]);
+    let addr = node.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|id| {
+            let (stop, killed) = (stop.clone(), killed.clone());
+            std::thread::spawn(move || writer(id, addr, &stop, &killed))
+        })
+        .collect();
+    let load_ms = std::env::var("CRADLE_KILL_AFTER_MS").ok().and_then(|v| v.parse().ok());
+    std::thread::sleep(Duration::from_millis(load_ms.unwrap_or(1_500)));
+    // Kill first, then tell the writers: their writes in flight stay in flight across the kill.
+    killed.store(true, Ordering::SeqCst);
+    let status = node.kill();
+    stop.store(true, Ordering::SeqCst);
+    eprintln!("killed the node mid-load ({status})");
+    let logs: Vec<WriterLog> = writers.into_iter().map(|w| w.join().expect("writer")).collect();
+    let acked: u64 = logs.iter().map(|l| l.acked).sum();
+    let acked_bytes: u64 = logs.iter().map(|l| l.acked_bytes).sum();
+    let acked_blobs: u64 = logs.iter().map(|l| l.acked_blobs).sum();
+    let failed: u64 = logs.iter().map(|l| l.failed).sum();
+    let mut violations: Vec<String> = logs.iter().flat_map(|l| l.violations.clone()).collect();
+    let errors_before_count: u64 = logs.iter().map(|l| l.errors_before_kill_count).sum();
+    let errors_before: Vec<String> =
+        logs.iter().flat_map(|l| l.errors_before_kill.clone()).collect();
+    eprintln!(
+        "before the kill: {acked} acknowledged writes ({acked_blobs} blob-sized, {} MiB), \
+         {failed} unacknowledged (in flight at the kill or failed); {errors_before_count} \
+         failed before the kill, e.g. {errors_before:?}",
+        acked_bytes >> 20
+    );
+    assert!(acked >= 2_000, "the load was not heavy: {acked} acknowledged writes");
+    assert!(acked_blobs > 0, "no blob-sized write was acknowledged");
+    assert!(failed > 0, "no write was in flight at the kill: the kill was not mid-load");
+
+    let mut node = Node::start(dir.path(), 2, PARTITIONS, &[]);
+    eprintln!("restart (replay) took {:?}", node.startup);
+    let stderr = node.stderr_text();
+    assert!(!stderr.contains("QUARANTINED"), "a kill -9 quarantined an endpoint:\n{stderr}");
+    assert!(!stderr.contains("panick"), "{stderr}");
+    let mut client = node.client();
+    // Versions are per endpoint: the highest acknowledged one of each partition.
+    let mut partition_max = vec![0u64; PARTITIONS as usize];
+    let (mut latest, mut newer, mut absent) = (0u64, 0u64, 0u64);
+    for (id, log) in (0u64..).zip(&logs) {
+        for (k, entry) in log.keys.iter().enumerate() {
+            let key = load_key(id, k);
+            let got = client.get(&key).unwrap_or_else(|e| panic!("GET w{id}-k{k} failed: {e}"));
+            if let Some((_, version)) = entry.acked {
+                let p = partition_of(&key, PARTITIONS) as usize;
+                partition_max[p] = partition_max[p].max(version);
+            }
+            let name = format!("w{id}-k{k}");
+            match (entry.acked, got) {
+                (None, None) => absent += 1,
+                (Some((seq, version)), None) => violations.push(format!(
+                    "{name}: write {seq} acknowledged at version {version}, now absent"
+                )),
+                (acked, Some(value)) => match which_write(id, k, &value.bytes) {
+                    None => violations.push(format!(
+                        "{name} holds {} bytes that no write of the load sent",
+                        value.bytes.len()
+                    )),
+                    Some(seq) if Some(seq) == acked.map(|a| a.0) => {
+                        latest += 1;
+                        let version = acked.expect("acked").1;
+                        if value.version != version {
+                            violations.push(format!(
+                                "{name}: write {seq} acknowledged at version {version}, reads \
+                                 back at version {}",
+                                value.version
+                            ));
+                        }
+                    }
+                    Some(seq) if entry.attempted.contains(&seq) => {
+                        newer += 1;
+                        if let Some((_, version)) = acked {
+                            if value.version <= version {
+                                violations.push(format!(
+                                    "{name}: unacknowledged write {seq} at version {} is not \
+                                     above the acknowledged version {version}",
+                                    value.version
+                                ));
+                            }
+                        }
+                    }
+                    Some(seq) => violations.push(format!(
+                        "{name} holds write {seq}; acknowledged {acked:?}, attempted after it \
+                         {:?}: an acknowledged write was lost",
+                        entry.attempted
+                    )),
+                },
+            }
+        }
+    }
+    // A new write must get a version above every acknowledged one of its endpoint.
+    let mut rewritten = 0;
+    for (id, log) in (0u64..).zip(&logs) {
+        for k in (0..log.keys.len()).step_by(7) {
+            let key = load_key(id, k);
+            let version = client.put(&key, b"after restart").expect("PUT after restart");
+            let p = partition_of(&key, PARTITIONS) as usize;
+            if version <= partition_max[p] {
+                violations.push(format!(
+                    "w{id}-k{k}: a new write got version {version}, not above {} acknowledged \
+                     before the kill in partition {p}",
+                    partition_max[p]
+                ));
+            }
+            rewritten += 1;
+        }
+    }
+    let status = node.status_json();
+    eprintln!(
+        "after restart: {latest} keys at their latest acknowledged write, {newer} at a newer \
+         unacknowledged one, {absent} never acknowledged and absent; {rewritten} new writes; \
+         status keys {} log_bytes {} live_bytes {} blob_bytes {} blob_chunks {}",
+        status["keys"],
+        status["log_bytes"],
+        status["live_bytes"],
+        status["blob_bytes"],
+        status["blob_chunks"]
+    );
+    assert!(violations.is_empty(), "{} violations:\n{}", violations.len(), violations.join("\n"));
+    let exit = node.terminate(Duration::from_secs(10));
+    assert!(exit.success(), "node exited with {exit}");
+}
+
+// ---- 2. Full disk ----
+
+/// A tmpfs the test mounted; unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not root: cannot mount a tmpfs".into());
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("mount failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn resize(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "remount: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let out = Command::new("umount").arg(self.dir.path()).output();
+        if !matches!(&out, Ok(o) if o.status.success()) {
+            // Busy (a node still holds files): lazily, so the mount never outlives the test.
+            let _ = Command::new("umount").arg("-l").arg(self.dir.path()).output();
+        }
+    }
+}
+
+fn disk_value(i: u64) -> Vec<u8> {
+    let h = mix(i ^ 0xD15C);
+    let len = if h & 7 == 0 {
+        16_384 + (h >> 8) as usize % 40_000
+    } else {
+        200 + (h >> 8) as usize % 3_000
+    };
+    common::bytes(len, h)
+}
+
+#[test]
+fn a_full_disk_answers_no_space_loses_nothing_and_serves_again_after_space_is_freed() {
+    let tmpfs = match Tmpfs::mount("8m") {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    const PARTITIONS: u32 = 4;
+    let data_dir = tmpfs.path().join("data");
+    let mut node = Node::start(&data_dir, 1, PARTITIONS, &[]);
+    let mut client = node.client();
+    // key -> (value index, version)
+    let mut acked: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
+    let mut no_space = 0u64;
+    let mut other_errors = Vec::new();
+    let started = Instant::now();
+    let mut i = 0u64;
+    // Fill: new keys only, until a write answers NO_SPACE (then 300 more attempts).
+    let mut first_no_space = None;
+    while started.elapsed() < Duration::from_secs(60) {
+        if first_no_space.is_some_and(|at| i >= at + 300) {
+            break;
+        }
+        let key = format!("fill-{i}").into_bytes();
+        match client.put(&key, &disk_value(i)) {
+            Ok(version) => {
+                acked.insert(key, (i, version));
+            }
+            Err(client::Error::Status(proto::Status::NoSpace)) => {
+                no_space += 1;
+                first_no_space.get_or_insert(i);
+            }
+            Err(e) => {
+                other_errors.push(format!("fill-{i}: {e}"));
+                if other_errors.len() > 20 {
+                    break;
+                }
+            }
+        }
+        i += 1;
+    }
+    eprintln!(
+        "full disk: {} writes acknowledged, {no_space} NO_SPACE (first at write {first_no_space:?}) \
+         in {:?}, other errors {other_errors:?}",
+        acked.len(),
+        started.elapsed()
+    );
+    assert!(first_no_space.is_some(), "8 MiB never filled up after {i} writes");
+    assert!(other_errors.is_empty(), "writes failed other than with NO_SPACE: {other_errors:?}");
+    assert!(node.alive(), "the node died on a full disk:\n{}", node.stderr_text());
+    // A rejected overwrite of an acknowledged key changes nothing.
+    let overwritten: Vec<Vec<u8>> = acked.keys().step_by(97).cloned().collect();
+    for key in &overwritten {
+        match client.put(key, b"rejected?") {
+            Err(client::Error::Status(proto::Status::NoSpace)) => {}
+            Ok(version) => {
+                // Space may remain in another endpoint: then it is an acknowledged write.
+                acked.insert(key.clone(), (u64::MAX, version));
+            }
+            Err(e) => panic!("overwrite on a full disk failed with {e}"),
+        }
+    }
+    // The CLI says so too.
+    let out = run(&["put", "--server", &node.server(), "fill-0", "via the cli"], b"");
+    if !out.status.success() {
+        let text = common::stderr_of(&out);
+        assert!(text.contains("no space"), "the CLI's error does not say no space: {text}");
+    } else {
+        acked.insert(b"fill-0".to_vec(), (u64::MAX - 1, 0));
+    }
+    let check = |client: &mut Client, acked: &BTreeMap<Vec<u8>, (u64, u64)>, when: &str| {
+        for (key, &(index, version)) in acked {
+            let name = String::from_utf8_lossy(key);
+            let got = client
+                .get(key)
+                .unwrap_or_else(|e| panic!("{when}: GET {name} failed: {e}"))
+                .unwrap_or_else(|| panic!("{when}: acknowledged {name} is gone"));
+            let want = match index {
+                u64::MAX => b"rejected?".to_vec(),
+                i if i == u64::MAX - 1 => b"via the cli".to_vec(),
+                i => disk_value(i),
+            };
+            assert!(
+                got.bytes == want,
+                "{when}: {name} reads {} bytes, not its acknowledged {} bytes",
+                got.bytes.len(),
+                want.len()
+            );
+            if version != 0 {
+                assert_eq!(got.version, version, "{when}: version of {name}");
+            }
+        }
+    };
+    check(&mut client, &acked, "on the full disk");
+    let status = node.status_json();
+    eprintln!("status on the full disk: {status}");
+    assert!(node.alive(), "the node died on a full disk");
+    let exit = node.terminate(Duration::from_secs(10));
+    let stderr = node.stderr_text();
+    assert!(!stderr.contains("panick"), "the node panicked:\n{stderr}");
+    eprintln!("stopped on the full disk: {exit}");
+    drop(client);
+
+    // Free space: a bigger file system (the restart skips the sparse files' holes, see
+    // `a_restart_on_a_small_tmpfs_does_not_die_of_sigbus`).
+    tmpfs.resize("64m");
+    let mut node = Node::start(&data_dir, 1, PARTITIONS, &[]);
+    eprintln!("restart after freeing space took {:?}", node.startup);
+    let stderr = node.stderr_text();
+    assert!(!stderr.contains("QUARANTINED"), "a full disk quarantined an endpoint:\n{stderr}");
+    let mut client = node.client();
+    check(&mut client, &acked, "after the restart");
+    // New writes work in every partition, including blob-sized ones.
+    for j in 0..64u64 {
+        let key = format!("after-{j}").into_bytes();
+        let value = disk_value(1_000_000 + j);
+        let version = client.put(&key, &value).unwrap_or_else(|e| panic!("PUT after-{j}: {e}"));
+        acked.insert(key, (1_000_000 + j, version));
+    }
+    check(&mut client, &acked, "after new writes");
+    let status = node.status_json();
+    assert_eq!(status["quarantined"], 0, "{status}");
+    assert_eq!(status["poisoned"], 0, "{status}");
+    let exit = node.terminate(Duration::from_secs(10));
+    assert!(exit.success(), "node exited with {exit}");
+}
+
+// ---- 3. Crash images made by hand ----
+
+/// (start, len, key) of every record of an endpoint segment, up to its zero header.
+fn records(segment: &[u8]) -> Vec<(usize, usize, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 32;
+    while at + 24 <= segment.len() {
+        let len = u32::from_le_bytes(segment[at + 8..at + 12].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        let key_len = u16::from_le_bytes(segment[at + 14..at + 16].try_into().unwrap()) as usize;
+        if at + len > segment.len() {
+            break;
+        }
+        out.push((at, len, segment[at + 24..at + 24 + key_len].to_vec()));
+        at += len.next_multiple_of(8);
+    }
+    out
+}
+
+fn segment_of(data_dir: &Path, partition: u32) -> PathBuf {
+    let dir = data_dir.join(format!("partition-{partition:07}"));
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    segs.pop().expect("a segment file")
+}
+
+fn image_value(key: &[u8]) -> Vec<u8> {
+    let mut value = b"value of ".to_vec();
+    value.extend_from_slice(key);
+    value.extend_from_slice(&common::bytes(100, proto::key_hash(key)));
+    value
+}
+
+/// Starts a node and writes `per_partition` keys (each once) to every partition; stops it.
+/// Returns the keys by partition.
+fn write_image(data_dir: &Path, partitions: u32, per_partition: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut keys = vec![Vec::new(); partitions as usize];
+    let mut node = Node::start(data_dir, 1, partitions, &[]);
+    let mut client = node.client();
+    let mut i = 0;
+    while keys.iter().any(|k| k.len() < per_partition) {
+        let key = format!("image-{i}").into_bytes();
+        i += 1;
+        let p = partition_of(&key, partitions) as usize;
+        if keys[p].len() < per_partition {
+            client.put(&key, &image_value(&key)).expect("PUT");
+            keys[p].push(key);
+        }
+    }
+    let exit = node.terminate(Duration::from_secs(10));
+    assert!(exit.success(), "node exited with {exit}");
+    keys
+}
+
+fn cli_get(node: &Node, key: &[u8]) -> std::process::Output {
+    run(&["get", "--server", &node.server(), std::str::from_utf8(key).unwrap()], b"")
+}
+
+#[test]
+fn a_flipped_byte_mid_segment_quarantines_only_its_endpoint_and_changes_no_file() {
+    const PARTITIONS: u32 = 8;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = write_image(dir.path(), PARTITIONS, 20);
+    let victim = 5u32;
+    let path = segment_of(dir.path(), victim);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let recs = records(&bytes);
+    assert_eq!(recs.len(), 20, "records of partition {victim}");
+    // The payload of the 8th record (valid records follow it: not a torn tail).
+    let (start, len, key) = recs[7].clone();
+    let flip = start + 24 + key.len() + 10;
+    assert!(flip < start + len);
+    bytes[flip] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    let listing = |p: &Path| -> Vec<(PathBuf, u64)> {
+        let mut files: Vec<_> = std::fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.path(), e.metadata().unwrap().len())
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = listing(&path);
+
+    let mut node = Node::start(dir.path(), 1, PARTITIONS, &[]);
+    let stderr = node.stderr_until(&format!("partition {victim} QUARANTINED"));
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&format!("partition {victim} QUARANTINED")))
+        .unwrap_or_else(|| panic!("no QUARANTINED line for partition {victim}:\n{stderr}"));
+    let path_text = path.display().to_string();
+    assert!(line.contains(&path_text), "the line does not name {path_text}: {line}");
+    assert!(line.contains(&format!("at byte {start}")), "not at byte {start}: {line}");
+    assert_eq!(stderr.matches("QUARANTINED").count(), 1, "{stderr}");
+    assert!(!stderr.contains("torn tail"), "{stderr}");
+    let status = node.status_json();
+    assert_eq!(status["quarantined"], 1, "{status}");
+    // The quarantined endpoint answers an error, by GET and PUT; the others serve.
+    for key in &keys[victim as usize][..3] {
+        let out = cli_get(&node, key);
+        assert!(!out.status.success(), "GET of a quarantined key succeeded");
+        eprintln!("GET of a quarantined key: {}", common::stderr_of(&out).trim());
+        assert!(common::stderr_of(&out).contains("unavailable"), "{}", common::stderr_of(&out));
+    }
+    let key = std::str::from_utf8(&keys[victim as usize][0]).unwrap();
+    let out = run(&["put", "--server", &node.server(), key, "x"], b"");
+    assert!(!out.status.success(), "PUT to a quarantined endpoint succeeded");
+    let mut served = 0;
+    for (p, partition_keys) in keys.iter().enumerate() {
+        if p as u32 == victim {
+            continue;
+        }
+        for key in partition_keys {
+            let out = cli_get(&node, key);
+            assert!(out.status.success(), "GET failed: {}", common::stderr_of(&out));
+            assert_eq!(out.stdout, image_value(key));
+            served += 1;
+        }
+    }
+    // Other endpoints still take writes.
+    let mut client = node.client();
+    let other = keys[(victim as usize + 1) % PARTITIONS as usize][0].clone();
+    client.put(&other, b"new value").expect("PUT to a healthy endpoint");
+    eprintln!("quarantine at {path_text} byte {start}; {served} keys of other partitions served");
+    drop(client);
+    assert!(std::fs::read(&path).unwrap() == bytes, "the corrupt file was changed while served");
+    let exit = node.terminate(Duration::from_secs(10));
+    assert!(exit.success(), "node exited with {exit}");
+    assert!(std::fs::read(&path).unwrap() == bytes, "the corrupt file was changed");
+    assert_eq!(listing(&path), before, "files of the quarantined partition changed");
+    // And again at the next start: the same report, still no change.
+    let mut node = Node::start(dir.path(), 1, PARTITIONS, &[]);
+    let quarantined = format!("partition {victim} QUARANTINED");
+    assert!(node.stderr_until(&quarantined).contains(&quarantined));
+    node.terminate(Duration::from_secs(10));
+    assert!(std::fs::read(&path).unwrap() == bytes, "the corrupt file was changed");
+}
+
+#[test]
+fn a_torn_last_record_is_truncated_and_reported_and_the_rest_is_served() {
+    const PARTITIONS: u32 = 8;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = write_image(dir.path(), PARTITIONS, 20);
+    let victim = 2u32;
+    let path = segment_of(dir.path(), victim);
+    let bytes = std::fs::read(&path).unwrap();
+    let recs = records(&bytes);
+    assert_eq!(recs.len(), 20, "records of partition {victim}");
+    // Cut the file in the middle of its last record (a write that only partly reached disk).
+    let (start, len, lost_key) = recs.last().unwrap().clone();
+    assert!(keys[victim as usize].contains(&lost_key));
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len((start + len / 2) as u64).unwrap();
+    drop(file);
+
+    let mut node = Node::start(dir.path(), 1, PARTITIONS, &[]);
+    let stderr = node.stderr_until(&format!("partition {victim}: torn tail truncated"));
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&format!("partition {victim}: torn tail truncated")))
+        .unwrap_or_else(|| panic!("no torn tail line for partition {victim}:\n{stderr}"));
+    let path_text = path.display().to_string();
+    assert!(line.contains(&path_text), "the line does not name {path_text}: {line}");
+    assert!(line.contains(&format!("byte {start} ")), "not at byte {start}: {line}");
+    assert!(!stderr.contains("QUARANTINED"), "{stderr}");
+    assert_eq!(node.status_json()["quarantined"], 0);
+    // The torn record is gone, everything else is served.
+    let out = cli_get(&node, &lost_key);
+    assert!(!out.status.success(), "the torn record's key is still served");
+    assert!(common::stderr_of(&out).contains("not found"), "{}", common::stderr_of(&out));
+    let mut served = 0;
+    for partition_keys in &keys {
+        for key in partition_keys.iter().filter(|k| **k != lost_key) {
+            let out = cli_get(&node, key);
+            assert!(out.status.success(), "GET failed: {}", common::stderr_of(&out));
+            assert_eq!(out.stdout, image_value(key));
+            served += 1;
+        }
+    }
+    // The log continues where the valid part ended.
+    let mut client = node.client();
+    let version = client.put(&lost_key, b"written again").expect("PUT after the cut");
+    drop(client);
+    node.terminate(Duration::from_secs(10));
+    eprintln!("torn tail at {path_text} byte {start} cut; {served} keys served");
+    let mut node = Node::start(dir.path(), 1, PARTITIONS, &[]);
+    let stderr = node.stderr_text();
+    assert!(!stderr.contains("torn tail"), "the cut was not made durable:\n{stderr}");
+    let got = node.client().get(&lost_key).expect("GET").expect("the new write is there");
+    assert_eq!((got.bytes, got.version), (b"written again".to_vec(), version));
+    node.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn garbage_after_the_last_record_is_a_torn_tail() {
+    const PARTITIONS: u32 = 4;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = write_image(dir.path(), PARTITIONS, 10);
+    let victim = 1u32;
+    let path = segment_of(dir.path(), victim);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let recs = records(&bytes);
+    let (start, len, _) = recs.last().unwrap().clone();
+    let end = start + len.next_multiple_of(8);
+    // A record header claiming 200 bytes with a wrong checksum, and half of its body.
+    let mut garbage = vec![0u8; 24];
+    garbage[0..8].copy_from_slice(&0xDEAD_BEEF_u64.to_le_bytes());
+    garbage[8..12].copy_from_slice(&200u32.to_le_bytes());
+    garbage[12] = 1;
+    garbage[14..16].copy_from_slice(&4u16.to_le_bytes());
+    garbage.extend_from_slice(&[0xAB; 76]);
+    bytes[end..end + garbage.len()].copy_from_slice(&garbage);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let node = Node::start(dir.path(), 1, PARTITIONS, &[]);
+    let stderr = node.stderr_until(&format!("partition {victim}: torn tail truncated"));
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&format!("partition {victim}: torn tail truncated")))
+        .unwrap_or_else(|| panic!("no torn tail line for partition {victim}:\n{stderr}"));
+    assert!(line.contains(&path.display().to_string()) && line.contains(&format!("byte {end} ")));
+    for partition_keys in &keys {
+        for key in partition_keys {
+            let out = cli_get(&node, key);
+            assert!(out.status.success(), "GET failed: {}", common::stderr_of(&out));
+            assert_eq!(out.stdout, image_value(key));
+        }
+    }
+}
+
+/// Known bug (ignored until fixed): `BlobStore::open` scans every 4 KiB block of the whole
+/// preallocated blob segment (64 MiB) through the read-only map, holes included. On tmpfs each
+/// touched hole is allocated, so a restart after storing one 30 KB value needs 64 MiB free,
+/// and with less the node dies of SIGBUS at start (no message).
+#[test]
+fn a_restart_on_a_small_tmpfs_does_not_die_of_sigbus() {
+    let tmpfs = match Tmpfs::mount("48m") {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    let data_dir = tmpfs.path().join("data");
+    let value = common::bytes(30_000, 7);
+    let mut node = Node::start(&data_dir, 1, 4, &[]);
+    node.client().put(b"big", &value).expect("PUT");
+    node.terminate(Duration::from_secs(10));
+    let mut child = common::cradle()
+        .args(["node", "--listen", "127.0.0.1:0", "--no-pin", "--partitions", "4", "--data-dir"])
+        .arg(&data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    let exited = child.try_wait().unwrap();
+    signal(child.id(), "TERM");
+    let status = child.wait().unwrap();
+    assert!(line.starts_with("cradle ready"), "no ready line ({exited:?}, {status}): {line:?}");
+}
+
+/// Known bug (ignored until fixed): with `--durability flushed`, fragmented PUTs of more than
+/// 32 KiB, 32 in flight from one client, fail with `Timeout` after ~9 attempts within
+/// ~200 ms of being sent, although the node is up (same load: 0 failures with 20 KB values,
+/// with 8 in flight, or with `--durability memory`).
+#[test]
+#[ignore = "known bug: concurrent >32 KiB PUTs time out early under flushed durability"]
+fn concurrent_large_puts_under_flushed_durability_all_succeed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(dir.path(), 1, 16, &[]);
+    let mut client = node.client();
+    let (began, mut failed) = (Instant::now(), Vec::new());
+    for round in 0..10 {
+        for lane in 0..32 {
+            let value = common::bytes(40_000, round * 100 + lane);
+            client.submit(Request::Put { key: format!("k{lane}").into_bytes(), value });
+        }
+        while let Some((_, result)) = client.wait(Duration::from_secs(10)) {
+            if let Err(e) = result {
+                failed.push(format!("at {:?}: {e}", began.elapsed()));
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 320 PUTs failed: {:?}",
+        failed.len(),
+        &failed[..3.min(failed.len())]
+    );
+}
