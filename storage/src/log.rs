@@ -119,6 +119,13 @@ impl Log {
         &*self.volume
     }
 
+    /// Raises the highest LSN the log has seen to `lsn` (after replay: the records' LSNs, not
+    /// only the segment floors), so that the floor written into the next segment header and
+    /// compaction markers never falls below a version already given out.
+    pub(crate) fn note_lsn(&mut self, lsn: u64) {
+        self.lsn_high = self.lsn_high.max(lsn);
+    }
+
     /// Adopts a recovered segment (oldest first); the last one adopted is the active one.
     pub(crate) fn adopt(&mut self, segment: Segment, lsn_high: u64) -> u16 {
         self.next_number = segment.number + 1;

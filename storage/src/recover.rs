@@ -234,6 +234,9 @@ impl Store {
         scan: Scan,
         report: &mut RecoveryReport,
     ) -> io::Result<Result<(), Corruption>> {
+        // Compaction may later drop the record holding the highest LSN (a tombstone): the
+        // floors it writes must remember it.
+        self.log.note_lsn(self.last_version);
         let Some(&newest) = numbers.last() else {
             return Ok(Ok(()));
         };
