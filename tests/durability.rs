@@ -898,7 +898,6 @@ fn a_restart_on_a_small_tmpfs_does_not_die_of_sigbus() {
 /// ~200 ms of being sent, although the node is up (same load: 0 failures with 20 KB values,
 /// with 8 in flight, or with `--durability memory`).
 #[test]
-#[ignore = "known bug: concurrent >32 KiB PUTs time out early under flushed durability"]
 fn concurrent_large_puts_under_flushed_durability_all_succeed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(dir.path(), 1, 16, &[]);

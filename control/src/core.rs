@@ -72,6 +72,12 @@ pub struct Core {
     last_flush_ns: u64,
     last_sizes_ns: u64,
     read_cache: ReadCache,
+    /// Datagrams handled since the last `end_batch` (a full burst means more are queued).
+    burst_datagrams: usize,
+    /// When the oldest held write reply was queued.
+    pending_since_ns: u64,
+    /// The time of the datagram being handled.
+    now_ns: u64,
 }
 
 /// The parts of a request every handler needs.
@@ -156,6 +162,9 @@ impl Core {
             last_flush_ns: 0,
             last_sizes_ns: 0,
             read_cache: ReadCache::default(),
+            burst_datagrams: 0,
+            pending_since_ns: 0,
+            now_ns: 0,
         })
     }
 
@@ -423,6 +432,8 @@ impl Handler for Core {
         tx: &mut dyn Transmit,
     ) {
         self.replies.begin(peer, datagram.len());
+        self.burst_datagrams += 1;
+        self.now_ns = now_ns;
         let token = self.tokens.token(peer);
         for message in Messages::new(datagram) {
             match message {

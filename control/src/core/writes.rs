@@ -12,6 +12,10 @@ use storage::CasOutcome;
 /// delete or overwrite released, bounds what a power cut loses).
 const MEMORY_FLUSH_INTERVAL_NS: u64 = 100_000_000;
 
+/// Longest a write waits for its group commit while full bursts keep arriving: under load one
+/// flush then covers several bursts instead of one flush per 32 datagrams.
+const GROUP_COMMIT_WAIT_NS: u64 = 1_000_000;
+
 /// How often store sizes are summed for the counters (visits every endpoint).
 const SIZES_INTERVAL_NS: u64 = 250_000_000;
 
@@ -83,7 +87,16 @@ impl Core {
             if self.pending.len() == PENDING_ACKS_MAX {
                 self.flush_dirty(tx);
             } else {
-                self.pending.push(PendingAck { peer: request.peer, reply, slot });
+                // A resend of a write already waiting gets the one reply the commit sends.
+                let waiting = self.pending.iter().any(|a| {
+                    (a.reply.client_id, a.reply.tracking_id) == (reply.client_id, reply.tracking_id)
+                });
+                if !waiting {
+                    if self.pending.is_empty() {
+                        self.pending_since_ns = self.now_ns;
+                    }
+                    self.pending.push(PendingAck { peer: request.peer, reply, slot });
+                }
                 return;
             }
         }
@@ -128,8 +141,16 @@ impl Core {
     /// The group commit at the end of a batch: `Flushed` endpoints flush and their held
     /// replies go out; `Memory` endpoints write out their tails and flush on a timer.
     pub(super) fn commit(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
+        let full_burst = self.burst_datagrams >= dataplane::BATCH;
+        self.burst_datagrams = 0;
         match self.durability {
-            Durability::Flushed => self.flush_dirty(tx),
+            Durability::Flushed => {
+                // More datagrams are queued: let them join this commit, for a while.
+                let young = now_ns.saturating_sub(self.pending_since_ns) < GROUP_COMMIT_WAIT_NS;
+                if !(full_burst && young) {
+                    self.flush_dirty(tx);
+                }
+            }
             Durability::Memory => {
                 for &slot in &self.dirty {
                     // A failure poisons the store, which then answers every write itself.
