@@ -302,10 +302,24 @@ fn is_transient(err: &io::Error) -> bool {
 fn set_buffer_bytes(fd: RawFd, option: libc::c_int, bytes: usize) -> io::Result<usize> {
     let value = bytes as libc::c_int; // validated <= i32::MAX
     let size = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` is a live c_int and `size` its exact size.
-    let ret = unsafe {
-        libc::setsockopt(fd, libc::SOL_SOCKET, option, ptr::addr_of!(value).cast(), size)
+    // With CAP_NET_ADMIN the *FORCE variant is not capped by net.core.[rw]mem_max (212,992
+    // bytes on a fresh machine: a burst of a few hundred datagrams would overflow it); without
+    // it, fall back to the capped option.
+    let forced = match option {
+        libc::SO_RCVBUF => libc::SO_RCVBUFFORCE,
+        libc::SO_SNDBUF => libc::SO_SNDBUFFORCE,
+        other => other,
     };
+    // SAFETY: `value` is a live c_int and `size` its exact size.
+    let mut ret = unsafe {
+        libc::setsockopt(fd, libc::SOL_SOCKET, forced, ptr::addr_of!(value).cast(), size)
+    };
+    if ret != 0 {
+        // SAFETY: as above.
+        ret = unsafe {
+            libc::setsockopt(fd, libc::SOL_SOCKET, option, ptr::addr_of!(value).cast(), size)
+        };
+    }
     if ret != 0 {
         return Err(io::Error::last_os_error());
     }
