@@ -8,9 +8,10 @@ use crate::reassembly::Refused;
 use proto::VALUE_BYTES_MAX;
 use storage::CasOutcome;
 
-/// How often a `Durability::Memory` core flushes what it wrote (frees blob chunks a
-/// delete or overwrite released, bounds what a power cut loses).
-const MEMORY_FLUSH_INTERVAL_NS: u64 = 100_000_000;
+/// How often a `Durability::Memory` core flushes one endpoint it wrote (oldest first): it
+/// frees blob chunks a delete or overwrite released and bounds what a power cut loses,
+/// one `fdatasync` at a time so the loop never stalls for all of them at once.
+const MEMORY_FLUSH_STEP_NS: u64 = 2_000_000;
 
 /// Longest a write waits for its group commit while full bursts keep arriving: under load one
 /// flush then covers several bursts instead of one flush per 32 datagrams.
@@ -130,6 +131,10 @@ impl Core {
             endpoint.dirty = true;
             self.dirty.push(slot);
         }
+        if self.durability == Durability::Memory && !endpoint.written {
+            endpoint.written = true;
+            self.written.push(slot);
+        }
         if store.needs_compaction() && !endpoint.queued_for_compaction {
             endpoint.queued_for_compaction = true;
             self.compaction_queue.push_back(slot);
@@ -152,13 +157,20 @@ impl Core {
                 }
             }
             Durability::Memory => {
-                for &slot in &self.dirty {
+                for slot in self.written.drain(..) {
+                    let endpoint = &mut self.endpoints[slot];
+                    endpoint.written = false;
                     // A failure poisons the store, which then answers every write itself.
-                    let _ = self.endpoints[slot].store.write_out();
+                    let _ = endpoint.store.write_out();
                 }
-                if now_ns.saturating_sub(self.last_flush_ns) >= MEMORY_FLUSH_INTERVAL_NS {
+                let due = now_ns.saturating_sub(self.last_flush_ns) >= MEMORY_FLUSH_STEP_NS;
+                if due && !self.dirty.is_empty() {
                     self.last_flush_ns = now_ns;
-                    self.flush_dirty(tx);
+                    let slot = self.dirty.remove(0);
+                    let endpoint = &mut self.endpoints[slot];
+                    endpoint.dirty = false;
+                    // A failure poisons the store, which then answers every write itself.
+                    let _ = endpoint.store.flush(&mut self.blobs);
                 }
             }
         }
