@@ -49,16 +49,33 @@ struct MetricsSection {
     listen: Option<SocketAddr>,
 }
 
-/// What the command line said (None: not given).
-#[derive(Debug, Default)]
+/// What the command line said (None: not given; the file or the default decides).
+#[derive(Debug, Default, clap::Args)]
 pub(crate) struct Flags {
+    /// Address of core 0 [default: 127.0.0.1:7000].
+    #[arg(long)]
     pub(crate) listen: Option<SocketAddr>,
+    /// Serving cores [default: 1].
+    #[arg(long)]
     pub(crate) cores: Option<u32>,
+    /// Directory for the endpoints' stores.
+    #[arg(long)]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Partitions over all cores [default: 256].
+    #[arg(long)]
     pub(crate) partitions: Option<u32>,
+    /// Busy-poll this many microseconds after the last datagram before blocking [default: 50].
+    #[arg(long)]
     pub(crate) spin_us: Option<u64>,
+    /// Do not pin core i's loop to CPU i.
+    #[arg(long)]
     pub(crate) no_pin: bool,
+    /// Serve Prometheus metrics over HTTP on this address.
+    #[arg(long)]
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// When writes are acknowledged: `flushed` (after the batch's fdatasync) or `memory`
+    /// [default: flushed].
+    #[arg(long)]
     pub(crate) durability: Option<String>,
 }
 

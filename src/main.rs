@@ -11,7 +11,6 @@ mod node;
 mod recovery;
 
 use clap::{Parser, Subcommand};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,31 +29,8 @@ enum Command {
         /// A TOML config file (see docs/OPERATIONS.md); flags given here override it.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Address of core 0 [default: 127.0.0.1:7000].
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-        /// Serving cores [default: 1].
-        #[arg(long)]
-        cores: Option<u32>,
-        /// Directory for the endpoints' stores.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Partitions over all cores [default: 256].
-        #[arg(long)]
-        partitions: Option<u32>,
-        /// Busy-poll this many microseconds after the last datagram before blocking [default: 50].
-        #[arg(long)]
-        spin_us: Option<u64>,
-        /// Do not pin core i's loop to CPU i.
-        #[arg(long)]
-        no_pin: bool,
-        /// Serve Prometheus metrics over HTTP on this address.
-        #[arg(long)]
-        metrics_listen: Option<SocketAddr>,
-        /// When writes are acknowledged: `flushed` (after the batch's fdatasync) or `memory`
-        /// [default: flushed].
-        #[arg(long)]
-        durability: Option<String>,
+        #[command(flatten)]
+        flags: config::Flags,
     },
     /// Write a value (`-` reads it from stdin); prints the new version.
     Put {
@@ -133,27 +109,7 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        Command::Node {
-            config,
-            listen,
-            cores,
-            data_dir,
-            partitions,
-            spin_us,
-            no_pin,
-            metrics_listen,
-            durability,
-        } => {
-            let flags = config::Flags {
-                listen,
-                cores,
-                data_dir,
-                partitions,
-                spin_us,
-                no_pin,
-                metrics_listen,
-                durability,
-            };
+        Command::Node { config, flags } => {
             let file = match &config {
                 Some(path) => config::FileConfig::load(path),
                 None => Ok(config::FileConfig::default()),

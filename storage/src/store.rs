@@ -134,6 +134,18 @@ impl Store {
         }
     }
 
+    /// Where the record of `key` is, its kind and version; a record that fails its checks
+    /// quarantines the endpoint.
+    fn locate(&mut self, key: &[u8]) -> Result<Option<(Loc, Kind, u64)>, StoreError> {
+        if self.quarantine.is_some() {
+            return Err(StoreError::Quarantined);
+        }
+        match self.find(key) {
+            Ok(found) => Ok(found.map(|(loc, r)| (loc, r.kind, r.lsn))),
+            Err((loc, bad)) => Err(self.quarantine_at(loc, bad.describe())),
+        }
+    }
+
     /// The value and version of `key`. A small value is borrowed from the log (no copy, no
     /// allocation); a blob value is assembled in the blob store's buffer.
     pub fn get<'a>(
@@ -141,14 +153,7 @@ impl Store {
         blobs: &'a mut BlobStore,
         key: &[u8],
     ) -> Result<Option<(&'a [u8], u64)>, StoreError> {
-        if self.quarantine.is_some() {
-            return Err(StoreError::Quarantined);
-        }
-        let (loc, kind, lsn) = match self.find(key) {
-            Ok(None) => return Ok(None),
-            Ok(Some((loc, r))) => (loc, r.kind, r.lsn),
-            Err((loc, bad)) => return Err(self.quarantine_at(loc, bad.describe())),
-        };
+        let Some((loc, kind, lsn)) = self.locate(key)? else { return Ok(None) };
         if kind == Kind::Put {
             let record = self.log.read(loc).expect("read just now");
             return Ok(Some((record.payload, lsn)));
@@ -163,14 +168,7 @@ impl Store {
     /// Where the value of `key` lives, without assembling a blob: its bytes when it is in
     /// the log, or the blob reference (value length u64, then the chunk hashes).
     pub fn get_reference(&mut self, key: &[u8]) -> Result<Option<(ValueRef<'_>, u64)>, StoreError> {
-        if self.quarantine.is_some() {
-            return Err(StoreError::Quarantined);
-        }
-        let (loc, kind, lsn) = match self.find(key) {
-            Ok(None) => return Ok(None),
-            Ok(Some((loc, r))) => (loc, r.kind, r.lsn),
-            Err((loc, bad)) => return Err(self.quarantine_at(loc, bad.describe())),
-        };
+        let Some((loc, kind, lsn)) = self.locate(key)? else { return Ok(None) };
         let record = self.log.read(loc).expect("read just now");
         let value = match kind {
             Kind::Put => ValueRef::Inline(record.payload),
@@ -181,15 +179,8 @@ impl Store {
 
     /// The version of `key`, 0 if absent.
     pub fn version(&mut self, key: &[u8]) -> Result<u64, StoreError> {
-        if self.quarantine.is_some() {
-            return Err(StoreError::Quarantined);
-        }
-        match self.find(key) {
-            Ok(found) => Ok(found.map_or(0, |(_, r)| r.lsn)),
-            Err((loc, bad)) => Err(self.quarantine_at(loc, bad.describe())),
-        }
+        Ok(self.locate(key)?.map_or(0, |(_, _, lsn)| lsn))
     }
-
     /// Writes `value` under `key`; returns the new version. Applied (readable) at once;
     /// durable after the next successful [`Store::flush`].
     pub fn put(
