@@ -167,7 +167,7 @@ impl Core {
             blobs: storage.blobs,
             durability: storage.durability,
             compaction_step_bytes: storage.compaction_step_bytes,
-            pending: Vec::with_capacity(PENDING_ACKS_MAX),
+            pending: Vec::with_capacity(PENDING_ACKS_MAX + 1),
             ack_buf: Box::new([0; DATAGRAM_BYTES_MAX]),
             last_flush_ns: 0,
             last_sizes_ns: 0,
@@ -265,6 +265,11 @@ impl Core {
         if owner != self.config.core {
             return self.answer_wrong_owner(tx, &request, owner);
         }
+        if !request.validated {
+            // A page costs a walk of the endpoint's index: only for senders with a token.
+            self.replies.retry_token += 1;
+            return self.answer(tx, &request, Status::RetryWithToken);
+        }
         let slot = layout.slot_of(partition);
         let after = request.message.key;
         // The smallest keys after the cursor: a max-heap holding at most a page's worth.
@@ -324,6 +329,24 @@ impl Core {
         self.answer(tx, &request, status);
     }
 
+    /// A GET from a sender without a valid token: a value in the log is answered (the reply
+    /// budget decides), a blob value (at least 16 KiB, always over 3x) is refused before it is
+    /// assembled, so a forged 100-byte request cannot make the loop read 16 MiB.
+    fn handle_unvalidated_get(&mut self, request: Request<'_>, slot: usize, tx: &mut dyn Transmit) {
+        let status = match self.endpoints[slot].store.get_reference(request.message.key) {
+            Ok(Some((ValueRef::Inline(value), version))) => {
+                return send_value(&mut self.replies, tx, &request, value, version);
+            }
+            Ok(Some((ValueRef::Blob(_), _))) => {
+                self.replies.retry_token += 1;
+                Status::RetryWithToken
+            }
+            Ok(None) => Status::NotFound,
+            Err(error) => status_of(error),
+        };
+        self.answer(tx, &request, status);
+    }
+
     /// One blob chunk by its hash (the key), in fragments like any big value.
     fn handle_chunk(&mut self, request: Request<'_>, tx: &mut dyn Transmit) {
         let Ok(hash) = <[u8; 32]>::try_from(request.message.key) else {
@@ -360,6 +383,9 @@ impl Core {
         }
         if m.header.has(flags::REF_ONLY) {
             return self.handle_get_reference(request, slot, tx);
+        }
+        if !request.validated {
+            return self.handle_unvalidated_get(request, slot, tx);
         }
         if m.header.has(flags::RANGE) {
             if let Some(value) = self.read_cache.get(slot, m.key, m.header.version) {
@@ -416,6 +442,11 @@ fn send_value(
     }
     let total = value.len() as u32;
     let count = fragment_count(total);
+    if ranged && h.frag_index >= count {
+        reply.status = Status::Malformed as u16;
+        replies.push(tx, &reply, key, &[], request.validated);
+        return;
+    }
     let (first, wanted) = if ranged {
         (h.frag_index, h.frag_count.min(FRAGMENT_WINDOW))
     } else {

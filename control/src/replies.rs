@@ -79,6 +79,16 @@ impl Replies {
         self.len += written;
     }
 
+    /// Takes `bytes` from an unvalidated sender's budget for a reply sent later (a write's
+    /// reply held for the group commit); false if they do not fit.
+    pub(crate) fn reserve(&mut self, bytes: usize) -> bool {
+        let fits = bytes <= self.budget;
+        if fits {
+            self.budget -= bytes;
+        }
+        fits
+    }
+
     /// Sends what is packed.
     pub(crate) fn flush(&mut self, tx: &mut dyn Transmit) {
         if self.len > 0 {

@@ -1,6 +1,7 @@
 //! The core driven datagram by datagram, as the loop would.
 
 use super::*;
+use crate::durable::{CoreStorage, Durability};
 use crate::layout::NodeLayout;
 use proto::{encode_message, FRAGMENT_BYTES, HEADER_BYTES, VALUE_BYTES_MAX};
 
@@ -385,4 +386,101 @@ fn big_values_can_be_fetched_by_reference_and_chunk() {
     get.flags = flags::REF_ONLY;
     let (r, payload) = h.one(get, b"small", b"");
     assert!(!r.has(flags::REF_ONLY) && payload == b"tiny", "a log value answers itself");
+}
+
+/// A one-core harness whose endpoints write through a fault-injecting volume and answer
+/// writes only after the group commit.
+fn flushed_harness() -> (Harness, Arc<storage::Faults>) {
+    use storage::{BlobStore, Faults, FaultyVolume, MemoryVolume, Store, StoreConfig};
+    let faults = Faults::new();
+    let layout =
+        Arc::new(NodeLayout::new(16, vec![SocketAddr::from(([127, 0, 0, 1], 7000))]).unwrap());
+    let map: Arc<[u8]> = layout.map().encode().into();
+    let config = StoreConfig::default();
+    let volume = |name: &str| Box::new(FaultyVolume::new(MemoryVolume::new(name), faults.clone()));
+    let (mut blobs, _) = BlobStore::open(volume("blobs"), &config).unwrap();
+    let stores = (0..16)
+        .map(|slot| Store::open(volume(&format!("ep-{slot}")), &config, &mut blobs).unwrap().0)
+        .collect();
+    let storage = CoreStorage {
+        blobs,
+        stores,
+        durability: Durability::Flushed,
+        compaction_step_bytes: 1 << 18,
+    };
+    let core = Core::with_storage(
+        CoreConfig::new(0, layout, [5; 32]),
+        Arc::new(NodeStats::new(1)),
+        map,
+        storage,
+    )
+    .unwrap();
+    let mut h = Harness { core, token: 0, tracking: 0 };
+    h.token = h.core.tokens.token(CLIENT);
+    (h, faults)
+}
+
+#[test]
+fn flushed_writes_are_answered_after_the_commit_and_never_ok_when_it_fails() {
+    let (mut h, faults) = flushed_harness();
+    let put = h.request(Opcode::Put, b"k", b"v");
+    assert!(h.send(&[(put, b"k", b"v")]).is_empty(), "held until the group commit");
+    let mut wire = Wire::default();
+    h.core.end_batch(10, &mut wire);
+    assert_eq!(wire.messages()[0].0.status, 0, "answered after the flush");
+
+    // Now every flush fails: held replies and their records say UNAVAILABLE, never OK,
+    // including the reply of the write that overflows the held list and forces a commit.
+    faults.fail_after(0);
+    let mut statuses = Vec::new();
+    let mut last = put;
+    for i in 0..=PENDING_ACKS_MAX {
+        let key = format!("key-{i}");
+        last = h.request(Opcode::Put, key.as_bytes(), b"v");
+        statuses.extend(h.send(&[(last, key.as_bytes(), b"v")]).into_iter().map(|r| r.0.status));
+    }
+    // The loop's next iteration finds the queue empty and commits what is held.
+    let mut wire = Wire::default();
+    h.core.end_batch(20, &mut wire);
+    h.core.end_batch(30, &mut wire);
+    statuses.extend(wire.messages().into_iter().map(|r| r.0.status));
+    let mut kinds = std::collections::BTreeMap::new();
+    for s in &statuses {
+        *kinds.entry(*s).or_insert(0) += 1;
+    }
+    assert_eq!(statuses.len(), PENDING_ACKS_MAX + 1, "every write was answered once: {kinds:?}");
+    assert!(
+        statuses.iter().all(|&s| s != Status::Ok as u16),
+        "a failed flush acknowledged a write"
+    );
+    let key = format!("key-{PENDING_ACKS_MAX}");
+    let (r, _) = h.one(last, key.as_bytes(), b"v");
+    assert_eq!(
+        r.status,
+        Status::Unavailable as u16,
+        "the resend learns the failure from the record"
+    );
+}
+
+#[test]
+fn unvalidated_senders_get_no_blob_assembly_and_no_scan() {
+    let mut h = Harness::new(1, 0);
+    let value = vec![3u8; 20_000];
+    let base = h.request(Opcode::Put, b"blob", b"");
+    for i in 0..fragment_count(value.len() as u32) {
+        let (f, span) = fragment(base, &value, i);
+        h.send(&[(f, b"blob", &value[span])]);
+    }
+    let mut get = h.request(Opcode::Get, b"blob", b"");
+    get.token = 0;
+    assert_eq!(h.one(get, b"blob", b"").0.status, Status::RetryWithToken as u16);
+    let mut scan = h.request(Opcode::Scan, b"", b"");
+    scan.token = 0;
+    assert_eq!(h.one(scan, b"", b"").0.status, Status::RetryWithToken as u16);
+    let mut range = h.request(Opcode::Get, b"blob", b"");
+    range.flags = flags::RANGE;
+    range.frag_index = 1_000;
+    range.frag_count = 1;
+    range.version = 1;
+    assert_eq!(h.one(range, b"blob", b"").0.status, Status::Malformed as u16, "past the end");
 }

@@ -33,7 +33,12 @@ impl Core {
         let id: RequestId = (h.client_id, h.tracking_id);
         if let Some(record) = self.completions.get(id) {
             self.counters.duplicates_answered += 1;
-            return self.answer_write(tx, request, slot, record);
+            return self.answer_write(tx, request, slot, record, true);
+        }
+        // A write's reply may be held for the group commit, outside this datagram's reply
+        // budget: an unvalidated sender pays for it up front, before anything is applied.
+        if !request.validated && !self.replies.reserve(proto::HEADER_BYTES) {
+            return self.answer(tx, request, Status::RetryWithToken);
         }
         if !self.completions.has_room(now_ns) {
             self.counters.busy += 1;
@@ -42,7 +47,7 @@ impl Core {
         if !h.has(flags::FRAGMENT) {
             let record = self.apply(slot, m.opcode(), m.key, m.value, h.version);
             self.completions.insert(now_ns, id, record);
-            return self.answer_write(tx, request, slot, record);
+            return self.answer_write(tx, request, slot, record, false);
         }
         if h.total_len as usize > VALUE_BYTES_MAX {
             return self.answer(tx, request, Status::TooLarge);
@@ -66,7 +71,7 @@ impl Core {
                 let opcode = Opcode::from_wire(r.opcode).expect("checked by proto");
                 let record = self.apply(slot, opcode, &r.key, &r.value, r.expected_version);
                 self.completions.insert(now_ns, id, record);
-                self.answer_write(tx, request, slot, record);
+                self.answer_write(tx, request, slot, record, false);
             }
         }
     }
@@ -80,28 +85,33 @@ impl Core {
         request: &Request<'_>,
         slot: usize,
         record: Record,
+        resend: bool,
     ) {
         let mut reply = request.reply;
         reply.status = record.status as u16;
         reply.version = record.version;
-        if self.durability == Durability::Flushed && self.endpoints[slot].dirty {
-            if self.pending.len() == PENDING_ACKS_MAX {
-                self.flush_dirty(tx);
-            } else {
-                // A resend of a write already waiting gets the one reply the commit sends.
-                let waiting = self.pending.iter().any(|a| {
-                    (a.reply.client_id, a.reply.tracking_id) == (reply.client_id, reply.tracking_id)
-                });
-                if !waiting {
-                    if self.pending.is_empty() {
-                        self.pending_since_ns = self.now_ns;
-                    }
-                    self.pending.push(PendingAck { peer: request.peer, reply, slot });
-                }
-                return;
-            }
+        if self.durability != Durability::Flushed || !self.endpoints[slot].dirty {
+            self.replies.push(tx, &reply, &[], &[], request.validated);
+            return;
         }
-        self.replies.push(tx, &reply, &[], &[], request.validated);
+        // A resend of a write already waiting gets the one reply the commit sends (only
+        // resends look: the scan would make a busy commit quadratic).
+        let waiting = resend
+            && self.pending.iter().any(|a| {
+                (a.reply.client_id, a.reply.tracking_id) == (reply.client_id, reply.tracking_id)
+            });
+        if waiting {
+            return;
+        }
+        if self.pending.is_empty() {
+            self.pending_since_ns = self.now_ns;
+        }
+        // Held even when the list is full (it has room for one more): this reply must learn
+        // the outcome of the flush like every other.
+        self.pending.push(PendingAck { peer: request.peer, reply, slot });
+        if self.pending.len() > PENDING_ACKS_MAX {
+            self.flush_dirty(tx);
+        }
     }
 
     fn apply(
