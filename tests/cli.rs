@@ -106,3 +106,12 @@ fn install_script_dry_run_prints_every_step_and_changes_nothing() {
     assert!(text.contains("install -m 0755 target/release/cradle /usr/local/bin/cradle"), "{text}");
     assert!(!std::path::Path::new("/etc/cradle/cradle.toml").exists() || text.contains("kept"));
 }
+
+#[test]
+fn the_demo_runs_its_workload_and_checks_it() {
+    let out = run(&["demo"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr_of(&out));
+    assert!(text.contains("demo: all checks passed"), "{text}");
+    assert!(text.contains("\"keys\":4903"), "5,000 puts, 100 deletes, 2 more keys: {text}");
+}
