@@ -727,6 +727,14 @@ fn a_flipped_byte_mid_segment_quarantines_only_its_endpoint_and_changes_no_file(
     assert!(!stderr.contains("torn tail"), "{stderr}");
     let status = node.status_json();
     assert_eq!(status["quarantined"], 1, "{status}");
+    // `cradle status` names the file and the byte offset too.
+    let reported = &status["quarantine"][0];
+    assert_eq!(reported["partition"], victim, "{status}");
+    let corruption = reported["corruption"].as_str().unwrap_or_default();
+    assert!(
+        corruption.contains(&path_text) && corruption.contains(&format!("at byte {start}")),
+        "{status}"
+    );
     // The quarantined endpoint answers an error, by GET and PUT; the others serve.
     for key in &keys[victim as usize][..3] {
         let out = cli_get(&node, key);

@@ -82,6 +82,8 @@ pub struct Core {
     pending_since_ns: u64,
     /// The time of the datagram being handled.
     now_ns: u64,
+    /// Quarantined endpoints already reported to `stats`.
+    quarantines_reported: u64,
 }
 
 /// The parts of a request every handler needs.
@@ -175,6 +177,7 @@ impl Core {
             burst_datagrams: 0,
             pending_since_ns: 0,
             now_ns: 0,
+            quarantines_reported: 0,
         })
     }
 

@@ -161,6 +161,9 @@ pub struct NodeStats {
     slots: Vec<[AtomicU64; FIELDS]>,
     latency: Vec<[AtomicU64; BUCKETS + 1]>,
     endpoint_requests: Vec<Box<[AtomicU64]>>,
+    /// Quarantined partitions and where their logs are corrupt (file, byte offset, reason).
+    /// Written only when a core finds a new one, never on the request path.
+    quarantines: std::sync::Mutex<std::collections::BTreeMap<u32, String>>,
 }
 
 /// A copy of every core's counters.
@@ -170,6 +173,8 @@ pub struct StatsSnapshot {
     pub cores: Vec<CoreCounters>,
     /// Per core, in core order.
     pub latency: Vec<LatencyHistogram>,
+    /// Quarantined partitions: where their logs are corrupt.
+    pub quarantines: std::collections::BTreeMap<u32, String>,
 }
 
 impl NodeStats {
@@ -179,7 +184,14 @@ impl NodeStats {
             slots: (0..cores).map(|_| Default::default()).collect(),
             latency: (0..cores).map(|_| Default::default()).collect(),
             endpoint_requests: (0..cores).map(|_| Box::default()).collect(),
+            quarantines: Default::default(),
         }
+    }
+
+    /// Records why `partition` is quarantined (for STATS and `cradle status`).
+    pub fn report_quarantine(&self, partition: u32, corruption: String) {
+        let mut quarantines = self.quarantines.lock().unwrap_or_else(|e| e.into_inner());
+        quarantines.insert(partition, corruption);
     }
 
     /// Zeroed slots for every core and endpoint of `layout` (8 bytes per endpoint).
@@ -230,7 +242,8 @@ impl NodeStats {
                 sum_ns: slot[BUCKETS].load(Relaxed),
             })
             .collect();
-        StatsSnapshot { cores, latency }
+        let quarantines = self.quarantines.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        StatsSnapshot { cores, latency, quarantines }
     }
 }
 
@@ -251,6 +264,14 @@ impl StatsSnapshot {
         for (name, value) in NAMES.iter().zip(self.total().to_array()) {
             object.insert((*name).into(), value.into());
         }
+        let quarantines = self
+            .quarantines
+            .iter()
+            .map(|(partition, corruption)| {
+                serde_json::json!({ "partition": partition, "corruption": corruption })
+            })
+            .collect();
+        object.insert("quarantine".into(), serde_json::Value::Array(quarantines));
         serde_json::Value::Object(object).to_string()
     }
 }

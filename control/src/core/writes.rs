@@ -243,5 +243,15 @@ impl Core {
         }
         c.blob_bytes = self.blobs.blob_bytes();
         c.blob_chunks = self.blobs.blob_chunks();
+        if c.quarantined != self.quarantines_reported {
+            self.quarantines_reported = c.quarantined;
+            let cores = self.config.layout.cores();
+            for (slot, endpoint) in self.endpoints.iter().enumerate() {
+                if let Some(corruption) = endpoint.store.quarantine() {
+                    let partition = slot as u32 * cores + self.config.core;
+                    self.stats.report_quarantine(partition, corruption.to_string());
+                }
+            }
+        }
     }
 }
