@@ -138,38 +138,7 @@ if [[ "${1:-}" == report ]]; then
 fi
 
 # ---------------------------------------------------------------------------- processes
-PIDS=()
-TMP=$(mktemp -d)
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-stop_server() {
-    local pid=${PIDS[-1]}
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    unset 'PIDS[-1]'
-}
-
-start_cradle() {
-    rm -rf "$TMP/data"
-    taskset -c "$SERVER_CPU" "$CRADLE" node --cores 1 --listen "127.0.0.1:$CRADLE_PORT" \
-        --durability "${DURABILITY:-memory}" --data-dir "$TMP/data" >"$TMP/cradle.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        grep -q "cradle ready" "$TMP/cradle.log" && return 0
-        sleep 0.05
-    done
-    cat "$TMP/cradle.log" >&2
-    echo "cradle did not start" >&2
-    exit 1
-}
+source scripts/bench-common.sh # (the script runs from the repository root)
 
 start_memcached() {
     local user=()
