@@ -1,13 +1,25 @@
-//! The real log device: a file written with `pwrite` and read through a read-only mmap.
+//! The real log device: a file read and written through one shared mmap (`MAP_SHARED`).
 //!
-//! Writes go through `pwrite`, not the map, because a store into a mapped sparse file on a
-//! full disk is a SIGBUS, while `pwrite` returns ENOSPC, which becomes `NO_SPACE`. Reads
-//! borrow the map, so a GET of a small value copies nothing. Linux keeps the two coherent
-//! (one page cache). This is the only module with `unsafe`.
+//! A write is a copy into the map: no system call, and the bytes are in the page cache at
+//! once, so they survive a process crash (a power cut needs `sync`). But a store into a
+//! mapped *sparse* file on a full disk is a SIGBUS, while a full disk must be ENOSPC, which
+//! becomes `NO_SPACE`. So before storing, the device allocates the blocks it stores into with
+//! `fallocate` (mode 0, inside the file, so the size does not change), where a full disk is
+//! an ordinary ENOSPC; see [`RESERVE_STEP`]. On a file system without `fallocate` the device
+//! writes with `pwrite` instead, which reports ENOSPC itself.
+//!
+//! Allocated blocks make a store safe only where they are overwritten in place (ext4, XFS,
+//! tmpfs); a copy-on-write file system (btrfs) may still need space at the store. A read
+//! error while paging in a partly written page is a SIGBUS too, as it is for reads.
+//!
+//! Reads borrow the map, so a GET of a small value copies nothing. `fdatasync` writes back
+//! the pages dirtied through the map like those dirtied by `pwrite`: it is one page cache,
+//! and Linux's `msync(MS_SYNC)` is itself `vfs_fsync_range(.., datasync = 1)`, the call
+//! `fdatasync` makes for the whole file. This is the only module with `unsafe`.
 #![allow(unsafe_code)]
 
 use crate::device::{span, LogDevice, Volume};
-use memmap2::Mmap;
+use memmap2::MmapMut;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -17,7 +29,7 @@ use std::path::PathBuf;
 /// A directory of segment files, created on the first write (an idle endpoint has none).
 ///
 /// The store assumes it owns the directory: another process truncating a mapped file would
-/// turn a read into a SIGBUS. `cradle` takes one data directory per node.
+/// turn a read or a write into a SIGBUS. `cradle` takes one data directory per node.
 #[derive(Debug)]
 pub struct FileVolume {
     dir: PathBuf,
@@ -54,7 +66,7 @@ impl Volume for FileVolume {
         fs::create_dir_all(&self.dir)?;
         let file =
             OpenOptions::new().read(true).write(true).create_new(true).open(self.dir.join(name))?;
-        // Sparse: the blocks are allocated by the writes, which is where ENOSPC shows.
+        // Sparse: the blocks are allocated by the writes (`reserve`), where ENOSPC shows.
         file.set_len(len)?;
         Ok(Box::new(FileDevice::new(file)?))
     }
@@ -76,17 +88,39 @@ impl Volume for FileVolume {
     }
 }
 
-/// One segment file and its read-only map.
+/// Bytes of blocks one `fallocate` allocates from a write's offset on (or the write's own
+/// length, if longer). A larger step makes fewer system calls (one per 64 KiB of log instead
+/// of one `pwrite` per write); it also holds more disk allocated ahead of each file being
+/// written (the active segment of every written endpoint, each core's blob segment: up to
+/// 64 KiB each, zeros until written), and an endpoint gets `NO_SPACE` while up to that much
+/// may still be free.
+const RESERVE_STEP: u64 = 64 << 10;
+
+/// One segment file and its shared map.
 #[derive(Debug)]
 struct FileDevice {
     file: File,
-    map: Option<Mmap>,
+    map: Option<MmapMut>,
     len: u64,
+    /// `reserved_start..reserved_end`: blocks this device allocated (`fallocate`) and has
+    /// not punched or truncated since; a store into them cannot fault for space. Empty after
+    /// opening: which blocks of an existing file are allocated is not known.
+    reserved_start: u64,
+    reserved_end: u64,
+    /// `fallocate` is not supported: every write is a `pwrite` (a store could be a SIGBUS).
+    pwrite_only: bool,
 }
 
 impl FileDevice {
     fn new(file: File) -> io::Result<FileDevice> {
-        let mut device = FileDevice { file, map: None, len: 0 };
+        let mut device = FileDevice {
+            file,
+            map: None,
+            len: 0,
+            reserved_start: 0,
+            reserved_end: 0,
+            pwrite_only: false,
+        };
         device.remap()?;
         Ok(device)
     }
@@ -95,11 +129,39 @@ impl FileDevice {
         self.map = None;
         self.len = self.file.metadata()?.len();
         if self.len > 0 {
-            // SAFETY: the map is read-only and this process owns the file (see FileVolume);
-            // the only truncation is `set_len` below, which takes `&mut self` (so no slice
-            // borrowed from the old map is alive) and maps again before any read.
-            self.map = Some(unsafe { Mmap::map(&self.file)? });
+            // SAFETY: this process owns the file (see FileVolume) and the store opens one
+            // device per file, so only this map changes its bytes. The map is written only by
+            // `write` and truncated only by `set_len`, both `&mut self`: no slice `read` lent
+            // is alive then, and `set_len` maps again before any access. A store cannot fault
+            // for space: `write` allocates the blocks first (see `reserve`).
+            self.map = Some(unsafe { MmapMut::map_mut(&self.file)? });
         }
+        Ok(())
+    }
+
+    /// Makes sure the blocks of `offset..end` are allocated, taking [`RESERVE_STEP`] bytes
+    /// from `offset` on when they are not. The log appends at its tail, so the step ahead is
+    /// what the next writes use. A failure (ENOSPC) allocates nothing the device counts on.
+    fn reserve(&mut self, offset: u64, end: u64) -> io::Result<()> {
+        if self.reserved_start <= offset && end <= self.reserved_end {
+            return Ok(());
+        }
+        let reserve_end = end.max(offset.saturating_add(RESERVE_STEP)).min(self.len);
+        assert!(offset < end && end <= reserve_end, "a non-empty write within the device");
+        let len = reserve_end - offset;
+        // SAFETY: fallocate reads no memory of ours; the descriptor is open for the call.
+        let rc = unsafe {
+            libc::fallocate(self.file.as_raw_fd(), 0, offset as libc::off_t, len as libc::off_t)
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Allocated in one piece with the known range, or (after an open, or a write before
+        // it) instead of it.
+        if !(self.reserved_start..=self.reserved_end).contains(&offset) {
+            self.reserved_start = offset;
+        }
+        self.reserved_end = reserve_end;
         Ok(())
     }
 }
@@ -118,21 +180,47 @@ impl LogDevice for FileDevice {
     }
 
     fn write(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        span(offset, bytes.len() as u64, self.len)?;
-        self.file.write_all_at(bytes, offset)
+        let range = span(offset, bytes.len() as u64, self.len)?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if !self.pwrite_only {
+            match self.reserve(offset, range.end as u64) {
+                // No fallocate here, so nothing makes a store safe; for good, it will not
+                // appear later.
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => self.pwrite_only = true,
+                other => other?,
+            }
+        }
+        if self.pwrite_only {
+            return self.file.write_all_at(bytes, offset);
+        }
+        // Unmapped with bytes only after a failed `set_len`, which reported its error.
+        let map = self.map.as_mut().ok_or_else(|| io::Error::other("segment not mapped"))?;
+        map[range].copy_from_slice(bytes);
+        Ok(())
     }
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
+        // A truncation deallocates everything past the new end.
+        self.reserved_end = self.reserved_end.min(len);
+        self.reserved_start = self.reserved_start.min(self.reserved_end);
         self.file.set_len(len)?;
         self.remap()
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        // Covers the stores through the map as well (see the module comment).
         self.file.sync_data()
     }
 
     fn punch(&mut self, offset: u64, len: u64) -> io::Result<()> {
         span(offset, len, self.len)?;
+        // Punched blocks are deallocated: a store there must allocate them again. Lowered
+        // before the call, which may fail after punching some.
+        if offset < self.reserved_end && offset + len > self.reserved_start {
+            self.reserved_end = offset.max(self.reserved_start);
+        }
         let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         // SAFETY: fallocate reads no memory of ours; the descriptor is open for the call.
         let rc = unsafe {
@@ -163,3 +251,6 @@ impl LogDevice for FileDevice {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

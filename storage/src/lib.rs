@@ -5,8 +5,9 @@
 //! record location (8 bytes a slot). Values at or above a threshold go to the core's
 //! [`BlobStore`]: content-addressed (BLAKE3), reference-counted chunks in their own files,
 //! so identical values are stored once. All I/O goes through the narrow [`LogDevice`] and
-//! [`Volume`] traits: a real one (files, `pwrite`, mmap reads), one in memory and one that
-//! injects faults. See `README.md` for the formats, the crash outcomes and the costs.
+//! [`Volume`] traits: a real one (files read and written through a shared mmap, blocks
+//! allocated ahead with `fallocate`), one in memory and one that injects faults. See
+//! `README.md` for the formats, the crash outcomes and the costs.
 //!
 //! This crate must never do network I/O, never allocate on a read of a small value, never
 //! retry a failed write or flush (the log is poisoned instead), and never serve a record

@@ -1,0 +1,210 @@
+//! The file device against the files themselves: what it wrote through the map must be in
+//! the page cache (what a process crash keeps), its block reservations must cover every
+//! store, and a full file system must be ENOSPC, not SIGBUS.
+
+use super::*;
+use crate::error::is_no_space;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+/// A new sparse file of `len` bytes, as `FileVolume::create` makes it.
+fn create(path: &Path, len: u64) -> FileDevice {
+    let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).unwrap();
+    file.set_len(len).unwrap();
+    FileDevice::new(file).unwrap()
+}
+
+fn reopen(path: &Path) -> FileDevice {
+    FileDevice::new(OpenOptions::new().read(true).write(true).open(path).unwrap()).unwrap()
+}
+
+/// 100 bytes (a typical record) that differ for every `i`.
+fn record(i: u64) -> Vec<u8> {
+    (0..100u64).map(|j| (i.wrapping_mul(31) ^ j.wrapping_mul(7)) as u8).collect()
+}
+
+fn write(device: &mut FileDevice, model: &mut [u8], offset: u64, bytes: &[u8]) {
+    device.write(offset, bytes).unwrap();
+    model[offset as usize..offset as usize + bytes.len()].copy_from_slice(bytes);
+    assert!(!device.pwrite_only, "this file system has fallocate; the store went to the map");
+    let end = offset + bytes.len() as u64;
+    assert!(device.reserved_start <= offset && end <= device.reserved_end, "reserved first");
+}
+
+/// The device's map and an independent read of the file both hold `model`.
+fn check(device: &FileDevice, path: &Path, model: &[u8]) {
+    assert!(device.read(0, model.len()).unwrap() == model, "the map differs from the model");
+    assert!(fs::read(path).unwrap() == model, "the file differs from the model");
+}
+
+/// A file system the test mounted (it runs as root); unmounted when dropped, also when the
+/// test fails.
+struct Mount {
+    dir: tempfile::TempDir,
+}
+
+impl Mount {
+    fn new(kind: &str, options: &[&str]) -> Result<Mount, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut mount = Command::new("mount");
+        mount.args(["-t", kind]);
+        for option in options {
+            mount.args(["-o", option]);
+        }
+        let out = mount
+            .arg(kind)
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(format!("mount -t {kind} failed: {}", stderr.trim()));
+        }
+        Ok(Mount { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let out = Command::new("umount").arg(self.dir.path()).output();
+        if !matches!(&out, Ok(o) if o.status.success()) {
+            // Busy: lazily, so the mount never outlives the test.
+            let _ = Command::new("umount").arg("-l").arg(self.dir.path()).output();
+        }
+    }
+}
+
+#[test]
+fn a_write_through_the_map_reaches_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("segment");
+    let mut device = create(&path, 1 << 20);
+    let mut model = vec![0; 1 << 20];
+    write(&mut device, &mut model, 100, &record(1));
+    write(&mut device, &mut model, 5_000, &record(2));
+    // The blocks were allocated ahead (unwritten extents count in st_blocks), not by the store.
+    let allocated = fs::metadata(&path).unwrap().blocks() * 512;
+    assert!(allocated >= RESERVE_STEP, "{allocated} bytes allocated");
+    // `fs::read` is another descriptor's read(2): it sees what the page cache holds, which is
+    // what outlives this process.
+    check(&device, &path, &model);
+    drop(device);
+    assert!(fs::read(&path).unwrap() == model, "the file changed when the map went");
+}
+
+#[test]
+fn writes_across_a_reserve_step_and_after_a_reopen_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("segment");
+    let len = 4 * RESERVE_STEP;
+    let mut model = vec![0; len as usize];
+    let mut device = create(&path, len);
+    // 100-byte appends, as the log makes them: the one at 65_500 spans the first step.
+    let across = RESERVE_STEP / 100 * 100;
+    assert!(across < RESERVE_STEP && across + 100 > RESERVE_STEP);
+    for i in 0..RESERVE_STEP * 3 / 2 / 100 {
+        write(&mut device, &mut model, i * 100, &record(i));
+        if i * 100 < across {
+            assert_eq!((device.reserved_start, device.reserved_end), (0, RESERVE_STEP));
+        }
+    }
+    assert_eq!((device.reserved_start, device.reserved_end), (0, across + RESERVE_STEP));
+    // One write longer than a step, over two boundaries: it reserves exactly itself.
+    let big: Vec<u8> = (0..RESERVE_STEP + 1_000).map(|i| (i % 251) as u8).collect();
+    let at = 2 * RESERVE_STEP - 500;
+    write(&mut device, &mut model, at, &big);
+    assert_eq!(device.reserved_end, at + big.len() as u64);
+    check(&device, &path, &model);
+    drop(device);
+
+    // After a reopen nothing is known allocated: the first write reserves from its offset.
+    let mut device = reopen(&path);
+    assert_eq!((device.reserved_start, device.reserved_end), (0, 0));
+    let at = 3 * RESERVE_STEP + 700;
+    write(&mut device, &mut model, at, &record(1_000));
+    assert_eq!((device.reserved_start, device.reserved_end), (at, len));
+    // A write before the known range reserves again, from its own offset.
+    write(&mut device, &mut model, at - 300, &record(1_001));
+    assert_eq!((device.reserved_start, device.reserved_end), (at - 300, len));
+    // A punch deallocates: the range ends where it starts, and a write there reserves again.
+    device.punch(at, 100).unwrap();
+    model[at as usize..at as usize + 100].fill(0);
+    assert_eq!((device.reserved_start, device.reserved_end), (at - 300, at));
+    write(&mut device, &mut model, at + 50, &record(1_002));
+    assert_eq!((device.reserved_start, device.reserved_end), (at + 50, len));
+    check(&device, &path, &model);
+
+    // A truncation deallocates too, and what grows back is a hole until written.
+    device.set_len(3 * RESERVE_STEP).unwrap();
+    assert_eq!((device.reserved_start, device.reserved_end), (3 * RESERVE_STEP, 3 * RESERVE_STEP));
+    device.set_len(len).unwrap();
+    model[3 * RESERVE_STEP as usize..].fill(0);
+    write(&mut device, &mut model, 3 * RESERVE_STEP + 8, &record(1_003));
+    check(&device, &path, &model);
+}
+
+#[test]
+fn a_full_file_system_is_enospc_not_sigbus() {
+    let mount = match Mount::new("tmpfs", &["size=1m"]) {
+        Ok(mount) => mount,
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    let path = mount.path().join("segment");
+    // Sparse and 4 times the file system: the stores would run out of blocks mid-map.
+    let len = 4 << 20;
+    let mut device = create(&path, len);
+    let batch: Vec<u8> = (0..32).flat_map(record).collect();
+    let mut offset = 0;
+    let error = loop {
+        assert!(offset + batch.len() as u64 <= len, "a 1 MiB file system took {offset} bytes");
+        match device.write(offset, &batch) {
+            Ok(()) => offset += batch.len() as u64,
+            Err(e) => break e,
+        }
+    };
+    assert!(is_no_space(&error), "not ENOSPC: {error}");
+    assert!(!device.pwrite_only, "tmpfs has fallocate; the stores went to the map");
+    assert!(offset >= 512 << 10, "ENOSPC after only {offset} bytes of a 1 MiB file system");
+    // Everything before the failed write is in the file, and the failed one copied nothing.
+    // (read(2) of a tmpfs hole allocates nothing; a load from one through the map would.)
+    let file = fs::read(&path).unwrap();
+    for start in (0..offset as usize).step_by(batch.len()) {
+        assert!(file[start..start + batch.len()] == batch[..], "batch at {start} lost");
+    }
+    assert!(file[offset as usize..].iter().all(|&b| b == 0), "the failed write left bytes");
+    assert!(device.read(0, offset as usize).unwrap() == &file[..offset as usize]);
+    let again = device.write(offset, &batch).unwrap_err();
+    assert_eq!(again.raw_os_error(), Some(libc::ENOSPC), "{again}");
+    drop(device);
+}
+
+#[test]
+fn without_fallocate_the_device_writes_with_pwrite() {
+    // ramfs has no fallocate (EOPNOTSUPP), and no size limit to hit.
+    let mount = match Mount::new("ramfs", &[]) {
+        Ok(mount) => mount,
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    let path = mount.path().join("segment");
+    let mut device = create(&path, 1 << 20);
+    let mut model = vec![0; 1 << 20];
+    for (i, offset) in [4_096u64, 100, 70_000].into_iter().enumerate() {
+        device.write(offset, &record(i as u64)).unwrap();
+        model[offset as usize..offset as usize + 100].copy_from_slice(&record(i as u64));
+        assert!(device.pwrite_only, "fell back to pwrite for good");
+        assert_eq!((device.reserved_start, device.reserved_end), (0, 0));
+    }
+    check(&device, &path, &model);
+    drop(device);
+}
