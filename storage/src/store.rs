@@ -112,18 +112,22 @@ impl Store {
 
     /// The index entry of `key` and its record; a record that fails its checks is an error.
     fn find(&self, key: &[u8]) -> Result<Option<(Loc, Record<'_>)>, (Loc, Bad)> {
-        let bad = Cell::new(None);
-        let loc = self.index.get(key_hash(key), |loc| match self.log.read(loc) {
-            Ok(r) => r.key == key,
+        let (bad, found) = (Cell::new(None), Cell::new(None));
+        self.index.get(key_hash(key), |loc| match self.log.read(loc) {
+            Ok(r) if r.key == key => {
+                found.set(Some((loc, r)));
+                true
+            }
+            Ok(_) => false,
             Err(b) => {
                 bad.set(Some((loc, b)));
                 false
             }
         });
-        if let Some(found) = bad.get() {
-            return Err(found);
+        match bad.get() {
+            Some(bad) => Err(bad),
+            None => Ok(found.get()),
         }
-        Ok(loc.map(|l| (l, self.log.read(l).expect("read just now"))))
     }
 
     fn previous(&mut self, key: &[u8]) -> Result<Option<Previous>, StoreError> {
@@ -217,12 +221,14 @@ impl Store {
         Ok(version)
     }
 
-    /// Points the index at a new record and retires the previous one.
+    /// Points the index at a new record and retires the previous one, which `find` located:
+    /// the key's slot is the one holding that location (none if there was none), so no
+    /// record is read again.
     fn link(&mut self, key: &[u8], loc: Loc, previous: Option<Previous>) {
-        let log = &self.log;
+        let old = previous.as_ref().map(|p| p.loc);
         let replaced = self
             .index
-            .insert(key_hash(key), loc, |l| log.read(l).is_ok_and(|r| r.key == key))
+            .insert(key_hash(key), loc, |l| Some(l) == old)
             .expect("keys_max keeps the index below its limit");
         assert_eq!(replaced, previous.as_ref().map(|p| p.loc));
         if let Some(p) = previous {
