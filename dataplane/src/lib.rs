@@ -33,7 +33,7 @@ pub const BATCH: usize = 32;
 /// What a port has done since it was opened; counters only grow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortCounters {
-    /// Datagrams received.
+    /// Datagrams received (each datagram of a coalesced buffer counts).
     pub rx: u64,
     /// Received datagrams longer than a buffer, delivered cut to the buffer's length.
     pub rx_truncated: u64,
@@ -45,6 +45,10 @@ pub struct PortCounters {
     pub tx_dropped: u64,
     /// `tx_burst` calls that stopped because the send queue was full.
     pub tx_would_block: u64,
+    /// Runs of datagrams to one peer sent as one segmented message (UDP GSO).
+    pub tx_segmented: u64,
+    /// Segmented sends the kernel refused, sent again one datagram per message.
+    pub tx_segmentation_refused: u64,
 }
 
 /// A packet buffer lent by a port.
@@ -59,6 +63,24 @@ pub trait Buffer {
     fn peer(&self) -> SocketAddr;
     /// Sets the destination of a transmit buffer.
     fn set_peer(&mut self, peer: SocketAddr);
+    /// A received buffer may hold several datagrams from one peer that the kernel coalesced
+    /// (UDP GRO): then this is the size of each, the last one possibly shorter. 0 when the
+    /// buffer holds one datagram. [`datagrams`] splits a buffer accordingly.
+    fn segment_bytes(&self) -> usize {
+        0
+    }
+}
+
+/// The datagrams in a received buffer, in arrival order (see [`Buffer::segment_bytes`]). An
+/// empty datagram is still one datagram.
+pub fn datagrams<B: Buffer>(buf: &B) -> impl Iterator<Item = &[u8]> {
+    let payload = buf.payload();
+    let size = match buf.segment_bytes() {
+        0 => payload.len().max(1),
+        size => size,
+    };
+    let empty = payload.is_empty().then_some(payload);
+    payload.chunks(size).chain(empty)
 }
 
 /// One queue of datagrams: bursts in, bursts out.

@@ -13,6 +13,8 @@ pub struct PacketBuf {
     data: Box<[u8]>,
     len: usize,
     peer: SocketAddr,
+    /// See `Buffer::segment_bytes`.
+    segment: usize,
 }
 
 impl PacketBuf {
@@ -21,7 +23,13 @@ impl PacketBuf {
             data: vec![0; bytes].into_boxed_slice(),
             len: 0,
             peer: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            segment: 0,
         }
+    }
+
+    /// Marks a received buffer as holding datagrams of `bytes` each (0: one datagram).
+    pub(crate) fn set_segment_bytes(&mut self, bytes: usize) {
+        self.segment = bytes;
     }
 
     /// The allocated size in bytes; a received datagram of exactly this length may have been
@@ -57,6 +65,10 @@ impl Buffer for PacketBuf {
     fn set_peer(&mut self, peer: SocketAddr) {
         self.peer = peer;
     }
+
+    fn segment_bytes(&self) -> usize {
+        self.segment
+    }
 }
 
 /// A free list of `PacketBuf`s of one size, filled at start-up.
@@ -79,6 +91,7 @@ impl BufferPool {
     pub(crate) fn alloc(&mut self) -> Option<PacketBuf> {
         let mut buf = self.free.pop()?;
         buf.len = 0;
+        buf.segment = 0;
         Some(buf)
     }
 
@@ -92,6 +105,11 @@ impl BufferPool {
     /// Buffers ready to lend.
     pub(crate) fn available(&self) -> usize {
         self.free.len()
+    }
+
+    /// Whether `buf` is of this pool's size (so it may be released here).
+    pub(crate) fn fits(&self, buf: &PacketBuf) -> bool {
+        buf.capacity() == self.buf_bytes
     }
 }
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{Buffer, Handler, Port, Transmit, BATCH};
+use crate::{datagrams, Buffer, Handler, Port, Transmit, BATCH};
 
 /// How a loop runs; see each field for what it costs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,10 +177,11 @@ impl<P: Port> Runner<P> {
         Ok(())
     }
 
-    /// One iteration without idling: receive a burst, hand each datagram and then the end of
-    /// the batch to `handler`, send what it queued. Returns the datagrams received.
+    /// One iteration without idling: receive a burst, hand each datagram (a coalesced buffer
+    /// holds several) and then the end of the batch to `handler`, send what it queued. Returns
+    /// the datagrams received.
     pub fn step<H: Handler>(&mut self, port: &mut P, handler: &mut H) -> io::Result<usize> {
-        let got = port.rx_burst(&mut self.rx)?;
+        port.rx_burst(&mut self.rx)?;
         let now_ns = self.clock_ns();
         self.now_ns = now_ns;
         let mut txq = TxQueue {
@@ -190,8 +191,12 @@ impl<P: Port> Runner<P> {
             config: &self.config,
             error: None,
         };
+        let mut got = 0;
         for buf in self.rx.drain(..) {
-            handler.handle_datagram(now_ns, buf.peer(), buf.payload(), &mut txq);
+            for datagram in datagrams(&buf) {
+                handler.handle_datagram(now_ns, buf.peer(), datagram, &mut txq);
+                got += 1;
+            }
             txq.port.release(buf);
         }
         handler.end_batch(now_ns, &mut txq);

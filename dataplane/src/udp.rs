@@ -1,6 +1,14 @@
 //! Kernel UDP sockets: one non-blocking socket per port, `recvmmsg`/`sendmmsg` in bursts of
 //! `BATCH`, buffers from a pool filled at bind time.
 //!
+//! With `UdpConfig::offload` (the default) a burst's runs of datagrams to one peer leave as
+//! one segmented message each (UDP GSO: the stack is walked once per run, and the datagrams
+//! are cut apart at the end, by the NIC where it can), and coalesced runs from a peer that
+//! does the same arrive as one buffer (UDP GRO, see `Buffer::segment_bytes`). On the wire
+//! they are ordinary datagrams: a peer without either sees no difference. Where the kernel
+//! refuses a segmented send (an old kernel, a path MTU below the datagram size) that run is
+//! sent one datagram per message.
+//!
 //! This is the only module of the crate with `unsafe`: the syscalls, and reading the socket
 //! addresses the kernel writes. The message headers, iovecs and address slots are allocated
 //! once per port and re-aimed at the burst's buffers before every call.
@@ -31,6 +39,10 @@ pub struct UdpConfig {
     pub rcvbuf_bytes: usize,
     /// Requested `SO_SNDBUF`; Linux caps it at `net.core.wmem_max`.
     pub sndbuf_bytes: usize,
+    /// Send runs of datagrams to one peer as one segmented message (UDP GSO) and accept
+    /// coalesced receives (UDP GRO). Receives then use `pool_buffers / 2` buffers of 64 KiB
+    /// of their own (8 MiB by default, touched as datagrams arrive) instead of the pool's.
+    pub offload: bool,
 }
 
 impl Default for UdpConfig {
@@ -40,6 +52,7 @@ impl Default for UdpConfig {
             pool_buffers: 4 * BATCH * 2,
             rcvbuf_bytes: 4 << 20,
             sndbuf_bytes: 4 << 20,
+            offload: true,
         }
     }
 }
@@ -69,7 +82,14 @@ pub struct UdpPort {
     local: SocketAddr,
     /// An IPv6 socket reaches IPv4 peers through v4-mapped addresses.
     ipv6: bool,
+    /// Transmit buffers, and receive buffers unless `gro_pool` is set.
     pool: BufferPool,
+    /// Receive buffers big enough for a coalesced run, when UDP GRO is on.
+    gro_pool: Option<BufferPool>,
+    /// Largest datagram accepted whole (`UdpConfig::buf_bytes` - 1).
+    datagram_bytes_max: usize,
+    /// Whether transmit runs go out segmented (off for good once the kernel refuses it).
+    gso: bool,
     /// Buffers lent to the kernel for one `recvmmsg`; capacity `BATCH`, never grows.
     staged: Vec<PacketBuf>,
     scratch: Scratch,
@@ -88,11 +108,16 @@ impl UdpPort {
         let rcvbuf_bytes = set_buffer_bytes(fd, libc::SO_RCVBUF, config.rcvbuf_bytes)?;
         let sndbuf_bytes = set_buffer_bytes(fd, libc::SO_SNDBUF, config.sndbuf_bytes)?;
         let local = socket.local_addr()?;
+        // A kernel without UDP GRO (before 5.0) refuses the option: receive uncoalesced.
+        let gro = config.offload && set_int_option(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
         Ok(UdpPort {
             socket,
             local,
             ipv6: local.is_ipv6(),
             pool: BufferPool::new(config.pool_buffers, config.buf_bytes),
+            gro_pool: gro.then(|| BufferPool::new(config.pool_buffers / 2, GRO_BUF_BYTES)),
+            datagram_bytes_max: config.buf_bytes - 1,
+            gso: config.offload,
             staged: Vec::with_capacity(BATCH),
             scratch: Scratch::new(),
             counters: PortCounters::default(),
@@ -114,7 +139,16 @@ impl UdpPort {
 
     /// Buffers in the pool not lent out.
     pub fn buffers_available(&self) -> usize {
-        self.pool.available()
+        self.pool.available() + self.gro_pool.as_ref().map_or(0, BufferPool::available)
+    }
+
+    /// Whether coalesced receives (UDP GRO) are on.
+    pub fn receives_coalesced(&self) -> bool {
+        self.gro_pool.is_some()
+    }
+
+    fn rx_pool(&mut self) -> &mut BufferPool {
+        self.gro_pool.as_mut().unwrap_or(&mut self.pool)
     }
 
     fn poll(&self, events: libc::c_short, timeout: Duration) -> io::Result<()> {
@@ -137,7 +171,7 @@ impl Port for UdpPort {
     type Buf = PacketBuf;
 
     fn rx_burst(&mut self, rx: &mut Vec<PacketBuf>) -> io::Result<usize> {
-        let want = BATCH.saturating_sub(rx.len()).min(self.pool.available());
+        let want = BATCH.saturating_sub(rx.len()).min(self.rx_pool().available());
         if want == 0 {
             if rx.len() < BATCH {
                 self.counters.rx_no_buffer += 1;
@@ -147,12 +181,17 @@ impl Port for UdpPort {
         // Stage first, aim the iovecs after: the heap bytes stay put, but pointers are only
         // taken once the buffers have stopped moving.
         for _ in 0..want {
-            self.staged.push(self.pool.alloc().expect("counted above"));
+            let buf = self.rx_pool().alloc().expect("counted above");
+            self.staged.push(buf);
         }
+        let gro = self.gro_pool.is_some();
         for (i, buf) in self.staged.iter_mut().enumerate() {
             let bytes = buf.raw_mut();
             let name_bytes = mem::size_of::<libc::sockaddr_storage>();
             self.scratch.aim(i, bytes.as_mut_ptr(), bytes.len(), name_bytes);
+            if gro {
+                self.scratch.aim_control(i);
+            }
         }
         let fd = self.socket.as_raw_fd();
         // SAFETY: the first `want` headers point at `want` iovecs and address slots owned by
@@ -164,20 +203,33 @@ impl Port for UdpPort {
         };
         let got = if ret >= 0 { ret as usize } else { 0 };
         let err = (ret < 0).then(io::Error::last_os_error);
-        for (i, mut buf) in self.staged.drain(..).enumerate() {
+        let mut staged = mem::take(&mut self.staged);
+        for (i, mut buf) in staged.drain(..).enumerate() {
             if i >= got {
-                self.pool.release(buf);
+                self.rx_pool().release(buf);
                 continue;
             }
             let header = &self.scratch.headers[i];
-            if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                self.counters.rx_truncated += 1;
+            let mut len = header.msg_len as usize;
+            let mut segment = if gro { gro_segment_bytes(&header.msg_hdr) } else { 0 };
+            if segment >= len {
+                segment = 0;
             }
-            buf.set_len(header.msg_len as usize);
+            // A datagram longer than the largest accepted is cut to one byte more than that,
+            // as an ordinary buffer would cut it; a coalesced run of them counts once.
+            let oversize = if segment == 0 { len } else { segment };
+            if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || oversize > self.datagram_bytes_max
+            {
+                self.counters.rx_truncated += 1;
+                (len, segment) = (len.min(self.datagram_bytes_max + 1), 0);
+            }
+            buf.set_len(len);
+            buf.set_segment_bytes(segment);
             buf.set_peer(read_sockaddr(&self.scratch.addrs[i]));
+            self.counters.rx += if segment == 0 { 1 } else { len.div_ceil(segment) as u64 };
             rx.push(buf);
         }
-        self.counters.rx += got as u64;
+        self.staged = staged;
         match err {
             Some(err) if !is_transient(&err) => Err(err),
             _ => Ok(got),
@@ -191,25 +243,26 @@ impl Port for UdpPort {
     fn tx_burst(&mut self, tx: &mut Vec<PacketBuf>) -> io::Result<usize> {
         let fd = self.socket.as_raw_fd();
         let (mut done, mut sent) = (0, 0);
+        // Cleared for one call after the kernel refused a segmented message.
+        let mut segment = self.gso;
         while done < tx.len() {
             let n = (tx.len() - done).min(BATCH);
-            for i in 0..n {
-                let buf = &tx[done + i];
-                let name_bytes = write_sockaddr(buf.peer(), self.ipv6, &mut self.scratch.addrs[i]);
-                let bytes = buf.payload();
-                // The kernel only reads through this pointer (sendmmsg).
-                self.scratch.aim(i, bytes.as_ptr().cast_mut(), bytes.len(), name_bytes);
-            }
-            // SAFETY: the first `n` headers point at iovecs and addresses in `self.scratch`
-            // and at the payloads of `tx[done..done + n]`, all alive and unmoved until the
-            // call returns; sendmmsg only reads them. MSG_DONTWAIT: no blocking.
+            let messages = self.scratch.aim_tx(&tx[done..done + n], self.ipv6, segment);
+            // SAFETY: the first `messages` headers point at iovecs, addresses and control
+            // buffers in `self.scratch` and the iovecs at the payloads of `tx[done..done + n]`,
+            // all alive and unmoved until the call returns; sendmmsg only reads them.
+            // MSG_DONTWAIT: no blocking.
             let ret = unsafe {
                 let headers = self.scratch.headers.as_mut_ptr();
-                libc::sendmmsg(fd, headers, n as _, libc::MSG_DONTWAIT)
+                libc::sendmmsg(fd, headers, messages as _, libc::MSG_DONTWAIT)
             };
+            segment = self.gso;
             if ret > 0 {
-                done += ret as usize;
-                sent += ret as usize;
+                let runs = &self.scratch.runs[..ret as usize];
+                let datagrams: usize = runs.iter().sum();
+                self.counters.tx_segmented += runs.iter().filter(|&&run| run > 1).count() as u64;
+                done += datagrams;
+                sent += datagrams;
                 continue;
             }
             let err = io::Error::last_os_error();
@@ -218,20 +271,36 @@ impl Port for UdpPort {
                 self.counters.tx_would_block += 1;
                 break;
             }
+            if self.scratch.runs[0] > 1 {
+                // The kernel refused the segmented message at the front: EIO or ENOPROTOOPT
+                // where the device or kernel cannot segment (off for good), EINVAL where the
+                // path MTU is below the datagram size. Send it again unsegmented.
+                self.counters.tx_segmentation_refused += 1;
+                let unsupported = [libc::EIO, libc::ENOPROTOOPT, libc::EOPNOTSUPP];
+                if err.raw_os_error().is_some_and(|e| unsupported.contains(&e)) {
+                    self.gso = false;
+                }
+                segment = false;
+                continue;
+            }
             // A hard error belongs to the datagram at the front (EPERM from a firewall,
             // EMSGSIZE, an address of the wrong family): drop it alone and go on.
             self.counters.tx_dropped += 1;
             done += 1;
         }
         for buf in tx.drain(..done) {
-            self.pool.release(buf);
+            // A receive buffer may have been reused to answer in place.
+            Port::release(self, buf);
         }
         self.counters.tx += sent as u64;
         Ok(sent)
     }
 
     fn release(&mut self, buf: PacketBuf) {
-        self.pool.release(buf);
+        match &mut self.gro_pool {
+            Some(gro) if gro.fits(&buf) => gro.release(buf),
+            _ => self.pool.release(buf),
+        }
     }
 
     fn wait_readable(&mut self, timeout: Duration) -> io::Result<()> {
@@ -247,11 +316,28 @@ impl Port for UdpPort {
     }
 }
 
+/// Receive buffer size with UDP GRO: a coalesced run is at most one UDP payload.
+const GRO_BUF_BYTES: usize = 65536;
+/// Most datagrams in one segmented send (the kernel's `UDP_MAX_SEGMENTS` is 64 or more).
+const GSO_SEGMENTS_MAX: usize = 64;
+/// Most bytes in one segmented send: below 65,535 less the IPv4 and UDP headers.
+const GSO_BYTES_MAX: usize = 65_000;
+/// Room for one control message carrying an int (`CMSG_SPACE(4)` is 24 on 64-bit Linux).
+const CONTROL_BYTES: usize = 32;
+
+/// One message's control buffer, aligned for `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; CONTROL_BYTES]);
+
 /// `recvmmsg`/`sendmmsg` arguments for one burst, allocated once per port.
 struct Scratch {
     headers: Vec<libc::mmsghdr>,
     iovecs: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_storage>,
+    controls: Vec<Control>,
+    /// Datagrams in each message of the last `aim_tx`.
+    runs: Vec<usize>,
 }
 
 // SAFETY: the raw pointers inside `headers` and `iovecs` only ever point into memory owned by
@@ -274,7 +360,70 @@ impl Scratch {
             headers: vec![header; BATCH],
             iovecs: vec![iovec; BATCH],
             addrs: vec![addr; BATCH],
+            controls: vec![Control([0; CONTROL_BYTES]); BATCH],
+            runs: vec![0; BATCH],
         }
+    }
+
+    /// Lets message `i` (aimed by `aim`) receive one control message (UDP GRO's size).
+    fn aim_control(&mut self, i: usize) {
+        let msg = &mut self.headers[i].msg_hdr;
+        msg.msg_control = self.controls[i].0.as_mut_ptr().cast();
+        msg.msg_controllen = CONTROL_BYTES;
+    }
+
+    /// Aims one message per run of `bufs`: with `segment`, consecutive datagrams to one peer
+    /// of one size (the last may be shorter) form a run sent with `UDP_SEGMENT`; otherwise
+    /// every datagram is its own message. Returns the number of messages (see `runs`).
+    fn aim_tx(&mut self, bufs: &[PacketBuf], ipv6: bool, segment: bool) -> usize {
+        let (mut messages, mut i) = (0, 0);
+        while i < bufs.len() {
+            let first = &bufs[i];
+            let size = first.payload().len();
+            let mut run = 1;
+            if segment && size > 0 {
+                let mut bytes = size;
+                while let Some(next) = bufs.get(i + run) {
+                    let len = next.payload().len();
+                    let fits = len > 0 && len <= size && bytes + len <= GSO_BYTES_MAX;
+                    if run == GSO_SEGMENTS_MAX || !fits || next.peer() != first.peer() {
+                        break;
+                    }
+                    run += 1;
+                    bytes += len;
+                    if len < size {
+                        break; // only the last segment may be shorter
+                    }
+                }
+            }
+            for (iovec, buf) in self.iovecs[i..i + run].iter_mut().zip(&bufs[i..i + run]) {
+                let bytes = buf.payload();
+                // The kernel only reads through this pointer (sendmmsg).
+                *iovec = libc::iovec {
+                    iov_base: bytes.as_ptr().cast_mut().cast(),
+                    iov_len: bytes.len(),
+                };
+            }
+            let name_bytes = write_sockaddr(first.peer(), ipv6, &mut self.addrs[messages]);
+            let header = &mut self.headers[messages];
+            header.msg_len = 0;
+            let msg = &mut header.msg_hdr;
+            msg.msg_name = ptr::addr_of_mut!(self.addrs[messages]).cast();
+            msg.msg_namelen = name_bytes as libc::socklen_t;
+            msg.msg_iov = ptr::addr_of_mut!(self.iovecs[i]);
+            msg.msg_iovlen = run;
+            msg.msg_flags = 0;
+            msg.msg_control = ptr::null_mut();
+            msg.msg_controllen = 0;
+            if run > 1 {
+                let control = &mut self.controls[messages];
+                write_segment_control(msg, control, size as u16);
+            }
+            self.runs[messages] = run;
+            messages += 1;
+            i += run;
+        }
+        messages
     }
 
     /// Points message `i` at `len` bytes from `base` and at address slot `i`.
@@ -291,6 +440,57 @@ impl Scratch {
         msg.msg_controllen = 0;
         msg.msg_flags = 0;
     }
+}
+
+/// Points `msg` at `control` holding one `UDP_SEGMENT` message: cut into `size`-byte datagrams.
+fn write_segment_control(msg: &mut libc::msghdr, control: &mut Control, size: u16) {
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic. `control` is aligned for cmsghdr and
+    // CONTROL_BYTES >= CMSG_SPACE(2), so the first header and its 2 data bytes lie inside it;
+    // CMSG_FIRSTHDR is non-null because msg_controllen covers a cmsghdr.
+    unsafe {
+        let data_bytes = mem::size_of::<u16>() as libc::c_uint;
+        msg.msg_controllen = libc::CMSG_SPACE(data_bytes) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(data_bytes) as usize;
+        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+    }
+}
+
+/// The datagram size of a coalesced receive (UDP GRO's control message), or 0.
+fn gro_segment_bytes(msg: &libc::msghdr) -> usize {
+    // SAFETY: after recvmmsg, msg_control/msg_controllen describe the control bytes the
+    // kernel wrote into our buffer; CMSG_FIRSTHDR/CMSG_NXTHDR stay within them (returning null
+    // at the end) and the UDP_GRO message carries one int.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                let size = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                return size.max(0) as usize;
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    0
+}
+
+/// Sets an integer socket option.
+fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    let size = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` is a live c_int and `size` its exact size.
+    let ret = unsafe { libc::setsockopt(fd, level, name, ptr::addr_of!(value).cast(), size) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Would-block and interrupted calls are "nothing now", not failures.
@@ -425,6 +625,92 @@ mod tests {
             assert_eq!(family == libc::AF_INET6, ipv6_socket || addr.is_ipv6(), "{addr}");
             assert!(len <= mem::size_of::<libc::sockaddr_storage>());
             assert_eq!(read_sockaddr(&storage), expected);
+        }
+    }
+
+    fn port(offload: bool) -> UdpPort {
+        let config = UdpConfig { offload, ..UdpConfig::default() };
+        UdpPort::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).unwrap()
+    }
+
+    /// Sends one datagram per payload from `from` to `to`, all in one `tx_burst`.
+    fn send_all(from: &mut UdpPort, datagrams: &[(SocketAddr, Vec<u8>)]) {
+        let mut tx = Vec::new();
+        for (to, payload) in datagrams {
+            let mut buf = from.alloc_tx().unwrap();
+            buf.capacity_mut()[..payload.len()].copy_from_slice(payload);
+            buf.set_len(payload.len());
+            buf.set_peer(*to);
+            tx.push(buf);
+        }
+        assert_eq!(from.tx_burst(&mut tx).unwrap(), datagrams.len());
+        assert!(tx.is_empty());
+    }
+
+    /// Receives until `want` datagrams arrived (2 s at most); returns them and the number of
+    /// buffers they came in.
+    fn receive(port: &mut UdpPort, want: usize) -> (Vec<Vec<u8>>, usize) {
+        let (mut got, mut buffers, mut rx) = (Vec::new(), 0, Vec::new());
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while got.len() < want && std::time::Instant::now() < deadline {
+            port.rx_burst(&mut rx).unwrap();
+            for buf in rx.drain(..) {
+                buffers += 1;
+                got.extend(crate::datagrams(&buf).map(<[u8]>::to_vec));
+                port.release(buf);
+            }
+            port.wait_readable(Duration::from_millis(10)).unwrap();
+        }
+        (got, buffers)
+    }
+
+    #[test]
+    fn runs_to_one_peer_leave_segmented_and_arrive_in_order() {
+        let (mut sender, mut coalescing, mut plain) = (port(true), port(true), port(false));
+        let (b, c) = (coalescing.local_addr(), plain.local_addr());
+        let payload = |i: usize, len: usize| (0..len).map(|j| (i * 7 + j) as u8).collect();
+        // A run of 20 to b ending in a shorter datagram, 3 to c, an empty one and 2 more to b.
+        let mut out: Vec<(SocketAddr, Vec<u8>)> = (0..20).map(|i| (b, payload(i, 100))).collect();
+        out.push((b, payload(20, 40)));
+        out.extend((21..24).map(|i| (c, payload(i, 100))));
+        out.push((b, Vec::new()));
+        out.extend((25..27).map(|i| (b, payload(i, 100))));
+        send_all(&mut sender, &out);
+
+        let (to_b, b_buffers) = receive(&mut coalescing, 24);
+        let want_b: Vec<Vec<u8>> = out.iter().filter(|d| d.0 == b).map(|d| d.1.clone()).collect();
+        assert_eq!(to_b, want_b, "every datagram, whole and in order");
+        assert_eq!(coalescing.counters().rx, 24);
+        let (to_c, c_buffers) = receive(&mut plain, 3);
+        let want_c: Vec<Vec<u8>> = out.iter().filter(|d| d.0 == c).map(|d| d.1.clone()).collect();
+        assert_eq!((to_c, c_buffers), (want_c, 3), "a port without GRO gets one per buffer");
+
+        let sent = sender.counters();
+        assert_eq!(sent.tx, out.len() as u64);
+        if sent.tx_segmentation_refused == 0 {
+            // Runs: 21 to b, 3 to c, (empty to b alone), 2 to b.
+            assert_eq!(sent.tx_segmented, 3);
+            if coalescing.receives_coalesced() {
+                assert!(b_buffers < 24, "GRO kept runs together: {b_buffers} buffers");
+            }
+        } else {
+            eprintln!("this kernel refused UDP GSO; checked the unsegmented fallback only");
+        }
+    }
+
+    #[test]
+    fn an_oversize_datagram_is_cut_and_counted_with_gro_too() {
+        for offload in [true, false] {
+            let (sender, mut receiver) = (port(offload), port(offload));
+            let to = receiver.local_addr();
+            let (big, limit) = (vec![7u8; 3000], UdpConfig::default().buf_bytes);
+            // The pool's buffers are too small to send it: use the socket directly.
+            assert!(big.len() > limit);
+            sender.socket.send_to(&big, to).unwrap();
+            let (got, _) = receive(&mut receiver, 1);
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].len(), limit, "offload {offload}: cut to one past the largest");
+            assert_eq!(receiver.counters().rx_truncated, 1);
         }
     }
 

@@ -212,36 +212,43 @@ impl<'c, C: Codec> Engine<'c, C> {
         let mask = self.codec.id_mask();
         let mut rx = std::mem::take(&mut self.rx);
         for buf in rx.drain(..) {
-            let slots = &mut self.slots;
-            let outstanding = &mut self.outstanding;
-            let malformed = self.codec.decode(buf.payload(), &mut |id, outcome| {
-                let slot = &mut slots[id as usize & (SLOTS - 1)];
-                if !slot.live || slot.seq & mask != id {
-                    state.recorder.counters.late += 1;
-                    return;
-                }
-                if let Outcome::Part { total } = outcome {
-                    slot.parts += 1;
-                    if slot.parts < total {
-                        return;
-                    }
-                }
-                let outcome = match outcome {
-                    Outcome::Part { .. } => Outcome::Ok,
-                    other => other,
-                };
-                slot.live = false;
-                *outstanding -= 1;
-                let latency_ns = now.saturating_sub(slot.intended_ns);
-                let in_window = now < state.end_ns;
-                state.recorder.record(outcome, latency_ns, state.measuring, in_window);
-                state.feed.completed(slot.key, outcome);
-            });
-            state.recorder.counters.malformed += malformed;
+            for datagram in dataplane::datagrams(&buf) {
+                self.complete(datagram, state, now, mask);
+            }
             self.port.release(buf);
         }
         self.rx = rx;
         Ok(got)
+    }
+
+    /// Ends the requests one reply datagram answers.
+    fn complete(&mut self, datagram: &[u8], state: &mut RunState<'_>, now: u64, mask: u64) {
+        let slots = &mut self.slots;
+        let outstanding = &mut self.outstanding;
+        let malformed = self.codec.decode(datagram, &mut |id, outcome| {
+            let slot = &mut slots[id as usize & (SLOTS - 1)];
+            if !slot.live || slot.seq & mask != id {
+                state.recorder.counters.late += 1;
+                return;
+            }
+            if let Outcome::Part { total } = outcome {
+                slot.parts += 1;
+                if slot.parts < total {
+                    return;
+                }
+            }
+            let outcome = match outcome {
+                Outcome::Part { .. } => Outcome::Ok,
+                other => other,
+            };
+            slot.live = false;
+            *outstanding -= 1;
+            let latency_ns = now.saturating_sub(slot.intended_ns);
+            let in_window = now < state.end_ns;
+            state.recorder.record(outcome, latency_ns, state.measuring, in_window);
+            state.feed.completed(slot.key, outcome);
+        });
+        state.recorder.counters.malformed += malformed;
     }
 
     /// Frees the slots of requests older than `timeout_ns`, oldest first.

@@ -96,6 +96,10 @@ pub(crate) struct BenchArgs {
     /// Spin on the socket when idle instead of blocking in poll(2).
     #[arg(long)]
     busy_poll: bool,
+    /// Send and receive one datagram per message: no UDP GSO for runs of requests to one
+    /// server, no GRO for runs of replies (the servers see the same datagrams either way).
+    #[arg(long)]
+    no_udp_offload: bool,
     /// A request unanswered this long counts as a timeout (never resent).
     #[arg(long, default_value_t = 100)]
     timeout_ms: u64,
@@ -176,13 +180,13 @@ pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         Protocol::Cradle => {
             let client_id = client::random_seed().max(1);
             let mut codec = cradle::CradleCodec::new(server, keys, args.value_bytes, client_id)?;
-            let mut port = open_port(bind, &codec)?;
+            let mut port = open_port(bind, &codec, args)?;
             codec.handshake(&mut port)?;
             drive(&codec, port, args, seed)?
         }
         Protocol::MemcacheUdp => {
             let codec = memcache::MemcacheCodec::new(server, keys, args.value_bytes)?;
-            let port = open_port(bind, &codec)?;
+            let port = open_port(bind, &codec, args)?;
             drive(&codec, port, args, seed)?
         }
     };
@@ -201,10 +205,15 @@ fn resolve(name: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("server {name} has no address"))
 }
 
-fn open_port<C: Codec>(bind: SocketAddr, codec: &C) -> Result<dataplane::UdpPort, String> {
+fn open_port<C: Codec>(
+    bind: SocketAddr,
+    codec: &C,
+    args: &BenchArgs,
+) -> Result<dataplane::UdpPort, String> {
     let config = dataplane::UdpConfig {
         // Replies of either protocol are at most one 1,472-byte datagram each.
         buf_bytes: codec.request_bytes_max().max(proto::DATAGRAM_BYTES_ACCEPTED) + 1,
+        offload: !args.no_udp_offload,
         ..dataplane::UdpConfig::default()
     };
     dataplane::UdpPort::bind(bind, config).map_err(|e| format!("cannot bind {bind}: {e}"))
@@ -287,6 +296,7 @@ fn print_result(args: &BenchArgs, c: &Counters, errors_by_kind: &[(String, u64)]
             "duration": round(c.seconds() * 10.0) / 10.0,
             "warmup": args.warmup,
             "busy_poll": args.busy_poll,
+            "udp_offload": !args.no_udp_offload,
             "ops": c.ok + c.misses,
             "ops_per_sec": c.ops_per_sec().round(),
             "p50_us": round(p.p50),
