@@ -12,8 +12,11 @@
 #   scripts/bench-vs-memcached.sh report DIR      # only rebuild the report from DIR/*.json
 #
 # Settings (env): ROUNDS SECS WARMUP IN_FLIGHT VALUE_BYTES KEYS SERVER_CPU CLIENT_CPU
-# CRADLE_PORT MEMCACHED_PORT OPEN_SHARE OPEN_CAP BUSY_POLL(0/1) MEMASLAP(1: also run memaslap)
-# OUT (report directory) DURABILITY (cradle's class, default memory: memcached never syncs).
+# CRADLE_PORT MEMCACHED_PORT OPEN_SHARE OPEN_CAP BUSY_POLL(1: the generator spins when idle,
+# for both servers, so its own wake-ups do not limit either; 0: it blocks in poll)
+# OFFLOAD(1: cradle and the generator coalesce datagrams with UDP GSO/GRO; 0: one per message)
+# MEMASLAP(1: also run memaslap) OUT (report directory) DURABILITY (cradle's class, default
+# memory: memcached never syncs).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -28,7 +31,7 @@ CRADLE_PORT=${CRADLE_PORT:-17000}
 MEMCACHED_PORT=${MEMCACHED_PORT:-17211}
 OPEN_SHARE=${OPEN_SHARE:-0.5}
 OPEN_CAP=${OPEN_CAP:-1024}
-BUSY_POLL=${BUSY_POLL:-0}
+BUSY_POLL=${BUSY_POLL:-1}
 MEMASLAP=${MEMASLAP:-1}
 
 cd "$(dirname "$0")/.."
@@ -165,7 +168,7 @@ bench() {
     [[ $BUSY_POLL == 1 ]] && poll=(--busy-poll)
     local cmd=(taskset -c "$CLIENT_CPU" "$CRADLE" bench "${server[@]}" --keys "$KEYS"
         --value-bytes "$VALUE_BYTES" --duration "$SECS" --warmup "$WARMUP" --json --quiet
-        "${poll[@]}" "$@")
+        "${poll[@]}" "${GENERATOR_FLAGS[@]}" "$@")
     grep -qxF -- "${cmd[*]}" "$OUT/commands.txt" 2>/dev/null || echo "${cmd[*]}" >>"$OUT/commands.txt"
     "${cmd[@]}" >"$OUT/results/${system}__${label}__r${round}.json"
     stop_server
@@ -192,7 +195,7 @@ mkdir -p "$OUT/results"
     echo "memcached: $(memcached -V)"
     echo "cradle: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
     echo "server CPU $SERVER_CPU, generator CPU $CLIENT_CPU; $ROUNDS rounds x ${SECS}s (+${WARMUP}s warm-up);"
-    echo "$IN_FLIGHT in flight, $VALUE_BYTES-byte values, $KEYS keys, busy-poll $BUSY_POLL"
+    echo "$IN_FLIGHT in flight, $VALUE_BYTES-byte values, $KEYS keys, busy-poll $BUSY_POLL, UDP offload ${OFFLOAD:-1}"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt"
 

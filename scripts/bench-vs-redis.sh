@@ -10,7 +10,7 @@
 #
 # Settings (env): ROUNDS SECS WARMUP IN_FLIGHT VALUE_BYTES KEYS SERVER_CPU CLIENT_CPU
 # CRADLE_PORT REDIS_PORT REDIS_REQUESTS PIPELINE (redis-benchmark -P; connections are
-# IN_FLIGHT / PIPELINE) OUT.
+# IN_FLIGHT / PIPELINE) OFFLOAD (1: cradle's UDP GSO/GRO on, the default; 0: off) OUT.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -53,7 +53,7 @@ cradle_round() { # cradle_round OP ROUND
     start_cradle
     local cmd=(taskset -c "$CLIENT_CPU" "$CRADLE" bench --server "127.0.0.1:$CRADLE_PORT"
         --op "$1" --keys "$KEYS" --value-bytes "$VALUE_BYTES" --in-flight "$IN_FLIGHT"
-        --duration "$SECS" --warmup "$WARMUP" --json --quiet)
+        --duration "$SECS" --warmup "$WARMUP" --json --quiet "${GENERATOR_FLAGS[@]}")
     grep -qxF -- "${cmd[*]}" "$OUT/commands.txt" 2>/dev/null || echo "${cmd[*]}" >>"$OUT/commands.txt"
     "${cmd[@]}" >"$OUT/results/cradle__$1__r$2.json"
     stop_server

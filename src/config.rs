@@ -2,7 +2,7 @@
 //! flags, in that order of precedence; validated as a whole with one clear error.
 
 use crate::node::NodeOptions;
-use control::Durability;
+use control::{Durability, COMPLETION_RECORDS_DEFAULT};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,7 @@ struct StorageSection {
     chunk_bytes: Option<usize>,
     dead_ratio: Option<f64>,
     compaction_step_bytes: Option<u64>,
+    sync_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +42,8 @@ struct NodeSection {
     spin_us: Option<u64>,
     pin: Option<bool>,
     durability: Option<String>,
+    udp_offload: Option<bool>,
+    completion_records: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +80,9 @@ pub(crate) struct Flags {
     /// [default: flushed].
     #[arg(long)]
     pub(crate) durability: Option<String>,
+    /// Send and receive UDP datagrams one per message (no GSO/GRO coalescing).
+    #[arg(long)]
+    pub(crate) no_udp_offload: bool,
 }
 
 /// Most partitions a node accepts (each costs ~100 bytes per core even when empty, and the
@@ -126,6 +132,9 @@ impl FileConfig {
                 }
             },
             compaction_step_bytes: self.storage.compaction_step_bytes.unwrap_or(256 << 10),
+            sync_interval: Duration::from_millis(self.storage.sync_interval_ms.unwrap_or(100)),
+            udp_offload: !flags.no_udp_offload && n.udp_offload.unwrap_or(true),
+            completion_records: n.completion_records.unwrap_or(COMPLETION_RECORDS_DEFAULT),
             durability: match flags.durability.or(n.durability) {
                 None => Durability::default(),
                 Some(name) => Durability::parse(&name).ok_or_else(|| {
@@ -157,6 +166,15 @@ fn validate(o: &NodeOptions) -> Result<(), String> {
     }
     if o.spin > Duration::from_secs(1) {
         return Err("spin_us above 1,000,000 would keep a core busy for nothing".into());
+    }
+    if !(1024..=1 << 28).contains(&o.completion_records) {
+        return Err(format!(
+            "completion_records must be between 1,024 and 268,435,456, not {}",
+            o.completion_records
+        ));
+    }
+    if o.sync_interval.is_zero() || o.sync_interval > Duration::from_secs(60) {
+        return Err("sync_interval_ms must be between 1 and 60,000".into());
     }
     o.store.validate().map_err(|e| e.to_string())?;
     if o.data_dir.as_os_str().is_empty() {

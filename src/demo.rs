@@ -24,6 +24,9 @@ pub(crate) fn run() -> Result<ExitCode, String> {
         durability: control::Durability::Flushed,
         store: storage::StoreConfig::default(),
         compaction_step_bytes: 256 << 10,
+        sync_interval: Duration::from_millis(100),
+        udp_offload: true,
+        completion_records: control::COMPLETION_RECORDS_DEFAULT,
     };
     let node = Node::start(&options, Arc::new(AtomicBool::new(false)))?;
     println!(

@@ -101,5 +101,6 @@ pub(crate) fn open_core(
         stores,
         durability: Durability::default(),
         compaction_step_bytes: 256 << 10,
+        sync_clock: None,
     })
 }

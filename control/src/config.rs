@@ -15,9 +15,9 @@ pub struct CoreConfig {
     /// Key of the address-validation tokens; random per node start.
     pub token_secret: [u8; 32],
     /// Completion records kept: 48 bytes each (32 of record, 16 of index at most half full),
-    /// reserved at start-up and touched as used (48 MiB at the default 2^20). When all are
+    /// reserved at start-up and touched as used (192 MiB at the default 2^22). When all are
     /// younger than `completion_ttl_ns`, new writes get BUSY, so a core sustains at most
-    /// `completion_records_max / completion_ttl` writes per second (≈ 210,000 by default).
+    /// `completion_records_max / completion_ttl` writes per second (≈ 840,000 by default).
     pub completion_records_max: usize,
     /// How long a completion record is kept at least (default 5 s). Must exceed every
     /// client's `resend_window` (default 2 s) plus the network delay of a resend, or a late
@@ -31,6 +31,10 @@ pub struct CoreConfig {
     pub reassembly_timeout_ns: u64,
 }
 
+/// Completion records per core unless configured: 2^22 (192 MiB at most, 840,000 writes/s
+/// sustained with the 5 s TTL, above what one core serves over kernel UDP).
+pub const COMPLETION_RECORDS_DEFAULT: usize = 1 << 22;
+
 impl CoreConfig {
     /// Defaults for core `core` of `layout`.
     pub fn new(core: u32, layout: Arc<NodeLayout>, token_secret: [u8; 32]) -> CoreConfig {
@@ -38,7 +42,7 @@ impl CoreConfig {
             core,
             layout,
             token_secret,
-            completion_records_max: 1 << 20,
+            completion_records_max: COMPLETION_RECORDS_DEFAULT,
             completion_ttl_ns: 5_000_000_000,
             reassemblies_max: 64,
             reassembly_bytes_max: 256 << 20,

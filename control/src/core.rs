@@ -2,7 +2,7 @@
 
 use crate::completions::Completions;
 use crate::config::{ConfigError, CoreConfig};
-use crate::durable::{status_of, CoreStorage, Durability, PendingAck};
+use crate::durable::{status_of, CoreStorage, Durability, PendingAck, SyncClock};
 use crate::read_cache::ReadCache;
 use crate::reassembly::Reassemblies;
 use crate::replies::Replies;
@@ -74,6 +74,12 @@ pub struct Core {
     ack_buf: Box<[u8; DATAGRAM_BYTES_MAX]>,
     compaction_queue: VecDeque<usize>,
     last_flush_ns: u64,
+    /// The background syncs of the `memory` class (see `CoreStorage::sync_clock`).
+    sync_clock: Option<Arc<SyncClock>>,
+    /// The ticket `held_chunks` wait for.
+    sync_ticket: Option<u64>,
+    /// Blob chunks dropped by writes, freed once `sync_ticket` is reached.
+    held_chunks: Vec<storage::Hash>,
     last_sizes_ns: u64,
     read_cache: ReadCache,
     /// Datagrams handled since the last `end_batch` (a full burst means more are queued).
@@ -172,6 +178,9 @@ impl Core {
             pending: Vec::with_capacity(PENDING_ACKS_MAX + 1),
             ack_buf: Box::new([0; DATAGRAM_BYTES_MAX]),
             last_flush_ns: 0,
+            sync_clock: storage.sync_clock,
+            sync_ticket: None,
+            held_chunks: Vec::new(),
             last_sizes_ns: 0,
             read_cache: ReadCache::default(),
             burst_datagrams: 0,

@@ -3,13 +3,16 @@
 use dataplane::Transmit;
 use proto::HeaderFields;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use storage::{BlobStore, MemoryVolume, Store, StoreConfig, StoreError};
 
 /// When a write is answered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
     /// As soon as it is applied (in memory; written to the file at the end of the batch).
-    /// Survives a process crash once written out, not a power cut.
+    /// Survives a process crash once written out; a power cut loses what was written since
+    /// the last sync (a background thread's, see [`SyncClock`], or the loop's own).
     Memory,
     /// After the batch's group commit (one `fdatasync` per dirty endpoint per loop
     /// iteration). Survives a power cut.
@@ -39,6 +42,41 @@ pub struct CoreStorage {
     pub durability: Durability,
     /// Bytes of log one compaction step may copy (bounded work per loop iteration).
     pub compaction_step_bytes: u64,
+    /// The `memory` class's background syncs of the volume these stores live on. Without
+    /// one, the loop itself flushes one written endpoint every few milliseconds.
+    pub sync_clock: Option<Arc<SyncClock>>,
+}
+
+/// Durable points made by a thread that syncs a whole file system in a loop (`syncfs`), so
+/// the `memory` class never waits for a disk on the serving loop. A ticket taken now is
+/// reached once a sync that started after now has finished: everything written before the
+/// ticket is then durable.
+#[derive(Debug, Default)]
+pub struct SyncClock {
+    started: AtomicU64,
+    finished: AtomicU64,
+}
+
+impl SyncClock {
+    /// A ticket for what has been written so far.
+    pub fn ticket(&self) -> u64 {
+        self.started.load(Ordering::Acquire) + 1
+    }
+
+    /// Whether everything written before `ticket` was taken is durable.
+    pub fn reached(&self, ticket: u64) -> bool {
+        self.finished.load(Ordering::Acquire) >= ticket
+    }
+
+    /// For the syncing thread: runs one `sync` and, if it succeeded, moves the clock past
+    /// every ticket taken before it started. A failed sync reaches no ticket: what waits for
+    /// it stays held (blob chunks are not freed) until a later sync succeeds.
+    pub fn sync_with<E>(&self, sync: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+        let generation = self.started.fetch_add(1, Ordering::AcqRel) + 1;
+        sync()?;
+        self.finished.fetch_max(generation, Ordering::AcqRel);
+        Ok(())
+    }
 }
 
 impl CoreStorage {
@@ -58,6 +96,7 @@ impl CoreStorage {
             stores,
             durability: Durability::Memory,
             compaction_step_bytes: 256 << 10,
+            sync_clock: None,
         }
     }
 }
@@ -113,6 +152,27 @@ mod tests {
             self.0.push((peer, messages));
             true
         }
+    }
+
+    #[test]
+    fn a_ticket_is_reached_only_by_a_sync_that_started_after_it_and_succeeded() {
+        let clock = SyncClock::default();
+        let first = clock.ticket();
+        assert!(!clock.reached(first));
+        // A write made while a sync runs may have missed it: its ticket waits for the next.
+        let mut during = 0;
+        clock
+            .sync_with(|| -> Result<(), ()> {
+                during = clock.ticket();
+                Ok(())
+            })
+            .unwrap();
+        assert!(clock.reached(first));
+        assert!(!clock.reached(during));
+        assert_eq!(clock.sync_with(|| Err("EIO")), Err("EIO"));
+        assert!(!clock.reached(during), "a failed sync reaches nothing");
+        clock.sync_with(|| Ok::<(), ()>(())).unwrap();
+        assert!(clock.reached(during));
     }
 
     #[test]

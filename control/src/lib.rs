@@ -21,7 +21,7 @@ mod stats;
 mod validation;
 
 pub use crate::core::Core;
-pub use config::{ConfigError, CoreConfig};
-pub use durable::{CoreStorage, Durability};
+pub use config::{ConfigError, CoreConfig, COMPLETION_RECORDS_DEFAULT};
+pub use durable::{CoreStorage, Durability, SyncClock};
 pub use layout::NodeLayout;
 pub use stats::{CoreCounters, LatencyHistogram, NodeStats, StatsSnapshot, LATENCY_BOUNDS_NS};

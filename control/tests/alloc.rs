@@ -106,6 +106,7 @@ fn file_backed_core(
         stores,
         durability: control::Durability::Flushed,
         compaction_step_bytes: 256 << 10,
+        sync_clock: None,
     };
     Core::with_storage(config, stats, map, storage).unwrap()
 }

@@ -265,8 +265,9 @@ impl BlobStore {
 
     /// Drops one reference per hash; a chunk nobody refers to is freed (its blocks punched
     /// out, its segment deleted when empty). Call only once the endpoint record that dropped
-    /// the references is durable.
-    pub(crate) fn release(&mut self, hashes: &[Hash]) -> Result<(), StoreError> {
+    /// the references is durable (`Store::flush` does this; a caller of
+    /// `Store::take_released` must). A failure poisons the blob store.
+    pub fn release(&mut self, hashes: &[Hash]) -> Result<(), StoreError> {
         for hash in hashes {
             let chunk = self.chunks.get_mut(hash).expect("a released chunk is referenced");
             assert!(chunk.refs > 0, "refcount underflow");

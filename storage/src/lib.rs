@@ -24,6 +24,7 @@ mod log;
 mod record;
 mod recover;
 mod store;
+mod syncfs;
 
 pub use blob::{BlobReport, BlobStore, Hash, HASH_BYTES};
 pub use config::{ConfigError, StoreConfig};
@@ -32,3 +33,4 @@ pub use error::{Corruption, StoreError};
 pub use file::FileVolume;
 pub use recover::{RecoveryReport, TornTail};
 pub use store::{CasOutcome, Store, StoreStats, ValueRef};
+pub use syncfs::sync_file_system;

@@ -295,6 +295,13 @@ impl Store {
         result
     }
 
+    /// Moves the blob chunks this endpoint stopped referring to into `out`, for a caller that
+    /// makes the records durable another way (a file-system-wide sync in the background, the
+    /// `memory` class) and then gives them back with [`BlobStore::release`].
+    pub fn take_released(&mut self, out: &mut Vec<Hash>) {
+        out.append(&mut self.released);
+    }
+
     /// Whether [`Store::flush`] has work to do.
     pub fn needs_flush(&self) -> bool {
         self.log.needs_sync() || !self.released.is_empty()

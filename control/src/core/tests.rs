@@ -391,23 +391,27 @@ fn big_values_can_be_fetched_by_reference_and_chunk() {
 /// A one-core harness whose endpoints write through a fault-injecting volume and answer
 /// writes only after the group commit.
 fn flushed_harness() -> (Harness, Arc<storage::Faults>) {
-    use storage::{BlobStore, Faults, FaultyVolume, MemoryVolume, Store, StoreConfig};
+    storage_harness(Durability::Flushed, None, StoreConfig::default())
+}
+
+/// A one-core harness over fault-injecting memory volumes with the given write class.
+fn storage_harness(
+    durability: Durability,
+    sync_clock: Option<Arc<SyncClock>>,
+    config: StoreConfig,
+) -> (Harness, Arc<storage::Faults>) {
+    use storage::{BlobStore, Faults, FaultyVolume, MemoryVolume, Store};
     let faults = Faults::new();
     let layout =
         Arc::new(NodeLayout::new(16, vec![SocketAddr::from(([127, 0, 0, 1], 7000))]).unwrap());
     let map: Arc<[u8]> = layout.map().encode().into();
-    let config = StoreConfig::default();
     let volume = |name: &str| Box::new(FaultyVolume::new(MemoryVolume::new(name), faults.clone()));
     let (mut blobs, _) = BlobStore::open(volume("blobs"), &config).unwrap();
     let stores = (0..16)
         .map(|slot| Store::open(volume(&format!("ep-{slot}")), &config, &mut blobs).unwrap().0)
         .collect();
-    let storage = CoreStorage {
-        blobs,
-        stores,
-        durability: Durability::Flushed,
-        compaction_step_bytes: 1 << 18,
-    };
+    let storage =
+        CoreStorage { blobs, stores, durability, compaction_step_bytes: 1 << 18, sync_clock };
     let core = Core::with_storage(
         CoreConfig::new(0, layout, [5; 32]),
         Arc::new(NodeStats::new(1)),
@@ -418,6 +422,34 @@ fn flushed_harness() -> (Harness, Arc<storage::Faults>) {
     let mut h = Harness { core, token: 0, tracking: 0 };
     h.token = h.core.tokens.token(CLIENT);
     (h, faults)
+}
+
+#[test]
+fn memory_class_frees_dropped_blob_chunks_only_after_a_background_sync() {
+    let clock = Arc::new(SyncClock::default());
+    let config = StoreConfig { blob_threshold_bytes: 256, ..StoreConfig::default() };
+    let (mut h, _) = storage_harness(Durability::Memory, Some(clock.clone()), config);
+    let mut wire = Wire::default();
+    for (i, value) in [[1u8; 600], [2u8; 600]].iter().enumerate() {
+        let put = h.request(Opcode::Put, b"big", value);
+        let replies = h.send(&[(put, b"big", value)]);
+        assert_eq!(replies[0].0.status, Status::Ok as u16, "memory: answered at once");
+        h.core.end_batch(10 + i as u64, &mut wire);
+    }
+    assert_eq!(h.core.blobs.blob_chunks(), 2, "the overwritten value's chunk is held");
+    h.core.end_batch(20, &mut wire);
+    assert_eq!(h.core.blobs.blob_chunks(), 2, "no sync yet: still held");
+    // The first batch's ticket was taken before the overwrite: reaching it frees nothing,
+    // and the overwrite's records get the next ticket.
+    clock.sync_with(|| Ok::<(), ()>(())).unwrap();
+    h.core.end_batch(30, &mut wire);
+    assert_eq!(h.core.blobs.blob_chunks(), 2, "dropped after the ticket that was reached");
+    clock.sync_with(|| Ok::<(), ()>(())).unwrap();
+    h.core.end_batch(40, &mut wire);
+    assert_eq!(h.core.blobs.blob_chunks(), 1, "freed once the records are durable");
+    let get = h.request(Opcode::Get, b"big", b"");
+    let (reply, value) = h.one(get, b"big", b"");
+    assert_eq!((reply.status, value), (Status::Ok as u16, vec![2u8; 600]));
 }
 
 #[test]

@@ -8,9 +8,9 @@ use crate::reassembly::Refused;
 use proto::VALUE_BYTES_MAX;
 use storage::CasOutcome;
 
-/// How often a `Durability::Memory` core flushes one endpoint it wrote (oldest first): it
-/// frees blob chunks a delete or overwrite released and bounds what a power cut loses,
-/// one `fdatasync` at a time so the loop never stalls for all of them at once.
+/// How often a `Durability::Memory` core without a background sync flushes one endpoint it
+/// wrote (oldest first): it frees blob chunks a delete or overwrite released and bounds what a
+/// power cut loses, one `fdatasync` at a time so the loop never stalls for all of them at once.
 const MEMORY_FLUSH_STEP_NS: u64 = 2_000_000;
 
 /// Longest a write waits for its group commit while full bursts keep arriving: under load one
@@ -173,6 +173,9 @@ impl Core {
                     // A failure poisons the store, which then answers every write itself.
                     let _ = endpoint.store.write_out();
                 }
+                if self.sync_clock.is_some() {
+                    return self.follow_background_sync();
+                }
                 let due = now_ns.saturating_sub(self.last_flush_ns) >= MEMORY_FLUSH_STEP_NS;
                 if due && !self.dirty.is_empty() {
                     self.last_flush_ns = now_ns;
@@ -184,6 +187,31 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// The `memory` class with a background sync: blob chunks the written endpoints dropped
+    /// wait for a ticket taken after their records were written out, and are freed once the
+    /// sync thread reaches it. The loop never waits for the disk.
+    fn follow_background_sync(&mut self) {
+        let clock = self.sync_clock.as_ref().expect("called with a clock");
+        if let Some(ticket) = self.sync_ticket {
+            if !clock.reached(ticket) {
+                return;
+            }
+            self.sync_ticket = None;
+            // A failure poisons the blob store, which then refuses blob writes itself.
+            let _ = self.blobs.release(&self.held_chunks);
+            self.held_chunks.clear();
+        }
+        if self.dirty.is_empty() {
+            return;
+        }
+        for slot in self.dirty.drain(..) {
+            let endpoint = &mut self.endpoints[slot];
+            endpoint.dirty = false;
+            endpoint.store.take_released(&mut self.held_chunks);
+        }
+        self.sync_ticket = Some(clock.ticket());
     }
 
     /// Flushes every dirty endpoint, then sends the replies held for them: the recorded
