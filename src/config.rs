@@ -67,7 +67,7 @@ pub(crate) struct Flags {
     /// Partitions over all cores [default: 256].
     #[arg(long)]
     pub(crate) partitions: Option<u32>,
-    /// Busy-poll this many microseconds after the last datagram before blocking [default: 50].
+    /// Busy-poll this many microseconds after the last datagram before blocking [default: 200].
     #[arg(long)]
     pub(crate) spin_us: Option<u64>,
     /// Do not pin core i's loop to CPU i.
@@ -117,7 +117,7 @@ impl FileConfig {
                 .or(n.data_dir)
                 .ok_or("no data directory: give --data-dir or data_dir in [node] of the config")?,
             partitions: flags.partitions.or(n.partitions).unwrap_or(256),
-            spin: Duration::from_micros(flags.spin_us.or(n.spin_us).unwrap_or(50)),
+            spin: Duration::from_micros(flags.spin_us.or(n.spin_us).unwrap_or(200)),
             pin: !flags.no_pin && n.pin.unwrap_or(true),
             metrics: flags.metrics_listen.or(self.metrics.listen),
             store: {
@@ -210,6 +210,27 @@ mod tests {
         let o = FileConfig::load(&path).unwrap().resolve(Flags::default()).unwrap();
         assert_eq!((o.listen.port(), o.cores, o.partitions), (7000, 1, 256));
         assert!(o.metrics.is_some());
+        assert!(o.udp_offload);
+        assert_eq!(o.completion_records, COMPLETION_RECORDS_DEFAULT);
+        assert_eq!(
+            (o.sync_interval, o.spin),
+            (Duration::from_millis(100), Duration::from_micros(200))
+        );
+    }
+
+    #[test]
+    fn offload_records_and_sync_interval_are_set_and_checked() {
+        let text = "[node]\ndata_dir = \"/d\"\nudp_offload = false\ncompletion_records = 65536\n\
+                    [storage]\nsync_interval_ms = 20\n";
+        let o = parse(text).unwrap().resolve(Flags::default()).unwrap();
+        assert!(!o.udp_offload);
+        assert_eq!((o.completion_records, o.sync_interval), (65536, Duration::from_millis(20)));
+        let flags = Flags { no_udp_offload: true, data_dir: Some("/d".into()), ..Flags::default() };
+        assert!(!FileConfig::default().resolve(flags).unwrap().udp_offload);
+        let e = parse("[node]\ndata_dir = \"/d\"\ncompletion_records = 10\n").unwrap();
+        assert!(e.resolve(Flags::default()).unwrap_err().contains("completion_records"));
+        let e = parse("[node]\ndata_dir = \"/d\"\n[storage]\nsync_interval_ms = 0\n").unwrap();
+        assert!(e.resolve(Flags::default()).unwrap_err().contains("sync_interval_ms"));
     }
 
     #[test]

@@ -42,8 +42,6 @@ struct Endpoint {
     dirty: bool,
     /// Listed in `Core::compaction_queue`.
     queued_for_compaction: bool,
-    /// Written in this batch (`Durability::Memory`: listed in `Core::written`).
-    written: bool,
 }
 
 /// A serving core: its endpoints and everything a request needs. Sans-IO.
@@ -67,8 +65,6 @@ pub struct Core {
     compaction_step_bytes: u64,
     /// Endpoints written since their last flush.
     dirty: Vec<usize>,
-    /// Endpoints written in this batch (`Durability::Memory` writes their tails out).
-    written: Vec<usize>,
     /// Write replies waiting for the group commit (`Durability::Flushed`).
     pending: Vec<PendingAck>,
     ack_buf: Box<[u8; DATAGRAM_BYTES_MAX]>,
@@ -133,12 +129,7 @@ impl Core {
         let endpoints: Vec<Endpoint> = storage
             .stores
             .into_iter()
-            .map(|store| Endpoint {
-                store,
-                dirty: false,
-                queued_for_compaction: false,
-                written: false,
-            })
+            .map(|store| Endpoint { store, dirty: false, queued_for_compaction: false })
             .collect();
         let hints = (0..layout.cores())
             .map(|core| {
@@ -167,7 +158,6 @@ impl Core {
             map_payload,
             hints,
             dirty: Vec::with_capacity(endpoints.len()),
-            written: Vec::with_capacity(endpoints.len()),
             compaction_queue: VecDeque::with_capacity(endpoints.len()),
             endpoints,
             config,

@@ -10,9 +10,9 @@ use storage::{BlobStore, MemoryVolume, Store, StoreConfig, StoreError};
 /// When a write is answered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
-    /// As soon as it is applied (in memory; written to the file at the end of the batch).
-    /// Survives a process crash once written out; a power cut loses what was written since
-    /// the last sync (a background thread's, see [`SyncClock`], or the loop's own).
+    /// Once applied and copied to the file (the page cache), before the reply: survives a
+    /// process crash; a power cut loses what was written since the last sync (a background
+    /// thread's, see [`SyncClock`], or the loop's own).
     Memory,
     /// After the batch's group commit (one `fdatasync` per dirty endpoint per loop
     /// iteration). Survives a power cut.

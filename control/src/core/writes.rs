@@ -136,14 +136,17 @@ impl Core {
                 .map(|existed| (if existed { Status::Ok } else { Status::NotFound }, 0)),
             _ => unreachable!("apply is only called for writes"),
         };
+        // `memory`: the record is in the page cache before its reply exists, so an answered
+        // write survives a crash of the process. A failure poisons the store and answers
+        // this write (the flushed class answers its batch's writes likewise).
+        let outcome = match outcome {
+            Ok(done) if self.durability == Durability::Memory => store.write_out().map(|()| done),
+            other => other,
+        };
         self.counters.keys = self.counters.keys + store.len() as u64 - keys_before;
         if store.needs_flush() && !endpoint.dirty {
             endpoint.dirty = true;
             self.dirty.push(slot);
-        }
-        if self.durability == Durability::Memory && !endpoint.written {
-            endpoint.written = true;
-            self.written.push(slot);
         }
         if store.needs_compaction() && !endpoint.queued_for_compaction {
             endpoint.queued_for_compaction = true;
@@ -154,7 +157,8 @@ impl Core {
     }
 
     /// The group commit at the end of a batch: `Flushed` endpoints flush and their held
-    /// replies go out; `Memory` endpoints write out their tails and flush on a timer.
+    /// replies go out; `Memory` endpoints (written out write by write) are synced in the
+    /// background, or flushed one at a time on a timer.
     pub(super) fn commit(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
         let full_burst = self.burst_datagrams >= dataplane::BATCH;
         self.burst_datagrams = 0;
@@ -167,12 +171,6 @@ impl Core {
                 }
             }
             Durability::Memory => {
-                for slot in self.written.drain(..) {
-                    let endpoint = &mut self.endpoints[slot];
-                    endpoint.written = false;
-                    // A failure poisons the store, which then answers every write itself.
-                    let _ = endpoint.store.write_out();
-                }
                 if self.sync_clock.is_some() {
                     return self.follow_background_sync();
                 }
