@@ -7,7 +7,8 @@
 //! them); without them each test prints `skipped: <reason>` and passes. The checks are those
 //! of `faults_mem` (see `common::Workload`): one partition, so acknowledged versions must be
 //! consecutive; every acknowledged write readable once the rules are flushed; failures only as
-//! timeouts after the whole retry budget.
+//! timeouts after the whole retry budget. The last test checks the UDP port's fallback when the
+//! kernel refuses a segmented (GSO) send, on a loopback with a small MTU.
 
 mod common;
 
@@ -323,4 +324,53 @@ fn the_client_fails_only_after_its_retry_budget_over_udp() {
     netns.exec(&["nft", "flush", "ruleset"]);
     let value = long.get(b"outage").unwrap().expect("the first write");
     assert_eq!((value.bytes.as_slice(), value.version), (&b"survived"[..], 1));
+}
+
+/// A segmented send the kernel refuses is sent again one datagram per message: on a loopback
+/// whose MTU (1,280) is below the datagram size, `UDP_SEGMENT` fails with EINVAL, and the
+/// datagrams must still all arrive (fragmented and reassembled by IP).
+#[test]
+fn segmented_sends_the_kernel_refuses_go_out_one_datagram_per_message() {
+    const TEST: &str = "faults_netns segmentation refused";
+    if skipped(TEST) {
+        return;
+    }
+    use dataplane::{datagrams, Buffer, Port, UdpConfig, UdpPort};
+    let netns = Netns::create();
+    netns.exec(&["ip", "link", "set", "lo", "mtu", "1280"]);
+    let (sender, receiver) = netns.enter(|| {
+        let bind = || {
+            let config = UdpConfig { offload: true, ..UdpConfig::default() };
+            UdpPort::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).expect("bind")
+        };
+        (bind(), bind())
+    });
+    let (mut sender, mut receiver) = (sender, receiver);
+    let to = receiver.local_addr();
+    let payload = |i: u8| vec![i; 1400];
+    let mut tx = Vec::new();
+    for i in 0..8 {
+        let mut buf = sender.alloc_tx().expect("buffer");
+        buf.capacity_mut()[..1400].copy_from_slice(&payload(i));
+        buf.set_len(1400);
+        buf.set_peer(to);
+        tx.push(buf);
+    }
+    assert_eq!(sender.tx_burst(&mut tx).expect("send"), 8);
+    let counters = sender.counters();
+    eprintln!("{TEST}: sender counters {counters:?}");
+    assert_eq!(counters.tx_segmented, 0, "{counters:?}");
+    assert!(counters.tx_segmentation_refused >= 1, "{counters:?}");
+
+    let (mut got, mut rx) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < 8 && Instant::now() < deadline {
+        receiver.rx_burst(&mut rx).expect("receive");
+        for buf in rx.drain(..) {
+            got.extend(datagrams(&buf).map(<[u8]>::to_vec));
+            receiver.release(buf);
+        }
+        receiver.wait_readable(Duration::from_millis(10)).expect("poll");
+    }
+    assert_eq!(got, (0..8).map(payload).collect::<Vec<_>>(), "every datagram, whole, in order");
 }
