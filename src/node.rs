@@ -49,7 +49,7 @@ pub(crate) struct Node {
     stop: Arc<AtomicBool>,
     loops: Vec<JoinHandle<Result<(), String>>>,
     metrics: Option<JoinHandle<()>>,
-    syncer: Option<JoinHandle<()>>,
+    syncer: Option<Syncer>,
     /// Holds the data directory's lock while the node runs.
     _lock: std::fs::File,
 }
@@ -68,14 +68,14 @@ impl Node {
             NodeLayout::new(options.partitions, addrs.clone()).map_err(|e| e.to_string())?,
         );
         let lock = crate::recovery::claim(&options.data_dir, &layout)?;
-        let (sync_clock, syncer) = match options.durability {
-            Durability::Memory => {
-                let clock = Arc::new(SyncClock::default());
-                let syncer = spawn_syncer(&options.data_dir, options.sync_interval, &clock, &stop)?;
-                (Some(clock), Some(syncer))
-            }
-            Durability::Flushed => (None, None),
-        };
+        let background_sync = options.durability == Durability::Memory && syncfs_reports_errors();
+        if options.durability == Durability::Memory && !background_sync {
+            eprintln!(
+                "cradle: syncfs does not report write errors before Linux 5.8: the memory class \
+                 flushes from the serving loops instead of a sync thread"
+            );
+        }
+        let sync_clock = background_sync.then(|| Arc::new(SyncClock::default()));
         let mut storages = Vec::new();
         for core in 0..options.cores {
             let mut storage =
@@ -116,6 +116,11 @@ impl Node {
                 .map_err(|e| format!("cannot start core {core}: {e}"))?;
             loops.push(handle);
         }
+        // Last, so that no error above leaves it running.
+        let syncer = match &sync_clock {
+            Some(clock) => Some(Syncer::spawn(&options.data_dir, options.sync_interval, clock)?),
+            None => None,
+        };
         Ok(Node { addrs, stop, loops, metrics, syncer, _lock: lock })
     }
 
@@ -139,7 +144,8 @@ impl Node {
             let _ = metrics.join();
         }
         if let Some(syncer) = self.syncer {
-            let _ = syncer.join();
+            // After the loops: its last sync covers their last writes.
+            syncer.finish();
         }
         first_error
     }
@@ -175,39 +181,61 @@ fn bind_ports(listen: SocketAddr, cores: u32, udp: &UdpConfig) -> Result<Vec<Udp
     Err(last_error)
 }
 
-/// The `memory` class's background sync: `syncfs` of the data directory's file system every
-/// `interval`, so the loops hand writes to the kernel and never wait for the disk, and a power
-/// cut loses about the last `interval` of acknowledged writes. Each sync moves `clock` on,
-/// which lets the loops free the blob chunks their writes dropped. Stops with `stop`.
-fn spawn_syncer(
-    dir: &std::path::Path,
-    interval: Duration,
-    clock: &Arc<SyncClock>,
-    stop: &Arc<AtomicBool>,
-) -> Result<JoinHandle<()>, String> {
-    let directory = std::fs::File::open(dir)
-        .map_err(|e| format!("cannot open {} for syncing: {e}", dir.display()))?;
-    let (clock, stop, shown) = (clock.clone(), stop.clone(), dir.display().to_string());
-    let thread = std::thread::Builder::new().name("cradle-sync".into());
-    thread
-        .spawn(move || {
-            let mut failures = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let synced = clock.sync_with(|| storage::sync_file_system(&directory));
-                if let Err(e) = synced {
-                    failures += 1;
-                    // Every failure counts; the first and then one in a hundred are printed.
-                    if failures % 100 == 1 {
-                        eprintln!(
-                            "cradle: background sync of {shown} failed ({failures} so far): {e}; \
-                             freed blob space waits for a sync that succeeds"
-                        );
-                    }
+/// The `memory` class's background sync: a thread that runs `syncfs` on the data directory's
+/// file system every `interval`, so the loops hand writes to the kernel and never wait for the
+/// disk, and a power cut loses about the last `interval` of acknowledged writes. Each sync
+/// moves the `SyncClock` on, which lets the loops free the blob chunks their writes dropped;
+/// a failed one fails the clock, and the loops then refuse writes.
+struct Syncer {
+    thread: JoinHandle<()>,
+    finish: Arc<AtomicBool>,
+}
+
+impl Syncer {
+    fn spawn(
+        dir: &std::path::Path,
+        interval: Duration,
+        clock: &Arc<SyncClock>,
+    ) -> Result<Syncer, String> {
+        let directory = std::fs::File::open(dir)
+            .map_err(|e| format!("cannot open {} for syncing: {e}", dir.display()))?;
+        let finish = Arc::new(AtomicBool::new(false));
+        let (clock, last, shown) = (clock.clone(), finish.clone(), dir.display().to_string());
+        let thread = std::thread::Builder::new().name("cradle-sync".into());
+        let thread = thread
+            .spawn(move || loop {
+                let finishing = last.load(Ordering::Acquire);
+                if let Err(e) = clock.sync_with(|| storage::sync_file_system(&directory)) {
+                    eprintln!(
+                        "cradle: sync of {shown} failed: {e}; writes acknowledged since the last \
+                         good sync may not survive a power cut, so writes are refused from now \
+                         on (restart after fixing the disk)"
+                    );
+                    return;
                 }
-                std::thread::sleep(interval);
-            }
-        })
-        .map_err(|e| format!("cannot start the sync thread: {e}"))
+                if finishing {
+                    return;
+                }
+                std::thread::park_timeout(interval);
+            })
+            .map_err(|e| format!("cannot start the sync thread: {e}"))?;
+        Ok(Syncer { thread, finish })
+    }
+
+    /// Runs one last sync and ends the thread.
+    fn finish(self) {
+        self.finish.store(true, Ordering::Release);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
+    }
+}
+
+/// Whether `syncfs` reports writeback errors (Linux 5.8 and later); before, a failed sync
+/// looked like a good one.
+fn syncfs_reports_errors() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit()).map(str::parse::<u32>);
+    matches!((numbers.next(), numbers.next()), (Some(Ok(major)), Some(Ok(minor))) if (major, minor) >= (5, 8))
 }
 
 fn random_secret() -> Result<[u8; 32], String> {

@@ -12,7 +12,7 @@
 //!   tracking ids that collide.
 //!
 //! Memory: 32 bytes of ring + 2 × 8 bytes of index per record, i.e. 48 bytes per record and
-//! 48 MiB per core for the default 2^20 records.
+//! 192 MiB per core for the default 2^22 records.
 //!
 //! Time is kept per record as a `u32` count of ticks, a power of two of nanoseconds chosen so
 //! the TTL is 1,024 to 2,047 ticks (4 ms ticks for the default 5 s; 1 ns for a TTL below

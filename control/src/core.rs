@@ -78,8 +78,8 @@ pub struct Core {
     held_chunks: Vec<storage::Hash>,
     last_sizes_ns: u64,
     read_cache: ReadCache,
-    /// Datagrams handled since the last `end_batch` (a full burst means more are queued).
-    burst_datagrams: usize,
+    /// The last burst filled every receive buffer: more datagrams are probably queued.
+    burst_full: bool,
     /// When the oldest held write reply was queued.
     pending_since_ns: u64,
     /// The time of the datagram being handled.
@@ -170,10 +170,10 @@ impl Core {
             last_flush_ns: 0,
             sync_clock: storage.sync_clock,
             sync_ticket: None,
-            held_chunks: Vec::new(),
+            held_chunks: Vec::with_capacity(4096),
             last_sizes_ns: 0,
             read_cache: ReadCache::default(),
-            burst_datagrams: 0,
+            burst_full: false,
             pending_since_ns: 0,
             now_ns: 0,
             quarantines_reported: 0,
@@ -475,7 +475,6 @@ impl Handler for Core {
         tx: &mut dyn Transmit,
     ) {
         self.replies.begin(peer, datagram.len());
-        self.burst_datagrams += 1;
         self.now_ns = now_ns;
         let token = self.tokens.token(peer);
         for message in Messages::new(datagram) {
@@ -488,6 +487,10 @@ impl Handler for Core {
             }
         }
         self.replies.flush(tx);
+    }
+
+    fn burst_received(&mut self, buffers: usize) {
+        self.burst_full = buffers >= dataplane::BATCH;
     }
 
     fn end_batch(&mut self, now_ns: u64, tx: &mut dyn Transmit) {

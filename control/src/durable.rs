@@ -3,7 +3,7 @@
 use dataplane::Transmit;
 use proto::HeaderFields;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use storage::{BlobStore, MemoryVolume, Store, StoreConfig, StoreError};
 
@@ -50,30 +50,44 @@ pub struct CoreStorage {
 /// Durable points made by a thread that syncs a whole file system in a loop (`syncfs`), so
 /// the `memory` class never waits for a disk on the serving loop. A ticket taken now is
 /// reached once a sync that started after now has finished: everything written before the
-/// ticket is then durable.
+/// ticket is then durable. One failed sync fails the clock for good: Linux marks pages whose
+/// writeback failed clean, so a later sync that succeeds proves nothing about them.
 #[derive(Debug, Default)]
 pub struct SyncClock {
     started: AtomicU64,
     finished: AtomicU64,
+    failed: AtomicBool,
 }
 
 impl SyncClock {
     /// A ticket for what has been written so far.
     pub fn ticket(&self) -> u64 {
+        // The writes before this ticket (stores into shared maps) come before a sync that
+        // starts after it; the syncing thread fences likewise.
+        std::sync::atomic::fence(Ordering::SeqCst);
         self.started.load(Ordering::Acquire) + 1
     }
 
     /// Whether everything written before `ticket` was taken is durable.
     pub fn reached(&self, ticket: u64) -> bool {
-        self.finished.load(Ordering::Acquire) >= ticket
+        !self.failed() && self.finished.load(Ordering::Acquire) >= ticket
+    }
+
+    /// Whether a sync failed: nothing written since the last good one is known durable.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// For the syncing thread: runs one `sync` and, if it succeeded, moves the clock past
-    /// every ticket taken before it started. A failed sync reaches no ticket: what waits for
-    /// it stays held (blob chunks are not freed) until a later sync succeeds.
+    /// every ticket taken before it started. A failure fails the clock for good.
     pub fn sync_with<E>(&self, sync: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+        // Stores into the maps made before a ticket was taken are ordered before this sync.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let generation = self.started.fetch_add(1, Ordering::AcqRel) + 1;
-        sync()?;
+        if let Err(e) = sync() {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
         self.finished.fetch_max(generation, Ordering::AcqRel);
         Ok(())
     }
@@ -155,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn a_ticket_is_reached_only_by_a_sync_that_started_after_it_and_succeeded() {
+    fn a_ticket_is_reached_only_by_a_later_sync_and_never_after_a_failure() {
         let clock = SyncClock::default();
         let first = clock.ticket();
         assert!(!clock.reached(first));
@@ -169,10 +183,14 @@ mod tests {
             .unwrap();
         assert!(clock.reached(first));
         assert!(!clock.reached(during));
-        assert_eq!(clock.sync_with(|| Err("EIO")), Err("EIO"));
-        assert!(!clock.reached(during), "a failed sync reaches nothing");
         clock.sync_with(|| Ok::<(), ()>(())).unwrap();
         assert!(clock.reached(during));
+        let after = clock.ticket();
+        assert_eq!(clock.sync_with(|| Err("EIO")), Err("EIO"));
+        assert!(!clock.reached(after), "a failed sync reaches nothing");
+        clock.sync_with(|| Ok::<(), ()>(())).unwrap();
+        assert!(!clock.reached(after) && !clock.reached(first), "nor does any sync after it");
+        assert!(clock.failed());
     }
 
     #[test]

@@ -47,7 +47,9 @@ pub struct PortCounters {
     pub tx_would_block: u64,
     /// Runs of datagrams to one peer sent as one segmented message (UDP GSO).
     pub tx_segmented: u64,
-    /// Segmented sends the kernel refused, sent again one datagram per message.
+    /// Segmented sends the kernel refused (it cannot segment, or the path MTU is below the
+    /// datagram size), sent again one datagram per message; later runs of that size or
+    /// larger are not segmented.
     pub tx_segmentation_refused: u64,
 }
 
@@ -134,6 +136,13 @@ pub trait Handler {
         datagram: &[u8],
         tx: &mut dyn Transmit,
     );
+
+    /// Called before a burst's datagrams with the number of receive buffers it filled: all
+    /// `BATCH` of them means more datagrams are probably queued. (With UDP GRO one buffer may
+    /// hold a run of up to 64 datagrams from one peer, so the datagrams tell less.)
+    fn burst_received(&mut self, buffers: usize) {
+        let _ = buffers;
+    }
 
     /// Called once after each burst (and on idle wake-ups): group commit, timers, stats.
     fn end_batch(&mut self, now_ns: u64, tx: &mut dyn Transmit);

@@ -179,9 +179,10 @@ impl<P: Port> Runner<P> {
 
     /// One iteration without idling: receive a burst, hand each datagram (a coalesced buffer
     /// holds several) and then the end of the batch to `handler`, send what it queued. Returns
-    /// the datagrams received.
+    /// the datagrams received: at most `BATCH` buffers, each of up to 64 datagrams with GRO.
     pub fn step<H: Handler>(&mut self, port: &mut P, handler: &mut H) -> io::Result<usize> {
         port.rx_burst(&mut self.rx)?;
+        handler.burst_received(self.rx.len());
         let now_ns = self.clock_ns();
         self.now_ns = now_ns;
         let mut txq = TxQueue {

@@ -26,8 +26,9 @@ use std::time::Duration;
 use crate::pool::{BufferPool, PacketBuf};
 use crate::{Buffer, Port, PortCounters, BATCH};
 
-/// Sizes of a `UdpPort`'s memory. Costs `pool_buffers * buf_bytes` of user memory plus up to
-/// `rcvbuf_bytes + sndbuf_bytes` (doubled by Linux) of kernel memory per port.
+/// Sizes of a `UdpPort`'s memory. Costs `pool_buffers * buf_bytes` of user memory (plus
+/// `pool_buffers / 2` buffers of 64 KiB with `offload`) and up to `rcvbuf_bytes +
+/// sndbuf_bytes` (doubled by Linux) of kernel memory per port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UdpConfig {
     /// Bytes per buffer. One more than the largest accepted datagram, so an oversize datagram
@@ -64,6 +65,10 @@ impl UdpConfig {
         if self.buf_bytes == 0 || self.buf_bytes > 65536 {
             return invalid("buf_bytes must be in 1..=65536");
         }
+        if self.offload && self.buf_bytes >= GRO_BUF_BYTES {
+            // Buffers go back to their pool by size.
+            return invalid("buf_bytes must be below 65,536 with offload (GRO buffers are 64 KiB)");
+        }
         if self.pool_buffers < 2 * BATCH {
             return invalid("pool_buffers must be at least 2 * BATCH");
         }
@@ -88,8 +93,10 @@ pub struct UdpPort {
     gro_pool: Option<BufferPool>,
     /// Largest datagram accepted whole (`UdpConfig::buf_bytes` - 1).
     datagram_bytes_max: usize,
-    /// Whether transmit runs go out segmented (off for good once the kernel refuses it).
-    gso: bool,
+    /// Transmit runs of datagrams smaller than this go out segmented: `usize::MAX` at first,
+    /// the smallest size the kernel refused (EINVAL: a path MTU below it), 0 once it refused
+    /// segmentation itself (off for good).
+    segment_below: usize,
     /// Buffers lent to the kernel for one `recvmmsg`; capacity `BATCH`, never grows.
     staged: Vec<PacketBuf>,
     scratch: Scratch,
@@ -117,7 +124,7 @@ impl UdpPort {
             pool: BufferPool::new(config.pool_buffers, config.buf_bytes),
             gro_pool: gro.then(|| BufferPool::new(config.pool_buffers / 2, GRO_BUF_BYTES)),
             datagram_bytes_max: config.buf_bytes - 1,
-            gso: config.offload,
+            segment_below: if config.offload { usize::MAX } else { 0 },
             staged: Vec::with_capacity(BATCH),
             scratch: Scratch::new(),
             counters: PortCounters::default(),
@@ -215,18 +222,20 @@ impl Port for UdpPort {
             if segment >= len {
                 segment = 0;
             }
+            let datagrams = if segment == 0 { 1 } else { len.div_ceil(segment) as u64 };
+            self.counters.rx += datagrams;
             // A datagram longer than the largest accepted is cut to one byte more than that,
-            // as an ordinary buffer would cut it; a coalesced run of them counts once.
+            // as an ordinary buffer would cut it. Of a coalesced run of them only the first is
+            // delivered (cut); every one counts as truncated.
             let oversize = if segment == 0 { len } else { segment };
             if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || oversize > self.datagram_bytes_max
             {
-                self.counters.rx_truncated += 1;
+                self.counters.rx_truncated += datagrams;
                 (len, segment) = (len.min(self.datagram_bytes_max + 1), 0);
             }
             buf.set_len(len);
             buf.set_segment_bytes(segment);
             buf.set_peer(read_sockaddr(&self.scratch.addrs[i]));
-            self.counters.rx += if segment == 0 { 1 } else { len.div_ceil(segment) as u64 };
             rx.push(buf);
         }
         self.staged = staged;
@@ -243,11 +252,11 @@ impl Port for UdpPort {
     fn tx_burst(&mut self, tx: &mut Vec<PacketBuf>) -> io::Result<usize> {
         let fd = self.socket.as_raw_fd();
         let (mut done, mut sent) = (0, 0);
-        // Cleared for one call after the kernel refused a segmented message.
-        let mut segment = self.gso;
+        // Cleared for one call after a segmented message failed.
+        let mut segment_below = self.segment_below;
         while done < tx.len() {
             let n = (tx.len() - done).min(BATCH);
-            let messages = self.scratch.aim_tx(&tx[done..done + n], self.ipv6, segment);
+            let messages = self.scratch.aim_tx(&tx[done..done + n], self.ipv6, segment_below);
             // SAFETY: the first `messages` headers point at iovecs, addresses and control
             // buffers in `self.scratch` and the iovecs at the payloads of `tx[done..done + n]`,
             // all alive and unmoved until the call returns; sendmmsg only reads them.
@@ -256,7 +265,7 @@ impl Port for UdpPort {
                 let headers = self.scratch.headers.as_mut_ptr();
                 libc::sendmmsg(fd, headers, messages as _, libc::MSG_DONTWAIT)
             };
-            segment = self.gso;
+            segment_below = self.segment_below;
             if ret > 0 {
                 let runs = &self.scratch.runs[..ret as usize];
                 let datagrams: usize = runs.iter().sum();
@@ -272,15 +281,23 @@ impl Port for UdpPort {
                 break;
             }
             if self.scratch.runs[0] > 1 {
-                // The kernel refused the segmented message at the front: EIO or ENOPROTOOPT
-                // where the device or kernel cannot segment (off for good), EINVAL where the
-                // path MTU is below the datagram size. Send it again unsegmented.
-                self.counters.tx_segmentation_refused += 1;
-                let unsupported = [libc::EIO, libc::ENOPROTOOPT, libc::EOPNOTSUPP];
-                if err.raw_os_error().is_some_and(|e| unsupported.contains(&e)) {
-                    self.gso = false;
+                // The segmented message at the front failed: send it again unsegmented, which
+                // also pins any other error (EPERM from a firewall, say) on one datagram. The
+                // kernel refuses segmentation with EIO, ENOPROTOOPT or EOPNOTSUPP where the
+                // device or kernel cannot do it (off for good) and with EMSGSIZE or EINVAL
+                // where the path MTU is below the datagram size (off for runs this large).
+                let size = tx[done].payload().len();
+                match err.raw_os_error() {
+                    Some(libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP) => {
+                        self.segment_below = 0
+                    }
+                    Some(libc::EMSGSIZE | libc::EINVAL) => {
+                        self.segment_below = self.segment_below.min(size);
+                    }
+                    _ => {}
                 }
-                segment = false;
+                self.counters.tx_segmentation_refused += u64::from(self.segment_below <= size);
+                segment_below = 0;
                 continue;
             }
             // A hard error belongs to the datagram at the front (EPERM from a firewall,
@@ -372,16 +389,16 @@ impl Scratch {
         msg.msg_controllen = CONTROL_BYTES;
     }
 
-    /// Aims one message per run of `bufs`: with `segment`, consecutive datagrams to one peer
-    /// of one size (the last may be shorter) form a run sent with `UDP_SEGMENT`; otherwise
-    /// every datagram is its own message. Returns the number of messages (see `runs`).
-    fn aim_tx(&mut self, bufs: &[PacketBuf], ipv6: bool, segment: bool) -> usize {
+    /// Aims one message per run of `bufs`: consecutive datagrams to one peer of one size
+    /// below `segment_below` (the last may be shorter) form a run sent with `UDP_SEGMENT`;
+    /// every other datagram is its own message. Returns the number of messages (see `runs`).
+    fn aim_tx(&mut self, bufs: &[PacketBuf], ipv6: bool, segment_below: usize) -> usize {
         let (mut messages, mut i) = (0, 0);
         while i < bufs.len() {
             let first = &bufs[i];
             let size = first.payload().len();
             let mut run = 1;
-            if segment && size > 0 {
+            if size > 0 && size < segment_below {
                 let mut bytes = size;
                 while let Some(next) = bufs.get(i + run) {
                     let len = next.payload().len();

@@ -9,8 +9,9 @@
 //! writes with `pwrite` instead, which reports ENOSPC itself.
 //!
 //! Allocated blocks make a store safe only where they are overwritten in place (ext4, XFS,
-//! tmpfs); a copy-on-write file system (btrfs) may still need space at the store. A read
-//! error while paging in a partly written page is a SIGBUS too, as it is for reads.
+//! tmpfs); on a copy-on-write file system (btrfs, ZFS, bcachefs) a store may still need space,
+//! so there the device writes with `pwrite` too (`copies_on_write`). A read error while
+//! paging in a partly written page is a SIGBUS too, as it is for reads.
 //!
 //! Reads borrow the map, so a GET of a small value copies nothing. `fdatasync` writes back
 //! the pages dirtied through the map like those dirtied by `pwrite`: it is one page cache,
@@ -96,6 +97,21 @@ impl Volume for FileVolume {
 /// may still be free.
 const RESERVE_STEP: u64 = 64 << 10;
 
+/// Whether `file` lives on a copy-on-write file system (btrfs, ZFS, bcachefs), where an
+/// overwrite of allocated blocks still needs new space: a store into the map could then be a
+/// SIGBUS on a full disk whatever was reserved, so such files are written with `pwrite`.
+fn copies_on_write(file: &File) -> io::Result<bool> {
+    const COPY_ON_WRITE: [i64; 3] = [0x9123_683e, 0x2fc1_2fc1, 0xca45_1a4e];
+    // SAFETY: all-zero bytes are a valid statfs, which fstatfs fills; the descriptor is open.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `stat` is a writable statfs that outlives the call.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+    Ok(COPY_ON_WRITE.contains(&(stat.f_type as i64)))
+}
+
 /// One segment file and its shared map.
 #[derive(Debug)]
 struct FileDevice {
@@ -121,6 +137,7 @@ impl FileDevice {
             reserved_end: 0,
             pwrite_only: false,
         };
+        device.pwrite_only = copies_on_write(&device.file)?;
         device.remap()?;
         Ok(device)
     }
@@ -146,15 +163,16 @@ impl FileDevice {
         if self.reserved_start <= offset && end <= self.reserved_end {
             return Ok(());
         }
-        let reserve_end = end.max(offset.saturating_add(RESERVE_STEP)).min(self.len);
+        let mut reserve_end = end.max(offset.saturating_add(RESERVE_STEP)).min(self.len);
         assert!(offset < end && end <= reserve_end, "a non-empty write within the device");
-        let len = reserve_end - offset;
-        // SAFETY: fallocate reads no memory of ours; the descriptor is open for the call.
-        let rc = unsafe {
-            libc::fallocate(self.file.as_raw_fd(), 0, offset as libc::off_t, len as libc::off_t)
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
+        if let Err(e) = self.allocate(offset, reserve_end) {
+            // The step ahead may not fit where the write itself does: a nearly full disk
+            // answers NO_SPACE at the last write that fits, not 64 KiB early.
+            if reserve_end == end || e.raw_os_error() != Some(libc::ENOSPC) {
+                return Err(e);
+            }
+            self.allocate(offset, end)?;
+            reserve_end = end;
         }
         // Allocated in one piece with the known range, or (after an open, or a write before
         // it) instead of it.
@@ -162,6 +180,16 @@ impl FileDevice {
             self.reserved_start = offset;
         }
         self.reserved_end = reserve_end;
+        Ok(())
+    }
+
+    /// `fallocate` of `offset..end` (mode 0: the file size does not change).
+    fn allocate(&self, offset: u64, end: u64) -> io::Result<()> {
+        let (offset, len) = (offset as libc::off_t, (end - offset) as libc::off_t);
+        // SAFETY: fallocate reads no memory of ours; the descriptor is open for the call.
+        if unsafe { libc::fallocate(self.file.as_raw_fd(), 0, offset, len) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(())
     }
 }

@@ -297,9 +297,19 @@ impl Store {
 
     /// Moves the blob chunks this endpoint stopped referring to into `out`, for a caller that
     /// makes the records durable another way (a file-system-wide sync in the background, the
-    /// `memory` class) and then gives them back with [`BlobStore::release`].
+    /// `memory` class) and then gives them back with [`BlobStore::release`]. A store that
+    /// stopped hands nothing back: the record that dropped a chunk may never have been
+    /// written, and the chunk is reclaimed at the next start if nothing refers to it.
     pub fn take_released(&mut self, out: &mut Vec<Hash>) {
-        out.append(&mut self.released);
+        if self.usable().is_ok() {
+            out.append(&mut self.released);
+        }
+    }
+
+    /// Stops the store for good (until a restart): writes are refused with `failure`, reads
+    /// still served. For a durability failure found outside the store (a background sync).
+    pub fn stop(&mut self, failure: StoreError) {
+        self.log.stop(failure);
     }
 
     /// Whether [`Store::flush`] has work to do.

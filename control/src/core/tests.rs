@@ -450,6 +450,22 @@ fn memory_class_frees_dropped_blob_chunks_only_after_a_background_sync() {
     let get = h.request(Opcode::Get, b"big", b"");
     let (reply, value) = h.one(get, b"big", b"");
     assert_eq!((reply.status, value), (Status::Ok as u16, vec![2u8; 600]));
+
+    // A failed background sync: what was answered may not be durable, so writes stop (reads
+    // go on) and chunks dropped since are never freed, even after a later sync succeeds.
+    let put = h.request(Opcode::Put, b"big", &[3u8; 600]);
+    assert_eq!(h.send(&[(put, b"big", &[3u8; 600])])[0].0.status, Status::Ok as u16);
+    h.core.end_batch(50, &mut wire);
+    assert_eq!(clock.sync_with(|| Err("EIO")), Err("EIO"));
+    clock.sync_with(|| Ok::<(), ()>(())).unwrap();
+    h.core.end_batch(60, &mut wire);
+    h.core.end_batch(70, &mut wire);
+    assert_eq!(h.core.blobs.blob_chunks(), 2, "the chunk of value 2 stays");
+    let put = h.request(Opcode::Put, b"other", b"v");
+    let status = h.send(&[(put, b"other", b"v")])[0].0.status;
+    assert_eq!(status, Status::Unavailable as u16, "writes refused after a failed sync");
+    let get = h.request(Opcode::Get, b"big", b"");
+    assert_eq!(h.one(get, b"big", b"").1, vec![3u8; 600], "reads still served");
 }
 
 #[test]
@@ -515,4 +531,27 @@ fn unvalidated_senders_get_no_blob_assembly_and_no_scan() {
     range.frag_count = 1;
     range.version = 1;
     assert_eq!(h.one(range, b"blob", b"").0.status, Status::Malformed as u16, "past the end");
+}
+
+#[test]
+fn a_memory_class_write_that_failed_to_reach_the_file_frees_no_chunk() {
+    let clock = Arc::new(SyncClock::default());
+    let config = StoreConfig { blob_threshold_bytes: 256, ..StoreConfig::default() };
+    let (mut h, faults) = storage_harness(Durability::Memory, Some(clock.clone()), config);
+    let mut wire = Wire::default();
+    let put = h.request(Opcode::Put, b"big", &[1u8; 600]);
+    assert_eq!(h.send(&[(put, b"big", &[1u8; 600])])[0].0.status, Status::Ok as u16);
+    h.core.end_batch(10, &mut wire);
+    // The overwrite's chunk is written, its log record is not: the old record on disk still
+    // refers to the first chunk, which must survive.
+    faults.fail_after(1);
+    let put = h.request(Opcode::Put, b"big", &[2u8; 600]);
+    let status = h.send(&[(put, b"big", &[2u8; 600])])[0].0.status;
+    assert_eq!(status, Status::Unavailable as u16, "the failed write-out answers the write");
+    faults.heal();
+    for t in 0..3 {
+        h.core.end_batch(20 + t, &mut wire);
+        clock.sync_with(|| Ok::<(), ()>(())).unwrap();
+    }
+    assert_eq!(h.core.blobs.blob_chunks(), 2, "no chunk freed for a write that never landed");
 }

@@ -160,8 +160,7 @@ impl Core {
     /// replies go out; `Memory` endpoints (written out write by write) are synced in the
     /// background, or flushed one at a time on a timer.
     pub(super) fn commit(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
-        let full_burst = self.burst_datagrams >= dataplane::BATCH;
-        self.burst_datagrams = 0;
+        let full_burst = std::mem::take(&mut self.burst_full);
         match self.durability {
             Durability::Flushed => {
                 // More datagrams are queued: let them join this commit, for a while.
@@ -192,6 +191,16 @@ impl Core {
     /// sync thread reaches it. The loop never waits for the disk.
     fn follow_background_sync(&mut self) {
         let clock = self.sync_clock.as_ref().expect("called with a clock");
+        if clock.failed() {
+            // Answered writes may not be durable and nothing can tell which: stop taking new
+            // ones, as a failed flush does (reads go on). Held chunks stay until a restart.
+            for endpoint in &mut self.endpoints {
+                endpoint.store.stop(StoreError::Poisoned);
+            }
+            self.dirty.clear();
+            self.sync_clock = None; // (the timer path then finds every store stopped)
+            return;
+        }
         if let Some(ticket) = self.sync_ticket {
             if !clock.reached(ticket) {
                 return;
