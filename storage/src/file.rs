@@ -60,7 +60,7 @@ impl Volume for FileVolume {
 
     fn open(&self, name: &str) -> io::Result<Box<dyn LogDevice>> {
         let file = OpenOptions::new().read(true).write(true).open(self.dir.join(name))?;
-        Ok(Box::new(FileDevice::new(file)?))
+        Ok(Box::new(FileDevice::new(file, false)?))
     }
 
     fn create(&self, name: &str, len: u64) -> io::Result<Box<dyn LogDevice>> {
@@ -69,7 +69,7 @@ impl Volume for FileVolume {
             OpenOptions::new().read(true).write(true).create_new(true).open(self.dir.join(name))?;
         // Sparse: the blocks are allocated by the writes (`reserve`), where ENOSPC shows.
         file.set_len(len)?;
-        Ok(Box::new(FileDevice::new(file)?))
+        Ok(Box::new(FileDevice::new(file, true)?))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -125,10 +125,13 @@ struct FileDevice {
     reserved_end: u64,
     /// `fallocate` is not supported: every write is a `pwrite` (a store could be a SIGBUS).
     pwrite_only: bool,
+    /// The map is advised `MADV_RANDOM` (see `written`).
+    random: bool,
 }
 
 impl FileDevice {
-    fn new(file: File) -> io::Result<FileDevice> {
+    /// `written`: the file is being written (a new one), see `random`.
+    fn new(file: File, written: bool) -> io::Result<FileDevice> {
         let mut device = FileDevice {
             file,
             map: None,
@@ -136,6 +139,7 @@ impl FileDevice {
             reserved_start: 0,
             reserved_end: 0,
             pwrite_only: false,
+            random: written,
         };
         device.pwrite_only = copies_on_write(&device.file)?;
         device.remap()?;
@@ -153,7 +157,22 @@ impl FileDevice {
             // for space: `write` allocates the blocks first (see `reserve`).
             self.map = Some(unsafe { MmapMut::map_mut(&self.file)? });
         }
+        if self.random {
+            self.advise_random()?;
+        }
         Ok(())
+    }
+
+    /// No read-ahead on faults: a store into a page not yet in memory would otherwise read
+    /// (for a sparse file: zero) a whole read-ahead window around it; on a fresh node the
+    /// first write of each endpoint did that for its segment, which took the loop a second.
+    /// Files only read (a replay, sealed segments) keep the kernel's read-ahead.
+    fn advise_random(&mut self) -> io::Result<()> {
+        self.random = true;
+        match &self.map {
+            Some(map) => map.advise(memmap2::Advice::Random),
+            None => Ok(()),
+        }
     }
 
     /// Makes sure the blocks of `offset..end` are allocated, taking [`RESERVE_STEP`] bytes
@@ -222,6 +241,9 @@ impl LogDevice for FileDevice {
         }
         if self.pwrite_only {
             return self.file.write_all_at(bytes, offset);
+        }
+        if !self.random {
+            self.advise_random()?;
         }
         // Unmapped with bytes only after a failed `set_len`, which reported its error.
         let map = self.map.as_mut().ok_or_else(|| io::Error::other("segment not mapped"))?;

@@ -12,11 +12,11 @@ use std::process::Command;
 fn create(path: &Path, len: u64) -> FileDevice {
     let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).unwrap();
     file.set_len(len).unwrap();
-    FileDevice::new(file).unwrap()
+    FileDevice::new(file, true).unwrap()
 }
 
 fn reopen(path: &Path) -> FileDevice {
-    FileDevice::new(OpenOptions::new().read(true).write(true).open(path).unwrap()).unwrap()
+    FileDevice::new(OpenOptions::new().read(true).write(true).open(path).unwrap(), false).unwrap()
 }
 
 /// 100 bytes (a typical record) that differ for every `i`.
@@ -209,4 +209,35 @@ fn without_fallocate_the_device_writes_with_pwrite() {
     }
     check(&device, &path, &model);
     drop(device);
+}
+
+/// Pages of `device`'s file that are in memory (`mincore` over its map).
+fn resident_pages(device: &FileDevice) -> usize {
+    let map = device.map.as_ref().expect("mapped");
+    let pages = map.len().div_ceil(4096);
+    let mut resident = vec![0u8; pages];
+    // SAFETY: the map is `map.len()` bytes at a page-aligned address and `resident` has one
+    // byte per page of it, which is what mincore writes.
+    let rc = unsafe {
+        libc::mincore(map.as_ptr() as *mut libc::c_void, map.len(), resident.as_mut_ptr())
+    };
+    assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+    resident.iter().filter(|&&page| page & 1 != 0).count()
+}
+
+#[test]
+fn a_first_write_reads_no_read_ahead_window_into_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut device = create(&dir.path().join("segment"), 8 << 20);
+    assert!(device.random, "a new file is advised MADV_RANDOM");
+    device.write(0, &record(0)).unwrap();
+    device.write(100, &record(1)).unwrap();
+    // One page written; read-ahead would have brought in (and zeroed) a whole window.
+    let resident = resident_pages(&device);
+    assert!(resident <= 2, "{resident} pages resident after writing one");
+    drop(device);
+    let mut device = reopen(&dir.path().join("segment"));
+    assert!(!device.random, "a file opened to be read keeps read-ahead (replay)");
+    device.write(200, &record(2)).unwrap();
+    assert!(device.random, "and loses it once written to");
 }
