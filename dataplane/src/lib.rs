@@ -24,7 +24,7 @@ pub mod udp;
 
 pub use mem::{FaultCounters, Faults, MemNetwork, MemPort};
 pub use pool::PacketBuf;
-pub use runner::{run, PinOutcome, RunStats, Runner, RunnerConfig};
+pub use runner::{run, PinOutcome, RunStats, Runner, RunnerConfig, DATAGRAMS_PER_STEP_MAX};
 pub use udp::{UdpConfig, UdpPort};
 
 /// Datagrams per rx/tx burst (quinn-udp's `BATCH_SIZE`).
