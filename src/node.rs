@@ -116,9 +116,15 @@ impl Node {
                 .map_err(|e| format!("cannot start core {core}: {e}"))?;
             loops.push(handle);
         }
-        // Last, so that no error above leaves it running.
+        // Last, so that no error above leaves it running; if it cannot start, the loops stop.
         let syncer = match &sync_clock {
-            Some(clock) => Some(Syncer::spawn(&options.data_dir, options.sync_interval, clock)?),
+            Some(clock) => match Syncer::spawn(&options.data_dir, options.sync_interval, clock) {
+                Ok(syncer) => Some(syncer),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            },
             None => None,
         };
         Ok(Node { addrs, stop, loops, metrics, syncer, _lock: lock })
