@@ -9,10 +9,12 @@
 #
 #   scripts/bench-vs-memcached.sh                 # 5 rounds x 10 s
 #   ROUNDS=3 SECS=5 scripts/bench-vs-memcached.sh
+#   ROUNDS=10 OPEN_RATE=80000 MEMASLAP=0 scripts/bench-vs-memcached.sh   # open loop only
 #   scripts/bench-vs-memcached.sh report DIR      # only rebuild the report from DIR/*.json
 #
 # Settings (env): ROUNDS SECS WARMUP IN_FLIGHT VALUE_BYTES KEYS SERVER_CPU CLIENT_CPU
-# CRADLE_PORT MEMCACHED_PORT OPEN_SHARE OPEN_CAP BUSY_POLL(1: the generator spins when idle,
+# CRADLE_PORT MEMCACHED_PORT OPEN_SHARE OPEN_CAP OPEN_RATE (only the open loop, at this rate)
+# BUSY_POLL(1: the generator spins when idle,
 # for both servers, so its own wake-ups do not limit either; 0: it blocks in poll)
 # OFFLOAD(1: cradle and the generator coalesce datagrams with UDP GSO/GRO; 0: one per message)
 # MEMASLAP(1: also run memaslap) OUT (report directory) DURABILITY (cradle's class, default
@@ -200,7 +202,8 @@ mkdir -p "$OUT/results"
 cat "$OUT/machine.txt"
 
 # ---------------------------------------------------------------------------- closed loop
-for round in $(seq "$ROUNDS"); do
+# (skipped when OPEN_RATE gives the open loop's rate: then only the open loop runs)
+for round in $( [[ -z ${OPEN_RATE:-} ]] && seq "$ROUNDS"); do
     order=(cradle memcached)
     ((round % 2 == 0)) && order=(memcached cradle)
     for op in get set; do
@@ -211,9 +214,14 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # ---------------------------------------------------------------------------- open loop
-peak=$(median_ops memcached get)
-rate=$(python3 -c "print(int($peak * $OPEN_SHARE))")
-echo "open loop: $rate gets/s ($OPEN_SHARE of memcached's median peak $peak)"
+if [[ -n ${OPEN_RATE:-} ]]; then
+    rate=$OPEN_RATE
+    echo "open loop: $rate gets/s (OPEN_RATE)"
+else
+    peak=$(median_ops memcached get)
+    rate=$(python3 -c "print(int($peak * $OPEN_SHARE))")
+    echo "open loop: $rate gets/s ($OPEN_SHARE of memcached's median peak $peak)"
+fi
 for round in $(seq "$ROUNDS"); do
     order=(cradle memcached)
     ((round % 2 == 0)) && order=(memcached cradle)
