@@ -422,19 +422,10 @@ impl Scratch {
                 };
             }
             let name_bytes = write_sockaddr(first.peer(), ipv6, &mut self.addrs[messages]);
-            let header = &mut self.headers[messages];
-            header.msg_len = 0;
-            let msg = &mut header.msg_hdr;
-            msg.msg_name = ptr::addr_of_mut!(self.addrs[messages]).cast();
-            msg.msg_namelen = name_bytes as libc::socklen_t;
-            msg.msg_iov = ptr::addr_of_mut!(self.iovecs[i]);
-            msg.msg_iovlen = run;
-            msg.msg_flags = 0;
-            msg.msg_control = ptr::null_mut();
-            msg.msg_controllen = 0;
+            self.aim_message(messages, i, run, name_bytes);
             if run > 1 {
-                let control = &mut self.controls[messages];
-                write_segment_control(msg, control, size as u16);
+                let msg = &mut self.headers[messages].msg_hdr;
+                write_segment_control(msg, &mut self.controls[messages], size as u16);
             }
             self.runs[messages] = run;
             messages += 1;
@@ -446,13 +437,19 @@ impl Scratch {
     /// Points message `i` at `len` bytes from `base` and at address slot `i`.
     fn aim(&mut self, i: usize, base: *mut u8, len: usize, name_bytes: usize) {
         self.iovecs[i] = libc::iovec { iov_base: base.cast(), iov_len: len };
-        let header = &mut self.headers[i];
+        self.aim_message(i, i, 1, name_bytes);
+    }
+
+    /// Points message `m` at `count` iovecs from `first` on and at address slot `m`, with no
+    /// control data.
+    fn aim_message(&mut self, m: usize, first: usize, count: usize, name_bytes: usize) {
+        let header = &mut self.headers[m];
         header.msg_len = 0;
         let msg = &mut header.msg_hdr;
-        msg.msg_name = ptr::addr_of_mut!(self.addrs[i]).cast();
+        msg.msg_name = ptr::addr_of_mut!(self.addrs[m]).cast();
         msg.msg_namelen = name_bytes as libc::socklen_t;
-        msg.msg_iov = ptr::addr_of_mut!(self.iovecs[i]);
-        msg.msg_iovlen = 1;
+        msg.msg_iov = ptr::addr_of_mut!(self.iovecs[first]);
+        msg.msg_iovlen = count;
         msg.msg_control = ptr::null_mut();
         msg.msg_controllen = 0;
         msg.msg_flags = 0;

@@ -424,12 +424,18 @@ fn storage_harness(
     (h, faults)
 }
 
-#[test]
-fn memory_class_frees_dropped_blob_chunks_only_after_a_background_sync() {
+/// A `memory`-class harness with a background sync clock the test moves, and blob values
+/// from 256 bytes.
+fn background_sync_harness() -> (Harness, Arc<storage::Faults>, Arc<SyncClock>, Wire) {
     let clock = Arc::new(SyncClock::default());
     let config = StoreConfig { blob_threshold_bytes: 256, ..StoreConfig::default() };
-    let (mut h, _) = storage_harness(Durability::Memory, Some(clock.clone()), config);
-    let mut wire = Wire::default();
+    let (h, faults) = storage_harness(Durability::Memory, Some(clock.clone()), config);
+    (h, faults, clock, Wire::default())
+}
+
+#[test]
+fn memory_class_frees_dropped_blob_chunks_only_after_a_background_sync() {
+    let (mut h, _, clock, mut wire) = background_sync_harness();
     for (i, value) in [[1u8; 600], [2u8; 600]].iter().enumerate() {
         let put = h.request(Opcode::Put, b"big", value);
         let replies = h.send(&[(put, b"big", value)]);
@@ -535,10 +541,7 @@ fn unvalidated_senders_get_no_blob_assembly_and_no_scan() {
 
 #[test]
 fn a_memory_class_write_that_failed_to_reach_the_file_frees_no_chunk() {
-    let clock = Arc::new(SyncClock::default());
-    let config = StoreConfig { blob_threshold_bytes: 256, ..StoreConfig::default() };
-    let (mut h, faults) = storage_harness(Durability::Memory, Some(clock.clone()), config);
-    let mut wire = Wire::default();
+    let (mut h, faults, clock, mut wire) = background_sync_harness();
     let put = h.request(Opcode::Put, b"big", &[1u8; 600]);
     assert_eq!(h.send(&[(put, b"big", &[1u8; 600])])[0].0.status, Status::Ok as u16);
     h.core.end_batch(10, &mut wire);
