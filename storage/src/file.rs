@@ -125,7 +125,8 @@ struct FileDevice {
     reserved_end: u64,
     /// `fallocate` is not supported: every write is a `pwrite` (a store could be a SIGBUS).
     pwrite_only: bool,
-    /// The map is advised `MADV_RANDOM` (see `written`).
+    /// The map is advised `MADV_RANDOM`: set for a new file and at the first write into an
+    /// opened one (see `advise_random`).
     random: bool,
 }
 
