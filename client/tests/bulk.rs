@@ -4,31 +4,17 @@
 
 mod support;
 
-use client::{BlobReference, Client, ClientConfig, Error, Request, Transport, ValueLocation};
+use client::{BlobReference, Client, ClientConfig, Error, Request, ValueLocation};
 use proto::{
     decode_scan_page, flags, key_hash, partition_of, partition_range, MapEntry, Opcode,
     PartitionMap, Status, FRAGMENT_BYTES,
 };
-use std::collections::{HashSet, VecDeque};
-use std::io;
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::collections::HashSet;
 use support::fake_server::FakeServer;
+use support::in_memory::{bytes, InMemory};
 use support::sim::{config, server_addr, Sim};
 
 const EVENTS_MAX: usize = 2_000_000;
-
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
 
 /// Two partitions, partition p on server p; both servers know the map.
 fn two_partition_sim(seed: u64) -> Sim {
@@ -165,37 +151,11 @@ fn chunks_arrive_whole_and_by_range_under_loss() {
     }
 }
 
-/// A transport wired straight to a fake server.
-struct InMemory {
-    server: FakeServer,
-    inbox: VecDeque<Vec<u8>>,
-}
-
-impl Transport for InMemory {
-    fn send_to(&mut self, datagram: &[u8], _to: SocketAddr) -> io::Result<()> {
-        self.inbox.extend(self.server.handle(datagram));
-        Ok(())
-    }
-
-    fn recv_from(
-        &mut self,
-        buf: &mut [u8],
-        timeout: Duration,
-    ) -> io::Result<Option<(usize, SocketAddr)>> {
-        let Some(datagram) = self.inbox.pop_front() else {
-            std::thread::sleep(timeout);
-            return Ok(None);
-        };
-        buf[..datagram.len()].copy_from_slice(&datagram);
-        Ok(Some((datagram.len(), self.server.addr)))
-    }
-}
-
 fn in_memory_client() -> Client<InMemory> {
     let addr = server_addr(0);
     let mut server = FakeServer::new(addr);
     server.scan_page_keys = 10;
-    let transport = InMemory { server, inbox: VecDeque::new() };
+    let transport = InMemory::new(server);
     Client::with_transport(ClientConfig::new(vec![addr]), transport).unwrap()
 }
 

@@ -7,6 +7,7 @@ use client::{Error, Request};
 use proto::{flags, MapEntry, Opcode, PartitionMap, Status, FRAGMENT_BYTES, VALUE_BYTES_MAX};
 use std::collections::HashSet;
 use std::time::Duration;
+use support::in_memory::bytes;
 use support::sim::{config, server_addr, Sim};
 
 const EVENTS_MAX: usize = 2_000_000;
@@ -17,18 +18,6 @@ fn put(key: &str, value: &[u8]) -> Request {
 
 fn get(key: &str) -> Request {
     Request::Get { key: key.as_bytes().to_vec() }
-}
-
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 #[test]

@@ -2,47 +2,19 @@
 
 mod support;
 
-use client::{CasOutcome, Client, ClientConfig, Error, Request, Transport};
+use client::{CasOutcome, Client, ClientConfig, Error, Request};
 use proto::{MapEntry, PartitionMap, DATAGRAM_BYTES_ACCEPTED};
-use std::collections::VecDeque;
-use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 use support::fake_server::FakeServer;
-
-/// A transport wired straight to a fake server: each send is answered before the next receive.
-struct InMemory {
-    server: FakeServer,
-    inbox: VecDeque<Vec<u8>>,
-}
-
-impl Transport for InMemory {
-    fn send_to(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
-        assert_eq!(to, self.server.addr);
-        self.inbox.extend(self.server.handle(datagram));
-        Ok(())
-    }
-
-    fn recv_from(
-        &mut self,
-        buf: &mut [u8],
-        timeout: Duration,
-    ) -> io::Result<Option<(usize, SocketAddr)>> {
-        let Some(datagram) = self.inbox.pop_front() else {
-            thread::sleep(timeout);
-            return Ok(None);
-        };
-        buf[..datagram.len()].copy_from_slice(&datagram);
-        Ok(Some((datagram.len(), self.server.addr)))
-    }
-}
+use support::in_memory::InMemory;
 
 fn in_memory_client() -> Client<InMemory> {
     let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
-    let transport = InMemory { server: FakeServer::new(addr), inbox: VecDeque::new() };
+    let transport = InMemory::new(FakeServer::new(addr));
     Client::with_transport(ClientConfig::new(vec![addr]), transport).unwrap()
 }
 

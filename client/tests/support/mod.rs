@@ -1,5 +1,7 @@
-//! Test support: a fake cradle server built on `proto`, and a simulated lossy network.
+//! Test support: a fake cradle server built on `proto`, a simulated lossy network, and a
+//! transport wired straight to a fake server.
 #![allow(dead_code)]
 
 pub(crate) mod fake_server;
+pub(crate) mod in_memory;
 pub(crate) mod sim;
