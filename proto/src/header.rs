@@ -121,6 +121,10 @@ wire_enum! {
         RetryWithToken = 8,
         /// The endpoint cannot serve (for instance its log is quarantined).
         Unavailable = 9,
+        /// The (client id, tracking id) already names another request (a different opcode,
+        /// key, value or expected version): the server holds that request's outcome and never
+        /// applies this one. A client bug; resend under a new tracking id.
+        IdReused = 10,
     }
 }
 
@@ -138,6 +142,7 @@ impl Status {
             Status::TooLarge => "value too large",
             Status::RetryWithToken => "address not validated",
             Status::Unavailable => "unavailable",
+            Status::IdReused => "tracking id reused for another request",
         }
     }
 }
