@@ -23,6 +23,12 @@ const METRICS: &[Metric] = &[
         false,
         |c| c.duplicates_answered,
     ),
+    (
+        "cradle_id_reused_total",
+        "Writes refused because their tracking id named another request.",
+        false,
+        |c| c.id_reused,
+    ),
     ("cradle_retry_token_total", "Replies held back by the amplification limit.", false, |c| {
         c.retry_token
     }),

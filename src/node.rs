@@ -77,9 +77,18 @@ impl Node {
         }
         let sync_clock = background_sync.then(|| Arc::new(SyncClock::default()));
         let mut storages = Vec::new();
+        // Writes a client may still resend across this restart: their completion records
+        // are rebuilt from the log, so a resend is answered and never applied twice.
+        let stamps_since =
+            control::stamps_kept_since(wall_clock_ns(), control::COMPLETION_TTL_NS_DEFAULT);
         for core in 0..options.cores {
-            let mut storage =
-                crate::recovery::open_core(&options.data_dir, &layout, core, &options.store)?;
+            let mut storage = crate::recovery::open_core(
+                &options.data_dir,
+                &layout,
+                core,
+                &options.store,
+                stamps_since,
+            )?;
             storage.durability = options.durability;
             storage.compaction_step_bytes = options.compaction_step_bytes;
             storage.sync_clock = sync_clock.clone();
@@ -96,6 +105,9 @@ impl Node {
         for ((core, mut port), storage) in (0u32..).zip(ports).zip(storages) {
             let config = CoreConfig {
                 completion_records_max: options.completion_records,
+                completion_ttl_ns: control::COMPLETION_TTL_NS_DEFAULT,
+                // The loop's clock starts just after this (the slack in the stamps covers it).
+                wall_clock_start_ns: wall_clock_ns(),
                 ..CoreConfig::new(core, layout.clone(), secret)
             };
             let mut handler = Core::with_storage(config, stats.clone(), map.clone(), storage)
@@ -242,6 +254,12 @@ fn syncfs_reports_errors() -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit()).map(str::parse::<u32>);
     matches!((numbers.next(), numbers.next()), (Some(Ok(major)), Some(Ok(minor))) if (major, minor) >= (5, 8))
+}
+
+/// Nanoseconds since the Unix epoch.
+fn wall_clock_ns() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn random_secret() -> Result<[u8; 32], String> {

@@ -42,11 +42,14 @@ pub(crate) fn claim(data_dir: &Path, layout: &NodeLayout) -> Result<File, String
 
 /// Opens core `core`'s blob store and endpoint stores, replaying their logs. Prints a line
 /// per torn tail and per quarantined endpoint, and progress every second on long replays.
+/// Writes stamped since `stamps_since_ns` (wall clock) come back in `recovered`, to rebuild
+/// their completion records.
 pub(crate) fn open_core(
     data_dir: &Path,
     layout: &NodeLayout,
     core: u32,
     config: &StoreConfig,
+    stamps_since_ns: u64,
 ) -> Result<CoreStorage, String> {
     let blobs_dir = data_dir.join(format!("blobs-core-{core}"));
     let (mut blobs, _) = BlobStore::open(Box::new(FileVolume::new(&blobs_dir)), config)
@@ -55,12 +58,15 @@ pub(crate) fn open_core(
     let mut stores = Vec::with_capacity(endpoints);
     let (started, mut last_progress) = (Instant::now(), Instant::now());
     let (mut replayed, mut quarantined) = (0u64, 0);
+    let mut recovered = Vec::new();
     for slot in 0..endpoints {
         let partition = slot as u32 * layout.cores() + core;
         let dir = data_dir.join(format!("partition-{partition:07}"));
-        let (store, report) = Store::open(Box::new(FileVolume::new(&dir)), config, &mut blobs)
+        let volume = Box::new(FileVolume::new(&dir));
+        let (store, mut report) = Store::open(volume, config, &mut blobs, stamps_since_ns)
             .map_err(|e| format!("cannot open partition {partition} in {}: {e}", dir.display()))?;
         replayed += report.bytes_replayed;
+        recovered.append(&mut report.stamps);
         if let Some(torn) = &report.torn_tail {
             eprintln!(
                 "cradle: partition {partition}: torn tail truncated at {} byte {} ({})",
@@ -89,6 +95,13 @@ pub(crate) fn open_core(
     if quarantined == 0 {
         blobs.reclaim_unreferenced().map_err(|e| format!("core {core}: blob reclaim: {e}"))?;
     }
+    if !recovered.is_empty() {
+        eprintln!(
+            "cradle: core {core}: {} recent writes found in the logs; a resend of one is answered \
+             from its rebuilt completion record",
+            recovered.len()
+        );
+    }
     if started.elapsed() >= Duration::from_secs(1) {
         eprintln!(
             "cradle: core {core}: {endpoints} endpoints open, {} MiB replayed in {:.1} s",
@@ -102,5 +115,6 @@ pub(crate) fn open_core(
         durability: Durability::default(),
         compaction_step_bytes: 256 << 10,
         sync_clock: None,
+        recovered,
     })
 }

@@ -647,7 +647,9 @@ fn records(segment: &[u8]) -> Vec<(usize, usize, Vec<u8>)> {
         if at + len > segment.len() {
             break;
         }
-        out.push((at, len, segment[at + 24..at + 24 + key_len].to_vec()));
+        // A stamped write (flags bit 0) has its 32-byte request stamp before the key.
+        let key_at = at + 24 + if segment[at + 13] & 1 != 0 { 32 } else { 0 };
+        out.push((at, len, segment[key_at..key_at + key_len].to_vec()));
         at += len.next_multiple_of(8);
     }
     out

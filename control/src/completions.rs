@@ -2,7 +2,7 @@
 //!
 //! Layout, for a bounded table allocated once at start-up and allocation-free afterwards:
 //!
-//! * `ring`: the records in insertion (= time) order, oldest at `head`, 32 bytes each. The
+//! * `ring`: the records in insertion (= time) order, oldest at `head`, 40 bytes each. The
 //!   vector is created with capacity `records_max` and grows by `push` until it wraps, so its
 //!   pages are touched only as records arrive.
 //! * `index`: an open-addressing table (linear probing, backward-shift deletion), at most half
@@ -11,8 +11,12 @@
 //!   lazily too. Keys are hashed with std's randomly keyed SipHash, so a client cannot choose
 //!   tracking ids that collide.
 //!
-//! Memory: 32 bytes of ring + 2 × 8 bytes of index per record, i.e. 48 bytes per record and
-//! 192 MiB per core for the default 2^22 records.
+//! Memory: 40 bytes of ring + 2 × 8 bytes of index per record, i.e. 56 bytes per record and
+//! 224 MiB per core for the default 2^22 records.
+//!
+//! A record keeps the request's fingerprint (see [`fingerprint`]): a resend is answered from
+//! the record only if it is the same request; a tracking id reused for another request gets
+//! ID_REUSED, never the other request's OK.
 //!
 //! Time is kept per record as a `u32` count of ticks, a power of two of nanoseconds chosen so
 //! the TTL is 1,024 to 2,047 ticks (4 ms ticks for the default 5 s; 1 ns for a TTL below
@@ -21,18 +25,44 @@
 //! TTLs) is harmless: every record held is at most TTL + 1 tick older than the newest, and
 //! when the newest is older than the TTL the whole table is dropped at once.
 
-use proto::Status;
+use proto::{Opcode, Status};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 /// A request's identity: (client id, tracking id).
 pub(crate) type RequestId = (u64, u64);
 
-/// What a write ended with.
+/// What a write ended with, and which request it was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Record {
     pub(crate) status: Status,
     pub(crate) version: u64,
+    pub(crate) fingerprint: u64,
+}
+
+/// A digest of a write request: its shape (opcode, key, value length, CAS's expected version)
+/// in the high 32 bits, its value in the low 32. Fragments of a write each carry the shape,
+/// so a resent fragment is compared by [`same_shape`]; a whole request by the full value.
+pub(crate) fn fingerprint(opcode: Opcode, key: &[u8], expected: u64, value: &[u8]) -> u64 {
+    let shape = shape(opcode, key, expected, value.len() as u32);
+    u64::from(shape) << 32 | u64::from(xxh3_64(value) as u32)
+}
+
+/// The high half of [`fingerprint`], from what every fragment of the write carries.
+pub(crate) fn shape(opcode: Opcode, key: &[u8], expected: u64, total_len: u32) -> u32 {
+    let expected = if opcode == Opcode::Cas { expected } else { 0 };
+    let mut hasher = Xxh3::new();
+    hasher.update(&[opcode as u8]);
+    hasher.update(&expected.to_le_bytes());
+    hasher.update(&total_len.to_le_bytes());
+    hasher.update(key);
+    hasher.digest() as u32
+}
+
+/// Whether `fingerprint` has the shape `shape`.
+pub(crate) fn same_shape(fingerprint: u64, shape: u32) -> bool {
+    (fingerprint >> 32) as u32 == shape
 }
 
 /// The most records a table may hold (ring positions + 1 fit 32 bits, homes a `u32` hash).
@@ -41,12 +71,13 @@ pub(crate) const RECORDS_MAX: usize = 1 << 30;
 /// An index slot that holds no record.
 const EMPTY: u64 = 0;
 
-/// One held record, 32 bytes.
+/// One held record, 40 bytes.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     client_id: u64,
     tracking_id: u64,
     version: u64,
+    fingerprint: u64,
     /// When it was recorded, in ticks (truncated to 32 bits).
     at: u32,
     status: Status,
@@ -108,7 +139,11 @@ impl Completions {
         if self.expired(entry, self.clock) {
             return None;
         }
-        Some(Record { status: entry.status, version: entry.version })
+        Some(Record {
+            status: entry.status,
+            version: entry.version,
+            fingerprint: entry.fingerprint,
+        })
     }
 
     /// Forgets records older than the TTL; returns whether one more fits.
@@ -132,6 +167,7 @@ impl Completions {
             client_id: id.0,
             tracking_id: id.1,
             version: record.version,
+            fingerprint: record.fingerprint,
             at: self.clock as u32,
             status: record.status,
         };
@@ -148,13 +184,13 @@ impl Completions {
     }
 
     /// Replaces the outcome recorded for `id` (e.g. the write was not durable after all);
-    /// returns whether `id` had a record.
-    pub(crate) fn replace(&mut self, id: RequestId, record: Record) -> bool {
+    /// returns whether `id` had a record. The fingerprint stays.
+    pub(crate) fn replace(&mut self, id: RequestId, status: Status, version: u64) -> bool {
         match self.find(id) {
             Some((_, pos)) => {
                 let entry = &mut self.ring[pos];
-                entry.status = record.status;
-                entry.version = record.version;
+                entry.status = status;
+                entry.version = version;
                 true
             }
             None => false,
@@ -259,7 +295,7 @@ mod tests {
     use super::*;
     use std::collections::{HashMap, VecDeque};
 
-    const OK: Record = Record { status: Status::Ok, version: 1 };
+    const OK: Record = Record { status: Status::Ok, version: 1, fingerprint: 9 };
     const TTL: u64 = 5_000_000_000;
 
     fn tick(c: &Completions) -> u64 {
@@ -268,7 +304,7 @@ mod tests {
 
     #[test]
     fn records_are_compact_and_ticks_fine() {
-        assert_eq!(std::mem::size_of::<Entry>(), 32);
+        assert_eq!(std::mem::size_of::<Entry>(), 40);
         let c = Completions::new(1, TTL);
         assert_eq!((tick(&c), c.ttl_ticks), (1 << 22, 1193));
         assert_eq!(Completions::new(1, 1).ttl_ticks, 1);
@@ -316,9 +352,9 @@ mod tests {
     fn get_ignores_expired_records_and_replace_updates() {
         let mut c = Completions::new(8, TTL);
         c.insert(0, (1, 1), OK);
-        let failed = Record { status: Status::Unavailable, version: 0 };
-        assert!(c.replace((1, 1), failed));
-        assert!(!c.replace((1, 2), failed));
+        let failed = Record { status: Status::Unavailable, version: 0, fingerprint: 9 };
+        assert!(c.replace((1, 1), Status::Unavailable, 0));
+        assert!(!c.replace((1, 2), Status::Unavailable, 0));
         assert_eq!(c.get((1, 1)), Some(failed));
         c.insert(TTL / 2, (1, 2), OK);
         assert!(c.has_room(TTL + TTL / 4));
@@ -389,6 +425,29 @@ mod tests {
         assert!(c.len() <= 1_000_000 + 1_000, "{}", c.len());
     }
 
+    #[test]
+    fn fingerprints_tell_requests_apart_and_fragments_share_the_shape() {
+        let put = fingerprint(Opcode::Put, b"k", 0, b"value");
+        assert_eq!(put, fingerprint(Opcode::Put, b"k", 7, b"value"), "a PUT ignores the version");
+        for other in [
+            fingerprint(Opcode::Put, b"k", 0, b"valuf"),
+            fingerprint(Opcode::Put, b"j", 0, b"value"),
+            fingerprint(Opcode::Cas, b"k", 0, b"value"),
+            fingerprint(Opcode::Delete, b"k", 0, b""),
+        ] {
+            assert_ne!(put, other);
+        }
+        assert_ne!(
+            fingerprint(Opcode::Cas, b"k", 1, b"v"),
+            fingerprint(Opcode::Cas, b"k", 2, b"v")
+        );
+        let big = vec![5u8; 3000];
+        let whole = fingerprint(Opcode::Cas, b"k", 3, &big);
+        assert!(same_shape(whole, shape(Opcode::Cas, b"k", 3, 3000)));
+        assert!(!same_shape(whole, shape(Opcode::Cas, b"k", 3, 3001)));
+        assert!(!same_shape(whole, shape(Opcode::Put, b"k", 3, 3000)));
+    }
+
     /// Random inserts, lookups and clock steps against a plain model.
     #[test]
     fn matches_a_model() {
@@ -430,7 +489,8 @@ mod tests {
                 assert_eq!(room, c.len() < records_max);
                 if room {
                     let id = (rand() % 3, step);
-                    let record = Record { status: Status::Ok, version: rand() };
+                    let record =
+                        Record { status: Status::Ok, version: rand(), fingerprint: rand() };
                     assert_eq!(c.get(id), None);
                     c.insert(now, id, record);
                     model.insert(id, (now, record));

@@ -14,8 +14,8 @@ pub struct CoreConfig {
     pub layout: Arc<NodeLayout>,
     /// Key of the address-validation tokens; random per node start.
     pub token_secret: [u8; 32],
-    /// Completion records kept: 48 bytes each (32 of record, 16 of index at most half full),
-    /// reserved at start-up and touched as used (192 MiB at the default 2^22). When all are
+    /// Completion records kept: 56 bytes each (40 of record, 16 of index at most half full),
+    /// reserved at start-up and touched as used (224 MiB at the default 2^22). When all are
     /// younger than `completion_ttl_ns`, new writes get BUSY, so a core sustains at most
     /// `completion_records_max / completion_ttl` writes per second (≈ 840,000 by default).
     pub completion_records_max: usize,
@@ -29,11 +29,18 @@ pub struct CoreConfig {
     pub reassembly_bytes_max: u64,
     /// A reassembly that receives nothing for this long is dropped.
     pub reassembly_timeout_ns: u64,
+    /// Wall-clock nanoseconds since the Unix epoch when the loop's clock (`now_ns`) read 0:
+    /// writes are stamped with wall-clock times so that a restarted node knows which of its
+    /// logged writes may still be resent. 0 in tests that need no real time.
+    pub wall_clock_start_ns: u64,
 }
 
-/// Completion records per core unless configured: 2^22 (192 MiB at most, 840,000 writes/s
+/// Completion records per core unless configured: 2^22 (224 MiB at most, 840,000 writes/s
 /// sustained with the 5 s TTL, above what one core serves over kernel UDP).
 pub const COMPLETION_RECORDS_DEFAULT: usize = 1 << 22;
+
+/// How long a completion record is kept unless configured: 5 s (clients resend for 2 s).
+pub const COMPLETION_TTL_NS_DEFAULT: u64 = 5_000_000_000;
 
 impl CoreConfig {
     /// Defaults for core `core` of `layout`.
@@ -43,10 +50,11 @@ impl CoreConfig {
             layout,
             token_secret,
             completion_records_max: COMPLETION_RECORDS_DEFAULT,
-            completion_ttl_ns: 5_000_000_000,
+            completion_ttl_ns: COMPLETION_TTL_NS_DEFAULT,
             reassemblies_max: 64,
             reassembly_bytes_max: 256 << 20,
             reassembly_timeout_ns: 10_000_000_000,
+            wall_clock_start_ns: 0,
         }
     }
 

@@ -126,6 +126,9 @@ impl Core {
             )));
         }
         let keys = storage.stores.iter().map(|s| s.len() as u64).sum();
+        let mut completions =
+            Completions::new(config.completion_records_max, config.completion_ttl_ns);
+        rebuild_completions(&mut completions, storage.recovered, config.completion_records_max);
         let endpoints: Vec<Endpoint> = storage
             .stores
             .into_iter()
@@ -144,7 +147,7 @@ impl Core {
             ..CoreCounters::default()
         };
         Ok(Core {
-            completions: Completions::new(config.completion_records_max, config.completion_ttl_ns),
+            completions,
             reassemblies: Reassemblies::new(
                 config.reassemblies_max,
                 config.reassembly_bytes_max,
@@ -389,15 +392,25 @@ impl Core {
         if !request.validated {
             return self.handle_unvalidated_get(request, slot, tx);
         }
+        let reader = (m.header.client_id, m.header.tracking_id);
         if m.header.has(flags::RANGE) {
-            if let Some(value) = self.read_cache.get(slot, m.key, m.header.version) {
-                return send_value(&mut self.replies, tx, &request, value, m.header.version);
+            // A pull continues a read of one version: if the key has another by now (or
+            // none), the read must start again (VERSION_MISMATCH); no copy outlives it.
+            let live = match self.endpoints[slot].store.version(m.key) {
+                Ok(live) => live,
+                Err(error) => return self.answer(tx, &request, status_of(error)),
+            };
+            if live != m.header.version {
+                return send_value(&mut self.replies, tx, &request, &[], live);
+            }
+            if let Some(value) = self.read_cache.get(slot, m.key, live, reader) {
+                return send_value(&mut self.replies, tx, &request, value, live);
             }
         }
         let status = match self.endpoints[slot].store.get(&mut self.blobs, m.key) {
             Ok(Some((value, version))) => {
                 if !fits_unfragmented(m.key.len(), value.len()) {
-                    self.read_cache.insert(slot, m.key, version, value);
+                    self.read_cache.insert(slot, m.key, version, reader, value);
                 }
                 return send_value(&mut self.replies, tx, &request, value, version);
             }
@@ -405,6 +418,29 @@ impl Core {
             Err(error) => status_of(error),
         };
         self.answer(tx, &request, status);
+    }
+}
+
+/// Rebuilds the completion records of the writes replay found (oldest first; when there are
+/// more than the table holds, the newest are kept). They count from the core's start, so
+/// each lives at least a whole TTL more.
+fn rebuild_completions(
+    completions: &mut Completions,
+    mut recovered: Vec<storage::StampedWrite>,
+    records_max: usize,
+) {
+    recovered.sort_by_key(|w| w.stamp.at_ns);
+    let newest = &recovered[recovered.len().saturating_sub(records_max)..];
+    for write in newest {
+        let id = (write.stamp.client_id, write.stamp.tracking_id);
+        if completions.get(id).is_none() {
+            let record = crate::completions::Record {
+                status: Status::Ok,
+                version: write.version,
+                fingerprint: write.stamp.fingerprint,
+            };
+            completions.insert(0, id, record);
+        }
     }
 }
 
@@ -479,7 +515,10 @@ impl Handler for Core {
         let token = self.tokens.token(peer);
         for message in Messages::new(datagram) {
             match message {
-                Ok(m) => self.handle_message(now_ns, peer, token, &m, tx),
+                Ok(m) => {
+                    self.replies.next_request(m.len());
+                    self.handle_message(now_ns, peer, token, &m, tx)
+                }
                 Err(_) => {
                     self.counters.dropped_malformed += 1;
                     break;

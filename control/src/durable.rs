@@ -5,7 +5,7 @@ use proto::HeaderFields;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use storage::{BlobStore, MemoryVolume, Store, StoreConfig, StoreError};
+use storage::{BlobStore, MemoryVolume, StampedWrite, Store, StoreConfig, StoreError};
 
 /// When a write is answered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,6 +45,10 @@ pub struct CoreStorage {
     /// The `memory` class's background syncs of the volume these stores live on. Without
     /// one, the loop itself flushes one written endpoint every few milliseconds.
     pub sync_clock: Option<Arc<SyncClock>>,
+    /// Writes replay found that a client may still resend (their stamps are recent, see
+    /// [`crate::stamps_kept_since`]): the core rebuilds their completion records, so a
+    /// resend after a restart is answered, never applied again.
+    pub recovered: Vec<StampedWrite>,
 }
 
 /// Durable points made by a thread that syncs a whole file system in a loop (`syncfs`), so
@@ -102,7 +106,10 @@ impl CoreStorage {
         let stores = (0..endpoints)
             .map(|slot| {
                 let volume = Box::new(MemoryVolume::new(&format!("endpoint-{slot}")));
-                Store::open(volume, config, &mut blobs).expect("a memory volume cannot fail").0
+                let stamps_since = u64::MAX; // (a new memory volume holds no writes)
+                Store::open(volume, config, &mut blobs, stamps_since)
+                    .expect("a memory volume cannot fail")
+                    .0
             })
             .collect();
         CoreStorage {
@@ -111,6 +118,7 @@ impl CoreStorage {
             durability: Durability::Memory,
             compaction_step_bytes: 256 << 10,
             sync_clock: None,
+            recovered: Vec::new(),
         }
     }
 }

@@ -21,7 +21,19 @@ mod stats;
 mod validation;
 
 pub use crate::core::Core;
-pub use config::{ConfigError, CoreConfig, COMPLETION_RECORDS_DEFAULT};
+pub use config::{ConfigError, CoreConfig, COMPLETION_RECORDS_DEFAULT, COMPLETION_TTL_NS_DEFAULT};
 pub use durable::{CoreStorage, Durability, SyncClock};
 pub use layout::NodeLayout;
 pub use stats::{CoreCounters, LatencyHistogram, NodeStats, StatsSnapshot, LATENCY_BOUNDS_NS};
+
+/// Slack for the wall clocks that stamp writes: the loop's clock starts a little after the
+/// wall-clock reading it is offset by, and a restarted node's clock may be a little behind.
+const STAMP_CLOCK_SLACK_NS: u64 = 1_000_000_000;
+
+/// The wall-clock time from which a write stamped in the log may still be resent, at wall
+/// time `now_ns`: a completion record lives `completion_ttl_ns`, plus slack for the clocks.
+/// Replay rebuilds the completion records of writes stamped since then, and compaction keeps
+/// the segments that hold them.
+pub fn stamps_kept_since(now_ns: u64, completion_ttl_ns: u64) -> u64 {
+    now_ns.saturating_sub(completion_ttl_ns.saturating_add(STAMP_CLOCK_SLACK_NS))
+}

@@ -2,9 +2,13 @@
 //!
 //! A big value lives in the blob tier as chunks; assembling it costs a copy and a hash check
 //! of every chunk. A 16 MiB value is pulled in 512 RANGE requests, so without this cache one
-//! read would assemble it 512 times. Entries are keyed by (endpoint, key, version): a pull for
-//! a version gets exactly that version's bytes (a snapshot as of the read's first fragment),
-//! and a newer write simply makes new pulls miss.
+//! read would assemble it 512 times. An entry is the live value of (endpoint, key, version)
+//! and belongs to the read (client id, tracking id) that assembled it: another reader gets
+//! its own. A write to the key forgets its entries at once, and a RANGE pull is checked
+//! against the key's live version before the cache is asked, so a copy never outlives the
+//! version it holds and an overwritten or deleted value is readable by nobody.
+
+use crate::completions::RequestId;
 
 /// Values kept at once (each up to 16 MiB).
 const ENTRIES_MAX: usize = 4;
@@ -14,11 +18,12 @@ struct Entry {
     slot: usize,
     key: Vec<u8>,
     version: u64,
+    reader: RequestId,
     value: Vec<u8>,
     last_used: u64,
 }
 
-/// A few recently read big values.
+/// A few big values being pulled.
 #[derive(Debug, Default)]
 pub(crate) struct ReadCache {
     entries: Vec<Entry>,
@@ -26,28 +31,40 @@ pub(crate) struct ReadCache {
 }
 
 impl ReadCache {
-    /// The cached value of `key` at `version` in endpoint `slot`.
-    pub(crate) fn get(&mut self, slot: usize, key: &[u8], version: u64) -> Option<&[u8]> {
+    /// The value of `key` at `version` in endpoint `slot` that `reader` is pulling.
+    pub(crate) fn get(
+        &mut self,
+        slot: usize,
+        key: &[u8],
+        version: u64,
+        reader: RequestId,
+    ) -> Option<&[u8]> {
         self.clock += 1;
         let clock = self.clock;
-        let entry = self
-            .entries
-            .iter_mut()
-            .find(|e| e.slot == slot && e.version == version && e.key == key)?;
+        let entry = self.entries.iter_mut().find(|e| {
+            e.slot == slot && e.version == version && e.reader == reader && e.key == key
+        })?;
         entry.last_used = clock;
         Some(&entry.value)
     }
 
-    /// Keeps a copy of a value being read in fragments, evicting the least recently used.
-    pub(crate) fn insert(&mut self, slot: usize, key: &[u8], version: u64, value: &[u8]) {
-        self.clock += 1;
-        if self.get(slot, key, version).is_some() {
+    /// Keeps a copy of a value `reader` reads in fragments, evicting the least recently used.
+    pub(crate) fn insert(
+        &mut self,
+        slot: usize,
+        key: &[u8],
+        version: u64,
+        reader: RequestId,
+        value: &[u8],
+    ) {
+        if self.get(slot, key, version, reader).is_some() {
             return;
         }
         let entry = Entry {
             slot,
             key: key.to_vec(),
             version,
+            reader,
             value: value.to_vec(),
             last_used: self.clock,
         };
@@ -57,26 +74,56 @@ impl ReadCache {
             *oldest = entry;
         }
     }
+
+    /// Drops every copy of `key` in endpoint `slot` (it is being written).
+    pub(crate) fn forget(&mut self, slot: usize, key: &[u8]) {
+        if !self.entries.is_empty() {
+            self.entries.retain(|e| e.slot != slot || e.key != key);
+        }
+    }
+
+    /// Copies held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const R: RequestId = (1, 1);
+
     #[test]
-    fn hits_only_the_same_version_and_evicts_the_least_recent() {
+    fn hits_only_the_same_version_and_reader_and_evicts_the_least_recent() {
         let mut cache = ReadCache::default();
-        cache.insert(0, b"k", 1, b"one");
-        assert_eq!(cache.get(0, b"k", 1), Some(&b"one"[..]));
-        assert_eq!(cache.get(0, b"k", 2), None);
-        assert_eq!(cache.get(1, b"k", 1), None);
+        cache.insert(0, b"k", 1, R, b"one");
+        assert_eq!(cache.get(0, b"k", 1, R), Some(&b"one"[..]));
+        assert_eq!(cache.get(0, b"k", 2, R), None);
+        assert_eq!(cache.get(1, b"k", 1, R), None);
+        assert_eq!(cache.get(0, b"k", 1, (1, 2)), None, "another read");
+        assert_eq!(cache.get(0, b"k", 1, (2, 1)), None, "another client");
         for v in 2..=4 {
-            cache.insert(0, b"k", v, b"x");
+            cache.insert(0, b"k", v, R, b"x");
         }
-        cache.get(0, b"k", 1);
-        cache.insert(0, b"k", 5, b"five");
-        assert!(cache.get(0, b"k", 1).is_some(), "recently used survives");
-        assert!(cache.get(0, b"k", 2).is_none(), "least recent evicted");
-        assert_eq!(cache.get(0, b"k", 5), Some(&b"five"[..]));
+        cache.get(0, b"k", 1, R);
+        cache.insert(0, b"k", 5, R, b"five");
+        assert!(cache.get(0, b"k", 1, R).is_some(), "recently used survives");
+        assert!(cache.get(0, b"k", 2, R).is_none(), "least recent evicted");
+        assert_eq!(cache.get(0, b"k", 5, R), Some(&b"five"[..]));
+    }
+
+    #[test]
+    fn a_write_forgets_every_copy_of_its_key() {
+        let mut cache = ReadCache::default();
+        cache.insert(0, b"k", 1, R, b"one");
+        cache.insert(0, b"k", 1, (9, 9), b"one");
+        cache.insert(0, b"j", 1, R, b"other key");
+        cache.insert(1, b"k", 1, R, b"other endpoint");
+        cache.forget(0, b"k");
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get(0, b"k", 1, R), None);
+        assert!(cache.get(0, b"j", 1, R).is_some() && cache.get(1, b"k", 1, R).is_some());
     }
 }

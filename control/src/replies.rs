@@ -1,4 +1,9 @@
 //! Packs reply messages into as few datagrams as fit, and enforces the amplification limit.
+//!
+//! Every request gets an answer, and the replies to an unvalidated datagram stay within 3x
+//! its bytes: while a request is answered, the budget keeps back as many bytes as the
+//! datagram's requests after it take. Each of those is at least a 72-byte header, and its
+//! answer needs at most a 72-byte RETRY_WITH_TOKEN, so the bytes kept back always suffice.
 
 use crate::validation::AMPLIFICATION_FACTOR;
 use dataplane::Transmit;
@@ -13,6 +18,8 @@ pub(crate) struct Replies {
     peer: SocketAddr,
     /// Bytes the replies to unvalidated requests of this datagram may still take.
     budget: usize,
+    /// Bytes of the datagram's requests after the one being answered (kept back for them).
+    rest: usize,
     pub(crate) datagrams: u64,
     pub(crate) retry_token: u64,
 }
@@ -24,6 +31,7 @@ impl Replies {
             len: 0,
             peer: SocketAddr::from(([0, 0, 0, 0], 0)),
             budget: 0,
+            rest: 0,
             datagrams: 0,
             retry_token: 0,
         }
@@ -34,6 +42,17 @@ impl Replies {
         debug_assert_eq!(self.len, 0, "finish() was not called");
         self.peer = peer;
         self.budget = AMPLIFICATION_FACTOR * request_bytes;
+        self.rest = request_bytes;
+    }
+
+    /// The next request of the datagram is `bytes` long (the ones after it take the rest).
+    pub(crate) fn next_request(&mut self, bytes: usize) {
+        self.rest = self.rest.saturating_sub(bytes);
+    }
+
+    /// Bytes the current request's replies may take now.
+    fn room(&self) -> usize {
+        self.budget.saturating_sub(self.rest)
     }
 
     /// Queues one reply message. Replies to a request without a valid token (`validated`
@@ -48,14 +67,16 @@ impl Replies {
         validated: bool,
     ) -> bool {
         let len = HEADER_BYTES + key.len() + value.len();
-        if !validated && len > self.budget {
-            self.retry_token += 1;
+        if !validated && len > self.room() {
             let mut bare = *header;
             bare.status = Status::RetryWithToken as u16;
             bare.flags = proto::flags::REPLY;
             bare.version = 0;
             (bare.frag_index, bare.frag_count, bare.total_len) = (0, 0, 0);
-            if HEADER_BYTES <= self.budget {
+            // Always fits for a request's first answer (see the module comment); after some
+            // fragments of a reply, the request has its answer already.
+            if HEADER_BYTES <= self.room() {
+                self.retry_token += 1;
                 self.budget -= HEADER_BYTES;
                 self.append(tx, &bare, &[], &[]);
             }
@@ -80,9 +101,10 @@ impl Replies {
     }
 
     /// Takes `bytes` from an unvalidated sender's budget for a reply sent later (a write's
-    /// reply held for the group commit); false if they do not fit.
+    /// reply held for the group commit); false if they do not fit (never, for a request's
+    /// one 72-byte reply: see the module comment).
     pub(crate) fn reserve(&mut self, bytes: usize) -> bool {
-        let fits = bytes <= self.budget;
+        let fits = bytes <= self.room();
         if fits {
             self.budget -= bytes;
         }
@@ -132,6 +154,7 @@ mod tests {
 
         let mut sent = Sent::default();
         r.begin(SocketAddr::from(([127, 0, 0, 1], 1)), 120);
+        r.next_request(120);
         assert!(r.push(&mut sent, &ok(), b"k", &[0; 200], false), "273 <= 360");
         assert!(!r.push(&mut sent, &ok(), b"k", &[0; 200], false), "over the budget");
         r.flush(&mut sent);
@@ -140,5 +163,46 @@ mod tests {
             Messages::new(&sent.0[0]).map(|m| m.unwrap().header.status).collect();
         assert_eq!(statuses, vec![Status::Ok as u16, Status::RetryWithToken as u16]);
         assert_eq!(r.retry_token, 1);
+    }
+
+    /// Any mix of requests in one unvalidated datagram: each gets an answer, all answers fit
+    /// 3x the datagram.
+    #[test]
+    fn every_request_is_answered_within_three_times_the_datagram() {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let requests = 1 + (seed % 20) as usize;
+            // Request sizes of at least a header, replies of any size (several for some).
+            let sizes: Vec<usize> = (0..requests).map(|i| 72 + (seed >> i) as usize % 40).collect();
+            let datagram: usize = sizes.iter().sum();
+            let mut sent = Sent::default();
+            let mut r = Replies::new();
+            r.begin(peer, datagram);
+            for (i, &size) in sizes.iter().enumerate() {
+                r.next_request(size);
+                let replies = 1 + (seed >> (i + 3)) as usize % 3;
+                let value = vec![0; (seed >> (i + 7)) as usize % 400];
+                let header = HeaderFields { tracking_id: i as u64, ..ok() };
+                for _ in 0..replies {
+                    if !r.push(&mut sent, &header, b"", &value, false) {
+                        break;
+                    }
+                }
+            }
+            r.flush(&mut sent);
+            let bytes: usize = sent.0.iter().map(Vec::len).sum();
+            assert!(bytes <= 3 * datagram, "{bytes} > 3 x {datagram}");
+            let mut answered: Vec<u64> = sent
+                .0
+                .iter()
+                .flat_map(|d| Messages::new(d).map(|m| m.unwrap().header.tracking_id))
+                .collect();
+            answered.dedup();
+            assert_eq!(answered, (0..requests as u64).collect::<Vec<_>>(), "sizes {sizes:?}");
+        }
     }
 }

@@ -44,9 +44,11 @@ pub struct CoreCounters {
     pub quarantined: u64,
     /// Endpoints whose log stopped after an I/O error (they answer writes UNAVAILABLE).
     pub poisoned: u64,
+    /// Writes refused ID_REUSED: their (client id, tracking id) named another request.
+    pub id_reused: u64,
 }
 
-const FIELDS: usize = 19;
+const FIELDS: usize = 20;
 
 /// The JSON and metric names of the fields, in `to_array` order.
 pub(crate) const NAMES: [&str; FIELDS] = [
@@ -69,6 +71,7 @@ pub(crate) const NAMES: [&str; FIELDS] = [
     "index_bytes",
     "quarantined",
     "poisoned",
+    "id_reused",
 ];
 
 impl CoreCounters {
@@ -93,6 +96,7 @@ impl CoreCounters {
             self.index_bytes,
             self.quarantined,
             self.poisoned,
+            self.id_reused,
         ]
     }
 
@@ -117,6 +121,7 @@ impl CoreCounters {
             index_bytes: a[16],
             quarantined: a[17],
             poisoned: a[18],
+            id_reused: a[19],
         }
     }
 

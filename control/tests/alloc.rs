@@ -99,7 +99,11 @@ fn file_backed_core(
     let volume = |name: String| Box::new(FileVolume::new(dir.path().join(name)));
     let (mut blobs, _) = BlobStore::open(volume("blobs".into()), &store_config).unwrap();
     let stores = (0..config.layout.endpoints_on(config.core))
-        .map(|slot| Store::open(volume(format!("ep-{slot}")), &store_config, &mut blobs).unwrap().0)
+        .map(|slot| {
+            Store::open(volume(format!("ep-{slot}")), &store_config, &mut blobs, u64::MAX)
+                .unwrap()
+                .0
+        })
         .collect();
     let storage = control::CoreStorage {
         blobs,
@@ -107,6 +111,7 @@ fn file_backed_core(
         durability: control::Durability::Flushed,
         compaction_step_bytes: 256 << 10,
         sync_clock: None,
+        recovered: Vec::new(),
     };
     Core::with_storage(config, stats, map, storage).unwrap()
 }

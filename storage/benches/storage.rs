@@ -9,7 +9,7 @@ fn open(dir: &std::path::Path, config: &StoreConfig) -> (Store, BlobStore, u64) 
     let (mut blobs, _) = BlobStore::open(Box::new(FileVolume::new(dir.join("blobs"))), config)
         .expect("blob store opens");
     let volume = Box::new(FileVolume::new(dir.join("ep")));
-    let (store, report) = Store::open(volume, config, &mut blobs).expect("store opens");
+    let (store, report) = Store::open(volume, config, &mut blobs, u64::MAX).expect("store opens");
     (store, blobs, report.bytes_replayed)
 }
 
@@ -24,7 +24,7 @@ fn fill(dir: &std::path::Path, n: u64) -> (Store, BlobStore) {
     let config = StoreConfig::default();
     let (mut store, mut blobs, _) = open(dir, &config);
     for i in 0..n {
-        store.put(&mut blobs, &key(i), &[7; 32]).unwrap();
+        store.put(&mut blobs, &key(i), &[7; 32], None).unwrap();
         if i.is_multiple_of(4096) {
             store.write_out().unwrap();
         }
@@ -46,7 +46,7 @@ fn append(c: &mut Criterion) {
     c.bench_function("append 16 B key + 32 B value (memory class)", |b| {
         b.iter(|| {
             i += 1;
-            store.put(&mut blobs, &key(i % 1_000_000), &[1; 32]).unwrap();
+            store.put(&mut blobs, &key(i % 1_000_000), &[1; 32], None).unwrap();
             if i.is_multiple_of(32) {
                 store.write_out().unwrap();
             }
@@ -58,7 +58,7 @@ fn append(c: &mut Criterion) {
         b.iter(|| {
             for _ in 0..32 {
                 i += 1;
-                store.put(&mut blobs, &key(i % 1_000_000), &[1; 32]).unwrap();
+                store.put(&mut blobs, &key(i % 1_000_000), &[1; 32], None).unwrap();
             }
             store.flush(&mut blobs).unwrap();
         })
@@ -82,7 +82,7 @@ fn replay(c: &mut Criterion) {
     {
         let (mut store, mut blobs, _) = open(dir.path(), &config);
         for i in 0..400_000u64 {
-            store.put(&mut blobs, &key(i), &[3; 1000]).unwrap();
+            store.put(&mut blobs, &key(i), &[3; 1000], None).unwrap();
         }
         store.flush(&mut blobs).unwrap();
     }

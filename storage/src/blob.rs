@@ -34,7 +34,11 @@ struct Chunk {
     segment: u64,
     offset: u64,
     len: u32,
+    /// Live records referring to it. At 0 the chunk is no longer readable by hash.
     refs: u32,
+    /// References dropped by records not yet durable: the chunk's blocks are freed once these
+    /// are released too (a crash before then replays the old records, which need it).
+    detached: u32,
 }
 
 #[derive(Debug)]
@@ -138,7 +142,13 @@ impl BlobStore {
             let rest = segment.device.read(offset, (len - offset) as usize)?;
             match check_chunk(rest) {
                 Some((hash, chunk_len)) if !self.chunks.contains_key(&hash) => {
-                    let chunk = Chunk { segment: number, offset, len: chunk_len as u32, refs: 0 };
+                    let chunk = Chunk {
+                        segment: number,
+                        offset,
+                        len: chunk_len as u32,
+                        refs: 0,
+                        detached: 0,
+                    };
                     self.chunks.insert(hash, chunk);
                     self.live_bytes += chunk_len as u64 - CHUNK_HEADER_BYTES as u64;
                     segment.chunks += 1;
@@ -178,7 +188,7 @@ impl BlobStore {
     /// the core is open, and not at all if one was quarantined (its references are unknown).
     pub fn reclaim_unreferenced(&mut self) -> Result<u64, StoreError> {
         let dead: Vec<Hash> =
-            self.chunks.iter().filter(|(_, c)| c.refs == 0).map(|(h, _)| *h).collect();
+            self.chunks.iter().filter(|(_, c)| c.refs + c.detached == 0).map(|(h, _)| *h).collect();
         for hash in &dead {
             self.free(hash)?;
         }
@@ -198,7 +208,7 @@ impl BlobStore {
                 // Undo the references taken so far: the value is not stored.
                 let taken: Vec<Hash> = hashes(reference).take(i).collect();
                 // A failure to free poisons the blob store; the error that matters is `e`.
-                let _ = self.release(&taken);
+                let _ = self.drop_refs(&taken);
                 return Err(e);
             }
             reference.extend_from_slice(&hash);
@@ -232,7 +242,8 @@ impl BlobStore {
         segment.end = offset + span(len);
         segment.chunks += 1;
         self.live_bytes += data.len() as u64;
-        self.chunks.insert(hash, Chunk { segment: number, offset, len: len as u32, refs: 1 });
+        let chunk = Chunk { segment: number, offset, len: len as u32, refs: 1, detached: 0 };
+        self.chunks.insert(hash, chunk);
         Ok(())
     }
 
@@ -263,16 +274,43 @@ impl BlobStore {
         Ok(number)
     }
 
-    /// Drops one reference per hash; a chunk nobody refers to is freed (its blocks punched
-    /// out, its segment deleted when empty). Call only once the endpoint record that dropped
-    /// the references is durable (`Store::flush` does this; a caller of
-    /// `Store::take_released` must). A failure poisons the blob store.
-    pub fn release(&mut self, hashes: &[Hash]) -> Result<(), StoreError> {
+    /// Undoes references taken for a value that was not stored after all (nothing durable
+    /// names them): a chunk nobody refers to is freed at once. A failure poisons the store.
+    pub(crate) fn drop_refs(&mut self, hashes: &[Hash]) -> Result<(), StoreError> {
         for hash in hashes {
-            let chunk = self.chunks.get_mut(hash).expect("a released chunk is referenced");
+            let chunk = self.chunks.get_mut(hash).expect("a dropped chunk is referenced");
             assert!(chunk.refs > 0, "refcount underflow");
             chunk.refs -= 1;
-            if chunk.refs == 0 {
+            if chunk.refs == 0 && chunk.detached == 0 {
+                self.free(hash)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A live record stopped referring to these chunks (its key was overwritten or deleted):
+    /// a chunk no live record refers to is unreadable from now on ([`BlobStore::chunk`]
+    /// answers `None`), and its blocks are freed by [`BlobStore::release`] once the record
+    /// that dropped the reference is durable.
+    pub(crate) fn detach(&mut self, hashes: impl Iterator<Item = Hash>) {
+        for hash in hashes {
+            let chunk = self.chunks.get_mut(&hash).expect("a detached chunk is referenced");
+            assert!(chunk.refs > 0, "refcount underflow");
+            chunk.refs -= 1;
+            chunk.detached += 1;
+        }
+    }
+
+    /// Completes [`BlobStore::detach`]: the record that dropped these references is durable,
+    /// so a chunk that no record refers to is freed (its blocks punched out, its segment
+    /// deleted when empty). `Store::flush` does this; a caller of `Store::take_released` must.
+    /// A failure poisons the blob store.
+    pub fn release(&mut self, hashes: &[Hash]) -> Result<(), StoreError> {
+        for hash in hashes {
+            let chunk = self.chunks.get_mut(hash).expect("a released chunk was detached");
+            assert!(chunk.detached > 0, "released more than detached");
+            chunk.detached -= 1;
+            if chunk.refs == 0 && chunk.detached == 0 {
                 self.free(hash)?;
             }
         }
@@ -313,9 +351,10 @@ impl BlobStore {
     }
 
     /// The bytes of the chunk named `hash`, checked on the way out (content-addressed access
-    /// by hash, for clients that fetch a big value's chunks themselves).
+    /// by hash, for clients that fetch a big value's chunks themselves). A chunk no live
+    /// record refers to is not served, even while its blocks wait to be freed.
     pub fn chunk(&mut self, hash: &Hash) -> Option<&[u8]> {
-        let chunk = self.chunks.get(hash)?;
+        let chunk = self.chunks.get(hash).filter(|c| c.refs > 0)?;
         let segment = self.segments.get(&chunk.segment)?;
         let bytes = segment.device.read(chunk.offset, chunk.len as usize).ok()?;
         match check_chunk(bytes) {

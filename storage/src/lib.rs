@@ -31,6 +31,7 @@ pub use config::{ConfigError, StoreConfig};
 pub use device::{Faults, FaultyVolume, LogDevice, MemoryVolume, Volume};
 pub use error::{Corruption, StoreError};
 pub use file::FileVolume;
-pub use recover::{RecoveryReport, TornTail};
+pub use record::Stamp;
+pub use recover::{RecoveryReport, StampedWrite, TornTail};
 pub use store::{CasOutcome, Store, StoreStats, ValueRef};
 pub use syncfs::sync_file_system;

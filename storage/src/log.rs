@@ -11,7 +11,7 @@
 use crate::device::{LogDevice, Volume};
 use crate::error::{is_no_space, StoreError};
 use crate::index::{Loc, SEGMENTS_MAX};
-use crate::record::{self, Bad, Kind, Record};
+use crate::record::{self, Bad, Kind, Record, Stamp};
 use std::collections::VecDeque;
 use std::io;
 use xxhash_rust::xxh3::xxh3_64;
@@ -71,12 +71,15 @@ pub(crate) struct Segment {
     pub(crate) end: u64,
     /// Bytes of records nobody points at any more.
     pub(crate) dead: u64,
+    /// The latest `Stamp::at_ns` of its records (None: none stamped): compaction leaves the
+    /// segment alone while a resend of one of its writes may still come.
+    pub(crate) stamped_at_max: Option<u64>,
     synced: bool,
 }
 
 impl Segment {
     pub(crate) fn new(number: u64, device: Box<dyn LogDevice>, end: u64) -> Segment {
-        Segment { number, device, end, dead: 0, synced: true }
+        Segment { number, device, end, dead: 0, stamped_at_max: None, synced: true }
     }
 }
 
@@ -183,11 +186,12 @@ impl Log {
         &mut self,
         kind: Kind,
         lsn: u64,
+        stamp: Option<&Stamp>,
         key: &[u8],
         payload: &[u8],
     ) -> Result<Loc, StoreError> {
         self.check()?;
-        let span = record::span_of(key.len(), payload.len()) as u64;
+        let span = record::span_of(stamp.is_some(), key.len(), payload.len()) as u64;
         let fits = self
             .active()
             .is_some_and(|a| self.segment(a).end + span + SEAL_BYTES <= self.segment_bytes);
@@ -195,17 +199,26 @@ impl Log {
             self.roll()?;
         }
         self.lsn_high = self.lsn_high.max(lsn);
-        Ok(self.push(kind, lsn, key, payload))
+        Ok(self.push(kind, lsn, stamp, key, payload))
     }
 
     /// Encodes into the tail of the active segment (which has room).
-    fn push(&mut self, kind: Kind, lsn: u64, key: &[u8], payload: &[u8]) -> Loc {
+    fn push(
+        &mut self,
+        kind: Kind,
+        lsn: u64,
+        stamp: Option<&Stamp>,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Loc {
         let slot = self.active().expect("an active segment");
         let offset = self.segment(slot).end;
-        record::encode(&mut self.tail, kind, lsn, key, payload);
+        record::encode(&mut self.tail, kind, lsn, stamp, key, payload);
         let end = self.tail_start + self.tail.len() as u64;
         assert!(end <= self.segment_bytes, "the caller made room");
-        self.segment_mut(slot).end = end;
+        let segment = self.segment_mut(slot);
+        segment.end = end;
+        segment.stamped_at_max = segment.stamped_at_max.max(stamp.map(|s| s.at_ns));
         if self.tail.len() > self.tail_bytes_max {
             // Bounded memory: a failure here poisons, and the next call reports it.
             let _ = self.write_out();
@@ -237,7 +250,7 @@ impl Log {
         self.volume.sync().map_err(|e| self.poison(&e))?;
         if let Some(active) = self.active() {
             let oldest = self.segment(self.order[0]).number;
-            self.push(Kind::Marker, self.lsn_high, &[], &marker_payload(oldest, number));
+            self.push(Kind::Marker, self.lsn_high, None, &[], &marker_payload(oldest, number));
             self.write_out()?;
             self.segment_mut(active).synced = false;
         }
@@ -346,7 +359,7 @@ impl Log {
     pub(crate) fn retire_oldest(&mut self) -> Result<(), StoreError> {
         let slot = self.oldest_sealed().expect("a sealed segment to retire");
         let next_oldest = self.segment(self.order[1]).number;
-        self.append(Kind::Marker, self.lsn_high, &[], &marker_payload(next_oldest, 0))?;
+        self.append(Kind::Marker, self.lsn_high, None, &[], &marker_payload(next_oldest, 0))?;
         self.sync()?;
         let number = self.segment(slot).number;
         self.volume.remove(&segment_name(number)).map_err(|e| self.poison(&e))?;

@@ -4,18 +4,51 @@
 //! 0   u64  checksum: xxh3-64 of bytes 8..len
 //! 8   u32  len: header + key + payload (padding not counted)
 //! 12  u8   kind: 1 put, 2 tombstone, 3 blob reference, 4 compaction marker
-//! 13  u8   reserved, 0
+//! 13  u8   flags: bit 0 STAMPED (a request stamp follows the header); other bits 0
 //! 14  u16  key length
 //! 16  u64  LSN (= the version the write got)
-//! 24  ..   key, then payload (value, blob reference, or marker)
+//! 24  ..   if STAMPED: client id u64, tracking id u64, fingerprint u64, applied at u64
+//!          (wall-clock ns); then key, then payload (value, blob reference, or marker)
 //! ```
 //!
 //! A header of zeros ends a segment (segments are created zero-filled).
 
 use xxhash_rust::xxh3::xxh3_64;
 
-/// Bytes before the key.
+/// Bytes of the fixed header.
 pub(crate) const HEADER_BYTES: usize = 24;
+/// Bytes of a request stamp.
+pub(crate) const STAMP_BYTES: usize = 32;
+/// Flag: a stamp follows the header.
+const STAMPED: u8 = 1;
+
+/// Who asked for a write and when: kept in the write's record so that the write's completion
+/// record (exactly-once answers to resends) is rebuilt on replay, and travels with the write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// The requesting client.
+    pub client_id: u64,
+    /// The client's tracking id for the request.
+    pub tracking_id: u64,
+    /// A digest of the request (opcode, key, value, expected version), so a resend that
+    /// reuses the id for another request is told apart.
+    pub fingerprint: u64,
+    /// Wall-clock nanoseconds (since the Unix epoch) when the write was applied.
+    pub at_ns: u64,
+}
+
+impl Stamp {
+    fn encode(&self, out: &mut Vec<u8>) {
+        for field in [self.client_id, self.tracking_id, self.fingerprint, self.at_ns] {
+            out.extend_from_slice(&field.to_le_bytes());
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Stamp {
+        let field = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8"));
+        Stamp { client_id: field(0), tracking_id: field(1), fingerprint: field(2), at_ns: field(3) }
+    }
+}
 /// Records start at multiples of this.
 pub(crate) const ALIGN: usize = 8;
 
@@ -49,6 +82,7 @@ impl Kind {
 pub(crate) struct Record<'a> {
     pub(crate) kind: Kind,
     pub(crate) lsn: u64,
+    pub(crate) stamp: Option<Stamp>,
     pub(crate) key: &'a [u8],
     pub(crate) payload: &'a [u8],
     /// Bytes the record takes in the segment, padding included.
@@ -81,30 +115,43 @@ impl Bad {
 }
 
 /// Bytes a record with this key and payload takes, padding included.
-pub(crate) fn span_of(key_len: usize, payload_len: usize) -> usize {
-    (HEADER_BYTES + key_len + payload_len).next_multiple_of(ALIGN)
+pub(crate) fn span_of(stamped: bool, key_len: usize, payload_len: usize) -> usize {
+    let stamp = if stamped { STAMP_BYTES } else { 0 };
+    (HEADER_BYTES + stamp + key_len + payload_len).next_multiple_of(ALIGN)
 }
 
 /// Appends one record (padded) to `out`. Asserts the result reads back.
-pub(crate) fn encode(out: &mut Vec<u8>, kind: Kind, lsn: u64, key: &[u8], payload: &[u8]) {
+pub(crate) fn encode(
+    out: &mut Vec<u8>,
+    kind: Kind,
+    lsn: u64,
+    stamp: Option<&Stamp>,
+    key: &[u8],
+    payload: &[u8],
+) {
     let start = out.len();
-    let len = HEADER_BYTES + key.len() + payload.len();
+    let span = span_of(stamp.is_some(), key.len(), payload.len());
+    let len = HEADER_BYTES + stamp.map_or(0, |_| STAMP_BYTES) + key.len() + payload.len();
     assert!(key.len() <= u16::MAX as usize, "key length checked by the store");
     assert!(len <= u32::MAX as usize, "record length checked by the store");
     out.extend_from_slice(&[0; 8]);
     out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.extend_from_slice(&[kind as u8, 0]);
+    let flags = if stamp.is_some() { STAMPED } else { 0 };
+    out.extend_from_slice(&[kind as u8, flags]);
     out.extend_from_slice(&(key.len() as u16).to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
+    if let Some(stamp) = stamp {
+        stamp.encode(out);
+    }
     out.extend_from_slice(key);
     out.extend_from_slice(payload);
     let checksum = xxh3_64(&out[start + 8..]);
     out[start..start + 8].copy_from_slice(&checksum.to_le_bytes());
-    out.resize(start + span_of(key.len(), payload.len()), 0);
+    out.resize(start + span, 0);
     // Paired with the check on every read: a record that cannot be read back is a bug here.
     let back = decode(&out[start..]).expect("an encoded record decodes");
     assert_eq!(back.span, out.len() - start);
-    assert_eq!(back.lsn, lsn);
+    assert_eq!((back.lsn, back.stamp.as_ref()), (lsn, stamp));
 }
 
 /// The record at the start of `bytes` (which may run on to the end of the segment).
@@ -119,7 +166,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, Bad> {
     }
     let key_len = u16::from_le_bytes(header[14..16].try_into().expect("2 bytes")) as usize;
     let kind = Kind::from_byte(header[12]);
-    if len < HEADER_BYTES + key_len || header[13] != 0 || kind.is_none() {
+    let flags = header[13];
+    let stamp_len = if flags & STAMPED != 0 { STAMP_BYTES } else { 0 };
+    let key_at = HEADER_BYTES + stamp_len;
+    if len < key_at + key_len || flags & !STAMPED != 0 || kind.is_none() {
         return Err(Bad::Malformed);
     }
     let Some(body) = bytes.get(..len) else {
@@ -131,8 +181,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, Bad> {
     Ok(Record {
         kind: kind.expect("checked above"),
         lsn: u64::from_le_bytes(header[16..24].try_into().expect("8 bytes")),
-        key: &body[HEADER_BYTES..HEADER_BYTES + key_len],
-        payload: &body[HEADER_BYTES + key_len..],
+        stamp: (stamp_len > 0).then(|| Stamp::decode(&body[HEADER_BYTES..key_at])),
+        key: &body[key_at..key_at + key_len],
+        payload: &body[key_at + key_len..],
         span: len.next_multiple_of(ALIGN),
     })
 }
@@ -144,10 +195,11 @@ mod tests {
     #[test]
     fn round_trip_and_every_flip_is_caught() {
         let mut out = Vec::new();
-        encode(&mut out, Kind::Put, 7, b"key", b"value");
+        encode(&mut out, Kind::Put, 7, None, b"key", b"value");
         assert_eq!(out.len() % ALIGN, 0);
         let r = decode(&out).unwrap();
         assert_eq!((r.kind, r.lsn, r.key, r.payload), (Kind::Put, 7, &b"key"[..], &b"value"[..]));
+        assert_eq!(r.stamp, None);
         let len = HEADER_BYTES + 8;
         for bit in 0..len * 8 {
             let mut bad = out.clone();
@@ -157,5 +209,25 @@ mod tests {
         assert_eq!(decode(&[0; 40]).unwrap_err(), Bad::End);
         assert_eq!(decode(&out[..20]).unwrap_err(), Bad::Truncated);
         assert_eq!(decode(&out[..30]).unwrap_err(), Bad::Truncated);
+    }
+
+    #[test]
+    fn a_stamp_round_trips_and_is_checksummed() {
+        let stamp = Stamp { client_id: 1, tracking_id: 2, fingerprint: 3, at_ns: 4 };
+        let mut out = Vec::new();
+        encode(&mut out, Kind::Tombstone, 9, Some(&stamp), b"k", b"");
+        assert_eq!(out.len(), span_of(true, 1, 0));
+        assert_eq!(out.len(), (HEADER_BYTES + STAMP_BYTES + 1).next_multiple_of(ALIGN));
+        let r = decode(&out).unwrap();
+        assert_eq!((r.kind, r.lsn, r.stamp, r.key), (Kind::Tombstone, 9, Some(stamp), &b"k"[..]));
+        for bit in 0..(HEADER_BYTES + STAMP_BYTES + 1) * 8 {
+            let mut bad = out.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode(&bad).is_err(), "flip of bit {bit} went unnoticed");
+        }
+        // An unknown flag bit is malformed, not a record.
+        let mut unknown = out.clone();
+        unknown[13] |= 2;
+        assert_eq!(decode(&unknown).unwrap_err(), Bad::Malformed);
     }
 }

@@ -17,7 +17,7 @@ use crate::log::{
     parse_marker, parse_segment_header, segment_header, segment_name, segment_number, Log, Segment,
     SEGMENT_HEADER_BYTES,
 };
-use crate::record::{self, Bad, Kind, Record};
+use crate::record::{self, Bad, Kind, Record, Stamp};
 use crate::store::{key_hash, Store};
 use crate::StoreConfig;
 use std::io;
@@ -46,6 +46,18 @@ pub struct RecoveryReport {
     pub torn_tail: Option<TornTail>,
     /// Why the endpoint is quarantined, if it is (the store then answers `Quarantined`).
     pub quarantine: Option<Corruption>,
+    /// The stamped writes replayed whose stamp is at or after the `stamps_since_ns` given to
+    /// [`Store::open`], in log order: the completion records to rebuild.
+    pub stamps: Vec<StampedWrite>,
+}
+
+/// A replayed write and who asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StampedWrite {
+    /// The request's stamp.
+    pub stamp: Stamp,
+    /// The version the write got (0 for a delete, as its reply says).
+    pub version: u64,
 }
 
 /// What the scan of the segments learnt, before anything is changed.
@@ -64,10 +76,13 @@ impl Store {
     /// has no files and opening it costs a directory lookup. Open the core's [`BlobStore`]
     /// first; `config` must have passed [`StoreConfig::validate`]. I/O errors while reading
     /// are returned; corruption is not an error but a quarantined store (see the report).
+    /// Writes stamped at or after `stamps_since_ns` (wall clock; `u64::MAX`: none) are
+    /// listed in the report's `stamps`.
     pub fn open(
         volume: Box<dyn Volume>,
         config: &StoreConfig,
         blobs: &mut BlobStore,
+        stamps_since_ns: u64,
     ) -> io::Result<(Store, RecoveryReport)> {
         assert_eq!(config.validate(), Ok(()), "validated at start-up");
         let mut numbers: Vec<u64> =
@@ -76,7 +91,7 @@ impl Store {
         let log = Log::new(volume, config.segment_bytes, config.tail_bytes_max);
         let mut store = Store::empty(log, config);
         let mut report = RecoveryReport { segments: numbers.len() as u64, ..Default::default() };
-        let outcome = store.replay(&numbers, &mut report);
+        let outcome = store.replay(&numbers, stamps_since_ns, &mut report);
         let corruption = match outcome {
             Ok(scan) => store.finish(&numbers, scan, &mut report)?.err(),
             Err(e) => Some(e?),
@@ -113,6 +128,7 @@ impl Store {
     fn replay(
         &mut self,
         numbers: &[u64],
+        stamps_since_ns: u64,
         report: &mut RecoveryReport,
     ) -> Result<Scan, io::Result<Corruption>> {
         if numbers.len() > SEGMENTS_MAX {
@@ -141,7 +157,8 @@ impl Store {
             };
             self.last_version = self.last_version.max(floor);
             let slot = self.log.adopt(Segment::new(number, device, len), floor);
-            let end = self.replay_segment(slot, number, newest, &mut scan, report)?;
+            let end =
+                self.replay_segment(slot, number, newest, stamps_since_ns, &mut scan, report)?;
             self.log.set_end(slot, end);
         }
         Ok(scan)
@@ -153,6 +170,7 @@ impl Store {
         slot: u16,
         number: u64,
         newest: bool,
+        stamps_since_ns: u64,
         scan: &mut Scan,
         report: &mut RecoveryReport,
     ) -> Result<u64, io::Result<Corruption>> {
@@ -170,11 +188,20 @@ impl Store {
                 }
                 Err(bad) => return Err(Ok(self.corruption(number, offset, bad.describe()))),
             };
-            let span = record.span as u64;
-            if record.kind == Kind::Marker {
+            let (span, kind, lsn, stamp) =
+                (record.span as u64, record.kind, record.lsn, record.stamp);
+            if kind == Kind::Marker {
                 let (oldest, next) = parse_marker(record.payload).unwrap_or((0, 0));
                 scan.required_oldest = scan.required_oldest.max(oldest);
                 sealed_into = (next != 0).then_some(next);
+            }
+            if let Some(stamp) = stamp {
+                let segment = self.log.segment_mut(slot);
+                segment.stamped_at_max = segment.stamped_at_max.max(Some(stamp.at_ns));
+                if stamp.at_ns >= stamps_since_ns {
+                    let version = if kind == Kind::Tombstone { 0 } else { lsn };
+                    report.stamps.push(StampedWrite { stamp, version });
+                }
             }
             self.apply(loc, span);
             report.records += 1;

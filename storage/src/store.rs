@@ -4,7 +4,7 @@ use crate::blob::{self, BlobStore, Hash};
 use crate::error::{Corruption, StoreError};
 use crate::index::{Index, Loc};
 use crate::log::{Log, SEGMENT_HEADER_BYTES};
-use crate::record::{Bad, Kind, Record};
+use crate::record::{Bad, Kind, Record, Stamp};
 use crate::StoreConfig;
 use std::cell::Cell;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -186,12 +186,14 @@ impl Store {
         Ok(self.locate(key)?.map_or(0, |(_, _, lsn)| lsn))
     }
     /// Writes `value` under `key`; returns the new version. Applied (readable) at once;
-    /// durable after the next successful [`Store::flush`].
+    /// durable after the next successful [`Store::flush`]. `stamp` (who asked, kept in the
+    /// record) comes back from replay in [`crate::RecoveryReport::stamps`].
     pub fn put(
         &mut self,
         blobs: &mut BlobStore,
         key: &[u8],
         value: &[u8],
+        stamp: Option<&Stamp>,
     ) -> Result<u64, StoreError> {
         assert!(key.len() <= proto::KEY_BYTES_MAX, "proto bounds keys");
         let previous = self.previous(key)?;
@@ -203,20 +205,20 @@ impl Store {
         let blob = value.len() >= self.config.blob_threshold_bytes;
         let appended = if blob {
             blobs.put(value, &mut reference).and_then(|()| {
-                let appended = self.log.append(Kind::Blob, version, key, &reference);
+                let appended = self.log.append(Kind::Blob, version, stamp, key, &reference);
                 if appended.is_err() {
                     let taken: Vec<Hash> = blob::hashes(&reference).collect();
-                    blobs.release(&taken)?;
+                    blobs.drop_refs(&taken)?;
                 }
                 appended
             })
         } else {
-            self.log.append(Kind::Put, version, key, value)
+            self.log.append(Kind::Put, version, stamp, key, value)
         };
         self.scratch = reference;
         let loc = appended?;
         self.last_version = version;
-        self.link(key, loc, previous);
+        self.link(blobs, key, loc, previous);
         self.live_bytes += (key.len() + value.len()) as u64;
         Ok(version)
     }
@@ -224,7 +226,7 @@ impl Store {
     /// Points the index at a new record and retires the previous one, which `find` located:
     /// the key's slot is the one holding that location (none if there was none), so no
     /// record is read again.
-    fn link(&mut self, key: &[u8], loc: Loc, previous: Option<Previous>) {
+    fn link(&mut self, blobs: &mut BlobStore, key: &[u8], loc: Loc, previous: Option<Previous>) {
         let old = previous.as_ref().map(|p| p.loc);
         let replaced = self
             .index
@@ -232,48 +234,59 @@ impl Store {
             .expect("keys_max keeps the index below its limit");
         assert_eq!(replaced, previous.as_ref().map(|p| p.loc));
         if let Some(p) = previous {
-            self.retire(p);
+            self.retire(blobs, p);
         }
     }
 
-    fn retire(&mut self, previous: Previous) {
+    /// The previous record of a key is dead: its blob chunks stop being readable at once and
+    /// are freed once this write is durable.
+    fn retire(&mut self, blobs: &mut BlobStore, previous: Previous) {
         self.log.mark_dead(previous.loc, previous.span);
         self.live_bytes -= previous.live;
         if previous.blob {
             let record = self.log.read(previous.loc).expect("a live record reads");
+            blobs.detach(blob::hashes(record.payload));
             self.released.extend(blob::hashes(record.payload));
         }
     }
 
-    /// Writes `value` if the key's version is `expected` (0: only if absent).
+    /// Writes `value` if the key's version is `expected` (0: only if absent). A mismatch
+    /// writes nothing (and keeps no stamp: it changed nothing, so doing it again is harmless).
     pub fn cas(
         &mut self,
         blobs: &mut BlobStore,
         key: &[u8],
         expected: u64,
         value: &[u8],
+        stamp: Option<&Stamp>,
     ) -> Result<CasOutcome, StoreError> {
         self.usable()?;
         let current = self.version(key)?;
         if current != expected {
             return Ok(CasOutcome::Mismatch(current));
         }
-        self.put(blobs, key, value).map(CasOutcome::Swapped)
+        self.put(blobs, key, value, stamp).map(CasOutcome::Swapped)
     }
 
     /// Removes `key`; returns whether it existed. The tombstone takes a version, so a key
-    /// created again never gets an old version back.
-    pub fn delete(&mut self, key: &[u8]) -> Result<bool, StoreError> {
+    /// created again never gets an old version back. A blob value's chunks are unreadable at
+    /// once. Deleting an absent key writes nothing (and keeps no stamp).
+    pub fn delete(
+        &mut self,
+        blobs: &mut BlobStore,
+        key: &[u8],
+        stamp: Option<&Stamp>,
+    ) -> Result<bool, StoreError> {
         let Some(previous) = self.previous(key)? else {
             return Ok(false);
         };
         let version = self.last_version + 1;
-        let loc = self.log.append(Kind::Tombstone, version, key, &[])?;
+        let loc = self.log.append(Kind::Tombstone, version, stamp, key, &[])?;
         self.last_version = version;
         let log = &self.log;
         let removed = self.index.remove(key_hash(key), |l| log.read(l).is_ok_and(|r| r.key == key));
         assert_eq!(removed, Some(previous.loc));
-        self.retire(previous);
+        self.retire(blobs, previous);
         // A tombstone is garbage from birth: compaction drops it with its segment.
         let span = self.log.read(loc).expect("just appended").span as u64;
         self.log.mark_dead(loc, span);
@@ -436,17 +449,25 @@ impl Store {
 
     /// One bounded step of compaction: copies the live records of the oldest segment forward,
     /// at most about `budget_bytes` of it, and deletes the segment when it is done.
-    /// Returns the bytes examined (0: nothing to do).
+    /// Returns the bytes examined (0: nothing to do, or not yet).
     /// Deleting the segment syncs the log, so blob chunks are synced first.
+    ///
+    /// A segment holding a write stamped at or after `stamps_before_ns` (wall clock) is left
+    /// alone for now: its records rebuild completion records on replay, and a resend of that
+    /// write may still come. Copies made later carry no stamp.
     pub fn compact_step(
         &mut self,
         blobs: &mut BlobStore,
         budget_bytes: u64,
+        stamps_before_ns: u64,
     ) -> Result<u64, StoreError> {
         self.usable()?;
         let Some(slot) = self.log.oldest_sealed() else {
             return Ok(0);
         };
+        if self.log.segment(slot).stamped_at_max.is_some_and(|at| at >= stamps_before_ns) {
+            return Ok(0);
+        }
         let end = self.log.segment(slot).end;
         let mut cursor = self.compaction.unwrap_or(SEGMENT_HEADER_BYTES);
         let start = cursor;
@@ -483,7 +504,7 @@ impl Store {
         copy.extend_from_slice(record.key);
         copy.extend_from_slice(record.payload);
         let key_len = record.key.len();
-        let appended = self.log.append(kind, lsn, &copy[..key_len], &copy[key_len..]);
+        let appended = self.log.append(kind, lsn, None, &copy[..key_len], &copy[key_len..]);
         self.scratch = copy;
         let moved = appended?;
         self.index.insert(hash, moved, |l| l == loc).expect("replacing an entry needs no room");

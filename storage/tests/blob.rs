@@ -28,8 +28,8 @@ fn four_mib_values_round_trip_dedup_and_reclaim() {
     };
     let big = value(42, 4 * MIB);
     let (mut store, mut blobs, _) = reopen();
-    store.put(&mut blobs, b"one", &big).unwrap();
-    store.put(&mut blobs, b"two", &big).unwrap();
+    store.put(&mut blobs, b"one", &big, None).unwrap();
+    store.put(&mut blobs, b"two", &big, None).unwrap();
     store.flush(&mut blobs).unwrap();
     assert_eq!(store.get(&mut blobs, b"one").unwrap().unwrap().0, &big[..]);
     assert_eq!(blobs.blob_bytes(), 4 * MIB as u64, "stored once");
@@ -43,11 +43,11 @@ fn four_mib_values_round_trip_dedup_and_reclaim() {
     drop((store, blobs));
     let (mut store, mut blobs, _) = reopen();
     assert_eq!(store.get(&mut blobs, b"two").unwrap().unwrap().0, &big[..]);
-    assert!(store.delete(b"one").unwrap());
+    assert!(store.delete(&mut blobs, b"one", None).unwrap());
     store.flush(&mut blobs).unwrap();
     assert_eq!(blobs.blob_bytes(), 4 * MIB as u64, "still referenced by two");
     assert_eq!(store.get(&mut blobs, b"two").unwrap().unwrap().0, &big[..]);
-    assert!(store.delete(b"two").unwrap());
+    assert!(store.delete(&mut blobs, b"two", None).unwrap());
     store.flush(&mut blobs).unwrap();
     assert_eq!((blobs.blob_bytes(), blobs.blob_chunks()), (0, 0));
     let after = allocated(&blob_dir);
@@ -68,13 +68,46 @@ fn a_chunk_not_flushed_before_a_crash_is_reclaimed_at_restart() {
         open(log, Box::new(FileVolume::new(&blob_dir)), &config)
     };
     let (mut store, mut blobs, _) = reopen();
-    store.put(&mut blobs, b"kept", &value(1, MIB)).unwrap();
+    store.put(&mut blobs, b"kept", &value(1, MIB), None).unwrap();
     store.flush(&mut blobs).unwrap();
-    store.put(&mut blobs, b"dropped", &value(2, MIB)).unwrap();
-    store.delete(b"dropped").unwrap();
+    store.put(&mut blobs, b"dropped", &value(2, MIB), None).unwrap();
+    store.delete(&mut blobs, b"dropped", None).unwrap();
     store.flush(&mut blobs).unwrap();
     drop((store, blobs));
     let (mut store, mut blobs, _) = reopen();
     assert_eq!(blobs.blob_bytes(), MIB as u64);
     assert_eq!(store.get(&mut blobs, b"kept").unwrap().unwrap().0, &value(1, MIB)[..]);
+}
+
+#[test]
+fn an_overwritten_or_deleted_blob_is_unreadable_at_once_and_freed_after_the_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::default();
+    let log = Box::new(FileVolume::new(dir.path().join("ep-0")));
+    let (mut store, mut blobs, _) = open(log, Box::new(FileVolume::new(dir.path())), &config);
+    let hashes = |v: &[u8]| -> Vec<[u8; 32]> {
+        v.chunks(config.chunk_bytes).map(|c| *blake3::hash(c).as_bytes()).collect()
+    };
+    let (old, new) = (value(1, MIB), value(2, MIB));
+    store.put(&mut blobs, b"k", &old, None).unwrap();
+    store.flush(&mut blobs).unwrap();
+    assert!(hashes(&old).iter().all(|h| blobs.chunk(h).is_some()));
+    store.put(&mut blobs, b"k", &new, None).unwrap();
+    // Before the overwrite is durable: the old chunks are held on disk, but served to nobody.
+    assert!(hashes(&old).iter().all(|h| blobs.chunk(h).is_none()), "old chunk still served");
+    assert_eq!(blobs.blob_chunks(), 32, "held until the flush");
+    store.flush(&mut blobs).unwrap();
+    assert_eq!(blobs.blob_chunks(), 16, "freed by the flush");
+    assert!(store.delete(&mut blobs, b"k", None).unwrap());
+    assert!(hashes(&new).iter().all(|h| blobs.chunk(h).is_none()), "deleted chunk still served");
+    store.flush(&mut blobs).unwrap();
+    assert_eq!((blobs.blob_chunks(), blobs.blob_bytes()), (0, 0));
+    // A chunk detached and taken again by a new write before the flush stays readable.
+    store.put(&mut blobs, b"a", &old, None).unwrap();
+    store.flush(&mut blobs).unwrap();
+    assert!(store.delete(&mut blobs, b"a", None).unwrap());
+    store.put(&mut blobs, b"b", &old, None).unwrap();
+    store.flush(&mut blobs).unwrap();
+    assert!(hashes(&old).iter().all(|h| blobs.chunk(h).is_some()));
+    assert_eq!(store.get(&mut blobs, b"b").unwrap().unwrap().0, &old[..]);
 }

@@ -23,7 +23,7 @@ pub fn open(
     config: &StoreConfig,
 ) -> (Store, BlobStore, RecoveryReport) {
     let (mut blob_store, _) = BlobStore::open(blobs, config).expect("blob store opens");
-    let (store, report) = Store::open(log, config, &mut blob_store).expect("store opens");
+    let (store, report) = Store::open(log, config, &mut blob_store, u64::MAX).expect("store opens");
     if report.quarantine.is_none() {
         blob_store.reclaim_unreferenced().expect("reclaim");
     }

@@ -40,7 +40,7 @@ impl Fixture {
         let (mut store, mut blobs, _) = self.open();
         let mut ends = Vec::new();
         for i in 0..n {
-            store.put(&mut blobs, &key(i), &value(i.into(), 300)).unwrap();
+            store.put(&mut blobs, &key(i), &value(i.into(), 300), None).unwrap();
             if i % 10 == 9 || i + 1 == n {
                 store.flush(&mut blobs).unwrap();
             }
@@ -88,7 +88,7 @@ fn torn_last_record_is_cut_and_reported() {
     assert_keys(&mut store, &mut blobs, 0..19);
     assert_eq!(store.get(&mut blobs, &key(19)).unwrap(), None);
     // The log goes on from the cut, and what is written there survives.
-    let version = store.put(&mut blobs, &key(19), &value(19, 300)).unwrap();
+    let version = store.put(&mut blobs, &key(19), &value(19, 300), None).unwrap();
     assert_eq!(version, 20, "versions continue past the last durable one");
     store.flush(&mut blobs).unwrap();
     drop((store, blobs));
@@ -113,7 +113,7 @@ fn bit_flip_mid_segment_quarantines_and_touches_nothing() {
     assert!(corruption.file.ends_with("0000000000.seg"));
     assert_eq!(corruption.reason, "checksum mismatch");
     assert_eq!(store.get(&mut blobs, &key(0)), Err(StoreError::Quarantined));
-    assert_eq!(store.put(&mut blobs, &key(0), b"x"), Err(StoreError::Quarantined));
+    assert_eq!(store.put(&mut blobs, &key(0), b"x", None), Err(StoreError::Quarantined));
     assert_eq!(store.stats().quarantined, 1);
     drop((store, blobs));
     assert_eq!(snapshot(&f.log_dir()), before, "no file modified");
@@ -165,7 +165,7 @@ fn newest_segment_truncated_to_zero_is_an_empty_tail() {
         }
     }
     assert!(present > 0 && present < MANY, "{present}");
-    store.put(&mut blobs, &key(0), b"again").unwrap();
+    store.put(&mut blobs, &key(0), b"again", None).unwrap();
     store.flush(&mut blobs).unwrap();
 }
 

@@ -30,7 +30,7 @@ fn run_until_failure(
             let k = format!("k{}", (batch * 8 + i) % 97).into_bytes();
             let len = if i == 3 { 6000 } else { 200 };
             let v = value(batch * 8 + i, len);
-            match store.put(&mut blobs, &k, &v) {
+            match store.put(&mut blobs, &k, &v, None) {
                 Ok(_) => pending.push((k, v)),
                 Err(e) => return (acked, pending, e),
             }
@@ -40,7 +40,7 @@ fn run_until_failure(
             Err(e) => {
                 // Poisoned for good: no silent retry, the next write and flush fail too.
                 assert_eq!(store.flush(&mut blobs), Err(e));
-                assert_eq!(store.put(&mut blobs, b"k0", b"x"), Err(e));
+                assert_eq!(store.put(&mut blobs, b"k0", b"x", None), Err(e));
                 assert_eq!(store.failure(), Some(e));
                 return (acked, pending, e);
             }
@@ -66,7 +66,7 @@ fn check_after_restart(
         assert!(got == *v || newer, "acknowledged {:?} lost", String::from_utf8_lossy(k));
     }
     // It serves writes again.
-    store.put(&mut blobs, b"after", b"restart").unwrap();
+    store.put(&mut blobs, b"after", b"restart", None).unwrap();
     store.flush(&mut blobs).unwrap();
 }
 

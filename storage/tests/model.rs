@@ -86,13 +86,13 @@ fn run(ops: Vec<Op>) {
         match op {
             Op::Put { key, seed, len } => {
                 let v = value(seed.into(), len);
-                let version = store.put(&mut blobs, &key_of(key), &v).unwrap();
+                let version = store.put(&mut blobs, &key_of(key), &v, None).unwrap();
                 state.last_version += 1;
                 assert_eq!(version, state.last_version);
                 state.map.insert(key_of(key), (v, version));
             }
             Op::Delete { key } => {
-                let existed = store.delete(&key_of(key)).unwrap();
+                let existed = store.delete(&mut blobs, &key_of(key), None).unwrap();
                 assert_eq!(existed, state.map.remove(&key_of(key)).is_some());
                 state.last_version += u64::from(existed);
             }
@@ -100,7 +100,7 @@ fn run(ops: Vec<Op>) {
                 let current = state.map.get(&key_of(key)).map_or(0, |e| e.1);
                 let expected = if stale { current + 1 } else { current };
                 let v = value(seed.into(), len);
-                let outcome = store.cas(&mut blobs, &key_of(key), expected, &v).unwrap();
+                let outcome = store.cas(&mut blobs, &key_of(key), expected, &v, None).unwrap();
                 if stale {
                     assert_eq!(outcome, CasOutcome::Mismatch(current));
                 } else {
@@ -114,7 +114,7 @@ fn run(ops: Vec<Op>) {
                 durable = state.clone();
             }
             Op::Compact { budget } => {
-                store.compact_step(&mut blobs, budget).unwrap();
+                store.compact_step(&mut blobs, budget, u64::MAX).unwrap();
                 store.flush(&mut blobs).unwrap();
                 durable = state.clone();
             }
@@ -136,7 +136,7 @@ fn run(ops: Vec<Op>) {
     store.flush(&mut blobs).unwrap();
     // Everything deleted and compacted away: the blob tier is empty again.
     for k in 0..24u8 {
-        store.delete(&key_of(k)).unwrap();
+        store.delete(&mut blobs, &key_of(k), None).unwrap();
     }
     store.flush(&mut blobs).unwrap();
     assert_eq!((blobs.blob_bytes(), blobs.blob_chunks()), (0, 0));

@@ -266,6 +266,42 @@ fn unvalidated_senders_get_at_most_three_times_their_bytes() {
 }
 
 #[test]
+fn every_unvalidated_request_gets_an_answer_within_three_times_its_bytes() {
+    let mut h = Harness::new(1, 0);
+    let keys: Vec<Vec<u8>> = (0..16).map(|i| format!("k{i:02}").into_bytes()).collect();
+    for key in &keys {
+        let value = vec![7u8; 300];
+        let put = h.request(Opcode::Put, key, &value);
+        assert_eq!(h.one(put, key, &value).0.status, 0);
+    }
+    // 16 GETs per datagram (75 bytes each, 375-byte replies), 63 datagrams: 1,008 requests.
+    let (mut answered, mut ok, mut retry) = (0, 0, 0);
+    for _ in 0..63 {
+        let mut datagram = vec![0u8; 2048];
+        let mut len = 0;
+        let mut ids = Vec::new();
+        for key in &keys {
+            let mut get = h.request(Opcode::Get, key, b"");
+            get.token = 0;
+            ids.push(get.tracking_id);
+            len += encode_message(&mut datagram[len..], &get, key, b"").unwrap();
+        }
+        let mut wire = Wire::default();
+        h.core.handle_datagram(1_000, CLIENT, &datagram[..len], &mut wire);
+        let sent: usize = wire.0.iter().map(Vec::len).sum();
+        assert!(sent <= 3 * len, "{sent} bytes for {len}");
+        let replies = wire.messages();
+        let got: Vec<u64> = replies.iter().map(|(r, _)| r.tracking_id).collect();
+        assert_eq!(got, ids, "one answer per request, in order");
+        answered += got.len();
+        ok += replies.iter().filter(|(r, _)| r.status == 0).count();
+        retry += replies.iter().filter(|(r, _)| r.status == Status::RetryWithToken as u16).count();
+    }
+    assert_eq!((answered, ok + retry), (1008, 1008));
+    assert!(ok > 0 && retry > 0, "{ok} served, {retry} asked for the token");
+}
+
+#[test]
 fn keys_of_another_core_get_a_hint() {
     let mut h = Harness::new(2, 0);
     let key = key_on(1, 2);
@@ -408,10 +444,18 @@ fn storage_harness(
     let volume = |name: &str| Box::new(FaultyVolume::new(MemoryVolume::new(name), faults.clone()));
     let (mut blobs, _) = BlobStore::open(volume("blobs"), &config).unwrap();
     let stores = (0..16)
-        .map(|slot| Store::open(volume(&format!("ep-{slot}")), &config, &mut blobs).unwrap().0)
+        .map(|slot| {
+            Store::open(volume(&format!("ep-{slot}")), &config, &mut blobs, u64::MAX).unwrap().0
+        })
         .collect();
-    let storage =
-        CoreStorage { blobs, stores, durability, compaction_step_bytes: 1 << 18, sync_clock };
+    let storage = CoreStorage {
+        blobs,
+        stores,
+        durability,
+        compaction_step_bytes: 1 << 18,
+        sync_clock,
+        recovered: Vec::new(),
+    };
     let core = Core::with_storage(
         CoreConfig::new(0, layout, [5; 32]),
         Arc::new(NodeStats::new(1)),
@@ -558,3 +602,6 @@ fn a_memory_class_write_that_failed_to_reach_the_file_frees_no_chunk() {
     }
     assert_eq!(h.core.blobs.blob_chunks(), 2, "no chunk freed for a write that never landed");
 }
+
+mod exactly_once;
+mod reads;

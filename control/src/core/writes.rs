@@ -2,11 +2,11 @@
 //! background upkeep of the stores (compaction, sizes) bounded per loop iteration.
 
 use super::*;
-use crate::completions::{Record, RequestId};
+use crate::completions::{fingerprint, same_shape, shape, Record, RequestId};
 use crate::durable::send_acks;
 use crate::reassembly::Refused;
 use proto::VALUE_BYTES_MAX;
-use storage::CasOutcome;
+use storage::{CasOutcome, Stamp};
 
 /// How often a `Durability::Memory` core without a background sync flushes one endpoint it
 /// wrote (oldest first): it frees blob chunks a delete or overwrite released and bounds what a
@@ -32,6 +32,17 @@ impl Core {
         let h = &m.header;
         let id: RequestId = (h.client_id, h.tracking_id);
         if let Some(record) = self.completions.get(id) {
+            // The same request again, or another one under a used id (a client bug): that
+            // one gets a status of its own and is never applied, nor told the other's OK.
+            let same = if h.has(flags::FRAGMENT) {
+                same_shape(record.fingerprint, shape(m.opcode(), m.key, h.version, h.total_len))
+            } else {
+                record.fingerprint == fingerprint(m.opcode(), m.key, h.version, m.value)
+            };
+            if !same {
+                self.counters.id_reused += 1;
+                return self.answer(tx, request, Status::IdReused);
+            }
             self.counters.duplicates_answered += 1;
             return self.answer_write(tx, request, slot, record, true);
         }
@@ -45,7 +56,7 @@ impl Core {
             return self.answer(tx, request, Status::Busy);
         }
         if !h.has(flags::FRAGMENT) {
-            let record = self.apply(slot, m.opcode(), m.key, m.value, h.version);
+            let record = self.apply(slot, id, m.opcode(), m.key, m.value, h.version);
             self.completions.insert(now_ns, id, record);
             return self.answer_write(tx, request, slot, record, false);
         }
@@ -69,7 +80,7 @@ impl Core {
             Ok(_) => {
                 let r = self.reassemblies.take(id).expect("complete reassembly exists");
                 let opcode = Opcode::from_wire(r.opcode).expect("checked by proto");
-                let record = self.apply(slot, opcode, &r.key, &r.value, r.expected_version);
+                let record = self.apply(slot, id, opcode, &r.key, &r.value, r.expected_version);
                 self.completions.insert(now_ns, id, record);
                 self.answer_write(tx, request, slot, record, false);
             }
@@ -114,25 +125,38 @@ impl Core {
         }
     }
 
+    /// Applies a write. Its record in the log carries the request's stamp, so its completion
+    /// record comes back on replay; a write that changes nothing writes no record.
     fn apply(
         &mut self,
         slot: usize,
+        id: RequestId,
         opcode: Opcode,
         key: &[u8],
         value: &[u8],
         expected: u64,
     ) -> Record {
+        let stamp = Stamp {
+            client_id: id.0,
+            tracking_id: id.1,
+            fingerprint: fingerprint(opcode, key, expected, value),
+            at_ns: self.wall_ns(),
+        };
+        // A cached copy of the key's old value must not outlive it.
+        self.read_cache.forget(slot, key);
         let endpoint = &mut self.endpoints[slot];
         let store = &mut endpoint.store;
         let keys_before = store.len() as u64;
+        let blobs = &mut self.blobs;
+        let s = Some(&stamp);
         let outcome = match opcode {
-            Opcode::Put => store.put(&mut self.blobs, key, value).map(|v| (Status::Ok, v)),
-            Opcode::Cas => store.cas(&mut self.blobs, key, expected, value).map(|o| match o {
+            Opcode::Put => store.put(blobs, key, value, s).map(|v| (Status::Ok, v)),
+            Opcode::Cas => store.cas(blobs, key, expected, value, s).map(|o| match o {
                 CasOutcome::Swapped(v) => (Status::Ok, v),
                 CasOutcome::Mismatch(current) => (Status::VersionMismatch, current),
             }),
             Opcode::Delete => store
-                .delete(key)
+                .delete(blobs, key, s)
                 .map(|existed| (if existed { Status::Ok } else { Status::NotFound }, 0)),
             _ => unreachable!("apply is only called for writes"),
         };
@@ -153,7 +177,7 @@ impl Core {
             self.compaction_queue.push_back(slot);
         }
         let (status, version) = outcome.unwrap_or_else(|error| (status_of(error), 0));
-        Record { status, version }
+        Record { status, version, fingerprint: stamp.fingerprint }
     }
 
     /// The group commit at the end of a batch: `Flushed` endpoints flush and their held
@@ -233,10 +257,8 @@ impl Core {
                 for ack in self.pending.iter_mut().filter(|a| a.slot == slot) {
                     ack.reply.status = status;
                     ack.reply.version = 0;
-                    self.completions.replace(
-                        (ack.reply.client_id, ack.reply.tracking_id),
-                        Record { status: status_of(error), version: 0 },
-                    );
+                    let id = (ack.reply.client_id, ack.reply.tracking_id);
+                    self.completions.replace(id, status_of(error), 0);
                 }
             }
         }
@@ -250,13 +272,34 @@ impl Core {
             return; // compaction turned off (`compaction_step_bytes = 0`)
         }
         let Some(&slot) = self.compaction_queue.front() else { return };
+        let stamps_before_ns = self.stamps_kept_since();
         let endpoint = &mut self.endpoints[slot];
-        let more = endpoint.store.needs_compaction()
-            && endpoint.store.compact_step(&mut self.blobs, self.compaction_step_bytes).is_ok();
-        if !more {
+        if !endpoint.store.needs_compaction() {
             endpoint.queued_for_compaction = false;
             self.compaction_queue.pop_front();
+            return;
         }
+        let budget = self.compaction_step_bytes;
+        match endpoint.store.compact_step(&mut self.blobs, budget, stamps_before_ns) {
+            // Waiting for its stamps to age: the next endpoint's turn.
+            Ok(0) => self.compaction_queue.rotate_left(1),
+            Ok(_) => {}
+            Err(_) => {
+                endpoint.queued_for_compaction = false;
+                self.compaction_queue.pop_front();
+            }
+        }
+    }
+
+    /// Wall-clock nanoseconds now (the loop's clock plus where it started).
+    pub(super) fn wall_ns(&self) -> u64 {
+        self.config.wall_clock_start_ns + self.now_ns
+    }
+
+    /// Writes stamped since this wall-clock time may still be resent (see
+    /// [`crate::stamps_kept_since`]).
+    fn stamps_kept_since(&self) -> u64 {
+        crate::stamps_kept_since(self.wall_ns(), self.config.completion_ttl_ns)
     }
 
     /// Sums the stores' sizes into the counters, every `SIZES_INTERVAL_NS`.

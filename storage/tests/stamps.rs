@@ -1,0 +1,113 @@
+//! Request stamps: a write's (client id, tracking id, fingerprint, time) is kept in its record,
+//! comes back from replay so its completion record can be rebuilt, and keeps compaction from
+//! dropping the record while a resend of it may still come.
+
+mod common;
+
+use common::{small_config, value};
+use storage::{
+    BlobStore, CasOutcome, FileVolume, RecoveryReport, Stamp, StampedWrite, Store, StoreConfig,
+};
+
+fn stamp(tracking_id: u64, at_ns: u64) -> Stamp {
+    Stamp { client_id: 7, tracking_id, fingerprint: tracking_id ^ 0xf00d, at_ns }
+}
+
+fn open(
+    dir: &std::path::Path,
+    config: &StoreConfig,
+    since: u64,
+) -> (Store, BlobStore, RecoveryReport) {
+    let (mut blobs, _) = BlobStore::open(Box::new(FileVolume::new(dir.join("blobs"))), config)
+        .expect("blob store opens");
+    let log = Box::new(FileVolume::new(dir.join("ep-0")));
+    let (store, report) = Store::open(log, config, &mut blobs, since).expect("store opens");
+    (store, blobs, report)
+}
+
+#[test]
+fn replay_returns_the_stamps_since_the_given_time_in_log_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::default();
+    let (mut store, mut blobs, _) = open(dir.path(), &config, u64::MAX);
+    let put = store.put(&mut blobs, b"a", b"1", Some(&stamp(1, 100))).unwrap();
+    store.put(&mut blobs, b"b", b"unstamped", None).unwrap();
+    let big = value(3, 100 << 10);
+    let blob = store.put(&mut blobs, b"c", &big, Some(&stamp(2, 200))).unwrap();
+    let CasOutcome::Swapped(cas) =
+        store.cas(&mut blobs, b"a", put, b"2", Some(&stamp(3, 300))).unwrap()
+    else {
+        panic!("cas against the current version swaps")
+    };
+    // A mismatch and a delete of an absent key change nothing and write nothing.
+    let before = store.stats().log_bytes;
+    assert_eq!(
+        store.cas(&mut blobs, b"a", put, b"x", Some(&stamp(4, 400))).unwrap(),
+        CasOutcome::Mismatch(cas)
+    );
+    assert!(!store.delete(&mut blobs, b"nobody", Some(&stamp(5, 500))).unwrap());
+    assert_eq!(store.stats().log_bytes, before);
+    assert!(store.delete(&mut blobs, b"a", Some(&stamp(6, 600))).unwrap());
+    store.flush(&mut blobs).unwrap();
+    drop((store, blobs));
+
+    let (mut store, mut blobs, report) = open(dir.path(), &config, 200);
+    let expected = vec![
+        StampedWrite { stamp: stamp(2, 200), version: blob },
+        StampedWrite { stamp: stamp(3, 300), version: cas },
+        StampedWrite { stamp: stamp(6, 600), version: 0 },
+    ];
+    assert_eq!(report.stamps, expected, "since 200, deletes with version 0");
+    assert_eq!(store.get(&mut blobs, b"c").unwrap().unwrap().0, &big[..]);
+    assert_eq!(store.get(&mut blobs, b"a").unwrap(), None);
+    drop((store, blobs));
+    let (_, _, report) = open(dir.path(), &config, u64::MAX);
+    assert!(report.stamps.is_empty());
+    let (_, _, report) = open(dir.path(), &config, 0);
+    assert_eq!(report.stamps.len(), 4);
+}
+
+#[test]
+fn compaction_keeps_a_segment_with_a_young_stamp_and_copies_drop_stamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config();
+    let (mut store, mut blobs, _) = open(dir.path(), &config, u64::MAX);
+    // The first segment gets stamped writes at t = 1000..; then overwrites fill later ones.
+    // "kept" is never overwritten: compaction copies it forward.
+    store.put(&mut blobs, b"kept", b"forever", Some(&stamp(99, 1000))).unwrap();
+    for i in 0..20u64 {
+        let key = format!("key-{i}");
+        store.put(&mut blobs, key.as_bytes(), &value(i, 300), Some(&stamp(i, 1000 + i))).unwrap();
+    }
+    for round in 0..4u64 {
+        for i in 0..20u64 {
+            let key = format!("key-{i}");
+            store.put(&mut blobs, key.as_bytes(), &value(round * 100 + i, 300), None).unwrap();
+        }
+    }
+    store.flush(&mut blobs).unwrap();
+    assert!(store.needs_compaction());
+    let segments = store.stats().segments;
+    // Stamps up to t = 1019 are in the oldest segment: not before 1019, so it is kept.
+    assert_eq!(store.compact_step(&mut blobs, u64::MAX, 1019).unwrap(), 0);
+    assert_eq!(store.stats().segments, segments);
+    assert!(store.compact_step(&mut blobs, u64::MAX, 1020).unwrap() > 0);
+    assert!(store.stats().segments < segments, "the oldest segment was retired");
+    while store.needs_compaction() {
+        if store.compact_step(&mut blobs, u64::MAX, u64::MAX).unwrap() == 0 {
+            break;
+        }
+    }
+    store.flush(&mut blobs).unwrap();
+    drop((store, blobs));
+    let (mut store, mut blobs, report) = open(dir.path(), &config, 0);
+    assert!(report.stamps.is_empty(), "no stamp survives compaction: {:?}", report.stamps);
+    assert_eq!(store.get(&mut blobs, b"kept").unwrap().unwrap().0, b"forever");
+    for i in 0..20u64 {
+        let key = format!("key-{i}");
+        assert_eq!(
+            store.get(&mut blobs, key.as_bytes()).unwrap().unwrap().0,
+            &value(300 + i, 300)[..]
+        );
+    }
+}
