@@ -8,7 +8,9 @@
 //! of `faults_mem` (see `common::Workload`): one partition, so acknowledged versions must be
 //! consecutive; every acknowledged write readable once the rules are flushed; failures only as
 //! timeouts after the whole retry budget. The last test checks the UDP port's fallback when the
-//! kernel refuses a segmented (GSO) send, on a loopback with a small MTU.
+//! kernel refuses a segmented (GSO) send, on a loopback with a small MTU. One test measures a
+//! 16 MiB write and read through the CLI on a slow lossy loopback (10 % loss and a 4 MB/s
+//! policer): longer than the client's 2 s resend window, which must follow the transfer.
 
 mod common;
 
@@ -43,6 +45,18 @@ table ip cradle_outage {
     chain arrive {
         type filter hook prerouting priority 0; policy accept;
         meta l4proto udp counter drop
+    }
+}
+"#;
+
+/// 10 % of UDP datagrams lost, and what exceeds 4 MB/s (both directions together, bursts of
+/// 64 KiB) dropped: a slow lossy link, on which 16 MiB takes well over 2 s.
+const SLOW_LINK_RULES: &str = r#"
+table ip cradle_slow {
+    chain arrive {
+        type filter hook prerouting priority 0; policy accept;
+        meta l4proto udp numgen random mod 100 < 10 counter drop
+        meta l4proto udp limit rate over 4 mbytes/second burst 64 kbytes counter drop
     }
 }
 "#;
@@ -155,6 +169,52 @@ impl Netns {
             .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("bad counter line {line:?}"))
+    }
+
+    /// Runs the CLI inside the namespace with `stdin`; killed if it runs longer than `limit`
+    /// (the test then fails). Its output and how long it ran.
+    fn run_cli(&self, args: &[&str], stdin: &[u8], limit: Duration) -> (Output, Duration) {
+        use std::io::Read;
+        let started = Instant::now();
+        let mut child = self
+            .command(env!("CARGO_BIN_EXE_cradle"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cradle");
+        let mut input = child.stdin.take().expect("stdin");
+        let bytes = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&bytes);
+        });
+        let drain = |mut from: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = from.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+        let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for cradle") {
+                break status;
+            }
+            if started.elapsed() > limit {
+                // Not reaped yet, so the PID is still this child's.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("`cradle {}` ran over {limit:?}", args.join(" "));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let elapsed = started.elapsed();
+        writer.join().expect("stdin writer");
+        let stdout = stdout.join().expect("stdout reader");
+        let stderr = stderr.join().expect("stderr reader");
+        (Output { status, stdout, stderr }, elapsed)
     }
 
     /// Starts `cradle node` (one core, one partition) inside the namespace.
@@ -377,4 +437,51 @@ fn segmented_sends_the_kernel_refuses_go_out_one_datagram_per_message() {
         receiver.wait_readable(Duration::from_millis(10)).expect("poll");
     }
     assert_eq!(got, (0..24).map(payload).collect::<Vec<_>>(), "every datagram, whole, in order");
+}
+
+/// A 16 MiB PUT through the CLI (default client settings: a 2 s resend window) over a link
+/// that loses 10 % of datagrams and passes 4 MB/s: it takes several times the window, keeps
+/// making progress, and succeeds; the GET reads it back byte for byte over the same link.
+#[test]
+fn a_16_mib_write_outlasts_the_resend_window_on_a_slow_lossy_link() {
+    const TEST: &str = "faults_netns slow link";
+    if skipped(TEST) {
+        return;
+    }
+    const VALUE_BYTES: usize = 16 << 20;
+    // About 4x what it takes here (6.5 s and 4.4 s).
+    let cli_limit = Duration::from_secs(25);
+    let started = Instant::now();
+    let mut netns = Netns::create();
+    let server = netns.start_node().to_string();
+    let value = common::bytes(VALUE_BYTES, fault_seed(TEST, 7));
+    netns.nft(SLOW_LINK_RULES);
+
+    let (put, put_time) =
+        netns.run_cli(&["put", "--server", &server, "big", "-"], &value, cli_limit);
+    let (get, get_time) = netns.run_cli(&["get", "--server", &server, "big"], b"", cli_limit);
+    let lost = netns.counted("cradle_slow", "numgen");
+    let throttled = netns.counted("cradle_slow", "limit rate");
+    let outcome = |output: &Output, time: Duration| {
+        let mib_per_s = VALUE_BYTES as f64 / f64::from(1 << 20) / time.as_secs_f64();
+        match output.status.success() {
+            true => format!("{time:.2?}, {mib_per_s:.2} MiB/s"),
+            false => format!("failed after {time:.2?}: {}", common::stderr_of(output).trim()),
+        }
+    };
+    eprintln!(
+        "{TEST}: 16 MiB put {}, get {}; nft lost {lost}, throttled {throttled}; {:.1?} in all",
+        outcome(&put, put_time),
+        outcome(&get, get_time),
+        started.elapsed()
+    );
+    assert!(put.status.success(), "put {}", outcome(&put, put_time));
+    assert_eq!(String::from_utf8_lossy(&put.stdout).trim(), "1", "applied once, version 1");
+    assert!(get.status.success(), "get {}", outcome(&get, get_time));
+    assert!(get.stdout == value, "the value came back different ({} bytes)", get.stdout.len());
+    let window = ClientConfig::new(vec![]).resend_window;
+    assert!(put_time > window, "the link was not slow enough to test anything: {put_time:?}");
+    assert!(lost > 0 && throttled > 0, "lost {lost}, throttled {throttled}");
+    netns.exec(&["nft", "flush", "ruleset"]);
+    assert!(started.elapsed() < TEST_TIME_MAX, "{:?}", started.elapsed());
 }

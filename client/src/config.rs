@@ -22,15 +22,23 @@ pub struct ClientConfig {
     pub rto_max: Duration,
     /// Transmissions of a request to one server before the next server is tried.
     pub attempts_per_server: u32,
-    /// How long after a request's first transmission it may still be (re)sent: no datagram
+    /// How long a request may go without progress and still be (re)sent: no datagram
     /// carrying its tracking id (retransmission, fragment, probe, failover to another server)
-    /// leaves later. At the first timeout after the window the request fails with
-    /// `Error::Timeout`, so every request completes within `resend_window + rto_max`.
+    /// leaves later than this after its first transmission or, for a fragmented transfer,
+    /// after its last progress: a write's PARTIAL acknowledgement whose first missing
+    /// fragment advanced, a read's new fragment. At the first timeout after the window the
+    /// request fails with `Error::Timeout`, so a request completes within
+    /// `resend_window + rto_max` of its last progress (of its submission if it has none). A
+    /// big transfer is therefore bounded by how long it stalls, not by its size: there is no
+    /// speed floor. A write that goes back to a server it left keeps only its first window.
     ///
     /// Servers answer a resent write from a completion record kept for their
-    /// `completion_ttl` (default 5 s) and may forget it afterwards: this window plus the
-    /// network's delay must stay below that TTL, or a late resend could be applied twice.
-    /// Default 2 s.
+    /// `completion_ttl` (default 5 s) and may forget it afterwards. The record is created when
+    /// the write completes, after every progress acknowledgement was sent, so every datagram
+    /// of a write reaches the server within this window plus a round trip (the last
+    /// acknowledgement's way back, the last datagram's way out, queues included) of the
+    /// record's creation: that must stay below the TTL, or a late resend could be applied
+    /// twice. Default 2 s.
     pub resend_window: Duration,
     /// WRONG_OWNER redirects one request may follow before it fails.
     pub redirects_max: u32,

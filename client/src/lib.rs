@@ -10,8 +10,8 @@
 //! `Transport`. The client must never report a failure before its retry budget is spent or its
 //! resend window is over, never change a write's tracking id on resend, never send a datagram
 //! carrying a tracking id later than `ClientConfig::resend_window` after that tracking id was
-//! first sent (servers may forget its completion record after their `completion_ttl`), and
-//! never send a datagram over `proto::DATAGRAM_BYTES_MAX`.
+//! first sent or last acknowledged progress (servers may forget its completion record after
+//! their `completion_ttl`), and never send a datagram over `proto::DATAGRAM_BYTES_MAX`.
 #![forbid(unsafe_code)]
 
 mod assembly;

@@ -52,9 +52,12 @@ impl WriteWindow {
     }
 
     /// Takes a PARTIAL naming `first_missing`; returns whether to send the (new) window, and
-    /// whether that is progress. A repeat of the last acknowledgement moves nothing unless it
-    /// answers a probe (then the window was lost and goes again), so duplicated replies do not
-    /// multiply windows.
+    /// whether that is progress: the server acknowledged fragments past the ones we knew it
+    /// had, which restarts the request's retry budget and resend window
+    /// (`InFlight::note_progress`). A repeat of the last acknowledgement moves nothing unless
+    /// it answers a probe (then the window was lost and goes again, and that is no progress),
+    /// so duplicated replies do not multiply windows, and a server that keeps answering
+    /// without taking fragments does not keep a write alive.
     pub(crate) fn on_partial(&mut self, first_missing: u32) -> Option<bool> {
         if first_missing >= self.frag_count {
             return None;

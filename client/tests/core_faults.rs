@@ -147,11 +147,15 @@ fn the_resend_window_ends_retransmissions_on_one_server() {
 
 #[test]
 fn the_resend_window_bounds_a_fragmented_write() {
-    // A 1 MiB write cannot finish in 3 ms: its fragments stop at the window.
+    // The link passes 32 KiB/s in bursts of 8 KiB: the first window loses its ACK_REQUEST
+    // fragment to the policer, so no acknowledgement of progress comes before the 3 ms window
+    // closes, and the fragments stop at it.
     let mut config = config(1);
     config.resend_window = Duration::from_millis(3);
     let mut sim = Sim::new(7, config);
     sim.loss_percent = 10;
+    sim.rate_bytes_per_second = 32 << 10;
+    sim.burst_bytes = 8 << 10;
     let id = sim.submit(put("big", &bytes(1, 1 << 20)));
     let (_, result) = sim.run_until(id, EVENTS_MAX);
     assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");

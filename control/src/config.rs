@@ -20,8 +20,9 @@ pub struct CoreConfig {
     /// `completion_records_max / completion_ttl` writes per second (≈ 840,000 by default).
     pub completion_records_max: usize,
     /// How long a completion record is kept at least (default 5 s). Must exceed every
-    /// client's `resend_window` (default 2 s) plus the network delay of a resend, or a late
-    /// resend could be applied twice.
+    /// client's `resend_window` (default 2 s) plus a network round trip (a fragmented
+    /// write's window restarts at its last acknowledged progress), or a late resend could be
+    /// applied twice.
     pub completion_ttl_ns: u64,
     /// Fragmented writes being reassembled at once; more get BUSY.
     pub reassemblies_max: usize,

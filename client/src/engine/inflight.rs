@@ -58,8 +58,12 @@ pub(crate) struct InFlight {
     pub(crate) rto: Duration,
     pub(crate) deadline: Option<Instant>,
     pub(crate) sent_at: Instant,
-    /// When `tracking_id` was first sent: nothing carries it after `resend_window` more.
+    /// When `tracking_id` was first sent.
     pub(crate) first_sent: Instant,
+    /// When the current resend window opened: `first_sent`, or the last acknowledgement of
+    /// progress (see `note_progress`). Nothing carries the tracking id after `resend_window`
+    /// more.
+    pub(crate) window_start: Instant,
     /// The exchange went out once and a reply to it would be an unambiguous RTT sample.
     pub(crate) rtt_sample_open: bool,
     /// Fragments moved forward since the timer was armed: its expiry is not a lost attempt.
@@ -70,11 +74,39 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    /// Fragments moved: the retry budget on this server starts over (it bounds attempts in a
-    /// row without progress, so long transfers over lossy paths do not run out of it).
-    pub(crate) fn note_progress(&mut self) {
+    /// Fragments moved at `now`: the retry budget on this server starts over (it bounds
+    /// attempts in a row without progress, so long transfers over lossy paths do not run out of
+    /// it), and so does the resend window, so a transfer is bounded by how long it goes without
+    /// progress, not by its size over a speed floor.
+    ///
+    /// Why a write may do this (its completion record is the server's to forget): progress is
+    /// a PARTIAL acknowledgement whose first missing fragment advanced. A server sends PARTIAL
+    /// only for a write it has not completed (once completed, it answers from the record), and
+    /// it creates the record at completion. So the last progress acknowledgement left the
+    /// server before the record existed, reached us within the network's delay, and nothing is
+    /// sent later than `resend_window` after that: every datagram of the write reaches the
+    /// server within `resend_window` plus a round trip of the record's creation, which the
+    /// server's `completion_ttl` covers (5 s against 2 s by default). Reads have no record:
+    /// their window only bounds how long the client keeps trying.
+    pub(crate) fn note_progress(&mut self, now: Instant) {
         self.progress = true;
         self.attempts_on_server = 1;
+        self.window_start = now;
+    }
+
+    /// Whether the resend window is over at `now`.
+    pub(crate) fn window_closed(&self, now: Instant, resend_window: Duration) -> bool {
+        now >= self.window_start + resend_window
+    }
+
+    /// Before a move to `target`: a write going back to a server it left gets its first
+    /// window back. That server may have completed the write (its final reply lost) before
+    /// the progress acknowledgements of the servers since, which bound nothing about its
+    /// record; its record is no older than `first_sent`, so the original contract covers it.
+    pub(crate) fn window_for_move(&mut self, target: SocketAddr) {
+        if matches!(self.phase, Phase::Write(_)) && self.tried.contains(&target) {
+            self.window_start = self.first_sent;
+        }
     }
 
     /// Forgets per-server progress before the request moves to another server.

@@ -165,6 +165,7 @@ impl ClientCore {
             deadline: None,
             sent_at: now,
             first_sent: now,
+            window_start: now,
             rtt_sample_open: false,
             progress: false,
             last_status: None,
@@ -232,3 +233,5 @@ fn phase_of(request: &Request) -> Phase {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;

@@ -159,7 +159,8 @@ impl ClientCore {
         match window.on_partial(first_missing) {
             Some(advanced) => {
                 if advanced {
-                    request.note_progress();
+                    // Sent before the write completed: it may restart the resend window.
+                    request.note_progress(now);
                 }
                 self.send_fresh(now, id);
             }
@@ -203,9 +204,11 @@ impl ClientCore {
             self.stats.replies_ignored += 1;
             return;
         }
-        // `note_progress`, field by field: `read` borrows the phase.
+        // `note_progress`, field by field: `read` borrows the phase. A read has no completion
+        // record, so a new fragment may restart its window like a write's acknowledgement.
         request.progress = true;
         request.attempts_on_server = 1;
+        request.window_start = now;
         if assembly.is_complete() {
             let version = assembly.version();
             let value = read.assembly.take().expect("complete assembly").into_value();
@@ -244,6 +247,7 @@ impl ClientCore {
         request.tracking_id = tracking_id;
         // A new tracking id: the server holds nothing under it yet, a new window starts.
         request.first_sent = now;
+        request.window_start = now;
         self.send_fresh(now, id);
     }
 }

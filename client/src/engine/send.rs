@@ -53,12 +53,13 @@ impl ClientCore {
         request.deadline = Some(deadline);
     }
 
-    /// Whether `id`'s resend window is over. If so nothing may be sent for it any more (the
-    /// server may have forgotten its completion record): its timer is moved to `now`, and
-    /// `handle_timeout` fails it.
+    /// Whether `id`'s resend window is over: `resend_window` since its first send or its last
+    /// progress (`InFlight::note_progress` says why progress may restart it). If so nothing may
+    /// be sent for it any more (the server may have forgotten its completion record): its
+    /// timer is moved to `now`, and `handle_timeout` fails it.
     pub(super) fn resend_window_closed(&mut self, now: Instant, id: RequestId) -> bool {
         let request = self.requests.get_mut(&id).expect("request in flight");
-        if now < request.first_sent + self.config.resend_window {
+        if !request.window_closed(now, self.config.resend_window) {
             return false;
         }
         self.timers.set(id, request.deadline, now);

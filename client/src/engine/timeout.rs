@@ -20,7 +20,7 @@ impl ClientCore {
 
     fn on_timer(&mut self, now: Instant, id: RequestId) {
         let request = self.requests.get_mut(&id).expect("request in flight");
-        if now >= request.first_sent + self.config.resend_window {
+        if request.window_closed(now, self.config.resend_window) {
             // Nothing may carry this tracking id any more (see `ClientConfig::resend_window`).
             let error = Error::Timeout { attempts: request.attempts_total, server: request.target };
             return self.finish(id, Err(error));
@@ -65,6 +65,7 @@ impl ClientCore {
 
     /// Sends `id` to `server` from scratch, same tracking id, fresh budget.
     pub(super) fn move_to(&mut self, now: Instant, id: RequestId, server: SocketAddr) {
+        self.requests.get_mut(&id).expect("request in flight").window_for_move(server);
         if self.resend_window_closed(now, id) {
             return;
         }

@@ -37,6 +37,9 @@ pub(crate) struct FakeServer {
     pub(crate) redirect_to: Option<SocketAddr>,
     /// Answer keyed requests BUSY.
     pub(crate) busy: bool,
+    /// Drop write fragments from this index on, still answering ACK_REQUEST with the first
+    /// missing fragment: a write that stops making progress while the server keeps talking.
+    pub(crate) stall_at_fragment: Option<u32>,
     /// Overwrite a fragmented value right after sending its first batch (once).
     pub(crate) change_after_first_batch: bool,
     pub(crate) map: PartitionMap,
@@ -73,6 +76,7 @@ impl FakeServer {
             redirect_to: None,
             busy: false,
             change_after_first_batch: false,
+            stall_at_fragment: None,
             map: PartitionMap::default(),
             store: HashMap::new(),
             blob_threshold: 16 << 10,
@@ -201,8 +205,10 @@ impl FakeServer {
             have: vec![false; fragment_count(h.total_len) as usize],
         });
         assert_eq!(entry.total_len, h.total_len, "fragments of one write agree");
-        entry.bytes[fragment_span(h.total_len, h.frag_index)].copy_from_slice(value);
-        entry.have[h.frag_index as usize] = true;
+        if !matches!(self.stall_at_fragment, Some(stall) if h.frag_index >= stall) {
+            entry.bytes[fragment_span(h.total_len, h.frag_index)].copy_from_slice(value);
+            entry.have[h.frag_index as usize] = true;
+        }
         let first_missing = entry.first_missing();
         if first_missing as usize == entry.have.len() {
             let whole = self.reassembly.remove(&record).expect("entry").bytes;
@@ -301,15 +307,15 @@ impl FakeServer {
     }
 
     fn get(&mut self, h: &HeaderFields, key: &[u8]) -> Vec<Vec<u8>> {
-        let Some((value, version)) = self.store.get(key).cloned() else {
+        let Some((value, version)) = self.store.get(key) else {
             return vec![self.reply(h, Status::NotFound, 0, &[])];
         };
         if h.has(flags::RANGE) || proto::fits_unfragmented(0, value.len()) {
-            return self.serve(h, &value, version, 0);
+            return self.serve(h, value, *version, 0);
         }
-        let batch = self.fragments(h, &value, version, 0, BATCH_FRAGMENTS);
+        let batch = self.fragments(h, value, *version, 0, BATCH_FRAGMENTS);
         if std::mem::take(&mut self.change_after_first_batch) {
-            let changed: Vec<u8> = value.iter().map(|b| b.wrapping_add(1)).collect();
+            let changed: Vec<u8> = self.store[key].0.iter().map(|b| b.wrapping_add(1)).collect();
             self.store_value(key, changed);
         }
         batch
