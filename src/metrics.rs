@@ -33,6 +33,18 @@ const METRICS: &[Metric] = &[
         c.retry_token
     }),
     ("cradle_busy_total", "Requests answered BUSY.", false, |c| c.busy),
+    (
+        "cradle_loop_stalls_total",
+        "Loop iterations over the stall budget (1 ms): every request behind them waited.",
+        false,
+        |c| c.loop_stalls,
+    ),
+    (
+        "cradle_loop_iteration_ns_max",
+        "The longest loop iteration since the start, in nanoseconds.",
+        true,
+        |c| c.loop_iteration_ns_max,
+    ),
     ("cradle_wrong_owner_total", "Requests answered WRONG_OWNER.", false, |c| c.wrong_owner),
     ("cradle_reply_datagrams_total", "Reply datagrams sent.", false, |c| c.reply_datagrams),
     (

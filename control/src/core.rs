@@ -546,6 +546,12 @@ impl Handler for Core {
     fn burst_done(&mut self, datagrams: usize, service_ns: u64) {
         self.latency.record(datagrams as u64, service_ns);
     }
+
+    fn iteration_done(&mut self, spent_ns: u64, stalled: bool) {
+        let c = &mut self.counters;
+        c.loop_stalls += u64::from(stalled);
+        c.loop_iteration_ns_max = c.loop_iteration_ns_max.max(spent_ns);
+    }
 }
 
 #[cfg(test)]

@@ -46,9 +46,13 @@ pub struct CoreCounters {
     pub poisoned: u64,
     /// Writes refused ID_REUSED: their (client id, tracking id) named another request.
     pub id_reused: u64,
+    /// Loop iterations whose work took longer than the stall budget (1 ms by default).
+    pub loop_stalls: u64,
+    /// The longest one loop iteration's work took since the start, in nanoseconds.
+    pub loop_iteration_ns_max: u64,
 }
 
-const FIELDS: usize = 20;
+const FIELDS: usize = 22;
 
 /// The JSON and metric names of the fields, in `to_array` order.
 pub(crate) const NAMES: [&str; FIELDS] = [
@@ -72,6 +76,8 @@ pub(crate) const NAMES: [&str; FIELDS] = [
     "quarantined",
     "poisoned",
     "id_reused",
+    "loop_stalls",
+    "loop_iteration_ns_max",
 ];
 
 impl CoreCounters {
@@ -97,6 +103,8 @@ impl CoreCounters {
             self.quarantined,
             self.poisoned,
             self.id_reused,
+            self.loop_stalls,
+            self.loop_iteration_ns_max,
         ]
     }
 
@@ -122,15 +130,19 @@ impl CoreCounters {
             quarantined: a[17],
             poisoned: a[18],
             id_reused: a[19],
+            loop_stalls: a[20],
+            loop_iteration_ns_max: a[21],
         }
     }
 
+    /// Adds `other`'s counters (the node's figure of a maximum is the largest core's).
     fn add(&mut self, other: &CoreCounters) {
+        let max = self.loop_iteration_ns_max.max(other.loop_iteration_ns_max);
         let mut sum = self.to_array();
         for (s, o) in sum.iter_mut().zip(other.to_array()) {
             *s += o;
         }
-        *self = CoreCounters::from_array(sum);
+        *self = CoreCounters { loop_iteration_ns_max: max, ..CoreCounters::from_array(sum) };
     }
 }
 
@@ -289,14 +301,29 @@ mod tests {
     fn stats_json_is_valid_and_sums_cores() {
         let stats = NodeStats::new(2);
         let h = LatencyHistogram::default();
-        stats.publish(0, &CoreCounters { keys: 2, requests: 10, ..CoreCounters::default() }, &h);
+        let core0 = CoreCounters {
+            keys: 2,
+            requests: 10,
+            loop_stalls: 1,
+            loop_iteration_ns_max: 3_000_000,
+            ..CoreCounters::default()
+        };
+        stats.publish(0, &core0, &h);
         stats.publish(
             1,
-            &CoreCounters { keys: 3, dropped_malformed: 1, ..CoreCounters::default() },
+            &CoreCounters {
+                keys: 3,
+                dropped_malformed: 1,
+                loop_stalls: 2,
+                loop_iteration_ns_max: 2_000_000,
+                ..CoreCounters::default()
+            },
             &h,
         );
         let json: serde_json::Value = serde_json::from_str(&stats.snapshot().to_json()).unwrap();
         assert_eq!((json["keys"].as_u64(), json["requests"].as_u64()), (Some(5), Some(10)));
+        assert_eq!(json["loop_stalls"], 3, "stalls add up");
+        assert_eq!(json["loop_iteration_ns_max"], 3_000_000, "the longest core's, not a sum");
         assert_eq!(
             (json["cores"].as_u64(), json["dropped_malformed"].as_u64()),
             (Some(2), Some(1))

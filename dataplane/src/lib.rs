@@ -152,4 +152,11 @@ pub trait Handler {
     fn burst_done(&mut self, datagrams: usize, service_ns: u64) {
         let _ = (datagrams, service_ns);
     }
+
+    /// Called after every iteration (with datagrams or not) with how long its work took and
+    /// whether that was over the loop's stall budget (`RunnerConfig::stall_budget`): a loop
+    /// that stalls delays every request queued behind it, so the handler publishes it.
+    fn iteration_done(&mut self, spent_ns: u64, stalled: bool) {
+        let _ = (spent_ns, stalled);
+    }
 }

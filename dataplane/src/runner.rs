@@ -222,7 +222,9 @@ impl<P: Port> Runner<P> {
         stats.batches += u64::from(got > 0);
         stats.datagrams_in += got as u64;
         stats.iteration_ns_max = stats.iteration_ns_max.max(spent_ns);
-        stats.stalls += u64::from(spent_ns > self.config.stall_budget.as_nanos() as u64);
+        let stalled = spent_ns > self.config.stall_budget.as_nanos() as u64;
+        stats.stalls += u64::from(stalled);
+        handler.iteration_done(spent_ns, stalled);
         error.map_or(Ok(got), Err)
     }
 

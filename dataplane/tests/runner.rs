@@ -209,3 +209,39 @@ fn a_port_that_never_drains_costs_bounded_retries_then_drops() {
     assert_eq!((stats.tx_dropped, stats.datagrams_out), (BATCH as u64 + 1, 0));
     assert_eq!(port.free, 100, "every buffer came back");
 }
+
+/// Sleeps in `end_batch` on the iterations it is told to; records what `iteration_done` says.
+struct Slow {
+    sleep_on: Vec<bool>,
+    seen: Vec<(u64, bool)>,
+}
+
+impl Handler for Slow {
+    fn handle_datagram(&mut self, _: u64, _: SocketAddr, _: &[u8], _: &mut dyn Transmit) {}
+
+    fn end_batch(&mut self, _now_ns: u64, _tx: &mut dyn Transmit) {
+        if self.sleep_on.get(self.seen.len()).copied().unwrap_or(false) {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn iteration_done(&mut self, spent_ns: u64, stalled: bool) {
+        self.seen.push((spent_ns, stalled));
+    }
+}
+
+#[test]
+fn every_iteration_tells_the_handler_whether_it_stalled() {
+    let network = MemNetwork::new(Faults::NONE, 1);
+    let mut server = network.bind("127.0.0.1:0".parse().unwrap());
+    let config = RunnerConfig { stall_budget: Duration::from_millis(2), ..RunnerConfig::default() };
+    let mut runner = Runner::new(config);
+    let mut slow = Slow { sleep_on: vec![false, true, false], seen: Vec::new() };
+    for _ in 0..3 {
+        runner.step(&mut server, &mut slow).unwrap(); // idle iterations count too
+    }
+    let stalled: Vec<bool> = slow.seen.iter().map(|&(_, s)| s).collect();
+    assert_eq!(stalled, vec![false, true, false]);
+    assert!(slow.seen[1].0 >= 5_000_000, "{:?}", slow.seen);
+    assert_eq!(runner.stats().stalls, 1);
+}
