@@ -109,9 +109,8 @@ fn render_endpoints(page: &mut String, stats: &NodeStats, cores: u32) {
     let help = "Keyed requests per endpoint (partition), for endpoints that served any.";
     let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} counter");
     for core in 0..cores {
-        for (slot, requests) in stats.endpoint_requests(core).into_iter().enumerate() {
+        for (partition, requests) in stats.endpoint_requests(core).into_iter().enumerate() {
             if requests > 0 {
-                let partition = slot as u32 * cores + core;
                 let labels = format!("core=\"{core}\",partition=\"{partition}\"");
                 let _ = writeln!(page, "{name}{{{labels}}} {requests}");
             }
@@ -171,7 +170,7 @@ mod tests {
         latency.record(4, 3_000);
         let counters = CoreCounters { requests: 5, keys: 3, ..CoreCounters::default() };
         stats.publish(1, &counters, &latency);
-        stats.count_endpoint_request(1, 2);
+        stats.count_endpoint_request(1, 5);
         let page = render(&stats);
         assert!(page.contains("cradle_requests_total{core=\"1\"} 5\n"), "{page}");
         assert!(page.contains("cradle_keys{core=\"0\"} 0\n"));
@@ -183,7 +182,6 @@ mod tests {
         assert!(page.contains("cradle_service_seconds_bucket{core=\"1\",le=\"0.000002\"} 0\n"));
         assert!(page.contains("cradle_service_seconds_bucket{core=\"1\",le=\"0.000005\"} 4\n"));
         assert!(page.contains("cradle_service_seconds_count{core=\"1\"} 4\n"));
-        // Slot 2 of core 1 of 2 is partition 5.
         assert!(page.contains("cradle_endpoint_requests_total{core=\"1\",partition=\"5\"} 1\n"));
     }
 

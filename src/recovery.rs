@@ -59,8 +59,7 @@ pub(crate) fn open_core(
     let (started, mut last_progress) = (Instant::now(), Instant::now());
     let (mut replayed, mut quarantined) = (0u64, 0);
     let mut recovered = Vec::new();
-    for slot in 0..endpoints {
-        let partition = slot as u32 * layout.cores() + core;
+    for (slot, partition) in layout.partitions_on(core).enumerate() {
         let dir = data_dir.join(format!("partition-{partition:07}"));
         let volume = Box::new(FileVolume::new(&dir));
         let (store, mut report) = Store::open(volume, config, &mut blobs, stamps_since_ns)

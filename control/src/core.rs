@@ -6,12 +6,13 @@ use crate::durable::{status_of, CoreStorage, Durability, PendingAck, SyncClock};
 use crate::read_cache::ReadCache;
 use crate::reassembly::Reassemblies;
 use crate::replies::Replies;
+use crate::routes::{Routes, Target};
 use crate::stats::{CoreCounters, LatencyHistogram, NodeStats};
 use crate::validation::Tokens;
 use dataplane::{Handler, Transmit};
 use proto::{
-    encode_addr, fits_unfragmented, flags, fragment_count, fragment_span, key_hash, partition_of,
-    BlobReference, HeaderFields, Message, Messages, Opcode, ScanPage, Status, DATAGRAM_BYTES_MAX,
+    fits_unfragmented, flags, fragment_count, fragment_span, key_hash, BlobReference, HeaderFields,
+    Message, Messages, Opcode, PartitionMap, ScanPage, Status, DATAGRAM_BYTES_MAX,
     SCAN_PAGE_BYTES_MAX,
 };
 use std::collections::VecDeque;
@@ -19,7 +20,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use storage::{BlobStore, Store, StoreConfig, StoreError, ValueRef};
 
+mod map_change;
 mod writes;
+
+pub use map_change::{MapChange, MapInbox, MapOutcome};
 
 /// Fragments sent per reply or per RANGE request: the receiver pulls the rest.
 pub(crate) const FRAGMENT_WINDOW: u32 = 32;
@@ -37,6 +41,8 @@ const PENDING_ACKS_MAX: usize = 4096;
 /// (its store opens no file until its first write).
 #[derive(Debug)]
 struct Endpoint {
+    /// The partition it is a replica of.
+    partition: u32,
     store: Store,
     /// Written since its last flush (and listed in `Core::dirty`).
     dirty: bool,
@@ -57,8 +63,8 @@ pub struct Core {
     latency: LatencyHistogram,
     stats: Arc<NodeStats>,
     map_payload: Arc<[u8]>,
-    /// WRONG_OWNER hints: the encoded address of each core.
-    hints: Vec<Vec<u8>>,
+    /// The partition map as this core routes by it.
+    routes: Routes,
     last_sweep_ns: u64,
     blobs: BlobStore,
     durability: Durability,
@@ -86,6 +92,8 @@ pub struct Core {
     now_ns: u64,
     /// Quarantined endpoints already reported to `stats`.
     quarantines_reported: u64,
+    /// Where map changes come from, if anywhere.
+    map_inbox: Option<MapInbox>,
 }
 
 /// The parts of a request every handler needs.
@@ -129,18 +137,17 @@ impl Core {
         let mut completions =
             Completions::new(config.completion_records_max, config.completion_ttl_ns);
         rebuild_completions(&mut completions, storage.recovered, config.completion_records_max);
-        let endpoints: Vec<Endpoint> = storage
-            .stores
-            .into_iter()
-            .map(|store| Endpoint { store, dirty: false, queued_for_compaction: false })
-            .collect();
-        let hints = (0..layout.cores())
-            .map(|core| {
-                let mut hint = Vec::new();
-                encode_addr(layout.addr_of(core), &mut hint);
-                hint
+        let endpoints: Vec<Endpoint> = layout
+            .partitions_on(config.core)
+            .zip(storage.stores)
+            .map(|(partition, store)| Endpoint {
+                partition,
+                store,
+                dirty: false,
+                queued_for_compaction: false,
             })
             .collect();
+        let routes = routes_for(&layout.map(), layout.addr_of(config.core), &endpoints)?;
         let counters = CoreCounters {
             endpoints: layout.endpoints_on(config.core) as u64,
             keys,
@@ -159,7 +166,7 @@ impl Core {
             latency: LatencyHistogram::default(),
             stats,
             map_payload,
-            hints,
+            routes,
             dirty: Vec::with_capacity(endpoints.len()),
             compaction_queue: VecDeque::with_capacity(endpoints.len()),
             endpoints,
@@ -180,6 +187,7 @@ impl Core {
             pending_since_ns: 0,
             now_ns: 0,
             quarantines_reported: 0,
+            map_inbox: None,
         })
     }
 
@@ -221,7 +229,7 @@ impl Core {
         self.counters.requests += 1;
         let validated = h.token == token;
         let mut reply = h.reply(Status::Ok);
-        reply.map_epoch = self.config.layout.epoch();
+        reply.map_epoch = self.routes.epoch();
         if !validated {
             reply.token = token;
         }
@@ -233,7 +241,7 @@ impl Core {
         match opcode {
             Opcode::Ping => self.answer(tx, &request, Status::Ok),
             Opcode::Map => {
-                let version = self.config.layout.epoch();
+                let version = self.routes.epoch();
                 send_value(&mut self.replies, tx, &request, &self.map_payload, version);
             }
             Opcode::Stats => {
@@ -249,33 +257,48 @@ impl Core {
         }
     }
 
-    fn answer_wrong_owner(&mut self, tx: &mut dyn Transmit, request: &Request<'_>, owner: u32) {
+    fn answer_wrong_owner(&mut self, tx: &mut dyn Transmit, request: &Request<'_>, owner: usize) {
         self.counters.wrong_owner += 1;
         let mut reply = request.reply;
         reply.status = Status::WrongOwner as u16;
-        let hint = &self.hints[owner as usize];
+        let hint = self.routes.hint(owner);
         self.replies.push(tx, &reply, &[], hint, request.validated);
+    }
+
+    /// Whether the sender routed by a newer map than this core has: the core is behind (the
+    /// change is on its way to it) and must not serve by its older map. The sender is told
+    /// BUSY and tries again; epoch 0 is a sender that has no map yet.
+    fn behind_sender(&mut self, tx: &mut dyn Transmit, request: &Request<'_>) -> bool {
+        if request.message.header.map_epoch <= self.routes.epoch() {
+            return false;
+        }
+        self.counters.map_behind += 1;
+        self.counters.busy += 1;
+        self.answer(tx, request, Status::Busy);
+        true
     }
 
     /// A page of the partition's keys after the request's key, in byte order. Visits the whole
     /// endpoint index (endpoints are small; export is not the serving path).
     fn handle_scan(&mut self, mut request: Request<'_>, tx: &mut dyn Transmit) {
         let partition = request.message.header.partition;
-        let layout = &self.config.layout;
-        if partition >= layout.partitions() {
-            return self.answer(tx, &request, Status::Malformed);
+        if self.behind_sender(tx, &request) {
+            return;
         }
+        let slot = match self.routes.partition(partition) {
+            None => return self.answer(tx, &request, Status::Malformed),
+            Some(Target::Remote(owner)) => {
+                request.reply.partition = partition;
+                return self.answer_wrong_owner(tx, &request, owner);
+            }
+            Some(Target::Local(slot)) => slot,
+        };
         request.reply.partition = partition;
-        let owner = layout.core_of(partition);
-        if owner != self.config.core {
-            return self.answer_wrong_owner(tx, &request, owner);
-        }
         if !request.validated {
             // A page costs a walk of the endpoint's index: only for senders with a token.
             self.replies.retry_token += 1;
             return self.answer(tx, &request, Status::RetryWithToken);
         }
-        let slot = layout.slot_of(partition);
         let after = request.message.key;
         // The smallest keys after the cursor: a max-heap holding at most a page's worth.
         let mut smallest = std::collections::BinaryHeap::new();
@@ -374,15 +397,16 @@ impl Core {
         if m.key.is_empty() {
             return self.answer(tx, &request, Status::Malformed);
         }
-        let layout = &self.config.layout;
-        let partition = partition_of(key_hash(m.key), layout.partitions());
-        request.reply.partition = partition;
-        let owner = layout.core_of(partition);
-        if owner != self.config.core {
-            return self.answer_wrong_owner(tx, &request, owner);
+        if self.behind_sender(tx, &request) {
+            return;
         }
-        let slot = layout.slot_of(partition);
-        self.stats.count_endpoint_request(self.config.core, slot);
+        let (partition, target) = self.routes.route(key_hash(m.key));
+        request.reply.partition = partition;
+        let slot = match target {
+            Target::Local(slot) => slot,
+            Target::Remote(owner) => return self.answer_wrong_owner(tx, &request, owner),
+        };
+        self.stats.count_endpoint_request(self.config.core, partition);
         if m.opcode() != Opcode::Get {
             return self.handle_write(now_ns, &request, slot, tx);
         }
@@ -419,6 +443,15 @@ impl Core {
         };
         self.answer(tx, &request, status);
     }
+}
+
+/// The routes of `map` for the core on `me` serving `endpoints`.
+fn routes_for(
+    map: &PartitionMap,
+    me: SocketAddr,
+    endpoints: &[Endpoint],
+) -> Result<Routes, ConfigError> {
+    Routes::new(map, me, |partition| endpoints.iter().position(|e| e.partition == partition))
 }
 
 /// Rebuilds the completion records of the writes replay found (oldest first; when there are
@@ -534,6 +567,7 @@ impl Handler for Core {
 
     fn end_batch(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
         self.commit(now_ns, tx);
+        self.take_map_changes(tx);
         self.compact_step();
         if now_ns.saturating_sub(self.last_sweep_ns) >= SWEEP_INTERVAL_NS {
             self.last_sweep_ns = now_ns;

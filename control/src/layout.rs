@@ -53,6 +53,11 @@ impl NodeLayout {
         (partition / self.cores()) as usize
     }
 
+    /// The partitions core `core` hosts, in the order of its endpoints (slot order).
+    pub fn partitions_on(&self, core: u32) -> impl Iterator<Item = u32> {
+        (core..self.partitions).step_by(self.cores() as usize)
+    }
+
     /// How many endpoints core `core` hosts.
     pub fn endpoints_on(&self, core: u32) -> usize {
         (self.partitions - core).div_ceil(self.cores()) as usize

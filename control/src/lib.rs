@@ -17,10 +17,11 @@ mod layout;
 mod read_cache;
 mod reassembly;
 mod replies;
+mod routes;
 mod stats;
 mod validation;
 
-pub use crate::core::Core;
+pub use crate::core::{Core, MapChange, MapInbox, MapOutcome};
 pub use config::{ConfigError, CoreConfig, COMPLETION_RECORDS_DEFAULT, COMPLETION_TTL_NS_DEFAULT};
 pub use durable::{CoreStorage, Durability, SyncClock};
 pub use layout::NodeLayout;

@@ -50,9 +50,11 @@ pub struct CoreCounters {
     pub loop_stalls: u64,
     /// The longest one loop iteration's work took since the start, in nanoseconds.
     pub loop_iteration_ns_max: u64,
+    /// Requests answered BUSY because they named a newer map epoch than this core has.
+    pub map_behind: u64,
 }
 
-const FIELDS: usize = 22;
+const FIELDS: usize = 23;
 
 /// The JSON and metric names of the fields, in `to_array` order.
 pub(crate) const NAMES: [&str; FIELDS] = [
@@ -78,6 +80,7 @@ pub(crate) const NAMES: [&str; FIELDS] = [
     "id_reused",
     "loop_stalls",
     "loop_iteration_ns_max",
+    "map_behind",
 ];
 
 impl CoreCounters {
@@ -105,6 +108,7 @@ impl CoreCounters {
             self.id_reused,
             self.loop_stalls,
             self.loop_iteration_ns_max,
+            self.map_behind,
         ]
     }
 
@@ -132,6 +136,7 @@ impl CoreCounters {
             id_reused: a[19],
             loop_stalls: a[20],
             loop_iteration_ns_max: a[21],
+            map_behind: a[22],
         }
     }
 
@@ -211,11 +216,12 @@ impl NodeStats {
         quarantines.insert(partition, corruption);
     }
 
-    /// Zeroed slots for every core and endpoint of `layout` (8 bytes per endpoint).
+    /// Zeroed per-endpoint counters for every core and partition id of `layout`, so a
+    /// partition counts on whichever core the map moves it to (8 bytes per partition and core).
     pub fn for_layout(layout: &crate::NodeLayout) -> NodeStats {
         let mut stats = NodeStats::new(layout.cores());
         stats.endpoint_requests = (0..layout.cores())
-            .map(|core| (0..layout.endpoints_on(core)).map(|_| AtomicU64::new(0)).collect())
+            .map(|_| (0..layout.partitions()).map(|_| AtomicU64::new(0)).collect())
             .collect();
         stats
     }
@@ -231,15 +237,15 @@ impl NodeStats {
         }
     }
 
-    /// Counts a request for endpoint `slot` of core `core`. Only that core calls this, so a
-    /// load and a store suffice (no locked instruction on the request path).
-    pub fn count_endpoint_request(&self, core: u32, slot: usize) {
-        if let Some(counter) = self.endpoint_requests[core as usize].get(slot) {
+    /// Counts a request for core `core`'s endpoint of `partition`. Only that core calls this,
+    /// so a load and a store suffice (no locked instruction on the request path).
+    pub fn count_endpoint_request(&self, core: u32, partition: u32) {
+        if let Some(counter) = self.endpoint_requests[core as usize].get(partition as usize) {
             counter.store(counter.load(Relaxed) + 1, Relaxed);
         }
     }
 
-    /// Requests per endpoint slot of core `core` (empty without `for_layout`).
+    /// Requests per partition id on core `core` (empty without `for_layout`).
     pub fn endpoint_requests(&self, core: u32) -> Vec<u64> {
         self.endpoint_requests[core as usize].iter().map(|c| c.load(Relaxed)).collect()
     }

@@ -253,6 +253,13 @@ fn record() -> Recorder {
     let other = key_on(1, "elsewhere");
     let get = r.node.request(Opcode::Get);
     r.show("GET of a key core 1 serves: WRONG_OWNER, the owner's address in the value (family 4, IP in network order, port LE)", Some(Status::WrongOwner), &datagram(&[(get, &other, b"")]));
+    let mut ahead = r.node.request(Opcode::Get);
+    ahead.map_epoch = 9;
+    r.show(
+        "GET naming map epoch 9, newer than the node's 1: BUSY (the node is behind; retry)",
+        Some(Status::Busy),
+        &datagram(&[(ahead, &missing, b"")]),
+    );
     let get = r.node.request(Opcode::Get);
     r.show(
         "GET with an empty key: MALFORMED",

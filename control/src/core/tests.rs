@@ -3,7 +3,7 @@
 use super::*;
 use crate::durable::{CoreStorage, Durability};
 use crate::layout::NodeLayout;
-use proto::{encode_message, FRAGMENT_BYTES, HEADER_BYTES, VALUE_BYTES_MAX};
+use proto::{encode_message, partition_of, FRAGMENT_BYTES, HEADER_BYTES, VALUE_BYTES_MAX};
 
 const CLIENT: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
@@ -604,4 +604,5 @@ fn a_memory_class_write_that_failed_to_reach_the_file_frees_no_chunk() {
 }
 
 mod exactly_once;
+mod map_changes;
 mod reads;

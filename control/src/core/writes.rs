@@ -248,7 +248,7 @@ impl Core {
     /// Flushes every dirty endpoint, then sends the replies held for them: the recorded
     /// outcome if its endpoint's flush succeeded, else the flush's error (the write may or may
     /// not have reached the disk, so it must not be acknowledged).
-    fn flush_dirty(&mut self, tx: &mut dyn Transmit) {
+    pub(super) fn flush_dirty(&mut self, tx: &mut dyn Transmit) {
         for slot in self.dirty.drain(..) {
             let endpoint = &mut self.endpoints[slot];
             endpoint.dirty = false;
@@ -323,11 +323,9 @@ impl Core {
         c.blob_chunks = self.blobs.blob_chunks();
         if c.quarantined != self.quarantines_reported {
             self.quarantines_reported = c.quarantined;
-            let cores = self.config.layout.cores();
-            for (slot, endpoint) in self.endpoints.iter().enumerate() {
+            for endpoint in &self.endpoints {
                 if let Some(corruption) = endpoint.store.quarantine() {
-                    let partition = slot as u32 * cores + self.config.core;
-                    self.stats.report_quarantine(partition, corruption.to_string());
+                    self.stats.report_quarantine(endpoint.partition, corruption.to_string());
                 }
             }
         }

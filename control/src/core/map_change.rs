@@ -1,0 +1,135 @@
+//! Changes of the partition map, taken at batch boundaries: the core starts and stops serving
+//! partitions and routes by the new map from the next datagram on.
+
+use super::*;
+use std::sync::mpsc::{Receiver, Sender};
+
+/// A new partition map for a core, with a store for each partition it newly places there.
+#[derive(Debug)]
+pub struct MapChange {
+    /// The map to serve by; its epoch must be newer than the core's.
+    pub map: PartitionMap,
+    /// (partition, its store) for each partition the map newly places on this core.
+    pub added: Vec<(u32, Store)>,
+}
+
+/// What a core did with a [`MapChange`] from its inbox.
+#[derive(Debug)]
+pub enum MapOutcome {
+    /// Applied at `epoch`: the stores of the partitions that left this core (flushed), for
+    /// their owner to close or hand on.
+    Applied {
+        /// The map epoch now served.
+        epoch: u64,
+        /// (partition, store) of each endpoint dropped.
+        dropped: Vec<(u32, Store)>,
+    },
+    /// Refused, nothing changed: why.
+    Refused(ConfigError),
+}
+
+/// The single-producer inbox a core reads map changes from (at batch boundaries, without
+/// blocking), and where it says what came of each.
+#[derive(Debug)]
+pub struct MapInbox {
+    /// Changes, in order.
+    pub changes: Receiver<MapChange>,
+    /// One outcome per change.
+    pub outcomes: Sender<MapOutcome>,
+}
+
+impl Core {
+    /// Reads map changes from `inbox` at every batch boundary from now on.
+    pub fn set_map_inbox(&mut self, inbox: MapInbox) {
+        self.map_inbox = Some(inbox);
+    }
+
+    /// Serves by `change.map` from now on. Writes not yet flushed are flushed first (their
+    /// held replies go out); endpoints of partitions the map no longer places here are
+    /// dropped and returned; partitions it newly places here get the stores in `added`.
+    /// A map that is not newer, does not cover the hash space, or places a partition here
+    /// without a store is refused and nothing changes.
+    pub fn handle_map(
+        &mut self,
+        change: MapChange,
+        tx: &mut dyn Transmit,
+    ) -> Result<Vec<(u32, Store)>, ConfigError> {
+        let MapChange { map, added } = change;
+        if map.epoch <= self.routes.epoch() {
+            return Err(ConfigError(format!(
+                "map epoch {} is not newer than {}",
+                map.epoch,
+                self.routes.epoch()
+            )));
+        }
+        let me = self.config.layout.addr_of(self.config.core);
+        let here: Vec<u32> =
+            map.entries.iter().filter(|e| e.addr == me).map(|e| e.partition).collect();
+        let kept: Vec<bool> = self.endpoints.iter().map(|e| here.contains(&e.partition)).collect();
+        let mut partitions: Vec<u32> = self
+            .endpoints
+            .iter()
+            .zip(&kept)
+            .filter(|(_, &k)| k)
+            .map(|(e, _)| e.partition)
+            .collect();
+        for (partition, _) in &added {
+            if !here.contains(partition) || partitions.contains(partition) {
+                return Err(ConfigError(format!(
+                    "map epoch {}: a store was given for partition {partition}, which is not \
+                     newly placed here",
+                    map.epoch
+                )));
+            }
+            partitions.push(*partition);
+        }
+        let routes = Routes::new(&map, me, |p| partitions.iter().position(|&q| q == p))?;
+
+        // Valid: no write may be held across the change (its endpoint may leave).
+        self.flush_dirty(tx);
+        debug_assert!(self.dirty.is_empty() && self.pending.is_empty());
+        let mut moved = vec![None; self.endpoints.len()];
+        let mut endpoints = Vec::with_capacity(partitions.len());
+        let mut dropped = Vec::new();
+        for (old, (endpoint, keep)) in
+            std::mem::take(&mut self.endpoints).into_iter().zip(kept).enumerate()
+        {
+            if keep {
+                moved[old] = Some(endpoints.len());
+                endpoints.push(endpoint);
+            } else {
+                dropped.push((endpoint.partition, endpoint.store));
+            }
+        }
+        for (partition, store) in added {
+            endpoints.push(Endpoint {
+                partition,
+                store,
+                dirty: false,
+                queued_for_compaction: false,
+            });
+        }
+        self.compaction_queue = self.compaction_queue.iter().filter_map(|&s| moved[s]).collect();
+        self.read_cache = ReadCache::default();
+        self.endpoints = endpoints;
+        self.routes = routes;
+        self.map_payload = map.encode().into();
+        self.counters.endpoints = self.endpoints.len() as u64;
+        self.counters.keys = self.endpoints.iter().map(|e| e.store.len() as u64).sum();
+        Ok(dropped)
+    }
+
+    /// Applies the changes waiting in the inbox, if any.
+    pub(super) fn take_map_changes(&mut self, tx: &mut dyn Transmit) {
+        let Some(inbox) = self.map_inbox.take() else { return };
+        while let Ok(change) = inbox.changes.try_recv() {
+            let outcome = match self.handle_map(change, tx) {
+                Ok(dropped) => MapOutcome::Applied { epoch: self.routes.epoch(), dropped },
+                Err(error) => MapOutcome::Refused(error),
+            };
+            // The sender may be gone (the node stopping): nothing is left to tell.
+            let _ = inbox.outcomes.send(outcome);
+        }
+        self.map_inbox = Some(inbox);
+    }
+}

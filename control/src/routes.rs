@@ -1,0 +1,170 @@
+//! Where each hash range is served, as one core sees the partition map: the range holding a
+//! key's hash gives its partition and either this core's endpoint for it (a slot in the core's
+//! endpoint table) or the address that serves it (for WRONG_OWNER). Built from the map, so a
+//! range may live on any core of any host; rebuilt when the map changes.
+
+use crate::config::ConfigError;
+use proto::{encode_addr, PartitionMap};
+use std::net::SocketAddr;
+
+/// Who serves a range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// This core, at this slot of its endpoint table.
+    Local(usize),
+    /// Another core or host: the index of its encoded address (`Routes::hint`).
+    Remote(usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Route {
+    hash_end: u64,
+    partition: u32,
+    target: Target,
+}
+
+/// The map as this core routes by it.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    epoch: u64,
+    /// Sorted by hash, covering the whole hash space.
+    routes: Vec<Route>,
+    /// (partition id, index into `routes`), sorted by partition id.
+    by_partition: Vec<(u32, usize)>,
+    /// Encoded addresses of the other cores and hosts named by the map.
+    hints: Vec<Vec<u8>>,
+}
+
+impl Routes {
+    /// The routes of `map` for the core listening on `me`; `slot_of` gives the endpoint slot
+    /// of each partition the map places on `me`. The map's ranges must cover the whole hash
+    /// space, and every partition placed here must have an endpoint.
+    pub(crate) fn new(
+        map: &PartitionMap,
+        me: SocketAddr,
+        slot_of: impl Fn(u32) -> Option<usize>,
+    ) -> Result<Routes, ConfigError> {
+        let mut next = Some(0u64);
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        let mut routes = Vec::with_capacity(map.entries.len());
+        for entry in &map.entries {
+            if Some(entry.hash_start) != next || entry.hash_end < entry.hash_start {
+                return Err(ConfigError(format!(
+                    "map epoch {}: partition {} starts at {:#x}, not where the ranges before it \
+                     end",
+                    map.epoch, entry.partition, entry.hash_start
+                )));
+            }
+            next = entry.hash_end.checked_add(1);
+            let target = if entry.addr == me {
+                Target::Local(slot_of(entry.partition).ok_or_else(|| {
+                    ConfigError(format!("partition {} has no endpoint here", entry.partition))
+                })?)
+            } else {
+                let at = addrs.iter().position(|a| *a == entry.addr).unwrap_or_else(|| {
+                    addrs.push(entry.addr);
+                    addrs.len() - 1
+                });
+                Target::Remote(at)
+            };
+            routes.push(Route { hash_end: entry.hash_end, partition: entry.partition, target });
+        }
+        if next.is_some() {
+            return Err(ConfigError(format!(
+                "map epoch {}: the ranges do not reach the end of the hash space",
+                map.epoch
+            )));
+        }
+        let mut by_partition: Vec<(u32, usize)> =
+            routes.iter().enumerate().map(|(i, r)| (r.partition, i)).collect();
+        by_partition.sort_unstable();
+        if by_partition.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(ConfigError(format!("map epoch {}: a partition id twice", map.epoch)));
+        }
+        let hints = addrs
+            .iter()
+            .map(|&addr| {
+                let mut hint = Vec::new();
+                encode_addr(addr, &mut hint);
+                hint
+            })
+            .collect();
+        Ok(Routes { epoch: map.epoch, routes, by_partition, hints })
+    }
+
+    /// The map epoch these routes follow.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The partition holding `hash` and who serves it.
+    pub(crate) fn route(&self, hash: u64) -> (u32, Target) {
+        let i = self.routes.partition_point(|r| r.hash_end < hash);
+        let route = &self.routes[i]; // the ranges cover every hash
+        (route.partition, route.target)
+    }
+
+    /// Who serves `partition`, if the map has it.
+    pub(crate) fn partition(&self, partition: u32) -> Option<Target> {
+        let i = self.by_partition.binary_search_by_key(&partition, |&(p, _)| p).ok()?;
+        Some(self.routes[self.by_partition[i].1].target)
+    }
+
+    /// The encoded address of a remote target (the value of a WRONG_OWNER reply).
+    pub(crate) fn hint(&self, remote: usize) -> &[u8] {
+        &self.hints[remote]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::MapEntry;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn entry(hash_start: u64, hash_end: u64, partition: u32, port: u16) -> MapEntry {
+        MapEntry { hash_start, hash_end, partition, addr: addr(port) }
+    }
+
+    #[test]
+    fn any_range_routes_to_its_core_and_gaps_are_refused() {
+        // Uneven ranges, ids out of order, two remote addresses.
+        let map = PartitionMap {
+            epoch: 7,
+            entries: vec![
+                entry(0, 99, 30, 1),
+                entry(100, 100, 4, 2),
+                entry(101, u64::MAX / 2, 12, 1),
+                entry(u64::MAX / 2 + 1, u64::MAX, 9, 3),
+            ],
+        };
+        let slots = |p: u32| [(30, 0), (12, 5)].iter().find(|(q, _)| *q == p).map(|&(_, s)| s);
+        let routes = Routes::new(&map, addr(1), slots).unwrap();
+        assert_eq!(routes.epoch(), 7);
+        assert_eq!(routes.route(0), (30, Target::Local(0)));
+        assert_eq!(routes.route(99), (30, Target::Local(0)));
+        assert_eq!(routes.route(100), (4, Target::Remote(0)));
+        assert_eq!(routes.route(101), (12, Target::Local(5)));
+        assert_eq!(routes.route(u64::MAX), (9, Target::Remote(1)));
+        assert_eq!(routes.partition(9), Some(Target::Remote(1)));
+        assert_eq!(routes.partition(5), None);
+        let mut hint = Vec::new();
+        encode_addr(addr(3), &mut hint);
+        assert_eq!(routes.hint(1), hint.as_slice());
+
+        let mut gap = map.clone();
+        gap.entries[1].hash_start = 101;
+        gap.entries[1].hash_end = 101;
+        assert!(Routes::new(&gap, addr(1), slots).is_err(), "a hole at 100");
+        let mut short = map.clone();
+        short.entries.pop();
+        assert!(Routes::new(&short, addr(1), slots).is_err(), "does not reach the end");
+        assert!(Routes::new(&map, addr(2), |_| None).is_err(), "partition 4 has no endpoint");
+        let mut twice = map;
+        twice.entries[3].partition = 30;
+        assert!(Routes::new(&twice, addr(1), slots).is_err(), "partition 30 twice");
+    }
+}
