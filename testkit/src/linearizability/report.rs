@@ -77,60 +77,89 @@ fn write_candidates(out: &mut String, history: &[Operation], ops: &KeyOps, stuck
     }
 }
 
-/// For each value read or held around the failure: who wrote it, and every read of it with
-/// its version (one value read under two versions was written twice).
+/// For each value read, written or held where the search got stuck: who wrote it, and every
+/// read of it with its version (one value read under two versions was written twice). Then
+/// for each version those operations report: every operation answered with it.
 fn write_values(out: &mut String, history: &[Operation], ops: &KeyOps, stuck: &Stuck) {
     let mut values = BTreeSet::new();
     values.extend(stuck.state.value);
-    let window = stuck.candidates.iter().chain(stuck.prefix_tail.iter().map(|(i, _)| i)).copied();
-    for i in window {
-        match (ops.ops[i].kind, ops.ops[i].outcome) {
-            (_, Outcome::Read(Some((value, _)))) => values.insert(value),
-            (Kind::Put { value } | Kind::Cas { value, .. }, _) => values.insert(value),
-            _ => false,
-        };
+    let mut versions = BTreeSet::new();
+    for &i in &stuck.candidates {
+        let op = &ops.ops[i];
+        if let Kind::Put { value } | Kind::Cas { value, .. } = op.kind {
+            values.insert(value);
+        }
+        if let Outcome::Read(Some((value, _))) = op.outcome {
+            values.insert(value);
+        }
+        versions.extend(version_named(op.outcome));
     }
-    if values.is_empty() {
+    values.remove(&UNSEEN);
+    if !values.is_empty() {
+        let _ = writeln!(out, "values involved, their writers and their readers:");
+    }
+    for value in values {
+        write_value(out, history, ops, value);
+    }
+    for version in versions {
+        let named: Vec<usize> = (0..ops.ops.len())
+            .filter(|&i| version_named(ops.ops[i].outcome) == Some(version))
+            .collect();
+        let _ = writeln!(out, "answers naming version {version}:");
+        for &i in named.iter().take(CANDIDATES_SHOWN) {
+            let _ = writeln!(out, "  {}", describe(history, ops, i));
+        }
+        if named.len() > CANDIDATES_SHOWN {
+            let _ = writeln!(out, "  ... and {} more", named.len() - CANDIDATES_SHOWN);
+        }
+        let written = named
+            .iter()
+            .any(|&i| matches!(ops.ops[i].outcome, Outcome::Written(_) | Outcome::Swapped(_)));
+        if !written {
+            let _ = writeln!(out, "  (no answered write of this key got it)");
+        }
+    }
+}
+
+/// The version an answer names, if any (a mismatch on an absent key names none).
+fn version_named(outcome: Outcome) -> Option<u64> {
+    match outcome {
+        Outcome::Read(Some((_, version)))
+        | Outcome::Written(version)
+        | Outcome::Swapped(version) => Some(version),
+        Outcome::Mismatch(current) if current != 0 => Some(current),
+        _ => None,
+    }
+}
+
+fn write_value(out: &mut String, history: &[Operation], ops: &KeyOps, value: u32) {
+    if value == NEVER_WRITTEN {
+        let _ = writeln!(out, "  a value read that no operation of this key wrote");
         return;
     }
-    let _ = writeln!(out, "values involved, their writers and their readers:");
-    for value in values {
-        if value == UNSEEN {
-            continue;
+    let _ = writeln!(out, "  {}:", show_bytes(&ops.values[value as usize]));
+    for &index in &ops.writers[value as usize] {
+        if let Some(i) = ops.ops.iter().position(|op| op.index == index) {
+            let _ = writeln!(out, "    written by {}", describe(history, ops, i));
         }
-        if value == NEVER_WRITTEN {
-            let _ = writeln!(out, "  a value read that no operation of this key wrote");
-            continue;
-        }
-        let _ = writeln!(out, "  {}:", show_bytes(&ops.values[value as usize]));
-        for &index in &ops.writers[value as usize] {
-            if let Some(i) = ops.ops.iter().position(|op| op.index == index) {
-                let _ = writeln!(out, "    written by {}", describe(history, ops, i));
-            }
-        }
-        let reads: Vec<usize> = (0..ops.ops.len())
-            .filter(|&i| matches!(ops.ops[i].outcome, Outcome::Read(Some((v, _))) if v == value))
-            .collect();
-        let versions: BTreeSet<u64> = reads
-            .iter()
-            .filter_map(|&i| match ops.ops[i].outcome {
-                Outcome::Read(Some((_, version))) => Some(version),
-                _ => None,
-            })
-            .collect();
-        for &i in reads.iter().take(CANDIDATES_SHOWN) {
-            let _ = writeln!(out, "    read by {}", describe(history, ops, i));
-        }
-        if reads.len() > CANDIDATES_SHOWN {
-            let _ = writeln!(out, "    ... and {} more reads", reads.len() - CANDIDATES_SHOWN);
-        }
-        if versions.len() > 1 {
-            let _ = writeln!(
-                out,
-                "    read under {} versions {versions:?}: one write took effect more than once",
-                versions.len()
-            );
-        }
+    }
+    let reads: Vec<usize> = (0..ops.ops.len())
+        .filter(|&i| matches!(ops.ops[i].outcome, Outcome::Read(Some((v, _))) if v == value))
+        .collect();
+    let versions: BTreeSet<u64> =
+        reads.iter().filter_map(|&i| version_named(ops.ops[i].outcome)).collect();
+    for &i in reads.iter().take(CANDIDATES_SHOWN) {
+        let _ = writeln!(out, "    read by {}", describe(history, ops, i));
+    }
+    if reads.len() > CANDIDATES_SHOWN {
+        let _ = writeln!(out, "    ... and {} more reads", reads.len() - CANDIDATES_SHOWN);
+    }
+    if versions.len() > 1 {
+        let _ = writeln!(
+            out,
+            "    read under {} versions {versions:?}: one write took effect more than once",
+            versions.len()
+        );
     }
 }
 
