@@ -140,7 +140,12 @@ fn write_value(out: &mut String, history: &[Operation], ops: &KeyOps, value: u32
     let _ = writeln!(out, "  {}:", show_bytes(&ops.values[value as usize]));
     for &index in &ops.writers[value as usize] {
         if let Some(i) = ops.ops.iter().position(|op| op.index == index) {
-            let _ = writeln!(out, "    written by {}", describe(history, ops, i));
+            let how = match ops.ops[i].outcome {
+                Outcome::Mismatch(_) => "not written (CAS mismatch) by",
+                Outcome::Unknown => "perhaps written by",
+                _ => "written by",
+            };
+            let _ = writeln!(out, "    {how} {}", describe(history, ops, i));
         }
     }
     let reads: Vec<usize> = (0..ops.ops.len())
