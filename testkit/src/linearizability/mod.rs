@@ -12,6 +12,10 @@
 //! whether the write happened) may have taken effect at any instant after its invocation, even
 //! long after the client gave up, or never: its answer time counts as infinite and it may take
 //! effect with whatever result fits. A GET without an answer tells nothing and is dropped.
+//! `Options::unanswered_effect_max` bounds how long after the client gave up it may still take
+//! effect, for systems that promise such a bound (a client that stops resending, a network
+//! that delivers or drops within some time); it makes a failed search of a long history with
+//! many unanswered operations far cheaper.
 //!
 //! Versions are assigned by the server per endpoint (several keys may share one), so a key's
 //! versions increase but skip numbers. What the model asserts, per key:
@@ -190,14 +194,29 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-/// Checks `history` key by key with the default step budget (`STEPS_MAX` per key).
-pub fn check(history: &[Operation]) -> Result<Summary, Failure> {
-    check_bounded(history, STEPS_MAX)
+/// How a check runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Search steps one key may take before the check gives up (`Failure::Inconclusive`).
+    pub steps_max: u64,
+    /// How long after the client gave up (`Operation::returned`) an unanswered operation may
+    /// still take effect; `None`: forever (the default, and the most conservative).
+    pub unanswered_effect_max: Option<Duration>,
 }
 
-/// Checks `history` key by key, giving up on a key after `steps_max` search steps. The first
-/// key (in byte order) that fails is reported.
-pub fn check_bounded(history: &[Operation], steps_max: u64) -> Result<Summary, Failure> {
+impl Default for Options {
+    fn default() -> Self {
+        Options { steps_max: STEPS_MAX, unanswered_effect_max: None }
+    }
+}
+
+/// Checks `history` key by key with the default `Options`.
+pub fn check(history: &[Operation]) -> Result<Summary, Failure> {
+    check_with(history, Options::default())
+}
+
+/// Checks `history` key by key. The first key (in byte order) that fails is reported.
+pub fn check_with(history: &[Operation], options: Options) -> Result<Summary, Failure> {
     let mut by_key: BTreeMap<&[u8], Vec<usize>> = BTreeMap::new();
     for (index, op) in history.iter().enumerate() {
         if !op.answer_fits_call() {
@@ -210,11 +229,11 @@ pub fn check_bounded(history: &[Operation], steps_max: u64) -> Result<Summary, F
     }
     let mut summary = Summary { keys: by_key.len(), ..Summary::default() };
     for (key, indexes) in by_key {
-        let ops = model::KeyOps::new(history, &indexes);
+        let ops = model::KeyOps::new(history, &indexes, options.unanswered_effect_max);
         summary.operations += ops.ops.len();
         summary.unknown_writes += ops.ops.iter().filter(|op| !op.known()).count();
         summary.unknown_reads += ops.dropped_reads;
-        match search::search(&ops, steps_max) {
+        match search::search(&ops, options.steps_max) {
             search::Outcome::Linearizable { steps } => summary.steps += steps,
             search::Outcome::Inconclusive { steps } => {
                 return Err(Failure::Inconclusive { key: key.to_vec(), steps })

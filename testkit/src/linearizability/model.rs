@@ -82,8 +82,12 @@ pub(crate) struct Op {
     pub(crate) kind: Kind,
     pub(crate) outcome: Outcome,
     pub(crate) invoked: Duration,
-    /// `None`: no answer, it may take effect at any instant after `invoked`.
+    /// `None`: no answer, it may take effect at any instant after `invoked` (until
+    /// `deadline`, if any).
     pub(crate) returned: Option<Duration>,
+    /// Unanswered operations with a bounded effect window: the last instant it may take
+    /// effect at.
+    pub(crate) deadline: Option<Duration>,
     /// Its class of interchangeable unanswered operations and its rank in it.
     pub(crate) class: Option<(Class, u32)>,
 }
@@ -151,8 +155,14 @@ pub(crate) struct KeyOps {
 }
 
 impl KeyOps {
-    /// The operations `indexes` of `history` (all of one key, answers fitting calls).
-    pub(crate) fn new(history: &[Operation], indexes: &[usize]) -> KeyOps {
+    /// The operations `indexes` of `history` (all of one key, answers fitting calls);
+    /// unanswered ones may take effect until `window` after the client gave up (`None`:
+    /// forever).
+    pub(crate) fn new(
+        history: &[Operation],
+        indexes: &[usize],
+        window: Option<Duration>,
+    ) -> KeyOps {
         let mut key_ops = KeyOps {
             ops: Vec::new(),
             values: Vec::new(),
@@ -197,12 +207,17 @@ impl KeyOps {
                 Answer::Deleted { existed } => Outcome::Deleted(*existed),
                 Answer::Unknown => Outcome::Unknown,
             };
-            let returned = (outcome != Outcome::Unknown).then_some(op.returned);
+            let known = outcome != Outcome::Unknown;
+            let returned = known.then_some(op.returned);
+            let deadline = window.filter(|_| !known).map(|window| op.returned + window);
             let invoked = op.invoked;
-            key_ops.ops.push(Op { index, kind, outcome, invoked, returned, class: None });
+            key_ops.ops.push(Op { index, kind, outcome, invoked, returned, deadline, class: None });
         }
         key_ops.merge_unseen();
-        key_ops.rank_classes();
+        if window.is_none() {
+            // With deadlines, interchangeable operations differ in how long they may wait.
+            key_ops.rank_classes();
+        }
         key_ops
     }
 

@@ -21,11 +21,15 @@ const BYTES_SHOWN: usize = 40;
 pub(crate) fn explain(history: &[Operation], key: &[u8], ops: &KeyOps, stuck: &Stuck) -> String {
     let mut out = String::new();
     let unanswered = ops.ops.iter().filter(|op| !op.known()).count();
+    let until = match ops.ops.iter().any(|op| op.deadline.is_some()) {
+        true => "until their deadline",
+        false => "at any time",
+    };
     let _ = writeln!(
         out,
         "key {}: not linearizable. {} operations ({} answered, {} without an answer, which \
-         may take effect at any time after their invocation or never); the longest \
-         linearizable prefix places {} of the {} answered ones.",
+         may take effect {until} after their invocation or never); the longest linearizable \
+         prefix places {} of the {} answered ones.",
         show_bytes(key),
         ops.ops.len(),
         stuck.answered,
@@ -227,7 +231,11 @@ fn describe(history: &[Operation], ops: &KeyOps, i: usize) -> String {
         Outcome::Deleted(false) => "did not exist".to_string(),
         Outcome::Unknown => format!("no answer (gave up at {})", show_time(recorded.returned)),
     };
-    let returned = op.returned.map_or("never".to_string(), show_time);
+    let returned = match (op.returned, op.deadline) {
+        (Some(returned), _) => show_time(returned),
+        (None, Some(deadline)) => format!("effect by {}", show_time(deadline)),
+        (None, None) => "never".to_string(),
+    };
     format!(
         "#{} client {}: {call} -> {answer}  [{}, {returned}]",
         op.index,

@@ -70,6 +70,8 @@ enum Event {
     Tail,
     Invoke(usize),
     Answer(usize),
+    /// The deadline of an unanswered operation: past it, it never takes effect.
+    Expire(usize),
 }
 
 /// The dancing-links list of events.
@@ -77,34 +79,36 @@ struct Events {
     event: Vec<Event>,
     prev: Vec<usize>,
     next: Vec<usize>,
-    /// Per operation: its invocation node, and its answer node when answered.
+    /// Per operation: its invocation node, and its answer (or deadline) node if any.
     invoke_node: Vec<usize>,
     answer_node: Vec<Option<usize>>,
 }
 
 impl Events {
     fn new(ops: &[Op]) -> Events {
-        let mut timed: Vec<(std::time::Duration, bool, usize)> = Vec::new();
+        // (time, order at equal times, op, event): invocations go first, so touching
+        // intervals count as overlapping (which is what two clocks read by two threads can
+        // tell apart), and deadlines last.
+        let mut timed: Vec<(std::time::Duration, u8, usize, Event)> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
-            timed.push((op.invoked, false, i));
+            timed.push((op.invoked, 0, i, Event::Invoke(i)));
             if let Some(returned) = op.returned {
-                timed.push((returned, true, i));
+                timed.push((returned, 1, i, Event::Answer(i)));
+            }
+            if let Some(deadline) = op.deadline {
+                timed.push((deadline, 2, i, Event::Expire(i)));
             }
         }
-        // At equal times invocations go first: touching intervals count as overlapping,
-        // which is what two clocks read by two threads can tell apart.
-        timed.sort_unstable();
+        timed.sort_unstable_by_key(|&(time, order, i, _)| (time, order, i));
         let mut event = vec![Event::Head];
         let mut invoke_node = vec![0; ops.len()];
         let mut answer_node = vec![None; ops.len()];
-        for &(_, is_answer, i) in &timed {
-            if is_answer {
-                answer_node[i] = Some(event.len());
-                event.push(Event::Answer(i));
-            } else {
-                invoke_node[i] = event.len();
-                event.push(Event::Invoke(i));
+        for &(_, _, i, kind) in &timed {
+            match kind {
+                Event::Invoke(_) => invoke_node[i] = event.len(),
+                _ => answer_node[i] = Some(event.len()),
             }
+            event.push(kind);
         }
         event.push(Event::Tail);
         let n = event.len();
@@ -172,6 +176,9 @@ struct Frame {
     before: State,
     /// The pass it was placed in, which goes on when it is taken out again.
     pass: Pass,
+    /// An unanswered operation past its deadline, set aside without effect: the only choice
+    /// left where it was, so taking it out backtracks further.
+    expired: bool,
 }
 
 /// Which operations a walk of the list tries. Each configuration first tries the answered
@@ -265,7 +272,7 @@ impl Search<'_> {
     /// then keeps.
     fn covered(&self, i: usize, next: State, stack: &[Frame]) -> bool {
         let Some(top) = stack.last() else { return false };
-        !self.ops[top.op].known() && self.ops[i].step(top.before) == Some(next)
+        !top.expired && !self.ops[top.op].known() && self.ops[i].step(top.before) == Some(next)
     }
 
     /// Adds operation `i` to `placed`, or takes it out again.
@@ -314,24 +321,43 @@ pub(crate) fn search(key: &KeyOps, steps_max: u64) -> Outcome {
         if steps > steps_max {
             return Outcome::Inconclusive { steps };
         }
-        match search.events.event[cursor] {
+        let event = search.events.event[cursor];
+        match event {
             Event::Invoke(i) if ops[i].known() != (pass == Pass::Answered) => {
                 cursor = search.events.next[cursor];
+                continue;
             }
-            Event::Invoke(i) => match search.try_place(i, state, &placed, &stack) {
-                Some(next) => {
-                    stack.push(Frame { op: i, before: state, pass });
-                    state = next;
-                    search.toggle(i, &mut placed, true);
-                    search.events.lift(i);
-                    cursor = search.events.next[HEAD];
-                    pass = Pass::Answered;
+            Event::Invoke(i) => {
+                match search.try_place(i, state, &placed, &stack) {
+                    Some(next) => {
+                        stack.push(Frame { op: i, before: state, pass, expired: false });
+                        state = next;
+                        search.toggle(i, &mut placed, true);
+                        search.events.lift(i);
+                        cursor = search.events.next[HEAD];
+                        pass = Pass::Answered;
+                    }
+                    None => cursor = search.events.next[cursor],
                 }
-                None => cursor = search.events.next[cursor],
-            },
-            Event::Answer(_) if pass == Pass::Answered && unanswered_count > 0 => {
+                continue;
+            }
+            Event::Answer(_) | Event::Expire(_)
+                if pass == Pass::Answered && unanswered_count > 0 =>
+            {
                 cursor = search.events.next[HEAD];
                 pass = Pass::Unanswered;
+                continue;
+            }
+            Event::Expire(i) => {
+                // Every operation that could go before its deadline was tried: it never
+                // takes effect. (No memo here: the configuration before, which is on the
+                // stack, covers the one after, and has no other way on.)
+                stack.push(Frame { op: i, before: state, pass, expired: true });
+                search.toggle(i, &mut placed, true);
+                search.events.lift(i);
+                cursor = search.events.next[HEAD];
+                pass = Pass::Answered;
+                continue;
             }
             Event::Answer(i) => {
                 let further = match &stuck {
@@ -342,17 +368,23 @@ pub(crate) fn search(key: &KeyOps, steps_max: u64) -> Outcome {
                     let here = stuck_here(&search.events, &stack, state, i, placed.answered);
                     stuck = Some(Stuck { answered, ..here });
                 }
-                let Some(frame) = stack.pop() else {
-                    return Outcome::Stuck(stuck.expect("recorded above"));
-                };
-                search.events.unlift(frame.op);
-                search.toggle(frame.op, &mut placed, false);
-                state = frame.before;
-                pass = frame.pass;
-                cursor = search.events.next[search.events.invoke_node[frame.op]];
             }
             Event::Head | Event::Tail => {
                 unreachable!("an answer is left in the list while answered operations are")
+            }
+        }
+        // A dead end: undo the last choice and go on after it.
+        loop {
+            let Some(frame) = stack.pop() else {
+                return Outcome::Stuck(stuck.expect("a dead end at an answer was recorded"));
+            };
+            search.events.unlift(frame.op);
+            search.toggle(frame.op, &mut placed, false);
+            state = frame.before;
+            pass = frame.pass;
+            cursor = search.events.next[search.events.invoke_node[frame.op]];
+            if !frame.expired {
+                break;
             }
         }
     }

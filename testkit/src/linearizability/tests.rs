@@ -213,6 +213,25 @@ fn an_unanswered_write_may_take_effect_or_not() {
 }
 
 #[test]
+fn an_unanswered_write_may_be_given_a_deadline() {
+    let window =
+        Options { unanswered_effect_max: Some(Duration::from_millis(10)), ..Options::default() };
+    // Seen long after its deadline (5 ms given up + 10 ms), after a read that did not see it.
+    let late = [lost(1, put_call("a"), 0, 5), get(2, None, 20, 21), get(2, Some(("a", 7)), 30, 31)];
+    accepted(&late);
+    assert!(matches!(check_with(&late, window), Err(Failure::NotLinearizable(_))));
+    let text = check_with(&late, window).unwrap_err().to_string();
+    assert!(text.contains("effect by 0.015000s"), "{text}");
+    // Within the deadline, after a read that did not see it yet.
+    let in_time =
+        [lost(1, put_call("a"), 0, 5), get(2, None, 6, 7), get(2, Some(("a", 7)), 12, 13)];
+    check_with(&in_time, window).expect("took effect between 7 and 12 ms");
+    // Never taking effect is still allowed.
+    let never = [lost(1, put_call("a"), 0, 5), get(2, None, 6, 7), get(2, None, 40, 41)];
+    check_with(&never, window).expect("never took effect");
+}
+
+#[test]
 fn an_unanswered_read_is_dropped() {
     let summary = check(&[
         put(1, "a", 1, 0, 1),
@@ -404,6 +423,21 @@ fn rejects_generated_histories_with_a_write_applied_twice() {
     }
 }
 
+/// With and without deadlines (the simulated operations take effect before their answer).
+#[test]
+fn generated_histories_with_unanswered_operations() {
+    let window =
+        Options { unanswered_effect_max: Some(Duration::from_millis(1)), ..Options::default() };
+    for seed in 0..20 {
+        let history = simulate(seed, 600, 4, 2, 0.1);
+        accepted(&history);
+        check_with(&history, window).unwrap_or_else(|failure| panic!("{failure}"));
+        let ghost = simulate_with_ghost(seed, 600, 4, 2, 0.1, Some(300));
+        rejected(&ghost);
+        assert!(matches!(check_with(&ghost, window), Err(Failure::NotLinearizable(_))));
+    }
+}
+
 /// A crash-test sized history: no exponential search, accepted or rejected.
 #[test]
 fn thousands_of_operations_check_quickly() {
@@ -422,4 +456,18 @@ fn thousands_of_operations_check_quickly() {
     // Generous for a debug build on a loaded machine; an exponential search takes hours.
     assert!(accepted_in < Duration::from_secs(10), "accepted in {accepted_in:?}");
     assert!(rejected_in < Duration::from_secs(10), "rejected in {rejected_in:?}");
+}
+
+/// Many unanswered operations and a violation late in a long history: the failed search
+/// must try everything before it, which deadlines keep cheap.
+#[test]
+fn a_late_violation_among_many_unanswered_operations_is_found_quickly() {
+    let window =
+        Options { unanswered_effect_max: Some(Duration::from_millis(5)), ..Options::default() };
+    let bad = simulate_with_ghost(3, 20_000, 8, 5, 0.03, Some(19_000));
+    let started = Instant::now();
+    let verdict = check_with(&bad, window);
+    let took = started.elapsed();
+    assert!(matches!(verdict, Err(Failure::NotLinearizable(_))), "{verdict:?}");
+    assert!(took < Duration::from_secs(10), "rejected in {took:?}");
 }
