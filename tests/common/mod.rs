@@ -1,6 +1,7 @@
 //! Helpers for whole-binary tests: start `cradle node` as a real process and drive the CLI.
 #![allow(dead_code, missing_docs)]
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,12 +14,14 @@ pub(crate) fn cradle() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cradle"))
 }
 
-/// A running `cradle node`; stopped with SIGTERM (by its PID) when dropped.
+/// A running `cradle node`; killed (by its PID) when dropped.
 pub(crate) struct NodeProcess {
     pub(crate) child: Child,
     pub(crate) addr: SocketAddr,
     pub(crate) data_dir: tempfile::TempDir,
     pub(crate) stdout_lines: mpsc::Receiver<String>,
+    /// The program and arguments it was started with, for `restart`.
+    command: (OsString, Vec<OsString>),
 }
 
 impl NodeProcess {
@@ -39,19 +42,31 @@ impl NodeProcess {
 
     /// Spawns `command` (a node invocation) and waits for `cradle ready`.
     pub(crate) fn spawn(mut command: Command, data_dir: tempfile::TempDir) -> NodeProcess {
-        let mut child = command.spawn().expect("spawn cradle node");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let ready = rx.recv_timeout(Duration::from_secs(30)).expect("cradle node printed nothing");
-        assert!(ready.starts_with("cradle ready"), "unexpected first line: {ready}");
-        NodeProcess { child, addr: parse_ready_addr(&ready), data_dir, stdout_lines: rx }
+        let program = command.get_program().to_owned();
+        let args = command.get_args().map(OsString::from).collect();
+        let (child, addr, stdout_lines) = spawn_ready(&mut command);
+        NodeProcess { child, addr, data_dir, stdout_lines, command: (program, args) }
+    }
+
+    /// SIGKILL (by its PID), then reap: a crash. The data directory stays, for `restart`.
+    pub(crate) fn kill(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "KILL");
+        self.child.wait().expect("reap the killed node")
+    }
+
+    /// Starts the node again (after it exited) with the command it was started with, on the
+    /// same data directory and the address it had bound (`--listen` names it, so an ephemeral
+    /// port stays the node's), and waits for `cradle ready`.
+    pub(crate) fn restart(&mut self) {
+        assert!(self.child.try_wait().expect("wait").is_some(), "restart of a running node");
+        let (program, mut args) = self.command.clone();
+        let listen = args.iter().position(|arg| arg == "--listen").expect("started with --listen");
+        args[listen + 1] = self.addr.to_string().into();
+        let mut command = Command::new(program);
+        command.args(&args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let (child, addr, stdout_lines) = spawn_ready(&mut command);
+        assert_eq!(addr, self.addr, "the restarted node bound another address");
+        (self.child, self.stdout_lines) = (child, stdout_lines);
     }
 
     pub(crate) fn server(&self) -> String {
@@ -73,6 +88,28 @@ impl NodeProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Spawns a node and waits for its `cradle ready` line: the process, the address in that
+/// line, and the lines of stdout after it.
+fn spawn_ready(command: &mut Command) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+    let mut child = command.spawn().expect("spawn cradle node");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let Ok(ready) = rx.recv_timeout(Duration::from_secs(30)) else {
+        signal(child.id(), "KILL");
+        let status = child.wait();
+        panic!("cradle node printed nothing in 30 s ({status:?})");
+    };
+    assert!(ready.starts_with("cradle ready"), "unexpected first line: {ready}");
+    (child, parse_ready_addr(&ready), rx)
 }
 
 impl Drop for NodeProcess {
