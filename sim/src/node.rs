@@ -1,0 +1,170 @@
+//! One simulated node: its serving cores over in-memory disks that outlive the node. A crash
+//! drops the cores, and with them everything not synced (the disks are `MemoryVolume`s: a
+//! device's unsynced writes are its own and die with it); a start replays the disks.
+
+use control::{Core, CoreConfig, CoreStorage, Durability, NodeLayout, NodeStats};
+use dataplane::{Handler, Transmit};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use storage::{BlobStore, MemoryVolume, Store, StoreConfig};
+
+use crate::Packet;
+
+/// Partitions of the simulated node.
+const PARTITIONS: u32 = 8;
+
+/// Small segments (memory volumes copy a whole device on sync) so that runs roll, seal and
+/// compact them, and a small completion table (a simulation writes a few thousand times).
+fn store_config() -> StoreConfig {
+    StoreConfig {
+        segment_bytes: 64 << 10,
+        blob_threshold_bytes: 4 << 10,
+        chunk_bytes: 4 << 10,
+        blob_segment_bytes: 64 << 10,
+        tail_bytes_max: 4 << 10,
+        ..StoreConfig::default()
+    }
+}
+
+/// Collects what a core sends.
+struct Outbox<'a> {
+    from: SocketAddr,
+    packets: &'a mut Vec<Packet>,
+}
+
+impl Transmit for Outbox<'_> {
+    fn send(&mut self, peer: SocketAddr, datagram: &[u8]) -> bool {
+        self.packets.push(Packet { from: self.from, to: peer, bytes: datagram.to_vec() });
+        true
+    }
+}
+
+/// The disks of one core.
+struct Disk {
+    endpoints: Vec<MemoryVolume>,
+    blobs: MemoryVolume,
+}
+
+pub(crate) struct Node {
+    layout: Arc<NodeLayout>,
+    disks: Vec<Disk>,
+    /// The running cores and when each started (its loop clock counts from there), or none.
+    cores: Option<Vec<(Core, u64)>>,
+    rebuild_completions: bool,
+}
+
+impl Node {
+    pub(crate) fn new(cores: u32, rebuild_completions: bool) -> Node {
+        let addrs =
+            (0..cores).map(|i| SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))).collect();
+        let layout = Arc::new(NodeLayout::new(PARTITIONS, addrs).expect("a valid layout"));
+        let disks = (0..cores)
+            .map(|core| Disk {
+                endpoints: (0..layout.endpoints_on(core))
+                    .map(|slot| MemoryVolume::new(&format!("core-{core}/ep-{slot}")))
+                    .collect(),
+                blobs: MemoryVolume::new(&format!("core-{core}/blobs")),
+            })
+            .collect();
+        Node { layout, disks, cores: None, rebuild_completions }
+    }
+
+    pub(crate) fn addrs(&self) -> Vec<SocketAddr> {
+        (0..self.layout.cores()).map(|core| self.layout.addr_of(core)).collect()
+    }
+
+    /// Starts the node at wall-clock time `wall_ns`: every core replays its disks.
+    pub(crate) fn start(&mut self, wall_ns: u64) {
+        assert!(self.cores.is_none(), "started twice");
+        let map: Arc<[u8]> = self.layout.map().encode().into();
+        let stats = Arc::new(NodeStats::for_layout(&self.layout));
+        let since = control::stamps_kept_since(wall_ns, control::COMPLETION_TTL_NS_DEFAULT);
+        let mut cores = Vec::new();
+        for (core, disk) in (0u32..).zip(&self.disks) {
+            let config = store_config();
+            let (mut blobs, _) =
+                BlobStore::open(Box::new(disk.blobs.clone()), &config).expect("memory opens");
+            let mut recovered = Vec::new();
+            let stores = disk
+                .endpoints
+                .iter()
+                .map(|volume| {
+                    let (store, mut report) =
+                        Store::open(Box::new(volume.clone()), &config, &mut blobs, since)
+                            .expect("memory opens");
+                    assert!(report.quarantine.is_none(), "{:?}", report.quarantine);
+                    recovered.append(&mut report.stamps);
+                    store
+                })
+                .collect();
+            blobs.reclaim_unreferenced().expect("memory frees");
+            if !self.rebuild_completions {
+                recovered.clear(); // the injected bug
+            }
+            let storage = CoreStorage {
+                blobs,
+                stores,
+                durability: Durability::Flushed,
+                compaction_step_bytes: 256 << 10,
+                sync_clock: None,
+                recovered,
+            };
+            let config = CoreConfig {
+                wall_clock_start_ns: wall_ns,
+                completion_records_max: 1 << 14,
+                ..CoreConfig::new(core, self.layout.clone(), [core as u8; 32])
+            };
+            let core = Core::with_storage(config, stats.clone(), map.clone(), storage)
+                .expect("a valid core");
+            cores.push((core, wall_ns));
+        }
+        self.cores = Some(cores);
+    }
+
+    /// Stops every core at once, as a power cut would.
+    pub(crate) fn crash(&mut self) {
+        self.cores = None;
+    }
+
+    /// A datagram for core address `to` at simulated time `now_ns` (wall-clock offset from the
+    /// simulation's start: `wall - start`); lost when the node is down. Returns the replies.
+    pub(crate) fn receive(
+        &mut self,
+        now_ns: u64,
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: &[u8],
+    ) -> Vec<Packet> {
+        let mut packets = Vec::new();
+        let Some(i) = self.layout_index(to) else { return packets };
+        let Some(cores) = &mut self.cores else { return packets };
+        let (core, started) = &mut cores[i];
+        let local_ns = loop_clock(now_ns, *started);
+        let mut out = Outbox { from: to, packets: &mut packets };
+        core.handle_datagram(local_ns, from, bytes, &mut out);
+        core.end_batch(local_ns, &mut out);
+        packets
+    }
+
+    /// Batch-end work of every core without traffic (timers, group commit, sweeps).
+    pub(crate) fn tick(&mut self, now_ns: u64) -> Vec<Packet> {
+        let mut packets = Vec::new();
+        let addrs = self.addrs();
+        let Some(cores) = &mut self.cores else { return packets };
+        for ((core, started), from) in cores.iter_mut().zip(addrs) {
+            let mut out = Outbox { from, packets: &mut packets };
+            core.end_batch(loop_clock(now_ns, *started), &mut out);
+        }
+        packets
+    }
+
+    fn layout_index(&self, addr: SocketAddr) -> Option<usize> {
+        (0..self.layout.cores()).position(|core| self.layout.addr_of(core) == addr)
+    }
+}
+
+/// A core's loop clock: nanoseconds since it started, given the simulation's time and the
+/// wall-clock time it started at.
+fn loop_clock(now_ns: u64, started_wall_ns: u64) -> u64 {
+    (crate::WALL_START_NS + now_ns).saturating_sub(started_wall_ns)
+}
