@@ -14,6 +14,7 @@ mod config;
 mod core;
 mod durable;
 mod layout;
+pub mod map_group;
 mod read_cache;
 mod reassembly;
 mod replies;

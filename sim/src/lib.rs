@@ -14,8 +14,11 @@
 //! It must never use real I/O, real time or unseeded randomness, and never relax the checker.
 #![forbid(unsafe_code)]
 
+mod map_group;
 mod node;
 mod workload;
+
+pub use map_group::{run_group, GroupOptions, GroupReport};
 
 use client::{ClientConfig, ClientCore, Error, Reply, Request, RequestId};
 use node::Node;

@@ -1,0 +1,338 @@
+//! The map group simulated: members of `control::map_group` over a seeded network that loses,
+//! duplicates and delays messages and cuts links (both ways or one way), members that crash
+//! and restart on the disk they had, and clients that propose compare-and-set changes of the
+//! map. The clients' history is checked for linearizability (the map is one versioned
+//! register: a change is a CAS on its epoch), every member's copy of an epoch must be the same
+//! bytes, and once the network heals and every member is up, a change must go through.
+
+use control::map_group::{MapDisk, MapGroup, MapOutcome, ProposalId};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use testkit::linearizability::{self, Answer, Call, Operation, Summary};
+use testkit::Rng;
+
+/// What one run of the map group does.
+#[derive(Clone, Debug)]
+pub struct GroupOptions {
+    /// Members (ids 1..=members).
+    pub members: u64,
+    /// Clients proposing changes, one at a time each.
+    pub clients: u64,
+    /// Changes each client proposes.
+    pub changes_per_client: u64,
+    /// Chance a message is lost.
+    pub loss: f64,
+    /// Chance a message arrives twice.
+    pub duplicate: f64,
+    /// One-way delay range, ms.
+    pub delay_ms: (u64, u64),
+    /// Chance, per 100 ms, that a link between two members is cut (for 0.1–2 s), one way
+    /// half the time.
+    pub cut: f64,
+    /// Chance, per 100 ms, that an up member crashes (down for 10 ms–1 s).
+    pub crash: f64,
+}
+
+impl Default for GroupOptions {
+    fn default() -> GroupOptions {
+        GroupOptions {
+            members: 3,
+            clients: 3,
+            changes_per_client: 8,
+            loss: 0.05,
+            duplicate: 0.02,
+            delay_ms: (1, 8),
+            cut: 0.05,
+            crash: 0.03,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupReport {
+    /// What the checker covered.
+    pub checked: Summary,
+    /// Changes applied (the final epoch).
+    pub epoch: u64,
+    /// Member crashes.
+    pub crashes: u64,
+    /// Links cut.
+    pub cuts: u64,
+}
+
+const TICK_MS: u64 = 10;
+/// How long a client waits for an outcome before it counts its change as unknown.
+const PATIENCE_MS: u64 = 1_500;
+/// Simulated time after which the network heals for good and everyone comes back.
+const CHAOS_MS: u64 = 20_000;
+/// After healing, the group must make a change within this.
+const RECOVERY_MS: u64 = 10_000;
+
+enum Event {
+    Deliver { to: u64, bytes: Vec<u8> },
+    Restart(u64),
+    Heal(u64, u64),
+}
+
+struct Client {
+    /// The change in flight: proposed at this member, its id there, its history entry, and
+    /// when it was proposed (ms).
+    current: Option<(u64, ProposalId, Operation, u64)>,
+    issued: u64,
+}
+
+/// Runs seed `seed` of the map group; the error says what failed.
+pub fn run_group(seed: u64, options: &GroupOptions) -> Result<GroupReport, String> {
+    GroupSim::new(seed, options.clone()).run().map_err(|why| format!("seed {seed}: {why}"))
+}
+
+struct GroupSim {
+    options: GroupOptions,
+    rng: Rng,
+    now_us: u64,
+    disks: Vec<MapDisk>,
+    members: Vec<Option<MapGroup>>,
+    /// Links cut, (from, to).
+    cut: BTreeSet<(u64, u64)>,
+    events: BTreeMap<(u64, u64), Event>,
+    sequence: u64,
+    clients: Vec<Client>,
+    history: Vec<Operation>,
+    /// The map of every epoch any member applied: all copies must agree.
+    applied: BTreeMap<u64, Vec<u8>>,
+    report: GroupReport,
+}
+
+impl GroupSim {
+    fn new(seed: u64, options: GroupOptions) -> GroupSim {
+        let ids: Vec<u64> = (1..=options.members).collect();
+        let disks: Vec<MapDisk> = ids.iter().map(|_| MapDisk::new(&ids)).collect();
+        let clients = (0..options.clients).map(|_| Client { current: None, issued: 0 }).collect();
+        let mut sim = GroupSim {
+            rng: Rng::from_seed(seed),
+            now_us: 0,
+            members: ids.iter().map(|_| None).collect(),
+            disks,
+            cut: BTreeSet::new(),
+            events: BTreeMap::new(),
+            sequence: 0,
+            clients,
+            history: Vec::new(),
+            applied: BTreeMap::new(),
+            report: GroupReport::default(),
+            options,
+        };
+        for id in ids {
+            sim.start(id).expect("a fresh member starts");
+        }
+        sim
+    }
+
+    fn start(&mut self, id: u64) -> Result<(), String> {
+        let disk = &self.disks[id as usize - 1];
+        let member = MapGroup::start(id, disk, b"initial".to_vec()).map_err(|e| e.to_string())?;
+        self.members[id as usize - 1] = Some(member);
+        Ok(())
+    }
+
+    fn schedule(&mut self, at_us: u64, event: Event) {
+        self.sequence += 1;
+        self.events.insert((at_us, self.sequence), event);
+    }
+
+    fn run(mut self) -> Result<GroupReport, String> {
+        loop {
+            let next_tick = (self.now_us / 1000 / TICK_MS + 1) * TICK_MS * 1000;
+            self.deliver_until(next_tick)?;
+            self.now_us = next_tick;
+            let now_ms = self.now_us / 1000;
+            if now_ms == CHAOS_MS {
+                self.heal()?;
+            }
+            if now_ms > CHAOS_MS + RECOVERY_MS {
+                return Err(format!("no change went through {RECOVERY_MS} ms after healing"));
+            }
+            for member in self.members.iter_mut().flatten() {
+                member.tick();
+            }
+            if now_ms < CHAOS_MS && now_ms.is_multiple_of(100) {
+                self.strike();
+            }
+            for c in 0..self.clients.len() {
+                self.client_step(c);
+            }
+            self.check_copies()?;
+            self.transmit();
+            let settled = self.clients.iter().all(|c| c.current.is_none());
+            if now_ms > CHAOS_MS && settled && change_after(&self.history, CHAOS_MS) {
+                break;
+            }
+        }
+        self.report.checked = linearizability::check(&self.history).map_err(|f| f.to_string())?;
+        Ok(self.report)
+    }
+
+    /// Handles the events due before `until_us` (members take no time argument: arrival order
+    /// is what the delays decide).
+    fn deliver_until(&mut self, until_us: u64) -> Result<(), String> {
+        while let Some(entry) = self.events.first_entry() {
+            if entry.key().0 >= until_us {
+                return Ok(());
+            }
+            match entry.remove() {
+                Event::Deliver { to, bytes } => {
+                    if let Some(member) = &mut self.members[to as usize - 1] {
+                        member.handle_message(&bytes).map_err(|e| e.to_string())?;
+                    }
+                }
+                Event::Restart(id) => self.start(id)?,
+                Event::Heal(a, b) => {
+                    self.cut.remove(&(a, b));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The network heals for good and every member comes back.
+    fn heal(&mut self) -> Result<(), String> {
+        self.cut.clear();
+        for id in 1..=self.options.members {
+            if self.members[id as usize - 1].is_none() {
+                self.start(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts links and crashes members at random.
+    fn strike(&mut self) {
+        let members = self.options.members;
+        for a in 1..=members {
+            for b in (1..=members).filter(|&b| b != a) {
+                if self.rng.chance(self.options.cut) {
+                    self.report.cuts += 1;
+                    let heal = self.now_us + (100 + self.rng.below(1_900)) * 1000;
+                    let mut links = vec![(a, b)];
+                    if self.rng.chance(0.5) {
+                        links.push((b, a));
+                    }
+                    for (from, to) in links {
+                        self.cut.insert((from, to));
+                        self.schedule(heal, Event::Heal(from, to));
+                    }
+                }
+            }
+            if self.members[a as usize - 1].is_some() && self.rng.chance(self.options.crash) {
+                self.report.crashes += 1;
+                self.members[a as usize - 1] = None;
+                let back = self.now_us + (10 + self.rng.below(990)) * 1000;
+                self.schedule(back, Event::Restart(a));
+            }
+        }
+    }
+
+    /// A client collects its change's outcome or gives up on it, then may propose another:
+    /// during the chaos its share, after it until one change invoked after the healing won.
+    fn client_step(&mut self, c: usize) {
+        let now_ms = self.now_us / 1000;
+        if let Some((at, id, mut op, since_ms)) = self.clients[c].current.take() {
+            op.returned = Duration::from_micros(self.now_us);
+            op.answer = match self.outcome_of(at, id) {
+                Some(MapOutcome::Changed { epoch }) => Answer::Swapped { version: epoch },
+                Some(MapOutcome::Stale { epoch }) => Answer::Mismatch { current_version: epoch },
+                None if now_ms - since_ms < PATIENCE_MS => {
+                    self.clients[c].current = Some((at, id, op, since_ms));
+                    return;
+                }
+                None => Answer::Unknown,
+            };
+            self.history.push(op);
+        }
+        let chaos = now_ms < CHAOS_MS;
+        let share_left = chaos && self.clients[c].issued < self.options.changes_per_client;
+        let recovering = !chaos && !change_after(&self.history, CHAOS_MS);
+        if share_left || recovering {
+            self.propose(c);
+        }
+    }
+
+    /// The outcome member `at` holds for proposal `id` (other outcomes are dropped: only the
+    /// client that proposed there waits, one change at a time).
+    fn outcome_of(&mut self, at: u64, id: ProposalId) -> Option<MapOutcome> {
+        let member = self.members[at as usize - 1].as_mut()?;
+        let mut found = None;
+        while let Some((got, outcome)) = member.poll_outcome() {
+            if got == id {
+                found = Some(outcome);
+            }
+        }
+        found
+    }
+
+    /// Proposes a change decided from a random member's copy (possibly stale), at that member.
+    fn propose(&mut self, c: usize) {
+        let at = 1 + self.rng.below(self.options.members);
+        let Some(member) = self.members[at as usize - 1].as_mut() else { return };
+        let seen = member.map().0;
+        let value = format!("client {c} change {}", self.clients[c].issued).into_bytes();
+        let Ok(id) = member.propose(seen, value.clone()) else { return };
+        self.clients[c].issued += 1;
+        let now = Duration::from_micros(self.now_us);
+        let op = Operation {
+            client: c as u64,
+            key: b"map".to_vec(),
+            call: Call::Cas { expected_version: seen, value },
+            answer: Answer::Unknown,
+            invoked: now,
+            returned: now,
+        };
+        self.clients[c].current = Some((at, id, op, self.now_us / 1000));
+    }
+
+    /// Every copy of an epoch must be the same map.
+    fn check_copies(&mut self) -> Result<(), String> {
+        for member in self.members.iter().flatten() {
+            let (epoch, map) = member.map();
+            if epoch > 0 {
+                let first = self.applied.entry(epoch).or_insert_with(|| map.to_vec());
+                if first != map {
+                    return Err(format!("two maps at epoch {epoch}"));
+                }
+            }
+        }
+        self.report.epoch = self.applied.keys().next_back().copied().unwrap_or(0);
+        Ok(())
+    }
+
+    /// The members' messages, through the network: cut links and losses drop them, some
+    /// arrive twice, each after a random delay.
+    fn transmit(&mut self) {
+        let mut out = Vec::new();
+        for (from, member) in (1u64..).zip(&mut self.members) {
+            let Some(member) = member else { continue };
+            while let Some((to, bytes)) = member.poll_transmit() {
+                out.push((from, to, bytes));
+            }
+        }
+        let (low, high) = self.options.delay_ms;
+        for (from, to, bytes) in out {
+            if self.cut.contains(&(from, to)) || self.rng.chance(self.options.loss) {
+                continue;
+            }
+            let copies = if self.rng.chance(self.options.duplicate) { 2 } else { 1 };
+            for _ in 0..copies {
+                let delay_us = (low + self.rng.below(high - low + 1)) * 1000 + self.rng.below(1000);
+                self.schedule(self.now_us + delay_us, Event::Deliver { to, bytes: bytes.clone() });
+            }
+        }
+    }
+}
+
+/// Whether a change invoked after `ms` went through (liveness once healed).
+fn change_after(history: &[Operation], ms: u64) -> bool {
+    history.iter().any(|op| {
+        op.invoked >= Duration::from_millis(ms) && matches!(op.answer, Answer::Swapped { .. })
+    })
+}
