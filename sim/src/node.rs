@@ -121,6 +121,11 @@ impl Node {
         self.cores = Some(cores);
     }
 
+    /// Whether the node serves.
+    pub(crate) fn is_up(&self) -> bool {
+        self.cores.is_some()
+    }
+
     /// Stops every core at once, as a power cut would.
     pub(crate) fn crash(&mut self) {
         self.cores = None;

@@ -13,22 +13,30 @@ pub(crate) struct Workload {
     operations: usize,
     /// The last version this client saw of each key (what its CAS expects).
     seen: Vec<u64>,
+    /// Reads asked for after the mix (`read_all`).
+    final_reads: Vec<Vec<u8>>,
 }
 
 impl Workload {
     pub(crate) fn new(client: u64, keys: usize, operations: usize, seed: u64) -> Workload {
         let rng = Rng::from_seed(seed);
-        Workload { client, keys, rng, issued: 0, operations, seen: vec![0; keys] }
+        let seen = vec![0; keys];
+        Workload { client, keys, rng, issued: 0, operations, seen, final_reads: Vec::new() }
     }
 
     pub(crate) fn finished(&self) -> bool {
-        self.issued >= self.operations
+        self.issued >= self.operations && self.final_reads.is_empty()
+    }
+
+    /// After its mix, the client reads every key once more.
+    pub(crate) fn read_all(&mut self) {
+        self.final_reads = (0..self.keys).rev().map(key_name).collect();
     }
 
     /// The next key and call, or none once the client is done.
     pub(crate) fn next(&mut self) -> Option<(Vec<u8>, Call)> {
-        if self.finished() {
-            return None;
+        if self.issued >= self.operations {
+            return self.final_reads.pop().map(|key| (key, Call::Get));
         }
         self.issued += 1;
         let key = self.rng.below(self.keys as u64) as usize;
@@ -39,13 +47,17 @@ impl Workload {
             6..=8 => Call::Cas { expected_version: self.seen[key], value },
             _ => Call::Delete,
         };
-        Some((format!("key-{key}").into_bytes(), call))
+        Some((key_name(key), call))
     }
 
-    /// What an answer said the key's version is.
+    /// What an answer said the key's version is (keys are `key-N`).
     pub(crate) fn saw(&mut self, key: &[u8], version: u64) {
         if let Some(i) = std::str::from_utf8(&key[4..]).ok().and_then(|k| k.parse::<usize>().ok()) {
             self.seen[i] = version;
         }
     }
+}
+
+fn key_name(key: usize) -> Vec<u8> {
+    format!("key-{key}").into_bytes()
 }
