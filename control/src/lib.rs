@@ -15,6 +15,7 @@ mod core;
 mod durable;
 mod layout;
 pub mod map_group;
+pub mod peer;
 mod read_cache;
 mod reassembly;
 mod replies;

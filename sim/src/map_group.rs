@@ -4,8 +4,13 @@
 //! map. The clients' history is checked for linearizability (the map is one versioned
 //! register: a change is a CAS on its epoch), every member's copy of an epoch must be the same
 //! bytes, and once the network heals and every member is up, a change must go through.
+//!
+//! Every message travels in the authenticated node-to-node envelope (`control::peer`), and an
+//! attacker on the network plays delivered datagrams again, flips their bits, and seals its
+//! own with another cluster's key: any of those that opens fails the run.
 
 use control::map_group::{MapDisk, MapGroup, MapOutcome, ProposalId};
+use control::peer::{ClusterKey, PeerKind, PeerOpener, PeerSealer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use testkit::linearizability::{self, Answer, Call, Operation, Summary};
@@ -31,6 +36,8 @@ pub struct GroupOptions {
     pub cut: f64,
     /// Chance, per 100 ms, that an up member crashes (down for 10 ms–1 s).
     pub crash: f64,
+    /// Chance, per tick, that the attacker sends a forged, replayed or foreign datagram.
+    pub attack: f64,
 }
 
 impl Default for GroupOptions {
@@ -44,6 +51,7 @@ impl Default for GroupOptions {
             delay_ms: (1, 8),
             cut: 0.05,
             crash: 0.03,
+            attack: 0.2,
         }
     }
 }
@@ -59,6 +67,8 @@ pub struct GroupReport {
     pub crashes: u64,
     /// Links cut.
     pub cuts: u64,
+    /// Datagrams the attacker delivered (every one refused, or the run fails).
+    pub attacks: u64,
 }
 
 const TICK_MS: u64 = 10;
@@ -69,8 +79,25 @@ const CHAOS_MS: u64 = 20_000;
 /// After healing, the group must make a change within this.
 const RECOVERY_MS: u64 = 10_000;
 
+/// What the attacker sent, and so what the receiver must do with it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Attack {
+    /// Not an attack.
+    None,
+    /// Forged or foreign: must be refused.
+    Forged,
+    /// A delivered datagram again: refused unless the receiver restarted since the start
+    /// recorded here (then its windows are gone; see `control::peer`).
+    Replay { receiver_start: u64 },
+}
+
 enum Event {
-    Deliver { to: u64, bytes: Vec<u8> },
+    /// A datagram arrives.
+    Deliver {
+        to: u64,
+        bytes: Vec<u8>,
+        attack: Attack,
+    },
     Restart(u64),
     Heal(u64, u64),
 }
@@ -92,7 +119,13 @@ struct GroupSim {
     rng: Rng,
     now_us: u64,
     disks: Vec<MapDisk>,
-    members: Vec<Option<MapGroup>>,
+    /// Each member, with its envelope (a restart forgets the opener's windows).
+    members: Vec<Option<(MapGroup, PeerSealer, PeerOpener)>>,
+    /// Datagrams delivered and opened, (receiver, its start then, bytes): what the attacker
+    /// replays.
+    captured: Vec<(u64, u64, Vec<u8>)>,
+    /// When each member last started (wall clock, ns).
+    started: Vec<u64>,
     /// Links cut, (from, to).
     cut: BTreeSet<(u64, u64)>,
     events: BTreeMap<(u64, u64), Event>,
@@ -115,6 +148,8 @@ impl GroupSim {
             members: ids.iter().map(|_| None).collect(),
             disks,
             cut: BTreeSet::new(),
+            captured: Vec::new(),
+            started: Vec::new(),
             events: BTreeMap::new(),
             sequence: 0,
             clients,
@@ -132,8 +167,77 @@ impl GroupSim {
     fn start(&mut self, id: u64) -> Result<(), String> {
         let disk = &self.disks[id as usize - 1];
         let member = MapGroup::start(id, disk, b"initial".to_vec()).map_err(|e| e.to_string())?;
-        self.members[id as usize - 1] = Some(member);
+        let incarnation = self.wall_ns();
+        self.started.resize(self.options.members as usize, 0);
+        self.started[id as usize - 1] = incarnation;
+        let sealer = PeerSealer::new(cluster_key(), id, incarnation);
+        let opener = PeerOpener::new(cluster_key(), id);
+        self.members[id as usize - 1] = Some((member, sealer, opener));
         Ok(())
+    }
+
+    /// The wall clock the envelopes carry.
+    fn wall_ns(&self) -> u64 {
+        WALL_START_NS + self.now_us * 1000
+    }
+
+    /// Opens a datagram for member `to` and hands its payload to the member.
+    fn arrive(&mut self, to: u64, bytes: Vec<u8>, attack: Attack) -> Result<(), String> {
+        let now = self.wall_ns();
+        let must_refuse = match attack {
+            Attack::None => false,
+            Attack::Forged => true,
+            Attack::Replay { receiver_start } => receiver_start == self.started[to as usize - 1],
+        };
+        let Some((member, _, opener)) = &mut self.members[to as usize - 1] else { return Ok(()) };
+        match opener.open(now, &bytes) {
+            Ok(_) if must_refuse => Err(format!("member {to} accepted an attacker's datagram")),
+            Ok(opened) => {
+                if opened.kind != PeerKind::MapGroup {
+                    return Err("a datagram of the wrong kind".into());
+                }
+                member.handle_message(opened.payload).map_err(|e| e.to_string())?;
+                let capture = (to, self.started[to as usize - 1], bytes);
+                if self.captured.len() < 256 {
+                    self.captured.push(capture);
+                } else {
+                    let i = self.rng.below(256) as usize;
+                    self.captured[i] = capture;
+                }
+                Ok(())
+            }
+            Err(_) => Ok(()), // counted by the opener
+        }
+    }
+
+    /// The attacker's move: a delivered datagram again, one with a bit flipped, or one sealed
+    /// with another cluster's key, to a member.
+    fn attack(&mut self) {
+        if self.captured.is_empty() || !self.rng.chance(self.options.attack) {
+            return;
+        }
+        let pick = self.rng.below(self.captured.len() as u64) as usize;
+        let (to, receiver_start, mut bytes) = self.captured[pick].clone();
+        let mut attack = Attack::Forged;
+        match self.rng.below(3) {
+            // A receiver that restarted since forgot its windows: a capture younger than the
+            // envelope's freshness bound opens once more there (documented in
+            // `control::peer`); the payload protocols take a duplicate.
+            0 => attack = Attack::Replay { receiver_start },
+            1 => {
+                let bit = self.rng.below(bytes.len() as u64 * 8);
+                bytes[(bit / 8) as usize] ^= 1 << (bit % 8);
+            }
+            _ => {
+                let foreign = ClusterKey::from_file_bytes(&[0xee; 32]).expect("32 bytes");
+                let from = 1 + (to % self.options.members);
+                let mut sealer = PeerSealer::new(foreign, from, self.wall_ns());
+                sealer.seal(to, PeerKind::MapGroup, self.wall_ns(), b"forged", &mut bytes);
+            }
+        }
+        self.report.attacks += 1;
+        let at = self.now_us + 500;
+        self.schedule(at, Event::Deliver { to, bytes, attack });
     }
 
     fn schedule(&mut self, at_us: u64, event: Event) {
@@ -153,9 +257,10 @@ impl GroupSim {
             if now_ms > CHAOS_MS + RECOVERY_MS {
                 return Err(format!("no change went through {RECOVERY_MS} ms after healing"));
             }
-            for member in self.members.iter_mut().flatten() {
+            for (member, _, _) in self.members.iter_mut().flatten() {
                 member.tick();
             }
+            self.attack();
             if now_ms < CHAOS_MS && now_ms.is_multiple_of(100) {
                 self.strike();
             }
@@ -181,11 +286,7 @@ impl GroupSim {
                 return Ok(());
             }
             match entry.remove() {
-                Event::Deliver { to, bytes } => {
-                    if let Some(member) = &mut self.members[to as usize - 1] {
-                        member.handle_message(&bytes).map_err(|e| e.to_string())?;
-                    }
-                }
+                Event::Deliver { to, bytes, attack } => self.arrive(to, bytes, attack)?,
                 Event::Restart(id) => self.start(id)?,
                 Event::Heal(a, b) => {
                     self.cut.remove(&(a, b));
@@ -261,7 +362,7 @@ impl GroupSim {
     /// The outcome member `at` holds for proposal `id` (other outcomes are dropped: only the
     /// client that proposed there waits, one change at a time).
     fn outcome_of(&mut self, at: u64, id: ProposalId) -> Option<MapOutcome> {
-        let member = self.members[at as usize - 1].as_mut()?;
+        let (member, _, _) = self.members[at as usize - 1].as_mut()?;
         let mut found = None;
         while let Some((got, outcome)) = member.poll_outcome() {
             if got == id {
@@ -274,7 +375,7 @@ impl GroupSim {
     /// Proposes a change decided from a random member's copy (possibly stale), at that member.
     fn propose(&mut self, c: usize) {
         let at = 1 + self.rng.below(self.options.members);
-        let Some(member) = self.members[at as usize - 1].as_mut() else { return };
+        let Some((member, _, _)) = self.members[at as usize - 1].as_mut() else { return };
         let seen = member.map().0;
         let value = format!("client {c} change {}", self.clients[c].issued).into_bytes();
         let Ok(id) = member.propose(seen, value.clone()) else { return };
@@ -293,7 +394,7 @@ impl GroupSim {
 
     /// Every copy of an epoch must be the same map.
     fn check_copies(&mut self) -> Result<(), String> {
-        for member in self.members.iter().flatten() {
+        for (member, _, _) in self.members.iter().flatten() {
             let (epoch, map) = member.map();
             if epoch > 0 {
                 let first = self.applied.entry(epoch).or_insert_with(|| map.to_vec());
@@ -310,9 +411,12 @@ impl GroupSim {
     /// arrive twice, each after a random delay.
     fn transmit(&mut self) {
         let mut out = Vec::new();
+        let now = WALL_START_NS + self.now_us * 1000;
         for (from, member) in (1u64..).zip(&mut self.members) {
-            let Some(member) = member else { continue };
-            while let Some((to, bytes)) = member.poll_transmit() {
+            let Some((member, sealer, _)) = member else { continue };
+            while let Some((to, payload)) = member.poll_transmit() {
+                let mut bytes = Vec::new();
+                sealer.seal(to, PeerKind::MapGroup, now, &payload, &mut bytes);
                 out.push((from, to, bytes));
             }
         }
@@ -324,10 +428,21 @@ impl GroupSim {
             let copies = if self.rng.chance(self.options.duplicate) { 2 } else { 1 };
             for _ in 0..copies {
                 let delay_us = (low + self.rng.below(high - low + 1)) * 1000 + self.rng.below(1000);
-                self.schedule(self.now_us + delay_us, Event::Deliver { to, bytes: bytes.clone() });
+                let bytes = bytes.clone();
+                self.schedule(
+                    self.now_us + delay_us,
+                    Event::Deliver { to, bytes, attack: Attack::None },
+                );
             }
         }
     }
+}
+
+/// Wall-clock time at the simulation's start (envelopes carry wall-clock times).
+const WALL_START_NS: u64 = 1_800_000_000_000_000_000;
+
+fn cluster_key() -> ClusterKey {
+    ClusterKey::from_file_bytes(b"the simulated cluster's 32-byte key file").expect("long enough")
 }
 
 /// Whether a change invoked after `ms` went through (liveness once healed).

@@ -58,3 +58,10 @@ fn seed_101_stays_fixed_a_restarted_member_reused_its_proposal_ids() {
     // ("CAS expecting 5 swapped to version 8"). Ids now carry the member's incarnation.
     run_group(101, &GroupOptions::default()).unwrap();
 }
+
+#[test]
+fn forged_replayed_and_foreign_datagrams_are_all_refused() {
+    // The attacker runs in every seed (GroupOptions::attack); here it is asserted it did.
+    let report = run_group(3, &GroupOptions { attack: 0.5, ..GroupOptions::default() }).unwrap();
+    assert!(report.attacks > 100, "{} attacks", report.attacks);
+}
