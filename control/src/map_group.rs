@@ -15,8 +15,11 @@
 
 use crate::config::ConfigError;
 use protobuf::Message as _;
-use raft::eraftpb::{Entry, EntryType, Message, Snapshot};
+use raft::eraftpb::{Entry, EntryType, Message};
 use raft::storage::MemStorage;
+
+mod disk;
+pub use disk::MapDisk;
 use raft::{Config, RawNode, StateRole};
 use std::collections::{BTreeSet, VecDeque};
 
@@ -48,43 +51,11 @@ pub enum MapOutcome {
     },
 }
 
-/// A member's persistent Raft state (log, hard state, configuration): what survives its
-/// crash, and how many times the member started on it. Clones share it.
-#[derive(Clone)]
-pub struct MapDisk {
-    storage: MemStorage,
-    starts: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl std::fmt::Debug for MapDisk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.storage.rl();
-        f.debug_struct("MapDisk").field("hard_state", state.hard_state()).finish()
-    }
-}
-
-impl MapDisk {
-    /// The disk of a member of a new group of `members` (node ids, all of them voters).
-    pub fn new(members: &[u64]) -> MapDisk {
-        let mut snapshot = Snapshot::default();
-        snapshot.mut_metadata().index = 1;
-        snapshot.mut_metadata().term = 1;
-        snapshot.mut_metadata().mut_conf_state().voters = members.to_vec();
-        let storage = MemStorage::new();
-        storage.wl().apply_snapshot(snapshot).expect("a fresh storage takes a snapshot");
-        MapDisk { storage, starts: Default::default() }
-    }
-
-    /// Counts a start; returns its number (1 for the first).
-    fn start(&self) -> u64 {
-        self.starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
-    }
-}
-
 /// One member of the map group.
 pub struct MapGroup {
     id: u64,
     incarnation: u64,
+    disk: MapDisk,
     node: RawNode<MemStorage>,
     epoch: u64,
     map: Vec<u8>,
@@ -129,9 +100,12 @@ impl MapGroup {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let node = RawNode::new(&config, disk.storage.clone(), &logger)
             .map_err(|e| ConfigError(format!("map group member {id}: {e}")))?;
+        let incarnation =
+            disk.start().map_err(|e| ConfigError(format!("map group member {id}: {e}")))?;
         let mut member = MapGroup {
             id,
-            incarnation: disk.start(),
+            incarnation,
+            disk: disk.clone(),
             node,
             epoch: 0,
             map: initial,
@@ -216,23 +190,27 @@ impl MapGroup {
     /// ready's commit index, messages and committed entries.
     fn on_ready(&mut self) {
         while self.node.has_ready() {
-            let store = self.node.raft.raft_log.store.clone();
             let mut ready = self.node.ready();
             self.send(ready.take_messages());
             assert!(ready.snapshot().is_empty(), "the map group sends no snapshots yet");
             self.apply(ready.take_committed_entries());
-            store.wl().append(ready.entries()).expect("memory appends");
-            if let Some(hard_state) = ready.hs() {
-                store.wl().set_hardstate(hard_state.clone());
-            }
+            self.durable(self.disk.persist(ready.entries(), ready.hs()));
             self.send(ready.take_persisted_messages());
             let mut light = self.node.advance(ready);
             if let Some(commit) = light.commit_index() {
-                store.wl().mut_hard_state().set_commit(commit);
+                self.durable(self.disk.persist_commit(commit));
             }
             self.send(light.take_messages());
             self.apply(light.take_committed_entries());
             self.node.advance_apply();
+        }
+    }
+
+    /// A member whose Raft state cannot be made durable must not go on (it could forget a
+    /// vote or an entry it acknowledged): a panic, as a failed log sync is in the stores.
+    fn durable(&self, result: std::io::Result<()>) {
+        if let Err(e) = result {
+            panic!("map group member {}: its Raft state is not durable: {e}", self.id);
         }
     }
 

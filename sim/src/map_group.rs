@@ -13,6 +13,7 @@ use control::map_group::{MapDisk, MapGroup, MapOutcome, ProposalId};
 use control::peer::{ClusterKey, PeerKind, PeerOpener, PeerSealer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use storage::{MemoryVolume, Volume};
 use testkit::linearizability::{self, Answer, Call, Operation, Summary};
 use testkit::Rng;
 
@@ -118,7 +119,8 @@ struct GroupSim {
     options: GroupOptions,
     rng: Rng,
     now_us: u64,
-    disks: Vec<MapDisk>,
+    /// Each member's volume: its Raft journal there survives a crash as far as it was synced.
+    volumes: Vec<MemoryVolume>,
     /// Each member, with its envelope (a restart forgets the opener's windows).
     members: Vec<Option<(MapGroup, PeerSealer, PeerOpener)>>,
     /// Datagrams delivered and opened, (receiver, its start then, bytes): what the attacker
@@ -140,13 +142,18 @@ struct GroupSim {
 impl GroupSim {
     fn new(seed: u64, options: GroupOptions) -> GroupSim {
         let ids: Vec<u64> = (1..=options.members).collect();
-        let disks: Vec<MapDisk> = ids.iter().map(|_| MapDisk::new(&ids)).collect();
+        let volumes: Vec<MemoryVolume> =
+            ids.iter().map(|id| MemoryVolume::new(&format!("member-{id}"))).collect();
+        for volume in &volumes {
+            let device = volume.create(JOURNAL, 0).expect("memory creates");
+            MapDisk::create(device, &ids).expect("memory writes");
+        }
         let clients = (0..options.clients).map(|_| Client { current: None, issued: 0 }).collect();
         let mut sim = GroupSim {
             rng: Rng::from_seed(seed),
             now_us: 0,
             members: ids.iter().map(|_| None).collect(),
-            disks,
+            volumes,
             cut: BTreeSet::new(),
             captured: Vec::new(),
             started: Vec::new(),
@@ -165,8 +172,10 @@ impl GroupSim {
     }
 
     fn start(&mut self, id: u64) -> Result<(), String> {
-        let disk = &self.disks[id as usize - 1];
-        let member = MapGroup::start(id, disk, b"initial".to_vec()).map_err(|e| e.to_string())?;
+        let volume = &self.volumes[id as usize - 1];
+        let device = volume.open(JOURNAL).map_err(|e| e.to_string())?;
+        let disk = MapDisk::open(device).map_err(|e| format!("member {id}'s journal: {e}"))?;
+        let member = MapGroup::start(id, &disk, b"initial".to_vec()).map_err(|e| e.to_string())?;
         let incarnation = self.wall_ns();
         self.started.resize(self.options.members as usize, 0);
         self.started[id as usize - 1] = incarnation;
@@ -437,6 +446,9 @@ impl GroupSim {
         }
     }
 }
+
+/// The member's Raft journal on its volume.
+const JOURNAL: &str = "map-group.journal";
 
 /// Wall-clock time at the simulation's start (envelopes carry wall-clock times).
 const WALL_START_NS: u64 = 1_800_000_000_000_000_000;
