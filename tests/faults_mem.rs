@@ -1,6 +1,8 @@
-//! Exactly-once writes through the in-memory faulty network: real `control::Core`s on
+//! Exactly-once writes through a faulty in-memory network: real `control::Core`s on
 //! `MemPort`s driven by the dataplane loop, and the real client over another `MemPort` of the
-//! same `MemNetwork`, which loses, duplicates and reorders datagrams.
+//! same `MemNetwork`, every port wrapped in a `FaultyPort` that loses, duplicates and reorders
+//! what it receives. All of them share one `FaultControl`, so each datagram meets the faults
+//! once, at the port it arrives at, as it would in a faulty network.
 //!
 //! With one core and one partition every write takes the endpoint's next sequence number as
 //! its version, so the versions acknowledged to a client that writes one at a time must be
@@ -14,7 +16,11 @@ mod common;
 use client::{Client, ClientConfig, Error, Transport};
 use common::{fault_seed, Workload};
 use control::{Core, CoreConfig, CoreCounters, NodeLayout, NodeStats};
-use dataplane::{run, FaultCounters, Faults, MemNetwork, MemPort, RunStats, RunnerConfig};
+use dataplane::{
+    run, Buffer, FaultControl, FaultCounters, Faults, FaultyPort, MemNetwork, MemPort, Port,
+    RunStats, RunnerConfig,
+};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,23 +29,89 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The faults the acceptance criterion names: 10 % loss, duplication and reordering.
-const FAULTY: Faults = Faults { drop: 0.10, duplicate: 0.10, reorder: 0.15, corrupt: 0.0 };
+const FAULTY: Faults =
+    Faults { rx_drop: 0.10, rx_duplicate: 0.10, rx_reorder: 0.15, ..Faults::NONE };
 
-/// The client's side of the in-memory network.
-struct MemTransport(MemPort);
+/// A port of the test network: in-memory, with the shared faults.
+type TestPort = FaultyPort<MemPort>;
 
-impl Transport for MemTransport {
+/// The client's side of the network: the client's `Transport` over a port's bursts.
+struct PortTransport {
+    port: TestPort,
+    /// Received and not yet handed to the client, oldest first.
+    received: VecDeque<<TestPort as Port>::Buf>,
+    burst: Vec<<TestPort as Port>::Buf>,
+}
+
+impl PortTransport {
+    fn new(port: TestPort) -> PortTransport {
+        PortTransport { port, received: VecDeque::new(), burst: Vec::new() }
+    }
+}
+
+impl Transport for PortTransport {
     fn send_to(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.0.send_to(datagram, to);
+        let mut buf = self.port.alloc_tx().ok_or_else(|| io::Error::other("no buffer"))?;
+        buf.capacity_mut()[..datagram.len()].copy_from_slice(datagram);
+        buf.set_len(datagram.len());
+        buf.set_peer(to);
+        self.burst.push(buf);
+        self.port.tx_burst(&mut self.burst)?;
+        assert!(self.burst.is_empty(), "the in-memory port takes every datagram");
         Ok(())
     }
 
+    /// Cuts a datagram longer than `buf`, like `UdpSocket::recv_from`.
     fn recv_from(
         &mut self,
         buf: &mut [u8],
         timeout: Duration,
     ) -> io::Result<Option<(usize, SocketAddr)>> {
-        self.0.recv_from(buf, timeout)
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(datagram) = self.received.pop_front() {
+                let len = datagram.payload().len().min(buf.len());
+                buf[..len].copy_from_slice(&datagram.payload()[..len]);
+                let from = datagram.peer();
+                self.port.release(datagram);
+                return Ok(Some((len, from)));
+            }
+            if self.port.rx_burst(&mut self.burst)? > 0 {
+                self.received.extend(self.burst.drain(..));
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.port.wait_readable(left)?;
+        }
+    }
+}
+
+/// A network whose every port takes its faults from `faults`; each port draws from its own
+/// seed, derived from `seed`.
+struct TestNetwork {
+    network: MemNetwork,
+    faults: FaultControl,
+    seed: u64,
+    ports: u64,
+}
+
+impl TestNetwork {
+    fn new(faults: Faults, seed: u64) -> TestNetwork {
+        TestNetwork {
+            network: MemNetwork::new(),
+            faults: FaultControl::new(faults),
+            seed,
+            ports: 0,
+        }
+    }
+
+    fn bind(&mut self) -> TestPort {
+        let port = self.network.bind("127.0.0.1:0".parse().unwrap());
+        self.ports += 1;
+        FaultyPort::with_control(port, &self.faults, self.seed ^ (self.ports << 48))
     }
 }
 
@@ -52,13 +124,12 @@ struct MemNode {
 
 impl MemNode {
     fn start(
-        network: &MemNetwork,
+        network: &mut TestNetwork,
         cores: u32,
         partitions: u32,
         tune: impl Fn(&mut CoreConfig),
     ) -> MemNode {
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let ports: Vec<MemPort> = (0..cores).map(|_| network.bind(any)).collect();
+        let ports: Vec<TestPort> = (0..cores).map(|_| network.bind()).collect();
         let addrs: Vec<SocketAddr> = ports.iter().map(dataplane::Port::local_addr).collect();
         let layout = Arc::new(NodeLayout::new(partitions, addrs.clone()).unwrap());
         let map: Arc<[u8]> = layout.map().encode().into();
@@ -98,8 +169,12 @@ impl Drop for MemNode {
     }
 }
 
-fn client_on(network: &MemNetwork, servers: Vec<SocketAddr>, seed: u64) -> Client<MemTransport> {
-    let transport = MemTransport(network.bind("127.0.0.1:0".parse().unwrap()));
+fn client_on(
+    network: &mut TestNetwork,
+    servers: Vec<SocketAddr>,
+    seed: u64,
+) -> Client<PortTransport> {
+    let transport = PortTransport::new(network.bind());
     let mut config = ClientConfig::new(servers);
     config.seed = seed;
     Client::with_transport(config, transport).unwrap()
@@ -118,29 +193,29 @@ fn total(cores: &[(Core, RunStats)]) -> CoreCounters {
     sum
 }
 
-/// The network really lost, duplicated and reordered datagrams.
+/// The ports really lost, duplicated and reordered datagrams.
 fn assert_faults_happened(faults: &FaultCounters) {
-    assert!(faults.dropped > 0, "no datagram was dropped: {faults:?}");
-    assert!(faults.duplicated > 0, "no datagram was duplicated: {faults:?}");
-    assert!(faults.reordered > 0, "no datagram was reordered: {faults:?}");
+    assert!(faults.rx_dropped > 0, "no datagram was dropped: {faults:?}");
+    assert!(faults.rx_duplicated > 0, "no datagram was duplicated: {faults:?}");
+    assert!(faults.rx_reordered > 0, "no datagram was reordered: {faults:?}");
 }
 
 #[test]
 fn single_core_writes_are_exactly_once_under_loss_duplication_and_reordering() {
     let seed = fault_seed("faults_mem single core", 1);
     let started = Instant::now();
-    let network = MemNetwork::new(FAULTY, seed);
-    let node = MemNode::start(&network, 1, 1, |_| {});
-    let mut client = client_on(&network, node.addrs.clone(), seed);
+    let mut network = TestNetwork::new(FAULTY, seed);
+    let node = MemNode::start(&mut network, 1, 1, |_| {});
+    let mut client = client_on(&mut network, node.addrs.clone(), seed);
     let budget = ClientConfig::new(node.addrs.clone()).attempts_per_server;
 
     let mut workload = Workload::new(seed, true, budget, true);
     workload.run_sequential(&mut client, 3_000, 40);
     workload.run_pipelined(&mut client, 40, 32);
-    let faults = network.counters();
+    let faults = network.faults.counters();
     let client_stats = client.client_stats();
 
-    network.set_faults(Faults::NONE);
+    network.faults.set(Faults::NONE);
     let keys = workload.verify(&mut client);
     let stats_json = client.stats(node.addrs[0]).expect("STATS without faults");
     let stats: serde_json::Value = serde_json::from_str(&stats_json).unwrap();
@@ -180,9 +255,9 @@ fn single_core_writes_are_exactly_once_under_loss_duplication_and_reordering() {
 fn two_cores_keep_every_acknowledged_write() {
     let seed = fault_seed("faults_mem two cores", 2);
     let started = Instant::now();
-    let network = MemNetwork::new(FAULTY, seed);
-    let node = MemNode::start(&network, 2, 8, |_| {});
-    let mut client = client_on(&network, node.addrs.clone(), seed);
+    let mut network = TestNetwork::new(FAULTY, seed);
+    let node = MemNode::start(&mut network, 2, 8, |_| {});
+    let mut client = client_on(&mut network, node.addrs.clone(), seed);
     let budget = ClientConfig::new(node.addrs.clone()).attempts_per_server;
     let map = client.map().expect("the map, through the faults");
     assert_eq!(map.entries.len(), 8);
@@ -191,10 +266,10 @@ fn two_cores_keep_every_acknowledged_write() {
     let mut workload = Workload::new(seed, false, budget, false);
     workload.run_sequential(&mut client, 2_000, 64);
     workload.run_pipelined(&mut client, 20, 32);
-    let faults = network.counters();
+    let faults = network.faults.counters();
     let client_stats = client.client_stats();
 
-    network.set_faults(Faults::NONE);
+    network.faults.set(Faults::NONE);
     workload.verify(&mut client);
     let mut cores = node.stop();
     let held: Vec<_> = cores.iter_mut().flat_map(|(core, _)| entries(core)).collect();
@@ -221,15 +296,15 @@ fn two_cores_keep_every_acknowledged_write() {
 #[test]
 fn a_server_without_completion_records_is_caught() {
     let seed = fault_seed("faults_mem forgetful server", 3);
-    let network = MemNetwork::new(FAULTY, seed);
-    let node = MemNode::start(&network, 1, 1, |config| config.completion_ttl_ns = 1);
-    let mut client = client_on(&network, node.addrs.clone(), seed);
+    let mut network = TestNetwork::new(FAULTY, seed);
+    let node = MemNode::start(&mut network, 1, 1, |config| config.completion_ttl_ns = 1);
+    let mut client = client_on(&mut network, node.addrs.clone(), seed);
     let mut workload = Workload::new(seed, true, 8, true);
     // Resends that reach the server after the next write are what it re-applies: pipelined
     // rounds make them; a seed catches it in a few dozen rounds.
     workload.run_sequential(&mut client, 500, 40);
     workload.run_pipelined(&mut client, 200, 32);
-    network.set_faults(Faults::NONE);
+    network.faults.set(Faults::NONE);
     workload.verify(&mut client);
     drop(node.stop());
     eprintln!(
@@ -246,11 +321,11 @@ fn a_server_without_completion_records_is_caught() {
 #[test]
 fn the_client_fails_only_after_its_retry_budget() {
     let seed = fault_seed("faults_mem retry budget", 4);
-    let network = MemNetwork::new(Faults::NONE, seed);
-    let node = MemNode::start(&network, 1, 1, |_| {});
+    let mut network = TestNetwork::new(Faults::NONE, seed);
+    let node = MemNode::start(&mut network, 1, 1, |_| {});
     // A second configured server that never answers, so the budget spans two servers.
-    let dead = network.bind("127.0.0.1:0".parse().unwrap());
-    let servers = vec![node.addrs[0], dataplane::Port::local_addr(&dead)];
+    let dead = network.bind();
+    let servers = vec![node.addrs[0], dead.local_addr()];
     let config = |seed| {
         let mut config = ClientConfig::new(servers.clone());
         config.seed = seed;
@@ -260,21 +335,23 @@ fn the_client_fails_only_after_its_retry_budget() {
         config.attempts_per_server = 4;
         config
     };
-    let fresh = |seed| {
-        let transport = MemTransport(network.bind("127.0.0.1:0".parse().unwrap()));
+    let faults = network.faults.clone();
+    let mut fresh = |seed| {
+        let transport = PortTransport::new(network.bind());
         Client::with_transport(config(seed), transport).unwrap()
     };
     // Sends at 0, 40, 120 and 280 ms, then the next server: 40 + 80 + 160 + 160 ms each.
     // The short outage ends at 200 ms, between the third and the fourth send.
     let per_server = Duration::from_millis(440);
 
-    let all_lost = Faults { drop: 1.0, ..Faults::NONE };
-    network.set_faults(all_lost);
+    // Every datagram is lost as it leaves its port: nothing reaches anyone.
+    let all_lost = Faults { tx_drop: 1.0, ..Faults::NONE };
+    faults.set(all_lost);
     let healer = {
-        let network = network.clone();
+        let faults = faults.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
-            network.set_faults(Faults::NONE);
+            faults.set(Faults::NONE);
         })
     };
     let mut client = fresh(seed);
@@ -288,8 +365,8 @@ fn the_client_fails_only_after_its_retry_budget() {
     assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
     assert!(stats.retransmits >= 3 && stats.timeouts == 0, "{stats:?}");
 
-    network.set_faults(all_lost);
-    let dropped_before = network.counters().dropped;
+    faults.set(all_lost);
+    let dropped_before = faults.counters().tx_dropped;
     let mut client = fresh(seed + 1);
     let started = Instant::now();
     let outcome = client.put(b"outage", b"lost");
@@ -307,9 +384,9 @@ fn the_client_fails_only_after_its_retry_budget() {
     assert!(elapsed < 2 * per_server + Duration::from_secs(2), "{elapsed:?}");
     assert_eq!(stats.datagrams_sent, 8, "{stats:?}");
     assert_eq!(stats.timeouts, 1, "{stats:?}");
-    assert_eq!(network.counters().dropped - dropped_before, 8);
+    assert_eq!(faults.counters().tx_dropped - dropped_before, 8, "every send lost");
 
-    network.set_faults(Faults::NONE);
+    faults.set(Faults::NONE);
     let value = client.get(b"outage").unwrap().expect("the first write");
     assert_eq!((value.bytes.as_slice(), value.version), (&b"survived"[..], 1));
     drop(node.stop());

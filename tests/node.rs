@@ -6,6 +6,7 @@ use common::{run, NodeProcess};
 use proto::{encode_message, flags, HeaderFields, Messages, Opcode, Status, HEADER_BYTES};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
+use testkit::Rng;
 
 fn encode(h: &HeaderFields, key: &[u8], value: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; HEADER_BYTES + key.len() + value.len()];
@@ -31,24 +32,13 @@ fn status_json(node: &NodeProcess) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// A datagram that is malformed for certain (checked with `proto` itself).
 fn garbage(rng: &mut Rng) -> Vec<u8> {
     loop {
-        let mut d = request(Opcode::Get, rng.next(), 0, b"some-key");
-        match rng.next() % 6 {
-            0 => d = (0..rng.next() % 1600).map(|_| rng.next() as u8).collect(),
-            1 => d.truncate((rng.next() % HEADER_BYTES as u64) as usize),
+        let mut d = request(Opcode::Get, rng.next_u64(), 0, b"some-key");
+        match rng.below(6) {
+            0 => d = (0..rng.below(1600)).map(|_| rng.next_u64() as u8).collect(),
+            1 => d.truncate(rng.below(HEADER_BYTES as u64) as usize),
             2 => d[0] ^= 0x5A,                                       // magic
             3 => d[40..44].copy_from_slice(&9_999u32.to_le_bytes()), // value_len past the end
             4 => {
@@ -71,7 +61,7 @@ fn a_million_malformed_datagrams_are_counted_while_valid_requests_are_served() {
     let sync = UdpSocket::bind("127.0.0.1:0").unwrap();
     sync.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut client = client::Client::connect(client::ClientConfig::new(vec![node.addr])).unwrap();
-    let mut rng = Rng(0x5EED);
+    let mut rng = Rng::from_seed(0x5EED);
     let mut buf = [0u8; 2048];
     const DATAGRAMS: u64 = 1_000_000;
     const BETWEEN_SYNCS: u64 = 4_000;

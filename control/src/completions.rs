@@ -451,25 +451,20 @@ mod tests {
     /// Random inserts, lookups and clock steps against a plain model.
     #[test]
     fn matches_a_model() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = testkit::Rng::from_seed(0x9e37_79b9_7f4a_7c15);
         for round in 0..30 {
-            let records_max = 1 + (rand() % 300) as usize;
-            let ttl = 1 + rand() % (1 << (rand() % 34));
+            let records_max = 1 + rng.below(300) as usize;
+            let ttl_bits = rng.below(34);
+            let ttl = 1 + rng.below(1 << ttl_bits);
             let mut c = Completions::new(records_max, ttl);
             let t = tick(&c);
             let mut model: HashMap<RequestId, (u64, Record)> = HashMap::new();
             let mut order: VecDeque<(u64, RequestId)> = VecDeque::new();
             let mut now = 0u64;
             for step in 0..20_000u64 {
-                now += rand() % (t + 2 * ttl / records_max as u64 + 1);
-                if rand() % 1000 == 0 {
-                    now += 2 * ttl + rand() % (1 << 40);
+                now += rng.below(t + 2 * ttl / records_max as u64 + 1);
+                if rng.below(1000) == 0 {
+                    now += 2 * ttl + rng.below(1 << 40);
                 }
                 let room = c.has_room(now);
                 // The model forgets at ttl + 2 ticks, keeps everything below ttl.
@@ -488,15 +483,18 @@ mod tests {
                 }
                 assert_eq!(room, c.len() < records_max);
                 if room {
-                    let id = (rand() % 3, step);
-                    let record =
-                        Record { status: Status::Ok, version: rand(), fingerprint: rand() };
+                    let id = (rng.below(3), step);
+                    let record = Record {
+                        status: Status::Ok,
+                        version: rng.next_u64(),
+                        fingerprint: rng.next_u64(),
+                    };
                     assert_eq!(c.get(id), None);
                     c.insert(now, id, record);
                     model.insert(id, (now, record));
                     order.push_back((now, id));
                 }
-                let probe = (rand() % 3, rand() % (step + 1));
+                let probe = (rng.below(3), rng.below(step + 1));
                 if let Some(record) = c.get(probe) {
                     assert_eq!(Some(&record), model.get(&probe).map(|(_, r)| r));
                 }

@@ -170,22 +170,19 @@ mod tests {
     #[test]
     fn every_request_is_answered_within_three_times_the_datagram() {
         let peer = SocketAddr::from(([127, 0, 0, 1], 1));
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = testkit::Rng::from_seed(0x2545_f491_4f6c_dd1d);
         for _ in 0..2000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let requests = 1 + (seed % 20) as usize;
+            let requests = 1 + rng.below(20) as usize;
             // Request sizes of at least a header, replies of any size (several for some).
-            let sizes: Vec<usize> = (0..requests).map(|i| 72 + (seed >> i) as usize % 40).collect();
+            let sizes: Vec<usize> = (0..requests).map(|_| 72 + rng.below(40) as usize).collect();
             let datagram: usize = sizes.iter().sum();
             let mut sent = Sent::default();
             let mut r = Replies::new();
             r.begin(peer, datagram);
             for (i, &size) in sizes.iter().enumerate() {
                 r.next_request(size);
-                let replies = 1 + (seed >> (i + 3)) as usize % 3;
-                let value = vec![0; (seed >> (i + 7)) as usize % 400];
+                let replies = 1 + rng.below(3);
+                let value = vec![0; rng.below(400) as usize];
                 let header = HeaderFields { tracking_id: i as u64, ..ok() };
                 for _ in 0..replies {
                     if !r.push(&mut sent, &header, b"", &value, false) {

@@ -6,6 +6,7 @@ use dataplane::{Handler, Transmit};
 use proto::{encode_message, flags, HeaderFields, Messages, Opcode, Status, HEADER_BYTES};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use testkit::Rng;
 
 struct Replies(Vec<Vec<u8>>);
 
@@ -13,22 +14,6 @@ impl Transmit for Replies {
     fn send(&mut self, _peer: SocketAddr, datagram: &[u8]) -> bool {
         self.0.push(datagram.to_vec());
         true
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
@@ -41,11 +26,11 @@ fn valid(op: Opcode, tracking_id: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
 
 /// A datagram built to be malformed in one of the ways attackers and bugs produce.
 fn garbage(rng: &mut Rng) -> Vec<u8> {
-    let mut d = valid(Opcode::ALL[rng.below(7) as usize], rng.next(), b"victim", &[1; 40]);
+    let mut d = valid(Opcode::ALL[rng.below(7) as usize], rng.next_u64(), b"victim", &[1; 40]);
     let put_u32 =
         |d: &mut Vec<u8>, at: usize, v: u32| d[at..at + 4].copy_from_slice(&v.to_le_bytes());
     match rng.below(8) {
-        0 => d = (0..rng.below(2100)).map(|_| rng.next() as u8).collect(),
+        0 => d = (0..rng.below(2100)).map(|_| rng.next_u64() as u8).collect(),
         1 => d.truncate(rng.below(HEADER_BYTES as u64) as usize),
         2 => d.truncate(HEADER_BYTES + rng.below(46) as usize),
         3 => d[0] ^= 1 + rng.below(255) as u8,
@@ -96,7 +81,7 @@ fn a_million_bad_datagrams_are_counted_while_good_ones_are_served() {
     let mut core =
         Core::new(CoreConfig::new(0, layout, [1; 32]), Arc::new(NodeStats::new(1)), map).unwrap();
     let peer = SocketAddr::from(([127, 0, 0, 1], 50000));
-    let mut rng = Rng(0xC0FFEE);
+    let mut rng = Rng::from_seed(0xC0FFEE);
     let mut expected = 0;
     let mut served = 0;
     const DATAGRAMS: u64 = 1_000_000;

@@ -2,8 +2,9 @@
 //!
 //! A port lends receive buffers in bursts and takes them back, and takes transmit buffers it
 //! lent, so a DPDK mbuf or an AF_XDP frame can stand behind `Port::Buf` without copies. The
-//! backends here are kernel UDP sockets (`udp`, recvmmsg/sendmmsg in batches of `BATCH`) and an
-//! in-memory network with fault injection (`mem`) for tests. The loop (`runner`) is pinned to
+//! backends here are kernel UDP sockets (`udp`, recvmmsg/sendmmsg in batches of `BATCH`) and a
+//! perfect in-memory network (`mem`) for tests; `faulty` wraps any port of either kind in
+//! seeded loss, duplication, reordering and corruption. The loop (`runner`) is pinned to
 //! one core and runs each burst to completion through a `Handler`, which is sans-IO: it gets
 //! datagrams and `now`, and hands replies to a `Transmit`.
 //!
@@ -17,12 +18,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub mod faulty;
 pub mod mem;
 mod pool;
 pub mod runner;
 pub mod udp;
 
-pub use mem::{FaultCounters, Faults, MemNetwork, MemPort};
+pub use faulty::{FaultControl, FaultCounters, Faults, FaultyPort};
+pub use mem::{MemNetwork, MemPort, NetworkCounters};
 pub use pool::PacketBuf;
 pub use runner::{run, PinOutcome, RunStats, Runner, RunnerConfig, DATAGRAMS_PER_STEP_MAX};
 pub use udp::{UdpConfig, UdpPort};

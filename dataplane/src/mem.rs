@@ -1,13 +1,9 @@
-//! An in-memory network for tests: ports that exchange datagrams through shared inboxes, with
-//! seeded fault injection (drop, duplicate, reorder, corrupt).
+//! An in-memory network for tests: ports that exchange datagrams through shared inboxes, in
+//! order and without loss (but for a full inbox or an unbound address, both counted). Faults
+//! are not the network's business: wrap the ports in a [`FaultyPort`](crate::FaultyPort).
 //!
 //! Test-only machinery, so it takes a mutex per burst and allocates per datagram; the ports it
 //! hands out still lend preallocated buffers through `Port`, like the real backends.
-//!
-//! Reordering: a datagram picked for reordering is held back and delivered after 1 to 3 later
-//! datagrams to the same destination have arrived. So that reordering never turns into loss, a
-//! port that finds nothing else to receive gets everything held for it at once. Faults are
-//! drawn in the order datagrams are sent, so one seed and one send order give one outcome.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -22,43 +18,11 @@ use crate::{Buffer, Port, PortCounters, BATCH};
 /// Datagrams an inbox holds before newer ones are dropped (counted in `overflowed`).
 pub const INBOX_MAX: usize = 4096;
 
-/// Per-datagram fault probabilities, each in `0.0..=1.0`.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Faults {
-    /// The datagram is lost.
-    pub drop: f64,
-    /// The datagram arrives twice.
-    pub duplicate: f64,
-    /// The datagram arrives after some later ones (see the module docs).
-    pub reorder: f64,
-    /// One random bit of the datagram is flipped.
-    pub corrupt: f64,
-}
-
-impl Faults {
-    /// A perfect network.
-    pub const NONE: Faults = Faults { drop: 0.0, duplicate: 0.0, reorder: 0.0, corrupt: 0.0 };
-
-    fn assert_valid(&self) {
-        for p in [self.drop, self.duplicate, self.reorder, self.corrupt] {
-            assert!((0.0..=1.0).contains(&p), "fault probability {p} outside 0..=1");
-        }
-    }
-}
-
-/// What the network has done to the datagrams sent through it.
+/// What the network has done with the datagrams sent through it; counters only grow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FaultCounters {
+pub struct NetworkCounters {
     /// Datagrams handed to the network.
     pub sent: u64,
-    /// Lost on purpose (`Faults::drop`).
-    pub dropped: u64,
-    /// Delivered twice.
-    pub duplicated: u64,
-    /// Held back behind later datagrams.
-    pub reordered: u64,
-    /// Had a bit flipped.
-    pub corrupted: u64,
     /// Lost because the destination's inbox was full.
     pub overflowed: u64,
     /// Lost because nothing is bound at the destination.
@@ -66,31 +30,25 @@ pub struct FaultCounters {
 }
 
 /// A network of `MemPort`s; clones share it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct MemNetwork {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Shared {
     state: Mutex<State>,
     /// Signalled whenever any inbox gains a datagram.
     arrived: Condvar,
 }
 
-#[derive(Debug)]
-struct State {
-    faults: Faults,
-    rng: SplitMix64,
-    inboxes: HashMap<SocketAddr, Inbox>,
-    counters: FaultCounters,
-    next_port: u16,
-}
-
 #[derive(Debug, Default)]
-struct Inbox {
-    queue: VecDeque<Datagram>,
-    held: Vec<Held>,
+struct State {
+    /// Each bound address's queue of datagrams to receive, oldest first.
+    inboxes: HashMap<SocketAddr, VecDeque<Datagram>>,
+    counters: NetworkCounters,
+    /// Where the search for a free port starts (from 40000).
+    next_port: u16,
 }
 
 #[derive(Debug)]
@@ -99,27 +57,10 @@ struct Datagram {
     bytes: Vec<u8>,
 }
 
-#[derive(Debug)]
-struct Held {
-    datagram: Datagram,
-    /// Later arrivals still to let past.
-    after: u64,
-}
-
 impl MemNetwork {
-    /// A network that applies `faults`, drawing from a generator seeded with `seed`.
-    pub fn new(faults: Faults, seed: u64) -> MemNetwork {
-        faults.assert_valid();
-        let state = State {
-            faults,
-            rng: SplitMix64(seed),
-            inboxes: HashMap::new(),
-            counters: FaultCounters::default(),
-            next_port: 40000,
-        };
-        MemNetwork {
-            shared: Arc::new(Shared { state: Mutex::new(state), arrived: Condvar::new() }),
-        }
+    /// An empty network.
+    pub fn new() -> MemNetwork {
+        MemNetwork::default()
     }
 
     /// Opens a port at `addr` (port 0 picks a free one) with the default `UdpConfig` pool.
@@ -139,12 +80,12 @@ impl MemNetwork {
         let mut state = self.lock();
         if addr.port() == 0 {
             while addr.port() == 0 || state.inboxes.contains_key(&addr) {
-                addr.set_port(state.next_port);
-                state.next_port = state.next_port.checked_add(1).expect("ephemeral ports used up");
+                addr.set_port(state.next_port.max(40000));
+                state.next_port = addr.port().checked_add(1).expect("ephemeral ports used up");
             }
         }
         assert!(!state.inboxes.contains_key(&addr), "{addr} already bound");
-        state.inboxes.insert(addr, Inbox::default());
+        state.inboxes.insert(addr, VecDeque::new());
         MemPort {
             network: self.clone(),
             local: addr,
@@ -153,14 +94,8 @@ impl MemNetwork {
         }
     }
 
-    /// Changes the fault probabilities for datagrams sent from now on.
-    pub fn set_faults(&self, faults: Faults) {
-        faults.assert_valid();
-        self.lock().faults = faults;
-    }
-
     /// What the network has done so far.
-    pub fn counters(&self) -> FaultCounters {
+    pub fn counters(&self) -> NetworkCounters {
         self.lock().counters
     }
 
@@ -170,72 +105,18 @@ impl MemNetwork {
 }
 
 impl State {
-    /// Applies the faults to one datagram and files it at its destination.
+    /// Files one datagram at its destination.
     fn deliver(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
         self.counters.sent += 1;
         let Some(inbox) = self.inboxes.get_mut(&to) else {
             self.counters.unroutable += 1;
             return;
         };
-        let (faults, rng, counters) = (self.faults, &mut self.rng, &mut self.counters);
-        if rng.chance(faults.drop) {
-            counters.dropped += 1;
-            return;
-        }
-        let mut bytes = bytes.to_vec();
-        if !bytes.is_empty() && rng.chance(faults.corrupt) {
-            let bit = rng.below(bytes.len() as u64 * 8);
-            bytes[(bit / 8) as usize] ^= 1 << (bit % 8);
-            counters.corrupted += 1;
-        }
-        let copies = if rng.chance(faults.duplicate) { 2 } else { 1 };
-        counters.duplicated += copies - 1;
-        for _ in 0..copies {
-            let datagram = Datagram { from, bytes: bytes.clone() };
-            let hold = rng.chance(faults.reorder).then(|| 1 + rng.below(3));
-            counters.reordered += u64::from(hold.is_some());
-            inbox.arrive(datagram, hold, counters);
-        }
-    }
-}
-
-impl Inbox {
-    /// Queues a datagram (or holds it for `hold` later arrivals), then lets out the held
-    /// datagrams it was the last to pass.
-    fn arrive(&mut self, datagram: Datagram, hold: Option<u64>, counters: &mut FaultCounters) {
-        for held in &mut self.held {
-            held.after -= 1;
-        }
-        match hold {
-            Some(after) => self.held.push(Held { datagram, after }),
-            None => self.push(datagram, counters),
-        }
-        while let Some(i) = self.held.iter().position(|held| held.after == 0) {
-            let released = self.held.remove(i).datagram;
-            self.push(released, counters);
-        }
-    }
-
-    fn push(&mut self, datagram: Datagram, counters: &mut FaultCounters) {
-        if self.queue.len() >= INBOX_MAX {
-            counters.overflowed += 1;
+        if inbox.len() >= INBOX_MAX {
+            self.counters.overflowed += 1;
         } else {
-            self.queue.push_back(datagram);
+            inbox.push_back(Datagram { from, bytes: bytes.to_vec() });
         }
-    }
-
-    /// The next datagram; when none is queued, everything held is released first.
-    fn pop(&mut self, counters: &mut FaultCounters) -> Option<Datagram> {
-        if self.queue.is_empty() {
-            for held in std::mem::take(&mut self.held) {
-                self.push(held.datagram, counters);
-            }
-        }
-        self.queue.pop_front()
-    }
-
-    fn is_ready(&self) -> bool {
-        !self.queue.is_empty() || !self.held.is_empty()
     }
 }
 
@@ -265,7 +146,7 @@ impl MemPort {
         let mut state = wait(&self.network, self.local, timeout);
         let state = &mut *state;
         let inbox = state.inboxes.get_mut(&self.local).expect("bound while the port lives");
-        let Some(datagram) = inbox.pop(&mut state.counters) else {
+        let Some(datagram) = inbox.pop_front() else {
             return Ok(None);
         };
         let len = datagram.bytes.len().min(buf.len());
@@ -288,7 +169,7 @@ fn wait(network: &MemNetwork, local: SocketAddr, timeout: Duration) -> MutexGuar
     loop {
         let inbox = state.inboxes.get(&local).expect("bound while the port lives");
         let left = deadline.saturating_duration_since(Instant::now());
-        if inbox.is_ready() || left.is_zero() {
+        if !inbox.is_empty() || left.is_zero() {
             return state;
         }
         state = network.shared.arrived.wait_timeout(state, left).expect("poisoned").0;
@@ -308,15 +189,14 @@ impl Port for MemPort {
 
     fn rx_burst(&mut self, rx: &mut Vec<PacketBuf>) -> io::Result<usize> {
         let mut state = self.network.lock();
-        let state = &mut *state;
         let inbox = state.inboxes.get_mut(&self.local).expect("bound while the port lives");
         let mut got = 0;
-        while rx.len() < BATCH && inbox.is_ready() {
+        while rx.len() < BATCH && !inbox.is_empty() {
             let Some(mut buf) = self.pool.alloc() else {
                 self.counters.rx_no_buffer += 1;
                 break;
             };
-            let datagram = inbox.pop(&mut state.counters).expect("ready");
+            let datagram = inbox.pop_front().expect("not empty");
             let len = datagram.bytes.len().min(buf.capacity());
             buf.raw_mut()[..len].copy_from_slice(&datagram.bytes[..len]);
             buf.set_len(len);
@@ -333,7 +213,8 @@ impl Port for MemPort {
         self.pool.alloc()
     }
 
-    /// Never leaves anything in `tx`: the network takes every datagram (and may lose it).
+    /// Never leaves anything in `tx`: the network takes every datagram (and loses it only to
+    /// a full inbox or an unbound address).
     fn tx_burst(&mut self, tx: &mut Vec<PacketBuf>) -> io::Result<usize> {
         let sent = tx.len();
         let mut state = self.network.shared.state.lock().expect("poisoned");
@@ -358,33 +239,5 @@ impl Port for MemPort {
 
     fn local_addr(&self) -> SocketAddr {
         self.local
-    }
-}
-
-/// splitmix64 (Steele, Lea, Flood 2014): tiny, seedable, good enough for fault draws.
-#[derive(Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// True with probability `p`; draws nothing when `p` is 0.
-    fn chance(&mut self, p: f64) -> bool {
-        if p <= 0.0 {
-            return false;
-        }
-        let unit = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        unit < p
-    }
-
-    /// A number in `0..n` (modulo bias is irrelevant at test sizes).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }

@@ -10,8 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dataplane::{
-    run, Buffer, Faults, Handler, MemNetwork, PinOutcome, Port, Runner, RunnerConfig, Transmit,
-    UdpConfig, UdpPort, BATCH,
+    run, Buffer, Handler, MemNetwork, PinOutcome, Port, Runner, RunnerConfig, Transmit, UdpConfig,
+    UdpPort, BATCH,
 };
 
 /// Answers each datagram with `copies` copies of it; counts what it saw.
@@ -93,7 +93,7 @@ fn udp_echo_loop_serves_then_stops_promptly() {
 
 #[test]
 fn pinning_to_a_missing_core_is_reported_not_fatal() {
-    let network = MemNetwork::new(Faults::NONE, 1);
+    let network = MemNetwork::new();
     let mut port = network.bind("127.0.0.1:0".parse().unwrap());
     let config = RunnerConfig { core: Some(1 << 20), ..RunnerConfig::default() };
     let stop = AtomicBool::new(true);
@@ -106,7 +106,7 @@ fn pinning_to_a_missing_core_is_reported_not_fatal() {
 
 #[test]
 fn step_flushes_every_full_batch_and_refuses_oversize() {
-    let network = MemNetwork::new(Faults::NONE, 2);
+    let network = MemNetwork::new();
     let mut server = network.bind("127.0.0.1:0".parse().unwrap());
     let mut client = network.bind("127.0.0.1:0".parse().unwrap());
     let mut runner = Runner::new(RunnerConfig::default());
@@ -232,7 +232,7 @@ impl Handler for Slow {
 
 #[test]
 fn every_iteration_tells_the_handler_whether_it_stalled() {
-    let network = MemNetwork::new(Faults::NONE, 1);
+    let network = MemNetwork::new();
     let mut server = network.bind("127.0.0.1:0".parse().unwrap());
     let config = RunnerConfig { stall_budget: Duration::from_millis(2), ..RunnerConfig::default() };
     let mut runner = Runner::new(config);

@@ -32,13 +32,7 @@ pub fn open(
 
 /// A value of `len` bytes derived from `seed` (same seed and length: same bytes).
 pub fn value(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut bytes = vec![0; len];
+    testkit::Rng::from_seed(seed).fill_bytes(&mut bytes);
+    bytes
 }

@@ -48,6 +48,15 @@ impl Rng {
         }
     }
 
+    /// Fills `bytes` with random bytes: each `next_u64` in turn, little-endian, the last one
+    /// cut short. So one seed gives the same bytes for every length's prefix.
+    pub fn fill_bytes(&mut self, bytes: &mut [u8]) {
+        for chunk in bytes.chunks_mut(8) {
+            let word = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    }
+
     /// True with probability `p` (clamped to `[0, 1]`: 0 is never, 1 is always).
     pub fn chance(&mut self, p: f64) -> bool {
         // 53 random bits: every double in [0, 1) of that spacing is equally likely.
@@ -84,6 +93,17 @@ mod tests {
         assert_eq!(rng.next_u64(), 0x1578_0B2E_0C2E_C716);
         assert_eq!(Rng::from_seed(7), Rng::from_seed(7));
         assert_ne!(Rng::from_seed(7).next_u64(), Rng::from_seed(8).next_u64());
+    }
+
+    #[test]
+    fn fill_bytes_is_the_sequence_little_endian() {
+        let mut bytes = [0u8; 11];
+        Rng::from_seed(0).fill_bytes(&mut bytes);
+        assert_eq!(bytes[..8], 0x99EC_5F36_CB75_F2B4u64.to_le_bytes());
+        assert_eq!(bytes[8..], 0xBF6E_1F78_4956_452Au64.to_le_bytes()[..3]);
+        let mut longer = [0u8; 40];
+        Rng::from_seed(0).fill_bytes(&mut longer);
+        assert_eq!(longer[..11], bytes, "a shorter fill is a prefix of a longer one");
     }
 
     #[test]

@@ -154,15 +154,9 @@ pub(crate) fn run(args: &[&str], stdin: &[u8]) -> Output {
 
 /// Pseudo-random bytes (deterministic per seed).
 pub(crate) fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut bytes = vec![0; len];
+    testkit::Rng::from_seed(seed).fill_bytes(&mut bytes);
+    bytes
 }
 
 pub(crate) fn stderr_of(output: &Output) -> String {
@@ -185,7 +179,7 @@ pub(crate) struct Workload {
     /// `uncertain` instead until a read settles them.
     pub(crate) model: std::collections::BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
     /// Keys after a failed write, with every value they may hold (`None`: absent).
-    pub(crate) uncertain: std::collections::HashMap<Vec<u8>, Vec<Option<Vec<u8>>>>,
+    pub(crate) uncertain: std::collections::BTreeMap<Vec<u8>, Vec<Option<Vec<u8>>>>,
     single_endpoint: bool,
     /// The endpoint's sequence number lies in `seq_min..=seq_max` (equal unless writes failed).
     seq_min: u64,
@@ -193,7 +187,7 @@ pub(crate) struct Workload {
     /// Transmissions a failed request must report (`exact`) or report at least.
     budget: u32,
     budget_exact: bool,
-    rng: u64,
+    rng: testkit::Rng,
     pub(crate) violations: Vec<String>,
     pub(crate) acked_writes: u64,
     pub(crate) fragmented_writes: u64,
@@ -216,7 +210,7 @@ impl Workload {
             seq_max: 0,
             budget,
             budget_exact,
-            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            rng: testkit::Rng::from_seed(seed),
             violations: Vec::new(),
             acked_writes: 0,
             fragmented_writes: 0,
@@ -225,13 +219,6 @@ impl Workload {
             reads: 0,
             timeouts: 0,
         }
-    }
-
-    fn next(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
     }
 
     fn violation(&mut self, what: String) {
@@ -249,17 +236,17 @@ impl Workload {
         keys: u64,
     ) {
         for i in 0..ops {
-            let key = format!("key-{}", self.next() % keys).into_bytes();
+            let key = format!("key-{}", self.rng.below(keys)).into_bytes();
             if self.uncertain.contains_key(&key) && !self.settle(client, &key) {
                 continue;
             }
-            let len = match self.next() % 16 {
+            let len = match self.rng.below(16) {
                 0 => LARGE_VALUE_BYTES,
                 n => 1 + (n as usize * 37),
             };
             let value = bytes(len, i ^ 0x5EED);
             let current = self.model.get(&key).map(|entry| entry.1);
-            match self.next() % 10 {
+            match self.rng.below(10) {
                 0..=3 => self.put(client, &key, value),
                 4..=6 => self.cas(client, &key, current, value),
                 7 => self.stale_cas(client, &key, current),

@@ -40,15 +40,9 @@ impl Transport for InMemory {
     }
 }
 
-/// `len` pseudo-random bytes (xorshift; the same seed gives the same bytes).
+/// `len` pseudo-random bytes (the same seed gives the same bytes).
 pub(crate) fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    let mut bytes = vec![0; len];
+    testkit::Rng::from_seed(seed).fill_bytes(&mut bytes);
+    bytes
 }

@@ -3,7 +3,7 @@
 
 use super::fake_server::FakeServer;
 use client::{ClientConfig, ClientCore, Error, Reply, Request, RequestId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -48,14 +48,14 @@ pub(crate) struct Sim {
     /// Latency is 20 µs plus up to this much more, drawn per datagram (0: every datagram
     /// takes 20 µs, and each direction delivers in order).
     pub(crate) jitter_us: u64,
-    rng: u64,
+    rng: testkit::Rng,
     seq: u64,
     network: BTreeMap<(Instant, u64), Packet>,
     /// Every datagram the client sent: when, to whom, the tracking ids of its messages.
     pub(crate) sent: Vec<(Instant, SocketAddr, Vec<u64>)>,
     /// Every message delivered to the client: when, and its header.
     pub(crate) received: Vec<(Instant, proto::HeaderFields)>,
-    completions: HashMap<RequestId, (Instant, Result<Reply, Error>)>,
+    completions: BTreeMap<RequestId, (Instant, Result<Reply, Error>)>,
 }
 
 impl Sim {
@@ -75,21 +75,17 @@ impl Sim {
             bucket_at: start,
             policed: 0,
             jitter_us: 100,
-            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            rng: testkit::Rng::from_seed(seed),
             seq: 0,
             network: BTreeMap::new(),
             sent: Vec::new(),
             received: Vec::new(),
-            completions: HashMap::new(),
+            completions: BTreeMap::new(),
         }
     }
 
     fn random(&mut self, below: u64) -> u64 {
-        // xorshift64*
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % below
+        self.rng.below(below)
     }
 
     pub(crate) fn submit(&mut self, request: Request) -> RequestId {
@@ -232,10 +228,11 @@ impl Sim {
     pub(crate) fn run_all(
         &mut self,
         events_max: usize,
-    ) -> HashMap<RequestId, Result<Reply, Error>> {
+    ) -> BTreeMap<RequestId, Result<Reply, Error>> {
         for _ in 0..events_max {
             if !self.step() {
-                return self.completions.drain().map(|(id, (_, result))| (id, result)).collect();
+                let completions = std::mem::take(&mut self.completions);
+                return completions.into_iter().map(|(id, (_, result))| (id, result)).collect();
             }
         }
         panic!("did not settle within {events_max} events");
