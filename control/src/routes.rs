@@ -16,6 +16,9 @@ pub(crate) enum Target {
     Remote(usize),
 }
 
+/// The top bits of a hash that pick a bucket of `Routes::buckets`.
+const BUCKET_BITS: u32 = 10;
+
 #[derive(Clone, Copy, Debug)]
 struct Route {
     hash_end: u64,
@@ -29,6 +32,11 @@ pub(crate) struct Routes {
     epoch: u64,
     /// Sorted by hash, covering the whole hash space.
     routes: Vec<Route>,
+    /// Each route's last hash, densely (8 bytes a route: what a lookup searches).
+    ends: Box<[u64]>,
+    /// Per bucket of hashes (the top `BUCKET_BITS` bits), the first route reaching into it:
+    /// a lookup searches only the routes of its bucket (one or two with equal ranges).
+    buckets: Box<[u32]>,
     /// (partition id, index into `routes`), sorted by partition id.
     by_partition: Vec<(u32, usize)>,
     /// Encoded addresses of the other cores and hosts named by the map.
@@ -89,7 +97,11 @@ impl Routes {
                 hint
             })
             .collect();
-        Ok(Routes { epoch: map.epoch, routes, by_partition, hints })
+        let buckets = (0..1u64 << BUCKET_BITS)
+            .map(|b| routes.partition_point(|r| r.hash_end < b << (64 - BUCKET_BITS)) as u32)
+            .collect();
+        let ends = routes.iter().map(|r| r.hash_end).collect();
+        Ok(Routes { epoch: map.epoch, routes, ends, buckets, by_partition, hints })
     }
 
     /// The map epoch these routes follow.
@@ -99,8 +111,11 @@ impl Routes {
 
     /// The partition holding `hash` and who serves it.
     pub(crate) fn route(&self, hash: u64) -> (u32, Target) {
-        let i = self.routes.partition_point(|r| r.hash_end < hash);
-        let route = &self.routes[i]; // the ranges cover every hash
+        let bucket = (hash >> (64 - BUCKET_BITS)) as usize;
+        let first = self.buckets[bucket] as usize;
+        let last = self.buckets.get(bucket + 1).map_or(self.routes.len() - 1, |&b| b as usize);
+        let within = &self.ends[first..=last];
+        let route = &self.routes[first + within.partition_point(|&end| end < hash)]; // all covered
         (route.partition, route.target)
     }
 
@@ -154,6 +169,18 @@ mod tests {
         let mut hint = Vec::new();
         encode_addr(addr(3), &mut hint);
         assert_eq!(routes.hint(1), hint.as_slice());
+
+        // The buckets find what a search of every route finds.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for hash in [x, x >> 40, u64::MAX - (x >> 50)] {
+                let plain = routes.routes[routes.routes.partition_point(|r| r.hash_end < hash)];
+                assert_eq!(routes.route(hash), (plain.partition, plain.target), "{hash:#x}");
+            }
+        }
 
         let mut gap = map.clone();
         gap.entries[1].hash_start = 101;

@@ -82,11 +82,20 @@ impl Kind {
 pub(crate) struct Record<'a> {
     pub(crate) kind: Kind,
     pub(crate) lsn: u64,
-    pub(crate) stamp: Option<Stamp>,
+    /// The request stamp's bytes (empty when unstamped; read with `stamp()`, off the read
+    /// path: only replay needs it).
+    stamp_bytes: &'a [u8],
     pub(crate) key: &'a [u8],
     pub(crate) payload: &'a [u8],
     /// Bytes the record takes in the segment, padding included.
     pub(crate) span: usize,
+}
+
+impl Record<'_> {
+    /// Who asked for this write, if it is stamped.
+    pub(crate) fn stamp(&self) -> Option<Stamp> {
+        (!self.stamp_bytes.is_empty()).then(|| Stamp::decode(self.stamp_bytes))
+    }
 }
 
 /// Why bytes are not a record.
@@ -151,7 +160,7 @@ pub(crate) fn encode(
     // Paired with the check on every read: a record that cannot be read back is a bug here.
     let back = decode(&out[start..]).expect("an encoded record decodes");
     assert_eq!(back.span, out.len() - start);
-    assert_eq!((back.lsn, back.stamp.as_ref()), (lsn, stamp));
+    assert_eq!((back.lsn, back.stamp().as_ref()), (lsn, stamp));
 }
 
 /// The record at the start of `bytes` (which may run on to the end of the segment).
@@ -181,7 +190,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, Bad> {
     Ok(Record {
         kind: kind.expect("checked above"),
         lsn: u64::from_le_bytes(header[16..24].try_into().expect("8 bytes")),
-        stamp: (stamp_len > 0).then(|| Stamp::decode(&body[HEADER_BYTES..key_at])),
+        stamp_bytes: &body[HEADER_BYTES..key_at],
         key: &body[key_at..key_at + key_len],
         payload: &body[key_at + key_len..],
         span: len.next_multiple_of(ALIGN),
@@ -199,7 +208,7 @@ mod tests {
         assert_eq!(out.len() % ALIGN, 0);
         let r = decode(&out).unwrap();
         assert_eq!((r.kind, r.lsn, r.key, r.payload), (Kind::Put, 7, &b"key"[..], &b"value"[..]));
-        assert_eq!(r.stamp, None);
+        assert_eq!(r.stamp(), None);
         let len = HEADER_BYTES + 8;
         for bit in 0..len * 8 {
             let mut bad = out.clone();
@@ -219,7 +228,7 @@ mod tests {
         assert_eq!(out.len(), span_of(true, 1, 0));
         assert_eq!(out.len(), (HEADER_BYTES + STAMP_BYTES + 1).next_multiple_of(ALIGN));
         let r = decode(&out).unwrap();
-        assert_eq!((r.kind, r.lsn, r.stamp, r.key), (Kind::Tombstone, 9, Some(stamp), &b"k"[..]));
+        assert_eq!((r.kind, r.lsn, r.stamp(), r.key), (Kind::Tombstone, 9, Some(stamp), &b"k"[..]));
         for bit in 0..(HEADER_BYTES + STAMP_BYTES + 1) * 8 {
             let mut bad = out.clone();
             bad[bit / 8] ^= 1 << (bit % 8);

@@ -189,7 +189,7 @@ impl Store {
                 Err(bad) => return Err(Ok(self.corruption(number, offset, bad.describe()))),
             };
             let (span, kind, lsn, stamp) =
-                (record.span as u64, record.kind, record.lsn, record.stamp);
+                (record.span as u64, record.kind, record.lsn, record.stamp());
             if kind == Kind::Marker {
                 let (oldest, next) = parse_marker(record.payload).unwrap_or((0, 0));
                 scan.required_oldest = scan.required_oldest.max(oldest);
