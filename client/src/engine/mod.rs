@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::outbox::Outbox;
 use crate::request::{Reply, Request, RequestId};
 use crate::routing::Router;
-use crate::rtt::RttEstimator;
+use crate::rtt::{RttClass, RttEstimator};
 use crate::seed::client_id_from;
 use crate::stats::ClientStats;
 use crate::timers::Timers;
@@ -45,8 +45,12 @@ impl ClientCore {
     /// A core for `config`, after `config.validate()`.
     pub fn new(config: ClientConfig) -> Result<Self, Error> {
         config.validate()?;
-        let fresh = RttEstimator::new(config.rto_initial, config.rto_min, config.rto_max);
-        let stats = ClientStats { rto: fresh.rto(), ..ClientStats::default() };
+        let fresh = |initial| RttEstimator::new(initial, config.rto_min, config.rto_max);
+        let fresh = RttClass::ALL.map(|class| match class {
+            RttClass::Read => fresh(config.rto_initial),
+            RttClass::Write => fresh(config.rto_initial_write),
+        });
+        let stats = ClientStats { rto: config.rto_initial, ..ClientStats::default() };
         Ok(ClientCore {
             client_id: client_id_from(config.seed),
             router: Router::new(config.servers.clone(), fresh),
@@ -119,8 +123,12 @@ impl ClientCore {
 
     /// Counters since start.
     pub fn stats(&self) -> ClientStats {
-        let estimate = self.router.latest_estimate();
-        ClientStats { srtt: estimate.srtt(), rto: estimate.rto(), ..self.stats }
+        match self.router.latest_estimate() {
+            Some(estimate) => {
+                ClientStats { srtt: estimate.srtt(), rto: estimate.rto(), ..self.stats }
+            }
+            None => self.stats,
+        }
     }
 
     /// Counts a datagram the transport failed to send (it is treated as lost).
@@ -147,7 +155,8 @@ impl ClientCore {
         let target = request.server().unwrap_or(route.addr);
         let tracking_id = self.new_tracking_id(id);
         let phase = phase_of(&request);
-        let rto = self.router.rto(target);
+        let class = RttClass::of(&request);
+        let rto = self.router.rto(target, class);
         let in_flight = InFlight {
             request,
             tracking_id,
@@ -161,6 +170,7 @@ impl ClientCore {
             restarts: 0,
             token_retry_used: false,
             reroute: false,
+            class,
             rto,
             deadline: None,
             sent_at: now,
@@ -231,6 +241,8 @@ fn phase_of(request: &Request) -> Phase {
     }
 }
 
+#[cfg(test)]
+mod class_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

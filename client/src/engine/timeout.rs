@@ -30,13 +30,17 @@ impl ClientCore {
         }
         if request.progress {
             // Fragments moved since the timer was armed: not a lost attempt, no backoff.
-            request.rto = self.router.rto(request.target);
+            request.rto = self.router.rto(request.target, request.class);
         } else {
             if request.attempts_on_server >= self.config.attempts_per_server {
                 return self.fail_over(now, id, None);
             }
             request.attempts_on_server += 1;
             request.attempts_total += 1;
+            if request.exchange_samples() {
+                // The class's estimate keeps the back-off until its next sample (Karn).
+                self.router.on_expiry(request.target, request.class, request.rto);
+            }
             request.rto = self.router.backoff(request.rto);
         }
         self.stats.retransmits += 1;
