@@ -14,17 +14,10 @@ pub struct ClientConfig {
     /// Seeds the client id. Two live clients with one seed share an id, and servers would take
     /// their writes for resends of each other's: use `random_seed()` outside tests.
     pub seed: u64,
-    /// Retransmission timeout of reads (and PING, MAP, STATS, SCAN, CHUNK) to a server before
-    /// any read's round-trip sample from it. Default 5 ms.
+    /// Retransmission timeout of a class of requests (reads, writes) to a server before any
+    /// round-trip sample of that class from it, or the timeout of the server's sampled classes
+    /// when that is longer.
     pub rto_initial: Duration,
-    /// Retransmission timeout of writes (PUT, DELETE, CAS) to a server before any write's
-    /// round-trip sample from it, or its read timeout if that is longer. A write is answered
-    /// after the server's group commit, which an unknown disk under an unknown load may take
-    /// tens of milliseconds for (a first burst of writes to many partitions waits for one
-    /// fdatasync per partition): a shorter first timeout resends every write of that burst,
-    /// a longer one only delays recovering a first write that was lost. Once writes are
-    /// sampled, their own estimate takes over. Default 50 ms.
-    pub rto_initial_write: Duration,
     /// Floor of the retransmission timeout.
     pub rto_min: Duration,
     /// Ceiling of the retransmission timeout, also after exponential backoff.
@@ -66,7 +59,6 @@ impl ClientConfig {
             servers,
             seed: random_seed(),
             rto_initial: Duration::from_millis(5),
-            rto_initial_write: Duration::from_millis(50),
             rto_min: Duration::from_millis(1),
             rto_max: Duration::from_millis(200),
             attempts_per_server: 8,
@@ -88,9 +80,6 @@ impl ClientConfig {
         }
         if self.rto_initial < self.rto_min || self.rto_initial > self.rto_max {
             return fail("rto_initial must lie within [rto_min, rto_max]");
-        }
-        if self.rto_initial_write < self.rto_min || self.rto_initial_write > self.rto_max {
-            return fail("rto_initial_write must lie within [rto_min, rto_max]");
         }
         if self.attempts_per_server == 0 {
             return fail("attempts_per_server must be positive");
@@ -118,9 +107,6 @@ mod tests {
         assert!(bad.validate().is_err());
         let mut bad = config.clone();
         bad.rto_min = Duration::from_secs(1);
-        assert!(bad.validate().is_err());
-        let mut bad = config.clone();
-        bad.rto_initial_write = Duration::from_secs(1);
         assert!(bad.validate().is_err());
         let mut bad = config.clone();
         bad.attempts_per_server = 0;

@@ -27,14 +27,14 @@ pub(crate) struct Router {
     map: Option<PartitionMap>,
     tokens: HashMap<SocketAddr, u64>,
     estimators: HashMap<SocketAddr, [RttEstimator; RttClass::COUNT]>,
-    /// Each class's estimator before its first sample from a server.
-    fresh: [RttEstimator; RttClass::COUNT],
+    fresh: RttEstimator,
     sampled_last: Option<(SocketAddr, RttClass)>,
 }
 
 impl Router {
-    /// A router over the configured servers, with `fresh` as every server's first estimators.
-    pub(crate) fn new(servers: Vec<SocketAddr>, fresh: [RttEstimator; RttClass::COUNT]) -> Self {
+    /// A router over the configured servers, with `fresh` as every server's first estimator
+    /// of each class.
+    pub(crate) fn new(servers: Vec<SocketAddr>, fresh: RttEstimator) -> Self {
         assert!(!servers.is_empty(), "no servers");
         Router {
             servers,
@@ -109,13 +109,12 @@ impl Router {
     }
 
     /// The retransmission timeout of `class` requests to `addr`. A class without samples
-    /// yet starts from the larger of its initial timeout (`rto_initial`, `rto_initial_write`;
-    /// backed off if it expired) and the timeouts of the classes sampled on that server: the
-    /// path's round trip is part of every class's, so a first write to a distant server is
-    /// not timed like a LAN read.
+    /// yet starts from the larger of `rto_initial` (backed off if it expired) and the
+    /// timeouts of the classes sampled on that server: the path's round trip is part of every
+    /// class's, so a first write to a distant server is not timed like a LAN read.
     pub(crate) fn rto(&self, addr: SocketAddr, class: RttClass) -> Duration {
         let Some(classes) = self.estimators.get(&addr) else {
-            return self.fresh[class.index()].rto();
+            return self.fresh.rto();
         };
         let own = &classes[class.index()];
         if own.srtt().is_some() {
@@ -125,22 +124,21 @@ impl Router {
         sampled.map(RttEstimator::rto).fold(own.rto(), Duration::max)
     }
 
-    /// `rto` after one more expiry (every class has the same ceiling).
+    /// `rto` after one more expiry.
     pub(crate) fn backoff(&self, rto: Duration) -> Duration {
-        self.fresh[RttClass::Read.index()].backoff(rto)
+        self.fresh.backoff(rto)
     }
 
-    /// Folds a round-trip sample taken at `now` of a `class` request to `addr`, armed with
-    /// `armed`, into that estimate.
+    /// Folds a round-trip sample of a `class` request to `addr`, taken at `now`, into that
+    /// estimate.
     pub(crate) fn on_rtt_sample(
         &mut self,
         now: Instant,
         addr: SocketAddr,
         class: RttClass,
         rtt: Duration,
-        armed: Duration,
     ) {
-        self.estimate_mut(addr, class).on_sample(now, rtt, armed);
+        self.estimate_mut(addr, class).on_sample(now, rtt);
         self.sampled_last = Some((addr, class));
     }
 
@@ -155,7 +153,7 @@ impl Router {
             self.estimators.clear();
             self.sampled_last = None;
         }
-        let classes = self.estimators.entry(addr).or_insert(self.fresh);
+        let classes = self.estimators.entry(addr).or_insert([self.fresh; RttClass::COUNT]);
         &mut classes[class.index()]
     }
 
@@ -181,7 +179,7 @@ mod tests {
             Duration::from_millis(1),
             Duration::from_millis(200),
         );
-        Router::new(vec![addr(1), addr(2)], [fresh; RttClass::COUNT])
+        Router::new(vec![addr(1), addr(2)], fresh)
     }
 
     fn two_partition_map(epoch: u64) -> PartitionMap {
@@ -234,7 +232,7 @@ mod tests {
         let mut now = Instant::now();
         let mut sample = |router: &mut Router, addr, class, rtt| {
             now += rtt;
-            router.on_rtt_sample(now, addr, class, rtt, router.rto(addr, class));
+            router.on_rtt_sample(now, addr, class, rtt);
         };
         assert_eq!(router.rto(addr(1), write), ms(5), "rto_initial");
         for _ in 0..50 {

@@ -23,8 +23,6 @@ pub(crate) enum RttClass {
 impl RttClass {
     /// Classes, for per-class tables.
     pub(crate) const COUNT: usize = 2;
-    /// Every class, in table order.
-    pub(crate) const ALL: [RttClass; RttClass::COUNT] = [RttClass::Read, RttClass::Write];
 
     /// The class of `request`.
     pub(crate) fn of(request: &Request) -> RttClass {
@@ -68,9 +66,6 @@ pub(crate) struct RttEstimator {
     round_max: Duration,
     round_end: Option<Instant>,
     rto: Duration,
-    /// The timeout an expiry backed off to, kept until a sample of a request armed with at
-    /// least that much (see `on_sample`).
-    backed_off: Option<Duration>,
     min: Duration,
     max: Duration,
 }
@@ -87,18 +82,14 @@ impl RttEstimator {
             round_max: Duration::ZERO,
             round_end: None,
             rto,
-            backed_off: None,
             min,
             max,
         }
     }
 
-    /// Folds in one round-trip sample (RFC 6298 section 2, alpha = 1/8, beta = 1/4) of a
-    /// request that was armed with `armed`. After a back-off, only a request armed with the
-    /// backed-off timeout brings the timeout back down: one armed with less, sent before the
-    /// back-off, answered in time only because it was among the fast ones (the slow ones were
-    /// resent, and Karn's rule drops their samples), so it says nothing about the slow ones.
-    pub(crate) fn on_sample(&mut self, now: Instant, rtt: Duration, armed: Duration) {
+    /// Folds in one round-trip sample taken at `now` (RFC 6298 section 2, alpha = 1/8,
+    /// beta = 1/4); it ends a back-off.
+    pub(crate) fn on_sample(&mut self, now: Instant, rtt: Duration) {
         let srtt = match self.srtt {
             None => {
                 self.rttvar = rtt / 2;
@@ -114,16 +105,10 @@ impl RttEstimator {
         self.update_variance(now, srtt);
         // The variance term is at least `min`: steady samples drive rttvar to 0, and a timeout
         // at the mean itself would fire for every reply a little slower than usual.
-        let rto = (srtt + self.variance.max(self.min)).clamp(self.min, self.max);
-        self.rto = match self.backed_off {
-            Some(backed_off) if armed < backed_off => rto.max(backed_off),
-            _ => {
-                self.backed_off = None;
-                rto
-            }
-        };
+        self.rto = (srtt + self.variance.max(self.min)).clamp(self.min, self.max);
     }
 
+    /// Raises `variance` to the new `4·rttvar`, and lets it fall once per round trip.
     fn update_variance(&mut self, now: Instant, srtt: Duration) {
         let term = self.rttvar * 4;
         self.round_max = self.round_max.max(term);
@@ -140,12 +125,11 @@ impl RttEstimator {
 
     /// A request armed with `armed` timed out without progress. When `armed` was at least the
     /// current timeout, the estimate was too short: the timeout backs off from `armed` and
-    /// stays there until a sample says otherwise (`on_sample`). Requests armed before an
-    /// earlier back-off (many in flight expiring together) do not back it off again.
+    /// stays there until the next sample. Requests armed before an earlier back-off (many in
+    /// flight expiring together) do not back it off again.
     pub(crate) fn on_expiry(&mut self, armed: Duration) {
         if armed >= self.rto {
             self.rto = self.backoff(armed);
-            self.backed_off = Some(self.rto);
         }
     }
 
@@ -191,7 +175,7 @@ mod tests {
         fn feed(&mut self, rtt: &mut RttEstimator, samples: &[Duration]) {
             for &sample in samples {
                 self.now += sample;
-                rtt.on_sample(self.now, sample, rtt.rto());
+                rtt.on_sample(self.now, sample);
             }
         }
     }
@@ -236,7 +220,7 @@ mod tests {
         let mut round = |rtt: &mut RttEstimator, sample: Duration| {
             now += sample;
             for _ in 0..64 {
-                rtt.on_sample(now, sample, rtt.rto());
+                rtt.on_sample(now, sample);
             }
         };
         for _ in 0..20 {
@@ -281,7 +265,7 @@ mod tests {
     fn an_expiry_backs_off_once_and_the_next_sample_undoes_it() {
         let mut rtt = estimator();
         let now = Instant::now();
-        rtt.on_sample(now, ms(2), ms(5));
+        rtt.on_sample(now, ms(2));
         assert_eq!(rtt.rto(), ms(6));
         rtt.on_expiry(ms(6));
         assert_eq!(rtt.rto(), ms(12), "kept for the next requests");
@@ -292,12 +276,9 @@ mod tests {
         // A request already backed off to 12 ms expires again: the estimate is still short.
         rtt.on_expiry(ms(12));
         assert_eq!(rtt.rto(), ms(24));
-        // A fast reply to a request armed before the back-offs is no evidence against them.
-        rtt.on_sample(now, ms(2), ms(6));
-        assert_eq!(rtt.rto(), ms(24));
-        // One armed with the backed-off timeout is: the estimate takes over again.
-        rtt.on_sample(now, ms(2), ms(24));
-        // rttvar = 3/4 * 3/4; the variance term is still the round's largest, 4 ms: 2 + 4.
+        // A sample ends the back-off: rttvar = 3/4 * 1, but the variance term is still the
+        // round trip's largest, 4 ms: 2 + 4.
+        rtt.on_sample(now, ms(2));
         assert_eq!(rtt.rto(), ms(6));
         for _ in 0..6 {
             rtt.on_expiry(rtt.rto());

@@ -20,15 +20,6 @@ fn get(key: &str) -> Request {
     Request::Get { key: key.as_bytes().to_vec() }
 }
 
-/// `config(servers)` with writes' first timeout at the reads' 5 ms, which the backoff
-/// arithmetic of the tests that use it counts from (by default a write's first timeout is
-/// 50 ms, to cover a first group commit).
-fn config_writes_from_5ms(servers: usize) -> client::ClientConfig {
-    let mut config = config(servers);
-    config.rto_initial_write = config.rto_initial;
-    config
-}
-
 #[test]
 fn writes_complete_exactly_once_under_loss_and_duplication() {
     for seed in 0..20 {
@@ -57,7 +48,7 @@ fn writes_complete_exactly_once_under_loss_and_duplication() {
 
 #[test]
 fn resends_reuse_the_tracking_id_and_fail_only_after_the_budget() {
-    let mut sim = Sim::new(1, config_writes_from_5ms(1));
+    let mut sim = Sim::new(1, config(1));
     sim.servers[0].silent = true;
     let id = sim.submit(put("k", b"v"));
     let (elapsed, result) = sim.run_until(id, EVENTS_MAX);
@@ -108,7 +99,7 @@ fn nothing_carries_a_tracking_id_after_the_resend_window() {
     // server's (rto_max 300 ms: 915 ms per server), or right when the fourth would start
     // (default 200 ms: 715 ms per server, the fourth would start at 2,145 ms).
     for (servers, rto_max, per_server) in [(3, 300, [8, 8, 6, 0]), (4, 200, [8, 8, 8, 0])] {
-        let mut config = config_writes_from_5ms(servers);
+        let mut config = config(servers);
         config.rto_max = Duration::from_millis(rto_max);
         let window = config.resend_window;
         assert_eq!(window, Duration::from_secs(2));
@@ -138,7 +129,7 @@ fn nothing_carries_a_tracking_id_after_the_resend_window() {
 
 #[test]
 fn the_resend_window_ends_retransmissions_on_one_server() {
-    let mut config = config_writes_from_5ms(1);
+    let mut config = config(1);
     config.resend_window = Duration::from_millis(100);
     let mut sim = Sim::new(1, config);
     sim.servers[0].silent = true;

@@ -113,11 +113,7 @@ fn interleaved(i: usize) -> Request {
 #[test]
 fn reads_and_writes_interleaved_are_never_resent_on_a_lossless_link() {
     for in_flight in [1, 16] {
-        // Writes start from the reads' first timeout, so the test does not rest on
-        // `rto_initial_write`: only their own estimate keeps them from being resent.
-        let mut config = config();
-        config.rto_initial_write = config.rto_initial;
-        let mut link = Lossless::new(config, (us(50), us(20)), (us(2_000), us(500)));
+        let mut link = Lossless::new(config(), (us(50), us(20)), (us(2_000), us(500)));
         link.run(4_000, in_flight, interleaved);
         let stats = link.core.stats();
         assert_eq!(stats.completions, 4_000);
@@ -130,12 +126,31 @@ fn reads_and_writes_interleaved_are_never_resent_on_a_lossless_link() {
 /// for the next requests until a sample (RFC 6298 rule 5.7), lets one come back in time.
 #[test]
 fn a_class_slower_than_its_first_timeout_learns_its_round_trip() {
-    let mut config = config();
-    config.rto_initial_write = Duration::from_millis(5);
+    let config = config();
+    assert_eq!(config.rto_initial, Duration::from_millis(5));
     let mut link = Lossless::new(config, (us(50), us(20)), (us(30_000), us(1_000)));
     link.run(10, 1, |i| Request::Put { key: vec![i as u8], value: vec![1] });
     let learning = link.core.stats().retransmits;
     assert!((1..=4).contains(&learning), "{learning} resends while learning");
     link.run(200, 1, |i| Request::Put { key: vec![i as u8], value: vec![1] });
     assert_eq!(link.core.stats().retransmits, learning, "none once learnt");
+}
+
+/// 64 writes in flight at 2 ms, then a spell where the server takes 40 ms (its core was
+/// descheduled, its disk stalled). Timed each by the timeout it was armed with, all 64 would
+/// be resent, several times each; timed by their class's current timeout, which the first
+/// expiry backs off, the spell costs a resend per doubling.
+#[test]
+fn a_slow_spell_costs_a_few_resends_not_one_per_request_in_flight() {
+    let put = |i: usize| Request::Put { key: format!("k{i}").into_bytes(), value: vec![1] };
+    let mut link = Lossless::new(config(), (us(50), us(20)), (us(2_000), us(500)));
+    link.run(2_000, 64, put);
+    assert_eq!(link.core.stats().retransmits, 0);
+    link.write = (us(40_000), us(1_000));
+    link.run(64, 64, put);
+    let spell = link.core.stats().retransmits;
+    assert!((1..=6).contains(&spell), "{spell} resends for one slow spell");
+    link.write = (us(2_000), us(500));
+    link.run(2_000, 64, put);
+    assert_eq!(link.core.stats().retransmits, spell, "none after it");
 }

@@ -78,9 +78,10 @@ pub(crate) struct InFlight {
 
 impl InFlight {
     /// Whether a reply to the current exchange, sent once, is a clean round-trip sample: one
-    /// message answered by one, or a read's first exchange (its first fragment). Windows and
-    /// RANGE pulls are answered by many datagrams: they neither sample their class nor back
-    /// its estimate off, which only a sample could undo.
+    /// message answered by one, or a read's first exchange (its first fragment). Only such
+    /// exchanges back their class's estimate off when they expire (only a sample can undo it)
+    /// and follow it while it grows. Windows and RANGE pulls, answered by many datagrams, keep
+    /// the timeout they were armed with.
     pub(crate) fn exchange_samples(&self) -> bool {
         match &self.phase {
             Phase::Single => true,

@@ -45,12 +45,8 @@ impl ClientCore {
     /// A core for `config`, after `config.validate()`.
     pub fn new(config: ClientConfig) -> Result<Self, Error> {
         config.validate()?;
-        let fresh = |initial| RttEstimator::new(initial, config.rto_min, config.rto_max);
-        let fresh = RttClass::ALL.map(|class| match class {
-            RttClass::Read => fresh(config.rto_initial),
-            RttClass::Write => fresh(config.rto_initial_write),
-        });
-        let stats = ClientStats { rto: config.rto_initial, ..ClientStats::default() };
+        let fresh = RttEstimator::new(config.rto_initial, config.rto_min, config.rto_max);
+        let stats = ClientStats { rto: fresh.rto(), ..ClientStats::default() };
         Ok(ClientCore {
             client_id: client_id_from(config.seed),
             router: Router::new(config.servers.clone(), fresh),

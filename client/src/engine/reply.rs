@@ -62,7 +62,7 @@ impl ClientCore {
         if request.rtt_sample_open {
             request.rtt_sample_open = false;
             let rtt = now.saturating_duration_since(request.sent_at);
-            self.router.on_rtt_sample(now, request.target, request.class, rtt, request.rto);
+            self.router.on_rtt_sample(now, request.target, request.class, rtt);
         }
         // A MAP reply brings the map itself: no need to ask for it again.
         let is_map = request.request.opcode() == Opcode::Map;

@@ -28,9 +28,23 @@ impl ClientCore {
         if request.reroute {
             return self.reroute(now, id);
         }
+        let current = self.router.rto(request.target, request.class);
+        if !request.progress && request.exchange_samples() && current > request.rto {
+            // The class's timeout grew since this timer was armed (slower replies to others,
+            // or another's expiry backed it off): the request is timed by it, as TCP's one
+            // timer for everything in flight is, so a slow spell costs one resend, not one per
+            // request in flight.
+            request.rto = current;
+            let deadline = request.sent_at + current;
+            if deadline > now {
+                self.timers.set(id, None, deadline);
+                request.deadline = Some(deadline);
+                return;
+            }
+        }
         if request.progress {
             // Fragments moved since the timer was armed: not a lost attempt, no backoff.
-            request.rto = self.router.rto(request.target, request.class);
+            request.rto = current;
         } else {
             if request.attempts_on_server >= self.config.attempts_per_server {
                 return self.fail_over(now, id, None);
