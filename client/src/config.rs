@@ -14,7 +14,9 @@ pub struct ClientConfig {
     /// Seeds the client id. Two live clients with one seed share an id, and servers would take
     /// their writes for resends of each other's: use `random_seed()` outside tests.
     pub seed: u64,
-    /// Retransmission timeout before any round-trip sample from a server.
+    /// Retransmission timeout of a class of requests (reads, writes) to a server before any
+    /// round-trip sample of that class from it, or the timeout of the server's sampled classes
+    /// when that is longer.
     pub rto_initial: Duration,
     /// Floor of the retransmission timeout.
     pub rto_min: Duration,

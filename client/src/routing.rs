@@ -1,11 +1,11 @@
 //! Where requests go: the partition map, the configured servers, and what the client learned
-//! about each server address (its token and its round-trip estimate).
+//! about each server address (its token and its round-trip estimates, one per request class).
 
-use crate::rtt::RttEstimator;
+use crate::rtt::{RttClass, RttEstimator};
 use proto::{key_hash, PartitionMap};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Server addresses the client remembers tokens and estimates for. Beyond it the tables are
 /// cleared and relearned (a token comes back with the next RETRY_WITH_TOKEN).
@@ -26,13 +26,14 @@ pub(crate) struct Router {
     servers: Vec<SocketAddr>,
     map: Option<PartitionMap>,
     tokens: HashMap<SocketAddr, u64>,
-    estimators: HashMap<SocketAddr, RttEstimator>,
+    estimators: HashMap<SocketAddr, [RttEstimator; RttClass::COUNT]>,
     fresh: RttEstimator,
-    sampled_last: Option<SocketAddr>,
+    sampled_last: Option<(SocketAddr, RttClass)>,
 }
 
 impl Router {
-    /// A router over the configured servers, with `fresh` as every server's first estimator.
+    /// A router over the configured servers, with `fresh` as every server's first estimator
+    /// of each class.
     pub(crate) fn new(servers: Vec<SocketAddr>, fresh: RttEstimator) -> Self {
         assert!(!servers.is_empty(), "no servers");
         Router {
@@ -107,9 +108,20 @@ impl Router {
         self.tokens.insert(addr, token);
     }
 
-    /// `addr`'s current retransmission timeout.
-    pub(crate) fn rto(&self, addr: SocketAddr) -> Duration {
-        self.estimators.get(&addr).unwrap_or(&self.fresh).rto()
+    /// The retransmission timeout of `class` requests to `addr`. A class without samples
+    /// yet starts from the larger of `rto_initial` (backed off if it expired) and the
+    /// timeouts of the classes sampled on that server: the path's round trip is part of every
+    /// class's, so a first write to a distant server is not timed like a LAN read.
+    pub(crate) fn rto(&self, addr: SocketAddr, class: RttClass) -> Duration {
+        let Some(classes) = self.estimators.get(&addr) else {
+            return self.fresh.rto();
+        };
+        let own = &classes[class.index()];
+        if own.srtt().is_some() {
+            return own.rto();
+        }
+        let sampled = classes.iter().filter(|estimator| estimator.srtt().is_some());
+        sampled.map(RttEstimator::rto).fold(own.rto(), Duration::max)
     }
 
     /// `rto` after one more expiry.
@@ -117,18 +129,38 @@ impl Router {
         self.fresh.backoff(rto)
     }
 
-    /// Folds a round-trip sample of `addr` into its estimate.
-    pub(crate) fn on_rtt_sample(&mut self, addr: SocketAddr, rtt: Duration) {
-        if self.estimators.len() >= ADDRESSES_MAX && !self.estimators.contains_key(&addr) {
-            self.estimators.clear();
-        }
-        self.estimators.entry(addr).or_insert(self.fresh).on_sample(rtt);
-        self.sampled_last = Some(addr);
+    /// Folds a round-trip sample of a `class` request to `addr`, taken at `now`, into that
+    /// estimate.
+    pub(crate) fn on_rtt_sample(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        class: RttClass,
+        rtt: Duration,
+    ) {
+        self.estimate_mut(addr, class).on_sample(now, rtt);
+        self.sampled_last = Some((addr, class));
     }
 
-    /// The estimator of the server sampled last (the fresh one before any sample).
-    pub(crate) fn latest_estimate(&self) -> &RttEstimator {
-        self.sampled_last.and_then(|addr| self.estimators.get(&addr)).unwrap_or(&self.fresh)
+    /// A `class` request to `addr` armed with `armed` expired without progress: the estimate
+    /// may back off until its next sample (`RttEstimator::on_expiry`).
+    pub(crate) fn on_expiry(&mut self, addr: SocketAddr, class: RttClass, armed: Duration) {
+        self.estimate_mut(addr, class).on_expiry(armed);
+    }
+
+    fn estimate_mut(&mut self, addr: SocketAddr, class: RttClass) -> &mut RttEstimator {
+        if self.estimators.len() >= ADDRESSES_MAX && !self.estimators.contains_key(&addr) {
+            self.estimators.clear();
+            self.sampled_last = None;
+        }
+        let classes = self.estimators.entry(addr).or_insert([self.fresh; RttClass::COUNT]);
+        &mut classes[class.index()]
+    }
+
+    /// The estimator sampled last, a server's and a class's (none before any sample).
+    pub(crate) fn latest_estimate(&self) -> Option<&RttEstimator> {
+        let (addr, class) = self.sampled_last?;
+        self.estimators.get(&addr).map(|classes| &classes[class.index()])
     }
 }
 
@@ -190,6 +222,34 @@ mod tests {
         assert_eq!(router.next_server(&[addr(1)]), Some(addr(2)));
         assert_eq!(router.next_server(&[addr(7)]), Some(addr(1)));
         assert_eq!(router.next_server(&[addr(1), addr(2)]), None);
+    }
+
+    #[test]
+    fn classes_learn_apart_and_a_new_class_starts_from_the_path() {
+        let mut router = router();
+        let (read, write) = (RttClass::Read, RttClass::Write);
+        let ms = Duration::from_millis;
+        let mut now = Instant::now();
+        let mut sample = |router: &mut Router, addr, class, rtt| {
+            now += rtt;
+            router.on_rtt_sample(now, addr, class, rtt);
+        };
+        assert_eq!(router.rto(addr(1), write), ms(5), "rto_initial");
+        for _ in 0..50 {
+            sample(&mut router, addr(1), read, Duration::from_micros(40));
+        }
+        let read_rto = router.rto(addr(1), read);
+        assert!(read_rto < ms(2), "{read_rto:?}");
+        assert_eq!(router.rto(addr(1), write), ms(5), "reads do not lower it");
+        for _ in 0..50 {
+            sample(&mut router, addr(1), write, ms(2));
+        }
+        assert_eq!(router.rto(addr(1), write), ms(3));
+        assert_eq!(router.rto(addr(1), read), read_rto, "writes do not raise it");
+        assert_eq!(router.latest_estimate().unwrap().srtt(), Some(ms(2)));
+        // A distant server: its first writes wait at least as long as its reads do.
+        sample(&mut router, addr(2), read, ms(30));
+        assert_eq!(router.rto(addr(2), write), ms(90), "30 + 4 · 15");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::assembly::Assembly;
 use crate::request::Request;
+use crate::rtt::RttClass;
 use crate::write_window::WriteWindow;
 use proto::Status;
 use std::net::SocketAddr;
@@ -54,6 +55,8 @@ pub(crate) struct InFlight {
     pub(crate) token_retry_used: bool,
     /// WRONG_OWNER came without a hint: route again by the map at the next occasion.
     pub(crate) reroute: bool,
+    /// Which of the server's estimators times it and learns from it.
+    pub(crate) class: RttClass,
     /// The current timeout; doubles on each counted expiry.
     pub(crate) rto: Duration,
     pub(crate) deadline: Option<Instant>,
@@ -74,6 +77,19 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
+    /// Whether a reply to the current exchange, sent once, is a clean round-trip sample: one
+    /// message answered by one, or a read's first exchange (its first fragment). Only such
+    /// exchanges back their class's estimate off when they expire (only a sample can undo it)
+    /// and follow it while it grows. Windows and RANGE pulls, answered by many datagrams, keep
+    /// the timeout they were armed with.
+    pub(crate) fn exchange_samples(&self) -> bool {
+        match &self.phase {
+            Phase::Single => true,
+            Phase::Read(read) => read.assembly.is_none(),
+            Phase::Write(_) => false,
+        }
+    }
+
     /// Fragments moved at `now`: the retry budget on this server starts over (it bounds
     /// attempts in a row without progress, so long transfers over lossy paths do not run out of
     /// it), and so does the resend window, so a transfer is bounded by how long it goes without

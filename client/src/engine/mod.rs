@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::outbox::Outbox;
 use crate::request::{Reply, Request, RequestId};
 use crate::routing::Router;
-use crate::rtt::RttEstimator;
+use crate::rtt::{RttClass, RttEstimator};
 use crate::seed::client_id_from;
 use crate::stats::ClientStats;
 use crate::timers::Timers;
@@ -119,8 +119,12 @@ impl ClientCore {
 
     /// Counters since start.
     pub fn stats(&self) -> ClientStats {
-        let estimate = self.router.latest_estimate();
-        ClientStats { srtt: estimate.srtt(), rto: estimate.rto(), ..self.stats }
+        match self.router.latest_estimate() {
+            Some(estimate) => {
+                ClientStats { srtt: estimate.srtt(), rto: estimate.rto(), ..self.stats }
+            }
+            None => self.stats,
+        }
     }
 
     /// Counts a datagram the transport failed to send (it is treated as lost).
@@ -147,7 +151,8 @@ impl ClientCore {
         let target = request.server().unwrap_or(route.addr);
         let tracking_id = self.new_tracking_id(id);
         let phase = phase_of(&request);
-        let rto = self.router.rto(target);
+        let class = RttClass::of(&request);
+        let rto = self.router.rto(target, class);
         let in_flight = InFlight {
             request,
             tracking_id,
@@ -161,6 +166,7 @@ impl ClientCore {
             restarts: 0,
             token_retry_used: false,
             reroute: false,
+            class,
             rto,
             deadline: None,
             sent_at: now,
@@ -231,6 +237,8 @@ fn phase_of(request: &Request) -> Phase {
     }
 }
 
+#[cfg(test)]
+mod class_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -61,8 +61,8 @@ impl ClientCore {
         }
         if request.rtt_sample_open {
             request.rtt_sample_open = false;
-            self.router
-                .on_rtt_sample(request.target, now.saturating_duration_since(request.sent_at));
+            let rtt = now.saturating_duration_since(request.sent_at);
+            self.router.on_rtt_sample(now, request.target, request.class, rtt);
         }
         // A MAP reply brings the map itself: no need to ask for it again.
         let is_map = request.request.opcode() == Opcode::Map;

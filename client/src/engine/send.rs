@@ -16,17 +16,12 @@ const PULL_RUNS_MAX: usize = 8;
 
 impl ClientCore {
     /// Starts a new exchange of `id` (first send, next window, new server): its messages go
-    /// out, its timer starts from the server's current timeout, and a reply to it may be an
-    /// RTT sample.
+    /// out, its timer starts from the current timeout of the server and the request's class,
+    /// and a reply to it may be an RTT sample.
     pub(super) fn send_fresh(&mut self, now: Instant, id: RequestId) {
         let request = self.requests.get_mut(&id).expect("request in flight");
-        request.rto = self.router.rto(request.target);
-        // Windows and RANGE pulls are answered by many datagrams: no clean sample.
-        request.rtt_sample_open = match &request.phase {
-            Phase::Single => true,
-            Phase::Read(read) => read.assembly.is_none(),
-            Phase::Write(_) => false,
-        };
+        request.rto = self.router.rto(request.target, request.class);
+        request.rtt_sample_open = request.exchange_samples();
         self.send(now, id, false);
     }
 

@@ -98,3 +98,44 @@ fn in_flight_limit_refuses_the_excess() {
     assert!(matches!(core.poll_completion(), Some((RequestId(3), Err(Error::InFlightFull)))));
     assert_eq!(core.in_flight(), 2);
 }
+
+#[test]
+fn a_refused_server_is_left_at_once_for_the_next() {
+    let mut config = ClientConfig::new(vec![addr(7000), addr(7001)]);
+    config.seed = 1;
+    let mut core = ClientCore::new(config).unwrap();
+    let now = Instant::now();
+    let keyed = core.submit(now, get("a"));
+    let ping = core.submit(now, Request::Ping { server: addr(7000) });
+    let elsewhere = core.submit(now, Request::Ping { server: addr(7001) });
+    let first: Vec<_> = std::iter::from_fn(|| core.poll_transmit()).collect();
+    let tracking = Messages::new(&first[0].1).next().unwrap().unwrap().header.tracking_id;
+    core.handle_refused(now, addr(7000));
+    // The keyed request goes to the next server at once, same tracking id; the ping of the
+    // closed server has nowhere else to go; the other server's ping is untouched.
+    let (to, datagram) = core.poll_transmit().expect("moved at once");
+    let moved = Messages::new(&datagram).next().unwrap().unwrap().header;
+    assert_eq!((to, moved.tracking_id, moved.opcode()), (addr(7001), tracking, Some(Opcode::Get)));
+    assert!(core.poll_transmit().is_none());
+    match core.poll_completion() {
+        Some((id, Err(Error::Refused { server }))) => assert_eq!((id, server), (ping, addr(7000))),
+        other => panic!("expected the ping to be refused, got {other:?}"),
+    }
+    assert!(core.poll_completion().is_none());
+    assert_eq!(core.in_flight(), 2, "{keyed:?} and {elsewhere:?} wait on");
+    assert_eq!((core.stats().refusals, core.stats().retransmits), (1, 0));
+
+    // Refused there too: no server is left.
+    core.handle_refused(now, addr(7001));
+    let mut failed: Vec<_> = std::iter::from_fn(|| core.poll_completion()).collect();
+    failed.sort_by_key(|(id, _)| *id);
+    assert!(
+        matches!(&failed[..], [
+        (a, Err(Error::Refused { server: s1 })),
+        (b, Err(Error::Refused { server: s2 })),
+    ] if (*a, *b, *s1, *s2) == (keyed, elsewhere, addr(7001), addr(7001))),
+        "{failed:?}"
+    );
+    assert_eq!(core.in_flight(), 0);
+    assert_eq!(core.poll_timeout(), None);
+}

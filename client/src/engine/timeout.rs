@@ -1,4 +1,4 @@
-//! Timer expiries, failover to other servers, and routing again.
+//! Timer expiries, refused servers, failover to other servers, and routing again.
 
 use super::ClientCore;
 use crate::error::Error;
@@ -28,39 +28,85 @@ impl ClientCore {
         if request.reroute {
             return self.reroute(now, id);
         }
+        let current = self.router.rto(request.target, request.class);
+        if !request.progress && request.exchange_samples() && current > request.rto {
+            // The class's timeout grew since this timer was armed (slower replies to others,
+            // or another's expiry backed it off): the request is timed by it, as TCP's one
+            // timer for everything in flight is, so a slow spell costs one resend, not one per
+            // request in flight.
+            request.rto = current;
+            let deadline = request.sent_at + current;
+            if deadline > now {
+                self.timers.set(id, None, deadline);
+                request.deadline = Some(deadline);
+                return;
+            }
+        }
         if request.progress {
             // Fragments moved since the timer was armed: not a lost attempt, no backoff.
-            request.rto = self.router.rto(request.target);
+            request.rto = current;
         } else {
             if request.attempts_on_server >= self.config.attempts_per_server {
                 return self.fail_over(now, id, None);
             }
             request.attempts_on_server += 1;
             request.attempts_total += 1;
+            if request.exchange_samples() {
+                // The class's estimate keeps the back-off until its next sample (Karn).
+                self.router.on_expiry(request.target, request.class, request.rto);
+            }
             request.rto = self.router.backoff(request.rto);
         }
         self.stats.retransmits += 1;
         self.send_again(now, id, true);
     }
 
+    /// The transport learnt that nothing listens at `server` (an ICMP port unreachable for a
+    /// datagram sent there): every request waiting on it leaves it at once, as if its budget
+    /// there were spent, for the next server, or fails with `Error::Refused` when none is
+    /// left. Nothing else changes: the move is the one a timeout would have made later, under
+    /// the same resend window.
+    pub fn handle_refused(&mut self, now: Instant, server: SocketAddr) {
+        self.stats.refusals += 1;
+        let mut waiting: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, request)| request.target == server)
+            .map(|(&id, _)| id)
+            .collect();
+        waiting.sort_unstable();
+        for id in waiting {
+            match self.next_server(id) {
+                Some(next) => self.move_to(now, id, next),
+                None => self.finish(id, Err(Error::Refused { server })),
+            }
+        }
+    }
+
     /// The current server is done with (budget spent or `status` UNAVAILABLE): try the next
-    /// configured server, or fail. Requests about one server have no other to try.
+    /// configured server, or fail.
     pub(super) fn fail_over(&mut self, now: Instant, id: RequestId, status: Option<Status>) {
-        let request = &self.requests[&id];
-        let mut tried = request.tried.clone();
-        tried.push(request.target);
-        let next = match request.request.server() {
-            Some(_) => None,
-            None => self.router.next_server(&tried),
-        };
-        if let Some(server) = next {
+        if let Some(server) = self.next_server(id) {
             return self.move_to(now, id, server);
         }
+        let request = &self.requests[&id];
         let error = match status.or(request.last_status) {
             Some(status) => Error::Status(status),
             None => Error::Timeout { attempts: request.attempts_total, server: request.target },
         };
         self.finish(id, Err(error));
+    }
+
+    /// The configured server `id` tries after its current one, if any. Requests about one
+    /// server have no other to try.
+    fn next_server(&self, id: RequestId) -> Option<SocketAddr> {
+        let request = &self.requests[&id];
+        if request.request.server().is_some() {
+            return None;
+        }
+        let mut tried = request.tried.clone();
+        tried.push(request.target);
+        self.router.next_server(&tried)
     }
 
     /// Sends `id` to `server` from scratch, same tracking id, fresh budget.
