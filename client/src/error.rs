@@ -15,12 +15,6 @@ pub enum Error {
         /// The last server tried.
         server: SocketAddr,
     },
-    /// The system reported that nothing listens at `server`'s port (an ICMP port
-    /// unreachable), and no other server was left to try.
-    Refused {
-        /// The server whose port is closed.
-        server: SocketAddr,
-    },
     /// The server refused the request with this status (for instance `TooLarge`, `NoSpace`,
     /// or `Busy` when it was still busy at the end of the budget).
     Status(Status),
@@ -44,9 +38,6 @@ impl fmt::Display for Error {
         match self {
             Error::Timeout { attempts, server } => {
                 write!(f, "timed out after {attempts} attempts on {server}")
-            }
-            Error::Refused { server } => {
-                write!(f, "{server} refused (nothing listens on that port)")
             }
             Error::Status(status) => f.write_str(status.describe()),
             Error::KeyTooLong { len } => {
@@ -84,10 +75,6 @@ mod tests {
         let server = "127.0.0.1:7000".parse().unwrap();
         let timeout = Error::Timeout { attempts: 8, server };
         assert_eq!(timeout.to_string(), "timed out after 8 attempts on 127.0.0.1:7000");
-        assert_eq!(
-            Error::Refused { server: "127.0.0.1:1".parse().unwrap() }.to_string(),
-            "127.0.0.1:1 refused (nothing listens on that port)"
-        );
         assert_eq!(Error::Status(Status::NotFound).to_string(), "not found");
         assert_eq!(Error::Status(Status::TooLarge).to_string(), "value too large");
         assert_eq!(

@@ -2,22 +2,17 @@
 //! typed results.
 //!
 //! It routes each key to the partition owner named by the server's partition map, resends lost
-//! requests with the same tracking id (so servers apply a write exactly once) on adaptive
-//! RFC 6298 timers (one per server and class of request: reads, writes) with a bounded retry
-//! budget, splits large values into fragment windows and pulls large replies with RANGE
-//! requests, and answers address-validation challenges. The protocol state machine,
-//! `ClientCore`, is sans-IO: it never reads the clock, never touches a socket and never draws
-//! unseeded randomness; `Client` is a thin blocking driver over a `Transport`. The client must
-//! never report a failure before its retry budget is spent, its resend window is over or the
-//! system reported the last server's port closed (ICMP port unreachable: a refused server is
-//! left at once, as if its budget were spent), never change a write's tracking id on resend,
-//! never send a datagram carrying a tracking id later than `ClientConfig::resend_window` after
-//! that tracking id was first sent or last acknowledged progress (servers may forget its
-//! completion record after their `completion_ttl`), and never send a datagram over
-//! `proto::DATAGRAM_BYTES_MAX`.
-
-// Unsafe code lives in `transport::icmp` alone (the socket error queue), which opts back in.
-#![deny(unsafe_code)]
+//! requests with the same tracking id (so servers apply a write exactly once) on an adaptive
+//! RFC 6298 timer with a bounded retry budget, splits large values into fragment windows and
+//! pulls large replies with RANGE requests, and answers address-validation challenges. The
+//! protocol state machine, `ClientCore`, is sans-IO: it never reads the clock, never touches a
+//! socket and never draws unseeded randomness; `Client` is a thin blocking driver over a
+//! `Transport`. The client must never report a failure before its retry budget is spent or its
+//! resend window is over, never change a write's tracking id on resend, never send a datagram
+//! carrying a tracking id later than `ClientConfig::resend_window` after that tracking id was
+//! first sent or last acknowledged progress (servers may forget its completion record after
+//! their `completion_ttl`), and never send a datagram over `proto::DATAGRAM_BYTES_MAX`.
+#![forbid(unsafe_code)]
 
 mod assembly;
 mod config;

@@ -28,9 +28,6 @@ pub struct ClientStats {
     pub replies_ignored: u64,
     /// Sends the transport refused (the driver counts these as losses).
     pub send_errors: u64,
-    /// Servers reported refusing datagrams (nothing listens on their port): each moved the
-    /// requests waiting on it to the next server, or failed them.
-    pub refusals: u64,
     /// Smoothed round-trip time of the estimator sampled last (one per server and class of
     /// request: reads, writes), once there is a sample.
     pub srtt: Option<Duration>,

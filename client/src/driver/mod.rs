@@ -139,12 +139,9 @@ impl<T: Transport> Client<T> {
     }
 
     /// One round: send what is queued, wait for datagrams until the next timer (or `limit`),
-    /// hand them and the refused servers to the core, fire expired timers.
+    /// hand them to the core, fire expired timers.
     fn drive(&mut self, limit: Option<Instant>) {
         self.flush();
-        if self.take_refusals() {
-            return; // learnt while sending: the moved requests go out before any wait
-        }
         let wake = match (self.core.poll_timeout(), limit) {
             (Some(timer), Some(limit)) => timer.min(limit),
             (timer, limit) => timer.or(limit).unwrap_or_else(Instant::now),
@@ -159,18 +156,6 @@ impl<T: Transport> Client<T> {
             }
             wait = Duration::ZERO;
         }
-        self.take_refusals();
         self.core.handle_timeout(Instant::now());
-    }
-
-    /// Hands the servers the transport saw refuse datagrams to the core; whether there were
-    /// any.
-    fn take_refusals(&mut self) -> bool {
-        let mut any = false;
-        while let Some(server) = self.transport.poll_refused() {
-            self.core.handle_refused(Instant::now(), server);
-            any = true;
-        }
-        any
     }
 }

@@ -1,4 +1,4 @@
-//! Timer expiries, refused servers, failover to other servers, and routing again.
+//! Timer expiries, failover to other servers, and routing again.
 
 use super::ClientCore;
 use crate::error::Error;
@@ -61,52 +61,24 @@ impl ClientCore {
         self.send_again(now, id, true);
     }
 
-    /// The transport learnt that nothing listens at `server` (an ICMP port unreachable for a
-    /// datagram sent there): every request waiting on it leaves it at once, as if its budget
-    /// there were spent, for the next server, or fails with `Error::Refused` when none is
-    /// left. Nothing else changes: the move is the one a timeout would have made later, under
-    /// the same resend window.
-    pub fn handle_refused(&mut self, now: Instant, server: SocketAddr) {
-        self.stats.refusals += 1;
-        let mut waiting: Vec<RequestId> = self
-            .requests
-            .iter()
-            .filter(|(_, request)| request.target == server)
-            .map(|(&id, _)| id)
-            .collect();
-        waiting.sort_unstable();
-        for id in waiting {
-            match self.next_server(id) {
-                Some(next) => self.move_to(now, id, next),
-                None => self.finish(id, Err(Error::Refused { server })),
-            }
-        }
-    }
-
     /// The current server is done with (budget spent or `status` UNAVAILABLE): try the next
-    /// configured server, or fail.
+    /// configured server, or fail. Requests about one server have no other to try.
     pub(super) fn fail_over(&mut self, now: Instant, id: RequestId, status: Option<Status>) {
-        if let Some(server) = self.next_server(id) {
+        let request = &self.requests[&id];
+        let mut tried = request.tried.clone();
+        tried.push(request.target);
+        let next = match request.request.server() {
+            Some(_) => None,
+            None => self.router.next_server(&tried),
+        };
+        if let Some(server) = next {
             return self.move_to(now, id, server);
         }
-        let request = &self.requests[&id];
         let error = match status.or(request.last_status) {
             Some(status) => Error::Status(status),
             None => Error::Timeout { attempts: request.attempts_total, server: request.target },
         };
         self.finish(id, Err(error));
-    }
-
-    /// The configured server `id` tries after its current one, if any. Requests about one
-    /// server have no other to try.
-    fn next_server(&self, id: RequestId) -> Option<SocketAddr> {
-        let request = &self.requests[&id];
-        if request.request.server().is_some() {
-            return None;
-        }
-        let mut tried = request.tried.clone();
-        tried.push(request.target);
-        self.router.next_server(&tried)
     }
 
     /// Sends `id` to `server` from scratch, same tracking id, fresh budget.

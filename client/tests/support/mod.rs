@@ -1,8 +1,7 @@
-//! Test support: a fake cradle server built on `proto`, a simulated lossy network, a
-//! transport wired straight to a fake server, and a fake server on a loopback socket.
+//! Test support: a fake cradle server built on `proto`, a simulated lossy network, and a
+//! transport wired straight to a fake server.
 #![allow(dead_code)]
 
 pub(crate) mod fake_server;
 pub(crate) mod in_memory;
 pub(crate) mod sim;
-pub(crate) mod udp;
