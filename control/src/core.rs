@@ -6,7 +6,7 @@ use crate::durable::{status_of, CoreStorage, Durability, PendingAck, SyncClock};
 use crate::read_cache::ReadCache;
 use crate::reassembly::Reassemblies;
 use crate::replies::Replies;
-use crate::routes::{Routes, Target};
+use crate::routes::{Routes, Slots, Target};
 use crate::stats::{CoreCounters, LatencyHistogram, NodeStats};
 use crate::validation::Tokens;
 use dataplane::{Handler, Transmit};
@@ -451,7 +451,8 @@ fn routes_for(
     me: SocketAddr,
     endpoints: &[Endpoint],
 ) -> Result<Routes, ConfigError> {
-    Routes::new(map, me, |partition| endpoints.iter().position(|e| e.partition == partition))
+    let slots = Slots::new(endpoints.iter().map(|e| e.partition));
+    Routes::new(map, me, |partition| slots.get(partition))
 }
 
 /// Rebuilds the completion records of the writes replay found (oldest first; when there are

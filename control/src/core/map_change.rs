@@ -63,9 +63,11 @@ impl Core {
             )));
         }
         let me = self.config.layout.addr_of(self.config.core);
-        let here: Vec<u32> =
+        let mut here: Vec<u32> =
             map.entries.iter().filter(|e| e.addr == me).map(|e| e.partition).collect();
-        let kept: Vec<bool> = self.endpoints.iter().map(|e| here.contains(&e.partition)).collect();
+        here.sort_unstable();
+        let placed_here = |p: &u32| here.binary_search(p).is_ok();
+        let kept: Vec<bool> = self.endpoints.iter().map(|e| placed_here(&e.partition)).collect();
         let mut partitions: Vec<u32> = self
             .endpoints
             .iter()
@@ -73,8 +75,12 @@ impl Core {
             .filter(|(_, &k)| k)
             .map(|(e, _)| e.partition)
             .collect();
+        let existing = Slots::new(partitions.iter().copied());
+        let mut added_ids: Vec<u32> = added.iter().map(|(p, _)| *p).collect();
+        added_ids.sort_unstable();
+        let twice = added_ids.windows(2).any(|w| w[0] == w[1]);
         for (partition, _) in &added {
-            if !here.contains(partition) || partitions.contains(partition) {
+            if twice || !placed_here(partition) || existing.get(*partition).is_some() {
                 return Err(ConfigError(format!(
                     "map epoch {}: a store was given for partition {partition}, which is not \
                      newly placed here",
@@ -83,7 +89,8 @@ impl Core {
             }
             partitions.push(*partition);
         }
-        let routes = Routes::new(&map, me, |p| partitions.iter().position(|&q| q == p))?;
+        let slots = Slots::new(partitions.iter().copied());
+        let routes = Routes::new(&map, me, |p| slots.get(p))?;
 
         // Valid: no write may be held across the change (its endpoint may leave).
         self.flush_dirty(tx);
