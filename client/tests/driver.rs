@@ -84,8 +84,8 @@ fn spawn_udp_server(map_entries: bool) -> (SocketAddr, Arc<AtomicBool>, thread::
         let mut server = FakeServer::new(addr);
         server.require_token = true;
         if map_entries {
-            let entry = MapEntry { hash_start: 0, hash_end: u64::MAX, partition: 0, addr };
-            server.map = PartitionMap { epoch: 1, entries: vec![entry] };
+            let entry = MapEntry::single(0, u64::MAX, 0, addr);
+            server.map = PartitionMap::new(1, vec![entry]);
         }
         let mut buf = vec![0; DATAGRAM_BYTES_ACCEPTED + 1];
         while !stopped.load(Ordering::Relaxed) {
