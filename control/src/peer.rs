@@ -32,7 +32,8 @@
 
 use std::collections::BTreeMap;
 
-const MAGIC: u16 = 0x5063;
+/// The first two bytes of every node-to-node datagram (little-endian).
+pub const MAGIC: u16 = 0x5063;
 const VERSION: u8 = 1;
 /// Bytes before the payload.
 pub const PEER_HEADER_BYTES: usize = 48;

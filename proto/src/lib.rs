@@ -10,6 +10,7 @@
 mod header;
 mod map;
 mod message;
+pub mod replication;
 mod scan;
 
 pub use header::{flags, Header, HeaderFields, Opcode, Status, HEADER_BYTES, MAGIC, VERSION};

@@ -21,7 +21,9 @@ mod workload;
 pub use map_group::{run_group, GroupOptions, GroupReport};
 
 use client::{ClientConfig, ClientCore, Error, Reply, Request, RequestId};
+use control::ReplicationConfig;
 use node::Node;
+use proto::{MapEntry, PartitionMap};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -54,6 +56,19 @@ pub struct Options {
     /// Rebuild completion records from the log at restart. `false` injects the bug #14 found
     /// (a resend after a restart applied again): the checker must catch it.
     pub rebuild_completions: bool,
+    /// Nodes. With more than one they form a cluster: every partition has a replica on each
+    /// of `replicas` nodes, and a failure (a crash, or a node cut off from the other nodes but
+    /// not from the clients) is followed by a map change that drops the failed node's
+    /// replicas and promotes a backup where it was primary. A failed node does not rejoin yet.
+    pub nodes: usize,
+    /// Replicas per partition (at most `nodes`).
+    pub replicas: usize,
+    /// Chance that a cluster failure cuts the node off instead of crashing it.
+    pub isolation: f64,
+    /// Primaries keep their lease far longer than a new primary waits before it serves (a
+    /// lease that outlives the promotion wait): the injected bug the checker must catch (a
+    /// cut-off old primary serves stale reads while the new one takes writes).
+    pub stale_lease: bool,
 }
 
 impl Default for Options {
@@ -69,6 +84,26 @@ impl Default for Options {
             up_ms: Some((5, 60)),
             down_ms: (1, 300),
             rebuild_completions: true,
+            nodes: 1,
+            replicas: 1,
+            isolation: 0.0,
+            stale_lease: false,
+        }
+    }
+}
+
+impl Options {
+    /// A 3-node cluster at replication factor 3 with the default network, failures half
+    /// crashes and half cut-off nodes.
+    pub fn cluster() -> Options {
+        Options {
+            nodes: 3,
+            replicas: 3,
+            isolation: 0.5,
+            up_ms: Some((20, 150)),
+            down_ms: (1, 200),
+            operations_per_client: 80,
+            ..Options::default()
         }
     }
 }
@@ -80,6 +115,14 @@ pub struct Report {
     pub checked: Summary,
     /// Crashes (each followed by a restart).
     pub crashes: u64,
+    /// Nodes cut off from the other nodes (each healed later).
+    pub isolations: u64,
+    /// Map changes after a cluster failure.
+    pub failovers: u64,
+    /// Writes the backups still up applied from their primaries.
+    pub replicated_records: u64,
+    /// Endpoints still up that became primary after probing their backups.
+    pub promotions: u64,
     /// Operations answered with an outcome.
     pub answered: u64,
     /// Operations that ended without one (counted as possibly applied).
@@ -97,8 +140,16 @@ struct Packet {
 
 enum Event {
     Deliver(Packet),
-    Crash,
-    Restart,
+    /// A failure of some node (single node: the node crashes).
+    Failure,
+    /// Node n restarts.
+    Restart(usize),
+    /// Node n is reachable by the other nodes again.
+    Heal(usize),
+    /// The controller noticed that node n failed and changes the map.
+    Failover(usize),
+    /// Node n takes the map of this epoch.
+    InstallMap(usize, u64),
     Tick,
 }
 
@@ -124,7 +175,13 @@ struct Simulation {
     epoch: Instant,
     events: BTreeMap<(u64, u64), Event>,
     sequence: u64,
-    node: Node,
+    nodes: Vec<Node>,
+    /// Cut off from the other nodes (not from the clients).
+    isolated: Vec<bool>,
+    /// Holds replicas by the current map.
+    in_map: Vec<bool>,
+    /// Every map the controller made, by epoch order (the last is current).
+    maps: Vec<PartitionMap>,
     clients: Vec<Client>,
     history: Vec<Operation>,
     report: Report,
@@ -140,11 +197,23 @@ const RUN_NS_MAX: u64 = 600_000_000_000;
 impl Simulation {
     fn new(seed: u64, options: Options) -> Simulation {
         let mut rng = Rng::from_seed(seed);
-        let node = Node::new(options.cores, options.rebuild_completions);
+        assert!(options.replicas >= 1 && options.replicas <= options.nodes.min(5));
+        let replication = (options.nodes > 1).then(|| {
+            let key = control::peer::ClusterKey::from_file_bytes(&[7; 32]).expect("32 bytes");
+            let mut config = ReplicationConfig::new(key);
+            if options.stale_lease {
+                config.lease_ns = 100 * config.promotion_wait_ns; // the injected bug
+            }
+            config
+        });
+        let nodes: Vec<Node> = (0..options.nodes)
+            .map(|n| Node::new(n, options.cores, options.rebuild_completions, replication.clone()))
+            .collect();
+        let servers: Vec<SocketAddr> = nodes.iter().flat_map(|n| n.addrs()).collect();
         let epoch = Instant::now(); // only ever offset by simulated time: no real time is read again
         let clients = (0..options.clients)
             .map(|i| {
-                let mut config = ClientConfig::new(node.addrs().to_vec());
+                let mut config = ClientConfig::new(servers.clone());
                 config.seed = rng.next_u64();
                 Client {
                     core: ClientCore::new(config).expect("a valid client config"),
@@ -159,6 +228,8 @@ impl Simulation {
                 }
             })
             .collect();
+        let count = options.nodes;
+        let maps = if count > 1 { vec![cluster_map(&options)] } else { Vec::new() };
         let mut sim = Simulation {
             options,
             rng,
@@ -166,12 +237,17 @@ impl Simulation {
             epoch,
             events: BTreeMap::new(),
             sequence: 0,
-            node,
+            nodes,
+            isolated: vec![false; count],
+            in_map: vec![true; count],
+            maps,
             clients,
             history: Vec::new(),
             report: Report::default(),
         };
-        sim.node.start(WALL_START_NS);
+        for n in 0..count {
+            sim.start_node(n);
+        }
         sim.schedule_crash();
         sim.schedule(TICK_NS, Event::Tick);
         sim
@@ -189,7 +265,7 @@ impl Simulation {
     fn schedule_crash(&mut self) {
         if let Some(up) = self.options.up_ms {
             let after = self.between(up) * 1_000_000;
-            self.schedule(after, Event::Crash);
+            self.schedule(after, Event::Failure);
         }
     }
 
@@ -212,6 +288,9 @@ impl Simulation {
         }
         self.read_every_key_quietly()?;
         self.report.elapsed = Duration::from_nanos(self.now_ns);
+        for n in 0..self.nodes.len() {
+            self.count_node(n);
+        }
         let checked =
             linearizability::check(&self.history).map_err(|failure| failure.to_string())?;
         self.report.checked = checked;
@@ -222,8 +301,8 @@ impl Simulation {
     /// write lost shows even if no read happened to follow it during the run.
     fn read_every_key_quietly(&mut self) -> Result<(), String> {
         self.options.up_ms = None;
-        self.events.retain(|_, event| !matches!(event, Event::Crash));
-        while !self.node.is_up() {
+        self.events.retain(|_, event| !matches!(event, Event::Failure));
+        while self.events.values().any(|e| matches!(e, Event::Restart(_) | Event::Heal(_))) {
             self.step();
         }
         self.clients[0].workload.read_all();
@@ -276,19 +355,29 @@ impl Simulation {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Deliver(packet) => self.deliver(packet),
-            Event::Crash => {
-                self.node.crash();
-                self.report.crashes += 1;
-                let down = self.between(self.options.down_ms) * 1_000_000;
-                self.schedule(down, Event::Restart);
-            }
-            Event::Restart => {
-                self.node.start(WALL_START_NS + self.now_ns);
+            Event::Failure => self.fail_a_node(),
+            Event::Restart(n) => {
+                self.start_node(n);
                 self.schedule_crash();
             }
+            Event::Heal(n) => {
+                self.isolated[n] = false;
+                self.install(n);
+                self.schedule_crash();
+            }
+            Event::Failover(n) => self.fail_over(n),
+            Event::InstallMap(n, epoch) => {
+                if !self.isolated[n] {
+                    let map = self.maps.iter().find(|m| m.epoch == epoch).expect("made").clone();
+                    let sent = self.nodes[n].install_map(self.now_ns, &map);
+                    self.send_all(sent);
+                }
+            }
             Event::Tick => {
-                let sent = self.node.tick(self.now_ns);
-                self.send_all(sent);
+                for n in 0..self.nodes.len() {
+                    let sent = self.nodes[n].tick(self.now_ns);
+                    self.send_all(sent);
+                }
                 self.schedule(TICK_NS, Event::Tick);
             }
         }
@@ -299,9 +388,90 @@ impl Simulation {
             let now = self.instant();
             self.clients[i].core.handle_datagram(now, packet.from, &packet.bytes);
             self.after_client(i);
-        } else {
-            let sent = self.node.receive(self.now_ns, packet.from, packet.to, &packet.bytes);
+        } else if let Some(n) = self.nodes.iter().position(|node| node.owns(packet.to)) {
+            let between_nodes = node_of(packet.from).is_some();
+            let cut = between_nodes
+                && (self.isolated[n] || node_of(packet.from).is_some_and(|m| self.isolated[m]));
+            if cut {
+                return;
+            }
+            let sent = self.nodes[n].receive(self.now_ns, packet.from, packet.to, &packet.bytes);
             self.send_all(sent);
+        }
+    }
+
+    /// Adds what node `n`'s cores counted to the report.
+    fn count_node(&mut self, n: usize) {
+        for c in self.nodes[n].counters() {
+            self.report.replicated_records += c.replicated_records;
+            self.report.promotions += c.promotions;
+        }
+    }
+
+    /// Starts node `n` (at time 0 or after a crash) on the current map.
+    fn start_node(&mut self, n: usize) {
+        self.nodes[n].start(WALL_START_NS + self.now_ns);
+        self.install(n);
+    }
+
+    /// Node `n` takes the current map now.
+    fn install(&mut self, n: usize) {
+        if let Some(map) = self.maps.last().cloned() {
+            let sent = self.nodes[n].install_map(self.now_ns, &map);
+            self.send_all(sent);
+        }
+    }
+
+    /// A single node crashes; in a cluster, a node that holds replicas crashes or is cut off
+    /// from the other nodes, unless it is the last one that does.
+    fn fail_a_node(&mut self) {
+        let down = self.between(self.options.down_ms) * 1_000_000;
+        if self.nodes.len() == 1 {
+            self.nodes[0].crash();
+            self.report.crashes += 1;
+            return self.schedule(down, Event::Restart(0));
+        }
+        let members: Vec<usize> = (0..self.nodes.len()).filter(|&n| self.in_map[n]).collect();
+        if members.len() <= 1 {
+            return; // the last replicas stay
+        }
+        let n = members[self.rng.below(members.len() as u64) as usize];
+        self.in_map[n] = false; // (the controller's decision comes after its detection delay)
+        if self.rng.chance(self.options.isolation) {
+            self.isolated[n] = true;
+            self.report.isolations += 1;
+            self.schedule(down, Event::Heal(n));
+        } else {
+            self.count_node(n); // (its counters die with it)
+            self.nodes[n].crash();
+            self.report.crashes += 1;
+            self.schedule(down, Event::Restart(n));
+        }
+        // Detected after the lease and a grace, give or take.
+        let detect = 30_000_000 + self.rng.below(20_000_000);
+        self.schedule(detect, Event::Failover(n));
+    }
+
+    /// The controller's map change for failed node `n`: its replicas leave the map, and where
+    /// it was primary the first backup is promoted. Each reachable node takes the new map a
+    /// little apart from the others.
+    fn fail_over(&mut self, n: usize) {
+        let mut map = self.maps.last().expect("a cluster has a map").clone();
+        map.epoch += 1;
+        for entry in &mut map.entries {
+            entry.replicas.retain(|r| node_of(r.addr) != Some(n));
+            if node_of(entry.addr) == Some(n) {
+                let promoted = entry.replicas.iter().position(|r| r.role == proto::Role::Backup);
+                let promoted = promoted.expect("a failure leaves a backup (see fail_a_node)");
+                entry.addr = entry.replicas.remove(promoted).addr;
+            }
+        }
+        let epoch = map.epoch;
+        self.maps.push(map);
+        self.report.failovers += 1;
+        for node in 0..self.nodes.len() {
+            let delay = self.rng.below(2_000_000);
+            self.schedule(delay, Event::InstallMap(node, epoch));
         }
     }
 
@@ -379,6 +549,38 @@ impl Simulation {
             }
         }
     }
+}
+
+/// The node of a core address (127.0.0.(n + 1)); clients live on 127.0.1.x.
+fn node_of(addr: SocketAddr) -> Option<usize> {
+    match addr {
+        SocketAddr::V4(v4) if v4.ip().octets()[..3] == [127, 0, 0] => {
+            Some(v4.ip().octets()[3] as usize - 1)
+        }
+        _ => None,
+    }
+}
+
+/// The cluster's first map: partition p's primary on node p % nodes, its backups on the
+/// next nodes, all on core p % cores.
+fn cluster_map(options: &Options) -> PartitionMap {
+    let partitions = node::PARTITIONS;
+    let entries = (0..partitions)
+        .map(|p| {
+            let (start, end) = proto::partition_range(p, partitions);
+            let core = p % options.cores;
+            let first = p as usize % options.nodes;
+            let mut entry = MapEntry::single(start, end, p, node::core_addr(first, core));
+            entry.replicas = (1..options.replicas)
+                .map(|i| proto::Replica {
+                    addr: node::core_addr((first + i) % options.nodes, core),
+                    role: proto::Role::Backup,
+                })
+                .collect();
+            entry
+        })
+        .collect();
+    PartitionMap { epoch: 2, cluster: 0x5151, entries }
 }
 
 /// The key's version an answer tells (what a CAS after it should expect).

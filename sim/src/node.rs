@@ -2,16 +2,19 @@
 //! drops the cores, and with them everything not synced (the disks are `MemoryVolume`s: a
 //! device's unsynced writes are its own and die with it); a start replays the disks.
 
-use control::{Core, CoreConfig, CoreStorage, Durability, NodeLayout, NodeStats};
+use control::{
+    Core, CoreConfig, CoreStorage, Durability, MapChange, NodeLayout, NodeStats, ReplicationConfig,
+};
 use dataplane::{Handler, Transmit};
+use proto::PartitionMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use storage::{BlobStore, MemoryVolume, Store, StoreConfig};
 
 use crate::Packet;
 
-/// Partitions of the simulated node.
-const PARTITIONS: u32 = 8;
+/// Partitions of the simulated node (of the cluster).
+pub(crate) const PARTITIONS: u32 = 8;
 
 /// Small segments (memory volumes copy a whole device on sync) so that runs roll, seal and
 /// compact them, and a small completion table (a simulation writes a few thousand times).
@@ -51,12 +54,23 @@ pub(crate) struct Node {
     /// The running cores and when each started (its loop clock counts from there), or none.
     cores: Option<Vec<(Core, u64)>>,
     rebuild_completions: bool,
+    /// A cluster member's replication settings (none: a single node).
+    replication: Option<ReplicationConfig>,
+}
+
+/// The address of core `core` of node `node`: 127.0.0.(node + 1), port 7000 + core.
+pub(crate) fn core_addr(node: usize, core: u32) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1 + node as u8], 7000 + core as u16))
 }
 
 impl Node {
-    pub(crate) fn new(cores: u32, rebuild_completions: bool) -> Node {
-        let addrs =
-            (0..cores).map(|i| SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))).collect();
+    pub(crate) fn new(
+        index: usize,
+        cores: u32,
+        rebuild_completions: bool,
+        replication: Option<ReplicationConfig>,
+    ) -> Node {
+        let addrs = (0..cores).map(|i| core_addr(index, i)).collect();
         let layout = Arc::new(NodeLayout::new(PARTITIONS, addrs).expect("a valid layout"));
         let disks = (0..cores)
             .map(|core| Disk {
@@ -66,7 +80,7 @@ impl Node {
                 blobs: MemoryVolume::new(&format!("core-{core}/blobs")),
             })
             .collect();
-        Node { layout, disks, cores: None, rebuild_completions }
+        Node { layout, disks, cores: None, rebuild_completions, replication }
     }
 
     pub(crate) fn addrs(&self) -> Vec<SocketAddr> {
@@ -112,6 +126,7 @@ impl Node {
             let config = CoreConfig {
                 wall_clock_start_ns: wall_ns,
                 completion_records_max: 1 << 14,
+                replication: self.replication.clone(),
                 ..CoreConfig::new(core, self.layout.clone(), [core as u8; 32])
             };
             let core = Core::with_storage(config, stats.clone(), map.clone(), storage)
@@ -119,11 +134,6 @@ impl Node {
             cores.push((core, wall_ns));
         }
         self.cores = Some(cores);
-    }
-
-    /// Whether the node serves.
-    pub(crate) fn is_up(&self) -> bool {
-        self.cores.is_some()
     }
 
     /// Stops every core at once, as a power cut would.
@@ -159,6 +169,36 @@ impl Node {
         for ((core, started), from) in cores.iter_mut().zip(addrs) {
             let mut out = Outbox { from, packets: &mut packets };
             core.end_batch(loop_clock(now_ns, *started), &mut out);
+        }
+        packets
+    }
+
+    /// The counters of the running cores, summed (none while down).
+    pub(crate) fn counters(&self) -> Vec<control::CoreCounters> {
+        self.cores.iter().flatten().map(|(core, _)| core.counters()).collect()
+    }
+
+    /// Whether one of this node's cores listens on `addr`.
+    pub(crate) fn owns(&self, addr: SocketAddr) -> bool {
+        self.layout_index(addr).is_some()
+    }
+
+    /// Every core serves by `map` from now on (a map no newer than a core's is skipped: map
+    /// deliveries may cross). Returns what the cores sent meanwhile (held replies, flushes).
+    pub(crate) fn install_map(&mut self, now_ns: u64, map: &PartitionMap) -> Vec<Packet> {
+        let mut packets = Vec::new();
+        let addrs = self.addrs();
+        let Some(cores) = &mut self.cores else { return packets };
+        for ((core, started), from) in cores.iter_mut().zip(addrs) {
+            if core.map_epoch() >= map.epoch {
+                continue;
+            }
+            let mut out = Outbox { from, packets: &mut packets };
+            let local_ns = loop_clock(now_ns, *started);
+            core.end_batch(local_ns, &mut out); // (the map is taken at a batch boundary)
+            let change = MapChange { map: map.clone(), added: Vec::new() };
+            // The stores of partitions that left are dropped here (their disks stay).
+            core.handle_map(change, &mut out).expect("the controller's maps are valid");
         }
         packets
     }
