@@ -54,7 +54,7 @@ pub struct CoreCounters {
     pub map_behind: u64,
     /// Requests answered BUSY by a replicated primary that may not serve yet (probing its backups after becoming primary, or its lease ran out).
     pub replica_not_serving: u64,
-    /// Node-to-node datagrams dropped for their MAC (forged, damaged, another cluster's key) or sent to a core outside a cluster.
+    /// Node-to-node datagrams dropped for their MAC (forged, damaged, another cluster's key).
     pub dropped_unauthenticated: u64,
     /// Node-to-node datagrams dropped as replays or stale.
     pub dropped_replayed: u64,

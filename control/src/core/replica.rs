@@ -381,7 +381,7 @@ impl Core {
     pub(super) fn handle_peer(&mut self, from: SocketAddr, datagram: &[u8], tx: &mut dyn Transmit) {
         let wall = self.wall_ns();
         let Some(link) = self.link.as_mut() else {
-            self.counters.dropped_unauthenticated += 1;
+            self.counters.dropped_malformed += 1; // (not a protocol this core speaks)
             return;
         };
         let payload = match link.opener.open(wall, datagram) {
