@@ -36,6 +36,30 @@ impl Servers {
     }
 }
 
+/// A member serves once its cores serve by the cluster's map, which needs a majority of the
+/// members up to elect a leader: says so while it waits.
+fn wait_for_the_cluster_map(
+    view: &control::cluster::ClusterView,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    use std::sync::atomic::Ordering;
+    let began = std::time::Instant::now();
+    let mut told = false;
+    while view.serving_epoch.load(Ordering::Acquire) < 2 {
+        if stop.load(Ordering::Relaxed) {
+            return Err("stopped before the cluster's map arrived".into());
+        }
+        if !told && began.elapsed() > std::time::Duration::from_secs(2) {
+            eprintln!(
+                "cradle: waiting for the cluster's map (a majority of the members must be up)"
+            );
+            told = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 /// `cradle node`: serve until SIGTERM or SIGINT.
 pub(crate) fn node(options: &NodeOptions) -> Result<ExitCode, String> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -43,7 +67,10 @@ pub(crate) fn node(options: &NodeOptions) -> Result<ExitCode, String> {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
     }
-    let node = Node::start(options, stop)?;
+    let node = Node::start(options, stop.clone())?;
+    if let Some(view) = &node.cluster {
+        wait_for_the_cluster_map(view, &stop)?;
+    }
     let first = node.addrs[0];
     let last = node.addrs[node.addrs.len() - 1];
     println!(

@@ -115,6 +115,11 @@ pub struct Core {
     held: Vec<Held>,
     capture: Capture,
     last_replica_scan_ns: u64,
+    /// A cluster member's agent (core 0 of a member node only).
+    agent: Option<Box<crate::cluster::Agent>>,
+    /// A cluster member serves no client until the cluster's first map is installed: its
+    /// start-up layout (every partition here, unreplicated) is not the cluster's.
+    awaiting_map: bool,
 }
 
 /// The parts of a request every handler needs.
@@ -183,6 +188,8 @@ impl Core {
             held: Vec::new(),
             capture: Capture::default(),
             last_replica_scan_ns: 0,
+            agent: None,
+            awaiting_map: config.replication.is_some(),
             completions,
             reassemblies: Reassemblies::new(
                 config.reassemblies_max,
@@ -218,6 +225,12 @@ impl Core {
             quarantines_reported: 0,
             map_inbox: None,
         })
+    }
+
+    /// Hosts the node's cluster agent (core 0 of a member node): it gets the map group's and
+    /// heartbeat datagrams and runs at each batch boundary.
+    pub fn set_agent(&mut self, agent: crate::cluster::Agent) {
+        self.agent = Some(Box::new(agent));
     }
 
     /// The epoch of the map this core serves by.
@@ -271,6 +284,10 @@ impl Core {
         let opcode = m.opcode();
         if !flags_fit(opcode, h) {
             return self.answer(tx, &request, Status::Malformed);
+        }
+        if self.awaiting_map && !matches!(opcode, Opcode::Ping | Opcode::Stats) {
+            self.counters.busy += 1;
+            return self.answer(tx, &request, Status::Busy);
         }
         match opcode {
             Opcode::Ping => self.answer(tx, &request, Status::Ok),
@@ -617,6 +634,14 @@ impl Handler for Core {
         tx: &mut dyn Transmit,
     ) {
         self.now_ns = now_ns;
+        if crate::cluster::Agent::claims(datagram) {
+            let wall = self.wall_ns();
+            match self.agent.as_deref_mut() {
+                Some(agent) => agent.handle_datagram(now_ns, wall, datagram, tx),
+                None => self.counters.dropped_malformed += 1,
+            }
+            return;
+        }
         if datagram.starts_with(&crate::peer::MAGIC.to_le_bytes()) {
             return self.handle_peer(peer, datagram, tx);
         }
@@ -637,6 +662,10 @@ impl Handler for Core {
         self.now_ns = now_ns;
         self.commit(now_ns, tx);
         self.replicate(now_ns, tx);
+        if let Some(agent) = self.agent.as_deref_mut() {
+            let wall = self.config.wall_clock_start_ns + now_ns;
+            agent.poll(now_ns, wall, tx);
+        }
         self.take_map_changes(tx);
         self.compact_step();
         if now_ns.saturating_sub(self.last_sweep_ns) >= SWEEP_INTERVAL_NS {

@@ -9,6 +9,7 @@
 //! This crate must never read a clock, do I/O of its own, or take a lock on the request path.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 mod completions;
 mod config;
 mod core;

@@ -91,6 +91,13 @@ impl ClusterKey {
         Ok(ClusterKey(blake3::derive_key("cradle 2026 cluster key v1", bytes)))
     }
 
+    /// The cluster's name in its maps: derived from the key, so nodes sharing a key name the
+    /// same cluster, and a client can tell two clusters apart without learning the key.
+    pub fn cluster_id(&self) -> u64 {
+        let id = blake3::keyed_hash(&self.0, b"cradle cluster id");
+        u64::from_le_bytes(id.as_bytes()[..8].try_into().expect("8 bytes")) | 1
+    }
+
     fn mac(&self, bytes: &[u8]) -> [u8; MAC_BYTES] {
         let hash = blake3::keyed_hash(&self.0, bytes);
         hash.as_bytes()[..MAC_BYTES].try_into().expect("16 bytes")

@@ -150,6 +150,7 @@ impl Core {
         self.acks_due.clear();
         self.touched.clear();
         self.all_slots = Slots::new(endpoints.iter().map(|e| e.partition));
+        self.awaiting_map = false;
         self.compaction_queue = self.compaction_queue.iter().filter_map(|&s| moved[s]).collect();
         self.read_cache = ReadCache::default();
         self.endpoints = endpoints;
