@@ -233,6 +233,11 @@ impl Core {
         self.agent = Some(Box::new(agent));
     }
 
+    /// The encoded map this core serves by (a MAP reply's value).
+    pub fn map_payload(&self) -> &[u8] {
+        &self.map_payload
+    }
+
     /// The epoch of the map this core serves by.
     pub fn map_epoch(&self) -> u64 {
         self.routes.epoch()

@@ -21,9 +21,10 @@ mod workload;
 pub use map_group::{run_group, GroupOptions, GroupReport};
 
 use client::{ClientConfig, ClientCore, Error, Reply, Request, RequestId};
+use control::cluster::ClusterSpec;
 use control::ReplicationConfig;
 use node::Node;
-use proto::{MapEntry, PartitionMap};
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -56,10 +57,11 @@ pub struct Options {
     /// Rebuild completion records from the log at restart. `false` injects the bug #14 found
     /// (a resend after a restart applied again): the checker must catch it.
     pub rebuild_completions: bool,
-    /// Nodes. With more than one they form a cluster: every partition has a replica on each
-    /// of `replicas` nodes, and a failure (a crash, or a node cut off from the other nodes but
-    /// not from the clients) is followed by a map change that drops the failed node's
-    /// replicas and promotes a backup where it was primary. A failed node does not rejoin yet.
+    /// Nodes. With more than one they form a cluster, run by its own agents (map group,
+    /// heartbeats, failover): every partition has a replica on each of `replicas` nodes, and
+    /// a node that fails (crashes, or is cut off from the other nodes but not from the
+    /// clients) long enough leaves the map, a backup promoted where it was primary. A node
+    /// that left does not rejoin yet.
     pub nodes: usize,
     /// Replicas per partition (at most `nodes`).
     pub replicas: usize,
@@ -117,7 +119,7 @@ pub struct Report {
     pub crashes: u64,
     /// Nodes cut off from the other nodes (each healed later).
     pub isolations: u64,
-    /// Map changes after a cluster failure.
+    /// Map changes after the first (each a failover), as the freshest node knows them.
     pub failovers: u64,
     /// Writes the backups still up applied from their primaries.
     pub replicated_records: u64,
@@ -146,10 +148,6 @@ enum Event {
     Restart(usize),
     /// Node n is reachable by the other nodes again.
     Heal(usize),
-    /// The controller noticed that node n failed and changes the map.
-    Failover(usize),
-    /// Node n takes the map of this epoch.
-    InstallMap(usize, u64),
     Tick,
 }
 
@@ -178,10 +176,6 @@ struct Simulation {
     nodes: Vec<Node>,
     /// Cut off from the other nodes (not from the clients).
     isolated: Vec<bool>,
-    /// Holds replicas by the current map.
-    in_map: Vec<bool>,
-    /// Every map the controller made, by epoch order (the last is current).
-    maps: Vec<PartitionMap>,
     clients: Vec<Client>,
     history: Vec<Operation>,
     report: Report,
@@ -191,6 +185,8 @@ struct Simulation {
 const WALL_START_NS: u64 = 1_800_000_000_000_000_000;
 /// How often an up node runs its batch-end work (group commit, sweeps) without traffic.
 const TICK_NS: u64 = 1_000_000;
+/// A cluster's agents fail a member over after this much silence.
+const DETECT_NS: u64 = 30_000_000;
 /// A run that has not finished by then is a liveness bug.
 const RUN_NS_MAX: u64 = 600_000_000_000;
 
@@ -206,8 +202,26 @@ impl Simulation {
             }
             config
         });
+        let spec = |me: usize| {
+            let key = control::peer::ClusterKey::from_file_bytes(&[7; 32]).expect("32 bytes");
+            ClusterSpec {
+                members: (0..options.nodes).map(|n| node::core_addr(n, 0)).collect(),
+                me,
+                cores: options.cores,
+                partitions: node::PARTITIONS,
+                replicas: options.replicas,
+                cluster_id: key.cluster_id(),
+                key,
+                detect_ns: DETECT_NS,
+                tick_ns: 5_000_000,
+                heartbeat_ns: 2_000_000,
+            }
+        };
         let nodes: Vec<Node> = (0..options.nodes)
-            .map(|n| Node::new(n, options.cores, options.rebuild_completions, replication.clone()))
+            .map(|n| {
+                let spec = (options.nodes > 1).then(|| spec(n));
+                Node::new(n, options.cores, options.rebuild_completions, replication.clone(), spec)
+            })
             .collect();
         let servers: Vec<SocketAddr> = nodes.iter().flat_map(|n| n.addrs()).collect();
         let epoch = Instant::now(); // only ever offset by simulated time: no real time is read again
@@ -229,7 +243,6 @@ impl Simulation {
             })
             .collect();
         let count = options.nodes;
-        let maps = if count > 1 { vec![cluster_map(&options)] } else { Vec::new() };
         let mut sim = Simulation {
             options,
             rng,
@@ -239,14 +252,12 @@ impl Simulation {
             sequence: 0,
             nodes,
             isolated: vec![false; count],
-            in_map: vec![true; count],
-            maps,
             clients,
             history: Vec::new(),
             report: Report::default(),
         };
         for n in 0..count {
-            sim.start_node(n);
+            sim.nodes[n].start(WALL_START_NS);
         }
         sim.schedule_crash();
         sim.schedule(TICK_NS, Event::Tick);
@@ -291,6 +302,9 @@ impl Simulation {
         for n in 0..self.nodes.len() {
             self.count_node(n);
         }
+        // The first cluster map has epoch 2; each failover made one more.
+        let freshest = self.nodes.iter().filter_map(|n| n.map()).map(|m| m.epoch).max();
+        self.report.failovers = freshest.map_or(0, |epoch| epoch.saturating_sub(2));
         let checked =
             linearizability::check(&self.history).map_err(|failure| failure.to_string())?;
         self.report.checked = checked;
@@ -357,21 +371,12 @@ impl Simulation {
             Event::Deliver(packet) => self.deliver(packet),
             Event::Failure => self.fail_a_node(),
             Event::Restart(n) => {
-                self.start_node(n);
+                self.nodes[n].start(WALL_START_NS + self.now_ns);
                 self.schedule_crash();
             }
             Event::Heal(n) => {
                 self.isolated[n] = false;
-                self.install(n);
                 self.schedule_crash();
-            }
-            Event::Failover(n) => self.fail_over(n),
-            Event::InstallMap(n, epoch) => {
-                if !self.isolated[n] {
-                    let map = self.maps.iter().find(|m| m.epoch == epoch).expect("made").clone();
-                    let sent = self.nodes[n].install_map(self.now_ns, &map);
-                    self.send_all(sent);
-                }
             }
             Event::Tick => {
                 for n in 0..self.nodes.len() {
@@ -408,20 +413,6 @@ impl Simulation {
         }
     }
 
-    /// Starts node `n` (at time 0 or after a crash) on the current map.
-    fn start_node(&mut self, n: usize) {
-        self.nodes[n].start(WALL_START_NS + self.now_ns);
-        self.install(n);
-    }
-
-    /// Node `n` takes the current map now.
-    fn install(&mut self, n: usize) {
-        if let Some(map) = self.maps.last().cloned() {
-            let sent = self.nodes[n].install_map(self.now_ns, &map);
-            self.send_all(sent);
-        }
-    }
-
     /// A single node crashes; in a cluster, a node that holds replicas crashes or is cut off
     /// from the other nodes, unless it is the last one that does.
     fn fail_a_node(&mut self) {
@@ -431,12 +422,23 @@ impl Simulation {
             self.report.crashes += 1;
             return self.schedule(down, Event::Restart(0));
         }
-        let members: Vec<usize> = (0..self.nodes.len()).filter(|&n| self.in_map[n]).collect();
-        if members.len() <= 1 {
-            return; // the last replicas stay
+        // One node fails at a time (the next failure comes after its restart or heal), so
+        // the map group keeps a majority; the last node holding replicas never fails.
+        let freshest = self.nodes.iter().filter_map(Node::map).max_by_key(|m| m.epoch);
+        let holders: Vec<usize> = (0..self.nodes.len())
+            .filter(|&n| {
+                freshest.as_ref().is_some_and(|map| {
+                    map.entries.iter().any(|e| {
+                        node_of(e.addr) == Some(n)
+                            || e.replicas.iter().any(|r| node_of(r.addr) == Some(n))
+                    })
+                })
+            })
+            .collect();
+        let n = self.rng.below(self.nodes.len() as u64) as usize;
+        if holders.len() <= 1 && holders.contains(&n) {
+            return self.schedule_crash();
         }
-        let n = members[self.rng.below(members.len() as u64) as usize];
-        self.in_map[n] = false; // (the controller's decision comes after its detection delay)
         if self.rng.chance(self.options.isolation) {
             self.isolated[n] = true;
             self.report.isolations += 1;
@@ -446,32 +448,6 @@ impl Simulation {
             self.nodes[n].crash();
             self.report.crashes += 1;
             self.schedule(down, Event::Restart(n));
-        }
-        // Detected after the lease and a grace, give or take.
-        let detect = 30_000_000 + self.rng.below(20_000_000);
-        self.schedule(detect, Event::Failover(n));
-    }
-
-    /// The controller's map change for failed node `n`: its replicas leave the map, and where
-    /// it was primary the first backup is promoted. Each reachable node takes the new map a
-    /// little apart from the others.
-    fn fail_over(&mut self, n: usize) {
-        let mut map = self.maps.last().expect("a cluster has a map").clone();
-        map.epoch += 1;
-        for entry in &mut map.entries {
-            entry.replicas.retain(|r| node_of(r.addr) != Some(n));
-            if node_of(entry.addr) == Some(n) {
-                let promoted = entry.replicas.iter().position(|r| r.role == proto::Role::Backup);
-                let promoted = promoted.expect("a failure leaves a backup (see fail_a_node)");
-                entry.addr = entry.replicas.remove(promoted).addr;
-            }
-        }
-        let epoch = map.epoch;
-        self.maps.push(map);
-        self.report.failovers += 1;
-        for node in 0..self.nodes.len() {
-            let delay = self.rng.below(2_000_000);
-            self.schedule(delay, Event::InstallMap(node, epoch));
         }
     }
 
@@ -559,28 +535,6 @@ fn node_of(addr: SocketAddr) -> Option<usize> {
         }
         _ => None,
     }
-}
-
-/// The cluster's first map: partition p's primary on node p % nodes, its backups on the
-/// next nodes, all on core p % cores.
-fn cluster_map(options: &Options) -> PartitionMap {
-    let partitions = node::PARTITIONS;
-    let entries = (0..partitions)
-        .map(|p| {
-            let (start, end) = proto::partition_range(p, partitions);
-            let core = p % options.cores;
-            let first = p as usize % options.nodes;
-            let mut entry = MapEntry::single(start, end, p, node::core_addr(first, core));
-            entry.replicas = (1..options.replicas)
-                .map(|i| proto::Replica {
-                    addr: node::core_addr((first + i) % options.nodes, core),
-                    role: proto::Role::Backup,
-                })
-                .collect();
-            entry
-        })
-        .collect();
-    PartitionMap { epoch: 2, cluster: 0x5151, entries }
 }
 
 /// The key's version an answer tells (what a CAS after it should expect).

@@ -2,8 +2,10 @@
 //! drops the cores, and with them everything not synced (the disks are `MemoryVolume`s: a
 //! device's unsynced writes are its own and die with it); a start replays the disks.
 
+use control::cluster::{Agent, ClusterSpec, ClusterView};
+use control::map_group::MapDisk;
 use control::{
-    Core, CoreConfig, CoreStorage, Durability, MapChange, NodeLayout, NodeStats, ReplicationConfig,
+    Core, CoreConfig, CoreStorage, Durability, MapInbox, NodeLayout, NodeStats, ReplicationConfig,
 };
 use dataplane::{Handler, Transmit};
 use proto::PartitionMap;
@@ -56,6 +58,9 @@ pub(crate) struct Node {
     rebuild_completions: bool,
     /// A cluster member's replication settings (none: a single node).
     replication: Option<ReplicationConfig>,
+    /// A cluster member's seat: its agent's settings and its map-group disk (which outlives
+    /// crashes, as a journal on disk does).
+    membership: Option<(ClusterSpec, MapDisk)>,
 }
 
 /// The address of core `core` of node `node`: 127.0.0.(node + 1), port 7000 + core.
@@ -69,6 +74,7 @@ impl Node {
         cores: u32,
         rebuild_completions: bool,
         replication: Option<ReplicationConfig>,
+        spec: Option<ClusterSpec>,
     ) -> Node {
         let addrs = (0..cores).map(|i| core_addr(index, i)).collect();
         let layout = Arc::new(NodeLayout::new(PARTITIONS, addrs).expect("a valid layout"));
@@ -80,7 +86,11 @@ impl Node {
                 blobs: MemoryVolume::new(&format!("core-{core}/blobs")),
             })
             .collect();
-        Node { layout, disks, cores: None, rebuild_completions, replication }
+        let membership = spec.map(|spec| {
+            let ids: Vec<u64> = (1..=spec.members.len() as u64).collect();
+            (spec, MapDisk::new(&ids))
+        });
+        Node { layout, disks, cores: None, rebuild_completions, replication, membership }
     }
 
     pub(crate) fn addrs(&self) -> Vec<SocketAddr> {
@@ -133,7 +143,28 @@ impl Node {
                 .expect("a valid core");
             cores.push((core, wall_ns));
         }
+        if let Some((spec, disk)) = &self.membership {
+            // As `cradle node` does: every core takes maps from its inbox, core 0 hosts the
+            // agent.
+            let (outcomes, outcomes_rx) = std::sync::mpsc::channel();
+            let mut senders = Vec::new();
+            for (core, _) in &mut cores {
+                let (sender, changes) = std::sync::mpsc::channel();
+                core.set_map_inbox(MapInbox { changes, outcomes: outcomes.clone() });
+                senders.push(sender);
+            }
+            let view = Arc::new(ClusterView::default());
+            let agent = Agent::new(spec.clone(), disk, senders, outcomes_rx, wall_ns, view)
+                .expect("a valid cluster spec");
+            cores[0].0.set_agent(agent);
+        }
         self.cores = Some(cores);
+    }
+
+    /// The map the node's first core serves by (none while down).
+    pub(crate) fn map(&self) -> Option<PartitionMap> {
+        let (core, _) = self.cores.as_ref()?.first()?;
+        PartitionMap::decode(core.map_payload()).ok()
     }
 
     /// Stops every core at once, as a power cut would.
@@ -181,26 +212,6 @@ impl Node {
     /// Whether one of this node's cores listens on `addr`.
     pub(crate) fn owns(&self, addr: SocketAddr) -> bool {
         self.layout_index(addr).is_some()
-    }
-
-    /// Every core serves by `map` from now on (a map no newer than a core's is skipped: map
-    /// deliveries may cross). Returns what the cores sent meanwhile (held replies, flushes).
-    pub(crate) fn install_map(&mut self, now_ns: u64, map: &PartitionMap) -> Vec<Packet> {
-        let mut packets = Vec::new();
-        let addrs = self.addrs();
-        let Some(cores) = &mut self.cores else { return packets };
-        for ((core, started), from) in cores.iter_mut().zip(addrs) {
-            if core.map_epoch() >= map.epoch {
-                continue;
-            }
-            let mut out = Outbox { from, packets: &mut packets };
-            let local_ns = loop_clock(now_ns, *started);
-            core.end_batch(local_ns, &mut out); // (the map is taken at a batch boundary)
-            let change = MapChange { map: map.clone(), added: Vec::new() };
-            // The stores of partitions that left are dropped here (their disks stay).
-            core.handle_map(change, &mut out).expect("the controller's maps are valid");
-        }
-        packets
     }
 
     fn layout_index(&self, addr: SocketAddr) -> Option<usize> {
