@@ -170,6 +170,90 @@ pub(crate) fn status(servers: &Servers, json: bool) -> Result<ExitCode, String> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cradle map`: the partition map, with each replica's lag as its primary's node reports it
+/// (writes not yet acknowledged; 0 for a caught-up replica, `null` where the primary's node
+/// did not answer).
+pub(crate) fn map(servers: &Servers, json: bool) -> Result<ExitCode, String> {
+    let mut client = servers.connect()?;
+    let map = client.map().map_err(|e| e.to_string())?;
+    // Each primary's node says which of its replicas lag (one STATS per node).
+    let mut lagging: std::collections::BTreeMap<(u32, SocketAddr), u64> = Default::default();
+    let mut answered: Vec<std::net::IpAddr> = Vec::new();
+    let mut asked: Vec<SocketAddr> = Vec::new();
+    for entry in &map.entries {
+        if asked.contains(&entry.addr) || answered.contains(&entry.addr.ip()) {
+            continue;
+        }
+        asked.push(entry.addr);
+        let Ok(text) = client.stats(entry.addr) else { continue };
+        let Ok(stats) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        answered.push(entry.addr.ip());
+        for l in stats["lagging"].as_array().into_iter().flatten() {
+            let (Some(p), Some(addr), Some(lag)) = (
+                l["partition"].as_u64(),
+                l["addr"].as_str().and_then(|a| a.parse().ok()),
+                l["lag"].as_u64(),
+            ) else {
+                continue;
+            };
+            lagging.insert((p as u32, addr), lag);
+        }
+    }
+    let lag_of = |partition: u32, primary: SocketAddr, replica: SocketAddr| {
+        answered
+            .contains(&primary.ip())
+            .then(|| lagging.get(&(partition, replica)).copied().unwrap_or(0))
+    };
+    let role_name = |role: proto::Role| match role {
+        proto::Role::Backup => "backup",
+        proto::Role::Learner => "learner",
+    };
+    if json {
+        let partitions: Vec<serde_json::Value> = map
+            .entries
+            .iter()
+            .map(|e| {
+                let mut replicas = vec![
+                    serde_json::json!({ "addr": e.addr.to_string(), "role": "primary", "lag": 0 }),
+                ];
+                replicas.extend(e.replicas.iter().map(|r| {
+                    serde_json::json!({
+                        "addr": r.addr.to_string(),
+                        "role": role_name(r.role),
+                        "lag": lag_of(e.partition, e.addr, r.addr),
+                    })
+                }));
+                serde_json::json!({
+                    "id": e.partition,
+                    "range": [e.hash_start, e.hash_end],
+                    "replicas": replicas,
+                })
+            })
+            .collect();
+        let object = serde_json::json!({ "epoch": map.epoch, "cluster": map.cluster, "partitions": partitions });
+        println!("{object}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "map epoch {}, {} partitions, cluster {:#x}",
+        map.epoch,
+        map.entries.len(),
+        map.cluster
+    );
+    for e in &map.entries {
+        let mut line = format!(
+            "  {:>6} {:#018x}..{:#018x} primary {}",
+            e.partition, e.hash_start, e.hash_end, e.addr
+        );
+        for r in &e.replicas {
+            let lag = lag_of(e.partition, e.addr, r.addr).map_or("?".into(), |l| l.to_string());
+            line.push_str(&format!(", {} {} (lag {lag})", role_name(r.role), r.addr));
+        }
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `cradle import`: JSON lines from stdin; progress and the summary on stderr.
 pub(crate) fn import(servers: &Servers) -> Result<ExitCode, String> {
     let mut client = servers.connect()?;

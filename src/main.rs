@@ -75,6 +75,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the partition map: per partition its hash range and replicas (primary, backups,
+    /// learners) with how many writes each is behind its primary.
+    Map {
+        #[command(flatten)]
+        servers: commands::Servers,
+        /// One JSON object: `epoch`, `cluster`, `partitions`: [{`id`, `range`: [first, last],
+        /// `replicas`: [{`addr`, `role`, `lag`}]}].
+        #[arg(long)]
+        json: bool,
+    },
     /// Write JSON lines from stdin, `{"key": "...", "value": "..."}` (`key_b64`/`value_b64`
     /// for binary), many in flight; progress on stderr. A malformed line stops the import
     /// (exit 1) after the lines before it were written.
@@ -123,6 +133,7 @@ fn main() -> ExitCode {
             commands::cas(&servers, &key, expected, &value)
         }
         Command::Status { servers, json } => commands::status(&servers, json),
+        Command::Map { servers, json } => commands::map(&servers, json),
         Command::Import { servers } => commands::import(&servers),
         Command::Export { servers } => commands::export(&servers),
         Command::Demo => demo::run(),

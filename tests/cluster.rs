@@ -149,6 +149,18 @@ fn acknowledged_writes_survive_the_kill_of_the_node_with_the_most_primaries() {
         }
         assert_eq!(counters.errors, 0, "round {round}: errors before any failure");
     }
+    // `cradle map --json`: every partition on all three, caught up (lag 0) once quiet.
+    std::thread::sleep(Duration::from_millis(50));
+    let map = map_json(&cluster.members[0].to_string());
+    let partitions = map["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions.len(), 12);
+    for p in partitions {
+        let replicas = p["replicas"].as_array().expect("replicas");
+        let roles: Vec<&str> = replicas.iter().map(|r| r["role"].as_str().unwrap()).collect();
+        assert_eq!(roles, ["primary", "backup", "backup"], "{p}");
+        assert!(replicas.iter().all(|r| r["lag"] == 0), "{p}");
+        assert!(p["range"][0].as_u64().unwrap() <= p["range"][1].as_u64().unwrap());
+    }
     let victim = busiest(&cluster, &mut client);
     let killed_at = Instant::now();
     cluster.nodes[victim].kill();
@@ -184,4 +196,13 @@ fn acknowledged_writes_survive_the_kill_of_the_node_with_the_most_primaries() {
     assert!(map.epoch > 2, "a failover changed the map (epoch {})", map.epoch);
     assert!(map.entries.iter().all(|e| e.addr.ip() != cluster.members[victim].ip()));
     assert!(map.entries.iter().all(|e| e.replicas.len() == 1), "one backup left per partition");
+    let survivor = cluster.members[(victim + 1) % 3].to_string();
+    assert_eq!(map_json(&survivor)["epoch"], map.epoch);
+}
+
+/// `cradle map --server SERVER --json`, parsed.
+fn map_json(server: &str) -> serde_json::Value {
+    let output = common::run(&["map", "--server", server, "--json"], b"");
+    assert!(output.status.success(), "cradle map: {}", common::stderr_of(&output));
+    serde_json::from_slice(&output.stdout).expect("one JSON object")
 }

@@ -28,7 +28,9 @@ pub use crate::core::{Core, MapChange, MapInbox, MapOutcome, ReplicationConfig};
 pub use config::{ConfigError, CoreConfig, COMPLETION_RECORDS_DEFAULT, COMPLETION_TTL_NS_DEFAULT};
 pub use durable::{CoreStorage, Durability, SyncClock};
 pub use layout::NodeLayout;
-pub use stats::{CoreCounters, LatencyHistogram, NodeStats, StatsSnapshot, LATENCY_BOUNDS_NS};
+pub use stats::{
+    CoreCounters, Lagging, LatencyHistogram, NodeStats, StatsSnapshot, LATENCY_BOUNDS_NS,
+};
 
 /// Slack for the wall clocks that stamp writes: the loop's clock starts a little after the
 /// wall-clock reading it is offset by, and a restarted node's clock may be a little behind.

@@ -226,6 +226,20 @@ pub struct NodeStats {
     /// Quarantined partitions and where their logs are corrupt (file, byte offset, reason).
     /// Written only when a core finds a new one, never on the request path.
     quarantines: std::sync::Mutex<std::collections::BTreeMap<u32, String>>,
+    /// Per core: the replicas its primaries wait for that lag, as (partition, replica, LSNs
+    /// behind), republished every `LAG_INTERVAL_NS`; a replica not listed is caught up.
+    lagging: Vec<std::sync::Mutex<Vec<(u32, std::net::SocketAddr, u64)>>>,
+}
+
+/// One replica behind its primary (see [`NodeStats::publish_lag`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lagging {
+    /// The partition.
+    pub partition: u32,
+    /// The replica's core.
+    pub addr: std::net::SocketAddr,
+    /// Writes it has not acknowledged.
+    pub lag: u64,
 }
 
 /// A copy of every core's counters.
@@ -237,6 +251,8 @@ pub struct StatsSnapshot {
     pub latency: Vec<LatencyHistogram>,
     /// Quarantined partitions: where their logs are corrupt.
     pub quarantines: std::collections::BTreeMap<u32, String>,
+    /// Replicas behind their primaries here.
+    pub lagging: Vec<Lagging>,
 }
 
 impl NodeStats {
@@ -247,6 +263,15 @@ impl NodeStats {
             latency: (0..cores).map(|_| Default::default()).collect(),
             endpoint_requests: (0..cores).map(|_| Box::default()).collect(),
             quarantines: Default::default(),
+            lagging: (0..cores).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// Core `core`'s lagging replicas as of now (skipped if a reader holds them: the loop
+    /// never waits).
+    pub fn publish_lag(&self, core: u32, lagging: &mut Vec<(u32, std::net::SocketAddr, u64)>) {
+        if let Ok(mut slot) = self.lagging[core as usize].try_lock() {
+            std::mem::swap(&mut *slot, lagging);
         }
     }
 
@@ -306,7 +331,13 @@ impl NodeStats {
             })
             .collect();
         let quarantines = self.quarantines.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        StatsSnapshot { cores, latency, quarantines }
+        let lagging = self
+            .lagging
+            .iter()
+            .flat_map(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .map(|(partition, addr, lag)| Lagging { partition, addr, lag })
+            .collect();
+        StatsSnapshot { cores, latency, quarantines, lagging }
     }
 }
 
@@ -335,6 +366,12 @@ impl StatsSnapshot {
             })
             .collect();
         object.insert("quarantine".into(), serde_json::Value::Array(quarantines));
+        let lagging = self
+            .lagging
+            .iter()
+            .map(|l| serde_json::json!({ "partition": l.partition, "addr": l.addr.to_string(), "lag": l.lag }))
+            .collect();
+        object.insert("lagging".into(), serde_json::Value::Array(lagging));
         serde_json::Value::Object(object).to_string()
     }
 }

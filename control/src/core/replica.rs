@@ -607,6 +607,25 @@ impl Core {
             let slot = self.replicated[i];
             self.upkeep(slot, now_ns, tx);
         }
+        self.publish_lag();
+    }
+
+    /// Publishes which replicas this core's primaries wait for (every heartbeat scan).
+    pub(super) fn publish_lag(&mut self) {
+        let mut lagging = Vec::new();
+        for &slot in &self.replicated {
+            let endpoint = &self.endpoints[slot];
+            let Some(ReplicaState { part: Part::Primary { peers, .. }, .. }) =
+                endpoint.replica.as_deref()
+            else {
+                continue;
+            };
+            let last = endpoint.store.last_lsn();
+            for peer in peers.iter().filter(|p| p.acked < last) {
+                lagging.push((endpoint.partition, peer.addr, last - peer.acked));
+            }
+        }
+        self.stats.publish_lag(self.config.core, &mut lagging);
     }
 
     fn send_ack(&mut self, slot: usize, tx: &mut dyn Transmit) {
