@@ -94,7 +94,9 @@ pub(crate) struct Flags {
     #[arg(long)]
     pub(crate) replicas: Option<usize>,
     /// A member silent this long leaves the map, its primaries handed to backups [default:
-    /// 100 ms; shorter fails over sooner, and takes a stalled node for a dead one sooner].
+    /// 500 ms; shorter fails over sooner, and takes a stalled node (a slow disk's fsync on its
+    /// first core) for a dead one sooner, which is costly while a node that left cannot
+    /// rejoin].
     #[arg(long)]
     pub(crate) failover_after_ms: Option<u64>,
 }
@@ -159,7 +161,7 @@ impl FileConfig {
                 }
                 (false, Some(key_file)) => Some(ClusterOptions {
                     replicas: flags.replicas.unwrap_or(flags.cluster.len().min(3)),
-                    failover_after: Duration::from_millis(flags.failover_after_ms.unwrap_or(100)),
+                    failover_after: Duration::from_millis(flags.failover_after_ms.unwrap_or(500)),
                     members: flags.cluster,
                     key_file,
                 }),

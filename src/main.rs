@@ -9,6 +9,7 @@ mod demo;
 mod metrics;
 mod node;
 mod recovery;
+mod up;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -97,6 +98,9 @@ enum Command {
         #[command(flatten)]
         servers: commands::Servers,
     },
+    /// Start a local cluster: N node processes on 127.0.0.1 … 127.0.0.N (one port), their
+    /// addresses and pids printed; stops them all on SIGTERM or SIGINT.
+    Up(up::UpArgs),
     /// Start a node on an embedded default and run a short mixed workload against it.
     Demo,
     /// Load a cradle or memcached server and report throughput and latency percentiles.
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
         Command::Map { servers, json } => commands::map(&servers, json),
         Command::Import { servers } => commands::import(&servers),
         Command::Export { servers } => commands::export(&servers),
+        Command::Up(args) => up::run(&args),
         Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(&args),
     };

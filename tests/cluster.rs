@@ -206,3 +206,41 @@ fn map_json(server: &str) -> serde_json::Value {
     assert!(output.status.success(), "cradle map: {}", common::stderr_of(&output));
     serde_json::from_slice(&output.stdout).expect("one JSON object")
 }
+
+#[test]
+fn cradle_up_starts_a_local_cluster_and_stops_every_node_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = (cluster_port() + 7).to_string();
+    let mut up = common::cradle()
+        .args(["up", "--nodes", "3", "--partitions", "16", "--port", &port, "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn cradle up");
+    let mut lines = BufReader::new(up.stdout.take().expect("piped")).lines();
+    let header = lines.next().expect("a line").expect("text");
+    assert!(header.starts_with("cradle up: 3 nodes"), "{header}");
+    let mut pids = Vec::new();
+    for i in 1..=3 {
+        let line = lines.next().expect("a node line").expect("text");
+        assert!(line.contains(&format!("node {i} at 127.0.0.{i}:{port} pid ")), "{line}");
+        pids.push(line.rsplit(' ').next().unwrap().parse::<u32>().expect("pid"));
+    }
+    let server = format!("127.0.0.2:{port}");
+    let put = common::run(&["put", "--server", &server, "up-key", "up-value"], b"");
+    assert!(put.status.success(), "{}", common::stderr_of(&put));
+    let get = common::run(&["get", "--server", &format!("127.0.0.3:{port}"), "up-key"], b"");
+    assert_eq!(get.stdout, b"up-value");
+    common::signal(up.id(), "TERM");
+    let status = up.wait().expect("wait for cradle up");
+    assert!(status.success(), "{status}");
+    for pid in pids {
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z");
+        assert!(!alive, "node pid {pid} still runs after cradle up stopped");
+    }
+}

@@ -166,9 +166,17 @@ pub struct Agent {
     was_leader: bool,
     view: Arc<ClusterView>,
     sealed: Vec<u8>,
+    /// Per member, the Raft message being reassembled from pieces: (message number, pieces).
+    assembling: Vec<(u64, Vec<Option<Vec<u8>>>)>,
+    next_message: u64,
     /// Datagrams refused by the envelope (MAC, replay, staleness).
     pub dropped: u64,
 }
+
+/// Raft message bytes per datagram: a message longer than this (an entry holding a big map)
+/// travels in pieces, each sealed on its own, reassembled by the receiver (a lost piece loses
+/// the message, which Raft sends again).
+const PIECE_BYTES: usize = 1200;
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -213,6 +221,8 @@ impl Agent {
             was_leader: false,
             view,
             sealed: Vec::new(),
+            assembling: vec![(0, Vec::new()); n],
+            next_message: 0,
             dropped: 0,
             spec,
             group,
@@ -249,12 +259,42 @@ impl Agent {
         };
         self.last_heard[from] = Some(now_ns);
         if opened.kind == PeerKind::MapGroup {
-            // Authenticated bytes only reach raft-rs's parser.
-            if self.group.handle_message(opened.payload).is_err() {
-                self.dropped += 1;
+            let payload = opened.payload.to_vec();
+            if let Some(message) = self.reassemble(from, &payload) {
+                // Authenticated bytes only reach raft-rs's parser.
+                if self.group.handle_message(&message).is_err() {
+                    self.dropped += 1;
+                }
             }
         }
         self.flush(wall_ns, tx);
+    }
+
+    /// A piece of a Raft message from member `from` (message u64, index u16, count u16,
+    /// bytes): the whole message once every piece is in.
+    fn reassemble(&mut self, from: usize, piece: &[u8]) -> Option<Vec<u8>> {
+        if piece.len() < 12 {
+            self.dropped += 1;
+            return None;
+        }
+        let message = u64::from_le_bytes(piece[..8].try_into().expect("8 bytes"));
+        let index = u16::from_le_bytes([piece[8], piece[9]]) as usize;
+        let count = u16::from_le_bytes([piece[10], piece[11]]) as usize;
+        if count == 0 || index >= count {
+            self.dropped += 1;
+            return None;
+        }
+        let (current, pieces) = &mut self.assembling[from];
+        if *current != message || pieces.len() != count {
+            // A newer message replaces one left incomplete.
+            (*current, *pieces) = (message, vec![None; count]);
+        }
+        pieces[index] = Some(piece[12..].to_vec());
+        if pieces.iter().any(Option::is_none) {
+            return None;
+        }
+        let whole = pieces.drain(..).flatten().flatten().collect();
+        Some(whole)
     }
 
     /// Timers, the leader's decisions, and installing what the group committed.
@@ -387,8 +427,19 @@ impl Agent {
             else {
                 continue;
             };
-            self.sealer.seal(to, PeerKind::MapGroup, wall_ns, &bytes, &mut self.sealed);
-            tx.send(*addr, &self.sealed);
+            self.next_message += 1;
+            let count = bytes.len().div_ceil(PIECE_BYTES).max(1);
+            let mut piece = Vec::with_capacity(12 + PIECE_BYTES);
+            for index in 0..count {
+                piece.clear();
+                piece.extend_from_slice(&self.next_message.to_le_bytes());
+                piece.extend_from_slice(&(index as u16).to_le_bytes());
+                piece.extend_from_slice(&(count as u16).to_le_bytes());
+                let end = ((index + 1) * PIECE_BYTES).min(bytes.len());
+                piece.extend_from_slice(&bytes[index * PIECE_BYTES..end]);
+                self.sealer.seal(to, PeerKind::MapGroup, wall_ns, &piece, &mut self.sealed);
+                tx.send(*addr, &self.sealed);
+            }
         }
     }
 

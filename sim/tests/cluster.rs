@@ -37,9 +37,8 @@ fn every_seed_is_linearizable_across_failovers() {
         }
     }
     eprintln!(
-        "{} seeds: {failovers} failovers ({isolations} of cut-off nodes), {promotions} \
-         promotions, {replicated} records replicated, {answered} answered, {unknown} without an \
-         answer",
+        "{} seeds: {failovers} failovers, {isolations} nodes cut off, {promotions} promotions, \
+         {replicated} records replicated, {answered} answered, {unknown} without an answer",
         seeds.len()
     );
     // (Counted by the cores still up at the end: failed nodes take their counts with them.)
