@@ -1,6 +1,8 @@
 //! Helpers for whole-binary tests: start `cradle node` as a real process and drive the CLI.
 #![allow(dead_code, missing_docs)]
 
+pub(crate) mod history;
+
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
