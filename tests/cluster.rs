@@ -27,7 +27,11 @@ struct Cluster {
 impl Cluster {
     /// Starts three members and waits until each serves by the cluster's map.
     fn start(partitions: u32) -> Cluster {
-        let port = cluster_port();
+        Cluster::start_with(partitions, cluster_port(), &[])
+    }
+
+    /// The same on `port`, with `extra` flags for every member.
+    fn start_with(partitions: u32, port: u16, extra: &[&str]) -> Cluster {
         let members: Vec<SocketAddr> =
             (1..=3).map(|i| SocketAddr::from(([127, 0, 0, i], port))).collect();
         let key = tempfile::tempdir().expect("temp dir");
@@ -46,6 +50,7 @@ impl Cluster {
                     .arg(&key_file)
                     .arg("--data-dir")
                     .arg(data_dir.path())
+                    .args(extra)
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit());
                 Starting::spawn(command, data_dir)
@@ -243,4 +248,80 @@ fn cradle_up_starts_a_local_cluster_and_stops_every_node_on_sigterm() {
                 .contains(") Z");
         assert!(!alive, "node pid {pid} still runs after cradle up stopped");
     }
+}
+
+/// The kill-the-primary benchmark (issue #8; a benchmark, not a timed test: it reports and
+/// asserts only correctness). 20 rounds, each a fresh 3-node cluster at replication factor 3
+/// with `--failover-after-ms` from `FAILOVER_MS` (default 50): four clients keep CAS counters
+/// going, the node with the most primaries is killed with SIGKILL, and each client's longest
+/// wait between two acknowledged increments across the kill is that round's unavailability
+/// (the largest of the four). Prints every round and the p50 and max.
+///
+/// `cargo test --release --test cluster -- --ignored --nocapture failover_unavailability`
+#[test]
+#[ignore = "a benchmark: run it with --ignored (see docs/BENCHMARKS.md)"]
+fn failover_unavailability_over_20_kills() {
+    let failover_ms = std::env::var("FAILOVER_MS").unwrap_or_else(|_| "50".into());
+    let rounds: usize = std::env::var("KILLS").map_or(20, |n| n.parse().expect("KILLS"));
+    let mut gaps = Vec::new();
+    for round in 0..rounds {
+        let port = cluster_port() + 20 + round as u16 * 3;
+        let mut cluster = Cluster::start_with(16, port, &["--failover-after-ms", &failover_ms]);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let killed_at = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let (members, stop) = (cluster.members.clone(), stop.clone());
+                let killed_at = killed_at.clone();
+                std::thread::spawn(move || {
+                    let mut client = Client::connect(ClientConfig::new(members)).expect("client");
+                    let mut counters = Counters::new(4);
+                    let keys: Vec<String> =
+                        counters.known.keys().map(|k| format!("w{w}-{k}")).collect();
+                    counters.known = keys.iter().map(|k| (k.clone(), (0, 0))).collect();
+                    let (mut last_ok, mut longest) = (Instant::now(), Duration::ZERO);
+                    let mut i = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let before = counters.acknowledged;
+                        counters.increment(&mut client, &keys[i % keys.len()]);
+                        i += 1;
+                        if counters.acknowledged > before {
+                            let now = Instant::now();
+                            let kill = *killed_at.lock().unwrap();
+                            if kill.is_some_and(|k| last_ok < k + Duration::from_secs(1)) {
+                                longest = longest.max(now - last_ok);
+                            }
+                            last_ok = now;
+                        }
+                    }
+                    (longest, counters)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(800));
+        let mut probe = cluster.client();
+        let victim = busiest(&cluster, &mut probe);
+        *killed_at.lock().unwrap() = Some(Instant::now());
+        cluster.nodes[victim].kill();
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut worst = Duration::ZERO;
+        for worker in workers {
+            let (longest, counters) = worker.join().expect("worker");
+            worst = worst.max(longest);
+            for (key, (value, _)) in &counters.known {
+                let read = probe.get(key.as_bytes()).expect("GET").expect("present");
+                let n: u64 = std::str::from_utf8(&read.bytes).unwrap().parse().unwrap();
+                assert_eq!(n, *value, "{key}: an acknowledged increment lost or doubled");
+            }
+        }
+        eprintln!("round {round}: killed member {}, unavailability {worst:?}", victim + 1);
+        gaps.push(worst);
+    }
+    gaps.sort();
+    eprintln!(
+        "failover after {failover_ms} ms of silence, {rounds} kills: p50 {:?}, max {:?}",
+        gaps[gaps.len() / 2],
+        gaps[gaps.len() - 1]
+    );
 }
