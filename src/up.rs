@@ -27,6 +27,12 @@ pub(crate) struct UpArgs {
     /// The port every node's core 0 listens on.
     #[arg(long, default_value_t = 7000)]
     port: u16,
+    /// When writes are acknowledged, on every node (`flushed` or `memory`) [default: flushed].
+    #[arg(long)]
+    durability: Option<String>,
+    /// A member silent this long is failed over (see `cradle node --failover-after-ms`).
+    #[arg(long)]
+    failover_after_ms: Option<u64>,
     /// Where the nodes keep their data (node i in DIR/node-i) and the cluster key [default: a
     /// new directory under the system's temp directory].
     #[arg(long)]
@@ -78,6 +84,12 @@ pub(crate) fn run(args: &UpArgs) -> Result<ExitCode, String> {
             .stderr(Stdio::inherit());
         if let Some(replicas) = args.replicas {
             command.args(["--replicas", &replicas.to_string()]);
+        }
+        if let Some(durability) = &args.durability {
+            command.args(["--durability", durability]);
+        }
+        if let Some(ms) = args.failover_after_ms {
+            command.args(["--failover-after-ms", &ms.to_string()]);
         }
         let mut child = match command.spawn() {
             Ok(child) => child,

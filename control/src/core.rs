@@ -665,6 +665,7 @@ impl Handler for Core {
 
     fn end_batch(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
         self.now_ns = now_ns;
+        self.replicate_before_commit(now_ns, tx);
         self.commit(now_ns, tx);
         self.replicate(now_ns, tx);
         if let Some(agent) = self.agent.as_deref_mut() {

@@ -50,14 +50,15 @@ pub struct ReplicationConfig {
 }
 
 impl ReplicationConfig {
-    /// Defaults: a 20 ms lease, heartbeats every 2 ms, resends after 2 ms.
+    /// Defaults: a 50 ms lease, heartbeats every 5 ms, resends after 10 ms (a backup's flush
+    /// on a loaded disk takes milliseconds: sooner resends only add work).
     pub fn new(key: ClusterKey) -> ReplicationConfig {
-        let lease_ns = 20_000_000;
+        let lease_ns = 50_000_000;
         ReplicationConfig {
             key,
             lease_ns,
-            heartbeat_ns: 2_000_000,
-            resend_ns: 2_000_000,
+            heartbeat_ns: 5_000_000,
+            resend_ns: 10_000_000,
             promotion_wait_ns: lease_ns + lease_ns / 2,
         }
     }
@@ -166,8 +167,10 @@ pub(crate) struct ReplicaState {
     committed: u64,
     /// Held by this replica under the class (its own store).
     durable: u64,
-    /// A backup owes its primary an ack echoing this send time.
-    ack_due: Option<u64>,
+    /// A backup: the newest send time of its primary's forwards (echoed by its acks).
+    last_echo: u64,
+    /// A backup: the durable LSN its last ack said.
+    reported: u64,
 }
 
 impl ReplicaState {
@@ -275,7 +278,14 @@ pub(crate) fn state_for(
             Some(Role::Learner) | None => return None,
         }
     };
-    Some(Box::new(ReplicaState { part, tail, committed, durable: last_lsn, ack_due: None }))
+    Some(Box::new(ReplicaState {
+        part,
+        tail,
+        committed,
+        durable: last_lsn,
+        last_echo: 0,
+        reported: 0,
+    }))
 }
 
 impl Core {
@@ -517,7 +527,7 @@ impl Core {
         while replica.tail.front().is_some_and(|(lsn, _)| *lsn <= c) {
             replica.tail.pop_front();
         }
-        replica.ack_due = Some(sent_ns);
+        replica.last_echo = replica.last_echo.max(sent_ns);
         if !self.acks_due.contains(&slot) {
             self.acks_due.push(slot);
         }
@@ -584,20 +594,43 @@ impl Core {
         link.send(wall, from, tx);
     }
 
-    /// The batch's replication work: forward new records, acks owed, and, every so often,
-    /// heartbeats, resends and the probing of new primaries.
-    pub(super) fn replicate(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
+    /// The batch's replication work before its group commit: new records go out now, so the
+    /// backups' flushes overlap the primary's; acks go out now too, so the lease they renew
+    /// does not wait for this replica's flush (those that the flush advances go again after).
+    pub(super) fn replicate_before_commit(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
         if self.link.is_none() {
             return;
-        }
-        self.release_held(tx); // (a flush may have committed some)
-        for slot in std::mem::take(&mut self.acks_due) {
-            self.send_ack(slot, tx);
         }
         let due: Vec<usize> = std::mem::take(&mut self.forward_due);
         for slot in due {
             self.forward(slot, now_ns, false, tx);
         }
+        let mut acks = std::mem::take(&mut self.acks_due);
+        for &slot in &acks {
+            self.send_ack(slot, tx);
+        }
+        // Those with writes still to flush are acked again once the flush made them durable.
+        acks.retain(|&slot| {
+            let endpoint = &self.endpoints[slot];
+            endpoint.replica.as_deref().is_some_and(|r| r.durable < endpoint.store.last_lsn())
+        });
+        self.acks_due = acks;
+    }
+
+    /// The rest, after the group commit: acks the flush advanced, replies it committed, and,
+    /// every so often, heartbeats, resends and the probing of new primaries.
+    pub(super) fn replicate(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
+        if self.link.is_none() {
+            return;
+        }
+        for slot in std::mem::take(&mut self.acks_due) {
+            let advanced =
+                self.endpoints[slot].replica.as_deref().is_some_and(|r| r.durable > r.reported);
+            if advanced {
+                self.send_ack(slot, tx);
+            }
+        }
+        self.release_held(tx); // (a flush may have committed some)
         let heartbeat_ns = self.link.as_ref().expect("checked").config.heartbeat_ns;
         if now_ns.saturating_sub(self.last_replica_scan_ns) < heartbeat_ns / 2 {
             return;
@@ -635,10 +668,10 @@ impl Core {
         let partition = endpoint.partition;
         let Some(replica) = endpoint.replica.as_deref_mut() else { return };
         let Part::Backup { primary } = replica.part else { return };
-        let Some(echo) = replica.ack_due.take() else { return };
+        replica.reported = replica.durable;
         let link = self.link.as_mut().expect("replicated endpoints have a link");
         link.payload.clear();
-        encode_ack(&mut link.payload, partition, epoch, echo, replica.durable);
+        encode_ack(&mut link.payload, partition, epoch, replica.last_echo, replica.durable);
         link.send(wall, primary, tx);
     }
 
