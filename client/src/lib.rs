@@ -21,6 +21,7 @@ mod encode;
 mod engine;
 mod error;
 mod outbox;
+mod outcome;
 mod request;
 mod routing;
 mod rtt;
@@ -32,11 +33,14 @@ mod write_window;
 
 pub use config::ClientConfig;
 
-pub use driver::Client;
+pub use driver::{Client, MultiGet};
 pub use engine::ClientCore;
 pub use error::Error;
-pub use proto::BlobReference;
-pub use request::{CasOutcome, Reply, Request, RequestId, Value, ValueLocation};
+pub use outcome::Outcome;
+pub use proto::{BlobReference, MapEntry, PartitionMap, Status};
+pub use request::{CasOutcome, Reply, Request, RequestId, RequestOptions, Value, ValueLocation};
 pub use seed::random_seed;
 pub use stats::ClientStats;
-pub use transport::{Transport, UdpTransport};
+pub use transport::{
+    recv_buffer_bytes_for, Transport, UdpTransport, RECV_BUFFER_BYTES_PER_REQUEST,
+};

@@ -63,7 +63,7 @@ fn pipelined_requests_complete_through_wait() {
         .collect();
     let mut done = Vec::new();
     while let Some((id, result)) = client.wait(Duration::from_secs(5)) {
-        result.unwrap();
+        result.into_version().unwrap();
         done.push(id);
     }
     done.sort();
