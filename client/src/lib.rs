@@ -26,6 +26,7 @@ mod request;
 mod routing;
 mod rtt;
 mod seed;
+mod shared;
 mod stats;
 mod timers;
 mod transport;
@@ -40,6 +41,7 @@ pub use outcome::Outcome;
 pub use proto::{BlobReference, MapEntry, PartitionMap, Status};
 pub use request::{CasOutcome, Reply, Request, RequestId, RequestOptions, Value, ValueLocation};
 pub use seed::random_seed;
+pub use shared::{PendingGets, SharedClient, Ticket};
 pub use stats::ClientStats;
 pub use transport::{
     recv_buffer_bytes_for, Transport, UdpTransport, RECV_BUFFER_BYTES_PER_REQUEST,

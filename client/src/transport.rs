@@ -78,6 +78,13 @@ impl UdpTransport {
         socket2::SockRef::from(&self.socket).recv_buffer_size()
     }
 
+    /// The socket, to share between threads (`SharedClient` sends from its callers' threads
+    /// and receives on its own), back in blocking mode.
+    pub(crate) fn into_socket(self) -> io::Result<UdpSocket> {
+        self.socket.set_nonblocking(false)?;
+        Ok(self.socket)
+    }
+
     fn configure_wait(&mut self, timeout: Duration) -> io::Result<()> {
         let wait = (!timeout.is_zero()).then_some(timeout);
         if wait == self.wait {

@@ -3,14 +3,12 @@
 mod support;
 
 use client::{CasOutcome, Client, ClientConfig, Error, Outcome, Request, RequestOptions};
-use proto::{MapEntry, PartitionMap, DATAGRAM_BYTES_ACCEPTED};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::fake_server::FakeServer;
 use support::in_memory::InMemory;
+use support::udp_server::spawn_udp_server;
 
 fn in_memory_client() -> Client<InMemory> {
     let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
@@ -136,33 +134,6 @@ fn a_deadline_bounds_a_call_to_a_silent_server() {
     let (done, outcome) = client.wait(Duration::ZERO).unwrap();
     assert_eq!(done, id);
     assert!(matches!(outcome, Outcome::Failed(Error::Cancelled)), "{outcome:?}");
-}
-
-/// A fake server on a real loopback socket, until the returned flag is set.
-fn spawn_udp_server(map_entries: bool) -> (SocketAddr, Arc<AtomicBool>, thread::JoinHandle<()>) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    let addr = socket.local_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = stop.clone();
-    let handle = thread::spawn(move || {
-        let mut server = FakeServer::new(addr);
-        server.require_token = true;
-        if map_entries {
-            let entry = MapEntry { hash_start: 0, hash_end: u64::MAX, partition: 0, addr };
-            server.map = PartitionMap { epoch: 1, entries: vec![entry] };
-        }
-        let mut buf = vec![0; DATAGRAM_BYTES_ACCEPTED + 1];
-        while !stopped.load(Ordering::Relaxed) {
-            let Ok((len, from)) = socket.recv_from(&mut buf) else {
-                continue;
-            };
-            for reply in server.handle(&buf[..len]) {
-                socket.send_to(&reply, from).unwrap();
-            }
-        }
-    });
-    (addr, stop, handle)
 }
 
 #[test]

@@ -198,7 +198,9 @@ impl ClientCore {
         self.stats.send_errors += 1;
     }
 
-    fn admit(&self, request: &Request) -> Result<(), Error> {
+    /// Whether `request` itself is acceptable (its key's and value's lengths), room aside:
+    /// what `try_submit` checks besides `capacity`, for callers submitting all or nothing.
+    pub fn check(&self, request: &Request) -> Result<(), Error> {
         let key_len = request.key().len();
         if key_len > KEY_BYTES_MAX {
             return Err(Error::KeyTooLong { len: key_len });
@@ -206,6 +208,11 @@ impl ClientCore {
         if u32::try_from(request.value().len()).is_err() {
             return Err(Error::Status(proto::Status::TooLarge));
         }
+        Ok(())
+    }
+
+    fn admit(&self, request: &Request) -> Result<(), Error> {
+        self.check(request)?;
         if self.in_flight() >= self.config.in_flight_max {
             return Err(Error::InFlightFull);
         }
