@@ -15,6 +15,8 @@
 #![forbid(unsafe_code)]
 
 mod assembly;
+#[cfg(feature = "tokio")]
+mod async_client;
 mod config;
 mod driver;
 mod encode;
@@ -32,6 +34,8 @@ mod timers;
 mod transport;
 mod write_window;
 
+#[cfg(feature = "tokio")]
+pub use async_client::AsyncClient;
 pub use config::ClientConfig;
 
 pub use driver::{Client, MultiGet};
