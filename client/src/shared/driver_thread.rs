@@ -3,6 +3,7 @@
 use super::{Inner, Work};
 use proto::DATAGRAM_BYTES_ACCEPTED;
 use std::io;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -10,6 +11,9 @@ use std::time::{Duration, Instant};
 
 /// Longest sleep of the driver with nothing due: how late it sees a stop without a wake-up.
 const IDLE_WAIT_MAX: Duration = Duration::from_millis(100);
+
+/// Datagrams taken per wake-up before the engine sees them (under one lock).
+const RECV_BATCH: usize = 32;
 
 /// Shortest receive timeout (zero would mean "block forever" to the socket).
 const WAIT_MIN: Duration = Duration::from_micros(20);
@@ -19,34 +23,75 @@ pub(super) fn spawn(inner: Arc<Inner>) -> io::Result<JoinHandle<()>> {
 }
 
 fn run(inner: &Inner) {
-    // One byte more than a receiver accepts, so an oversized datagram is seen as such.
-    let mut buf = vec![0; DATAGRAM_BYTES_ACCEPTED + 1];
+    let mut batch = Batch::new();
     let mut configured = None;
-    let mut received: Option<(usize, std::net::SocketAddr)> = None;
     while !inner.stop.load(Ordering::Acquire) {
-        let datagram = received.take().map(|(len, from)| (from, &buf[..len]));
-        let wait = step(inner, datagram);
-        let wait = wait.max(WAIT_MIN);
+        let wait = step(inner, &batch).max(WAIT_MIN);
+        batch.clear();
         if configured != Some(wait) && inner.socket.set_read_timeout(Some(wait)).is_ok() {
             configured = Some(wait);
         }
-        match inner.socket.recv_from(&mut buf) {
-            // An empty datagram is a wake-up (`Inner::wake`).
-            Ok((0, _)) => {}
-            Ok(datagram) => received = Some(datagram),
-            // Timeouts, and ICMP errors for earlier sends: the retry timers cover those.
-            Err(_) => {}
-        }
+        batch.receive(&inner.socket);
     }
     cancel_all(inner);
 }
 
-/// Takes `datagram`, fires due timers, sends and hands out what that produced; returns how
-/// long to wait for the next datagram.
-fn step(inner: &Inner, datagram: Option<(std::net::SocketAddr, &[u8])>) -> Duration {
+/// Datagrams taken from the socket in one wake-up, handed to the engine under one lock.
+struct Batch {
+    /// One byte more than a receiver accepts each, so an oversized datagram is seen as such.
+    buffers: Vec<Vec<u8>>,
+    received: Vec<(usize, SocketAddr)>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        let buffers = (0..RECV_BATCH).map(|_| vec![0; DATAGRAM_BYTES_ACCEPTED + 1]).collect();
+        Batch { buffers, received: Vec::with_capacity(RECV_BATCH) }
+    }
+
+    fn clear(&mut self) {
+        self.received.clear();
+    }
+
+    /// Waits (the socket's read timeout) for one datagram, then takes those already queued
+    /// without waiting, up to `RECV_BATCH`. The socket is non-blocking only meanwhile: callers
+    /// send on it too, and a send that finds it non-blocking and the buffer full counts as a
+    /// lost datagram, which the resend timer covers.
+    fn receive(&mut self, socket: &UdpSocket) {
+        if !self.receive_one(socket) || socket.set_nonblocking(true).is_err() {
+            return;
+        }
+        while self.received.len() < RECV_BATCH && self.receive_one(socket) {}
+        // Should this fail, the next read times out at once and the loop goes on polling.
+        let _ = socket.set_nonblocking(false);
+    }
+
+    fn receive_one(&mut self, socket: &UdpSocket) -> bool {
+        let buffer = &mut self.buffers[self.received.len()];
+        match socket.recv_from(buffer) {
+            // An empty datagram is a wake-up (`Inner::wake`).
+            Ok((0, _)) => true,
+            Ok(received) => {
+                self.received.push(received);
+                true
+            }
+            // Timeouts, nothing queued, and ICMP errors for earlier sends: the retry timers
+            // cover those.
+            Err(_) => false,
+        }
+    }
+
+    fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.received.iter().zip(&self.buffers).map(|(&(len, from), buffer)| (from, &buffer[..len]))
+    }
+}
+
+/// Takes the batch's datagrams, fires due timers, sends and hands out what that produced;
+/// returns how long to wait for the next datagram.
+fn step(inner: &Inner, batch: &Batch) -> Duration {
     let mut state = inner.lock();
     let now = Instant::now();
-    if let Some((from, bytes)) = datagram {
+    for (from, bytes) in batch.datagrams() {
         state.core.handle_datagram(now, from, bytes);
     }
     state.core.handle_timeout(now);
