@@ -353,6 +353,35 @@ mod tests {
         assert_eq!(parse_servers("no-port").err().unwrap().code, CRADLE_INVALID_ARGUMENT);
     }
 
+    /// `cradle.h` is written by hand: its codes must be this library's, name for number.
+    #[test]
+    fn the_header_declares_the_codes_this_library_returns() {
+        let header = include_str!("../include/cradle.h");
+        let mut declared = Vec::new();
+        for line in header.lines().map(str::trim).filter(|line| line.starts_with("CRADLE_")) {
+            let (name, rest) = line.split_once('=').expect("NAME = number");
+            let number = rest.trim().split(|c: char| !c.is_ascii_digit()).next().unwrap();
+            declared.push((name.trim().to_string(), number.parse::<i32>().unwrap()));
+        }
+        assert_eq!(declared.len(), 15, "{declared:?}");
+        for (name, number) in &declared {
+            assert_eq!(status::name_of(*number).to_str().unwrap(), name, "code {number}");
+        }
+        let exported = [
+            "cradle_connect(",
+            "cradle_close(",
+            "cradle_put(",
+            "cradle_get(",
+            "cradle_delete(",
+            "cradle_cas(",
+            "cradle_last_error(",
+            "cradle_status_name(",
+        ];
+        for function in exported {
+            assert!(header.contains(function), "{function} is not declared");
+        }
+    }
+
     #[test]
     fn null_arguments_and_panics_become_codes_not_crashes() {
         // SAFETY: NULL is allowed for every pointer here; the calls must refuse it.
