@@ -21,10 +21,14 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-/// The client protocol without I/O or clock: requests in through `submit`, datagrams through
+/// The client protocol without I/O or clock: requests in through `submit` (or `try_submit`,
+/// which refuses when there is no room), cancellations through `cancel`, datagrams through
 /// `handle_datagram`, time through `handle_timeout`; datagrams out through `poll_transmit`,
-/// the next wake-up through `poll_timeout`, results through `poll_completion`. Every submitted
-/// request completes exactly once.
+/// the next wake-up through `poll_timeout`, results through `poll_completion` (as
+/// `Result<Reply, Error>`; `Outcome::from` turns one into the drivers' `Outcome`). Every
+/// submitted request completes exactly once: answered, failed, past its deadline, or
+/// cancelled. A driver calls `handle_timeout` at `poll_timeout` and sends what
+/// `poll_transmit` gives after every call that may queue datagrams.
 #[derive(Debug)]
 pub struct ClientCore {
     config: ClientConfig,
