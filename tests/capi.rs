@@ -53,6 +53,10 @@ fn run_example(program: &Path, node: &NodeProcess, library_path: Option<&Path>) 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "kv failed ({}): {stdout}{stderr}", out.status);
     assert!(stdout.contains("get c:greeting -> \"hello from C\""), "{stdout}");
+    assert!(
+        stdout.contains("get_many c:greeting c:absent c:other -> \"bye\", absent, \"42\""),
+        "{stdout}"
+    );
     assert!(stdout.trim_end().ends_with("kv: ok"), "{stdout}");
 }
 
@@ -79,6 +83,7 @@ fn the_c_example_connects_puts_gets_and_deletes() {
     // What C did is what Rust sees: the key is gone, the node served the writes.
     let mut client = client::Client::connect(client::ClientConfig::new(vec![node.addr])).unwrap();
     assert_eq!(client.get(b"c:greeting").unwrap(), None);
+    assert_eq!(client.get(b"c:other").unwrap().map(|value| value.bytes), Some(b"42".to_vec()));
 
     // A node that is not there: the example reports the failure and exits 1.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

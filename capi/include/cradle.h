@@ -60,6 +60,23 @@ int32_t cradle_put(const cradle_client *client, const uint8_t *key, size_t key_l
 int32_t cradle_get(const cradle_client *client, const uint8_t *key, size_t key_len,
                    uint8_t *buf, size_t buf_cap, size_t *value_len, uint64_t *version);
 
+/* One key's result of cradle_get_many. */
+typedef struct cradle_value {
+    int32_t status;   /* CRADLE_OK, CRADLE_NOT_FOUND, CRADLE_BUFFER_TOO_SMALL, or a failure */
+    size_t offset;    /* CRADLE_OK: where in buf the value starts */
+    size_t len;       /* CRADLE_OK, CRADLE_BUFFER_TOO_SMALL: the value's length */
+    uint64_t version; /* CRADLE_OK, CRADLE_BUFFER_TOO_SMALL: the value's version */
+} cradle_value;
+
+/* Reads count keys at once, packed into shared datagrams (16 small keys travel in one):
+ * results[i] is key i's result; the values found are copied into buf one after another.
+ * Returns CRADLE_OK when every key was answered (found or not), else the first other status
+ * in results; CRADLE_IN_FLIGHT_FULL or CRADLE_KEY_TOO_LONG (results untouched) when none
+ * could be sent. */
+int32_t cradle_get_many(const cradle_client *client, size_t count, const uint8_t *const *keys,
+                        const size_t *key_lens, uint8_t *buf, size_t buf_cap,
+                        cradle_value *results);
+
 /* Removes key: CRADLE_OK if it existed, CRADLE_NOT_FOUND if not. */
 int32_t cradle_delete(const cradle_client *client, const uint8_t *key, size_t key_len);
 

@@ -211,6 +211,106 @@ pub unsafe extern "C" fn cradle_get(
     })
 }
 
+/// One key's result of `cradle_get_many`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CradleValue {
+    /// `CRADLE_OK`, `CRADLE_NOT_FOUND`, `CRADLE_BUFFER_TOO_SMALL` (the value did not fit in
+    /// what the values before it left of the buffer), or the key's failure.
+    pub status: i32,
+    /// Where in the buffer the value starts (`CRADLE_OK`).
+    pub offset: usize,
+    /// The value's length (`CRADLE_OK`, `CRADLE_BUFFER_TOO_SMALL`).
+    pub len: usize,
+    /// The value's version (`CRADLE_OK`, `CRADLE_BUFFER_TOO_SMALL`).
+    pub version: u64,
+}
+
+/// Reads `count` keys at once, the GETs packed into shared datagrams (16 small keys travel
+/// in one): `results[i]` is key `i`'s result, the values found are copied into `buf` one
+/// after another. Returns `CRADLE_OK` when every key was answered (found or not), else the
+/// first other status of `results`; `CRADLE_IN_FLIGHT_FULL` or `CRADLE_KEY_TOO_LONG` (and
+/// `results` untouched) when none could be sent.
+///
+/// # Safety
+/// `client` is a live handle; `keys` and `key_lens` point to `count` entries, `keys[i]` to
+/// `key_lens[i]` readable bytes; `buf` to `buf_cap` writable bytes (NULL when `buf_cap` is
+/// 0); `results` to `count` writable `cradle_value`s.
+#[no_mangle]
+pub unsafe extern "C" fn cradle_get_many(
+    client: *const CradleClient,
+    count: usize,
+    keys: *const *const u8,
+    key_lens: *const usize,
+    buf: *mut u8,
+    buf_cap: usize,
+    results: *mut CradleValue,
+) -> i32 {
+    guarded(|| {
+        if count > 0 && (keys.is_null() || key_lens.is_null() || results.is_null()) {
+            return Err(Failure::invalid("keys, key_lens and results must not be NULL"));
+        }
+        if buf.is_null() && buf_cap > 0 {
+            return Err(Failure::invalid("buf is NULL with a non-zero buf_cap"));
+        }
+        // SAFETY: the caller promises a live handle.
+        let client = unsafe { handle(client)? };
+        let mut requests = Vec::with_capacity(count);
+        for i in 0..count {
+            // SAFETY: non-null (checked), and the caller promises `count` entries in each
+            // array and `key_lens[i]` readable bytes at `keys[i]`; `i < count`.
+            let key = unsafe { bytes(*keys.add(i), *key_lens.add(i))? };
+            requests.push(Request::Get { key: key.to_vec() });
+        }
+        let outcomes = client.call_batch(requests)?;
+        let mut used = 0;
+        let mut first_other = CRADLE_OK;
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            let result = place(outcome, buf, buf_cap, &mut used);
+            if first_other == CRADLE_OK && !matches!(result.status, CRADLE_OK | CRADLE_NOT_FOUND) {
+                first_other = result.status;
+            }
+            // SAFETY: non-null (checked), and the caller promises `count` writable entries.
+            unsafe { results.add(i).write(result) };
+        }
+        Ok(first_other)
+    })
+}
+
+/// One GET's result, its value copied into `buf` at `*used` if it fits.
+fn place(outcome: Outcome, buf: *mut u8, buf_cap: usize, used: &mut usize) -> CradleValue {
+    let mut result = CradleValue { status: CRADLE_OK, offset: 0, len: 0, version: 0 };
+    match outcome.into_value() {
+        Ok(Some(value)) => {
+            (result.len, result.version) = (value.bytes.len(), value.version);
+            if value.bytes.len() > buf_cap - *used {
+                result.status = CRADLE_BUFFER_TOO_SMALL;
+                return result;
+            }
+            result.offset = *used;
+            if !value.bytes.is_empty() {
+                // SAFETY: `buf` is non-null (a non-empty value fitted, so `buf_cap` > 0, and
+                // the caller checked NULL against it) with `buf_cap` writable bytes, and
+                // `used + len ≤ buf_cap`; our vector cannot overlap the caller's buffer.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        value.bytes.as_ptr(),
+                        buf.add(*used),
+                        value.bytes.len(),
+                    )
+                };
+            }
+            *used += value.bytes.len();
+        }
+        Ok(None) => result.status = CRADLE_NOT_FOUND,
+        Err(error) => {
+            result.status = code_of(&error);
+            set_last_error(error.to_string());
+        }
+    }
+    result
+}
+
 /// Removes `key`: `CRADLE_OK` when it existed, `CRADLE_NOT_FOUND` when it did not.
 ///
 /// # Safety
@@ -294,14 +394,24 @@ pub extern "C" fn cradle_status_name(status: i32) -> *const c_char {
 }
 
 impl CradleClient {
+    /// The options of a call starting now: its deadline.
+    fn options(&self) -> RequestOptions {
+        RequestOptions { deadline: self.call_budget.map(|budget| Instant::now() + budget) }
+    }
+
     /// `request`'s outcome, within the handle's call budget.
     fn call(&self, request: Request) -> Outcome {
-        let options =
-            RequestOptions { deadline: self.call_budget.map(|budget| Instant::now() + budget) };
-        match self.client.submit(request, options) {
+        match self.client.submit(request, self.options()) {
             Ok(ticket) => ticket.wait(),
             Err(error) => Outcome::Failed(error),
         }
+    }
+
+    /// The outcomes of `requests`, sent together, within the handle's call budget; `Err`
+    /// when none could be sent.
+    fn call_batch(&self, requests: Vec<Request>) -> Result<Vec<Outcome>, Error> {
+        let tickets = self.client.submit_batch(requests, self.options())?;
+        Ok(tickets.into_iter().map(|ticket| ticket.wait()).collect())
     }
 }
 

@@ -1,5 +1,5 @@
 /*
- * kv.c: connect, put, get, compare-and-swap, delete through cradle's C ABI.
+ * kv.c: connect, put, get, compare-and-swap, a multi-get, delete through cradle's C ABI.
  *
  *   cc -Wall -Wextra -Werror -o kv examples/c/kv.c -Icapi/include \
  *       target/release/libcradle.a -lpthread -ldl -lm
@@ -65,6 +65,27 @@ int main(int argc, char **argv) {
     if (status != CRADLE_OK || seen <= version) return fail("cas", status);
     printf("cas c:greeting %llu -> version %llu\n", (unsigned long long)version,
            (unsigned long long)seen);
+
+    /* Three keys in one round trip: two written, one never. */
+    const char *many[3] = {"c:greeting", "c:absent", "c:other"};
+    size_t many_lens[3];
+    for (int i = 0; i < 3; i++) many_lens[i] = strlen(many[i]);
+    status = cradle_put(client, KEY("c:other"), (const uint8_t *)"42", 2, NULL);
+    if (status != CRADLE_OK) return fail("put c:other", status);
+    cradle_value results[3];
+    status = cradle_get_many(client, 3, (const uint8_t *const *)many, many_lens, buf, sizeof buf,
+                             results);
+    if (status != CRADLE_OK) return fail("get_many", status);
+    if (results[0].status != CRADLE_OK || results[0].len != 3 ||
+        memcmp(buf + results[0].offset, "bye", 3) != 0 || results[1].status != CRADLE_NOT_FOUND ||
+        results[2].status != CRADLE_OK || results[2].len != 2 ||
+        memcmp(buf + results[2].offset, "42", 2) != 0) {
+        fprintf(stderr, "kv: get_many returned other results\n");
+        return 1;
+    }
+    printf("get_many c:greeting c:absent c:other -> \"%.*s\", absent, \"%.*s\"\n",
+           (int)results[0].len, (const char *)buf + results[0].offset, (int)results[2].len,
+           (const char *)buf + results[2].offset);
 
     status = cradle_delete(client, KEY("c:greeting"));
     if (status != CRADLE_OK) return fail("delete", status);
