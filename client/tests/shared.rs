@@ -34,6 +34,8 @@ fn resends_happen_while_nobody_waits() {
 fn threads_share_one_client() {
     let (addr, stop, server) = spawn_udp_server(true);
     let client = SharedClient::connect(ClientConfig::new(vec![addr])).unwrap();
+    // 4,096 requests' worth asked; at least the 208 KiB default doubled on any Linux.
+    assert!(client.recv_buffer_bytes().unwrap() >= 2 * 212_992);
     let threads: Vec<_> = (0..4u8)
         .map(|t| {
             let client = client.clone();

@@ -203,6 +203,12 @@ impl SharedClient {
         self.inner.lock().core.stats()
     }
 
+    /// The receive buffer the kernel granted the socket, in bytes (`connect` asked for
+    /// `recv_buffer_bytes_for(in_flight_max)`).
+    pub fn recv_buffer_bytes(&self) -> std::io::Result<usize> {
+        socket2::SockRef::from(&self.inner.socket).recv_buffer_size()
+    }
+
     /// The partition map in use.
     pub fn known_map(&self) -> Option<PartitionMap> {
         self.inner.lock().core.map().cloned()
