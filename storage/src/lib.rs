@@ -33,5 +33,5 @@ pub use error::{Corruption, StoreError};
 pub use file::FileVolume;
 pub use record::Stamp;
 pub use recover::{RecoveryReport, StampedWrite, TornTail};
-pub use store::{CasOutcome, Store, StoreStats, ValueRef};
+pub use store::{Applied, CasOutcome, Store, StoreStats, ValueRef};
 pub use syncfs::sync_file_system;

@@ -36,8 +36,8 @@ fn spawn_with(
         let mut server = FakeServer::new(addr);
         server.require_token = !drop_first;
         if map_entries {
-            let entry = MapEntry { hash_start: 0, hash_end: u64::MAX, partition: 0, addr };
-            server.map = PartitionMap { epoch: 1, entries: vec![entry] };
+            let entry = MapEntry::single(0, u64::MAX, 0, addr);
+            server.map = PartitionMap::new(1, vec![entry]);
         }
         let mut seen = HashSet::new();
         let mut buf = vec![0; DATAGRAM_BYTES_ACCEPTED + 1];
