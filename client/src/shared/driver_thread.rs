@@ -1,11 +1,15 @@
 //! The driver thread of a `SharedClient`: receives, fires timers, resends.
 
-use super::{Inner, Work};
+use super::{Inner, Work, DRIVER_PANICKED};
+use crate::error::Error;
+use crate::outcome::Outcome;
 use proto::DATAGRAM_BYTES_ACCEPTED;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,7 +23,28 @@ const RECV_BATCH: usize = 32;
 const WAIT_MIN: Duration = Duration::from_micros(20);
 
 pub(super) fn spawn(inner: Arc<Inner>) -> io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name("cradle-client".into()).spawn(move || run(&inner))
+    std::thread::Builder::new().name("cradle-client".into()).spawn(move || {
+        let ran = catch_unwind(AssertUnwindSafe(|| run(&inner)));
+        if let Err(panic) = ran {
+            // A bug (already reported on stderr by the panic hook). Nobody may wait for an
+            // outcome that will never come: every waiting caller gets a failure now, and
+            // later submissions are refused.
+            inner.dead.store(true, Ordering::Release);
+            fail_all_waiting(&inner);
+            resume_unwind(panic);
+        }
+    })
+}
+
+/// After a panic of the driver: every sink gets `Error::Io` ("driver thread panicked"),
+/// without touching the engine, whose state may be half-updated.
+fn fail_all_waiting(inner: &Inner) {
+    let mut state = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+    let sinks: Vec<_> = state.sinks.drain().map(|(_, sink)| sink).collect();
+    drop(state);
+    for sink in sinks {
+        sink(Outcome::Failed(Error::Io(io::Error::other(DRIVER_PANICKED))));
+    }
 }
 
 fn run(inner: &Inner) {

@@ -27,6 +27,9 @@ use std::time::Instant;
 /// driver thread, or a caller's for a request that failed at once), outside every lock.
 pub(crate) type Sink = Box<dyn FnOnce(Outcome) + Send>;
 
+/// The failure of requests a panicked driver thread left (`Error::Io` of this message).
+const DRIVER_PANICKED: &str = "the client's driver thread panicked (a bug in cradle)";
+
 /// A client whose requests progress on a driver thread (`cradle-client`) it starts: sends,
 /// resends and replies happen whether or not a caller waits. Cheap to clone; every clone is
 /// the same client, usable from any thread. The thread stops when the last clone is dropped,
@@ -66,6 +69,8 @@ struct Inner {
     /// The socket's own port on loopback: an empty datagram sent there wakes the driver.
     wake_addr: SocketAddr,
     stop: AtomicBool,
+    /// The driver thread panicked (a bug): nothing would complete a new request.
+    dead: AtomicBool,
 }
 
 struct State {
@@ -98,12 +103,19 @@ impl SharedClient {
     /// first server that answered (`Error::Timeout` when none did). The socket's receive
     /// buffer is sized for `config.in_flight_max` replies, as `Client::connect`'s is.
     pub fn connect(config: ClientConfig) -> Result<Self, Error> {
+        let servers = config.servers.clone();
+        let client = SharedClient::start(config)?;
+        client.fetch_map(&servers)?;
+        Ok(client)
+    }
+
+    /// A client with its driver thread started and no partition map yet.
+    fn start(config: ClientConfig) -> Result<Self, Error> {
         config.validate()?;
         let mut transport = UdpTransport::for_server(config.servers[0])?;
         transport.set_recv_buffer_bytes(recv_buffer_bytes_for(config.in_flight_max))?;
         let local = transport.local_addr()?;
         let socket = transport.into_socket()?;
-        let servers = config.servers.clone();
         let state =
             State { core: ClientCore::new(config)?, sinks: HashMap::new(), driver_wakes_at: None };
         let inner = Arc::new(Inner {
@@ -111,14 +123,13 @@ impl SharedClient {
             socket,
             wake_addr: loopback(local),
             stop: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
         });
         let thread = driver_thread::spawn(inner.clone())?;
-        let client = SharedClient {
+        Ok(SharedClient {
             inner: inner.clone(),
             _stopper: Arc::new(Stopper { inner, thread: Some(thread) }),
-        };
-        client.fetch_map(&servers)?;
-        Ok(client)
+        })
     }
 
     /// Starts `request` and returns its ticket, the request already sent;
@@ -148,6 +159,9 @@ impl SharedClient {
         batch: Vec<(Request, Sink)>,
         options: RequestOptions,
     ) -> Result<Vec<RequestId>, Error> {
+        if self.inner.dead.load(Ordering::Acquire) {
+            return Err(Error::Io(std::io::Error::other(DRIVER_PANICKED)));
+        }
         let now = Instant::now();
         let mut state = self.inner.lock();
         for (request, _) in &batch {
@@ -352,5 +366,31 @@ fn loopback(local: SocketAddr) -> SocketAddr {
     match local {
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, local.port())),
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::LOCALHOST, local.port())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A bug that panics the driver thread (here: a sink that panics) leaves no caller
+    /// waiting for ever: waiting tickets fail, and later submissions are refused.
+    #[test]
+    fn a_panicked_driver_fails_every_waiter_and_refuses_new_requests() {
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = SharedClient::start(ClientConfig::new(vec![silent.local_addr().unwrap()]));
+        let client = client.unwrap();
+        let waiting =
+            client.submit(Request::Get { key: b"a".to_vec() }, RequestOptions::default()).unwrap();
+        let bomb: Sink = Box::new(|_| panic!("a sink that panics, on purpose"));
+        let soon = RequestOptions::within(Instant::now(), Duration::from_millis(10));
+        client.submit_sinks(vec![(Request::Get { key: b"b".to_vec() }, bomb)], soon).unwrap();
+        match waiting.wait() {
+            Outcome::Failed(Error::Io(error)) => assert_eq!(error.to_string(), DRIVER_PANICKED),
+            other => panic!("expected the driver's failure, got {other:?}"),
+        }
+        let refused = client.submit(Request::Get { key: b"c".to_vec() }, RequestOptions::default());
+        assert!(matches!(refused, Err(Error::Io(_))), "{refused:?}");
     }
 }

@@ -14,6 +14,31 @@ struct Slot {
     filled: Condvar,
 }
 
+/// Fills a slot once: with the outcome, or, dropped unused (a sink that never ran, because
+/// the driver thread panicked), with a failure, so no `wait` hangs.
+struct Filler {
+    slot: Option<Arc<Slot>>,
+}
+
+impl Filler {
+    fn fill(&mut self, outcome: Outcome) {
+        if let Some(slot) = self.slot.take() {
+            // A poisoned slot lock means a waiter panicked holding it: the value is still ours.
+            let mut held = slot.outcome.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *held = Some(outcome);
+            drop(held);
+            slot.filled.notify_all();
+        }
+    }
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        let lost = std::io::Error::other("the request's outcome was lost (a bug in cradle)");
+        self.fill(Outcome::Failed(Error::Io(lost)));
+    }
+}
+
 /// A submitted request of a `SharedClient`: its outcome, once it completed. Every request
 /// completes (within its retry budget and resend window, or its deadline), so `wait` returns.
 #[must_use = "a ticket is the only way to the request's outcome"]
@@ -32,11 +57,8 @@ impl Ticket {
     /// An unsubmitted ticket and the sink that fills it.
     pub(super) fn new() -> (Ticket, Sink) {
         let slot = Arc::new(Slot::default());
-        let filler = slot.clone();
-        let sink: Sink = Box::new(move |outcome| {
-            *filler.outcome.lock().expect("ticket slot") = Some(outcome);
-            filler.filled.notify_all();
-        });
+        let mut filler = Filler { slot: Some(slot.clone()) };
+        let sink: Sink = Box::new(move |outcome| filler.fill(outcome));
         (Ticket { id: RequestId(0), slot }, sink)
     }
 
