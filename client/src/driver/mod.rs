@@ -35,7 +35,9 @@ const POLL_ROUNDS_MAX: usize = 8;
 /// share a client, uses `SharedClient`, which runs this same engine on a thread of its own.
 ///
 /// Completions of submitted requests that arrive while a convenience method waits are kept
-/// for `wait`; those of a `MultiGet` are kept for it.
+/// for `wait`; those of a `MultiGet` are kept for it. Kept completions no longer count
+/// against `in_flight_max` (their requests are done) but hold their values until taken: a
+/// caller that submits must also `wait`, and finish or cancel every `MultiGet` it starts.
 ///
 /// ```no_run
 /// use client::{Client, ClientConfig};
