@@ -494,10 +494,7 @@ impl Workload {
             while let Some((id, result)) = client.wait(Duration::from_secs(30)) {
                 let (key, value) = pending.remove(&id).expect("a request of this round");
                 self.uncertain.remove(&key);
-                match result.and_then(|reply| match reply.status {
-                    proto::Status::Ok => Ok(reply.version),
-                    status => Err(client::Error::Status(status)),
-                }) {
+                match result.into_version() {
                     Ok(version) => {
                         versions.push(version);
                         self.acked_writes += 1;

@@ -76,10 +76,16 @@ impl ClientCore {
         if !is_answer(opcode, status) {
             return self.finish(id, Err(Error::Status(status)));
         }
+        // A CAS of an absent key whose expected version was not 0 is a mismatch with version
+        // 0, however the server words it: callers see one outcome for it.
+        let (status, version) = match (opcode, status) {
+            (Opcode::Cas, Status::NotFound) => (Status::VersionMismatch, 0),
+            _ => (status, message.header.version),
+        };
         let reply = Reply {
             status,
             value: message.value.to_vec(),
-            version: message.header.version,
+            version,
             reference: message.header.has(flags::REF_ONLY),
             server: self.requests[&id].target,
         };
@@ -237,7 +243,8 @@ impl ClientCore {
         request.restarts += 1;
         self.stats.read_restarts += 1;
         if request.restarts > self.config.read_restarts_max {
-            return self.finish(id, Err(Error::Status(Status::VersionMismatch)));
+            let restarts = self.config.read_restarts_max;
+            return self.finish(id, Err(Error::ValueKeptChanging { restarts }));
         }
         request.phase = Phase::Read(Default::default());
         let old = request.tracking_id;
