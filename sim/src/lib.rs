@@ -102,9 +102,9 @@ impl Options {
             nodes: 3,
             replicas: 3,
             isolation: 0.5,
-            up_ms: Some((20, 150)),
+            up_ms: Some((80, 250)),
             down_ms: (1, 200),
-            operations_per_client: 80,
+            operations_per_client: 150,
             ..Options::default()
         }
     }
@@ -185,6 +185,8 @@ struct Simulation {
 const WALL_START_NS: u64 = 1_800_000_000_000_000_000;
 /// How often an up node runs its batch-end work (group commit, sweeps) without traffic.
 const TICK_NS: u64 = 1_000_000;
+/// About when a simulated cluster first serves (election, placement, promotion wait).
+const CLUSTER_FORMS_NS: u64 = 150_000_000;
 /// A cluster's agents fail a member over after this much silence.
 const DETECT_NS: u64 = 30_000_000;
 /// A run that has not finished by then is a liveness bug.
@@ -259,7 +261,15 @@ impl Simulation {
         for n in 0..count {
             sim.nodes[n].start(WALL_START_NS);
         }
-        sim.schedule_crash();
+        if count > 1 {
+            // A cluster serves once its map group elected a leader, placed the map and the
+            // primaries waited out a lease: the first failure comes after that.
+            sim.now_ns = CLUSTER_FORMS_NS;
+            sim.schedule_crash();
+            sim.now_ns = 0;
+        } else {
+            sim.schedule_crash();
+        }
         sim.schedule(TICK_NS, Event::Tick);
         sim
     }

@@ -41,6 +41,9 @@ fn every_seed_is_linearizable_across_failovers() {
          {replicated} records replicated, {answered} answered, {unknown} without an answer",
         seeds.len()
     );
+    if seeds.len() < 100 {
+        return; // (a replay of a few seeds: the totals below are about many)
+    }
     // (Counted by the cores still up at the end: failed nodes take their counts with them.)
     assert!(replicated > answered / 4, "{replicated} records replicated for {answered} answers");
     assert!(promotions >= seeds.len() as u64, "{promotions} promotions");

@@ -138,7 +138,8 @@ impl Core {
             let entry = &map.entries[by_partition[i.expect("placed here")].1];
             let old = endpoint.replica.take();
             let last = endpoint.store.last_lsn();
-            endpoint.replica = super::replica::state_for(entry, me, old, last, now_ns);
+            let clustered = self.link.is_some();
+            endpoint.replica = super::replica::state_for(entry, me, old, last, now_ns, clustered);
             if endpoint.replica.is_some() {
                 self.replicated.push(slot);
             }

@@ -125,17 +125,29 @@ struct Peer {
     acked: u64,
     /// Forwarded through this LSN (resent from `acked` after `resend_ns` without progress).
     sent: u64,
-    /// The newest send time (primary's clock) of a forward it acked: the lease.
+    /// The newest send time (the primary's wall clock) of a forward it acked: the lease.
     echo_ns: u64,
-    /// When something was last sent to it.
+    /// When something was last sent to it (probes are paced by it).
     last_send_ns: u64,
+    /// When records last went to it or its acks last advanced: unacked records are sent
+    /// again `resend_ns` after this (heartbeats do not count, or they would starve resends:
+    /// found by the simulation as writes held for good behind one lost forward).
+    progress_ns: u64,
     /// Its LSN as its probe answer said (becoming primary), if it answered.
     reported: Option<u64>,
 }
 
 impl Peer {
     fn new(addr: SocketAddr, acked: u64) -> Peer {
-        Peer { addr, acked, sent: acked, echo_ns: 0, last_send_ns: 0, reported: None }
+        Peer {
+            addr,
+            acked,
+            sent: acked,
+            echo_ns: 0,
+            last_send_ns: 0,
+            progress_ns: 0,
+            reported: None,
+        }
     }
 }
 
@@ -208,6 +220,11 @@ impl Transmit for Capture {
     }
 }
 
+/// Whether `endpoint` is a primary with backups (its records must fit a forward).
+pub(super) fn has_backups(endpoint: &Endpoint) -> bool {
+    matches!(endpoint.replica.as_deref(), Some(ReplicaState { part: Part::Primary { peers, .. }, .. }) if !peers.is_empty())
+}
+
 /// `endpoint`'s store is durable through its last LSN (a flush succeeded).
 pub(super) fn note_flushed(endpoint: &mut Endpoint) {
     if let Some(replica) = endpoint.replica.as_deref_mut() {
@@ -217,18 +234,23 @@ pub(super) fn note_flushed(endpoint: &mut Endpoint) {
 }
 
 /// The replication state the map gives the endpoint of `entry` on the core at `me`, from
-/// its state before (`old`) and its store's LSN.
+/// its state before (`old`) and its store's LSN; none outside a cluster (`clustered` false).
+/// In a cluster every primary has one, even without backups: an endpoint that was not primary
+/// must wait out a lease another may still hold (found by the simulation: a backup promoted
+/// to sole replica served at once, while the cut-off old primary still answered reads), and
+/// its replies wait for its own durability like any committed point.
 pub(crate) fn state_for(
     entry: &proto::MapEntry,
     me: SocketAddr,
     old: Option<Box<ReplicaState>>,
     last_lsn: u64,
     now_ns: u64,
+    clustered: bool,
 ) -> Option<Box<ReplicaState>> {
-    let backups: Vec<SocketAddr> = entry.backups().collect();
-    if entry.addr == me && backups.is_empty() {
-        return None; // a single replica: nothing to replicate, nothing to wait for
+    if !clustered {
+        return None;
     }
+    let backups: Vec<SocketAddr> = entry.backups().collect();
     let (tail, committed) = match old {
         Some(old) => {
             if entry.addr == me {
@@ -297,7 +319,9 @@ impl Core {
             return Some(Status::Busy); // (routes send clients only to primaries)
         };
         let lease_ns = link.config.lease_ns;
-        let leased = peers.iter().all(|p| p.echo_ns.saturating_add(lease_ns) > now_ns);
+        // Echoes are of wall-clock send times (see `forward`); the promotion wait is local.
+        let wall = self.wall_ns();
+        let leased = peers.iter().all(|p| p.echo_ns.saturating_add(lease_ns) > wall);
         if *probing || now_ns < *serving_from_ns || !leased || self.held.len() >= HELD_MAX {
             self.counters.busy += 1;
             self.counters.replica_not_serving += 1;
@@ -536,6 +560,7 @@ impl Core {
     /// A backup's ack (while probing: its probe answer): its LSN and the send time it echoes.
     fn on_ack(&mut self, from: SocketAddr, partition: u32, echo_ns: u64, lsn: u64) {
         let Some(slot) = self.all_slots.get(partition) else { return };
+        let now_ns = self.now_ns;
         let last = self.endpoints[slot].store.last_lsn();
         let Some(replica) = self.endpoints[slot].replica.as_deref_mut() else { return };
         let Part::Primary { peers, probing, .. } = &mut replica.part else { return };
@@ -544,7 +569,10 @@ impl Core {
             // While probing, an ack answers a probe: its LSN is what the backup holds.
             peer.reported = Some(lsn);
         } else if lsn <= last {
-            peer.acked = peer.acked.max(lsn);
+            if lsn > peer.acked {
+                peer.acked = lsn;
+                peer.progress_ns = now_ns;
+            }
             peer.sent = peer.sent.max(lsn);
         }
         peer.echo_ns = peer.echo_ns.max(echo_ns);
@@ -691,7 +719,7 @@ impl Core {
         };
         let link = self.link.as_mut().expect("replicated");
         for peer in peers.iter_mut() {
-            let stalled = peer.acked < peer.sent && now_ns >= peer.last_send_ns + resend_ns;
+            let stalled = peer.acked < peer.sent && now_ns >= peer.progress_ns + resend_ns;
             if stalled {
                 peer.sent = peer.acked; // send again what it has not acked
             }
@@ -702,12 +730,14 @@ impl Core {
             // the new records need.
             loop {
                 link.payload.clear();
+                // Sent at the wall clock, not the loop's: an echo of a previous life of this
+                // core (whose loop clock started over) must not read as a recent one.
                 encode_forward_header(
                     &mut link.payload,
                     false,
                     partition,
                     epoch,
-                    now_ns,
+                    wall,
                     committed,
                     0,
                 );
@@ -734,6 +764,9 @@ impl Core {
                 link.send(wall, peer.addr, tx);
                 self.counters.forwarded_records += u64::from(count);
                 peer.last_send_ns = now_ns;
+                if count > 0 {
+                    peer.progress_ns = now_ns;
+                }
                 if count == 0 || peer.sent >= last {
                     break;
                 }
@@ -760,7 +793,7 @@ impl Core {
         };
         if !*probing {
             let stalled =
-                peers.iter().any(|p| p.acked < p.sent && now_ns >= p.last_send_ns + resend_ns);
+                peers.iter().any(|p| p.acked < p.sent && now_ns >= p.progress_ns + resend_ns);
             let quiet = now_ns >= *last_heartbeat_ns + heartbeat_ns;
             if stalled || quiet {
                 self.forward(slot, now_ns, quiet, tx);
@@ -794,7 +827,7 @@ impl Core {
                 Some(_) => continue,
             };
             link.payload.clear();
-            encode_probe(&mut link.payload, partition, epoch, now_ns, first);
+            encode_probe(&mut link.payload, partition, epoch, wall, first);
             link.send(wall, peer.addr, tx);
             peer.last_send_ns = now_ns;
         }

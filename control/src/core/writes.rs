@@ -57,7 +57,7 @@ impl Core {
             return self.answer(tx, request, Status::Busy);
         }
         let value_len = if h.has(flags::FRAGMENT) { h.total_len as usize } else { m.value.len() };
-        if self.endpoints[slot].replica.is_some()
+        if super::replica::has_backups(&self.endpoints[slot])
             && m.key.len() + value_len > super::replica::REPLICATED_VALUE_BYTES_MAX
         {
             // Its record must fit one forward (values of blob size replicate later).

@@ -69,7 +69,7 @@ impl Pair {
         }
         let mut pair = Pair { a, b, now: 1_000, between: Vec::new() };
         // The primary probes its backup and waits out a lease before it serves.
-        pair.run(40_000_000);
+        pair.run(100_000_000);
         pair
     }
 
@@ -180,7 +180,7 @@ fn without_the_backups_acks_a_primary_answers_nothing_and_its_lease_runs_out() {
     pair.a.handle_datagram(pair.now, CLIENT, &put, &mut out);
     pair.a.end_batch(pair.now, &mut out);
     // The forward is lost, and so is everything after it: the backup is cut off.
-    pair.now += 25_000_000;
+    pair.now += 60_000_000;
     let mut out = Net::default();
     pair.a.end_batch(pair.now, &mut out);
     assert!(out.0.iter().all(|(to, _)| *to == B), "the write is still not answered");
