@@ -262,11 +262,13 @@ fn cradle_up_starts_a_local_cluster_and_stops_every_node_on_sigterm() {
 #[ignore = "a benchmark: run it with --ignored (see docs/BENCHMARKS.md)"]
 fn failover_unavailability_over_20_kills() {
     let failover_ms = std::env::var("FAILOVER_MS").unwrap_or_else(|_| "50".into());
+    let durability = std::env::var("DURABILITY").unwrap_or_else(|_| "flushed".into());
     let rounds: usize = std::env::var("KILLS").map_or(20, |n| n.parse().expect("KILLS"));
     let mut gaps = Vec::new();
     for round in 0..rounds {
         let port = cluster_port() + 20 + round as u16 * 3;
-        let mut cluster = Cluster::start_with(16, port, &["--failover-after-ms", &failover_ms]);
+        let flags = ["--failover-after-ms", &failover_ms, "--durability", &durability];
+        let mut cluster = Cluster::start_with(16, port, &flags);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let killed_at = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
         let workers: Vec<_> = (0..4)

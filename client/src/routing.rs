@@ -88,6 +88,12 @@ impl Router {
     }
 
     /// The first configured server not in `tried`.
+    /// A configured server on another host than `addr` (another node), else another port.
+    pub(crate) fn another_node(&self, addr: SocketAddr) -> Option<SocketAddr> {
+        let other_host = self.servers.iter().find(|s| s.ip() != addr.ip());
+        other_host.or_else(|| self.servers.iter().find(|s| **s != addr)).copied()
+    }
+
     pub(crate) fn next_server(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
         self.servers.iter().copied().find(|server| !tried.contains(server))
     }

@@ -342,9 +342,11 @@ impl Agent {
         self.install();
         let leader = self.group.is_leader();
         if leader && !self.was_leader {
-            // A new leader gives every member a detection period before judging it.
+            // A new leader gives a member it never heard from a detection period before
+            // judging it; one it heard from (every member heartbeats every other) it judges by
+            // that, so the death that cost the old leader is failed over without more delay.
             for heard in &mut self.last_heard {
-                *heard = Some(now_ns);
+                heard.get_or_insert(now_ns);
             }
         }
         self.was_leader = leader;

@@ -273,10 +273,16 @@ impl ClientCore {
         tracking_id
     }
 
-    /// Asks `server` for the partition map unless a refresh is already under way.
-    fn refresh_map(&mut self, now: Instant, server: SocketAddr) {
-        if self.map_refresh.is_some() {
-            return;
+    /// Asks `server` for the partition map unless a refresh is already under way, or one to
+    /// another server that has gone unanswered (it may be the server that died: a refresh
+    /// stuck on it for its whole budget would keep every request on the old map).
+    pub(super) fn refresh_map(&mut self, now: Instant, server: SocketAddr) {
+        if let Some(current) = self.map_refresh {
+            let refresh = &self.requests[&current];
+            if refresh.target == server || refresh.attempts_on_server <= 1 {
+                return;
+            }
+            self.finish(current, Err(Error::Cancelled)); // (internal: nobody is told)
         }
         let id = self.new_request_id();
         self.map_refresh = Some(id);

@@ -60,6 +60,18 @@ impl ClientCore {
                 self.router.on_expiry(request.target, request.class, request.rto);
             }
             request.rto = self.router.backoff(request.rto);
+            // Lost on the server the map names: it may have died and the map moved on. Ask
+            // another node for the map; if it names a new owner, the request goes there as
+            // soon as the map comes (`reroute_waiting`), not after this server's budget.
+            let ask = request.attempts_on_server >= 2
+                && request.request.server().is_none()
+                && self.router.map().is_some()
+                && self.router.route_request(&request.request).addr == request.target;
+            let target = request.target;
+            if let Some(other) = ask.then(|| self.router.another_node(target)).flatten() {
+                self.requests.get_mut(&id).expect("in flight").reroute = true;
+                self.refresh_map(now, other);
+            }
         }
         self.stats.retransmits += 1;
         self.send_again(now, id, true);
