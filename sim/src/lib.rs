@@ -67,6 +67,9 @@ pub struct Options {
     pub replicas: usize,
     /// Chance that a cluster failure cuts the node off instead of crashing it.
     pub isolation: f64,
+    /// When the nodes answer writes (a crash of a `memory` node loses what its file had not
+    /// synced: its replicas must cover it).
+    pub durability: control::Durability,
     /// Primaries keep their lease far longer than a new primary waits before it serves (a
     /// lease that outlives the promotion wait): the injected bug the checker must catch (a
     /// cut-off old primary serves stale reads while the new one takes writes).
@@ -89,6 +92,7 @@ impl Default for Options {
             nodes: 1,
             replicas: 1,
             isolation: 0.0,
+            durability: control::Durability::Flushed,
             stale_lease: false,
         }
     }
@@ -222,7 +226,15 @@ impl Simulation {
         let nodes: Vec<Node> = (0..options.nodes)
             .map(|n| {
                 let spec = (options.nodes > 1).then(|| spec(n));
-                Node::new(n, options.cores, options.rebuild_completions, replication.clone(), spec)
+                let mut node = Node::new(
+                    n,
+                    options.cores,
+                    options.rebuild_completions,
+                    replication.clone(),
+                    spec,
+                );
+                node.durability = options.durability;
+                node
             })
             .collect();
         let servers: Vec<SocketAddr> = nodes.iter().flat_map(|n| n.addrs()).collect();

@@ -61,6 +61,8 @@ pub(crate) struct Node {
     /// A cluster member's seat: its agent's settings and its map-group disk (which outlives
     /// crashes, as a journal on disk does).
     membership: Option<(ClusterSpec, MapDisk)>,
+    /// When the cores answer writes.
+    pub(crate) durability: Durability,
 }
 
 /// The address of core `core` of node `node`: 127.0.0.(node + 1), port 7000 + core.
@@ -90,7 +92,15 @@ impl Node {
             let ids: Vec<u64> = (1..=spec.members.len() as u64).collect();
             (spec, MapDisk::new(&ids))
         });
-        Node { layout, disks, cores: None, rebuild_completions, replication, membership }
+        Node {
+            layout,
+            disks,
+            cores: None,
+            rebuild_completions,
+            replication,
+            membership,
+            durability: Durability::Flushed,
+        }
     }
 
     pub(crate) fn addrs(&self) -> Vec<SocketAddr> {
@@ -128,7 +138,7 @@ impl Node {
             let storage = CoreStorage {
                 blobs,
                 stores,
-                durability: Durability::Flushed,
+                durability: self.durability,
                 compaction_step_bytes: 256 << 10,
                 sync_clock: None,
                 recovered,

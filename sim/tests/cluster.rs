@@ -67,3 +67,20 @@ fn the_checker_catches_an_old_primary_whose_lease_outlives_the_promotion_wait() 
     let seed = caught.expect("no seed of 500 caught the stale reads");
     eprintln!("the injected bug is caught at seed {seed}: {}", run(seed, &options).unwrap_err());
 }
+
+#[test]
+fn replication_factor_2_is_linearizable_across_failovers_too() {
+    // One backup per partition: a failure leaves each partition a sole replica, which must
+    // wait out the old lease before it serves (seed 666 of the RF 3 runs found that).
+    // (Not yet here: the `memory` class. Its crashes are power cuts that lose what a node had
+    // not synced; a backup that restarts before it is failed over stays in sync by the map
+    // with less than it acknowledged, and a promotion can then lose writes: seed 51 of this
+    // test with `durability: Memory`. The fix is rejoin as a learner, see docs/CLUSTER.md.)
+    let options = Options { replicas: 2, ..Options::cluster() };
+    let seeds = seeds();
+    for &seed in &seeds[..seeds.len().div_ceil(5)] {
+        if let Err(why) = run(seed, &options) {
+            panic!("rf2: seed {seed} failed (SIM_SEED={seed} replays it):\n{why}");
+        }
+    }
+}

@@ -360,7 +360,10 @@ impl Core {
         record.encode(&mut bytes);
         replica.tail.push_back((lsn, bytes));
         if self.durability == Durability::Memory {
+            // In the file already: a sole replica's write is committed now (found running a
+            // memory-class cluster at replication factor 1: its replies were held for good).
             replica.durable = lsn;
+            replica.recompute_committed();
         }
         if !self.forward_due.contains(&slot) {
             self.forward_due.push(slot);
