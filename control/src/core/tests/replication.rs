@@ -251,3 +251,30 @@ fn forged_replayed_and_foreign_node_datagrams_are_dropped_and_counted_and_nothin
     pair.b.handle_datagram(pair.now, CLIENT, &from_client, &mut Net::default());
     assert_eq!(pair.b.counters().replication_refused, refused + 1);
 }
+
+#[test]
+fn a_sole_replica_in_a_cluster_answers_after_the_promotion_wait_and_then_at_once() {
+    // Found by the RF 1 benchmark: in the memory class a sole replica's writes were never
+    // counted as committed, so every reply was held for good.
+    let mut a = core_at(A);
+    let entries = (0..4)
+        .map(|p| {
+            let (start, end) = proto::partition_range(p, 4);
+            MapEntry::single(start, end, p, A)
+        })
+        .collect();
+    let map = PartitionMap { epoch: 2, cluster: 1, entries };
+    a.handle_map(MapChange { map, added: Vec::new() }, &mut Net::default()).unwrap();
+    let put = request(Opcode::Put, 1, b"k", b"v1");
+    let mut out = Net::default();
+    a.handle_datagram(1_000, CLIENT, &put, &mut out);
+    assert_eq!(statuses(&out), vec![(Status::Busy as u16, 0, Vec::new())], "waits out a lease");
+    let mut now = 1_000;
+    while now < 100_000_000 {
+        now += 1_000_000;
+        a.end_batch(now, &mut Net::default());
+    }
+    let mut out = Net::default();
+    a.handle_datagram(now, CLIENT, &put, &mut out);
+    assert_eq!(statuses(&out), vec![(Status::Ok as u16, 1, Vec::new())], "answered at once");
+}
