@@ -11,7 +11,7 @@
 use crate::device::{LogDevice, Volume};
 use crate::error::{is_no_space, StoreError};
 use crate::index::{Loc, SEGMENTS_MAX};
-use crate::record::{self, Bad, Kind, Record, Stamp};
+use crate::record::{self, Bad, Kind, Meta, Record, Stamp};
 use std::collections::VecDeque;
 use std::io;
 use xxhash_rust::xxh3::xxh3_64;
@@ -187,11 +187,12 @@ impl Log {
         kind: Kind,
         lsn: u64,
         stamp: Option<&Stamp>,
+        meta: &Meta,
         key: &[u8],
         payload: &[u8],
     ) -> Result<Loc, StoreError> {
         self.check()?;
-        let span = record::span_of(stamp.is_some(), key.len(), payload.len()) as u64;
+        let span = record::span_of(stamp.is_some(), meta, key.len(), payload.len()) as u64;
         let fits = self
             .active()
             .is_some_and(|a| self.segment(a).end + span + SEAL_BYTES <= self.segment_bytes);
@@ -199,7 +200,7 @@ impl Log {
             self.roll()?;
         }
         self.lsn_high = self.lsn_high.max(lsn);
-        Ok(self.push(kind, lsn, stamp, key, payload))
+        Ok(self.push(kind, lsn, stamp, meta, key, payload))
     }
 
     /// Encodes into the tail of the active segment (which has room).
@@ -208,12 +209,13 @@ impl Log {
         kind: Kind,
         lsn: u64,
         stamp: Option<&Stamp>,
+        meta: &Meta,
         key: &[u8],
         payload: &[u8],
     ) -> Loc {
         let slot = self.active().expect("an active segment");
         let offset = self.segment(slot).end;
-        record::encode(&mut self.tail, kind, lsn, stamp, key, payload);
+        record::encode(&mut self.tail, kind, lsn, stamp, meta, key, payload);
         let end = self.tail_start + self.tail.len() as u64;
         assert!(end <= self.segment_bytes, "the caller made room");
         let segment = self.segment_mut(slot);
@@ -250,7 +252,14 @@ impl Log {
         self.volume.sync().map_err(|e| self.poison(&e))?;
         if let Some(active) = self.active() {
             let oldest = self.segment(self.order[0]).number;
-            self.push(Kind::Marker, self.lsn_high, None, &[], &marker_payload(oldest, number));
+            self.push(
+                Kind::Marker,
+                self.lsn_high,
+                None,
+                &Meta::NONE,
+                &[],
+                &marker_payload(oldest, number),
+            );
             self.write_out()?;
             self.segment_mut(active).synced = false;
         }
@@ -359,7 +368,14 @@ impl Log {
     pub(crate) fn retire_oldest(&mut self) -> Result<(), StoreError> {
         let slot = self.oldest_sealed().expect("a sealed segment to retire");
         let next_oldest = self.segment(self.order[1]).number;
-        self.append(Kind::Marker, self.lsn_high, None, &[], &marker_payload(next_oldest, 0))?;
+        self.append(
+            Kind::Marker,
+            self.lsn_high,
+            None,
+            &Meta::NONE,
+            &[],
+            &marker_payload(next_oldest, 0),
+        )?;
         self.sync()?;
         let number = self.segment(slot).number;
         self.volume.remove(&segment_name(number)).map_err(|e| self.poison(&e))?;
