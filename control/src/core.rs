@@ -20,9 +20,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use storage::{BlobStore, Store, StoreConfig, StoreError, ValueRef};
 
+mod items;
 mod map_change;
 mod writes;
 
+pub use items::{ItemPut, ItemSlot, KeyOwner};
 pub use map_change::{MapChange, MapInbox, MapOutcome};
 
 /// Fragments sent per reply or per RANGE request: the receiver pulls the rest.
@@ -406,6 +408,9 @@ impl Core {
             Target::Local(slot) => slot,
             Target::Remote(owner) => return self.answer_wrong_owner(tx, &request, owner),
         };
+        // Values with an expiry (`storage::Meta`) are judged by the wall clock.
+        let wall_ns = self.wall_ns();
+        self.endpoints[slot].store.set_clock(wall_ns);
         self.stats.count_endpoint_request(self.config.core, partition);
         if m.opcode() != Opcode::Get {
             return self.handle_write(now_ns, &request, slot, tx);

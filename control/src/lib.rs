@@ -23,7 +23,7 @@ mod routes;
 mod stats;
 mod validation;
 
-pub use crate::core::{Core, MapChange, MapInbox, MapOutcome};
+pub use crate::core::{Core, ItemPut, ItemSlot, KeyOwner, MapChange, MapInbox, MapOutcome};
 pub use config::{ConfigError, CoreConfig, COMPLETION_RECORDS_DEFAULT, COMPLETION_TTL_NS_DEFAULT};
 pub use durable::{CoreStorage, Durability, SyncClock};
 pub use layout::NodeLayout;
