@@ -282,14 +282,19 @@ mod tests {
         assert!(o.memcache.is_none());
         let text = "[node]\ndata_dir = \"/d\"\n[memcache]\nport = 11211\nflush_all = true\n\
                     item_bytes_max = 2097152\nudp_allow = [\"10.0.0.0/8\"]\n";
-        let (port, door) = parse(text).unwrap().resolve(Flags::default()).unwrap().memcache.unwrap();
+        let (port, door) =
+            parse(text).unwrap().resolve(Flags::default()).unwrap().memcache.unwrap();
         assert_eq!((port, door.flush_all, door.item_bytes_max), (11211, true, 2 << 20));
         assert_eq!(door.udp_allow, vec!["10.0.0.0/8".parse().unwrap()]);
         let flags = Flags { memcache_port: Some(5), ..Flags::default() };
         let (port, door) = parse(text).unwrap().resolve(flags).unwrap().memcache.unwrap();
         assert_eq!((port, door.flush_all), (5, true), "the flag wins, the file's settings stay");
         let bad = "[node]\ndata_dir = \"/d\"\n[memcache]\nport = 1\nitem_bytes_max = 99999999\n";
-        assert!(parse(bad).unwrap().resolve(Flags::default()).unwrap_err().contains("item_bytes_max"));
+        assert!(parse(bad)
+            .unwrap()
+            .resolve(Flags::default())
+            .unwrap_err()
+            .contains("item_bytes_max"));
         let bad = "[node]\ndata_dir = \"/d\"\n[memcache]\nport = 1\nudp_allow = [\"x\"]\n";
         assert!(parse(bad).unwrap().resolve(Flags::default()).unwrap_err().contains("udp_allow"));
     }

@@ -709,6 +709,15 @@ pub fn doors(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let stats = Arc::new(DoorStats::new(cores, started_s));
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let this node share a port another process (of this user)
+        // listens on: a plain bind first says whether the port is taken.
+        let taken = |e: io::Error| {
+            io::Error::new(e.kind(), format!("cannot listen on {addr} for memcache: {e}"))
+        };
+        drop(std::net::TcpListener::bind(addr).map_err(taken)?);
+        drop(std::net::UdpSocket::bind(addr).map_err(taken)?);
+    }
     let mut doors = Vec::with_capacity(cores as usize);
     let mut addr = addr;
     for core in 0..cores {

@@ -350,3 +350,11 @@ fn udp_frames_requests_splits_replies_and_never_amplifies_for_untrusted_senders(
     assert_eq!(reply, b"SERVER_ERROR use TCP\r\n");
     assert_eq!(tcp.stat("udp_refused"), 2);
 }
+
+#[test]
+fn a_port_another_process_listens_on_is_refused_not_shared() {
+    let node = Node::start(1, DoorConfig::default());
+    let stats = std::sync::Arc::new(control::NodeStats::new(1));
+    let error = memcache::doors(node.door, 1, &DoorConfig::default(), stats).unwrap_err();
+    assert!(error.to_string().contains("cannot listen on"), "{error}");
+}
