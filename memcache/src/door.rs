@@ -71,6 +71,9 @@ pub struct Door {
     scratch: Vec<u8>,
     /// Connections to read again next iteration (a read budget ran out, or they drained).
     again: Vec<u32>,
+    /// This iteration's readable connections and readiness events (kept for their memory).
+    readable: Vec<u32>,
+    event_list: Vec<(Token, bool, bool)>,
     /// Work is left for the next iteration: the loop must not block.
     busy: Arc<AtomicBool>,
     waker: Arc<Waker>,
@@ -132,6 +135,8 @@ impl Door {
             held: Vec::new(),
             scratch: Vec::new(),
             again: Vec::new(),
+            readable: Vec::new(),
+            event_list: Vec::with_capacity(EVENTS_MAX),
             busy: Arc::new(AtomicBool::new(false)),
             waker,
             udp_trusted_cache: None,
@@ -173,15 +178,17 @@ impl Door {
                 eprintln!("cradle: memcache door on core {}: poll failed: {e}", self.core);
             }
         }
-        let mut readable: Vec<u32> = std::mem::take(&mut self.again);
+        let mut readable = std::mem::take(&mut self.readable);
+        readable.append(&mut self.again);
         let mut accept = false;
-        let events: Vec<(Token, bool, bool)> = self
-            .events
-            .iter()
-            .map(|e| (e.token(), e.is_readable() || e.is_read_closed(), e.is_writable()))
-            .collect();
+        let mut events = std::mem::take(&mut self.event_list);
+        events.extend(
+            self.events
+                .iter()
+                .map(|e| (e.token(), e.is_readable() || e.is_read_closed(), e.is_writable())),
+        );
         more |= events.len() == EVENTS_MAX;
-        for (token, read, write) in events {
+        for &(token, read, write) in &events {
             match token {
                 LISTENER => accept = true,
                 WAKER => more = true,
@@ -197,12 +204,16 @@ impl Door {
                 }
             }
         }
+        events.clear();
+        self.event_list = events;
         if accept {
             more |= self.accept();
         }
-        for index in readable {
+        for &index in &readable {
             self.read_tcp(core, index);
         }
+        readable.clear();
+        self.readable = readable;
         more |= self.receive_udp(core);
         more |= !self.again.is_empty();
         self.finish(more);
@@ -420,6 +431,12 @@ impl Door {
                 at += s.swallow_from(&input[at..]);
                 continue;
             }
+            if std::mem::take(&mut s.fresh) && !datagram && crate::parse::is_binary(input) {
+                // A binary client's bytes are not text at all: tell it, and end the connection.
+                s.push_ready(ParseError::BinaryProtocol.reply());
+                s.quitting = true;
+                return input.len();
+            }
             match parse(&input[at..], self.config.item_bytes_max) {
                 Parsed::Incomplete if datagram => {
                     let open = &input[at..];
@@ -436,8 +453,9 @@ impl Door {
                 }
                 Parsed::Incomplete => break,
                 Parsed::Error { error, used, swallow } => {
-                    self.sinks[sink.index as usize].push_ready(error.reply());
-                    self.sinks[sink.index as usize].swallow = if datagram { 0 } else { swallow };
+                    let s = &mut self.sinks[sink.index as usize];
+                    s.push_ready(error.reply());
+                    s.swallow = if datagram { 0 } else { swallow };
                     at += used;
                 }
                 Parsed::Command(command, used) => {

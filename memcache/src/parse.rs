@@ -131,6 +131,8 @@ pub enum ParseError {
     LineTooLong,
     /// flush_all with a delay (not supported).
     FlushDelay,
+    /// A binary-protocol request (its magic byte 0x80): not served; TCP closes after this.
+    BinaryProtocol,
 }
 
 impl ParseError {
@@ -144,6 +146,7 @@ impl ParseError {
             ParseError::BadDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
             ParseError::LineTooLong => b"CLIENT_ERROR line too long\r\n",
             ParseError::FlushDelay => b"CLIENT_ERROR flush_all with a delay is not supported\r\n",
+            ParseError::BinaryProtocol => b"SERVER_ERROR the binary protocol is not served\r\n",
         }
     }
 }
@@ -166,6 +169,12 @@ pub enum Parsed<'a> {
         /// Bytes to swallow after them.
         swallow: usize,
     },
+}
+
+/// Whether a connection that starts with `input` speaks the binary protocol (its requests
+/// start with the magic byte 0x80; memcached tells the protocols apart by the first byte).
+pub fn is_binary(input: &[u8]) -> bool {
+    input.first() == Some(&0x80)
 }
 
 /// Parses the first command of `input`; values over `item_bytes_max` are refused.

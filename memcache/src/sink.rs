@@ -46,6 +46,8 @@ pub(crate) struct Sink {
     pub(crate) quitting: bool,
     /// Not read while its replies drain.
     pub(crate) blocked: bool,
+    /// Nothing parsed yet (the first byte tells the binary protocol apart).
+    pub(crate) fresh: bool,
 }
 
 impl Sink {
@@ -58,6 +60,7 @@ impl Sink {
         self.swallow = 0;
         self.quitting = false;
         self.blocked = false;
+        self.fresh = true;
     }
 
     pub(crate) fn close(&mut self) {

@@ -245,6 +245,14 @@ fn bad_input_gets_the_right_error_stores_nothing_and_the_connection_lives() {
     assert_eq!(c.line(), "CLIENT_ERROR line too long\r\n");
     assert_eq!(c.ask("version\r\n").split(' ').next(), Some("VERSION"));
     assert_eq!(c.stat("curr_items"), 0);
+    // A binary-protocol client is told and disconnected; the door goes on.
+    let mut binary = node.tcp();
+    binary.send(&[
+        0x80, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'k',
+    ]);
+    assert_eq!(binary.line(), "SERVER_ERROR the binary protocol is not served\r\n");
+    assert_eq!(binary.line(), "", "closed");
+    assert!(c.ask("version\r\n").starts_with("VERSION"));
 }
 
 #[test]

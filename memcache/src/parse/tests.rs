@@ -98,6 +98,9 @@ fn malformed_lines_get_memcacheds_errors_and_consume_only_their_line() {
     let long_set = format!("set {} 0 0 1\r\nx\r\n", "k".repeat(251));
     assert_eq!(refused(long_set.as_bytes()).0, ParseError::BadFormat);
     assert_eq!(ParseError::UnknownCommand.reply(), b"ERROR\r\n");
+    // A binary-protocol GET (magic 0x80) is told apart by its first byte.
+    assert!(is_binary(&[0x80, 0x00, 0x00, 0x01]));
+    assert!(!is_binary(b"get k\r\n") && !is_binary(b""));
 }
 
 #[test]
