@@ -131,10 +131,12 @@ impl Node {
                 .spawn(move || {
                     let ran = match door {
                         None => run(&mut port, &mut handler, &runner, &stop),
-                        Some(door) => memcache::DoorPort::new(port, &door).and_then(|mut port| {
-                            let mut handler = memcache::DoorHandler { core: handler, door };
-                            run(&mut port, &mut handler, &runner, &stop)
-                        }),
+                        Some(door) => memcache::DoorPort::new(port, &door, runner.spin).and_then(
+                            |mut port| {
+                                let mut handler = memcache::DoorHandler { core: handler, door };
+                                run(&mut port, &mut handler, &runner, &stop)
+                            },
+                        ),
                     };
                     ran.map(|_| ()).map_err(|e| format!("core {core}: {e}"))
                 })

@@ -76,6 +76,8 @@ pub struct Door {
     event_list: Vec<(Token, bool, bool)>,
     /// Work is left for the next iteration: the loop must not block.
     busy: Arc<AtomicBool>,
+    /// The last iteration did something (the loop spins a while before it blocks).
+    active: Arc<AtomicBool>,
     waker: Arc<Waker>,
     udp_trusted_cache: Option<(SocketAddr, bool)>,
 }
@@ -138,6 +140,7 @@ impl Door {
             readable: Vec::new(),
             event_list: Vec::with_capacity(EVENTS_MAX),
             busy: Arc::new(AtomicBool::new(false)),
+            active: Arc::new(AtomicBool::new(false)),
             waker,
             udp_trusted_cache: None,
         })
@@ -161,6 +164,11 @@ impl Door {
     /// Set while work is left for the next iteration (the loop must not block).
     pub fn busy_flag(&self) -> Arc<AtomicBool> {
         self.busy.clone()
+    }
+
+    /// Set when an iteration did something (read by the loop's idle policy).
+    pub fn active_flag(&self) -> Arc<AtomicBool> {
+        self.active.clone()
     }
 
     /// The TCP and UDP port.
@@ -188,6 +196,10 @@ impl Door {
                 .map(|e| (e.token(), e.is_readable() || e.is_read_closed(), e.is_writable())),
         );
         more |= events.len() == EVENTS_MAX;
+        let bytes_before = self.counters.bytes_read + self.counters.handed_back;
+        if !events.is_empty() {
+            self.active.store(true, Ordering::Relaxed);
+        }
         for &(token, read, write) in &events {
             match token {
                 LISTENER => accept = true,
@@ -216,6 +228,9 @@ impl Door {
         self.readable = readable;
         more |= self.receive_udp(core);
         more |= !self.again.is_empty();
+        if self.counters.bytes_read + self.counters.handed_back != bytes_before {
+            self.active.store(true, Ordering::Relaxed);
+        }
         self.finish(more);
     }
 
@@ -256,6 +271,7 @@ impl Door {
     fn take_envelopes(&mut self, core: &mut Core) -> bool {
         for _ in 0..ENVELOPES_PER_STEP_MAX {
             let Some(envelope) = self.lanes.receive() else { return false };
+            self.active.store(true, Ordering::Relaxed);
             match envelope {
                 Envelope::Job { reply_to, job } => self.run_handed(core, reply_to, job),
                 Envelope::Done { sink, seq, bytes } => {

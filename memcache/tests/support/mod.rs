@@ -43,7 +43,8 @@ impl Node {
                 ..CoreConfig::new(core, layout.clone(), [7; 32])
             };
             let core_state = Core::new(config, stats.clone(), map.clone()).unwrap();
-            let mut port = DoorPort::new(port, &door).unwrap();
+            let spin = RunnerConfig::default().spin;
+            let mut port = DoorPort::new(port, &door, spin).unwrap();
             let mut handler = DoorHandler { core: core_state, door };
             let stop = stop.clone();
             loops.push(std::thread::spawn(move || {
