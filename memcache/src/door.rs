@@ -28,6 +28,8 @@ const FIRST_SINK: usize = 3;
 const EVENTS_MAX: usize = 256;
 /// Bytes read from one connection per iteration (then it waits for the next turn).
 const READ_BYTES_PER_STEP_MAX: usize = 256 * 1024;
+/// Bytes asked of one `read`.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// A connection whose unsent replies pass this is not read until they drain.
 const OUT_BYTES_MAX: usize = 4 << 20;
 /// Envelopes taken from the rings per iteration.
@@ -398,7 +400,7 @@ impl Door {
                 break;
             }
             let at = input.len();
-            input.resize(at + 16 * 1024, 0);
+            input.resize(at + READ_CHUNK_BYTES, 0);
             match stream.read(&mut input[at..]) {
                 Ok(0) => {
                     input.truncate(at);
@@ -409,6 +411,11 @@ impl Door {
                     input.truncate(at + n);
                     read += n;
                     self.counters.bytes_read += n as u64;
+                    if n < READ_CHUNK_BYTES {
+                        // Drained for now. Linux signals an edge for every arrival after
+                        // this, so the read that would only say EAGAIN is saved.
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     input.truncate(at);
