@@ -10,9 +10,14 @@
 #   scripts/bench-door-vs-memcached.sh                    # 3 rounds x 5 s per cell
 #   ROUNDS=5 SECS=10 CONNECTIONS=32 scripts/bench-door-vs-memcached.sh
 #
+# GENERATOR=1 (the default) then also drives both over UDP with `cradle bench --protocol
+# memcache-udp` (IN_FLIGHT requests in flight, busy-polling): a generator that outruns one
+# memaslap thread, with exact percentiles (HdrHistogram).
+#
 # Settings (env): ROUNDS SECS CONNECTIONS VALUE_BYTES SERVER_CPU CLIENT_CPU MEMCACHED_PORT
 # DOOR_PORT CRADLE_PORT DURABILITY (cradle's class, default memory: memcached never syncs)
-# OUT (report directory).
+# MEMASLAP (1: the memaslap runs; 0: keep the last ones) GENERATOR IN_FLIGHT OUT (report
+# directory). `scripts/bench-door-vs-memcached.sh report` only rebuilds OUT/report.md.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -24,6 +29,10 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 MEMCACHED_PORT=${MEMCACHED_PORT:-17311}
 DOOR_PORT=${DOOR_PORT:-17312}
 CRADLE_PORT=${CRADLE_PORT:-17300}
+GENERATOR=${GENERATOR:-1}
+MEMASLAP=${MEMASLAP:-1}
+[[ ${1:-} == report ]] && MEMASLAP=0 && GENERATOR=0
+IN_FLIGHT=${IN_FLIGHT:-32}
 
 cd "$(dirname "$0")/.."
 OUT=${OUT:-target/bench-door}
@@ -40,7 +49,8 @@ fi
 TOOL=$(command -v memaslap || command -v memcaslap)
 [[ -x $CRADLE ]] || cargo build --release --bin cradle
 mkdir -p "$OUT/runs"
-rm -f "$OUT"/runs/*.txt
+[[ $MEMASLAP == 1 ]] && rm -f "$OUT"/runs/*.txt
+[[ $GENERATOR == 1 ]] && rm -f "$OUT"/runs/*.json
 {
     echo "date: $(date -u +%FT%TZ)"
     echo "kernel: $(uname -r)"
@@ -50,7 +60,12 @@ rm -f "$OUT"/runs/*.txt
     echo "cradle: $(git rev-parse --short HEAD 2>/dev/null || echo '?'), durability ${DURABILITY:-memory}"
     echo "server cpu $SERVER_CPU, client cpu $CLIENT_CPU, $CONNECTIONS connections, 1 thread," \
         "16-byte keys, $VALUE_BYTES-byte values, $SECS s per run, $ROUNDS rounds"
-} >"$OUT/machine.txt"
+} >"$TMP/machine.txt"
+[[ $MEMASLAP == 1 ]] && rm -f "$OUT/machine.txt"
+if [[ $MEMASLAP$GENERATOR != 00 ]]; then
+    echo "runs: memaslap $MEMASLAP, cradle bench $GENERATOR" >>"$TMP/machine.txt"
+    cat "$TMP/machine.txt" >>"$OUT/machine.txt"
+fi
 cat "$OUT/machine.txt"
 
 # memaslap's workload files: all gets (it first sets its window of keys), or all sets.
@@ -93,8 +108,8 @@ measure() {
     stop_server
 }
 
-rm -f "$OUT/commands.txt"
-for round in $(seq "$ROUNDS"); do
+[[ $MEMASLAP == 1 ]] && rm -f "$OUT/commands.txt"
+for round in $( [[ $MEMASLAP == 1 ]] && seq "$ROUNDS"); do
     for cell in udp-get tcp-get udp-set tcp-set; do
         for system in memcached door; do
             measure "$system" "${cell%-*}" "${cell#*-}" "$round"
@@ -102,6 +117,30 @@ for round in $(seq "$ROUNDS"); do
         done
     done
 done
+
+# generate SYSTEM OP ROUND: cradle bench's memcached UDP codec against one server.
+generate() {
+    local system=$1 op=$2 round=$3 port
+    if [[ $system == memcached ]]; then start_memcached; port=$MEMCACHED_PORT; else start_door; port=$DOOR_PORT; fi
+    local cmd=(taskset -c "$CLIENT_CPU" "$CRADLE" bench --server "127.0.0.1:$port"
+        --protocol memcache-udp --op "$op" --in-flight "$IN_FLIGHT" --keys 10000
+        --value-bytes "$VALUE_BYTES" --duration "$SECS" --warmup 1 --busy-poll --json --quiet)
+    grep -qxF -- "${cmd[*]}" "$OUT/commands.txt" 2>/dev/null || echo "${cmd[*]}" >>"$OUT/commands.txt"
+    "${cmd[@]}" >"$OUT/runs/${system}__gen-udp-${op}__r${round}.json" || true
+    stop_server
+}
+if [[ $GENERATOR == 1 ]]; then
+    for round in $(seq "$ROUNDS"); do
+        order=(memcached door)
+        ((round % 2 == 0)) && order=(door memcached)
+        for op in get set; do
+            for system in "${order[@]}"; do
+                generate "$system" "$op" "$round"
+                echo "  round $round cradle-bench udp-$op $system done"
+            done
+        done
+    done
+fi
 
 python3 - "$OUT" <<'PY'
 import glob, os, re, statistics, sys
@@ -155,6 +194,27 @@ for cell in ["udp-get", "tcp-get", "udp-set", "tcp-set"]:
     n = min(len(s["memcached"]), len(s["door"]))
     lines.append(f"| {cell} | {m_ops:,.0f} | {d_ops:,.0f} | {d_ops / m_ops:.2f} | "
                  f"< {m_p99:,.0f} µs | < {d_p99:,.0f} µs | {n} |")
+import json
+gen = {}
+for path in sorted(glob.glob(os.path.join(out, "runs", "*.json"))):
+    system, cell, _ = os.path.basename(path)[:-5].split("__")
+    text = open(path).read().strip()
+    if text:
+        gen.setdefault(cell, {}).setdefault(system, []).append(json.loads(text.splitlines()[-1]))
+if gen:
+    lines += ["", "Same, driven by `cradle bench --protocol memcache-udp` (exact percentiles):", "",
+              "| run | memcached ops/s | door ops/s | door / memcached | memcached p50 / p99 µs | door p50 / p99 µs | rounds |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for cell in sorted(gen):
+        s = gen[cell]
+        if "memcached" not in s or "door" not in s:
+            continue
+        med = lambda rs, k: statistics.median(r[k] for r in rs)
+        m, d = s["memcached"], s["door"]
+        lines.append(f"| {cell} | {med(m, 'ops_per_sec'):,.0f} | {med(d, 'ops_per_sec'):,.0f} | "
+                     f"{med(d, 'ops_per_sec') / med(m, 'ops_per_sec'):.2f} | "
+                     f"{med(m, 'p50_us'):.0f} / {med(m, 'p99_us'):.0f} | "
+                     f"{med(d, 'p50_us'):.0f} / {med(d, 'p99_us'):.0f} | {min(len(m), len(d))} |")
 lines += ["", "Commands:", "```", open(os.path.join(out, "commands.txt")).read().strip(), "```"]
 report = "\n".join(lines) + "\n"
 open(os.path.join(out, "report.md"), "w").write(report)

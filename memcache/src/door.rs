@@ -262,7 +262,8 @@ impl Door {
         self.lanes.wake();
         self.flush_udp();
         for index in 0..self.sinks.len() as u32 {
-            if self.sinks[index as usize].has_output() {
+            let sink = &self.sinks[index as usize];
+            if sink.has_output() || (sink.quitting && matches!(sink.kind, SinkKind::Tcp(_))) {
                 self.flush_tcp(index);
             }
         }
@@ -387,7 +388,8 @@ impl Door {
     fn read_tcp(&mut self, core: &mut Core, index: u32) {
         let mut input = std::mem::take(&mut self.sinks[index as usize].input);
         let mut read = 0;
-        let mut closed = false;
+        // The peer closed its side (it may still read the replies), or the connection failed.
+        let (mut ended, mut closed) = (false, false);
         loop {
             let sink = &mut self.sinks[index as usize];
             if sink.pending_out() > OUT_BYTES_MAX || sink.quitting {
@@ -404,18 +406,13 @@ impl Door {
             match stream.read(&mut input[at..]) {
                 Ok(0) => {
                     input.truncate(at);
-                    closed = true;
+                    ended = true;
                     break;
                 }
                 Ok(n) => {
                     input.truncate(at + n);
                     read += n;
                     self.counters.bytes_read += n as u64;
-                    if n < READ_CHUNK_BYTES {
-                        // Drained for now. Linux signals an edge for every arrival after
-                        // this, so the read that would only say EAGAIN is saved.
-                        break;
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     input.truncate(at);
@@ -432,11 +429,14 @@ impl Door {
         let sink = SinkRef { index, generation: self.sinks[index as usize].generation };
         let used = self.serve(core, sink, &input, false);
         input.drain(..used);
-        self.sinks[index as usize].input = input;
+        let s = &mut self.sinks[index as usize];
+        // Input left because the replies are backed up: served again once they drain.
+        s.blocked |= !input.is_empty() && s.pending_out() > OUT_BYTES_MAX;
+        s.input = input;
+        s.quitting |= ended; // `printf 'stats\r\n' | nc` still gets its answer
         if closed {
-            // Replies to what came before the close are not read by anyone.
             self.free_sink(index);
-        } else if self.sinks[index as usize].quitting {
+        } else if s.quitting {
             self.flush_tcp(index); // closes it once its replies are out
         }
     }

@@ -366,3 +366,36 @@ fn a_port_another_process_listens_on_is_refused_not_shared() {
     let error = memcache::doors(node.door, 1, &DoorConfig::default(), stats).unwrap_err();
     assert!(error.to_string().contains("cannot listen on"), "{error}");
 }
+
+#[test]
+fn a_client_that_closes_its_side_still_gets_its_replies() {
+    let node = Node::start(2, DoorConfig::default());
+    let mut c = node.tcp();
+    c.send(b"set a 0 0 1\r\n1\r\nset b 0 0 1\r\n2\r\nget a b\r\n");
+    c.shutdown_write();
+    let mut all = String::new();
+    loop {
+        let line = c.line();
+        if line.is_empty() {
+            break;
+        }
+        all.push_str(&line);
+    }
+    assert_eq!(all, "STORED\r\nSTORED\r\nVALUE a 0 1\r\n1\r\nVALUE b 0 1\r\n2\r\nEND\r\n");
+}
+
+#[test]
+fn a_pipeline_whose_replies_back_up_is_served_to_the_end() {
+    let node = Node::start(1, DoorConfig::default());
+    let mut c = node.tcp();
+    let value = "v".repeat(100_000);
+    assert_eq!(c.ask(&format!("set big 0 0 {}\r\n{value}\r\n", value.len())), "STORED\r\n");
+    // 100 gets of 100 KB: 10 MB of replies, more than the door queues per connection,
+    // sent before reading any: the door must pause and resume, not stall.
+    c.send("get big\r\n".repeat(100).as_bytes());
+    for _ in 0..100 {
+        assert_eq!(c.line(), "VALUE big 0 100000\r\n");
+        assert_eq!(c.bytes(100_002).len(), 100_002);
+        assert_eq!(c.line(), "END\r\n");
+    }
+}

@@ -90,6 +90,11 @@ impl Client {
         self.stream.write_all(bytes).unwrap();
     }
 
+    /// Closes the sending side (the replies can still be read).
+    pub fn shutdown_write(&mut self) {
+        self.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+
     /// One reply line, `\r\n` included.
     pub fn line(&mut self) -> String {
         let mut line = String::new();
