@@ -192,11 +192,16 @@ impl Door {
         readable.append(&mut self.again);
         let mut accept = false;
         let mut events = std::mem::take(&mut self.event_list);
-        events.extend(
-            self.events
-                .iter()
-                .map(|e| (e.token(), e.is_readable() || e.is_read_closed(), e.is_writable())),
-        );
+        events.extend(self.events.iter().map(|e| (e.token(), e.is_readable(), e.is_writable())));
+        for e in self.events.iter().filter(|e| e.is_read_closed() || e.is_error()) {
+            // Its FIN (or error) is known: read it to the end, not just to a short read.
+            if let Some(sink) =
+                e.token().0.checked_sub(FIRST_SINK).and_then(|i| self.sinks.get_mut(i))
+            {
+                sink.hangup = true;
+            }
+            events.push((e.token(), true, false));
+        }
         more |= events.len() == EVENTS_MAX;
         let bytes_before = self.counters.bytes_read + self.counters.handed_back;
         if !events.is_empty() {
@@ -396,6 +401,7 @@ impl Door {
                 sink.blocked = true;
                 break;
             }
+            let hangup = sink.hangup;
             let SinkKind::Tcp(stream) = &mut sink.kind else { return };
             if read >= READ_BYTES_PER_STEP_MAX {
                 self.again.push(index);
@@ -413,6 +419,12 @@ impl Door {
                     input.truncate(at + n);
                     read += n;
                     self.counters.bytes_read += n as u64;
+                    if n < READ_CHUNK_BYTES && !hangup {
+                        // Drained for now; anything arriving after the readiness event was
+                        // taken is a new edge, so the read that would say EAGAIN is saved.
+                        // (A FIN that came before it is `hangup`: read on to the end.)
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     input.truncate(at);

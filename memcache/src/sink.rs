@@ -48,6 +48,8 @@ pub(crate) struct Sink {
     pub(crate) blocked: bool,
     /// Nothing parsed yet (the first byte tells the binary protocol apart).
     pub(crate) fresh: bool,
+    /// The peer's FIN or an error was reported: reads go on to EOF or EAGAIN.
+    pub(crate) hangup: bool,
 }
 
 impl Sink {
@@ -61,6 +63,7 @@ impl Sink {
         self.quitting = false;
         self.blocked = false;
         self.fresh = true;
+        self.hangup = false;
     }
 
     pub(crate) fn close(&mut self) {
