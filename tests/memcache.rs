@@ -84,6 +84,10 @@ fn cradle_get(node: &NodeProcess, key: &str) -> Option<Vec<u8>> {
 }
 
 fn curr_items(door: SocketAddr) -> u64 {
+    stat(door, "curr_items")
+}
+
+fn stat(door: SocketAddr, name: &str) -> u64 {
     let mut stream = TcpStream::connect(door).unwrap();
     stream.write_all(b"stats\r\n").unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -92,7 +96,8 @@ fn curr_items(door: SocketAddr) -> u64 {
     while !text.ends_with("END\r\n") {
         reader.read_line(&mut text).unwrap();
     }
-    let line = text.lines().find_map(|l| l.strip_prefix("STAT curr_items ")).unwrap();
+    let prefix = format!("STAT {name} ");
+    let line = text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).unwrap();
     line.parse().unwrap()
 }
 
@@ -284,6 +289,8 @@ fn flags_and_expiry_survive_a_restart_and_cradle_put_reads_through_the_door() {
     assert_eq!(text_ask(door, later.as_bytes()), "STORED\r\n");
     assert!(run(&["put", "--server", &node.server(), "plain", "by cradle"], b"").status.success());
     assert_eq!(text_get(door, "plain"), Some((0, b"by cradle".to_vec())), "flags 0 for cradle's");
+    // The flushed class (the default): each STORED above waited for its group commit.
+    assert_eq!(stat(door, "held_for_commit"), 3);
     node.kill();
     std::thread::sleep(Duration::from_millis(2100));
     node.restart();

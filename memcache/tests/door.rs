@@ -399,3 +399,25 @@ fn a_pipeline_whose_replies_back_up_is_served_to_the_end() {
         assert_eq!(c.line(), "END\r\n");
     }
 }
+
+#[test]
+fn under_the_flushed_class_replies_wait_for_the_group_commit_and_keep_their_order() {
+    let node = Node::start_with(2, DoorConfig::default(), control::Durability::Flushed);
+    let mut c = node.tcp();
+    // Writes held for the commit, on both cores, interleaved with reads that are not: the
+    // replies still come in command order.
+    let mut batch = String::new();
+    for i in 0..200 {
+        batch.push_str(&format!("set k{i} 0 0 1\r\n{}\r\nget k{i}\r\nincr n{i} 1\r\n", i % 10));
+    }
+    c.send(batch.as_bytes());
+    for i in 0..200 {
+        assert_eq!(c.line(), "STORED\r\n", "set k{i}");
+        assert_eq!(
+            c.until_end(),
+            [format!("VALUE k{i} 0 1\r\n"), format!("{}\r\n", i % 10), "END\r\n".into()]
+        );
+        assert_eq!(c.line(), "NOT_FOUND\r\n");
+    }
+    assert_eq!(c.stat("held_for_commit"), 200, "every STORED waited for its flush");
+}

@@ -22,6 +22,11 @@ pub struct Node {
 
 impl Node {
     pub fn start(cores: u32, config: DoorConfig) -> Node {
+        Node::start_with(cores, config, control::Durability::Memory)
+    }
+
+    /// With stores of the given durability class (in memory either way).
+    pub fn start_with(cores: u32, config: DoorConfig, durability: control::Durability) -> Node {
         let ports: Vec<UdpPort> = (0..cores)
             .map(|_| UdpPort::bind("127.0.0.1:0".parse().unwrap(), UdpConfig::default()).unwrap())
             .collect();
@@ -42,7 +47,12 @@ impl Node {
                 wall_clock_start_ns: wall,
                 ..CoreConfig::new(core, layout.clone(), [7; 32])
             };
-            let core_state = Core::new(config, stats.clone(), map.clone()).unwrap();
+            let endpoints = layout.endpoints_on(core);
+            let mut storage =
+                control::CoreStorage::in_memory(endpoints, &storage::StoreConfig::default());
+            storage.durability = durability;
+            let core_state =
+                Core::with_storage(config, stats.clone(), map.clone(), storage).unwrap();
             let spin = RunnerConfig::default().spin;
             let mut port = DoorPort::new(port, &door, spin).unwrap();
             let mut handler = DoorHandler { core: core_state, door };
