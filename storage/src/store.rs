@@ -203,9 +203,17 @@ impl Store {
         blobs: &'a mut BlobStore,
         key: &[u8],
     ) -> Result<Option<Item<'a>>, StoreError> {
-        let Some((loc, _, _)) = self.locate(key)? else { return Ok(None) };
-        let meta = self.log.read(loc).expect("read just now").meta;
-        Ok(self.get(blobs, key)?.map(|(value, version)| Item { value, version, meta }))
+        let Some((loc, kind, version)) = self.locate(key)? else { return Ok(None) };
+        if kind == Kind::Put {
+            let record = self.log.read(loc).expect("read just now");
+            return Ok(Some(Item { value: record.payload, version, meta: record.meta }));
+        }
+        let record = self.log.read(loc).expect("read just now");
+        let meta = record.meta;
+        match blobs.read(record.payload) {
+            Ok(value) => Ok(Some(Item { value, version, meta })),
+            Err(_) => Err(self.quarantine_at(loc, "blob chunk missing or corrupt")),
+        }
     }
 
     /// Where the value of `key` lives, without assembling a blob: its bytes when it is in
