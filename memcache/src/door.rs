@@ -545,7 +545,15 @@ impl Door {
     /// Runs one key's job here, or hands it to the core that owns the key.
     fn run_job(&mut self, core: &mut Core, sink: SinkRef, job: &Job<'_>) {
         let s = &mut self.sinks[sink.index as usize];
+        if s.refused {
+            return; // the datagram's reply is refused already: read nothing more for it
+        }
         match core.owner_of(job.key) {
+            KeyOwner::Here(slot) if over_budget(core, slot, s, job) => {
+                // A value the sender may not be sent is not read (nor a blob assembled): a
+                // forged small request costs the core no more than its own size.
+                s.refused = true;
+            }
             KeyOwner::Here(slot) => {
                 let direct = s.parts_waiting() == 0;
                 let out = if direct { &mut s.out } else { &mut self.scratch };
@@ -658,7 +666,15 @@ impl Door {
             self.counters.udp_malformed += 1;
             return;
         };
-        let kind = SinkKind::Udp { peer, request_id, request_bytes: datagram.len() };
+        let trusted = match self.udp_trusted_cache {
+            Some((cached, trusted)) if cached == peer => trusted,
+            _ => {
+                let trusted = frame::trusted(&self.config.udp_allow, peer);
+                self.udp_trusted_cache = Some((peer, trusted));
+                trusted
+            }
+        };
+        let kind = SinkKind::Udp { peer, request_id, request_bytes: datagram.len(), trusted };
         let sink = self.allocate_sink(kind);
         self.serve(core, sink, payload, true);
         if self.sinks[sink.index as usize].is_whole() {
@@ -669,18 +685,15 @@ impl Door {
     /// Frames a whole UDP reply (or its refusal) into datagrams and frees its sink.
     fn send_udp_reply(&mut self, index: u32) {
         let sink = &mut self.sinks[index as usize];
-        let SinkKind::Udp { peer, request_id, request_bytes } = sink.kind else { return };
+        let SinkKind::Udp { peer, request_id, request_bytes, trusted } = sink.kind else { return };
+        let refused = sink.refused;
         let mut out = std::mem::take(&mut sink.out);
-        if !out.is_empty() {
-            let trusted = match self.udp_trusted_cache {
-                Some((cached, trusted)) if cached == peer => trusted,
-                _ => {
-                    let trusted = frame::trusted(&self.config.udp_allow, peer);
-                    self.udp_trusted_cache = Some((peer, trusted));
-                    trusted
-                }
+        if !out.is_empty() || refused {
+            let payload = if refused {
+                frame::USE_TCP
+            } else {
+                frame::allowed_reply(&out, request_bytes, trusted)
             };
-            let payload = frame::allowed_reply(&out, request_bytes, trusted);
             if payload.len() != out.len() || payload.as_ptr() != out.as_ptr() {
                 self.counters.udp_refused += 1;
             }
@@ -741,6 +754,17 @@ impl Door {
             self.udp.release(buf);
         }
     }
+}
+
+/// Whether `job`, a get from an untrusted UDP sender, would read a value bigger than the
+/// reply that sender may get.
+fn over_budget(core: &mut Core, slot: ItemSlot, sink: &Sink, job: &Job<'_>) -> bool {
+    let SinkKind::Udp { request_bytes, trusted: false, .. } = sink.kind else { return false };
+    if !matches!(job.op, Op::Get { .. }) {
+        return false;
+    }
+    let budget = (frame::AMPLIFICATION_MAX * request_bytes) as u64;
+    matches!(core.item_value_len(slot, job.key), Ok(Some(len)) if len > budget)
 }
 
 /// Deletes every key of this core (flush_all's part here); only an error is a reply.

@@ -15,8 +15,8 @@ pub(crate) enum SinkKind {
     Closed,
     /// A connection.
     Tcp(TcpStream),
-    /// One request datagram.
-    Udp { peer: SocketAddr, request_id: u16, request_bytes: usize },
+    /// One request datagram; `trusted`: its sender's network is in `udp_allow`.
+    Udp { peer: SocketAddr, request_id: u16, request_bytes: usize, trusted: bool },
 }
 
 /// One part of the replies, after the first waiting one.
@@ -50,6 +50,8 @@ pub(crate) struct Sink {
     pub(crate) fresh: bool,
     /// The peer's FIN or an error was reported: reads go on to EOF or EAGAIN.
     pub(crate) hangup: bool,
+    /// UDP: the reply is already known to be over the sender's budget (`SERVER_ERROR use TCP`).
+    pub(crate) refused: bool,
 }
 
 impl Sink {
@@ -64,6 +66,7 @@ impl Sink {
         self.blocked = false;
         self.fresh = true;
         self.hangup = false;
+        self.refused = false;
     }
 
     pub(crate) fn close(&mut self) {

@@ -340,8 +340,10 @@ fn udp_frames_requests_splits_replies_and_never_amplifies_for_untrusted_senders(
     assert_eq!(store(&mut tcp, "set", "s", 0, 0, "v"), "STORED\r\n");
     let mut victim = Udp::new(wary.door);
     let request = b"get big\r\n";
+    let hits = tcp.stat("get_hits");
     let (reply, wire) = victim.ask(request);
     assert_eq!(reply, b"SERVER_ERROR use TCP\r\n");
+    assert_eq!(tcp.stat("get_hits"), hits, "refused before the value was read");
     assert!(
         wire <= 3 * (request.len() + 8),
         "{wire} bytes for a {}-byte request",

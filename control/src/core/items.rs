@@ -76,6 +76,24 @@ impl Core {
         endpoint.store.get_item(&mut self.blobs, key)
     }
 
+    /// The length of the live value of `key`, without reading a blob value's chunks (so a
+    /// door can refuse a reply it may not send before it assembles it).
+    pub fn item_value_len(
+        &mut self,
+        slot: ItemSlot,
+        key: &[u8],
+    ) -> Result<Option<u64>, StoreError> {
+        let wall = self.wall_ns();
+        let store = &mut self.endpoints[slot.0].store;
+        store.set_clock(wall);
+        Ok(store.get_reference(key)?.map(|(value, _)| match value {
+            storage::ValueRef::Inline(bytes) => bytes.len() as u64,
+            storage::ValueRef::Blob(reference) => u64::from_le_bytes(
+                reference[..8].try_into().expect("a reference starts with the length"),
+            ),
+        }))
+    }
+
     /// Writes `value` with `meta` under `key`: unconditionally, or only if the key's version
     /// is `expected` (0: only if absent).
     pub fn item_put(
