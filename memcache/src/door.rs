@@ -32,6 +32,10 @@ const READ_BYTES_PER_STEP_MAX: usize = 256 * 1024;
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// A connection whose unsent replies pass this is not read until they drain.
 const OUT_BYTES_MAX: usize = 4 << 20;
+/// Reply bytes a connection may hold before a get stops adding values to it: the keys of one
+/// get are served at once, so without this 1,024 keys of 16 MiB would be held at once.
+/// (Values handed to other cores are counted when they come back.)
+const GET_REPLY_BYTES_MAX: usize = 64 << 20;
 /// Envelopes taken from the rings per iteration.
 const ENVELOPES_PER_STEP_MAX: usize = 4 * BATCH * 8;
 /// UDP bursts received per iteration.
@@ -506,6 +510,11 @@ impl Door {
         match command {
             Command::Get { keys, cas, touch } => {
                 for key in keys.iter() {
+                    if self.sinks[sink.index as usize].held_bytes() > GET_REPLY_BYTES_MAX {
+                        // memcached's words when a get's reply outgrows its memory.
+                        let full = b"SERVER_ERROR out of memory writing get response\r\n";
+                        return self.sinks[sink.index as usize].push_ready(full);
+                    }
                     let job = Job { key, value: &[], op: Op::Get { cas, touch }, noreply: false };
                     self.run_job(core, sink, &job);
                 }

@@ -52,6 +52,8 @@ pub(crate) struct Sink {
     pub(crate) hangup: bool,
     /// UDP: the reply is already known to be over the sender's budget (`SERVER_ERROR use TCP`).
     pub(crate) refused: bool,
+    /// Bytes of ready parts queued behind a waiting one.
+    queued_bytes: usize,
 }
 
 impl Sink {
@@ -61,6 +63,7 @@ impl Sink {
         self.out.clear();
         self.out_at = 0;
         self.parts.clear();
+        self.queued_bytes = 0;
         self.swallow = 0;
         self.quitting = false;
         self.blocked = false;
@@ -73,6 +76,7 @@ impl Sink {
         self.kind = SinkKind::Closed;
         self.generation = self.generation.wrapping_add(1);
         self.parts.clear();
+        self.queued_bytes = 0;
         self.input = Vec::new();
         self.out.clear();
         self.out_at = 0;
@@ -93,6 +97,11 @@ impl Sink {
         self.out.len() - self.out_at
     }
 
+    /// Reply bytes held here: unsent, and queued behind a waiting part.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.pending_out() + self.queued_bytes
+    }
+
     pub(crate) fn has_output(&self) -> bool {
         self.out.len() > self.out_at
     }
@@ -107,6 +116,7 @@ impl Sink {
         if self.parts.is_empty() {
             self.out.extend_from_slice(bytes);
         } else if !bytes.is_empty() {
+            self.queued_bytes += bytes.len();
             self.parts.push_back(Part::Ready(bytes.to_vec()));
         }
     }
@@ -125,11 +135,15 @@ impl Sink {
     pub(crate) fn fill(&mut self, seq: u64, bytes: Vec<u8>) {
         let index = seq.wrapping_sub(self.first_seq) as usize;
         match self.parts.get_mut(index) {
-            Some(part @ Part::Waiting) => *part = Part::Ready(bytes),
+            Some(part @ Part::Waiting) => {
+                self.queued_bytes += bytes.len();
+                *part = Part::Ready(bytes);
+            }
             _ => return, // not a waiting part of this sink: a stale reply
         }
         while let Some(Part::Ready(_)) = self.parts.front() {
             let Some(Part::Ready(bytes)) = self.parts.pop_front() else { unreachable!() };
+            self.queued_bytes -= bytes.len();
             self.out.extend_from_slice(&bytes);
             self.first_seq = self.first_seq.wrapping_add(1);
         }

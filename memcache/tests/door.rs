@@ -423,3 +423,25 @@ fn under_the_flushed_class_replies_wait_for_the_group_commit_and_keep_their_orde
     }
     assert_eq!(c.stat("held_for_commit"), 200, "every STORED waited for its flush");
 }
+
+#[test]
+fn a_get_whose_reply_outgrows_its_memory_is_cut_with_memcacheds_error() {
+    let node = Node::start(1, DoorConfig { item_bytes_max: 1 << 20, ..DoorConfig::default() });
+    let mut c = node.tcp();
+    let value = "m".repeat(1 << 20);
+    assert_eq!(c.ask(&format!("set m 0 0 {}\r\n{value}\r\n", value.len())), "STORED\r\n");
+    // 100 times the same 1 MiB value: 100 MiB, over the 64 MiB a get may hold.
+    c.send(format!("get{}\r\n", " m".repeat(100)).as_bytes());
+    let mut values = 0;
+    loop {
+        let line = c.line();
+        if line == "SERVER_ERROR out of memory writing get response\r\n" {
+            break;
+        }
+        assert_eq!(line, "VALUE m 0 1048576\r\n");
+        c.bytes((1 << 20) + 2);
+        values += 1;
+    }
+    assert!((60..=70).contains(&values), "{values} values before the cut");
+    assert!(c.ask("version\r\n").starts_with("VERSION"), "the connection goes on");
+}
