@@ -74,12 +74,32 @@ pub(crate) struct Segment {
     /// The latest `Stamp::at_ns` of its records (None: none stamped): compaction leaves the
     /// segment alone while a resend of one of its writes may still come.
     pub(crate) stamped_at_max: Option<u64>,
+    /// The wall-clock time by which every value record in it has expired (`u64::MAX`: one
+    /// never does; None: it holds none): compaction is due once the store's clock passes it.
+    pub(crate) values_expire_by: Option<u64>,
     synced: bool,
 }
 
 impl Segment {
     pub(crate) fn new(number: u64, device: Box<dyn LogDevice>, end: u64) -> Segment {
-        Segment { number, device, end, dead: 0, stamped_at_max: None, synced: true }
+        let values_expire_by = None;
+        Segment {
+            number,
+            device,
+            end,
+            dead: 0,
+            stamped_at_max: None,
+            values_expire_by,
+            synced: true,
+        }
+    }
+
+    /// Notes a record of `kind` with `meta` in this segment.
+    pub(crate) fn note_expiry(&mut self, kind: Kind, meta: &Meta) {
+        if matches!(kind, Kind::Put | Kind::Blob) {
+            let by = if meta.expires_at_ns == 0 { u64::MAX } else { meta.expires_at_ns };
+            self.values_expire_by = Some(self.values_expire_by.unwrap_or(0).max(by));
+        }
     }
 }
 
@@ -221,6 +241,7 @@ impl Log {
         let segment = self.segment_mut(slot);
         segment.end = end;
         segment.stamped_at_max = segment.stamped_at_max.max(stamp.map(|s| s.at_ns));
+        segment.note_expiry(kind, meta);
         if self.tail.len() > self.tail_bytes_max {
             // Bounded memory: a failure here poisons, and the next call reports it.
             let _ = self.write_out();

@@ -527,7 +527,16 @@ impl Store {
         if self.quarantine.is_some() || self.log.failure().is_some() {
             return false;
         }
-        self.compaction.is_some() || self.sealed_dead_share() > self.config.dead_ratio
+        self.compaction.is_some()
+            || self.sealed_dead_share() > self.config.dead_ratio
+            || self.oldest_sealed_expired()
+    }
+
+    /// Whether every value in the oldest sealed segment has expired by the store's clock
+    /// (a cache of values with a time to live is reclaimed even when nothing is overwritten).
+    fn oldest_sealed_expired(&self) -> bool {
+        let Some(slot) = self.log.oldest_sealed() else { return false };
+        self.log.segment(slot).values_expire_by.is_some_and(|by| by <= self.clock_ns)
     }
 
     fn sealed_dead_share(&self) -> f64 {

@@ -137,3 +137,44 @@ fn compaction_copies_metadata_and_reclaims_expired_values() {
     let item = store.get_item(&mut blobs, b"kept").unwrap().unwrap();
     assert_eq!((item.value, item.meta), (&b"forever"[..], kept));
 }
+
+#[test]
+fn segments_whose_values_all_expired_are_due_for_compaction_without_any_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config();
+    let (mut store, mut blobs) = open(dir.path(), &config);
+    store.set_clock(SECOND);
+    // A cache's worth of values with a time to live, then one that never expires: no
+    // overwrite, no delete, so no dead bytes at all.
+    let ttl = Meta { flags: 0, expires_at_ns: 10 * SECOND };
+    for i in 0..200u64 {
+        let key = format!("cached-{i}");
+        store.put_with(&mut blobs, key.as_bytes(), &value(i, 300), &ttl, None).unwrap();
+    }
+    store.put(&mut blobs, b"forever", b"kept", None).unwrap();
+    store.flush(&mut blobs).unwrap();
+    let segments = store.stats().segments;
+    assert!(segments >= 4, "{segments} segments");
+    assert!(!store.needs_compaction(), "nothing is dead or expired yet");
+    drop((store, blobs));
+    // After a restart the segments' expiry is known again (replayed).
+    let (mut store, mut blobs) = open(dir.path(), &config);
+    store.set_clock(9 * SECOND);
+    assert!(!store.needs_compaction(), "not expired yet");
+    store.set_clock(11 * SECOND);
+    assert!(store.needs_compaction(), "the oldest segment's values have all expired");
+    let mut steps = 0;
+    while store.needs_compaction() && steps < 1000 {
+        store.compact_step(&mut blobs, u64::MAX, u64::MAX).unwrap();
+        steps += 1;
+    }
+    store.flush(&mut blobs).unwrap();
+    assert!(steps < 1000, "compaction ends");
+    // The values that share a segment with the one that never expires wait for the
+    // dead-bytes rule (the expiry rule is per segment); every other one is reclaimed.
+    let left = store.len();
+    assert!((1..30).contains(&left), "{left} of 201 keys left in the index");
+    assert_eq!(store.get(&mut blobs, b"forever").unwrap().unwrap().0, b"kept");
+    assert!(store.stats().segments < segments, "segments retired");
+    assert!(store.stats().log_bytes < 200 * 300 / 2, "{} bytes left", store.stats().log_bytes);
+}
