@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v cc >/dev/null 2>&1 || need+=(gcc)   # tests/capi.rs builds the C example
 # The memcached door's acceptance tests (tests/memcache.rs): libmemcached's tools, and pip
 # for pymemcache.
 command -v memccp >/dev/null 2>&1 || need+=(libmemcached-tools)
@@ -15,11 +16,11 @@ python3 -c "import pymemcache" >/dev/null 2>&1 || python3 -m pip --version >/dev
     || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
-        echo "installing ${need[*]} for the network-fault and memcache tests" >&2
+        echo "installing ${need[*]} for the tests that need them" >&2
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >&2 \
-            || echo "could not install ${need[*]}: those tests will skip and say why" >&2
+            || echo "could not install ${need[*]}: the tests that need them will skip and say why" >&2
     else
-        echo "not root: ${need[*]} missing, the network-fault tests will skip" >&2
+        echo "not root: ${need[*]} missing, the tests that need them will skip" >&2
     fi
 fi
 

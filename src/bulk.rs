@@ -147,12 +147,8 @@ impl Writer<'_> {
         let pending = self.pending.remove(&id).expect("a write of this import");
         self.keys_in_flight.remove(&pending.key);
         self.bytes_in_flight -= pending.bytes;
-        let result = result.and_then(|reply| match reply.status {
-            Status::Ok => Ok(()),
-            status => Err(Error::Status(status)),
-        });
-        match result {
-            Ok(()) => {
+        match result.into_version() {
+            Ok(_) => {
                 self.progress.add(pending.key.len(), pending.bytes - pending.key.len());
                 Ok(())
             }

@@ -36,6 +36,30 @@ impl Servers {
     }
 }
 
+/// A member serves once its cores serve by the cluster's map, which needs a majority of the
+/// members up to elect a leader: says so while it waits.
+fn wait_for_the_cluster_map(
+    view: &control::cluster::ClusterView,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    use std::sync::atomic::Ordering;
+    let began = std::time::Instant::now();
+    let mut told = false;
+    while view.serving_epoch.load(Ordering::Acquire) < 2 {
+        if stop.load(Ordering::Relaxed) {
+            return Err("stopped before the cluster's map arrived".into());
+        }
+        if !told && began.elapsed() > std::time::Duration::from_secs(2) {
+            eprintln!(
+                "cradle: waiting for the cluster's map (a majority of the members must be up)"
+            );
+            told = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 /// `cradle node`: serve until SIGTERM or SIGINT.
 pub(crate) fn node(options: &NodeOptions) -> Result<ExitCode, String> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -43,7 +67,10 @@ pub(crate) fn node(options: &NodeOptions) -> Result<ExitCode, String> {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
     }
-    let node = Node::start(options, stop)?;
+    let node = Node::start(options, stop.clone())?;
+    if let Some(view) = &node.cluster {
+        wait_for_the_cluster_map(view, &stop)?;
+    }
     let first = node.addrs[0];
     let last = node.addrs[node.addrs.len() - 1];
     let door = node.memcache.map(|a| format!(", memcache on {a} (tcp+udp)")).unwrap_or_default();
@@ -140,6 +167,90 @@ pub(crate) fn status(servers: &Servers, json: bool) -> Result<ExitCode, String> 
     println!("node {}", addrs[0]);
     for (name, value) in object {
         println!("  {name:<22} {value}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cradle map`: the partition map, with each replica's lag as its primary's node reports it
+/// (writes not yet acknowledged; 0 for a caught-up replica, `null` where the primary's node
+/// did not answer).
+pub(crate) fn map(servers: &Servers, json: bool) -> Result<ExitCode, String> {
+    let mut client = servers.connect()?;
+    let map = client.map().map_err(|e| e.to_string())?;
+    // Each primary's node says which of its replicas lag (one STATS per node).
+    let mut lagging: std::collections::BTreeMap<(u32, SocketAddr), u64> = Default::default();
+    let mut answered: Vec<std::net::IpAddr> = Vec::new();
+    let mut asked: Vec<SocketAddr> = Vec::new();
+    for entry in &map.entries {
+        if asked.contains(&entry.addr) || answered.contains(&entry.addr.ip()) {
+            continue;
+        }
+        asked.push(entry.addr);
+        let Ok(text) = client.stats(entry.addr) else { continue };
+        let Ok(stats) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        answered.push(entry.addr.ip());
+        for l in stats["lagging"].as_array().into_iter().flatten() {
+            let (Some(p), Some(addr), Some(lag)) = (
+                l["partition"].as_u64(),
+                l["addr"].as_str().and_then(|a| a.parse().ok()),
+                l["lag"].as_u64(),
+            ) else {
+                continue;
+            };
+            lagging.insert((p as u32, addr), lag);
+        }
+    }
+    let lag_of = |partition: u32, primary: SocketAddr, replica: SocketAddr| {
+        answered
+            .contains(&primary.ip())
+            .then(|| lagging.get(&(partition, replica)).copied().unwrap_or(0))
+    };
+    let role_name = |role: proto::Role| match role {
+        proto::Role::Backup => "backup",
+        proto::Role::Learner => "learner",
+    };
+    if json {
+        let partitions: Vec<serde_json::Value> = map
+            .entries
+            .iter()
+            .map(|e| {
+                let mut replicas = vec![
+                    serde_json::json!({ "addr": e.addr.to_string(), "role": "primary", "lag": 0 }),
+                ];
+                replicas.extend(e.replicas.iter().map(|r| {
+                    serde_json::json!({
+                        "addr": r.addr.to_string(),
+                        "role": role_name(r.role),
+                        "lag": lag_of(e.partition, e.addr, r.addr),
+                    })
+                }));
+                serde_json::json!({
+                    "id": e.partition,
+                    "range": [e.hash_start, e.hash_end],
+                    "replicas": replicas,
+                })
+            })
+            .collect();
+        let object = serde_json::json!({ "epoch": map.epoch, "cluster": map.cluster, "partitions": partitions });
+        println!("{object}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "map epoch {}, {} partitions, cluster {:#x}",
+        map.epoch,
+        map.entries.len(),
+        map.cluster
+    );
+    for e in &map.entries {
+        let mut line = format!(
+            "  {:>6} {:#018x}..{:#018x} primary {}",
+            e.partition, e.hash_start, e.hash_end, e.addr
+        );
+        for r in &e.replicas {
+            let lag = lag_of(e.partition, e.addr, r.addr).map_or("?".into(), |l| l.to_string());
+            line.push_str(&format!(", {} {} (lag {lag})", role_name(r.role), r.addr));
+        }
+        println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,7 @@
 //! `cradle node` settings: defaults, an optional TOML file (`--config`), then command-line
 //! flags, in that order of precedence; validated as a whole with one clear error.
 
-use crate::node::NodeOptions;
+use crate::node::{ClusterOptions, NodeOptions};
 use control::{Durability, COMPLETION_RECORDS_DEFAULT};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -96,6 +96,22 @@ pub(crate) struct Flags {
     /// Send and receive UDP datagrams one per message (no GSO/GRO coalescing).
     #[arg(long)]
     pub(crate) no_udp_offload: bool,
+    /// Be a member of the cluster whose bootstrap members listen (core 0) on these
+    /// comma-separated addresses; `--listen` must be one of them.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) cluster: Vec<SocketAddr>,
+    /// The cluster's shared secret (a file of at least 32 bytes, the same on every member).
+    #[arg(long)]
+    pub(crate) cluster_key: Option<PathBuf>,
+    /// Replicas per partition in a cluster [default: 3, or the members if fewer].
+    #[arg(long)]
+    pub(crate) replicas: Option<usize>,
+    /// A member silent this long leaves the map, its primaries handed to backups [default:
+    /// 500 ms; shorter fails over sooner, and takes a stalled node (a slow disk's fsync on its
+    /// first core) for a dead one sooner, which is costly while a node that left cannot
+    /// rejoin].
+    #[arg(long)]
+    pub(crate) failover_after_ms: Option<u64>,
     /// Serve the memcached protocol on this port (TCP and UDP, on the listen address's host).
     #[arg(long)]
     pub(crate) memcache_port: Option<u16>,
@@ -153,6 +169,21 @@ impl FileConfig {
             sync_interval: Duration::from_millis(self.storage.sync_interval_ms.unwrap_or(100)),
             udp_offload: !flags.no_udp_offload && n.udp_offload.unwrap_or(true),
             completion_records: n.completion_records.unwrap_or(COMPLETION_RECORDS_DEFAULT),
+            cluster: match (flags.cluster.is_empty(), flags.cluster_key) {
+                (true, None) => None,
+                (true, Some(_)) => return Err("--cluster-key needs --cluster".into()),
+                (false, None) => {
+                    return Err("--cluster needs --cluster-key FILE (the members' shared \
+                                secret, at least 32 bytes)"
+                        .into())
+                }
+                (false, Some(key_file)) => Some(ClusterOptions {
+                    replicas: flags.replicas.unwrap_or(flags.cluster.len().min(3)),
+                    failover_after: Duration::from_millis(flags.failover_after_ms.unwrap_or(500)),
+                    members: flags.cluster,
+                    key_file,
+                }),
+            },
             durability: match flags.durability.or(n.durability) {
                 None => Durability::default(),
                 Some(name) => Durability::parse(&name).ok_or_else(|| {

@@ -28,6 +28,7 @@ pub(crate) fn run() -> Result<ExitCode, String> {
         udp_offload: true,
         completion_records: control::COMPLETION_RECORDS_DEFAULT,
         memcache: None,
+        cluster: None,
     };
     let node = Node::start(&options, Arc::new(AtomicBool::new(false)))?;
     println!(
@@ -68,7 +69,7 @@ fn workload(node: &Node) -> Result<(), String> {
             in_flight += 1;
             while in_flight == 64 || (i + 1 == KEYS && in_flight > 0) {
                 let (_, outcome) = client.wait(Duration::from_secs(5)).ok_or("no reply")?;
-                outcome.map_err(err)?;
+                outcome.into_version().map_err(err)?;
                 in_flight -= 1;
             }
         }

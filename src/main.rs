@@ -9,6 +9,7 @@ mod demo;
 mod metrics;
 mod node;
 mod recovery;
+mod up;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -75,6 +76,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the partition map: per partition its hash range and replicas (primary, backups,
+    /// learners) with how many writes each is behind its primary.
+    Map {
+        #[command(flatten)]
+        servers: commands::Servers,
+        /// One JSON object: `epoch`, `cluster`, `partitions`: [{`id`, `range`: [first, last],
+        /// `replicas`: [{`addr`, `role`, `lag`}]}].
+        #[arg(long)]
+        json: bool,
+    },
     /// Write JSON lines from stdin, `{"key": "...", "value": "..."}` (`key_b64`/`value_b64`
     /// for binary), many in flight; progress on stderr. A malformed line stops the import
     /// (exit 1) after the lines before it were written.
@@ -87,6 +98,9 @@ enum Command {
         #[command(flatten)]
         servers: commands::Servers,
     },
+    /// Start a local cluster: N node processes on 127.0.0.1 … 127.0.0.N (one port), their
+    /// addresses and pids printed; stops them all on SIGTERM or SIGINT.
+    Up(up::UpArgs),
     /// Start a node on an embedded default and run a short mixed workload against it.
     Demo,
     /// Load a cradle or memcached server and report throughput and latency percentiles.
@@ -123,8 +137,10 @@ fn main() -> ExitCode {
             commands::cas(&servers, &key, expected, &value)
         }
         Command::Status { servers, json } => commands::status(&servers, json),
+        Command::Map { servers, json } => commands::map(&servers, json),
         Command::Import { servers } => commands::import(&servers),
         Command::Export { servers } => commands::export(&servers),
+        Command::Up(args) => up::run(&args),
         Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(&args),
     };

@@ -1,6 +1,10 @@
 //! Node assembly: one UDP port and one pinned loop per core, each running a `control::Core`.
 
-use control::{Core, CoreConfig, Durability, NodeLayout, NodeStats, SyncClock};
+use control::cluster::{Agent, ClusterSpec, ClusterView};
+use control::map_group::MapDisk;
+use control::{
+    Core, CoreConfig, Durability, MapInbox, NodeLayout, NodeStats, ReplicationConfig, SyncClock,
+};
 use dataplane::{run, RunnerConfig, UdpConfig, UdpPort};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -42,6 +46,66 @@ pub(crate) struct NodeOptions {
     pub(crate) completion_records: usize,
     /// The memcached door's port (on the listen host) and settings, if it is on.
     pub(crate) memcache: Option<(u16, memcache::DoorConfig)>,
+    /// Membership of a cluster (none: a single node).
+    pub(crate) cluster: Option<ClusterOptions>,
+}
+
+/// `cradle node --cluster ... --cluster-key ... [--replicas R]`.
+#[derive(Clone, Debug)]
+pub(crate) struct ClusterOptions {
+    /// Core 0 of each bootstrap member.
+    pub(crate) members: Vec<SocketAddr>,
+    /// The shared secret's file.
+    pub(crate) key_file: PathBuf,
+    /// Replicas per partition.
+    pub(crate) replicas: usize,
+    /// A member silent this long is failed over.
+    pub(crate) failover_after: Duration,
+}
+
+/// What a member node sets up before its loops start.
+struct Membership {
+    key: control::peer::ClusterKey,
+    spec: ClusterSpec,
+    disk: MapDisk,
+}
+
+impl Membership {
+    fn prepare(options: &NodeOptions, core0: SocketAddr) -> Result<Option<Membership>, String> {
+        let Some(cluster) = &options.cluster else { return Ok(None) };
+        let bytes = std::fs::read(&cluster.key_file).map_err(|e| {
+            format!("cannot read the cluster key {}: {e}", cluster.key_file.display())
+        })?;
+        let key = control::peer::ClusterKey::from_file_bytes(&bytes)?;
+        let me = cluster.members.iter().position(|m| *m == core0).ok_or_else(|| {
+            format!("--listen {core0} is not one of the --cluster members {:?}", cluster.members)
+        })?;
+        let spec = ClusterSpec {
+            members: cluster.members.clone(),
+            me,
+            cores: options.cores,
+            partitions: options.partitions,
+            replicas: cluster.replicas,
+            cluster_id: key.cluster_id(),
+            key: key.clone(),
+            detect_ns: cluster.failover_after.as_nanos() as u64,
+            tick_ns: 5_000_000,
+            heartbeat_ns: 2_000_000,
+        };
+        spec.validate().map_err(|e| e.to_string())?;
+        let volume = storage::FileVolume::new(options.data_dir.join("cluster"));
+        let ids: Vec<u64> = (1..=cluster.members.len() as u64).collect();
+        let disk = match storage::Volume::open(&volume, "map-group") {
+            Ok(device) => MapDisk::open(device),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                storage::Volume::create(&volume, "map-group", 64 << 10)
+                    .and_then(|device| MapDisk::create(device, &ids))
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|e| format!("the map group's journal in {}: {e}", options.data_dir.display()))?;
+        Ok(Some(Membership { key, spec, disk }))
+    }
 }
 
 /// A running node: its loops, its counters, and the flag that stops it.
@@ -54,6 +118,8 @@ pub(crate) struct Node {
     loops: Vec<JoinHandle<Result<(), String>>>,
     metrics: Option<JoinHandle<()>>,
     syncer: Option<Syncer>,
+    /// What a cluster member's agent knows (none on a single node).
+    pub(crate) cluster: Option<Arc<ClusterView>>,
     /// Holds the data directory's lock while the node runs.
     _lock: std::fs::File,
 }
@@ -105,6 +171,30 @@ impl Node {
             Some(listen) => Some(crate::metrics::serve(listen, stats.clone(), stop.clone())?),
             None => None,
         };
+        let membership = Membership::prepare(options, addrs[0])?;
+        let view = membership.as_ref().map(|_| Arc::new(ClusterView::default()));
+        // A member's cores take the cluster's maps from their inboxes; core 0 hosts the agent.
+        let (outcomes, outcomes_rx) = std::sync::mpsc::channel();
+        let (mut inboxes, mut senders) = (Vec::new(), Vec::new());
+        for _ in 0..options.cores {
+            let (sender, changes) = std::sync::mpsc::channel();
+            inboxes.push(Some(MapInbox { changes, outcomes: outcomes.clone() }));
+            senders.push(sender);
+        }
+        let mut agent = match (&membership, &view) {
+            (Some(m), Some(view)) => Some(
+                Agent::new(
+                    m.spec.clone(),
+                    &m.disk,
+                    senders,
+                    outcomes_rx,
+                    wall_clock_ns(),
+                    view.clone(),
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+            _ => None,
+        };
         let mut doors = memcache_doors(options, &stats)?;
         let memcache = doors.first().map(memcache::Door::local_addr).transpose();
         let memcache = memcache.map_err(|e| format!("memcache door: {e}"))?;
@@ -115,10 +205,17 @@ impl Node {
                 completion_ttl_ns: control::COMPLETION_TTL_NS_DEFAULT,
                 // The loop's clock starts just after this (the slack in the stamps covers it).
                 wall_clock_start_ns: wall_clock_ns(),
+                replication: membership.as_ref().map(|m| ReplicationConfig::new(m.key.clone())),
                 ..CoreConfig::new(core, layout.clone(), secret)
             };
             let mut handler = Core::with_storage(config, stats.clone(), map.clone(), storage)
                 .map_err(|e| e.to_string())?;
+            if membership.is_some() {
+                handler.set_map_inbox(inboxes[core as usize].take().expect("one per core"));
+                if core == 0 {
+                    handler.set_agent(agent.take().expect("made for a member"));
+                }
+            }
             let runner = RunnerConfig {
                 core: options.pin.then_some(core as usize),
                 spin: options.spin,
@@ -154,7 +251,7 @@ impl Node {
             },
             None => None,
         };
-        Ok(Node { addrs, memcache, stop, loops, metrics, syncer, _lock: lock })
+        Ok(Node { addrs, memcache, stop, loops, metrics, syncer, cluster: view, _lock: lock })
     }
 
     /// Asks every loop to stop and waits for them.

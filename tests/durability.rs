@@ -259,10 +259,7 @@ fn writer(id: u64, addr: SocketAddr, stop: &AtomicBool, killed: &AtomicBool) -> 
         };
         let (lane, key, seq) = pending.remove(&rid).expect("a write of this writer");
         let entry = &mut log.keys[key];
-        match result.and_then(|reply| match reply.status {
-            proto::Status::Ok => Ok(reply.version),
-            status => Err(client::Error::Status(status)),
-        }) {
+        match result.into_version() {
             Ok(version) => {
                 if let Some((_, previous)) = entry.acked {
                     if version <= previous {
@@ -929,7 +926,7 @@ fn concurrent_large_puts_under_flushed_durability_all_succeed() {
             client.submit(Request::Put { key: format!("k{lane}").into_bytes(), value });
         }
         while let Some((_, result)) = client.wait(Duration::from_secs(10)) {
-            if let Err(e) = result {
+            if let Err(e) = result.into_version() {
                 failed.push(format!("at {:?}: {e}", began.elapsed()));
             }
         }

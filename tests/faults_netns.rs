@@ -485,3 +485,142 @@ fn a_16_mib_write_outlasts_the_resend_window_on_a_slow_lossy_link() {
     netns.exec(&["nft", "flush", "ruleset"]);
     assert!(started.elapsed() < TEST_TIME_MAX, "{:?}", started.elapsed());
 }
+
+/// Node-to-node traffic between member 127.0.0.`cut` and the others (port 7000 to port
+/// 7000: clients use ephemeral ports, so they still reach every member).
+fn partition_rules(cut: u8) -> String {
+    format!(
+        r#"
+table ip cradle_partition {{
+    chain arrive {{
+        type filter hook prerouting priority 0; policy accept;
+        ip saddr 127.0.0.{cut} udp sport 7000 udp dport 7000 counter drop
+        ip daddr 127.0.0.{cut} udp sport 7000 udp dport 7000 counter drop
+    }}
+}}
+"#
+    )
+}
+
+/// Network partition (issue #8): three members in the namespace, six clients recording a
+/// history; the member holding the most primaries is cut off from the other members (not
+/// from the clients) for 3 s. The others fail it over and go on; the cut-off primary stops
+/// serving at the end of its lease (its clients get BUSY, never a stale value), which the
+/// linearizability checker over the whole history confirms: no split brain.
+#[test]
+fn a_primary_cut_off_from_the_other_members_stops_serving_and_no_split_brain_shows() {
+    const TEST: &str = "faults_netns partition";
+    if skipped(TEST) {
+        return;
+    }
+    use common::history::{check_history, final_reads, run_client, Keys};
+    let started = Instant::now();
+    let netns = Netns::create();
+    let members: Vec<SocketAddr> =
+        (1..=3).map(|i| SocketAddr::from(([127, 0, 0, i], 7000))).collect();
+    let list = members.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let key = tempfile::tempdir().expect("temp dir");
+    let key_file = key.path().join("cluster.key");
+    std::fs::write(&key_file, [0x33; 32]).expect("key file");
+    let starting: Vec<common::Starting> = members
+        .iter()
+        .map(|addr| {
+            let data_dir = tempfile::tempdir().expect("temp dir");
+            let mut command = netns.command(env!("CARGO_BIN_EXE_cradle"));
+            command
+                .args(["node", "--no-pin", "--cores", "1", "--partitions", "8"])
+                .args(["--listen", &addr.to_string(), "--cluster", &list])
+                .args(["--failover-after-ms", "300"])
+                .arg("--cluster-key")
+                .arg(&key_file)
+                .arg("--data-dir")
+                .arg(data_dir.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit());
+            common::Starting::spawn(command, data_dir)
+        })
+        .collect();
+    let nodes: Vec<NodeProcess> = starting.into_iter().map(common::Starting::ready).collect();
+    let seed = fault_seed(TEST, client::random_seed());
+    const KEYS: Keys = Keys { prefix: "split", count: 4 };
+    let servers = members.clone();
+    // The member that is primary for most of the clients' keys, by the map.
+    let cut = netns.enter({
+        let servers = servers.clone();
+        move || {
+            let mut client = Client::connect(ClientConfig::new(servers.clone())).expect("client");
+            let map = client.map().expect("MAP");
+            let mut primaries = [0usize; 3];
+            for key in 0..KEYS.count {
+                let entry = map.lookup(proto::key_hash(&KEYS.name(key))).expect("covered");
+                primaries[servers.iter().position(|m| m.ip() == entry.addr.ip()).unwrap()] += 1;
+            }
+            (0..3).max_by_key(|&i| primaries[i]).unwrap()
+        }
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let start = Instant::now();
+    let clients = {
+        let (servers, stop) = (servers.clone(), stop.clone());
+        let path = format!("/var/run/netns/{}", netns.name);
+        std::thread::spawn(move || {
+            let netns = File::open(&path).expect("open netns");
+            // SAFETY: as in `Netns::enter`: setns on this thread, the descriptor kept open.
+            let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            // Threads made here are in the namespace too.
+            let handles: Vec<_> = (0..6u64)
+                .map(|id| {
+                    let (servers, stop) = (servers.clone(), stop.clone());
+                    std::thread::spawn(move || run_client(id, &servers, &KEYS, seed, start, &stop))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("client")).collect::<Vec<_>>()
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    netns.nft(&partition_rules(cut as u8 + 1));
+    std::thread::sleep(Duration::from_secs(3));
+    let dropped = netns.counted("cradle_partition", "saddr");
+    netns.exec(&["nft", "delete", "table", "ip", "cradle_partition"]);
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::SeqCst);
+    let logs = clients.join().expect("clients");
+    let mut history: Vec<_> = logs.iter().flat_map(|log| log.ops.clone()).collect();
+    let finals = netns.enter({
+        let servers = servers.clone();
+        move || final_reads(&servers, &KEYS, 6, seed, start)
+    });
+    history.extend(finals);
+    // The cut-off member refused clients once its lease ran out, and left the map.
+    let stats = netns.enter({
+        let (servers, member) = (servers.clone(), members[cut]);
+        move || {
+            let mut client = Client::connect(ClientConfig::new(servers)).expect("client");
+            let stats: serde_json::Value =
+                serde_json::from_str(&client.stats(member).expect("STATS")).expect("JSON");
+            let map = client.map().expect("MAP");
+            (stats, map)
+        }
+    });
+    let (stats, map) = stats;
+    let answered =
+        history.iter().filter(|op| op.answer != testkit::linearizability::Answer::Unknown);
+    eprintln!(
+        "{TEST}: cut member {} off for 3 s ({dropped} datagrams dropped), {} operations ({} \
+         answered), its replica_not_serving {}, map epoch {} in {:?}",
+        cut + 1,
+        history.len(),
+        answered.count(),
+        stats["replica_not_serving"],
+        map.epoch,
+        started.elapsed()
+    );
+    assert!(dropped > 0, "the rules cut nothing");
+    let refused = stats["replica_not_serving"].as_u64().expect("counter");
+    assert!(refused > 0, "the cut-off primary never refused a client past its lease");
+    assert!(map.epoch > 2, "the others failed the cut-off member over");
+    assert!(map.entries.iter().all(|e| e.addr.ip() != members[cut].ip()));
+    check_history(TEST, &format!("CRADLE_FAULT_SEED={seed}"), &history);
+    drop(nodes);
+}

@@ -6,23 +6,39 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Settings of a client. `validate` checks them; `ClientCore::new` refuses invalid ones.
+/// `ClientConfig::new` gives the defaults each field names, made for loopback and LAN
+/// servers: a request to a silent server is resent 8 times, at 5, 10, 20, ... ms capped at
+/// 200 ms, before the next server is tried (about 0.7 s per server), and fails after at most
+/// `resend_window` (2 s) without progress.
+///
+/// ```
+/// use client::ClientConfig;
+/// use std::time::Duration;
+///
+/// let mut config = ClientConfig::new(vec!["127.0.0.1:7000".parse().unwrap()]);
+/// assert_eq!(config.in_flight_max, 4096);
+/// config.in_flight_max = 20_000; // a deep pipeline: its socket buffer is sized to match
+/// config.rto_max = Duration::from_millis(50);
+/// assert!(config.validate().is_ok());
+/// ```
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Servers to bootstrap from (the first is asked until a partition map is known) and to
-    /// fail over to, in order. At least one.
+    /// fail over to, in order. At least one. No default.
     pub servers: Vec<SocketAddr>,
     /// Seeds the client id. Two live clients with one seed share an id, and servers would take
     /// their writes for resends of each other's: use `random_seed()` outside tests.
+    /// Default: `random_seed()`.
     pub seed: u64,
     /// Retransmission timeout of a class of requests (reads, writes) to a server before any
     /// round-trip sample of that class from it, or the timeout of the server's sampled classes
-    /// when that is longer.
+    /// when that is longer. Default 5 ms.
     pub rto_initial: Duration,
-    /// Floor of the retransmission timeout.
+    /// Floor of the retransmission timeout. Default 1 ms.
     pub rto_min: Duration,
-    /// Ceiling of the retransmission timeout, also after exponential backoff.
+    /// Ceiling of the retransmission timeout, also after exponential backoff. Default 200 ms.
     pub rto_max: Duration,
-    /// Transmissions of a request to one server before the next server is tried.
+    /// Transmissions of a request to one server before the next server is tried. Default 8.
     pub attempts_per_server: u32,
     /// How long a request may go without progress and still be (re)sent: no datagram
     /// carrying its tracking id (retransmission, fragment, probe, failover to another server)
@@ -42,13 +58,17 @@ pub struct ClientConfig {
     /// record's creation: that must stay below the TTL, or a late resend could be applied
     /// twice. Default 2 s.
     pub resend_window: Duration,
-    /// WRONG_OWNER redirects one request may follow before it fails.
+    /// WRONG_OWNER redirects one request may follow before it fails. Default 8.
     pub redirects_max: u32,
-    /// Restarts of a fragmented read whose value changed meanwhile before it fails.
+    /// Restarts of a fragmented read whose value changed meanwhile before it fails
+    /// (`Error::ValueKeptChanging`). Default 8.
     pub read_restarts_max: u32,
-    /// Requests in flight at once; `submit` beyond it completes at once with
-    /// `Error::InFlightFull`. Each holds its key and value, and a fragmented read holds the
-    /// whole value while assembling it (up to 16 MiB).
+    /// Requests in flight at once (the client's own partition-map refresh aside). Beyond it
+    /// `submit` completes at once with `Error::InFlightFull` and `try_submit` refuses;
+    /// `capacity` tells the room left. Each request holds its key and value, and a fragmented
+    /// read holds the whole value while assembling it (up to 16 MiB). `connect` asks for a
+    /// socket receive buffer of `RECV_BUFFER_BYTES_PER_REQUEST` (1,472 bytes) per request
+    /// (Linux caps it at twice `net.core.rmem_max`). Default 4,096.
     pub in_flight_max: usize,
 }
 

@@ -4,8 +4,10 @@ use proto::Status;
 use std::fmt;
 use std::net::SocketAddr;
 
-/// Why a request failed. Statuses that are answers (NOT_FOUND, a CAS VERSION_MISMATCH) are
-/// not errors: they arrive as `Reply::status`.
+/// Why a request failed: it got no answer. Statuses that are answers (NOT_FOUND, a CAS
+/// VERSION_MISMATCH) are never errors: they are `Outcome::NotFound` and `Outcome::Mismatch`.
+/// A write that failed with `Timeout`, `DeadlineExceeded`, `Cancelled`, `Io` or a `Status`
+/// after it was sent may still have been applied (exactly once): only an answer says.
 #[derive(Debug)]
 pub enum Error {
     /// No reply within the retry budget of every server tried.
@@ -24,7 +26,18 @@ pub enum Error {
         len: usize,
     },
     /// `ClientConfig::in_flight_max` requests were already in flight; nothing was sent.
+    /// `try_submit` reports it before anything is queued, `capacity` tells it in advance.
     InFlightFull,
+    /// The request's deadline (`RequestOptions::deadline`) passed before an answer came.
+    DeadlineExceeded,
+    /// The caller cancelled the request (`cancel`) before an answer came.
+    Cancelled,
+    /// A fragmented read was restarted `read_restarts_max` times because the value kept
+    /// changing under it.
+    ValueKeptChanging {
+        /// Restarts made.
+        restarts: u32,
+    },
     /// A reply that cannot be understood (an undecodable partition map, a bad fragment).
     BadReply(&'static str),
     /// The configuration is inconsistent.
@@ -44,6 +57,11 @@ impl fmt::Display for Error {
                 write!(f, "key too long ({len} bytes, at most {})", proto::KEY_BYTES_MAX)
             }
             Error::InFlightFull => f.write_str("too many requests in flight"),
+            Error::DeadlineExceeded => f.write_str("deadline exceeded"),
+            Error::Cancelled => f.write_str("cancelled"),
+            Error::ValueKeptChanging { restarts } => {
+                write!(f, "the value kept changing during the read ({restarts} restarts)")
+            }
             Error::BadReply(why) => write!(f, "bad reply: {why}"),
             Error::Config(why) => write!(f, "invalid config: {why}"),
             Error::Io(error) => write!(f, "i/o error: {error}"),
@@ -77,6 +95,11 @@ mod tests {
         assert_eq!(timeout.to_string(), "timed out after 8 attempts on 127.0.0.1:7000");
         assert_eq!(Error::Status(Status::NotFound).to_string(), "not found");
         assert_eq!(Error::Status(Status::TooLarge).to_string(), "value too large");
+        assert_eq!(Error::DeadlineExceeded.to_string(), "deadline exceeded");
+        assert_eq!(
+            Error::ValueKeptChanging { restarts: 9 }.to_string(),
+            "the value kept changing during the read (9 restarts)"
+        );
         assert_eq!(
             Error::KeyTooLong { len: 300 }.to_string(),
             "key too long (300 bytes, at most 250)"

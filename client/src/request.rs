@@ -2,6 +2,7 @@
 
 use proto::{flags, BlobReference, Opcode, Status};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// Names a submitted request in its completion. Unique per `ClientCore`; not the wire tracking
 /// id (a restarted read gets a new tracking id but keeps its `RequestId`).
@@ -232,4 +233,31 @@ pub enum CasOutcome {
         /// The key's version now (0: the key is absent).
         current_version: u64,
     },
+}
+
+/// Per-request settings beyond the request itself. `Default`: no deadline (the retry budget
+/// and `ClientConfig::resend_window` alone bound the request).
+///
+/// ```
+/// use client::RequestOptions;
+/// use std::time::{Duration, Instant};
+///
+/// let options = RequestOptions::within(Instant::now(), Duration::from_millis(5));
+/// assert!(options.deadline.is_some());
+/// assert_eq!(RequestOptions::default().deadline, None);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// When the caller stops caring: at this instant a request still in flight completes
+    /// with `Error::DeadlineExceeded` and nothing more is sent for it. A write may have been
+    /// applied all the same (its datagrams may already be on their way). A deadline at or
+    /// before the submission fails it at once, unsent. `None`: no deadline.
+    pub deadline: Option<Instant>,
+}
+
+impl RequestOptions {
+    /// A deadline `budget` after `now`.
+    pub fn within(now: Instant, budget: Duration) -> Self {
+        RequestOptions { deadline: Some(now + budget) }
+    }
 }

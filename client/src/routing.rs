@@ -186,10 +186,10 @@ mod tests {
         let entries = (0..2)
             .map(|p| {
                 let (hash_start, hash_end) = partition_range(p, 2);
-                MapEntry { hash_start, hash_end, partition: p, addr: addr(10 + p as u16) }
+                MapEntry::single(hash_start, hash_end, p, addr(10 + p as u16))
             })
             .collect();
-        PartitionMap { epoch, entries }
+        PartitionMap::new(epoch, entries)
     }
 
     #[test]

@@ -13,6 +13,10 @@ pub struct ClientStats {
     pub retransmits: u64,
     /// Requests that failed with `Error::Timeout`.
     pub timeouts: u64,
+    /// Requests that failed with `Error::DeadlineExceeded`.
+    pub deadlines_exceeded: u64,
+    /// Requests the caller cancelled while they were in flight.
+    pub cancelled: u64,
     /// Resends answering RETRY_WITH_TOKEN.
     pub token_retries: u64,
     /// WRONG_OWNER redirects followed.

@@ -1,8 +1,21 @@
 //! The datagram transport under the blocking driver: a narrow trait and its UDP socket.
 
+use proto::DATAGRAM_BYTES_MAX;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
+
+/// `SO_RCVBUF` asked per request that may be in flight: room for one full reply datagram
+/// each. Linux doubles what is asked to cover its per-datagram bookkeeping (a 1,472-byte
+/// datagram on loopback is charged about 2.3 KiB), so this many bytes asked per request hold
+/// one whole reply per request. Asking less lost replies: 17,000 requests in flight over the
+/// 208 KiB default buffer gave 9,700 timeouts on loopback (#16).
+pub const RECV_BUFFER_BYTES_PER_REQUEST: usize = DATAGRAM_BYTES_MAX;
+
+/// The `SO_RCVBUF` to ask for when up to `in_flight_max` replies may arrive at once.
+pub fn recv_buffer_bytes_for(in_flight_max: usize) -> usize {
+    in_flight_max.saturating_mul(RECV_BUFFER_BYTES_PER_REQUEST).min(i32::MAX as usize / 2)
+}
 
 /// Sends and receives whole datagrams. `Client` drives one; tests substitute their own.
 pub trait Transport {
@@ -49,6 +62,27 @@ impl UdpTransport {
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// Asks for a receive buffer of `bytes` (`SO_RCVBUF`) and returns what the kernel
+    /// granted: Linux doubles the request and caps it at twice `net.core.rmem_max` (208 KiB by
+    /// default; raise it with `sysctl -w net.core.rmem_max=...` for deep pipelines).
+    pub fn set_recv_buffer_bytes(&mut self, bytes: usize) -> io::Result<usize> {
+        let socket = socket2::SockRef::from(&self.socket);
+        socket.set_recv_buffer_size(bytes)?;
+        socket.recv_buffer_size()
+    }
+
+    /// The receive buffer the kernel granted, in bytes.
+    pub fn recv_buffer_bytes(&self) -> io::Result<usize> {
+        socket2::SockRef::from(&self.socket).recv_buffer_size()
+    }
+
+    /// The socket, to share between threads (`SharedClient` sends from its callers' threads
+    /// and receives on its own), back in blocking mode.
+    pub(crate) fn into_socket(self) -> io::Result<UdpSocket> {
+        self.socket.set_nonblocking(false)?;
+        Ok(self.socket)
     }
 
     fn configure_wait(&mut self, timeout: Duration) -> io::Result<()> {
@@ -119,6 +153,33 @@ mod tests {
         a.send_to(b"hello", b.local_addr().unwrap()).unwrap();
         let (len, from) = b.recv_from(&mut buf, Duration::from_secs(5)).unwrap().unwrap();
         assert_eq!((&buf[..len], from), (&b"hello"[..], a.local_addr().unwrap()));
+    }
+
+    /// The buffer sized for `n` requests in flight holds `n` full reply datagrams sent while
+    /// nobody reads: none is dropped.
+    #[test]
+    fn a_buffer_sized_for_the_pipeline_holds_a_full_reply_per_request() {
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(212_992);
+        // As many requests as the host lets one socket buffer, at most 2,000.
+        let in_flight = (rmem_max / RECV_BUFFER_BYTES_PER_REQUEST).min(2_000);
+        let mut receiver = UdpTransport::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let granted = receiver.set_recv_buffer_bytes(recv_buffer_bytes_for(in_flight)).unwrap();
+        assert!(granted >= recv_buffer_bytes_for(in_flight), "{granted} bytes granted");
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = receiver.local_addr().unwrap();
+        for i in 0..in_flight {
+            sender.send_to(&[i as u8; DATAGRAM_BYTES_MAX], to).unwrap();
+        }
+        let mut buf = [0u8; DATAGRAM_BYTES_MAX + 1];
+        let mut received = 0;
+        while let Some((len, _)) = receiver.recv_from(&mut buf, Duration::ZERO).unwrap() {
+            assert_eq!(len, DATAGRAM_BYTES_MAX);
+            received += 1;
+        }
+        assert_eq!(received, in_flight, "of {in_flight} datagrams in a {granted}-byte buffer");
     }
 
     #[test]

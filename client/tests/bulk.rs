@@ -24,10 +24,10 @@ fn two_partition_sim(seed: u64) -> Sim {
     let entries = (0..2)
         .map(|p| {
             let (hash_start, hash_end) = partition_range(p, 2);
-            MapEntry { hash_start, hash_end, partition: p, addr: server_addr(p as u16) }
+            MapEntry::single(hash_start, hash_end, p, server_addr(p as u16))
         })
         .collect();
-    let map = PartitionMap { epoch: 3, entries };
+    let map = PartitionMap::new(3, entries);
     for server in &mut sim.servers {
         server.map = map.clone();
         server.scan_page_keys = 7;

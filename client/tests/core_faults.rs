@@ -251,8 +251,8 @@ fn oversized_put_sends_one_fragment_and_fails_too_large() {
 fn wrong_owner_redirects_to_the_hint_and_refreshes_the_map() {
     let mut sim = Sim::new(1, config(2));
     let owner = server_addr(1);
-    let entry = MapEntry { hash_start: 0, hash_end: u64::MAX, partition: 0, addr: owner };
-    sim.servers[0].map = PartitionMap { epoch: 5, entries: vec![entry] };
+    let entry = MapEntry::single(0, u64::MAX, 0, owner);
+    sim.servers[0].map = PartitionMap::new(5, vec![entry]);
     sim.servers[0].redirect_to = Some(owner);
     let reply = sim.call(put("k", b"v"));
     assert_eq!(reply.status, Status::Ok);

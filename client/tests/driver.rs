@@ -2,15 +2,13 @@
 
 mod support;
 
-use client::{CasOutcome, Client, ClientConfig, Error, Request};
-use proto::{MapEntry, PartitionMap, DATAGRAM_BYTES_ACCEPTED};
+use client::{CasOutcome, Client, ClientConfig, Error, Outcome, Request, RequestOptions};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::fake_server::FakeServer;
 use support::in_memory::InMemory;
+use support::udp_server::spawn_udp_server;
 
 fn in_memory_client() -> Client<InMemory> {
     let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
@@ -63,7 +61,7 @@ fn pipelined_requests_complete_through_wait() {
         .collect();
     let mut done = Vec::new();
     while let Some((id, result)) = client.wait(Duration::from_secs(5)) {
-        result.unwrap();
+        result.into_version().unwrap();
         done.push(id);
     }
     done.sort();
@@ -73,31 +71,69 @@ fn pipelined_requests_complete_through_wait() {
     assert_eq!(client.client_stats().completions, 50);
 }
 
-/// A fake server on a real loopback socket, until the returned flag is set.
-fn spawn_udp_server(map_entries: bool) -> (SocketAddr, Arc<AtomicBool>, thread::JoinHandle<()>) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    let addr = socket.local_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = stop.clone();
-    let handle = thread::spawn(move || {
-        let mut server = FakeServer::new(addr);
-        server.require_token = true;
-        if map_entries {
-            let entry = MapEntry { hash_start: 0, hash_end: u64::MAX, partition: 0, addr };
-            server.map = PartitionMap { epoch: 1, entries: vec![entry] };
-        }
-        let mut buf = vec![0; DATAGRAM_BYTES_ACCEPTED + 1];
-        while !stopped.load(Ordering::Relaxed) {
-            let Ok((len, from)) = socket.recv_from(&mut buf) else {
-                continue;
-            };
-            for reply in server.handle(&buf[..len]) {
-                socket.send_to(&reply, from).unwrap();
-            }
-        }
-    });
-    (addr, stop, handle)
+#[test]
+fn a_started_multi_get_is_sent_at_once_and_collected_apart_from_wait() {
+    let mut client = in_memory_client();
+    for key in [&b"a"[..], b"b"] {
+        client.put(key, key).unwrap();
+    }
+    let other = client.submit(Request::Put { key: b"c".to_vec(), value: b"c".to_vec() });
+    let before = client.transport_mut().server.datagrams;
+    let keys = [&b"a"[..], b"missing", b"b"];
+    let mut multi = client.start_get_many(&keys, RequestOptions::default()).unwrap();
+    // Sent by `start_get_many` itself, with the PUT queued before it: one datagram.
+    assert_eq!(client.transport_mut().server.datagrams - before, 1);
+    assert!(!multi.is_done());
+    // `wait` returns the PUT, never the multi-get's GETs.
+    let (id, outcome) = client.wait(Duration::from_secs(5)).unwrap();
+    assert_eq!(id, other);
+    assert!(matches!(outcome, Outcome::Done(_)));
+    assert!(client.wait(Duration::from_millis(1)).is_none());
+    assert!(client.poll_get_many(&mut multi));
+    let values: Vec<_> = client
+        .finish_get_many(multi)
+        .into_iter()
+        .map(|value| value.unwrap().map(|value| value.bytes))
+        .collect();
+    assert_eq!(values, [Some(b"a".to_vec()), None, Some(b"b".to_vec())]);
+    assert_eq!(client.in_flight(), 0);
+}
+
+#[test]
+fn a_multi_get_without_room_for_all_its_keys_sends_none() {
+    let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+    let mut config = ClientConfig::new(vec![addr]);
+    config.in_flight_max = 2;
+    let mut client = Client::with_transport(config, InMemory::new(FakeServer::new(addr))).unwrap();
+    let refused = client.start_get_many(&[&b"a"[..], b"b", b"c"], RequestOptions::default());
+    assert!(matches!(refused, Err(Error::InFlightFull)), "{refused:?}");
+    assert_eq!(client.transport_mut().server.datagrams, 0);
+    assert_eq!((client.in_flight(), client.capacity()), (0, 2));
+    let long = vec![b'k'; 251];
+    let refused = client.start_get_many(&[&b"a"[..], &long], RequestOptions::default());
+    assert!(matches!(refused, Err(Error::KeyTooLong { len: 251 })), "{refused:?}");
+    assert_eq!(client.in_flight(), 0);
+}
+
+#[test]
+fn a_deadline_bounds_a_call_to_a_silent_server() {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let transport = client::UdpTransport::for_server(addr).unwrap();
+    let mut client = Client::with_transport(ClientConfig::new(vec![addr]), transport).unwrap();
+    let started = Instant::now();
+    let options = RequestOptions::within(started, Duration::from_millis(30));
+    let outcome = client.call_with(Request::Get { key: b"k".to_vec() }, options);
+    let elapsed = started.elapsed();
+    assert!(matches!(outcome, Outcome::Failed(Error::DeadlineExceeded)), "{outcome:?}");
+    // Without the deadline the budget is 8 attempts, about 700 ms.
+    assert!(elapsed >= Duration::from_millis(30) && elapsed < Duration::from_millis(200));
+    let id = client.submit(Request::Get { key: b"k".to_vec() });
+    client.poll();
+    assert!(client.cancel(id));
+    let (done, outcome) = client.wait(Duration::ZERO).unwrap();
+    assert_eq!(done, id);
+    assert!(matches!(outcome, Outcome::Failed(Error::Cancelled)), "{outcome:?}");
 }
 
 #[test]

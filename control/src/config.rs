@@ -34,6 +34,9 @@ pub struct CoreConfig {
     /// writes are stamped with wall-clock times so that a restarted node knows which of its
     /// logged writes may still be resent. 0 in tests that need no real time.
     pub wall_clock_start_ns: u64,
+    /// Replication with the other replicas of this core's partitions (a cluster member);
+    /// `None` on a single node.
+    pub replication: Option<crate::core::ReplicationConfig>,
 }
 
 /// Completion records per core unless configured: 2^22 (224 MiB at most, 840,000 writes/s
@@ -56,6 +59,7 @@ impl CoreConfig {
             reassembly_bytes_max: 256 << 20,
             reassembly_timeout_ns: 10_000_000_000,
             wall_clock_start_ns: 0,
+            replication: None,
         }
     }
 

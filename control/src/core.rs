@@ -22,10 +22,13 @@ use storage::{BlobStore, Store, StoreConfig, StoreError, ValueRef};
 
 mod items;
 mod map_change;
+mod replica;
 mod writes;
 
 pub use items::{ItemPut, ItemSlot, KeyOwner};
 pub use map_change::{MapChange, MapInbox, MapOutcome};
+pub use replica::ReplicationConfig;
+use replica::{Capture, Held, PeerLink, ReplicaState};
 
 /// Fragments sent per reply or per RANGE request: the receiver pulls the rest.
 pub(crate) const FRAGMENT_WINDOW: u32 = 32;
@@ -50,6 +53,8 @@ struct Endpoint {
     dirty: bool,
     /// Listed in `Core::compaction_queue`.
     queued_for_compaction: bool,
+    /// Its part in its partition's replication (none: the partition's only replica).
+    replica: Option<Box<ReplicaState>>,
 }
 
 /// A serving core: its endpoints and everything a request needs. Sans-IO.
@@ -96,6 +101,27 @@ pub struct Core {
     quarantines_reported: u64,
     /// Where map changes come from, if anywhere.
     map_inbox: Option<MapInbox>,
+    /// Node-to-node traffic (a cluster member); none on a single node.
+    link: Option<PeerLink>,
+    /// Partition id → slot of every endpoint here (primaries and backups).
+    all_slots: Slots,
+    /// Slots of the endpoints with replication state.
+    replicated: Vec<usize>,
+    /// Replicated primaries with records to forward at the batch's end.
+    forward_due: Vec<usize>,
+    /// Backups owing their primary an ack at the batch's end.
+    acks_due: Vec<usize>,
+    /// Replicated primaries the datagram being handled read or wrote.
+    touched: Vec<usize>,
+    /// Replies waiting for what they observed to be committed.
+    held: Vec<Held>,
+    capture: Capture,
+    last_replica_scan_ns: u64,
+    /// A cluster member's agent (core 0 of a member node only).
+    agent: Option<Box<crate::cluster::Agent>>,
+    /// A cluster member serves no client until the cluster's first map is installed: its
+    /// start-up layout (every partition here, unreplicated) is not the cluster's.
+    awaiting_map: bool,
 }
 
 /// The parts of a request every handler needs.
@@ -142,12 +168,7 @@ impl Core {
         let endpoints: Vec<Endpoint> = layout
             .partitions_on(config.core)
             .zip(storage.stores)
-            .map(|(partition, store)| Endpoint {
-                partition,
-                store,
-                dirty: false,
-                queued_for_compaction: false,
-            })
+            .map(|(partition, store)| Endpoint::new(partition, store))
             .collect();
         let routes = routes_for(&layout.map(), layout.addr_of(config.core), &endpoints)?;
         let counters = CoreCounters {
@@ -155,7 +176,22 @@ impl Core {
             keys,
             ..CoreCounters::default()
         };
+        let me = layout.addr_of(config.core);
+        let link =
+            config.replication.clone().map(|r| PeerLink::new(r, me, config.wall_clock_start_ns));
+        let all_slots = Slots::new(endpoints.iter().map(|e| e.partition));
         Ok(Core {
+            link,
+            all_slots,
+            replicated: Vec::new(),
+            forward_due: Vec::new(),
+            acks_due: Vec::new(),
+            touched: Vec::new(),
+            held: Vec::new(),
+            capture: Capture::default(),
+            last_replica_scan_ns: 0,
+            agent: None,
+            awaiting_map: config.replication.is_some(),
             completions,
             reassemblies: Reassemblies::new(
                 config.reassemblies_max,
@@ -191,6 +227,22 @@ impl Core {
             quarantines_reported: 0,
             map_inbox: None,
         })
+    }
+
+    /// Hosts the node's cluster agent (core 0 of a member node): it gets the map group's and
+    /// heartbeat datagrams and runs at each batch boundary.
+    pub fn set_agent(&mut self, agent: crate::cluster::Agent) {
+        self.agent = Some(Box::new(agent));
+    }
+
+    /// The encoded map this core serves by (a MAP reply's value).
+    pub fn map_payload(&self) -> &[u8] {
+        &self.map_payload
+    }
+
+    /// The epoch of the map this core serves by.
+    pub fn map_epoch(&self) -> u64 {
+        self.routes.epoch()
     }
 
     /// This core's counters as of now.
@@ -239,6 +291,10 @@ impl Core {
         let opcode = m.opcode();
         if !flags_fit(opcode, h) {
             return self.answer(tx, &request, Status::Malformed);
+        }
+        if self.awaiting_map && !matches!(opcode, Opcode::Ping | Opcode::Stats) {
+            self.counters.busy += 1;
+            return self.answer(tx, &request, Status::Busy);
         }
         match opcode {
             Opcode::Ping => self.answer(tx, &request, Status::Ok),
@@ -296,6 +352,9 @@ impl Core {
             Some(Target::Local(slot)) => slot,
         };
         request.reply.partition = partition;
+        if let Some(status) = self.replica_gate(slot, self.now_ns) {
+            return self.answer(tx, &request, status);
+        }
         if !request.validated {
             // A page costs a walk of the endpoint's index: only for senders with a token.
             self.replies.retry_token += 1;
@@ -412,6 +471,9 @@ impl Core {
         let wall_ns = self.wall_ns();
         self.endpoints[slot].store.set_clock(wall_ns);
         self.stats.count_endpoint_request(self.config.core, partition);
+        if let Some(status) = self.replica_gate(slot, now_ns) {
+            return self.answer(tx, &request, status);
+        }
         if m.opcode() != Opcode::Get {
             return self.handle_write(now_ns, &request, slot, tx);
         }
@@ -541,8 +603,8 @@ fn send_value(
     }
 }
 
-impl Handler for Core {
-    fn handle_datagram(
+impl Core {
+    fn handle_requests(
         &mut self,
         now_ns: u64,
         peer: SocketAddr,
@@ -550,7 +612,6 @@ impl Handler for Core {
         tx: &mut dyn Transmit,
     ) {
         self.replies.begin(peer, datagram.len());
-        self.now_ns = now_ns;
         let token = self.tokens.token(peer);
         for message in Messages::new(datagram) {
             match message {
@@ -566,13 +627,56 @@ impl Handler for Core {
         }
         self.replies.flush(tx);
     }
+}
+
+impl Endpoint {
+    fn new(partition: u32, store: Store) -> Endpoint {
+        Endpoint { partition, store, dirty: false, queued_for_compaction: false, replica: None }
+    }
+}
+
+impl Handler for Core {
+    fn handle_datagram(
+        &mut self,
+        now_ns: u64,
+        peer: SocketAddr,
+        datagram: &[u8],
+        tx: &mut dyn Transmit,
+    ) {
+        self.now_ns = now_ns;
+        if crate::cluster::Agent::claims(datagram) {
+            let wall = self.wall_ns();
+            match self.agent.as_deref_mut() {
+                Some(agent) => agent.handle_datagram(now_ns, wall, datagram, tx),
+                None => self.counters.dropped_malformed += 1,
+            }
+            return;
+        }
+        if datagram.starts_with(&crate::peer::MAGIC.to_le_bytes()) {
+            return self.handle_peer(peer, datagram, tx);
+        }
+        if self.link.is_none() {
+            return self.handle_requests(now_ns, peer, datagram, tx);
+        }
+        // A cluster member: replies that observed a replicated write wait for its commit.
+        let mut capture = std::mem::take(&mut self.capture);
+        self.handle_requests(now_ns, peer, datagram, &mut capture);
+        self.send_or_hold(capture, tx);
+    }
 
     fn burst_received(&mut self, buffers: usize) {
         self.burst_full = buffers >= dataplane::BATCH;
     }
 
     fn end_batch(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
+        self.now_ns = now_ns;
+        self.replicate_before_commit(now_ns, tx);
         self.commit(now_ns, tx);
+        self.replicate(now_ns, tx);
+        if let Some(agent) = self.agent.as_deref_mut() {
+            let wall = self.config.wall_clock_start_ns + now_ns;
+            agent.poll(now_ns, wall, tx);
+        }
         self.take_map_changes(tx);
         self.compact_step();
         if now_ns.saturating_sub(self.last_sweep_ns) >= SWEEP_INTERVAL_NS {

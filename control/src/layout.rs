@@ -73,15 +73,15 @@ impl NodeLayout {
         let entries = (0..self.partitions)
             .map(|partition| {
                 let (hash_start, hash_end) = partition_range(partition, self.partitions);
-                MapEntry {
+                MapEntry::single(
                     hash_start,
                     hash_end,
                     partition,
-                    addr: self.addr_of(self.core_of(partition)),
-                }
+                    self.addr_of(self.core_of(partition)),
+                )
             })
             .collect();
-        PartitionMap { epoch: self.epoch, entries }
+        PartitionMap::new(self.epoch, entries)
     }
 }
 

@@ -9,6 +9,7 @@
 //! This crate must never read a clock, do I/O of its own, or take a lock on the request path.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 mod completions;
 mod config;
 mod core;
@@ -23,11 +24,15 @@ mod routes;
 mod stats;
 mod validation;
 
-pub use crate::core::{Core, ItemPut, ItemSlot, KeyOwner, MapChange, MapInbox, MapOutcome};
+pub use crate::core::{
+    Core, ItemPut, ItemSlot, KeyOwner, MapChange, MapInbox, MapOutcome, ReplicationConfig,
+};
 pub use config::{ConfigError, CoreConfig, COMPLETION_RECORDS_DEFAULT, COMPLETION_TTL_NS_DEFAULT};
 pub use durable::{CoreStorage, Durability, SyncClock};
 pub use layout::NodeLayout;
-pub use stats::{CoreCounters, LatencyHistogram, NodeStats, StatsSnapshot, LATENCY_BOUNDS_NS};
+pub use stats::{
+    CoreCounters, Lagging, LatencyHistogram, NodeStats, StatsSnapshot, LATENCY_BOUNDS_NS,
+};
 
 /// Slack for the wall clocks that stamp writes: the loop's clock starts a little after the
 /// wall-clock reading it is offset by, and a restarted node's clock may be a little behind.

@@ -32,7 +32,8 @@
 
 use std::collections::BTreeMap;
 
-const MAGIC: u16 = 0x5063;
+/// The first two bytes of every node-to-node datagram (little-endian).
+pub const MAGIC: u16 = 0x5063;
 const VERSION: u8 = 1;
 /// Bytes before the payload.
 pub const PEER_HEADER_BYTES: usize = 48;
@@ -88,6 +89,13 @@ impl ClusterKey {
             ));
         }
         Ok(ClusterKey(blake3::derive_key("cradle 2026 cluster key v1", bytes)))
+    }
+
+    /// The cluster's name in its maps: derived from the key, so nodes sharing a key name the
+    /// same cluster, and a client can tell two clusters apart without learning the key.
+    pub fn cluster_id(&self) -> u64 {
+        let id = blake3::keyed_hash(&self.0, b"cradle cluster id");
+        u64::from_le_bytes(id.as_bytes()[..8].try_into().expect("8 bytes")) | 1
     }
 
     fn mac(&self, bytes: &[u8]) -> [u8; MAC_BYTES] {

@@ -160,7 +160,7 @@ mod tests {
     }
 
     fn entry(hash_start: u64, hash_end: u64, partition: u32, port: u16) -> MapEntry {
-        MapEntry { hash_start, hash_end, partition, addr: addr(port) }
+        MapEntry::single(hash_start, hash_end, partition, addr(port))
     }
 
     #[test]
@@ -168,6 +168,7 @@ mod tests {
         // Uneven ranges, ids out of order, two remote addresses.
         let map = PartitionMap {
             epoch: 7,
+            cluster: 0,
             entries: vec![
                 entry(0, 99, 30, 1),
                 entry(100, 100, 4, 2),

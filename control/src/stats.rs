@@ -52,9 +52,25 @@ pub struct CoreCounters {
     pub loop_iteration_ns_max: u64,
     /// Requests answered BUSY because they named a newer map epoch than this core has.
     pub map_behind: u64,
+    /// Requests answered BUSY by a replicated primary that may not serve yet (probing its backups after becoming primary, or its lease ran out).
+    pub replica_not_serving: u64,
+    /// Node-to-node datagrams dropped for their MAC (forged, damaged, another cluster's key).
+    pub dropped_unauthenticated: u64,
+    /// Node-to-node datagrams dropped as replays or stale.
+    pub dropped_replayed: u64,
+    /// Replication messages refused: from a replica that is not this partition's primary by this core's map, or of a newer epoch.
+    pub replication_refused: u64,
+    /// Writes a backup applied from its primary.
+    pub replicated_records: u64,
+    /// Write records a primary sent to its backups (resends included).
+    pub forwarded_records: u64,
+    /// Times a backup lacked records its primary no longer holds in memory (it needs a catch-up from the store).
+    pub replica_behind: u64,
+    /// Times an endpoint finished becoming primary (probed its backups, took what they had beyond its own).
+    pub promotions: u64,
 }
 
-const FIELDS: usize = 23;
+const FIELDS: usize = 31;
 
 /// The JSON and metric names of the fields, in `to_array` order.
 pub(crate) const NAMES: [&str; FIELDS] = [
@@ -81,6 +97,14 @@ pub(crate) const NAMES: [&str; FIELDS] = [
     "loop_stalls",
     "loop_iteration_ns_max",
     "map_behind",
+    "replica_not_serving",
+    "dropped_unauthenticated",
+    "dropped_replayed",
+    "replication_refused",
+    "replicated_records",
+    "forwarded_records",
+    "replica_behind",
+    "promotions",
 ];
 
 impl CoreCounters {
@@ -109,6 +133,14 @@ impl CoreCounters {
             self.loop_stalls,
             self.loop_iteration_ns_max,
             self.map_behind,
+            self.replica_not_serving,
+            self.dropped_unauthenticated,
+            self.dropped_replayed,
+            self.replication_refused,
+            self.replicated_records,
+            self.forwarded_records,
+            self.replica_behind,
+            self.promotions,
         ]
     }
 
@@ -137,6 +169,14 @@ impl CoreCounters {
             loop_stalls: a[20],
             loop_iteration_ns_max: a[21],
             map_behind: a[22],
+            replica_not_serving: a[23],
+            dropped_unauthenticated: a[24],
+            dropped_replayed: a[25],
+            replication_refused: a[26],
+            replicated_records: a[27],
+            forwarded_records: a[28],
+            replica_behind: a[29],
+            promotions: a[30],
         }
     }
 
@@ -186,6 +226,20 @@ pub struct NodeStats {
     /// Quarantined partitions and where their logs are corrupt (file, byte offset, reason).
     /// Written only when a core finds a new one, never on the request path.
     quarantines: std::sync::Mutex<std::collections::BTreeMap<u32, String>>,
+    /// Per core: the replicas its primaries wait for that lag, as (partition, replica, LSNs
+    /// behind), republished every `LAG_INTERVAL_NS`; a replica not listed is caught up.
+    lagging: Vec<std::sync::Mutex<Vec<(u32, std::net::SocketAddr, u64)>>>,
+}
+
+/// One replica behind its primary (see [`NodeStats::publish_lag`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lagging {
+    /// The partition.
+    pub partition: u32,
+    /// The replica's core.
+    pub addr: std::net::SocketAddr,
+    /// Writes it has not acknowledged.
+    pub lag: u64,
 }
 
 /// A copy of every core's counters.
@@ -197,6 +251,8 @@ pub struct StatsSnapshot {
     pub latency: Vec<LatencyHistogram>,
     /// Quarantined partitions: where their logs are corrupt.
     pub quarantines: std::collections::BTreeMap<u32, String>,
+    /// Replicas behind their primaries here.
+    pub lagging: Vec<Lagging>,
 }
 
 impl NodeStats {
@@ -207,6 +263,15 @@ impl NodeStats {
             latency: (0..cores).map(|_| Default::default()).collect(),
             endpoint_requests: (0..cores).map(|_| Box::default()).collect(),
             quarantines: Default::default(),
+            lagging: (0..cores).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// Core `core`'s lagging replicas as of now (skipped if a reader holds them: the loop
+    /// never waits).
+    pub fn publish_lag(&self, core: u32, lagging: &mut Vec<(u32, std::net::SocketAddr, u64)>) {
+        if let Ok(mut slot) = self.lagging[core as usize].try_lock() {
+            std::mem::swap(&mut *slot, lagging);
         }
     }
 
@@ -266,7 +331,13 @@ impl NodeStats {
             })
             .collect();
         let quarantines = self.quarantines.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        StatsSnapshot { cores, latency, quarantines }
+        let lagging = self
+            .lagging
+            .iter()
+            .flat_map(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .map(|(partition, addr, lag)| Lagging { partition, addr, lag })
+            .collect();
+        StatsSnapshot { cores, latency, quarantines, lagging }
     }
 }
 
@@ -295,6 +366,12 @@ impl StatsSnapshot {
             })
             .collect();
         object.insert("quarantine".into(), serde_json::Value::Array(quarantines));
+        let lagging = self
+            .lagging
+            .iter()
+            .map(|l| serde_json::json!({ "partition": l.partition, "addr": l.addr.to_string(), "lag": l.lag }))
+            .collect();
+        object.insert("lagging".into(), serde_json::Value::Array(lagging));
         serde_json::Value::Object(object).to_string()
     }
 }

@@ -400,7 +400,7 @@ fn record() -> Recorder {
 
     let map = r.node.request(Opcode::Map);
     r.show(
-        "MAP: epoch, count, then per partition hash_start, hash_end, partition, address",
+        "MAP: epoch, cluster, count, then per partition hash_start, hash_end, partition, primary address, replicas",
         Some(Status::Ok),
         &datagram(&[(map, b"", b"")]),
     );

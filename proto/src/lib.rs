@@ -10,11 +10,13 @@
 mod header;
 mod map;
 mod message;
+pub mod replication;
 mod scan;
 
 pub use header::{flags, Header, HeaderFields, Opcode, Status, HEADER_BYTES, MAGIC, VERSION};
 pub use map::{
-    decode_addr, encode_addr, partition_of, partition_range, MapEntry, PartitionMap, ADDR_BYTES_MAX,
+    decode_addr, encode_addr, partition_of, partition_range, MapEntry, PartitionMap, Replica, Role,
+    ADDR_BYTES_MAX, REPLICAS_MAX,
 };
 pub use message::{
     encode_message, fragment_count, fragment_span, BufferTooSmall, Malformed, Message, Messages,

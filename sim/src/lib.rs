@@ -21,7 +21,10 @@ mod workload;
 pub use map_group::{run_group, GroupOptions, GroupReport};
 
 use client::{ClientConfig, ClientCore, Error, Reply, Request, RequestId};
+use control::cluster::ClusterSpec;
+use control::ReplicationConfig;
 use node::Node;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -54,6 +57,20 @@ pub struct Options {
     /// Rebuild completion records from the log at restart. `false` injects the bug #14 found
     /// (a resend after a restart applied again): the checker must catch it.
     pub rebuild_completions: bool,
+    /// Nodes. With more than one they form a cluster, run by its own agents (map group,
+    /// heartbeats, failover): every partition has a replica on each of `replicas` nodes, and
+    /// a node that fails (crashes, or is cut off from the other nodes but not from the
+    /// clients) long enough leaves the map, a backup promoted where it was primary. A node
+    /// that left does not rejoin yet.
+    pub nodes: usize,
+    /// Replicas per partition (at most `nodes`).
+    pub replicas: usize,
+    /// Chance that a cluster failure cuts the node off instead of crashing it.
+    pub isolation: f64,
+    /// Primaries keep their lease far longer than a new primary waits before it serves (a
+    /// lease that outlives the promotion wait): the injected bug the checker must catch (a
+    /// cut-off old primary serves stale reads while the new one takes writes).
+    pub stale_lease: bool,
 }
 
 impl Default for Options {
@@ -69,6 +86,26 @@ impl Default for Options {
             up_ms: Some((5, 60)),
             down_ms: (1, 300),
             rebuild_completions: true,
+            nodes: 1,
+            replicas: 1,
+            isolation: 0.0,
+            stale_lease: false,
+        }
+    }
+}
+
+impl Options {
+    /// A 3-node cluster at replication factor 3 with the default network, failures half
+    /// crashes and half cut-off nodes.
+    pub fn cluster() -> Options {
+        Options {
+            nodes: 3,
+            replicas: 3,
+            isolation: 0.5,
+            up_ms: Some((80, 250)),
+            down_ms: (1, 200),
+            operations_per_client: 150,
+            ..Options::default()
         }
     }
 }
@@ -80,6 +117,14 @@ pub struct Report {
     pub checked: Summary,
     /// Crashes (each followed by a restart).
     pub crashes: u64,
+    /// Nodes cut off from the other nodes (each healed later).
+    pub isolations: u64,
+    /// Map changes after the first (each a failover), as the freshest node knows them.
+    pub failovers: u64,
+    /// Writes the backups still up applied from their primaries.
+    pub replicated_records: u64,
+    /// Endpoints still up that became primary after probing their backups.
+    pub promotions: u64,
     /// Operations answered with an outcome.
     pub answered: u64,
     /// Operations that ended without one (counted as possibly applied).
@@ -97,8 +142,12 @@ struct Packet {
 
 enum Event {
     Deliver(Packet),
-    Crash,
-    Restart,
+    /// A failure of some node (single node: the node crashes).
+    Failure,
+    /// Node n restarts.
+    Restart(usize),
+    /// Node n is reachable by the other nodes again.
+    Heal(usize),
     Tick,
 }
 
@@ -124,7 +173,9 @@ struct Simulation {
     epoch: Instant,
     events: BTreeMap<(u64, u64), Event>,
     sequence: u64,
-    node: Node,
+    nodes: Vec<Node>,
+    /// Cut off from the other nodes (not from the clients).
+    isolated: Vec<bool>,
     clients: Vec<Client>,
     history: Vec<Operation>,
     report: Report,
@@ -134,17 +185,51 @@ struct Simulation {
 const WALL_START_NS: u64 = 1_800_000_000_000_000_000;
 /// How often an up node runs its batch-end work (group commit, sweeps) without traffic.
 const TICK_NS: u64 = 1_000_000;
+/// About when a simulated cluster first serves (election, placement, promotion wait).
+const CLUSTER_FORMS_NS: u64 = 150_000_000;
+/// A cluster's agents fail a member over after this much silence.
+const DETECT_NS: u64 = 30_000_000;
 /// A run that has not finished by then is a liveness bug.
 const RUN_NS_MAX: u64 = 600_000_000_000;
 
 impl Simulation {
     fn new(seed: u64, options: Options) -> Simulation {
         let mut rng = Rng::from_seed(seed);
-        let node = Node::new(options.cores, options.rebuild_completions);
+        assert!(options.replicas >= 1 && options.replicas <= options.nodes.min(5));
+        let replication = (options.nodes > 1).then(|| {
+            let key = control::peer::ClusterKey::from_file_bytes(&[7; 32]).expect("32 bytes");
+            let mut config = ReplicationConfig::new(key);
+            if options.stale_lease {
+                config.lease_ns = 100 * config.promotion_wait_ns; // the injected bug
+            }
+            config
+        });
+        let spec = |me: usize| {
+            let key = control::peer::ClusterKey::from_file_bytes(&[7; 32]).expect("32 bytes");
+            ClusterSpec {
+                members: (0..options.nodes).map(|n| node::core_addr(n, 0)).collect(),
+                me,
+                cores: options.cores,
+                partitions: node::PARTITIONS,
+                replicas: options.replicas,
+                cluster_id: key.cluster_id(),
+                key,
+                detect_ns: DETECT_NS,
+                tick_ns: 5_000_000,
+                heartbeat_ns: 2_000_000,
+            }
+        };
+        let nodes: Vec<Node> = (0..options.nodes)
+            .map(|n| {
+                let spec = (options.nodes > 1).then(|| spec(n));
+                Node::new(n, options.cores, options.rebuild_completions, replication.clone(), spec)
+            })
+            .collect();
+        let servers: Vec<SocketAddr> = nodes.iter().flat_map(|n| n.addrs()).collect();
         let epoch = Instant::now(); // only ever offset by simulated time: no real time is read again
         let clients = (0..options.clients)
             .map(|i| {
-                let mut config = ClientConfig::new(node.addrs().to_vec());
+                let mut config = ClientConfig::new(servers.clone());
                 config.seed = rng.next_u64();
                 Client {
                     core: ClientCore::new(config).expect("a valid client config"),
@@ -159,6 +244,7 @@ impl Simulation {
                 }
             })
             .collect();
+        let count = options.nodes;
         let mut sim = Simulation {
             options,
             rng,
@@ -166,13 +252,24 @@ impl Simulation {
             epoch,
             events: BTreeMap::new(),
             sequence: 0,
-            node,
+            nodes,
+            isolated: vec![false; count],
             clients,
             history: Vec::new(),
             report: Report::default(),
         };
-        sim.node.start(WALL_START_NS);
-        sim.schedule_crash();
+        for n in 0..count {
+            sim.nodes[n].start(WALL_START_NS);
+        }
+        if count > 1 {
+            // A cluster serves once its map group elected a leader, placed the map and the
+            // primaries waited out a lease: the first failure comes after that.
+            sim.now_ns = CLUSTER_FORMS_NS;
+            sim.schedule_crash();
+            sim.now_ns = 0;
+        } else {
+            sim.schedule_crash();
+        }
         sim.schedule(TICK_NS, Event::Tick);
         sim
     }
@@ -189,7 +286,7 @@ impl Simulation {
     fn schedule_crash(&mut self) {
         if let Some(up) = self.options.up_ms {
             let after = self.between(up) * 1_000_000;
-            self.schedule(after, Event::Crash);
+            self.schedule(after, Event::Failure);
         }
     }
 
@@ -212,6 +309,12 @@ impl Simulation {
         }
         self.read_every_key_quietly()?;
         self.report.elapsed = Duration::from_nanos(self.now_ns);
+        for n in 0..self.nodes.len() {
+            self.count_node(n);
+        }
+        // The first cluster map has epoch 2; each failover made one more.
+        let freshest = self.nodes.iter().filter_map(|n| n.map()).map(|m| m.epoch).max();
+        self.report.failovers = freshest.map_or(0, |epoch| epoch.saturating_sub(2));
         let checked =
             linearizability::check(&self.history).map_err(|failure| failure.to_string())?;
         self.report.checked = checked;
@@ -222,8 +325,8 @@ impl Simulation {
     /// write lost shows even if no read happened to follow it during the run.
     fn read_every_key_quietly(&mut self) -> Result<(), String> {
         self.options.up_ms = None;
-        self.events.retain(|_, event| !matches!(event, Event::Crash));
-        while !self.node.is_up() {
+        self.events.retain(|_, event| !matches!(event, Event::Failure));
+        while self.events.values().any(|e| matches!(e, Event::Restart(_) | Event::Heal(_))) {
             self.step();
         }
         self.clients[0].workload.read_all();
@@ -276,19 +379,20 @@ impl Simulation {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Deliver(packet) => self.deliver(packet),
-            Event::Crash => {
-                self.node.crash();
-                self.report.crashes += 1;
-                let down = self.between(self.options.down_ms) * 1_000_000;
-                self.schedule(down, Event::Restart);
+            Event::Failure => self.fail_a_node(),
+            Event::Restart(n) => {
+                self.nodes[n].start(WALL_START_NS + self.now_ns);
+                self.schedule_crash();
             }
-            Event::Restart => {
-                self.node.start(WALL_START_NS + self.now_ns);
+            Event::Heal(n) => {
+                self.isolated[n] = false;
                 self.schedule_crash();
             }
             Event::Tick => {
-                let sent = self.node.tick(self.now_ns);
-                self.send_all(sent);
+                for n in 0..self.nodes.len() {
+                    let sent = self.nodes[n].tick(self.now_ns);
+                    self.send_all(sent);
+                }
                 self.schedule(TICK_NS, Event::Tick);
             }
         }
@@ -299,9 +403,61 @@ impl Simulation {
             let now = self.instant();
             self.clients[i].core.handle_datagram(now, packet.from, &packet.bytes);
             self.after_client(i);
-        } else {
-            let sent = self.node.receive(self.now_ns, packet.from, packet.to, &packet.bytes);
+        } else if let Some(n) = self.nodes.iter().position(|node| node.owns(packet.to)) {
+            let between_nodes = node_of(packet.from).is_some();
+            let cut = between_nodes
+                && (self.isolated[n] || node_of(packet.from).is_some_and(|m| self.isolated[m]));
+            if cut {
+                return;
+            }
+            let sent = self.nodes[n].receive(self.now_ns, packet.from, packet.to, &packet.bytes);
             self.send_all(sent);
+        }
+    }
+
+    /// Adds what node `n`'s cores counted to the report.
+    fn count_node(&mut self, n: usize) {
+        for c in self.nodes[n].counters() {
+            self.report.replicated_records += c.replicated_records;
+            self.report.promotions += c.promotions;
+        }
+    }
+
+    /// A single node crashes; in a cluster, a node that holds replicas crashes or is cut off
+    /// from the other nodes, unless it is the last one that does.
+    fn fail_a_node(&mut self) {
+        let down = self.between(self.options.down_ms) * 1_000_000;
+        if self.nodes.len() == 1 {
+            self.nodes[0].crash();
+            self.report.crashes += 1;
+            return self.schedule(down, Event::Restart(0));
+        }
+        // One node fails at a time (the next failure comes after its restart or heal), so
+        // the map group keeps a majority; the last node holding replicas never fails.
+        let freshest = self.nodes.iter().filter_map(Node::map).max_by_key(|m| m.epoch);
+        let holders: Vec<usize> = (0..self.nodes.len())
+            .filter(|&n| {
+                freshest.as_ref().is_some_and(|map| {
+                    map.entries.iter().any(|e| {
+                        node_of(e.addr) == Some(n)
+                            || e.replicas.iter().any(|r| node_of(r.addr) == Some(n))
+                    })
+                })
+            })
+            .collect();
+        let n = self.rng.below(self.nodes.len() as u64) as usize;
+        if holders.len() <= 1 && holders.contains(&n) {
+            return self.schedule_crash();
+        }
+        if self.rng.chance(self.options.isolation) {
+            self.isolated[n] = true;
+            self.report.isolations += 1;
+            self.schedule(down, Event::Heal(n));
+        } else {
+            self.count_node(n); // (its counters die with it)
+            self.nodes[n].crash();
+            self.report.crashes += 1;
+            self.schedule(down, Event::Restart(n));
         }
     }
 
@@ -378,6 +534,16 @@ impl Simulation {
                 self.schedule(delay, Event::Deliver(copy));
             }
         }
+    }
+}
+
+/// The node of a core address (127.0.0.(n + 1)); clients live on 127.0.1.x.
+fn node_of(addr: SocketAddr) -> Option<usize> {
+    match addr {
+        SocketAddr::V4(v4) if v4.ip().octets()[..3] == [127, 0, 0] => {
+            Some(v4.ip().octets()[3] as usize - 1)
+        }
+        _ => None,
     }
 }
 

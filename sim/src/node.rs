@@ -2,16 +2,21 @@
 //! drops the cores, and with them everything not synced (the disks are `MemoryVolume`s: a
 //! device's unsynced writes are its own and die with it); a start replays the disks.
 
-use control::{Core, CoreConfig, CoreStorage, Durability, NodeLayout, NodeStats};
+use control::cluster::{Agent, ClusterSpec, ClusterView};
+use control::map_group::MapDisk;
+use control::{
+    Core, CoreConfig, CoreStorage, Durability, MapInbox, NodeLayout, NodeStats, ReplicationConfig,
+};
 use dataplane::{Handler, Transmit};
+use proto::PartitionMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use storage::{BlobStore, MemoryVolume, Store, StoreConfig};
 
 use crate::Packet;
 
-/// Partitions of the simulated node.
-const PARTITIONS: u32 = 8;
+/// Partitions of the simulated node (of the cluster).
+pub(crate) const PARTITIONS: u32 = 8;
 
 /// Small segments (memory volumes copy a whole device on sync) so that runs roll, seal and
 /// compact them, and a small completion table (a simulation writes a few thousand times).
@@ -51,12 +56,27 @@ pub(crate) struct Node {
     /// The running cores and when each started (its loop clock counts from there), or none.
     cores: Option<Vec<(Core, u64)>>,
     rebuild_completions: bool,
+    /// A cluster member's replication settings (none: a single node).
+    replication: Option<ReplicationConfig>,
+    /// A cluster member's seat: its agent's settings and its map-group disk (which outlives
+    /// crashes, as a journal on disk does).
+    membership: Option<(ClusterSpec, MapDisk)>,
+}
+
+/// The address of core `core` of node `node`: 127.0.0.(node + 1), port 7000 + core.
+pub(crate) fn core_addr(node: usize, core: u32) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1 + node as u8], 7000 + core as u16))
 }
 
 impl Node {
-    pub(crate) fn new(cores: u32, rebuild_completions: bool) -> Node {
-        let addrs =
-            (0..cores).map(|i| SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))).collect();
+    pub(crate) fn new(
+        index: usize,
+        cores: u32,
+        rebuild_completions: bool,
+        replication: Option<ReplicationConfig>,
+        spec: Option<ClusterSpec>,
+    ) -> Node {
+        let addrs = (0..cores).map(|i| core_addr(index, i)).collect();
         let layout = Arc::new(NodeLayout::new(PARTITIONS, addrs).expect("a valid layout"));
         let disks = (0..cores)
             .map(|core| Disk {
@@ -66,7 +86,11 @@ impl Node {
                 blobs: MemoryVolume::new(&format!("core-{core}/blobs")),
             })
             .collect();
-        Node { layout, disks, cores: None, rebuild_completions }
+        let membership = spec.map(|spec| {
+            let ids: Vec<u64> = (1..=spec.members.len() as u64).collect();
+            (spec, MapDisk::new(&ids))
+        });
+        Node { layout, disks, cores: None, rebuild_completions, replication, membership }
     }
 
     pub(crate) fn addrs(&self) -> Vec<SocketAddr> {
@@ -112,18 +136,35 @@ impl Node {
             let config = CoreConfig {
                 wall_clock_start_ns: wall_ns,
                 completion_records_max: 1 << 14,
+                replication: self.replication.clone(),
                 ..CoreConfig::new(core, self.layout.clone(), [core as u8; 32])
             };
             let core = Core::with_storage(config, stats.clone(), map.clone(), storage)
                 .expect("a valid core");
             cores.push((core, wall_ns));
         }
+        if let Some((spec, disk)) = &self.membership {
+            // As `cradle node` does: every core takes maps from its inbox, core 0 hosts the
+            // agent.
+            let (outcomes, outcomes_rx) = std::sync::mpsc::channel();
+            let mut senders = Vec::new();
+            for (core, _) in &mut cores {
+                let (sender, changes) = std::sync::mpsc::channel();
+                core.set_map_inbox(MapInbox { changes, outcomes: outcomes.clone() });
+                senders.push(sender);
+            }
+            let view = Arc::new(ClusterView::default());
+            let agent = Agent::new(spec.clone(), disk, senders, outcomes_rx, wall_ns, view)
+                .expect("a valid cluster spec");
+            cores[0].0.set_agent(agent);
+        }
         self.cores = Some(cores);
     }
 
-    /// Whether the node serves.
-    pub(crate) fn is_up(&self) -> bool {
-        self.cores.is_some()
+    /// The map the node's first core serves by (none while down).
+    pub(crate) fn map(&self) -> Option<PartitionMap> {
+        let (core, _) = self.cores.as_ref()?.first()?;
+        PartitionMap::decode(core.map_payload()).ok()
     }
 
     /// Stops every core at once, as a power cut would.
@@ -161,6 +202,16 @@ impl Node {
             core.end_batch(loop_clock(now_ns, *started), &mut out);
         }
         packets
+    }
+
+    /// The counters of the running cores, summed (none while down).
+    pub(crate) fn counters(&self) -> Vec<control::CoreCounters> {
+        self.cores.iter().flatten().map(|(core, _)| core.counters()).collect()
+    }
+
+    /// Whether one of this node's cores listens on `addr`.
+    pub(crate) fn owns(&self, addr: SocketAddr) -> bool {
+        self.layout_index(addr).is_some()
     }
 
     fn layout_index(&self, addr: SocketAddr) -> Option<usize> {

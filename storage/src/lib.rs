@@ -33,5 +33,5 @@ pub use error::{Corruption, StoreError};
 pub use file::FileVolume;
 pub use record::{Meta, Stamp};
 pub use recover::{RecoveryReport, StampedWrite, TornTail};
-pub use store::{CasOutcome, Item, Store, StoreStats, ValueRef};
+pub use store::{Applied, CasOutcome, Item, Store, StoreStats, ValueRef};
 pub use syncfs::sync_file_system;

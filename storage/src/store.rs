@@ -26,6 +26,24 @@ pub enum CasOutcome {
     Mismatch(u64),
 }
 
+/// A write as a replica applies it (see [`Store::apply_at`]): its effect, decided by the
+/// primary (a CAS that swapped is a put).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied<'a> {
+    /// `key` now holds `value`.
+    Put {
+        /// The key.
+        key: &'a [u8],
+        /// Its new value.
+        value: &'a [u8],
+    },
+    /// `key` was deleted.
+    Delete {
+        /// The key.
+        key: &'a [u8],
+    },
+}
+
 /// Where a value lives (see [`Store::get_reference`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ValueRef<'a> {
@@ -254,12 +272,46 @@ impl Store {
         meta: &Meta,
         stamp: Option<&Stamp>,
     ) -> Result<u64, StoreError> {
+        self.put_at(blobs, self.last_version + 1, key, value, meta, stamp)
+    }
+
+    /// A replica applies, in order, what its primary wrote: the write at `lsn` (the version
+    /// the primary gave it), which must be the next one here ([`Store::last_lsn`] + 1).
+    /// Returns the version, as [`Store::put`] and [`Store::delete`] do.
+    pub fn apply_at(
+        &mut self,
+        blobs: &mut BlobStore,
+        lsn: u64,
+        write: Applied<'_>,
+        stamp: Option<&Stamp>,
+    ) -> Result<u64, StoreError> {
+        assert_eq!(lsn, self.last_version + 1, "writes apply in LSN order");
+        match write {
+            // (Replication does not carry `Meta` yet: a replica's copy has no flags/expiry.)
+            Applied::Put { key, value } => self.put_at(blobs, lsn, key, value, &Meta::NONE, stamp),
+            Applied::Delete { key } => self.delete_at(blobs, lsn, key, stamp).map(|_| lsn),
+        }
+    }
+
+    /// The LSN of the last write (every record written takes the next one; 0: none yet).
+    pub fn last_lsn(&self) -> u64 {
+        self.last_version
+    }
+
+    fn put_at(
+        &mut self,
+        blobs: &mut BlobStore,
+        version: u64,
+        key: &[u8],
+        value: &[u8],
+        meta: &Meta,
+        stamp: Option<&Stamp>,
+    ) -> Result<u64, StoreError> {
         assert!(key.len() <= proto::KEY_BYTES_MAX, "proto bounds keys");
         let previous = self.previous(key)?;
         if previous.is_none() && self.index.len() >= self.config.keys_max {
             return Err(StoreError::NoSpace);
         }
-        let version = self.last_version + 1;
         let mut reference = std::mem::take(&mut self.scratch);
         let blob = value.len() >= self.config.blob_threshold_bytes;
         let appended = if blob {
@@ -367,18 +419,33 @@ impl Store {
         key: &[u8],
         stamp: Option<&Stamp>,
     ) -> Result<bool, StoreError> {
-        let Some(previous) = self.previous(key)? else {
+        if self.previous(key)?.is_none() {
             return Ok(false);
-        };
-        // An expired value is absent already; its tombstone reclaims it all the same.
-        let existed = !previous.expired;
-        let version = self.last_version + 1;
+        }
+        self.delete_at(blobs, self.last_version + 1, key, stamp)
+    }
+
+    /// Writes the tombstone of `key` at `version`, even when the key is absent (a replica
+    /// applying its primary's write keeps the LSN sequence whole); returns whether it existed
+    /// (an expired value did not: it was absent already, and its tombstone reclaims it).
+    fn delete_at(
+        &mut self,
+        blobs: &mut BlobStore,
+        version: u64,
+        key: &[u8],
+        stamp: Option<&Stamp>,
+    ) -> Result<bool, StoreError> {
+        let previous = self.previous(key)?;
         let loc = self.log.append(Kind::Tombstone, version, stamp, &Meta::NONE, key, &[])?;
         self.last_version = version;
-        let log = &self.log;
-        let removed = self.index.remove(key_hash(key), |l| log.read(l).is_ok_and(|r| r.key == key));
-        assert_eq!(removed, Some(previous.loc));
-        self.retire(blobs, previous);
+        let existed = previous.as_ref().is_some_and(|p| !p.expired);
+        if let Some(previous) = previous {
+            let log = &self.log;
+            let removed =
+                self.index.remove(key_hash(key), |l| log.read(l).is_ok_and(|r| r.key == key));
+            assert_eq!(removed, Some(previous.loc));
+            self.retire(blobs, previous);
+        }
         // A tombstone is garbage from birth: compaction drops it with its segment.
         let span = self.log.read(loc).expect("just appended").span as u64;
         self.log.mark_dead(loc, span);

@@ -1,6 +1,8 @@
 //! Helpers for whole-binary tests: start `cradle node` as a real process and drive the CLI.
 #![allow(dead_code, missing_docs)]
 
+pub(crate) mod history;
+
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -93,6 +95,12 @@ impl NodeProcess {
 /// Spawns a node and waits for its `cradle ready` line: the process, the address in that
 /// line, and the lines of stdout after it.
 fn spawn_ready(command: &mut Command) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+    let (child, rx) = spawn_lines(command);
+    wait_ready(child, rx)
+}
+
+/// Spawns `command` with its stdout read line by line on a thread.
+fn spawn_lines(command: &mut Command) -> (Child, mpsc::Receiver<String>) {
     let mut child = command.spawn().expect("spawn cradle node");
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
@@ -103,6 +111,37 @@ fn spawn_ready(command: &mut Command) -> (Child, SocketAddr, mpsc::Receiver<Stri
             }
         }
     });
+    (child, rx)
+}
+
+/// A node process started but not yet ready (cluster members become ready together).
+pub(crate) struct Starting {
+    child: Child,
+    rx: mpsc::Receiver<String>,
+    data_dir: tempfile::TempDir,
+    command: (OsString, Vec<OsString>),
+}
+
+impl Starting {
+    /// Spawns `command` (a node invocation) without waiting for it.
+    pub(crate) fn spawn(mut command: Command, data_dir: tempfile::TempDir) -> Starting {
+        let program = command.get_program().to_owned();
+        let args = command.get_args().map(OsString::from).collect();
+        let (child, rx) = spawn_lines(&mut command);
+        Starting { child, rx, data_dir, command: (program, args) }
+    }
+
+    /// Waits for its `cradle ready` line.
+    pub(crate) fn ready(self) -> NodeProcess {
+        let (child, addr, stdout_lines) = wait_ready(self.child, self.rx);
+        NodeProcess { child, addr, data_dir: self.data_dir, stdout_lines, command: self.command }
+    }
+}
+
+fn wait_ready(
+    mut child: Child,
+    rx: mpsc::Receiver<String>,
+) -> (Child, SocketAddr, mpsc::Receiver<String>) {
     let Ok(ready) = rx.recv_timeout(Duration::from_secs(30)) else {
         signal(child.id(), "KILL");
         let status = child.wait();
@@ -455,10 +494,7 @@ impl Workload {
             while let Some((id, result)) = client.wait(Duration::from_secs(30)) {
                 let (key, value) = pending.remove(&id).expect("a request of this round");
                 self.uncertain.remove(&key);
-                match result.and_then(|reply| match reply.status {
-                    proto::Status::Ok => Ok(reply.version),
-                    status => Err(client::Error::Status(status)),
-                }) {
+                match result.into_version() {
                     Ok(version) => {
                         versions.push(version);
                         self.acked_writes += 1;

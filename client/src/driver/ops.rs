@@ -2,36 +2,70 @@
 
 use super::Client;
 use crate::error::Error;
+use crate::outcome::Outcome;
 use crate::request::{CasOutcome, Reply, Request, RequestId, Value, ValueLocation};
 use crate::transport::Transport;
-use proto::{decode_scan_page, BlobReference, PartitionMap, Status};
+use proto::{decode_scan_page, BlobReference, PartitionMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 impl<T: Transport> Client<T> {
     /// The value of `key`, or `None` when it does not exist.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Value>, Error> {
-        let reply = self.call(Request::Get { key: key.to_vec() })?;
-        value_of(reply)
+        self.call(Request::Get { key: key.to_vec() }).into_value()
     }
 
     /// Writes `value` under `key`; returns the version it got.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<u64, Error> {
-        let reply = self.call(Request::Put { key: key.to_vec(), value: value.to_vec() })?;
-        ok_version(reply)
+        self.call(Request::Put { key: key.to_vec(), value: value.to_vec() }).into_version()
     }
 
     /// Removes `key`; returns whether it existed.
     pub fn delete(&mut self, key: &[u8]) -> Result<bool, Error> {
-        let reply = self.call(Request::Delete { key: key.to_vec() })?;
-        match reply.status {
-            Status::Ok => Ok(true),
-            Status::NotFound => Ok(false),
-            status => Err(Error::Status(status)),
-        }
+        self.call(Request::Delete { key: key.to_vec() }).into_deleted()
     }
 
-    /// Writes `value` under `key` if its version is `expected_version` (0: if absent).
+    /// Writes `value` under `key` if its version is `expected_version` (0: only if absent).
+    ///
+    /// A counter as a CAS loop (an atomic INCR with a floor is coming to the server, #16;
+    /// until then this is the way, at one GET and one CAS per try):
+    ///
+    /// ```no_run
+    /// use client::{CasOutcome, Client, ClientConfig};
+    ///
+    /// /// Adds `by` to the decimal counter at `key` unless it would drop below `floor`;
+    /// /// returns the new value, or `None` when refused.
+    /// fn add(client: &mut Client, key: &[u8], by: i64, floor: i64) -> Result<Option<i64>, client::Error> {
+    ///     let (mut current, mut version) = match client.get(key)? {
+    ///         Some(value) => (parse(&value.bytes), value.version),
+    ///         None => (0, 0), // expected version 0: "only if still absent"
+    ///     };
+    ///     loop {
+    ///         let next = current + by;
+    ///         if next < floor {
+    ///             return Ok(None);
+    ///         }
+    ///         match client.cas(key, version, next.to_string().as_bytes())? {
+    ///             CasOutcome::Swapped { .. } => return Ok(Some(next)),
+    ///             // Someone else won: read again and retry.
+    ///             CasOutcome::Mismatch { .. } => match client.get(key)? {
+    ///                 Some(value) => (current, version) = (parse(&value.bytes), value.version),
+    ///                 None => (current, version) = (0, 0),
+    ///             },
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// fn parse(bytes: &[u8]) -> i64 {
+    ///     std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+    /// }
+    ///
+    /// let mut client = Client::connect(ClientConfig::new(vec!["127.0.0.1:7000".parse()?]))?;
+    /// client.put(b"budget", b"100")?;
+    /// assert_eq!(add(&mut client, b"budget", -30, 0)?, Some(70));
+    /// assert_eq!(add(&mut client, b"budget", -80, 0)?, None, "would go below the floor");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cas(
         &mut self,
         key: &[u8],
@@ -39,32 +73,24 @@ impl<T: Transport> Client<T> {
         value: &[u8],
     ) -> Result<CasOutcome, Error> {
         let request = Request::Cas { key: key.to_vec(), expected_version, value: value.to_vec() };
-        let reply = self.call(request)?;
-        match reply.status {
-            Status::Ok => Ok(CasOutcome::Swapped { version: reply.version }),
-            Status::VersionMismatch => Ok(CasOutcome::Mismatch { current_version: reply.version }),
-            Status::NotFound => Ok(CasOutcome::Mismatch { current_version: 0 }),
-            status => Err(Error::Status(status)),
-        }
+        self.call(request).into_cas()
     }
 
-    /// The values of `keys`, in order. GETs to one server travel packed in shared datagrams.
-    /// Waits for all of them; the first error, if any, is returned.
+    /// The values of `keys`, in order, waiting for all of them; the first error, if any, is
+    /// returned. GETs to one server travel packed in shared datagrams. `start_get_many` is the
+    /// same without blocking, with a deadline and each key's error.
     pub fn get_many<K: AsRef<[u8]>>(&mut self, keys: &[K]) -> Result<Vec<Option<Value>>, Error> {
         let ids: Vec<RequestId> = keys
             .iter()
             .map(|key| self.submit(Request::Get { key: key.as_ref().to_vec() }))
             .collect();
-        self.wait_all(&ids).into_iter().map(|result| result.and_then(value_of)).collect()
+        self.wait_all(&ids).into_iter().map(Outcome::into_value).collect()
     }
 
     /// One page of partition `partition`'s keys after `after` (empty: from the first), in byte
     /// order, and whether more may follow.
     pub fn scan(&mut self, partition: u32, after: &[u8]) -> Result<(Vec<Vec<u8>>, bool), Error> {
-        let reply = self.call(Request::Scan { partition, after: after.to_vec() })?;
-        if reply.status != Status::Ok {
-            return Err(Error::Status(reply.status));
-        }
+        let reply = self.call(Request::Scan { partition, after: after.to_vec() }).into_reply()?;
         let keys = decode_scan_page(&reply.value).map_err(|_| Error::BadReply("scan page"))?;
         Ok((keys.into_iter().map(<[u8]>::to_vec).collect(), reply.version != 0))
     }
@@ -88,8 +114,7 @@ impl<T: Transport> Client<T> {
     /// Where `key`'s value is: the value itself when it is kept in the log, or the blob
     /// reference of a big value and the server to fetch its chunks from; `None` when absent.
     pub fn get_reference(&mut self, key: &[u8]) -> Result<Option<ValueLocation>, Error> {
-        let reply = self.call(Request::GetRef { key: key.to_vec() })?;
-        location_of(reply)
+        location_of(self.call(Request::GetRef { key: key.to_vec() }))
     }
 
     /// `get_reference` of every key of `keys`, in order, the requests in flight together.
@@ -102,14 +127,13 @@ impl<T: Transport> Client<T> {
             .iter()
             .map(|key| self.submit(Request::GetRef { key: key.as_ref().to_vec() }))
             .collect();
-        self.wait_all(&ids).into_iter().map(|result| result.and_then(location_of)).collect()
+        self.wait_all(&ids).into_iter().map(location_of).collect()
     }
 
     /// The chunk named `hash`, from `server`, checked against its hash (`Error::BadReply` when
     /// what arrived does not hash to it; `Error::Status(NotFound)` when no key references it).
     pub fn fetch_chunk(&mut self, server: SocketAddr, hash: &[u8; 32]) -> Result<Vec<u8>, Error> {
-        let reply = self.call(Request::Chunk { server, hash: *hash })?;
-        checked_chunk(reply, hash)
+        checked_chunk(self.call(Request::Chunk { server, hash: *hash }), hash)
     }
 
     /// Bytes `[offset, offset + len)` of the chunk named `hash` (clipped to its end), pulling
@@ -125,11 +149,8 @@ impl<T: Transport> Client<T> {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let reply = self.call(Request::ChunkRange { server, hash: *hash, offset, len })?;
-        match reply.status {
-            Status::Ok => Ok(reply.value),
-            status => Err(Error::Status(status)),
-        }
+        let request = Request::ChunkRange { server, hash: *hash, offset, len };
+        Ok(self.call(request).into_reply()?.value)
     }
 
     /// A whole blob value from its reference: every chunk fetched from `server` (several in
@@ -146,8 +167,8 @@ impl<T: Transport> Client<T> {
                 .iter()
                 .map(|hash| self.submit(Request::Chunk { server, hash: *hash }))
                 .collect();
-            for (result, hash) in self.wait_all(&ids).into_iter().zip(hashes) {
-                value.extend_from_slice(&checked_chunk(result?, hash)?);
+            for (outcome, hash) in self.wait_all(&ids).into_iter().zip(hashes) {
+                value.extend_from_slice(&checked_chunk(outcome, hash)?);
             }
         }
         if value.len() as u64 != reference.value_len {
@@ -159,13 +180,13 @@ impl<T: Transport> Client<T> {
     /// Checks that `server` answers; returns the time the exchange took, resends included.
     pub fn ping(&mut self, server: SocketAddr) -> Result<Duration, Error> {
         let started = Instant::now();
-        self.call(Request::Ping { server })?;
+        self.call(Request::Ping { server }).into_reply()?;
         Ok(started.elapsed())
     }
 
     /// `server`'s counters, a JSON object.
     pub fn stats(&mut self, server: SocketAddr) -> Result<String, Error> {
-        let reply = self.call(Request::Stats { server })?;
+        let reply = self.call(Request::Stats { server }).into_reply()?;
         String::from_utf8(reply.value).map_err(|_| Error::BadReply("stats are not utf-8"))
     }
 
@@ -175,7 +196,7 @@ impl<T: Transport> Client<T> {
         let servers = self.core.servers().to_vec();
         let mut last_error = Error::Config("no servers");
         for server in servers {
-            match self.call(Request::Map { server }) {
+            match self.call(Request::Map { server }).into_reply() {
                 Ok(reply) => {
                     return PartitionMap::decode(&reply.value)
                         .map_err(|_| Error::BadReply("partition map"));
@@ -187,17 +208,9 @@ impl<T: Transport> Client<T> {
     }
 }
 
-fn value_of(reply: Reply) -> Result<Option<Value>, Error> {
-    match reply.status {
-        Status::Ok => Ok(Some(Value { bytes: reply.value, version: reply.version })),
-        Status::NotFound => Ok(None),
-        status => Err(Error::Status(status)),
-    }
-}
-
-fn location_of(reply: Reply) -> Result<Option<ValueLocation>, Error> {
-    match reply.status {
-        Status::Ok if reply.reference => {
+fn location_of(outcome: Outcome) -> Result<Option<ValueLocation>, Error> {
+    match outcome {
+        Outcome::Done(reply) if reply.reference => {
             let reference = BlobReference::decode(&reply.value)
                 .map_err(|_| Error::BadReply("blob reference"))?;
             Ok(Some(ValueLocation::Blob {
@@ -206,23 +219,14 @@ fn location_of(reply: Reply) -> Result<Option<ValueLocation>, Error> {
                 server: reply.server,
             }))
         }
-        _ => Ok(value_of(reply)?.map(ValueLocation::Inline)),
+        other => Ok(other.into_value()?.map(ValueLocation::Inline)),
     }
 }
 
-fn checked_chunk(reply: Reply, hash: &[u8; 32]) -> Result<Vec<u8>, Error> {
-    if reply.status != Status::Ok {
-        return Err(Error::Status(reply.status));
-    }
+fn checked_chunk(outcome: Outcome, hash: &[u8; 32]) -> Result<Vec<u8>, Error> {
+    let reply: Reply = outcome.into_reply()?;
     if blake3::hash(&reply.value).as_bytes() != hash {
         return Err(Error::BadReply("chunk does not match its hash"));
     }
     Ok(reply.value)
-}
-
-fn ok_version(reply: Reply) -> Result<u64, Error> {
-    match reply.status {
-        Status::Ok => Ok(reply.version),
-        status => Err(Error::Status(status)),
-    }
 }

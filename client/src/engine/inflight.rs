@@ -59,7 +59,11 @@ pub(crate) struct InFlight {
     pub(crate) class: RttClass,
     /// The current timeout; doubles on each counted expiry.
     pub(crate) rto: Duration,
+    /// When its timer fires next.
     pub(crate) deadline: Option<Instant>,
+    /// The caller's deadline (`RequestOptions::deadline`): every timer is armed no later, and
+    /// the request fails with `Error::DeadlineExceeded` when it fires at or after it.
+    pub(crate) give_up_at: Option<Instant>,
     pub(crate) sent_at: Instant,
     /// When `tracking_id` was first sent.
     pub(crate) first_sent: Instant,
@@ -108,6 +112,16 @@ impl InFlight {
         self.progress = true;
         self.attempts_on_server = 1;
         self.window_start = now;
+    }
+
+    /// `at`, or the caller's deadline when that comes first: a timer armed for `at`.
+    pub(crate) fn timer_at(&self, at: Instant) -> Instant {
+        self.give_up_at.map_or(at, |give_up_at| at.min(give_up_at))
+    }
+
+    /// Whether the caller's deadline has passed at `now`.
+    pub(crate) fn past_deadline(&self, now: Instant) -> bool {
+        self.give_up_at.is_some_and(|give_up_at| now >= give_up_at)
     }
 
     /// Whether the resend window is over at `now`.

@@ -8,7 +8,7 @@ mod timeout;
 use crate::config::ClientConfig;
 use crate::error::Error;
 use crate::outbox::Outbox;
-use crate::request::{Reply, Request, RequestId};
+use crate::request::{Reply, Request, RequestId, RequestOptions};
 use crate::routing::Router;
 use crate::rtt::{RttClass, RttEstimator};
 use crate::seed::client_id_from;
@@ -21,10 +21,14 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-/// The client protocol without I/O or clock: requests in through `submit`, datagrams through
+/// The client protocol without I/O or clock: requests in through `submit` (or `try_submit`,
+/// which refuses when there is no room), cancellations through `cancel`, datagrams through
 /// `handle_datagram`, time through `handle_timeout`; datagrams out through `poll_transmit`,
-/// the next wake-up through `poll_timeout`, results through `poll_completion`. Every submitted
-/// request completes exactly once.
+/// the next wake-up through `poll_timeout`, results through `poll_completion` (as
+/// `Result<Reply, Error>`; `Outcome::from` turns one into the drivers' `Outcome`). Every
+/// submitted request completes exactly once: answered, failed, past its deadline, or
+/// cancelled. A driver calls `handle_timeout` at `poll_timeout` and sends what
+/// `poll_transmit` gives after every call that may queue datagrams.
 #[derive(Debug)]
 pub struct ClientCore {
     config: ClientConfig,
@@ -64,17 +68,83 @@ impl ClientCore {
     }
 
     /// Starts `request`; its result comes out of `poll_completion` under the returned id.
-    /// Requests queued before the next `poll_transmit` to one server share datagrams.
+    /// Requests queued before the next `poll_transmit` to one server share datagrams. A
+    /// request refused locally (`Error::InFlightFull`, `Error::KeyTooLong`) completes at once
+    /// with that error; `try_submit` reports the refusal instead.
     pub fn submit(&mut self, now: Instant, request: Request) -> RequestId {
+        self.submit_with(now, request, RequestOptions::default())
+    }
+
+    /// `submit` with per-request options (a deadline).
+    pub fn submit_with(
+        &mut self,
+        now: Instant,
+        request: Request,
+        options: RequestOptions,
+    ) -> RequestId {
+        match self.try_submit(now, request, options) {
+            Ok(id) => id,
+            Err(error) => {
+                let id = self.new_request_id();
+                self.stats.completions += 1;
+                self.completions.push_back((id, Err(error)));
+                id
+            }
+        }
+    }
+
+    /// Starts `request` if there is room for it: `Err(Error::InFlightFull)` when
+    /// `ClientConfig::in_flight_max` requests are in flight (`capacity` is 0), or
+    /// `Err(Error::KeyTooLong)`, and then nothing was queued and no completion will come.
+    /// A deadline already passed is no refusal: the request completes at once with
+    /// `Error::DeadlineExceeded`.
+    pub fn try_submit(
+        &mut self,
+        now: Instant,
+        request: Request,
+        options: RequestOptions,
+    ) -> Result<RequestId, Error> {
+        self.admit(&request)?;
+        let id = self.new_request_id();
+        if options.deadline.is_some_and(|deadline| deadline <= now) {
+            self.stats.completions += 1;
+            self.stats.deadlines_exceeded += 1;
+            self.completions.push_back((id, Err(Error::DeadlineExceeded)));
+            return Ok(id);
+        }
+        self.start(now, id, request, options.deadline, false);
+        Ok(id)
+    }
+
+    /// Ends request `id` at once with `Error::Cancelled`: nothing more is sent for it and a
+    /// late reply is dropped. Returns whether it was in flight (false: unknown, or already
+    /// completed, its completion perhaps not yet polled). A cancelled write may still have
+    /// been applied: its datagrams may have reached the server.
+    pub fn cancel(&mut self, id: RequestId) -> bool {
+        match self.requests.get(&id) {
+            Some(request) if !request.internal => {
+                self.stats.cancelled += 1;
+                self.finish(id, Err(Error::Cancelled));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Requests `try_submit` would accept now: `in_flight_max` less those in flight.
+    pub fn capacity(&self) -> usize {
+        self.config.in_flight_max.saturating_sub(self.in_flight())
+    }
+
+    /// The settings the core was made with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    fn new_request_id(&mut self) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         self.stats.requests += 1;
-        if let Err(error) = self.admit(&request) {
-            self.stats.completions += 1;
-            self.completions.push_back((id, Err(error)));
-            return id;
-        }
-        self.start(now, id, request, false);
         id
     }
 
@@ -132,7 +202,9 @@ impl ClientCore {
         self.stats.send_errors += 1;
     }
 
-    fn admit(&self, request: &Request) -> Result<(), Error> {
+    /// Whether `request` itself is acceptable (its key's and value's lengths), room aside:
+    /// what `try_submit` checks besides `capacity`, for callers submitting all or nothing.
+    pub fn check(&self, request: &Request) -> Result<(), Error> {
         let key_len = request.key().len();
         if key_len > KEY_BYTES_MAX {
             return Err(Error::KeyTooLong { len: key_len });
@@ -140,13 +212,25 @@ impl ClientCore {
         if u32::try_from(request.value().len()).is_err() {
             return Err(Error::Status(proto::Status::TooLarge));
         }
-        if self.requests.len() >= self.config.in_flight_max {
+        Ok(())
+    }
+
+    fn admit(&self, request: &Request) -> Result<(), Error> {
+        self.check(request)?;
+        if self.in_flight() >= self.config.in_flight_max {
             return Err(Error::InFlightFull);
         }
         Ok(())
     }
 
-    fn start(&mut self, now: Instant, id: RequestId, request: Request, internal: bool) {
+    fn start(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        request: Request,
+        give_up_at: Option<Instant>,
+        internal: bool,
+    ) {
         let route = self.router.route_request(&request);
         let target = request.server().unwrap_or(route.addr);
         let tracking_id = self.new_tracking_id(id);
@@ -169,6 +253,7 @@ impl ClientCore {
             class,
             rto,
             deadline: None,
+            give_up_at,
             sent_at: now,
             first_sent: now,
             window_start: now,
@@ -193,11 +278,9 @@ impl ClientCore {
         if self.map_refresh.is_some() {
             return;
         }
-        let id = RequestId(self.next_request);
-        self.next_request += 1;
-        self.stats.requests += 1;
+        let id = self.new_request_id();
         self.map_refresh = Some(id);
-        self.start(now, id, Request::Map { server }, true);
+        self.start(now, id, Request::Map { server }, None, true);
     }
 
     /// Ends request `id` with `result`: it leaves every table, and its completion is queued

@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::request::{Reply, RequestId};
 use proto::{decode_addr, flags, HeaderFields, Message, Messages, Opcode, PartitionMap, Status};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 impl ClientCore {
     /// Takes a datagram from `from`: each reply message in it advances its request. Messages
@@ -32,7 +32,7 @@ impl ClientCore {
         match message.status() {
             Status::RetryWithToken => self.on_retry_with_token(now, id),
             Status::WrongOwner => self.on_wrong_owner(now, id, from, message.value),
-            Status::Busy => self.on_busy(id),
+            Status::Busy => self.on_busy(now, id),
             Status::Unavailable => self.fail_over(now, id, Some(Status::Unavailable)),
             Status::VersionMismatch if self.is_pulling(id) => self.restart_read(now, id),
             _ if header.has(flags::PARTIAL) => self.on_partial(now, id, header.frag_index),
@@ -76,10 +76,16 @@ impl ClientCore {
         if !is_answer(opcode, status) {
             return self.finish(id, Err(Error::Status(status)));
         }
+        // A CAS of an absent key whose expected version was not 0 is a mismatch with version
+        // 0, however the server words it: callers see one outcome for it.
+        let (status, version) = match (opcode, status) {
+            (Opcode::Cas, Status::NotFound) => (Status::VersionMismatch, 0),
+            _ => (status, message.header.version),
+        };
         let reply = Reply {
             status,
             value: message.value.to_vec(),
-            version: message.header.version,
+            version,
             reference: message.header.has(flags::REF_ONLY),
             server: self.requests[&id].target,
         };
@@ -144,10 +150,27 @@ impl ClientCore {
         }
     }
 
-    fn on_busy(&mut self, id: RequestId) {
-        // The timer resends; BUSY is the error if the budget runs out meanwhile.
+    /// BUSY: the server is there and answered, so this is no lost datagram to back the timer
+    /// off for: ask again after a short pause that doubles with each BUSY on this server (1 ms,
+    /// 2 ms, … at most 32 ms and the current timeout). A BUSY counts against the server's
+    /// attempt budget all the same, so a server that stays BUSY (a primary cut off from its
+    /// backups) is left for the next one, which knows the new map. BUSY is the error if every
+    /// server's budget runs out.
+    fn on_busy(&mut self, now: Instant, id: RequestId) {
+        let attempts_max = self.config.attempts_per_server;
         let request = self.requests.get_mut(&id).expect("matched request");
         request.last_status = Some(Status::Busy);
+        if request.attempts_on_server >= attempts_max {
+            return self.fail_over(now, id, Some(Status::Busy));
+        }
+        request.attempts_on_server += 1;
+        request.attempts_total += 1;
+        let shift = request.attempts_on_server.clamp(1, 6) - 1;
+        let pause = Duration::from_millis(1 << shift).min(request.rto);
+        request.progress = true; // (its expiry resends without counting a lost attempt)
+        let at = request.timer_at(now + pause);
+        self.timers.set(id, request.deadline, at);
+        request.deadline = Some(at);
     }
 
     fn on_partial(&mut self, now: Instant, id: RequestId, first_missing: u32) {
@@ -237,7 +260,8 @@ impl ClientCore {
         request.restarts += 1;
         self.stats.read_restarts += 1;
         if request.restarts > self.config.read_restarts_max {
-            return self.finish(id, Err(Error::Status(Status::VersionMismatch)));
+            let restarts = self.config.read_restarts_max;
+            return self.finish(id, Err(Error::ValueKeptChanging { restarts }));
         }
         request.phase = Phase::Read(Default::default());
         let old = request.tracking_id;

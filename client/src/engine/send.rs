@@ -43,7 +43,7 @@ impl ClientCore {
         let mut out =
             Sender { client_id: self.client_id, router: &self.router, outbox: &mut self.outbox };
         out.exchange(request, probe);
-        let deadline = now + request.rto;
+        let deadline = request.timer_at(now + request.rto);
         self.timers.set(id, request.deadline, deadline);
         request.deadline = Some(deadline);
     }

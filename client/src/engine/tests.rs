@@ -2,6 +2,7 @@
 
 use super::*;
 use proto::{flags, Messages, Opcode, DATAGRAM_BYTES_MAX};
+use std::time::Duration;
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -97,4 +98,83 @@ fn in_flight_limit_refuses_the_excess() {
     }
     assert!(matches!(core.poll_completion(), Some((RequestId(3), Err(Error::InFlightFull)))));
     assert_eq!(core.in_flight(), 2);
+}
+
+#[test]
+fn try_submit_refuses_without_queueing_and_capacity_tells_in_advance() {
+    let mut config = ClientConfig::new(vec![addr(7000)]);
+    config.in_flight_max = 2;
+    let mut core = ClientCore::new(config).unwrap();
+    let now = Instant::now();
+    assert_eq!(core.capacity(), 2);
+    core.try_submit(now, get("a"), RequestOptions::default()).unwrap();
+    core.try_submit(now, get("b"), RequestOptions::default()).unwrap();
+    assert_eq!(core.capacity(), 0);
+    let refused = core.try_submit(now, get("c"), RequestOptions::default());
+    assert!(matches!(refused, Err(Error::InFlightFull)), "{refused:?}");
+    let too_long = core.try_submit(now, get(&"k".repeat(251)), RequestOptions::default());
+    assert!(matches!(too_long, Err(Error::KeyTooLong { len: 251 })));
+    assert!(core.poll_completion().is_none(), "a refusal is not a completion");
+    assert_eq!(core.in_flight(), 2);
+}
+
+#[test]
+fn a_deadline_ends_a_request_that_would_still_be_resending() {
+    let mut core = core();
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(12);
+    let id = core.submit_with(start, get("k"), RequestOptions { deadline: Some(deadline) });
+    let mut sends = 0;
+    let mut now = start;
+    while core.poll_completion().is_none() {
+        while core.poll_transmit().is_some() {
+            sends += 1;
+        }
+        now = core.poll_timeout().expect("a timer while in flight");
+        assert!(now <= deadline, "a timer past the deadline: {:?}", now - start);
+        core.handle_timeout(now);
+    }
+    // The 5 ms first timeout doubles: sends at 0 and 5 ms, the next (15 ms) is past it.
+    assert_eq!((sends, now), (2, deadline));
+    assert_eq!(core.in_flight(), 0);
+    assert_eq!(core.stats().deadlines_exceeded, 1);
+    assert_eq!(core.poll_timeout(), None, "no timer left behind");
+    let _ = id;
+}
+
+#[test]
+fn a_passed_deadline_fails_at_once_unsent() {
+    let mut core = core();
+    let now = Instant::now();
+    let id = core.submit_with(now, get("k"), RequestOptions { deadline: Some(now) });
+    assert!(
+        matches!(core.poll_completion(), Some((done, Err(Error::DeadlineExceeded))) if done == id)
+    );
+    assert!(core.poll_transmit().is_none());
+}
+
+#[test]
+fn a_cancelled_request_completes_once_and_its_late_reply_is_dropped() {
+    let mut core = core();
+    let now = Instant::now();
+    let id = core.submit(now, Request::Put { key: b"k".to_vec(), value: b"v".to_vec() });
+    let (_, datagram) = core.poll_transmit().unwrap();
+    assert!(core.cancel(id));
+    assert!(!core.cancel(id), "only once");
+    assert!(matches!(core.poll_completion(), Some((done, Err(Error::Cancelled))) if done == id));
+    assert_eq!((core.in_flight(), core.poll_timeout()), (0, None));
+    // The server's reply to it, late: counted and dropped, no second completion.
+    let request = Messages::new(&datagram).next().unwrap().unwrap();
+    let reply = proto::HeaderFields {
+        flags: flags::REPLY,
+        opcode: Opcode::Put as u8,
+        client_id: request.header.client_id,
+        tracking_id: request.header.tracking_id,
+        version: 1,
+        ..Default::default()
+    };
+    core.handle_datagram(now, addr(7000), &crate::encode::message(&reply, b"", b""));
+    assert!(core.poll_completion().is_none());
+    assert_eq!(core.stats().replies_ignored, 1);
+    assert_eq!(core.stats().cancelled, 1);
 }

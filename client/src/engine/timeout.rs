@@ -20,6 +20,10 @@ impl ClientCore {
 
     fn on_timer(&mut self, now: Instant, id: RequestId) {
         let request = self.requests.get_mut(&id).expect("request in flight");
+        if request.past_deadline(now) {
+            self.stats.deadlines_exceeded += 1;
+            return self.finish(id, Err(Error::DeadlineExceeded));
+        }
         if request.window_closed(now, self.config.resend_window) {
             // Nothing may carry this tracking id any more (see `ClientConfig::resend_window`).
             let error = Error::Timeout { attempts: request.attempts_total, server: request.target };
@@ -35,7 +39,7 @@ impl ClientCore {
             // timer for everything in flight is, so a slow spell costs one resend, not one per
             // request in flight.
             request.rto = current;
-            let deadline = request.sent_at + current;
+            let deadline = request.timer_at(request.sent_at + current);
             if deadline > now {
                 self.timers.set(id, None, deadline);
                 request.deadline = Some(deadline);

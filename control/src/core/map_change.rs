@@ -63,8 +63,13 @@ impl Core {
             )));
         }
         let me = self.config.layout.addr_of(self.config.core);
-        let mut here: Vec<u32> =
-            map.entries.iter().filter(|e| e.addr == me).map(|e| e.partition).collect();
+        // Primaries and backups here (a learner's endpoint is kept, but not sent to yet).
+        let mut here: Vec<u32> = map
+            .entries
+            .iter()
+            .filter(|e| e.addr == me || e.role_of(me).is_some())
+            .map(|e| e.partition)
+            .collect();
         here.sort_unstable();
         let placed_here = |p: &u32| here.binary_search(p).is_ok();
         let kept: Vec<bool> = self.endpoints.iter().map(|e| placed_here(&e.partition)).collect();
@@ -92,6 +97,17 @@ impl Core {
         let slots = Slots::new(partitions.iter().copied());
         let routes = Routes::new(&map, me, |p| slots.get(p))?;
 
+        let replicated_here = map
+            .entries
+            .iter()
+            .any(|e| e.role_of(me).is_some() || (e.addr == me && !e.replicas.is_empty()));
+        if replicated_here && self.link.is_none() {
+            return Err(ConfigError(format!(
+                "map epoch {}: replicated partitions on a core without a cluster key",
+                map.epoch
+            )));
+        }
+
         // Valid: no write may be held across the change (its endpoint may leave).
         self.flush_dirty(tx);
         debug_assert!(self.dirty.is_empty() && self.pending.is_empty());
@@ -109,13 +125,33 @@ impl Core {
             }
         }
         for (partition, store) in added {
-            endpoints.push(Endpoint {
-                partition,
-                store,
-                dirty: false,
-                queued_for_compaction: false,
-            });
+            endpoints.push(Endpoint::new(partition, store));
         }
+        // Each endpoint's part in its partition's replication, from the new map.
+        let mut by_partition: Vec<(u32, usize)> =
+            map.entries.iter().enumerate().map(|(i, e)| (e.partition, i)).collect();
+        by_partition.sort_unstable();
+        let now_ns = self.now_ns;
+        self.replicated.clear();
+        for (slot, endpoint) in endpoints.iter_mut().enumerate() {
+            let i = by_partition.binary_search_by_key(&endpoint.partition, |&(p, _)| p);
+            let entry = &map.entries[by_partition[i.expect("placed here")].1];
+            let old = endpoint.replica.take();
+            let last = endpoint.store.last_lsn();
+            let clustered = self.link.is_some();
+            endpoint.replica = super::replica::state_for(entry, me, old, last, now_ns, clustered);
+            if endpoint.replica.is_some() {
+                self.replicated.push(slot);
+            }
+        }
+        // Held replies and queued replication work name old slots: clients resend (and are
+        // answered from their completion records).
+        self.held.clear();
+        self.forward_due.clear();
+        self.acks_due.clear();
+        self.touched.clear();
+        self.all_slots = Slots::new(endpoints.iter().map(|e| e.partition));
+        self.awaiting_map = false;
         self.compaction_queue = self.compaction_queue.iter().filter_map(|&s| moved[s]).collect();
         self.read_cache = ReadCache::default();
         self.endpoints = endpoints;

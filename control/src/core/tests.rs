@@ -606,3 +606,4 @@ fn a_memory_class_write_that_failed_to_reach_the_file_frees_no_chunk() {
 mod exactly_once;
 mod map_changes;
 mod reads;
+mod replication;

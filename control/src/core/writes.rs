@@ -5,6 +5,7 @@ use super::*;
 use crate::completions::{fingerprint, same_shape, shape, Record, RequestId};
 use crate::durable::send_acks;
 use crate::reassembly::Refused;
+use proto::replication::WriteOp;
 use proto::VALUE_BYTES_MAX;
 use storage::{CasOutcome, Stamp};
 
@@ -55,6 +56,13 @@ impl Core {
             self.counters.busy += 1;
             return self.answer(tx, request, Status::Busy);
         }
+        let value_len = if h.has(flags::FRAGMENT) { h.total_len as usize } else { m.value.len() };
+        if super::replica::has_backups(&self.endpoints[slot])
+            && m.key.len() + value_len > super::replica::REPLICATED_VALUE_BYTES_MAX
+        {
+            // Its record must fit one forward (values of blob size replicate later).
+            return self.answer(tx, request, Status::TooLarge);
+        }
         if !h.has(flags::FRAGMENT) {
             let record = self.apply(slot, id, m.opcode(), m.key, m.value, h.version);
             self.completions.insert(now_ns, id, record);
@@ -101,7 +109,8 @@ impl Core {
         let mut reply = request.reply;
         reply.status = record.status as u16;
         reply.version = record.version;
-        if self.durability != Durability::Flushed || !self.endpoints[slot].dirty {
+        let replicated = self.endpoints[slot].replica.is_some(); // (held by `send_or_hold`)
+        if self.durability != Durability::Flushed || !self.endpoints[slot].dirty || replicated {
             self.replies.push(tx, &reply, &[], &[], request.validated);
             return;
         }
@@ -177,6 +186,14 @@ impl Core {
             self.compaction_queue.push_back(slot);
         }
         let (status, version) = outcome.unwrap_or_else(|error| (status_of(error), 0));
+        let written = match (opcode, status) {
+            (Opcode::Put | Opcode::Cas, Status::Ok) => Some((WriteOp::Put, value, version)),
+            (Opcode::Delete, Status::Ok) => Some((WriteOp::Delete, &[][..], store.last_lsn())),
+            _ => None,
+        };
+        if let Some((op, value, lsn)) = written {
+            self.record_applied(slot, lsn, op, key, value, &stamp);
+        }
         Record { status, version, fingerprint: stamp.fingerprint }
     }
 
@@ -252,7 +269,11 @@ impl Core {
         for slot in self.dirty.drain(..) {
             let endpoint = &mut self.endpoints[slot];
             endpoint.dirty = false;
-            if let Err(error) = endpoint.store.flush(&mut self.blobs) {
+            let flushed = endpoint.store.flush(&mut self.blobs);
+            if flushed.is_ok() {
+                super::replica::note_flushed(endpoint);
+            }
+            if let Err(error) = flushed {
                 let status = status_of(error) as u16;
                 for ack in self.pending.iter_mut().filter(|a| a.slot == slot) {
                     ack.reply.status = status;

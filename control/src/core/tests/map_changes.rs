@@ -94,15 +94,10 @@ fn keys_route_by_the_map_ranges_whatever_their_shape() {
     for e in &mut map.entries {
         e.addr = core_addr(0);
     }
-    let first = map.entries[0];
+    let first = map.entries[0].clone();
     let middle = first.hash_start + (first.hash_end - first.hash_start) / 2;
     map.entries[0].hash_end = middle;
-    let upper = MapEntry {
-        hash_start: middle + 1,
-        hash_end: first.hash_end,
-        partition: 100,
-        addr: core_addr(0),
-    };
+    let upper = MapEntry::single(middle + 1, first.hash_end, 100, core_addr(0));
     map.entries.insert(1, upper);
     let added = vec![(100, empty_store("p100"))];
     h.core.handle_map(MapChange { map, added }, &mut Wire::default()).unwrap();

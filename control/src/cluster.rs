@@ -1,0 +1,457 @@
+//! A member node's cluster agent: its seat in the map group (Raft), node-to-node heartbeats,
+//! and, on the group's leader, the decisions that change the map: the first placement, and a
+//! failover when a node falls silent. Sans-IO like the cores: core 0's loop hands it the
+//! node-to-node datagrams of kinds "map group" and "heartbeat" and calls `poll` at each batch
+//! boundary; it sends through that loop's port and hands every committed map to each core's
+//! inbox (`MapChange`), which the cores take at their own batch boundaries.
+//!
+//! The map's life cycle, all of it compare-and-set on the epoch through the group:
+//! - **placement**: when the group holds no map yet, the leader proposes one: partition p on
+//!   core p % cores of every node that holds it, its primary on node p % nodes, its backups on
+//!   the next `replicas − 1` nodes (so primaries are spread over nodes and cores);
+//! - **failover**: a node the leader has not heard from for `detect_ns` leaves the map: its
+//!   replicas are dropped, and where it was primary the first in-sync backup is promoted
+//!   (which then probes the others and takes what they hold beyond its own: see
+//!   `core::replica`). A node whose removal would leave a partition without a replica stays.
+//!
+//! Not yet: a node that comes back is not added again (catch-up and rejoin come next), and
+//! the group's members are fixed at the bootstrap list.
+
+use crate::config::ConfigError;
+use crate::core::{MapChange, MapOutcome as CoreOutcome};
+use crate::map_group::{MapDisk, MapGroup, ProposalId};
+use crate::peer::{ClusterKey, PeerKind, PeerOpener, PeerSealer};
+use dataplane::Transmit;
+use proto::{partition_range, MapEntry, PartitionMap, Replica, Role};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+/// How a member node takes part in its cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// Core 0 of each bootstrap member, in the order given (member id = index + 1).
+    pub members: Vec<SocketAddr>,
+    /// This node's index in `members`.
+    pub me: usize,
+    /// Cores per node (the same on every member).
+    pub cores: u32,
+    /// Partitions of the key space.
+    pub partitions: u32,
+    /// Replicas per partition (1 to 5, at most the members).
+    pub replicas: usize,
+    /// The cluster's shared secret.
+    pub key: ClusterKey,
+    /// Names the cluster in its maps (derived from the key).
+    pub cluster_id: u64,
+    /// A node silent this long is failed over.
+    pub detect_ns: u64,
+    /// One tick of the map group's clock (elections take 10 to 22 ticks).
+    pub tick_ns: u64,
+    /// How often members tell each other they live.
+    pub heartbeat_ns: u64,
+}
+
+impl ClusterSpec {
+    /// Checks the spec; the error says what to change.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = self.members.len();
+        if !(1..=5).contains(&n) {
+            return Err(ConfigError(format!("a cluster has 1 to 5 bootstrap members, not {n}")));
+        }
+        if self.me >= n {
+            return Err(ConfigError("this node's address is not among the members".into()));
+        }
+        if self.replicas == 0 || self.replicas > n.min(5) {
+            return Err(ConfigError(format!(
+                "--replicas {} needs as many members ({n} listed; at most 5)",
+                self.replicas
+            )));
+        }
+        if self.detect_ns < 5 * self.heartbeat_ns {
+            return Err(ConfigError(format!(
+                "failing a member over after {} ms of silence would take a few lost heartbeats \
+                 (every {} ms) for a death: give at least {} ms",
+                self.detect_ns / 1_000_000,
+                self.heartbeat_ns / 1_000_000,
+                5 * self.heartbeat_ns / 1_000_000
+            )));
+        }
+        if self.partitions < self.cores {
+            return Err(ConfigError("fewer partitions than cores".into()));
+        }
+        Ok(())
+    }
+
+    /// The address of core `core` of member `member`.
+    pub fn core_addr(&self, member: usize, core: u32) -> SocketAddr {
+        let base = self.members[member];
+        SocketAddr::new(base.ip(), base.port() + core as u16)
+    }
+
+    /// The member a core address belongs to.
+    fn member_of(&self, addr: SocketAddr) -> Option<usize> {
+        self.members.iter().position(|m| {
+            m.ip() == addr.ip() && (m.port()..m.port() + self.cores as u16).contains(&addr.port())
+        })
+    }
+
+    /// The first map: see the module comment.
+    pub fn initial_map(&self) -> PartitionMap {
+        let n = self.members.len();
+        let entries = (0..self.partitions)
+            .map(|p| {
+                let (start, end) = partition_range(p, self.partitions);
+                let core = p % self.cores;
+                let first = p as usize % n;
+                let mut entry = MapEntry::single(start, end, p, self.core_addr(first, core));
+                entry.replicas = (1..self.replicas)
+                    .map(|i| Replica {
+                        addr: self.core_addr((first + i) % n, core),
+                        role: Role::Backup,
+                    })
+                    .collect();
+                entry
+            })
+            .collect();
+        PartitionMap { epoch: 2, cluster: self.cluster_id, entries }
+    }
+}
+
+/// The map without member `gone`'s replicas (a backup promoted where it was primary), or
+/// `None` if a partition would be left without any.
+pub fn without_member(spec: &ClusterSpec, map: &PartitionMap, gone: usize) -> Option<PartitionMap> {
+    let mut next = map.clone();
+    next.epoch += 1;
+    for entry in &mut next.entries {
+        entry.replicas.retain(|r| spec.member_of(r.addr) != Some(gone));
+        if spec.member_of(entry.addr) == Some(gone) {
+            let promoted = entry.replicas.iter().position(|r| r.role == Role::Backup)?;
+            entry.addr = entry.replicas.remove(promoted).addr;
+        }
+    }
+    Some(next)
+}
+
+/// What the agent knows, for `cradle status` (read by other threads).
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    /// The newest map epoch handed to the cores (0: none yet).
+    pub installed_epoch: AtomicU64,
+    /// The newest map epoch every core serves by (0: none yet).
+    pub serving_epoch: AtomicU64,
+    /// The map group's leader as this member knows it (member id, 0: none).
+    pub leader: AtomicU64,
+    /// Per member: nanoseconds (agent clock) since last heard, `u64::MAX` if never.
+    pub silent_ns: Mutex<Vec<u64>>,
+}
+
+/// The agent of one member node.
+pub struct Agent {
+    spec: ClusterSpec,
+    group: MapGroup,
+    sealer: PeerSealer,
+    opener: PeerOpener,
+    last_heard: Vec<Option<u64>>,
+    /// The committed map this member installed (decoded).
+    map: Option<PartitionMap>,
+    cores: Vec<Sender<MapChange>>,
+    outcomes: Receiver<CoreOutcome>,
+    proposal: Option<(ProposalId, u64)>,
+    /// Cores that applied each epoch handed out.
+    applied: std::collections::BTreeMap<u64, usize>,
+    last_tick_ns: u64,
+    last_heartbeat_ns: u64,
+    was_leader: bool,
+    view: Arc<ClusterView>,
+    sealed: Vec<u8>,
+    /// Per member, the Raft message being reassembled from pieces: (message number, pieces).
+    assembling: Vec<(u64, Vec<Option<Vec<u8>>>)>,
+    next_message: u64,
+    /// Datagrams refused by the envelope (MAC, replay, staleness).
+    pub dropped: u64,
+}
+
+/// Raft message bytes per datagram: a message longer than this (an entry holding a big map)
+/// travels in pieces, each sealed on its own, reassembled by the receiver (a lost piece loses
+/// the message, which Raft sends again).
+const PIECE_BYTES: usize = 1200;
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("me", &self.spec.me)
+            .field("map", &self.map.as_ref().map(|m| m.epoch))
+            .finish()
+    }
+}
+
+/// Member ids in the envelope: small numbers, apart from the cores' (address-derived) ids.
+fn member_id(index: usize) -> u64 {
+    index as u64 + 1
+}
+
+impl Agent {
+    /// The agent of `spec.me`, on its map-group disk, handing maps to `cores` (one sender
+    /// per core's inbox; their outcomes come back on `outcomes`).
+    pub fn new(
+        spec: ClusterSpec,
+        disk: &MapDisk,
+        cores: Vec<Sender<MapChange>>,
+        outcomes: Receiver<CoreOutcome>,
+        wall_start_ns: u64,
+        view: Arc<ClusterView>,
+    ) -> Result<Agent, ConfigError> {
+        spec.validate()?;
+        let me = member_id(spec.me);
+        let group = MapGroup::start(me, disk, Vec::new())?;
+        let n = spec.members.len();
+        Ok(Agent {
+            sealer: PeerSealer::new(spec.key.clone(), me, wall_start_ns),
+            opener: PeerOpener::new(spec.key.clone(), me),
+            last_heard: vec![None; n],
+            map: None,
+            cores,
+            outcomes,
+            proposal: None,
+            applied: Default::default(),
+            last_tick_ns: 0,
+            last_heartbeat_ns: 0,
+            was_leader: false,
+            view,
+            sealed: Vec::new(),
+            assembling: vec![(0, Vec::new()); n],
+            next_message: 0,
+            dropped: 0,
+            spec,
+            group,
+        })
+    }
+
+    /// Whether `datagram` is for the agent (a map-group or heartbeat node datagram).
+    pub fn claims(datagram: &[u8]) -> bool {
+        datagram.starts_with(&crate::peer::MAGIC.to_le_bytes())
+            && matches!(datagram.get(3), Some(&k) if k == PeerKind::MapGroup as u8 || k == PeerKind::Heartbeat as u8)
+    }
+
+    /// A datagram `claims` took: authenticated, then handed to the group or noted as a sign
+    /// of life.
+    pub fn handle_datagram(
+        &mut self,
+        now_ns: u64,
+        wall_ns: u64,
+        datagram: &[u8],
+        tx: &mut dyn Transmit,
+    ) {
+        let opened = match self.opener.open(wall_ns, datagram) {
+            Ok(opened) => opened,
+            Err(_) => {
+                self.dropped += 1;
+                return;
+            }
+        };
+        let Some(from) =
+            (opened.from as usize).checked_sub(1).filter(|&i| i < self.spec.members.len())
+        else {
+            self.dropped += 1;
+            return;
+        };
+        self.last_heard[from] = Some(now_ns);
+        if opened.kind == PeerKind::MapGroup {
+            let payload = opened.payload.to_vec();
+            if let Some(message) = self.reassemble(from, &payload) {
+                // Authenticated bytes only reach raft-rs's parser.
+                if self.group.handle_message(&message).is_err() {
+                    self.dropped += 1;
+                }
+            }
+        }
+        self.flush(wall_ns, tx);
+    }
+
+    /// A piece of a Raft message from member `from` (message u64, index u16, count u16,
+    /// bytes): the whole message once every piece is in.
+    fn reassemble(&mut self, from: usize, piece: &[u8]) -> Option<Vec<u8>> {
+        if piece.len() < 12 {
+            self.dropped += 1;
+            return None;
+        }
+        let message = u64::from_le_bytes(piece[..8].try_into().expect("8 bytes"));
+        let index = u16::from_le_bytes([piece[8], piece[9]]) as usize;
+        let count = u16::from_le_bytes([piece[10], piece[11]]) as usize;
+        if count == 0 || index >= count {
+            self.dropped += 1;
+            return None;
+        }
+        let (current, pieces) = &mut self.assembling[from];
+        if *current != message || pieces.len() != count {
+            // A newer message replaces one left incomplete.
+            (*current, *pieces) = (message, vec![None; count]);
+        }
+        pieces[index] = Some(piece[12..].to_vec());
+        if pieces.iter().any(Option::is_none) {
+            return None;
+        }
+        let whole = pieces.drain(..).flatten().flatten().collect();
+        Some(whole)
+    }
+
+    /// Timers, the leader's decisions, and installing what the group committed.
+    pub fn poll(&mut self, now_ns: u64, wall_ns: u64, tx: &mut dyn Transmit) {
+        if now_ns >= self.last_tick_ns + self.spec.tick_ns {
+            self.last_tick_ns = now_ns;
+            self.group.tick();
+        }
+        if now_ns >= self.last_heartbeat_ns + self.spec.heartbeat_ns {
+            self.last_heartbeat_ns = now_ns;
+            for m in 0..self.spec.members.len() {
+                if m != self.spec.me {
+                    self.sealer.seal(
+                        member_id(m),
+                        PeerKind::Heartbeat,
+                        wall_ns,
+                        &[],
+                        &mut self.sealed,
+                    );
+                    tx.send(self.spec.members[m], &self.sealed);
+                }
+            }
+        }
+        self.last_heard[self.spec.me] = Some(now_ns);
+        while let Some((id, _outcome)) = self.group.poll_outcome() {
+            if self.proposal.is_some_and(|(p, _)| p == id) {
+                self.proposal = None;
+            }
+        }
+        while let Ok(outcome) = self.outcomes.try_recv() {
+            match outcome {
+                CoreOutcome::Refused(why) => {
+                    eprintln!("cradle: a core refused the cluster map: {why}")
+                }
+                CoreOutcome::Applied { epoch, .. } => {
+                    let applied = self.applied.entry(epoch).or_insert(0);
+                    *applied += 1;
+                    if *applied == self.cores.len() {
+                        self.view.serving_epoch.fetch_max(epoch, Ordering::AcqRel);
+                        self.applied.retain(|&e, _| e > epoch);
+                    }
+                }
+            }
+        }
+        self.install();
+        let leader = self.group.is_leader();
+        if leader && !self.was_leader {
+            // A new leader gives every member a detection period before judging it.
+            for heard in &mut self.last_heard {
+                *heard = Some(now_ns);
+            }
+        }
+        self.was_leader = leader;
+        if leader {
+            self.decide(now_ns);
+        }
+        self.flush(wall_ns, tx);
+        self.publish(now_ns);
+    }
+
+    /// The group's map, if newer than the one installed: to every core.
+    fn install(&mut self) {
+        let (group_epoch, bytes) = self.group.map();
+        if group_epoch == 0 || self.map.as_ref().is_some_and(|m| m.epoch > group_epoch) {
+            return;
+        }
+        let map = match PartitionMap::decode(bytes) {
+            Ok(map) => map,
+            Err(e) => panic!("the map group committed an undecodable map: {e:?}"),
+        };
+        for core in &self.cores {
+            // A core gone (the node stopping) takes nothing more.
+            let _ = core.send(MapChange { map: map.clone(), added: Vec::new() });
+        }
+        self.view.installed_epoch.store(map.epoch, Ordering::Release);
+        self.map = Some(map);
+    }
+
+    /// The leader's decisions: the first map, then failovers (one proposal at a time).
+    fn decide(&mut self, now_ns: u64) {
+        if let Some((_, at)) = self.proposal {
+            if now_ns < at + 20 * self.spec.tick_ns {
+                return; // (a lost proposal is given up after a while and decided again)
+            }
+            self.proposal = None;
+        }
+        let (group_epoch, _) = self.group.map();
+        let next = match &self.map {
+            None if group_epoch == 0 => Some(self.spec.initial_map()),
+            None => None, // committed but not installed yet: next poll
+            Some(map) => {
+                let silent = (0..self.spec.members.len())
+                    .filter(|&m| m != self.spec.me)
+                    .filter(|&m| self.holds_replicas(map, m))
+                    .find(|&m| {
+                        self.last_heard[m].is_none_or(|t| now_ns >= t + self.spec.detect_ns)
+                    });
+                let next = silent.and_then(|m| without_member(&self.spec, map, m));
+                if let (Some(m), Some(next)) = (silent, &next) {
+                    let heard = self.last_heard[m].map(|t| (now_ns - t) / 1_000_000);
+                    eprintln!(
+                        "cradle: member {} ({}) silent for {} ms: its replicas leave the map \
+                         (epoch {})",
+                        m + 1,
+                        self.spec.members[m],
+                        heard.map_or("ever".into(), |ms| ms.to_string()),
+                        next.epoch
+                    );
+                }
+                next
+            }
+        };
+        let Some(mut next) = next else { return };
+        next.epoch = group_epoch + 2; // (map epochs run one ahead of the group's: 1 is the layout)
+        if let Ok(id) = self.group.propose(group_epoch, next.encode()) {
+            self.proposal = Some((id, now_ns));
+        }
+    }
+
+    fn holds_replicas(&self, map: &PartitionMap, member: usize) -> bool {
+        map.entries.iter().any(|e| {
+            self.spec.member_of(e.addr) == Some(member)
+                || e.replicas.iter().any(|r| self.spec.member_of(r.addr) == Some(member))
+        })
+    }
+
+    fn flush(&mut self, wall_ns: u64, tx: &mut dyn Transmit) {
+        while let Some((to, bytes)) = self.group.poll_transmit() {
+            let Some(addr) = (to as usize).checked_sub(1).and_then(|i| self.spec.members.get(i))
+            else {
+                continue;
+            };
+            self.next_message += 1;
+            let count = bytes.len().div_ceil(PIECE_BYTES).max(1);
+            let mut piece = Vec::with_capacity(12 + PIECE_BYTES);
+            for index in 0..count {
+                piece.clear();
+                piece.extend_from_slice(&self.next_message.to_le_bytes());
+                piece.extend_from_slice(&(index as u16).to_le_bytes());
+                piece.extend_from_slice(&(count as u16).to_le_bytes());
+                let end = ((index + 1) * PIECE_BYTES).min(bytes.len());
+                piece.extend_from_slice(&bytes[index * PIECE_BYTES..end]);
+                self.sealer.seal(to, PeerKind::MapGroup, wall_ns, &piece, &mut self.sealed);
+                tx.send(*addr, &self.sealed);
+            }
+        }
+    }
+
+    fn publish(&self, now_ns: u64) {
+        self.view.leader.store(self.group.leader().unwrap_or(0), Ordering::Relaxed);
+        // Never waits on the loop: a reader holding the lock skips one publication.
+        if let Ok(mut silent) = self.view.silent_ns.try_lock() {
+            *silent = self
+                .last_heard
+                .iter()
+                .map(|t| t.map_or(u64::MAX, |t| now_ns.saturating_sub(t)))
+                .collect();
+        }
+    }
+}

@@ -1,0 +1,835 @@
+//! Replication inside a partition (PacificA's primary-backup): the primary orders the
+//! partition's writes by LSN, forwards each write's record (its stamp included, so completion
+//! records replicate with the write) to the in-sync backups, and answers a request only once
+//! what it observed is *committed*: held by the primary and every in-sync backup under the
+//! partition's durability class. Reads are held the same way, so no client ever sees a write
+//! that a failover could lose.
+//!
+//! - **Forward and ack.** New records go out at the end of the batch that made them (many per
+//!   datagram); a backup applies them with `Store::apply_at` in LSN order (a gap waits for the
+//!   resend), and acks the LSN it holds durably, echoing the forward's send time. Without new
+//!   writes the primary sends empty forwards (heartbeats); unacked records are sent again
+//!   after `resend_ns`.
+//! - **Lease.** A primary serves only while every in-sync backup acked a forward it sent less
+//!   than `lease_ns` ago (counted from the send, on the primary's own clock).
+//! - **Becoming primary** (a fresh map or a promotion): the new primary asks every in-sync
+//!   backup for its LSN (PROBE), pulls the records any of them has beyond its own (they come
+//!   from the old primary's sequence, of which every replica holds a prefix), then waits
+//!   `lease_ns + grace` so the old primary's lease has run out before it serves. A backup
+//!   answers a probe only once it has the map that names the asker primary, and from then on
+//!   takes no forward from the old one.
+//!
+//! Not yet: a replica that lags beyond what the primary still holds in memory (`tail`), i.e.
+//! catch-up from the store and snapshots for new replicas (learners are not sent to); values
+//! whose record does not fit one datagram (refused TOO_LARGE on replicated partitions).
+
+use super::*;
+use crate::peer::{ClusterKey, PeerKind, PeerOpener, PeerSealer, MAC_BYTES, PEER_HEADER_BYTES};
+use proto::replication::{
+    encode_ack, encode_forward_header, encode_probe, set_forward_count, Replication, WriteOp,
+    WriteRecord, FORWARD_HEADER_BYTES, RECORD_HEADER_BYTES,
+};
+use proto::Role;
+use storage::{Applied, Stamp};
+
+/// Replication settings of a core (`CoreConfig::replication`; none on a single node).
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    /// The cluster's shared secret: every replication datagram carries its MAC.
+    pub key: ClusterKey,
+    /// How long the backups' acks keep a primary serving.
+    pub lease_ns: u64,
+    /// How often a primary without new writes sends a heartbeat.
+    pub heartbeat_ns: u64,
+    /// How long a forward or probe waits for its answer before it is sent again.
+    pub resend_ns: u64,
+    /// How long a new primary waits, once it has probed its backups, before it serves: more
+    /// than `lease_ns`, so the old primary's lease has run out (1.5 × the lease by default).
+    /// Less breaks linearizability when a cut-off primary still serves reads.
+    pub promotion_wait_ns: u64,
+}
+
+impl ReplicationConfig {
+    /// Defaults: a 50 ms lease, heartbeats every 5 ms, resends after 10 ms (a backup's flush
+    /// on a loaded disk takes milliseconds: sooner resends only add work).
+    pub fn new(key: ClusterKey) -> ReplicationConfig {
+        let lease_ns = 50_000_000;
+        ReplicationConfig {
+            key,
+            lease_ns,
+            heartbeat_ns: 5_000_000,
+            resend_ns: 10_000_000,
+            promotion_wait_ns: lease_ns + lease_ns / 2,
+        }
+    }
+}
+
+/// Room for the payload of one replication datagram.
+const PAYLOAD_BYTES_MAX: usize = DATAGRAM_BYTES_MAX - PEER_HEADER_BYTES - MAC_BYTES;
+
+/// Records a primary holds past its commit point (per partition) before new writes get BUSY.
+const TAIL_RECORDS_MAX: usize = 4096;
+
+/// Replies held for their commit at once; more requests get BUSY.
+const HELD_MAX: usize = 8192;
+
+/// The largest key + value a replicated write may carry (its record fits one datagram).
+pub(crate) const REPLICATED_VALUE_BYTES_MAX: usize =
+    PAYLOAD_BYTES_MAX - FORWARD_HEADER_BYTES - RECORD_HEADER_BYTES;
+
+/// A replica's identity in the node-to-node envelope: its core's address.
+pub(crate) fn peer_id(addr: SocketAddr) -> u64 {
+    match addr {
+        SocketAddr::V4(v4) => u64::from(u32::from(*v4.ip())) << 16 | u64::from(v4.port()),
+        SocketAddr::V6(v6) => {
+            let h = blake3::hash(&[&v6.ip().octets()[..], &v6.port().to_le_bytes()].concat());
+            u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")) | 1 << 63
+        }
+    }
+}
+
+/// This core's side of the node-to-node traffic.
+#[derive(Debug)]
+pub(crate) struct PeerLink {
+    config: ReplicationConfig,
+    sealer: PeerSealer,
+    opener: PeerOpener,
+    sealed: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl PeerLink {
+    pub(crate) fn new(config: ReplicationConfig, me: SocketAddr, incarnation_ns: u64) -> PeerLink {
+        PeerLink {
+            sealer: PeerSealer::new(config.key.clone(), peer_id(me), incarnation_ns),
+            opener: PeerOpener::new(config.key.clone(), peer_id(me)),
+            config,
+            sealed: Vec::with_capacity(DATAGRAM_BYTES_MAX),
+            payload: Vec::with_capacity(DATAGRAM_BYTES_MAX),
+        }
+    }
+
+    /// Seals `self.payload` for `to` and sends it.
+    fn send(&mut self, wall_ns: u64, to: SocketAddr, tx: &mut dyn Transmit) {
+        let payload = &self.payload;
+        self.sealer.seal(peer_id(to), PeerKind::Replication, wall_ns, payload, &mut self.sealed);
+        tx.send(to, &self.sealed);
+    }
+}
+
+/// Another replica, as a primary tracks it.
+#[derive(Clone, Debug)]
+struct Peer {
+    addr: SocketAddr,
+    /// Holds every write through this LSN durably (its acks).
+    acked: u64,
+    /// Forwarded through this LSN (resent from `acked` after `resend_ns` without progress).
+    sent: u64,
+    /// The newest send time (the primary's wall clock) of a forward it acked: the lease.
+    echo_ns: u64,
+    /// When something was last sent to it (probes are paced by it).
+    last_send_ns: u64,
+    /// When records last went to it or its acks last advanced: unacked records are sent
+    /// again `resend_ns` after this (heartbeats do not count, or they would starve resends:
+    /// found by the simulation as writes held for good behind one lost forward).
+    progress_ns: u64,
+    /// Its LSN as its probe answer said (becoming primary), if it answered.
+    reported: Option<u64>,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr, acked: u64) -> Peer {
+        Peer {
+            addr,
+            acked,
+            sent: acked,
+            echo_ns: 0,
+            last_send_ns: 0,
+            progress_ns: 0,
+            reported: None,
+        }
+    }
+}
+
+/// What the endpoint is to its partition.
+#[derive(Debug)]
+enum Part {
+    Primary {
+        /// The in-sync backups.
+        peers: Vec<Peer>,
+        /// Still finding out what the backups hold (see the module comment).
+        probing: bool,
+        /// Serves from this time on (after probing: the old primary's lease has run out).
+        serving_from_ns: u64,
+        last_heartbeat_ns: u64,
+    },
+    Backup {
+        primary: SocketAddr,
+    },
+}
+
+/// A replicated endpoint's replication state.
+#[derive(Debug)]
+pub(crate) struct ReplicaState {
+    part: Part,
+    /// Encoded records after the commit point, oldest first: what a primary may have to send
+    /// again, and what a backup may have to hand a new primary.
+    tail: VecDeque<(u64, Vec<u8>)>,
+    /// Held by every in-sync replica.
+    committed: u64,
+    /// Held by this replica under the class (its own store).
+    durable: u64,
+    /// A backup: the newest send time of its primary's forwards (echoed by its acks).
+    last_echo: u64,
+    /// A backup: the durable LSN its last ack said.
+    reported: u64,
+}
+
+impl ReplicaState {
+    fn recompute_committed(&mut self) {
+        let Part::Primary { peers, probing: false, .. } = &self.part else { return };
+        let acked = peers.iter().map(|p| p.acked).min().unwrap_or(u64::MAX);
+        let committed = self.durable.min(acked).max(self.committed);
+        if committed > self.committed {
+            self.committed = committed;
+            while self.tail.front().is_some_and(|(lsn, _)| *lsn <= committed) {
+                self.tail.pop_front();
+            }
+        }
+    }
+}
+
+/// Replies to one datagram, held until what they observed is committed.
+#[derive(Debug)]
+pub(crate) struct Held {
+    /// (slot, LSN) that must be committed first.
+    needs: Vec<(usize, u64)>,
+    datagrams: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+/// Collects the replies to one datagram (replicated primaries hold them).
+#[derive(Debug, Default)]
+pub(crate) struct Capture {
+    datagrams: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl Transmit for Capture {
+    fn send(&mut self, peer: SocketAddr, datagram: &[u8]) -> bool {
+        self.datagrams.push((peer, datagram.to_vec()));
+        true
+    }
+}
+
+/// Whether `endpoint` is a primary with backups (its records must fit a forward).
+pub(super) fn has_backups(endpoint: &Endpoint) -> bool {
+    matches!(endpoint.replica.as_deref(), Some(ReplicaState { part: Part::Primary { peers, .. }, .. }) if !peers.is_empty())
+}
+
+/// `endpoint`'s store is durable through its last LSN (a flush succeeded).
+pub(super) fn note_flushed(endpoint: &mut Endpoint) {
+    if let Some(replica) = endpoint.replica.as_deref_mut() {
+        replica.durable = endpoint.store.last_lsn();
+        replica.recompute_committed();
+    }
+}
+
+/// The replication state the map gives the endpoint of `entry` on the core at `me`, from
+/// its state before (`old`) and its store's LSN; none outside a cluster (`clustered` false).
+/// In a cluster every primary has one, even without backups: an endpoint that was not primary
+/// must wait out a lease another may still hold (found by the simulation: a backup promoted
+/// to sole replica served at once, while the cut-off old primary still answered reads), and
+/// its replies wait for its own durability like any committed point.
+pub(crate) fn state_for(
+    entry: &proto::MapEntry,
+    me: SocketAddr,
+    old: Option<Box<ReplicaState>>,
+    last_lsn: u64,
+    now_ns: u64,
+    clustered: bool,
+) -> Option<Box<ReplicaState>> {
+    if !clustered {
+        return None;
+    }
+    let backups: Vec<SocketAddr> = entry.backups().collect();
+    let (tail, committed) = match old {
+        Some(old) => {
+            if entry.addr == me {
+                if let Part::Primary { peers, probing, serving_from_ns, last_heartbeat_ns } =
+                    old.part
+                {
+                    // Still primary: keep what it knows of the backups that stay; a new one
+                    // is probed like at a promotion.
+                    let mut kept = Vec::new();
+                    let mut all_known = true;
+                    for addr in &backups {
+                        match peers.iter().find(|p| p.addr == *addr) {
+                            Some(p) => kept.push(p.clone()),
+                            None => {
+                                all_known = false;
+                                kept.push(Peer::new(*addr, old.committed));
+                            }
+                        }
+                    }
+                    let part = Part::Primary {
+                        peers: kept,
+                        probing: probing || !all_known,
+                        serving_from_ns,
+                        last_heartbeat_ns,
+                    };
+                    let mut state = Box::new(ReplicaState { part, ..*old });
+                    state.recompute_committed();
+                    return Some(state);
+                }
+            }
+            (old.tail, old.committed)
+        }
+        None => (VecDeque::new(), 0),
+    };
+    let part = if entry.addr == me {
+        Part::Primary {
+            peers: backups.iter().map(|&a| Peer::new(a, committed)).collect(),
+            probing: true,
+            serving_from_ns: u64::MAX,
+            last_heartbeat_ns: now_ns,
+        }
+    } else {
+        match entry.role_of(me) {
+            Some(Role::Backup) => Part::Backup { primary: entry.addr },
+            // A learner is not sent to yet (catch-up from the store comes next): it holds
+            // nothing it could be asked for.
+            Some(Role::Learner) | None => return None,
+        }
+    };
+    Some(Box::new(ReplicaState {
+        part,
+        tail,
+        committed,
+        durable: last_lsn,
+        last_echo: 0,
+        reported: 0,
+    }))
+}
+
+impl Core {
+    /// Whether a replicated primary may serve now; the status to answer if not.
+    pub(super) fn replica_gate(&mut self, slot: usize, now_ns: u64) -> Option<Status> {
+        let link = self.link.as_ref()?;
+        let replica = self.endpoints[slot].replica.as_deref()?;
+        let Part::Primary { peers, probing, serving_from_ns, .. } = &replica.part else {
+            return Some(Status::Busy); // (routes send clients only to primaries)
+        };
+        let lease_ns = link.config.lease_ns;
+        // Echoes are of wall-clock send times (see `forward`); the promotion wait is local.
+        let wall = self.wall_ns();
+        let leased = peers.iter().all(|p| p.echo_ns.saturating_add(lease_ns) > wall);
+        if *probing || now_ns < *serving_from_ns || !leased || self.held.len() >= HELD_MAX {
+            self.counters.busy += 1;
+            self.counters.replica_not_serving += 1;
+            return Some(Status::Busy);
+        }
+        if replica.tail.len() >= TAIL_RECORDS_MAX {
+            self.counters.busy += 1;
+            return Some(Status::Busy);
+        }
+        self.touched.push(slot);
+        None
+    }
+
+    /// A write the primary applied at `lsn`: into its tail, to be forwarded at the batch's end.
+    pub(super) fn record_applied(
+        &mut self,
+        slot: usize,
+        lsn: u64,
+        op: WriteOp,
+        key: &[u8],
+        value: &[u8],
+        stamp: &Stamp,
+    ) {
+        let Some(replica) = self.endpoints[slot].replica.as_deref_mut() else { return };
+        let record = WriteRecord {
+            lsn,
+            op,
+            client_id: stamp.client_id,
+            tracking_id: stamp.tracking_id,
+            fingerprint: stamp.fingerprint,
+            at_ns: stamp.at_ns,
+            key,
+            value,
+        };
+        let mut bytes = Vec::with_capacity(record.len());
+        record.encode(&mut bytes);
+        replica.tail.push_back((lsn, bytes));
+        if self.durability == Durability::Memory {
+            replica.durable = lsn;
+        }
+        if !self.forward_due.contains(&slot) {
+            self.forward_due.push(slot);
+        }
+    }
+
+    /// Sends the replies to one datagram now, or holds them until what they observed (the
+    /// LSN of each replicated primary the datagram touched) is committed.
+    pub(super) fn send_or_hold(&mut self, mut capture: Capture, tx: &mut dyn Transmit) {
+        let mut needs = Vec::new();
+        for slot in self.touched.drain(..) {
+            let endpoint = &self.endpoints[slot];
+            let lsn = endpoint.store.last_lsn();
+            let committed = endpoint.replica.as_deref().map_or(u64::MAX, |r| r.committed);
+            if lsn > committed && !needs.iter().any(|&(s, _)| s == slot) {
+                needs.push((slot, lsn));
+            }
+        }
+        if needs.is_empty() {
+            for (peer, bytes) in capture.datagrams.drain(..) {
+                tx.send(peer, &bytes);
+            }
+        } else {
+            self.held.push(Held { needs, datagrams: std::mem::take(&mut capture.datagrams) });
+        }
+        self.capture = capture;
+    }
+
+    /// Sends every held reply whose needs are now committed.
+    fn release_held(&mut self, tx: &mut dyn Transmit) {
+        let endpoints = &self.endpoints;
+        let ready = |held: &Held| {
+            held.needs.iter().all(|&(slot, lsn)| {
+                endpoints[slot].replica.as_deref().is_none_or(|r| r.committed >= lsn)
+            })
+        };
+        let mut i = 0;
+        while i < self.held.len() {
+            if ready(&self.held[i]) {
+                let held = self.held.remove(i);
+                for (peer, bytes) in held.datagrams {
+                    tx.send(peer, &bytes);
+                    self.replies.datagrams += 1;
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// A node-to-node datagram: authenticated before anything reads its payload.
+    pub(super) fn handle_peer(&mut self, from: SocketAddr, datagram: &[u8], tx: &mut dyn Transmit) {
+        let wall = self.wall_ns();
+        let Some(link) = self.link.as_mut() else {
+            self.counters.dropped_malformed += 1; // (not a protocol this core speaks)
+            return;
+        };
+        let payload = match link.opener.open(wall, datagram) {
+            Ok(opened) if opened.kind == PeerKind::Replication && opened.from == peer_id(from) => {
+                opened.payload.to_vec()
+            }
+            Ok(_) => {
+                self.counters.dropped_malformed += 1;
+                return;
+            }
+            Err(crate::peer::Refused::Unauthenticated) => {
+                self.counters.dropped_unauthenticated += 1;
+                return;
+            }
+            Err(_) => {
+                self.counters.dropped_replayed += 1;
+                return;
+            }
+        };
+        let Ok(message) = Replication::decode(&payload) else {
+            self.counters.dropped_malformed += 1;
+            return;
+        };
+        match message {
+            Replication::Forward { partition, epoch, sent_ns, committed, records } => {
+                self.on_forward(from, partition, epoch, sent_ns, committed, records, false)
+            }
+            Replication::Pulled { partition, epoch, records, .. } => {
+                self.on_forward(from, partition, epoch, 0, 0, records, true)
+            }
+            Replication::Ack { partition, echo_ns, lsn, .. } => {
+                self.on_ack(from, partition, echo_ns, lsn)
+            }
+            Replication::Probe { partition, epoch, sent_ns, from: first } => {
+                self.on_probe(from, partition, epoch, sent_ns, first, tx)
+            }
+        }
+        self.release_held(tx);
+    }
+
+    /// Records from a primary (or, `pulled`, from a backup this primary probed): applied in
+    /// LSN order, each with its completion record.
+    #[allow(clippy::too_many_arguments)]
+    fn on_forward(
+        &mut self,
+        from: SocketAddr,
+        partition: u32,
+        epoch: u64,
+        sent_ns: u64,
+        committed: u64,
+        records: proto::replication::Records<'_>,
+        pulled: bool,
+    ) {
+        let Some(slot) = self.all_slots.get(partition) else { return };
+        let now_ns = self.now_ns;
+        let endpoint = &mut self.endpoints[slot];
+        let Some(replica) = endpoint.replica.as_deref_mut() else { return };
+        let accepted = match &replica.part {
+            Part::Backup { primary } => !pulled && *primary == from && epoch <= self.routes.epoch(),
+            Part::Primary { probing, peers, .. } => {
+                pulled && *probing && peers.iter().any(|p| p.addr == from)
+            }
+        };
+        if !accepted {
+            self.counters.replication_refused += 1;
+            return;
+        }
+        let store = &mut endpoint.store;
+        for record in records {
+            let Ok(r) = record else {
+                self.counters.dropped_malformed += 1;
+                break;
+            };
+            let last = store.last_lsn();
+            if r.lsn <= last {
+                continue; // had it
+            }
+            if r.lsn > last + 1 {
+                break; // a gap: the resend fills it
+            }
+            let stamp = Stamp {
+                client_id: r.client_id,
+                tracking_id: r.tracking_id,
+                fingerprint: r.fingerprint,
+                at_ns: r.at_ns,
+            };
+            let applied = match r.op {
+                WriteOp::Put => Applied::Put { key: r.key, value: r.value },
+                WriteOp::Delete => Applied::Delete { key: r.key },
+            };
+            let keys_before = store.len() as u64;
+            self.read_cache.forget(slot, r.key);
+            let result = store.apply_at(&mut self.blobs, r.lsn, applied, Some(&stamp));
+            let result = match result {
+                Ok(_) if self.durability == Durability::Memory => store.write_out(),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if result.is_err() {
+                break; // the store is stopped: it acks nothing more, its primary notices
+            }
+            self.counters.keys = self.counters.keys + store.len() as u64 - keys_before;
+            self.counters.replicated_records += 1;
+            let id = (r.client_id, r.tracking_id);
+            if self.completions.get(id).is_none() && self.completions.has_room(now_ns) {
+                let done = crate::completions::Record {
+                    status: Status::Ok,
+                    version: r.lsn,
+                    fingerprint: r.fingerprint,
+                };
+                self.completions.insert(now_ns, id, done);
+            }
+            let mut bytes = Vec::with_capacity(r.len());
+            r.encode(&mut bytes);
+            replica.tail.push_back((r.lsn, bytes));
+            if self.durability == Durability::Memory {
+                replica.durable = r.lsn;
+            }
+        }
+        if store.needs_flush() && !endpoint.dirty {
+            endpoint.dirty = true;
+            self.dirty.push(slot);
+        }
+        if store.needs_compaction() && !endpoint.queued_for_compaction {
+            endpoint.queued_for_compaction = true;
+            self.compaction_queue.push_back(slot);
+        }
+        if pulled {
+            return;
+        }
+        replica.committed = replica.committed.max(committed.min(store.last_lsn()));
+        let c = replica.committed;
+        while replica.tail.front().is_some_and(|(lsn, _)| *lsn <= c) {
+            replica.tail.pop_front();
+        }
+        replica.last_echo = replica.last_echo.max(sent_ns);
+        if !self.acks_due.contains(&slot) {
+            self.acks_due.push(slot);
+        }
+    }
+
+    /// A backup's ack (while probing: its probe answer): its LSN and the send time it echoes.
+    fn on_ack(&mut self, from: SocketAddr, partition: u32, echo_ns: u64, lsn: u64) {
+        let Some(slot) = self.all_slots.get(partition) else { return };
+        let now_ns = self.now_ns;
+        let last = self.endpoints[slot].store.last_lsn();
+        let Some(replica) = self.endpoints[slot].replica.as_deref_mut() else { return };
+        let Part::Primary { peers, probing, .. } = &mut replica.part else { return };
+        let Some(peer) = peers.iter_mut().find(|p| p.addr == from) else { return };
+        if *probing {
+            // While probing, an ack answers a probe: its LSN is what the backup holds.
+            peer.reported = Some(lsn);
+        } else if lsn <= last {
+            if lsn > peer.acked {
+                peer.acked = lsn;
+                peer.progress_ns = now_ns;
+            }
+            peer.sent = peer.sent.max(lsn);
+        }
+        peer.echo_ns = peer.echo_ns.max(echo_ns);
+        replica.recompute_committed();
+    }
+
+    /// A new primary asks for this backup's LSN, or for its records from `first` on.
+    fn on_probe(
+        &mut self,
+        from: SocketAddr,
+        partition: u32,
+        epoch: u64,
+        sent_ns: u64,
+        first: u64,
+        tx: &mut dyn Transmit,
+    ) {
+        let my_epoch = self.routes.epoch();
+        let Some(slot) = self.all_slots.get(partition) else { return };
+        let wall = self.wall_ns();
+        let endpoint = &self.endpoints[slot];
+        let Some(replica) = endpoint.replica.as_deref() else { return };
+        // Only once this core's map names the asker primary: from then on it takes nothing
+        // from the old one.
+        let Part::Backup { primary } = &replica.part else { return };
+        if *primary != from || epoch > my_epoch {
+            return;
+        }
+        let link = self.link.as_mut().expect("replicated endpoints have a link");
+        link.payload.clear();
+        if first == 0 {
+            encode_ack(&mut link.payload, partition, my_epoch, sent_ns, endpoint.store.last_lsn());
+        } else {
+            encode_forward_header(&mut link.payload, true, partition, my_epoch, sent_ns, 0, 0);
+            let mut count = 0u16;
+            for (lsn, bytes) in &replica.tail {
+                if *lsn < first {
+                    continue;
+                }
+                if link.payload.len() + bytes.len() > PAYLOAD_BYTES_MAX {
+                    break;
+                }
+                link.payload.extend_from_slice(bytes);
+                count += 1;
+            }
+            set_forward_count(&mut link.payload, count);
+        }
+        link.send(wall, from, tx);
+    }
+
+    /// The batch's replication work before its group commit: new records go out now, so the
+    /// backups' flushes overlap the primary's; acks go out now too, so the lease they renew
+    /// does not wait for this replica's flush (those that the flush advances go again after).
+    pub(super) fn replicate_before_commit(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
+        if self.link.is_none() {
+            return;
+        }
+        let due: Vec<usize> = std::mem::take(&mut self.forward_due);
+        for slot in due {
+            self.forward(slot, now_ns, false, tx);
+        }
+        let mut acks = std::mem::take(&mut self.acks_due);
+        for &slot in &acks {
+            self.send_ack(slot, tx);
+        }
+        // Those with writes still to flush are acked again once the flush made them durable.
+        acks.retain(|&slot| {
+            let endpoint = &self.endpoints[slot];
+            endpoint.replica.as_deref().is_some_and(|r| r.durable < endpoint.store.last_lsn())
+        });
+        self.acks_due = acks;
+    }
+
+    /// The rest, after the group commit: acks the flush advanced, replies it committed, and,
+    /// every so often, heartbeats, resends and the probing of new primaries.
+    pub(super) fn replicate(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
+        if self.link.is_none() {
+            return;
+        }
+        for slot in std::mem::take(&mut self.acks_due) {
+            let advanced =
+                self.endpoints[slot].replica.as_deref().is_some_and(|r| r.durable > r.reported);
+            if advanced {
+                self.send_ack(slot, tx);
+            }
+        }
+        self.release_held(tx); // (a flush may have committed some)
+        let heartbeat_ns = self.link.as_ref().expect("checked").config.heartbeat_ns;
+        if now_ns.saturating_sub(self.last_replica_scan_ns) < heartbeat_ns / 2 {
+            return;
+        }
+        self.last_replica_scan_ns = now_ns;
+        for i in 0..self.replicated.len() {
+            let slot = self.replicated[i];
+            self.upkeep(slot, now_ns, tx);
+        }
+        self.publish_lag();
+    }
+
+    /// Publishes which replicas this core's primaries wait for (every heartbeat scan).
+    pub(super) fn publish_lag(&mut self) {
+        let mut lagging = Vec::new();
+        for &slot in &self.replicated {
+            let endpoint = &self.endpoints[slot];
+            let Some(ReplicaState { part: Part::Primary { peers, .. }, .. }) =
+                endpoint.replica.as_deref()
+            else {
+                continue;
+            };
+            let last = endpoint.store.last_lsn();
+            for peer in peers.iter().filter(|p| p.acked < last) {
+                lagging.push((endpoint.partition, peer.addr, last - peer.acked));
+            }
+        }
+        self.stats.publish_lag(self.config.core, &mut lagging);
+    }
+
+    fn send_ack(&mut self, slot: usize, tx: &mut dyn Transmit) {
+        let wall = self.wall_ns();
+        let epoch = self.routes.epoch();
+        let endpoint = &mut self.endpoints[slot];
+        let partition = endpoint.partition;
+        let Some(replica) = endpoint.replica.as_deref_mut() else { return };
+        let Part::Backup { primary } = replica.part else { return };
+        replica.reported = replica.durable;
+        let link = self.link.as_mut().expect("replicated endpoints have a link");
+        link.payload.clear();
+        encode_ack(&mut link.payload, partition, epoch, replica.last_echo, replica.durable);
+        link.send(wall, primary, tx);
+    }
+
+    /// Sends each peer the records it has not been sent (`again`: from what it acked).
+    fn forward(&mut self, slot: usize, now_ns: u64, heartbeat: bool, tx: &mut dyn Transmit) {
+        let wall = self.wall_ns();
+        let epoch = self.routes.epoch();
+        let resend_ns = self.link.as_ref().expect("replicated").config.resend_ns;
+        let endpoint = &mut self.endpoints[slot];
+        let partition = endpoint.partition;
+        let last = endpoint.store.last_lsn();
+        let Some(replica) = endpoint.replica.as_deref_mut() else { return };
+        let committed = replica.committed;
+        let Part::Primary { peers, probing: false, last_heartbeat_ns, .. } = &mut replica.part
+        else {
+            return;
+        };
+        let link = self.link.as_mut().expect("replicated");
+        for peer in peers.iter_mut() {
+            let stalled = peer.acked < peer.sent && now_ns >= peer.progress_ns + resend_ns;
+            if stalled {
+                peer.sent = peer.acked; // send again what it has not acked
+            }
+            if peer.sent >= last && !heartbeat && !stalled {
+                continue;
+            }
+            // One datagram at least (a heartbeat when there is nothing new), then as many as
+            // the new records need.
+            loop {
+                link.payload.clear();
+                // Sent at the wall clock, not the loop's: an echo of a previous life of this
+                // core (whose loop clock started over) must not read as a recent one.
+                encode_forward_header(
+                    &mut link.payload,
+                    false,
+                    partition,
+                    epoch,
+                    wall,
+                    committed,
+                    0,
+                );
+                let mut count = 0u16;
+                for (lsn, bytes) in &replica.tail {
+                    if *lsn <= peer.sent {
+                        continue;
+                    }
+                    if link.payload.len() + bytes.len() > PAYLOAD_BYTES_MAX {
+                        break;
+                    }
+                    link.payload.extend_from_slice(bytes);
+                    peer.sent = *lsn;
+                    count += 1;
+                }
+                if peer.sent < last
+                    && count == 0
+                    && replica.tail.front().is_none_or(|f| f.0 > peer.sent + 1)
+                {
+                    // What it lacks is no longer in memory: it needs a catch-up from the store.
+                    self.counters.replica_behind += 1;
+                }
+                set_forward_count(&mut link.payload, count);
+                link.send(wall, peer.addr, tx);
+                self.counters.forwarded_records += u64::from(count);
+                peer.last_send_ns = now_ns;
+                if count > 0 {
+                    peer.progress_ns = now_ns;
+                }
+                if count == 0 || peer.sent >= last {
+                    break;
+                }
+            }
+        }
+        *last_heartbeat_ns = now_ns;
+    }
+
+    /// Heartbeats and resends of a primary; the probing of a new one.
+    fn upkeep(&mut self, slot: usize, now_ns: u64, tx: &mut dyn Transmit) {
+        let link = self.link.as_ref().expect("replicated");
+        let (heartbeat_ns, resend_ns, wait_ns) =
+            (link.config.heartbeat_ns, link.config.resend_ns, link.config.promotion_wait_ns);
+        let wall = self.wall_ns();
+        let epoch = self.routes.epoch();
+        let endpoint = &mut self.endpoints[slot];
+        let partition = endpoint.partition;
+        let last = endpoint.store.last_lsn();
+        let Some(replica) = endpoint.replica.as_deref_mut() else { return };
+        let Part::Primary { peers, probing, serving_from_ns, last_heartbeat_ns } =
+            &mut replica.part
+        else {
+            return;
+        };
+        if !*probing {
+            let stalled =
+                peers.iter().any(|p| p.acked < p.sent && now_ns >= p.progress_ns + resend_ns);
+            let quiet = now_ns >= *last_heartbeat_ns + heartbeat_ns;
+            if stalled || quiet {
+                self.forward(slot, now_ns, quiet, tx);
+            }
+            return;
+        }
+        // Probing: every backup's LSN, then the records the highest holds beyond ours.
+        let link = self.link.as_mut().expect("replicated");
+        let answered = peers.iter().all(|p| p.reported.is_some());
+        let highest = peers.iter().filter_map(|p| p.reported).max().unwrap_or(0);
+        if answered && last >= highest {
+            for peer in peers.iter_mut() {
+                peer.sent = peer.reported.take().expect("answered");
+                peer.acked = peer.acked.min(peer.sent);
+            }
+            *probing = false;
+            *serving_from_ns = now_ns + wait_ns;
+            *last_heartbeat_ns = 0;
+            replica.tail.retain(|(lsn, _)| *lsn <= last);
+            replica.recompute_committed();
+            self.counters.promotions += 1;
+            return self.forward(slot, now_ns, true, tx);
+        }
+        for peer in peers.iter_mut() {
+            if now_ns < peer.last_send_ns + resend_ns {
+                continue;
+            }
+            let first = match peer.reported {
+                None => 0,
+                Some(lsn) if answered && lsn == highest => last + 1,
+                Some(_) => continue,
+            };
+            link.payload.clear();
+            encode_probe(&mut link.payload, partition, epoch, wall, first);
+            link.send(wall, peer.addr, tx);
+            peer.last_send_ns = now_ns;
+        }
+    }
+}

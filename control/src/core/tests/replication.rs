@@ -1,0 +1,253 @@
+//! Two cores on two hosts replicating their partitions (primary on A, backup on B), datagrams
+//! carried by hand: a write is answered only once the backup holds it, the backup serves no
+//! client, and forged, replayed and foreign node-to-node datagrams are dropped and counted
+//! with nothing applied.
+
+use super::*;
+use crate::core::replica::ReplicationConfig;
+use crate::peer::ClusterKey;
+use proto::{MapEntry, Replica, Role};
+
+const A: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)), 7000);
+const B: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2)), 7000);
+
+/// What cores sent, with where to.
+#[derive(Default)]
+struct Net(Vec<(SocketAddr, Vec<u8>)>);
+
+impl Transmit for Net {
+    fn send(&mut self, peer: SocketAddr, datagram: &[u8]) -> bool {
+        self.0.push((peer, datagram.to_vec()));
+        true
+    }
+}
+
+fn key(secret: u8) -> ClusterKey {
+    ClusterKey::from_file_bytes(&[secret; 32]).unwrap()
+}
+
+fn core_at(addr: SocketAddr) -> Core {
+    let layout = Arc::new(NodeLayout::new(4, vec![addr]).unwrap());
+    let map: Arc<[u8]> = layout.map().encode().into();
+    let config = CoreConfig {
+        replication: Some(ReplicationConfig::new(key(9))),
+        wall_clock_start_ns: 1_000_000_000_000,
+        ..CoreConfig::new(0, layout, [3; 32])
+    };
+    Core::new(config, Arc::new(NodeStats::new(1)), map).unwrap()
+}
+
+/// Every partition primary on A with its backup on B.
+fn replicated_map() -> PartitionMap {
+    let entries = (0..4)
+        .map(|p| {
+            let (start, end) = proto::partition_range(p, 4);
+            let mut e = MapEntry::single(start, end, p, A);
+            e.replicas = vec![Replica { addr: B, role: Role::Backup }];
+            e
+        })
+        .collect();
+    PartitionMap { epoch: 2, cluster: 1, entries }
+}
+
+struct Pair {
+    a: Core,
+    b: Core,
+    now: u64,
+    /// Everything A and B sent each other, in order (for replays).
+    between: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let (mut a, mut b) = (core_at(A), core_at(B));
+        for core in [&mut a, &mut b] {
+            let change = MapChange { map: replicated_map(), added: Vec::new() };
+            core.handle_map(change, &mut Net::default()).unwrap();
+        }
+        let mut pair = Pair { a, b, now: 1_000, between: Vec::new() };
+        // The primary probes its backup and waits out a lease before it serves.
+        pair.run(100_000_000);
+        pair
+    }
+
+    /// Delivers `datagram` from `from` to the core at `to`; returns what went to clients.
+    fn deliver(&mut self, from: SocketAddr, to: SocketAddr, datagram: &[u8]) -> Net {
+        let mut out = Net::default();
+        let core = if to == A { &mut self.a } else { &mut self.b };
+        core.handle_datagram(self.now, from, datagram, &mut out);
+        core.end_batch(self.now, &mut out);
+        self.route(if to == A { A } else { B }, out)
+    }
+
+    /// Carries what `from` sent to the other core until nothing moves; returns what went
+    /// elsewhere (clients).
+    fn route(&mut self, from: SocketAddr, out: Net) -> Net {
+        let mut to_clients = Net::default();
+        let mut queue: std::collections::VecDeque<(SocketAddr, SocketAddr, Vec<u8>)> =
+            out.0.into_iter().map(|(to, d)| (from, to, d)).collect();
+        while let Some((from, to, datagram)) = queue.pop_front() {
+            if to != A && to != B {
+                to_clients.0.push((to, datagram));
+                continue;
+            }
+            self.between.push((from, to, datagram.clone()));
+            let mut out = Net::default();
+            let core = if to == A { &mut self.a } else { &mut self.b };
+            core.handle_datagram(self.now, from, &datagram, &mut out);
+            core.end_batch(self.now, &mut out);
+            queue.extend(out.0.into_iter().map(|(t, d)| (to, t, d)));
+        }
+        to_clients
+    }
+
+    /// Lets `ns` pass in 1 ms steps (heartbeats, resends).
+    fn run(&mut self, ns: u64) -> Net {
+        let mut to_clients = Net::default();
+        let end = self.now + ns;
+        while self.now < end {
+            self.now += 1_000_000;
+            for addr in [A, B] {
+                let mut out = Net::default();
+                let core = if addr == A { &mut self.a } else { &mut self.b };
+                core.end_batch(self.now, &mut out);
+                to_clients.0.extend(self.route(addr, out).0);
+            }
+        }
+        to_clients
+    }
+}
+
+fn request(op: Opcode, tracking_id: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
+    let h = HeaderFields {
+        opcode: op as u8,
+        client_id: 77,
+        tracking_id,
+        total_len: value.len() as u32,
+        ..HeaderFields::default()
+    }
+    .with_key_value(key, value);
+    let mut d = vec![0u8; HEADER_BYTES + key.len() + value.len()];
+    encode_message(&mut d, &h, key, value).unwrap();
+    d
+}
+
+fn statuses(net: &Net) -> Vec<(u16, u64, Vec<u8>)> {
+    net.0
+        .iter()
+        .flat_map(|(_, d)| Messages::new(d).map(|m| m.unwrap()))
+        .map(|m| (m.header.status, m.header.version, m.value.to_vec()))
+        .collect()
+}
+
+#[test]
+fn a_write_is_answered_once_the_backup_holds_it_and_the_backup_serves_no_client() {
+    let mut pair = Pair::new();
+    assert_eq!(pair.a.counters().promotions, 4, "every partition probed its backup");
+    let put = request(Opcode::Put, 1, b"k", b"v1");
+    // The put and its forward, the backup's ack and the released reply: one exchange.
+    let mut out = Net::default();
+    pair.a.handle_datagram(pair.now, CLIENT, &put, &mut out);
+    assert!(out.0.is_empty(), "nothing is answered before the backup has the write");
+    pair.a.end_batch(pair.now, &mut out);
+    assert!(out.0.iter().all(|(to, _)| *to == B), "only the forward goes out");
+    let answered = pair.route(A, out);
+    assert_eq!(statuses(&answered), vec![(Status::Ok as u16, 1, Vec::new())]);
+    assert_eq!(pair.b.counters().replicated_records, 1);
+    assert_eq!(pair.b.counters().keys, 1);
+
+    // The backup sends clients to the primary; the primary reads what it wrote.
+    let get = request(Opcode::Get, 2, b"k", b"");
+    let refused = pair.deliver(CLIENT, B, &get);
+    let replies = statuses(&refused);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0, Status::WrongOwner as u16);
+    assert_eq!(proto::decode_addr(&replies[0].2).unwrap().0, A);
+    assert_eq!(statuses(&pair.deliver(CLIENT, A, &get)), vec![(0, 1, b"v1".to_vec())]);
+
+    // A resend is answered from the completion record on either replica's watch.
+    assert_eq!(statuses(&pair.deliver(CLIENT, A, &put)), vec![(0, 1, Vec::new())]);
+    assert_eq!(pair.a.counters().duplicates_answered, 1);
+}
+
+#[test]
+fn without_the_backups_acks_a_primary_answers_nothing_and_its_lease_runs_out() {
+    let mut pair = Pair::new();
+    let put = request(Opcode::Put, 1, b"k", b"v1");
+    let mut out = Net::default();
+    pair.a.handle_datagram(pair.now, CLIENT, &put, &mut out);
+    pair.a.end_batch(pair.now, &mut out);
+    // The forward is lost, and so is everything after it: the backup is cut off.
+    pair.now += 60_000_000;
+    let mut out = Net::default();
+    pair.a.end_batch(pair.now, &mut out);
+    assert!(out.0.iter().all(|(to, _)| *to == B), "the write is still not answered");
+    let get = request(Opcode::Get, 2, b"other", b"");
+    let mut out = Net::default();
+    pair.a.handle_datagram(pair.now, CLIENT, &get, &mut out);
+    let replies: Vec<_> =
+        statuses(&Net(out.0.into_iter().filter(|(to, _)| *to == CLIENT).collect()));
+    assert_eq!(replies, vec![(Status::Busy as u16, 0, Vec::new())], "no read past the lease");
+    assert!(pair.a.counters().replica_not_serving >= 1);
+}
+
+#[test]
+fn forged_replayed_and_foreign_node_datagrams_are_dropped_and_counted_and_nothing_applies() {
+    let mut pair = Pair::new();
+    // Capture a real forward from A to B.
+    let put = request(Opcode::Put, 1, b"k", b"v1");
+    let mut out = Net::default();
+    pair.a.handle_datagram(pair.now, CLIENT, &put, &mut out);
+    pair.a.end_batch(pair.now, &mut out);
+    let (_, forward) = out.0.iter().find(|(to, _)| *to == B).cloned().unwrap();
+    let keys_before = pair.b.counters().keys;
+
+    // Every bit flipped in turn: the MAC (or the framing) refuses each.
+    for bit in 0..forward.len() * 8 {
+        let mut forged = forward.clone();
+        forged[bit / 8] ^= 1 << (bit % 8);
+        pair.b.handle_datagram(pair.now, A, &forged, &mut Net::default());
+    }
+    let c = pair.b.counters();
+    assert_eq!(c.keys, keys_before, "nothing forged applied");
+    assert!(c.dropped_unauthenticated > forward.len() as u64 * 8 / 2, "{c:?}");
+    // The same write sealed with another cluster's key.
+    let mut foreign = crate::peer::PeerSealer::new(key(1), super::replica::peer_id(A), 5);
+    let mut sealed = Vec::new();
+    foreign.seal(
+        super::replica::peer_id(B),
+        crate::peer::PeerKind::Replication,
+        pair.b.wall_ns(),
+        &forward[crate::peer::PEER_HEADER_BYTES..forward.len() - crate::peer::MAC_BYTES],
+        &mut sealed,
+    );
+    let before = pair.b.counters().dropped_unauthenticated;
+    pair.b.handle_datagram(pair.now, A, &sealed, &mut Net::default());
+    assert_eq!(pair.b.counters().dropped_unauthenticated, before + 1);
+    assert_eq!(pair.b.counters().keys, keys_before);
+
+    // The real one applies once; played again, it is a replay.
+    pair.b.handle_datagram(pair.now, A, &forward, &mut Net::default());
+    assert_eq!(pair.b.counters().keys, keys_before + 1);
+    let replayed = pair.b.counters().dropped_replayed;
+    pair.b.handle_datagram(pair.now, A, &forward, &mut Net::default());
+    assert_eq!(pair.b.counters().dropped_replayed, replayed + 1);
+    assert_eq!(pair.b.counters().replicated_records, 1);
+
+    // A client cannot reach the replication path: a forward from a client's address is
+    // refused even with a valid MAC (the sender must be the partition's primary).
+    let mut from_client = Vec::new();
+    let mut sealer = crate::peer::PeerSealer::new(key(9), super::replica::peer_id(CLIENT), 6);
+    sealer.seal(
+        super::replica::peer_id(B),
+        crate::peer::PeerKind::Replication,
+        pair.b.wall_ns(),
+        &forward[crate::peer::PEER_HEADER_BYTES..forward.len() - crate::peer::MAC_BYTES],
+        &mut from_client,
+    );
+    let refused = pair.b.counters().replication_refused;
+    pair.b.handle_datagram(pair.now, CLIENT, &from_client, &mut Net::default());
+    assert_eq!(pair.b.counters().replication_refused, refused + 1);
+}

@@ -1,0 +1,335 @@
+//! Replication between the replicas of a partition: the payloads of the node-to-node
+//! datagrams of kind "replication" (the envelope, its MAC and replay window, is
+//! `control::peer`). Little-endian throughout.
+//!
+//! ```text
+//! FORWARD 1 / PULLED 4: partition u32, epoch u64, sent_ns u64, committed u64, count u16,
+//!                       then `count` records
+//! record:               lsn u64, op u8 (1 put, 2 delete), client_id u64, tracking_id u64,
+//!                       fingerprint u64, at_ns u64, key_len u16, value_len u32, key, value
+//! ACK 2:                partition u32, epoch u64, echo_ns u64, lsn u64
+//! PROBE 3:              partition u32, epoch u64, sent_ns u64, from u64
+//! ```
+//!
+//! FORWARD carries a primary's writes (none: a heartbeat) and the LSN every in-sync replica
+//! has (`committed`); ACK says the LSN through which a replica holds the partition's writes
+//! under its durability class and echoes the `sent_ns` it answers (the primary's lease is
+//! counted from there); PROBE asks a replica for its LSN (`from` 0) or for its records from
+//! `from` on, which come back as PULLED.
+
+use crate::Malformed;
+
+/// Bytes before a FORWARD's or PULLED's records.
+pub const FORWARD_HEADER_BYTES: usize = 1 + 4 + 8 + 8 + 8 + 2;
+/// Bytes of a record besides its key and value.
+pub const RECORD_HEADER_BYTES: usize = 8 + 1 + 8 * 4 + 2 + 4;
+
+/// What a replicated write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOp {
+    /// The key holds the value.
+    Put = 1,
+    /// The key was deleted.
+    Delete = 2,
+}
+
+/// One write as the primary made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteRecord<'a> {
+    /// Its LSN (the version it gave the key).
+    pub lsn: u64,
+    /// Put or delete.
+    pub op: WriteOp,
+    /// Who asked: client id.
+    pub client_id: u64,
+    /// Who asked: tracking id.
+    pub tracking_id: u64,
+    /// The request's fingerprint (see `control::completions`).
+    pub fingerprint: u64,
+    /// When it was applied (primary's wall clock, ns).
+    pub at_ns: u64,
+    /// The key.
+    pub key: &'a [u8],
+    /// The value (empty for a delete).
+    pub value: &'a [u8],
+}
+
+impl WriteRecord<'_> {
+    /// Encoded length.
+    pub fn len(&self) -> usize {
+        RECORD_HEADER_BYTES + self.key.len() + self.value.len()
+    }
+
+    /// Whether it has neither key nor value (never, for a real write).
+    pub fn is_empty(&self) -> bool {
+        self.key.is_empty() && self.value.is_empty()
+    }
+
+    /// Appends the encoded record.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.lsn.to_le_bytes());
+        out.push(self.op as u8);
+        for field in [self.client_id, self.tracking_id, self.fingerprint, self.at_ns] {
+            out.extend_from_slice(&field.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(self.value.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.key);
+        out.extend_from_slice(self.value);
+    }
+}
+
+/// The records of a FORWARD or PULLED, decoded one at a time.
+#[derive(Clone, Debug)]
+pub struct Records<'a> {
+    bytes: &'a [u8],
+    left: u16,
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<WriteRecord<'a>, Malformed>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let result = decode_record(self.bytes);
+        match result {
+            Ok((record, rest)) => {
+                self.bytes = rest;
+                Some(Ok(record))
+            }
+            Err(e) => {
+                self.left = 0;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn decode_record(b: &[u8]) -> Result<(WriteRecord<'_>, &[u8]), Malformed> {
+    if b.len() < RECORD_HEADER_BYTES {
+        return Err(Malformed::Truncated);
+    }
+    let op = match b[8] {
+        1 => WriteOp::Put,
+        2 => WriteOp::Delete,
+        _ => return Err(Malformed::BadOpcode),
+    };
+    let key_len = u16::from_le_bytes([b[41], b[42]]) as usize;
+    let value_len = u32::from_le_bytes(b[43..47].try_into().expect("4 bytes")) as usize;
+    let rest = &b[RECORD_HEADER_BYTES..];
+    if rest.len() < key_len + value_len {
+        return Err(Malformed::Truncated);
+    }
+    if key_len == 0 || key_len > crate::KEY_BYTES_MAX || (op == WriteOp::Delete && value_len > 0) {
+        return Err(Malformed::BadFragment);
+    }
+    let record = WriteRecord {
+        lsn: u64_at(b, 0),
+        op,
+        client_id: u64_at(b, 9),
+        tracking_id: u64_at(b, 17),
+        fingerprint: u64_at(b, 25),
+        at_ns: u64_at(b, 33),
+        key: &rest[..key_len],
+        value: &rest[key_len..key_len + value_len],
+    };
+    Ok((record, &rest[key_len + value_len..]))
+}
+
+/// A decoded replication payload.
+#[derive(Clone, Debug)]
+pub enum Replication<'a> {
+    /// A primary's writes (or, with no records, its heartbeat).
+    Forward {
+        /// The partition.
+        partition: u32,
+        /// The map epoch the primary serves by.
+        epoch: u64,
+        /// The primary's loop clock when it sent this (echoed by the ACK).
+        sent_ns: u64,
+        /// Every in-sync replica holds the writes through this LSN.
+        committed: u64,
+        /// The writes, in LSN order.
+        records: Records<'a>,
+    },
+    /// A replica's LSN.
+    Ack {
+        /// The partition.
+        partition: u32,
+        /// The replica's map epoch.
+        epoch: u64,
+        /// The `sent_ns` of the FORWARD or PROBE answered.
+        echo_ns: u64,
+        /// The replica holds every write through this LSN (durably as its class says).
+        lsn: u64,
+    },
+    /// A primary asks a replica for its LSN, or for its records from `from` on.
+    Probe {
+        /// The partition.
+        partition: u32,
+        /// The asker's map epoch: a replica answers only once it has it.
+        epoch: u64,
+        /// The asker's loop clock (echoed).
+        sent_ns: u64,
+        /// 0: only the LSN; else the first LSN wanted.
+        from: u64,
+    },
+    /// The records a PROBE asked for.
+    Pulled {
+        /// The partition.
+        partition: u32,
+        /// The replica's map epoch.
+        epoch: u64,
+        /// The PROBE's `sent_ns`.
+        echo_ns: u64,
+        /// Unused (0).
+        committed: u64,
+        /// The records, in LSN order.
+        records: Records<'a>,
+    },
+}
+
+/// Appends a FORWARD (`pulled`: a PULLED) header for `count` records, which follow.
+pub fn encode_forward_header(
+    out: &mut Vec<u8>,
+    pulled: bool,
+    partition: u32,
+    epoch: u64,
+    sent_ns: u64,
+    committed: u64,
+    count: u16,
+) {
+    out.push(if pulled { 4 } else { 1 });
+    out.extend_from_slice(&partition.to_le_bytes());
+    for field in [epoch, sent_ns, committed] {
+        out.extend_from_slice(&field.to_le_bytes());
+    }
+    out.extend_from_slice(&count.to_le_bytes());
+}
+
+/// Sets the record count of a FORWARD or PULLED encoded at the start of `out`.
+pub fn set_forward_count(out: &mut [u8], count: u16) {
+    out[FORWARD_HEADER_BYTES - 2..FORWARD_HEADER_BYTES].copy_from_slice(&count.to_le_bytes());
+}
+
+/// Appends an ACK.
+pub fn encode_ack(out: &mut Vec<u8>, partition: u32, epoch: u64, echo_ns: u64, lsn: u64) {
+    out.push(2);
+    out.extend_from_slice(&partition.to_le_bytes());
+    for field in [epoch, echo_ns, lsn] {
+        out.extend_from_slice(&field.to_le_bytes());
+    }
+}
+
+/// Appends a PROBE.
+pub fn encode_probe(out: &mut Vec<u8>, partition: u32, epoch: u64, sent_ns: u64, from: u64) {
+    out.push(3);
+    out.extend_from_slice(&partition.to_le_bytes());
+    for field in [epoch, sent_ns, from] {
+        out.extend_from_slice(&field.to_le_bytes());
+    }
+}
+
+impl Replication<'_> {
+    /// Decodes a payload. Records are checked as they are read.
+    pub fn decode(b: &[u8]) -> Result<Replication<'_>, Malformed> {
+        let (&kind, _) = b.split_first().ok_or(Malformed::Truncated)?;
+        let fixed = |len: usize| if b.len() == len { Ok(()) } else { Err(Malformed::Truncated) };
+        let partition = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
+        match kind {
+            1 | 4 => {
+                if b.len() < FORWARD_HEADER_BYTES {
+                    return Err(Malformed::Truncated);
+                }
+                let records = Records {
+                    bytes: &b[FORWARD_HEADER_BYTES..],
+                    left: u16::from_le_bytes([b[29], b[30]]),
+                };
+                let (partition, epoch, sent_ns, committed) =
+                    (partition(1), u64_at(b, 5), u64_at(b, 13), u64_at(b, 21));
+                Ok(if kind == 1 {
+                    Replication::Forward { partition, epoch, sent_ns, committed, records }
+                } else {
+                    Replication::Pulled { partition, epoch, echo_ns: sent_ns, committed, records }
+                })
+            }
+            2 => {
+                fixed(29)?;
+                let (epoch, echo_ns, lsn) = (u64_at(b, 5), u64_at(b, 13), u64_at(b, 21));
+                Ok(Replication::Ack { partition: partition(1), epoch, echo_ns, lsn })
+            }
+            3 => {
+                fixed(29)?;
+                let (epoch, sent_ns, from) = (u64_at(b, 5), u64_at(b, 13), u64_at(b, 21));
+                Ok(Replication::Probe { partition: partition(1), epoch, sent_ns, from })
+            }
+            _ => Err(Malformed::BadOpcode),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(lsn: u64, key: &'static [u8], value: &'static [u8]) -> WriteRecord<'static> {
+        let op = if value.is_empty() { WriteOp::Delete } else { WriteOp::Put };
+        WriteRecord {
+            lsn,
+            op,
+            client_id: 1,
+            tracking_id: lsn + 10,
+            fingerprint: 3,
+            at_ns: 4,
+            key,
+            value,
+        }
+    }
+
+    #[test]
+    fn every_payload_round_trips_and_damage_is_refused() {
+        let writes = [record(7, b"k", b"value"), record(8, b"k", b"")];
+        let mut out = Vec::new();
+        encode_forward_header(&mut out, false, 5, 9, 100, 6, 0);
+        for w in &writes {
+            w.encode(&mut out);
+        }
+        set_forward_count(&mut out, 2);
+        let Replication::Forward { partition, epoch, sent_ns, committed, records } =
+            Replication::decode(&out).unwrap()
+        else {
+            panic!("a forward")
+        };
+        assert_eq!((partition, epoch, sent_ns, committed), (5, 9, 100, 6));
+        let got: Vec<WriteRecord<'_>> = records.map(|r| r.unwrap()).collect();
+        assert_eq!(got, writes);
+        // Cut anywhere inside the records: the record there fails, none is invented.
+        for cut in FORWARD_HEADER_BYTES..out.len() {
+            let Ok(Replication::Forward { records, .. }) = Replication::decode(&out[..cut]) else {
+                panic!("header intact at {cut}")
+            };
+            assert!(records.clone().any(|r| r.is_err()), "cut at {cut}");
+        }
+        let mut ack = Vec::new();
+        encode_ack(&mut ack, 5, 9, 100, 8);
+        assert!(matches!(
+            Replication::decode(&ack).unwrap(),
+            Replication::Ack { partition: 5, epoch: 9, echo_ns: 100, lsn: 8 }
+        ));
+        assert!(Replication::decode(&ack[..28]).is_err());
+        let mut probe = Vec::new();
+        encode_probe(&mut probe, 5, 9, 100, 3);
+        assert!(matches!(
+            Replication::decode(&probe).unwrap(),
+            Replication::Probe { partition: 5, epoch: 9, sent_ns: 100, from: 3 }
+        ));
+        assert!(Replication::decode(&[9]).is_err());
+    }
+}
