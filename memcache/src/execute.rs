@@ -75,6 +75,10 @@ pub fn expires_at_ns(exptime: i64, now_ns: u64) -> u64 {
     }
 }
 
+/// Writes to a replicated endpoint (a cluster) are not taken by the door yet.
+const NOT_REPLICATED: &[u8] =
+    b"SERVER_ERROR writes through the memcache door are not replicated yet: use cradle's protocol\r\n";
+
 /// The reply line for a store error.
 pub(crate) fn store_error(error: StoreError) -> &'static [u8] {
     match error {
@@ -94,6 +98,11 @@ pub(crate) fn execute(
     out: &mut Vec<u8>,
 ) -> Option<ItemSlot> {
     let start = out.len();
+    let writes = !matches!(job.op, Op::Get { touch: None, .. });
+    if writes && !core.item_writable(slot) {
+        out.extend_from_slice(NOT_REPLICATED);
+        return None;
+    }
     let wrote = match job.op {
         Op::Get { cas, touch } => get(core, slot, job.key, cas, touch, counters, out),
         Op::Store { mode, flags, exptime, cas } => {

@@ -76,6 +76,13 @@ impl Core {
         endpoint.store.get_item(&mut self.blobs, key)
     }
 
+    /// Whether a door may write through this endpoint. Not when it is replicated (a cluster):
+    /// door writes would bypass the forwarding to backups and their acknowledgements, so a
+    /// door refuses them there until it joins the replication path. (Reads are served.)
+    pub fn item_writable(&self, slot: ItemSlot) -> bool {
+        self.endpoints[slot.0].replica.is_none()
+    }
+
     /// The length of the live value of `key`, without reading a blob value's chunks (so a
     /// door can refuse a reply it may not send before it assembles it).
     pub fn item_value_len(
