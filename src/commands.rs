@@ -73,8 +73,9 @@ pub(crate) fn node(options: &NodeOptions) -> Result<ExitCode, String> {
     }
     let first = node.addrs[0];
     let last = node.addrs[node.addrs.len() - 1];
+    let door = node.memcache.map(|a| format!(", memcache on {a} (tcp+udp)")).unwrap_or_default();
     println!(
-        "cradle ready: {} core(s) on {}..{}, {} partitions, data dir {}",
+        "cradle ready: {} core(s) on {}..{}, {} partitions, data dir {}{door}",
         node.addrs.len(),
         first,
         last.port(),

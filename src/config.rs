@@ -19,6 +19,19 @@ pub(crate) struct FileConfig {
     metrics: MetricsSection,
     #[serde(default)]
     storage: StorageSection,
+    #[serde(default)]
+    memcache: MemcacheSection,
+}
+
+/// `[memcache]`: the memcached door (off unless a port is given).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemcacheSection {
+    port: Option<u16>,
+    item_bytes_max: Option<usize>,
+    flush_all: Option<bool>,
+    udp_allow: Option<Vec<String>>,
+    connections_max: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +112,9 @@ pub(crate) struct Flags {
     /// rejoin].
     #[arg(long)]
     pub(crate) failover_after_ms: Option<u64>,
+    /// Serve the memcached protocol on this port (TCP and UDP, on the listen address's host).
+    #[arg(long)]
+    pub(crate) memcache_port: Option<u16>,
 }
 
 /// Most partitions a node accepts (each costs ~100 bytes per core even when empty, and the
@@ -125,7 +141,9 @@ impl FileConfig {
     /// Merges defaults, this file and `flags`; validates the result.
     pub(crate) fn resolve(self, flags: Flags) -> Result<NodeOptions, String> {
         let n = self.node;
+        let memcache = memcache_options(&self.memcache, flags.memcache_port)?;
         let options = NodeOptions {
+            memcache,
             listen: flags.listen.or(n.listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7000))),
             cores: flags.cores.or(n.cores).unwrap_or(1),
             data_dir: flags
@@ -176,6 +194,31 @@ impl FileConfig {
         validate(&options)?;
         Ok(options)
     }
+}
+
+/// The door's port and settings, if it is on (a port from the flag or the file).
+fn memcache_options(
+    m: &MemcacheSection,
+    flag_port: Option<u16>,
+) -> Result<Option<(u16, memcache::DoorConfig)>, String> {
+    let Some(port) = flag_port.or(m.port) else { return Ok(None) };
+    let d = memcache::DoorConfig::default();
+    let udp_allow = match &m.udp_allow {
+        None => d.udp_allow.clone(),
+        Some(list) => list
+            .iter()
+            .map(|n| n.parse().map_err(|e| format!("memcache udp_allow: {e}")))
+            .collect::<Result<_, String>>()?,
+    };
+    let config = memcache::DoorConfig {
+        item_bytes_max: m.item_bytes_max.unwrap_or(d.item_bytes_max),
+        flush_all: m.flush_all.unwrap_or(d.flush_all),
+        connections_max: m.connections_max.unwrap_or(d.connections_max),
+        udp_allow,
+        ..d
+    };
+    config.validate()?;
+    Ok(Some((port, config)))
 }
 
 fn validate(o: &NodeOptions) -> Result<(), String> {
@@ -262,6 +305,29 @@ mod tests {
         assert!(e.resolve(Flags::default()).unwrap_err().contains("completion_records"));
         let e = parse("[node]\ndata_dir = \"/d\"\n[storage]\nsync_interval_ms = 0\n").unwrap();
         assert!(e.resolve(Flags::default()).unwrap_err().contains("sync_interval_ms"));
+    }
+
+    #[test]
+    fn the_memcache_door_is_off_unless_a_port_is_given() {
+        let o = parse("[node]\ndata_dir = \"/d\"\n").unwrap().resolve(Flags::default()).unwrap();
+        assert!(o.memcache.is_none());
+        let text = "[node]\ndata_dir = \"/d\"\n[memcache]\nport = 11211\nflush_all = true\n\
+                    item_bytes_max = 2097152\nudp_allow = [\"10.0.0.0/8\"]\n";
+        let (port, door) =
+            parse(text).unwrap().resolve(Flags::default()).unwrap().memcache.unwrap();
+        assert_eq!((port, door.flush_all, door.item_bytes_max), (11211, true, 2 << 20));
+        assert_eq!(door.udp_allow, vec!["10.0.0.0/8".parse().unwrap()]);
+        let flags = Flags { memcache_port: Some(5), ..Flags::default() };
+        let (port, door) = parse(text).unwrap().resolve(flags).unwrap().memcache.unwrap();
+        assert_eq!((port, door.flush_all), (5, true), "the flag wins, the file's settings stay");
+        let bad = "[node]\ndata_dir = \"/d\"\n[memcache]\nport = 1\nitem_bytes_max = 99999999\n";
+        assert!(parse(bad)
+            .unwrap()
+            .resolve(Flags::default())
+            .unwrap_err()
+            .contains("item_bytes_max"));
+        let bad = "[node]\ndata_dir = \"/d\"\n[memcache]\nport = 1\nudp_allow = [\"x\"]\n";
+        assert!(parse(bad).unwrap().resolve(Flags::default()).unwrap_err().contains("udp_allow"));
     }
 
     #[test]

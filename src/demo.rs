@@ -27,6 +27,7 @@ pub(crate) fn run() -> Result<ExitCode, String> {
         sync_interval: Duration::from_millis(100),
         udp_offload: true,
         completion_records: control::COMPLETION_RECORDS_DEFAULT,
+        memcache: None,
         cluster: None,
     };
     let node = Node::start(&options, Arc::new(AtomicBool::new(false)))?;

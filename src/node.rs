@@ -44,6 +44,8 @@ pub(crate) struct NodeOptions {
     pub(crate) udp_offload: bool,
     /// Completion records per core (see `control::CoreConfig::completion_records_max`).
     pub(crate) completion_records: usize,
+    /// The memcached door's port (on the listen host) and settings, if it is on.
+    pub(crate) memcache: Option<(u16, memcache::DoorConfig)>,
     /// Membership of a cluster (none: a single node).
     pub(crate) cluster: Option<ClusterOptions>,
 }
@@ -110,6 +112,8 @@ impl Membership {
 pub(crate) struct Node {
     /// The address of each core, in core order.
     pub(crate) addrs: Vec<SocketAddr>,
+    /// The memcached door's address (TCP and UDP), if it is on.
+    pub(crate) memcache: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     loops: Vec<JoinHandle<Result<(), String>>>,
     metrics: Option<JoinHandle<()>>,
@@ -191,6 +195,9 @@ impl Node {
             ),
             _ => None,
         };
+        let mut doors = memcache_doors(options, &stats)?;
+        let memcache = doors.first().map(memcache::Door::local_addr).transpose();
+        let memcache = memcache.map_err(|e| format!("memcache door: {e}"))?;
         let mut loops = Vec::new();
         for ((core, mut port), storage) in (0u32..).zip(ports).zip(storages) {
             let config = CoreConfig {
@@ -216,11 +223,19 @@ impl Node {
             };
             let stop = stop.clone();
             let thread = std::thread::Builder::new().name(format!("cradle-core-{core}"));
+            let door = (!doors.is_empty()).then(|| doors.remove(0));
             let handle = thread
                 .spawn(move || {
-                    run(&mut port, &mut handler, &runner, &stop)
-                        .map(|_| ())
-                        .map_err(|e| format!("core {core}: {e}"))
+                    let ran = match door {
+                        None => run(&mut port, &mut handler, &runner, &stop),
+                        Some(door) => memcache::DoorPort::new(port, &door, runner.spin).and_then(
+                            |mut port| {
+                                let mut handler = memcache::DoorHandler { core: handler, door };
+                                run(&mut port, &mut handler, &runner, &stop)
+                            },
+                        ),
+                    };
+                    ran.map(|_| ()).map_err(|e| format!("core {core}: {e}"))
                 })
                 .map_err(|e| format!("cannot start core {core}: {e}"))?;
             loops.push(handle);
@@ -236,7 +251,7 @@ impl Node {
             },
             None => None,
         };
-        Ok(Node { addrs, stop, loops, metrics, syncer, cluster: view, _lock: lock })
+        Ok(Node { addrs, memcache, stop, loops, metrics, syncer, cluster: view, _lock: lock })
     }
 
     /// Asks every loop to stop and waits for them.
@@ -264,6 +279,18 @@ impl Node {
         }
         first_error
     }
+}
+
+/// The memcached door of each core, if it is on: TCP and UDP on the listen host.
+fn memcache_doors(
+    options: &NodeOptions,
+    stats: &Arc<NodeStats>,
+) -> Result<Vec<memcache::Door>, String> {
+    let Some((port, config)) = &options.memcache else { return Ok(Vec::new()) };
+    let addr = SocketAddr::new(options.listen.ip(), *port);
+    let (doors, _) = memcache::doors(addr, options.cores, config, stats.clone())
+        .map_err(|e| format!("memcache door: {e}"))?;
+    Ok(doors)
 }
 
 /// Binds core i to `listen` port + i. With port 0, core 0 takes an ephemeral port and the

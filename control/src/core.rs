@@ -20,10 +20,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use storage::{BlobStore, Store, StoreConfig, StoreError, ValueRef};
 
+mod items;
 mod map_change;
 mod replica;
 mod writes;
 
+pub use items::{ItemPut, ItemSlot, KeyOwner};
 pub use map_change::{MapChange, MapInbox, MapOutcome};
 pub use replica::ReplicationConfig;
 use replica::{Capture, Held, PeerLink, ReplicaState};
@@ -465,6 +467,9 @@ impl Core {
             Target::Local(slot) => slot,
             Target::Remote(owner) => return self.answer_wrong_owner(tx, &request, owner),
         };
+        // Values with an expiry (`storage::Meta`) are judged by the wall clock.
+        let wall_ns = self.wall_ns();
+        self.endpoints[slot].store.set_clock(wall_ns);
         self.stats.count_endpoint_request(self.config.core, partition);
         if let Some(status) = self.replica_gate(slot, now_ns) {
             return self.answer(tx, &request, status);

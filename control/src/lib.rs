@@ -24,7 +24,9 @@ mod routes;
 mod stats;
 mod validation;
 
-pub use crate::core::{Core, MapChange, MapInbox, MapOutcome, ReplicationConfig};
+pub use crate::core::{
+    Core, ItemPut, ItemSlot, KeyOwner, MapChange, MapInbox, MapOutcome, ReplicationConfig,
+};
 pub use config::{ConfigError, CoreConfig, COMPLETION_RECORDS_DEFAULT, COMPLETION_TTL_NS_DEFAULT};
 pub use durable::{CoreStorage, Durability, SyncClock};
 pub use layout::NodeLayout;

@@ -109,7 +109,13 @@ impl UdpPort {
     /// Binds a non-blocking socket to `addr` and allocates the whole buffer pool.
     pub fn bind(addr: SocketAddr, config: UdpConfig) -> io::Result<UdpPort> {
         config.validate()?;
-        let socket = UdpSocket::bind(addr)?;
+        UdpPort::from_socket(UdpSocket::bind(addr)?, config)
+    }
+
+    /// A port over a socket bound elsewhere (with options of the caller's, such as
+    /// `SO_REUSEPORT` for one port served by several cores).
+    pub fn from_socket(socket: UdpSocket, config: UdpConfig) -> io::Result<UdpPort> {
+        config.validate()?;
         socket.set_nonblocking(true)?;
         let fd = socket.as_raw_fd();
         let rcvbuf_bytes = set_buffer_bytes(fd, libc::SO_RCVBUF, config.rcvbuf_bytes)?;
@@ -330,6 +336,13 @@ impl Port for UdpPort {
 
     fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+}
+
+impl AsRawFd for UdpPort {
+    /// The socket, for a caller that waits on it together with other descriptors.
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
     }
 }
 

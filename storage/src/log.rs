@@ -11,7 +11,7 @@
 use crate::device::{LogDevice, Volume};
 use crate::error::{is_no_space, StoreError};
 use crate::index::{Loc, SEGMENTS_MAX};
-use crate::record::{self, Bad, Kind, Record, Stamp};
+use crate::record::{self, Bad, Kind, Meta, Record, Stamp};
 use std::collections::VecDeque;
 use std::io;
 use xxhash_rust::xxh3::xxh3_64;
@@ -74,12 +74,32 @@ pub(crate) struct Segment {
     /// The latest `Stamp::at_ns` of its records (None: none stamped): compaction leaves the
     /// segment alone while a resend of one of its writes may still come.
     pub(crate) stamped_at_max: Option<u64>,
+    /// The wall-clock time by which every value record in it has expired (`u64::MAX`: one
+    /// never does; None: it holds none): compaction is due once the store's clock passes it.
+    pub(crate) values_expire_by: Option<u64>,
     synced: bool,
 }
 
 impl Segment {
     pub(crate) fn new(number: u64, device: Box<dyn LogDevice>, end: u64) -> Segment {
-        Segment { number, device, end, dead: 0, stamped_at_max: None, synced: true }
+        let values_expire_by = None;
+        Segment {
+            number,
+            device,
+            end,
+            dead: 0,
+            stamped_at_max: None,
+            values_expire_by,
+            synced: true,
+        }
+    }
+
+    /// Notes a record of `kind` with `meta` in this segment.
+    pub(crate) fn note_expiry(&mut self, kind: Kind, meta: &Meta) {
+        if matches!(kind, Kind::Put | Kind::Blob) {
+            let by = if meta.expires_at_ns == 0 { u64::MAX } else { meta.expires_at_ns };
+            self.values_expire_by = Some(self.values_expire_by.unwrap_or(0).max(by));
+        }
     }
 }
 
@@ -187,11 +207,12 @@ impl Log {
         kind: Kind,
         lsn: u64,
         stamp: Option<&Stamp>,
+        meta: &Meta,
         key: &[u8],
         payload: &[u8],
     ) -> Result<Loc, StoreError> {
         self.check()?;
-        let span = record::span_of(stamp.is_some(), key.len(), payload.len()) as u64;
+        let span = record::span_of(stamp.is_some(), meta, key.len(), payload.len()) as u64;
         let fits = self
             .active()
             .is_some_and(|a| self.segment(a).end + span + SEAL_BYTES <= self.segment_bytes);
@@ -199,7 +220,7 @@ impl Log {
             self.roll()?;
         }
         self.lsn_high = self.lsn_high.max(lsn);
-        Ok(self.push(kind, lsn, stamp, key, payload))
+        Ok(self.push(kind, lsn, stamp, meta, key, payload))
     }
 
     /// Encodes into the tail of the active segment (which has room).
@@ -208,17 +229,19 @@ impl Log {
         kind: Kind,
         lsn: u64,
         stamp: Option<&Stamp>,
+        meta: &Meta,
         key: &[u8],
         payload: &[u8],
     ) -> Loc {
         let slot = self.active().expect("an active segment");
         let offset = self.segment(slot).end;
-        record::encode(&mut self.tail, kind, lsn, stamp, key, payload);
+        record::encode(&mut self.tail, kind, lsn, stamp, meta, key, payload);
         let end = self.tail_start + self.tail.len() as u64;
         assert!(end <= self.segment_bytes, "the caller made room");
         let segment = self.segment_mut(slot);
         segment.end = end;
         segment.stamped_at_max = segment.stamped_at_max.max(stamp.map(|s| s.at_ns));
+        segment.note_expiry(kind, meta);
         if self.tail.len() > self.tail_bytes_max {
             // Bounded memory: a failure here poisons, and the next call reports it.
             let _ = self.write_out();
@@ -250,7 +273,14 @@ impl Log {
         self.volume.sync().map_err(|e| self.poison(&e))?;
         if let Some(active) = self.active() {
             let oldest = self.segment(self.order[0]).number;
-            self.push(Kind::Marker, self.lsn_high, None, &[], &marker_payload(oldest, number));
+            self.push(
+                Kind::Marker,
+                self.lsn_high,
+                None,
+                &Meta::NONE,
+                &[],
+                &marker_payload(oldest, number),
+            );
             self.write_out()?;
             self.segment_mut(active).synced = false;
         }
@@ -359,7 +389,14 @@ impl Log {
     pub(crate) fn retire_oldest(&mut self) -> Result<(), StoreError> {
         let slot = self.oldest_sealed().expect("a sealed segment to retire");
         let next_oldest = self.segment(self.order[1]).number;
-        self.append(Kind::Marker, self.lsn_high, None, &[], &marker_payload(next_oldest, 0))?;
+        self.append(
+            Kind::Marker,
+            self.lsn_high,
+            None,
+            &Meta::NONE,
+            &[],
+            &marker_payload(next_oldest, 0),
+        )?;
         self.sync()?;
         let number = self.segment(slot).number;
         self.volume.remove(&segment_name(number)).map_err(|e| self.poison(&e))?;

@@ -4,11 +4,13 @@
 //! 0   u64  checksum: xxh3-64 of bytes 8..len
 //! 8   u32  len: header + key + payload (padding not counted)
 //! 12  u8   kind: 1 put, 2 tombstone, 3 blob reference, 4 compaction marker
-//! 13  u8   flags: bit 0 STAMPED (a request stamp follows the header); other bits 0
+//! 13  u8   flags: bit 0 STAMPED (a request stamp follows the header), bit 1 META (item
+//!          metadata follows the stamp); other bits 0
 //! 14  u16  key length
 //! 16  u64  LSN (= the version the write got)
 //! 24  ..   if STAMPED: client id u64, tracking id u64, fingerprint u64, applied at u64
-//!          (wall-clock ns); then key, then payload (value, blob reference, or marker)
+//!          (wall-clock ns); then if META: item flags u32, reserved u32 (0), expires at u64
+//!          (wall-clock ns, 0 never); then key, then payload (value, blob reference, or marker)
 //! ```
 //!
 //! A header of zeros ends a segment (segments are created zero-filled).
@@ -19,8 +21,53 @@ use xxhash_rust::xxh3::xxh3_64;
 pub(crate) const HEADER_BYTES: usize = 24;
 /// Bytes of a request stamp.
 pub(crate) const STAMP_BYTES: usize = 32;
+/// Bytes of item metadata.
+pub(crate) const META_BYTES: usize = 16;
 /// Flag: a stamp follows the header.
 const STAMPED: u8 = 1;
+/// Flag: item metadata follows the header (and the stamp, if any).
+const META: u8 = 2;
+
+/// What a value carries besides its bytes: opaque flags and an expiry time. Kept in the
+/// value's record (only when not both zero), so it survives restarts and compaction copies
+/// it. Protocol-neutral: the memcached door maps its flags and exptime onto it, and cradle's
+/// own protocol can give keys a time to live through `expires_at_ns` alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// Opaque to the store (memcached's client flags).
+    pub flags: u32,
+    /// Wall-clock nanoseconds since the Unix epoch from which the value reads as absent;
+    /// 0 never expires.
+    pub expires_at_ns: u64,
+}
+
+impl Meta {
+    /// No flags, no expiry: the record carries no metadata.
+    pub const NONE: Meta = Meta { flags: 0, expires_at_ns: 0 };
+
+    /// Whether the value has expired at wall-clock time `now_ns`.
+    pub fn expired(&self, now_ns: u64) -> bool {
+        self.expires_at_ns != 0 && self.expires_at_ns <= now_ns
+    }
+
+    fn is_none(&self) -> bool {
+        *self == Meta::NONE
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.flags.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&self.expires_at_ns.to_le_bytes());
+    }
+
+    /// `None` when the reserved field is not zero.
+    fn decode(bytes: &[u8]) -> Option<Meta> {
+        let flags = u32::from_le_bytes(bytes[0..4].try_into().expect("4"));
+        let reserved = u32::from_le_bytes(bytes[4..8].try_into().expect("4"));
+        let expires_at_ns = u64::from_le_bytes(bytes[8..16].try_into().expect("8"));
+        (reserved == 0).then_some(Meta { flags, expires_at_ns })
+    }
+}
 
 /// Who asked for a write and when: kept in the write's record so that the write's completion
 /// record (exactly-once answers to resends) is rebuilt on replay, and travels with the write.
@@ -85,6 +132,8 @@ pub(crate) struct Record<'a> {
     /// The request stamp's bytes (empty when unstamped; read with `stamp()`, off the read
     /// path: only replay needs it).
     stamp_bytes: &'a [u8],
+    /// The value's metadata (`Meta::NONE` when the record has none).
+    pub(crate) meta: Meta,
     pub(crate) key: &'a [u8],
     pub(crate) payload: &'a [u8],
     /// Bytes the record takes in the segment, padding included.
@@ -124,9 +173,15 @@ impl Bad {
 }
 
 /// Bytes a record with this key and payload takes, padding included.
-pub(crate) fn span_of(stamped: bool, key_len: usize, payload_len: usize) -> usize {
+pub(crate) fn span_of(stamped: bool, meta: &Meta, key_len: usize, payload_len: usize) -> usize {
+    (extras_len(stamped, meta) + key_len + payload_len).next_multiple_of(ALIGN)
+}
+
+/// Bytes of the header, the stamp and the metadata.
+fn extras_len(stamped: bool, meta: &Meta) -> usize {
     let stamp = if stamped { STAMP_BYTES } else { 0 };
-    (HEADER_BYTES + stamp + key_len + payload_len).next_multiple_of(ALIGN)
+    let meta = if meta.is_none() { 0 } else { META_BYTES };
+    HEADER_BYTES + stamp + meta
 }
 
 /// Appends one record (padded) to `out`. Asserts the result reads back.
@@ -135,22 +190,26 @@ pub(crate) fn encode(
     kind: Kind,
     lsn: u64,
     stamp: Option<&Stamp>,
+    meta: &Meta,
     key: &[u8],
     payload: &[u8],
 ) {
     let start = out.len();
-    let span = span_of(stamp.is_some(), key.len(), payload.len());
-    let len = HEADER_BYTES + stamp.map_or(0, |_| STAMP_BYTES) + key.len() + payload.len();
+    let span = span_of(stamp.is_some(), meta, key.len(), payload.len());
+    let len = extras_len(stamp.is_some(), meta) + key.len() + payload.len();
     assert!(key.len() <= u16::MAX as usize, "key length checked by the store");
     assert!(len <= u32::MAX as usize, "record length checked by the store");
     out.extend_from_slice(&[0; 8]);
     out.extend_from_slice(&(len as u32).to_le_bytes());
-    let flags = if stamp.is_some() { STAMPED } else { 0 };
+    let flags = if stamp.is_some() { STAMPED } else { 0 } | if meta.is_none() { 0 } else { META };
     out.extend_from_slice(&[kind as u8, flags]);
     out.extend_from_slice(&(key.len() as u16).to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
     if let Some(stamp) = stamp {
         stamp.encode(out);
+    }
+    if !meta.is_none() {
+        meta.encode(out);
     }
     out.extend_from_slice(key);
     out.extend_from_slice(payload);
@@ -160,7 +219,7 @@ pub(crate) fn encode(
     // Paired with the check on every read: a record that cannot be read back is a bug here.
     let back = decode(&out[start..]).expect("an encoded record decodes");
     assert_eq!(back.span, out.len() - start);
-    assert_eq!((back.lsn, back.stamp().as_ref()), (lsn, stamp));
+    assert_eq!((back.lsn, back.stamp().as_ref(), &back.meta), (lsn, stamp, meta));
 }
 
 /// The record at the start of `bytes` (which may run on to the end of the segment).
@@ -177,8 +236,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, Bad> {
     let kind = Kind::from_byte(header[12]);
     let flags = header[13];
     let stamp_len = if flags & STAMPED != 0 { STAMP_BYTES } else { 0 };
-    let key_at = HEADER_BYTES + stamp_len;
-    if len < key_at + key_len || flags & !STAMPED != 0 || kind.is_none() {
+    let meta_len = if flags & META != 0 { META_BYTES } else { 0 };
+    let meta_at = HEADER_BYTES + stamp_len;
+    let key_at = meta_at + meta_len;
+    if len < key_at + key_len || flags & !(STAMPED | META) != 0 || kind.is_none() {
         return Err(Bad::Malformed);
     }
     let Some(body) = bytes.get(..len) else {
@@ -187,10 +248,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, Bad> {
     if xxh3_64(&body[8..]) != checksum {
         return Err(Bad::Checksum);
     }
+    let meta = match meta_len {
+        0 => Meta::NONE,
+        _ => Meta::decode(&body[meta_at..key_at]).ok_or(Bad::Malformed)?,
+    };
     Ok(Record {
         kind: kind.expect("checked above"),
         lsn: u64::from_le_bytes(header[16..24].try_into().expect("8 bytes")),
-        stamp_bytes: &body[HEADER_BYTES..key_at],
+        stamp_bytes: &body[HEADER_BYTES..meta_at],
+        meta,
         key: &body[key_at..key_at + key_len],
         payload: &body[key_at + key_len..],
         span: len.next_multiple_of(ALIGN),
@@ -204,7 +270,7 @@ mod tests {
     #[test]
     fn round_trip_and_every_flip_is_caught() {
         let mut out = Vec::new();
-        encode(&mut out, Kind::Put, 7, None, b"key", b"value");
+        encode(&mut out, Kind::Put, 7, None, &Meta::NONE, b"key", b"value");
         assert_eq!(out.len() % ALIGN, 0);
         let r = decode(&out).unwrap();
         assert_eq!((r.kind, r.lsn, r.key, r.payload), (Kind::Put, 7, &b"key"[..], &b"value"[..]));
@@ -224,8 +290,8 @@ mod tests {
     fn a_stamp_round_trips_and_is_checksummed() {
         let stamp = Stamp { client_id: 1, tracking_id: 2, fingerprint: 3, at_ns: 4 };
         let mut out = Vec::new();
-        encode(&mut out, Kind::Tombstone, 9, Some(&stamp), b"k", b"");
-        assert_eq!(out.len(), span_of(true, 1, 0));
+        encode(&mut out, Kind::Tombstone, 9, Some(&stamp), &Meta::NONE, b"k", b"");
+        assert_eq!(out.len(), span_of(true, &Meta::NONE, 1, 0));
         assert_eq!(out.len(), (HEADER_BYTES + STAMP_BYTES + 1).next_multiple_of(ALIGN));
         let r = decode(&out).unwrap();
         assert_eq!((r.kind, r.lsn, r.stamp(), r.key), (Kind::Tombstone, 9, Some(stamp), &b"k"[..]));
@@ -236,7 +302,42 @@ mod tests {
         }
         // An unknown flag bit is malformed, not a record.
         let mut unknown = out.clone();
-        unknown[13] |= 2;
+        unknown[13] |= 4;
         assert_eq!(decode(&unknown).unwrap_err(), Bad::Malformed);
+    }
+
+    #[test]
+    fn metadata_round_trips_with_and_without_a_stamp_and_is_checksummed() {
+        let stamp = Stamp { client_id: 1, tracking_id: 2, fingerprint: 3, at_ns: 4 };
+        let meta = Meta { flags: 0xdead_beef, expires_at_ns: 1_700_000_000_000_000_000 };
+        for stamp in [None, Some(&stamp)] {
+            let mut out = Vec::new();
+            encode(&mut out, Kind::Put, 5, stamp, &meta, b"key", b"value");
+            assert_eq!(out.len(), span_of(stamp.is_some(), &meta, 3, 5));
+            let r = decode(&out).unwrap();
+            assert_eq!(
+                (r.meta, r.stamp().as_ref(), r.key, r.payload),
+                (meta, stamp, &b"key"[..], &b"value"[..])
+            );
+            let len = extras_len(stamp.is_some(), &meta) + 8;
+            for bit in 0..len * 8 {
+                let mut bad = out.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                assert!(decode(&bad).is_err(), "flip of bit {bit} went unnoticed");
+            }
+        }
+        // Metadata of zeros is not written at all: a record without it reads as Meta::NONE.
+        let mut plain = Vec::new();
+        encode(&mut plain, Kind::Put, 5, None, &Meta::NONE, b"key", b"value");
+        assert_eq!(plain[13], 0);
+        assert_eq!(plain.len(), span_of(false, &Meta::NONE, 3, 5));
+    }
+
+    #[test]
+    fn expiry_is_inclusive_and_zero_never_expires() {
+        let meta = Meta { flags: 0, expires_at_ns: 100 };
+        assert!(!meta.expired(99));
+        assert!(meta.expired(100));
+        assert!(!Meta::NONE.expired(u64::MAX));
     }
 }

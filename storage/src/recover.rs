@@ -190,6 +190,7 @@ impl Store {
             };
             let (span, kind, lsn, stamp) =
                 (record.span as u64, record.kind, record.lsn, record.stamp());
+            let meta = record.meta;
             if kind == Kind::Marker {
                 let (oldest, next) = parse_marker(record.payload).unwrap_or((0, 0));
                 scan.required_oldest = scan.required_oldest.max(oldest);
@@ -203,6 +204,7 @@ impl Store {
                     report.stamps.push(StampedWrite { stamp, version });
                 }
             }
+            self.log.segment_mut(slot).note_expiry(kind, &meta);
             self.apply(loc, span);
             report.records += 1;
             offset += span;

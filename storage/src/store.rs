@@ -4,7 +4,7 @@ use crate::blob::{self, BlobStore, Hash};
 use crate::error::{Corruption, StoreError};
 use crate::index::{Index, Loc};
 use crate::log::{Log, SEGMENT_HEADER_BYTES};
-use crate::record::{Bad, Kind, Record, Stamp};
+use crate::record::{Bad, Kind, Meta, Record, Stamp};
 use crate::StoreConfig;
 use std::cell::Cell;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -72,12 +72,25 @@ pub struct StoreStats {
     pub quarantined: u64,
 }
 
+/// A live value with everything the store keeps of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Item<'a> {
+    /// The value's bytes (borrowed from the log, or assembled from blob chunks).
+    pub value: &'a [u8],
+    /// Its version.
+    pub version: u64,
+    /// Its flags and expiry.
+    pub meta: Meta,
+}
+
 /// What the previous record of a key was, for accounting.
 struct Previous {
     loc: Loc,
     span: u64,
     live: u64,
     blob: bool,
+    /// Expired by the store's clock: still in the index, but reads as absent.
+    expired: bool,
 }
 
 /// One endpoint's keys: an index in memory over an append log on a volume.
@@ -93,6 +106,8 @@ pub struct Store {
     released: Vec<Hash>,
     scratch: Vec<u8>,
     compaction: Option<u64>,
+    /// Wall-clock nanoseconds by which expiry is judged (`set_clock`); 0 until set.
+    clock_ns: u64,
 }
 
 impl Store {
@@ -107,6 +122,7 @@ impl Store {
             released: Vec::new(),
             scratch: Vec::new(),
             compaction: None,
+            clock_ns: 0,
         }
     }
 
@@ -148,22 +164,34 @@ impl Store {
         }
     }
 
+    /// Moves the store's clock on to `now_ns` (wall-clock nanoseconds since the Unix epoch):
+    /// values whose `Meta::expires_at_ns` is at or before it read as absent from then on. The
+    /// store reads no clock itself; the caller sets it before the requests it serves. It
+    /// never goes back (a clock stepped backwards does not bring expired values back).
+    pub fn set_clock(&mut self, now_ns: u64) {
+        self.clock_ns = self.clock_ns.max(now_ns);
+    }
+
     fn previous(&mut self, key: &[u8]) -> Result<Option<Previous>, StoreError> {
         self.usable()?;
+        let now = self.clock_ns;
         match self.find(key) {
-            Ok(found) => Ok(found.map(|(loc, r)| previous_of(loc, &r))),
+            Ok(found) => Ok(found.map(|(loc, r)| previous_of(loc, &r, now))),
             Err((loc, bad)) => Err(self.quarantine_at(loc, bad.describe())),
         }
     }
 
-    /// Where the record of `key` is, its kind and version; a record that fails its checks
-    /// quarantines the endpoint.
+    /// Where the live record of `key` is, its kind and version (an expired one is absent); a
+    /// record that fails its checks quarantines the endpoint.
     fn locate(&mut self, key: &[u8]) -> Result<Option<(Loc, Kind, u64)>, StoreError> {
         if self.quarantine.is_some() {
             return Err(StoreError::Quarantined);
         }
+        let now = self.clock_ns;
         match self.find(key) {
-            Ok(found) => Ok(found.map(|(loc, r)| (loc, r.kind, r.lsn))),
+            Ok(found) => {
+                Ok(found.filter(|(_, r)| !r.meta.expired(now)).map(|(loc, r)| (loc, r.kind, r.lsn)))
+            }
             Err((loc, bad)) => Err(self.quarantine_at(loc, bad.describe())),
         }
     }
@@ -183,6 +211,25 @@ impl Store {
         let record = self.log.read(loc).expect("read just now");
         match blobs.read(record.payload) {
             Ok(value) => Ok(Some((value, lsn))),
+            Err(_) => Err(self.quarantine_at(loc, "blob chunk missing or corrupt")),
+        }
+    }
+
+    /// The value of `key` with its version and metadata (flags, expiry).
+    pub fn get_item<'a>(
+        &'a mut self,
+        blobs: &'a mut BlobStore,
+        key: &[u8],
+    ) -> Result<Option<Item<'a>>, StoreError> {
+        let Some((loc, kind, version)) = self.locate(key)? else { return Ok(None) };
+        if kind == Kind::Put {
+            let record = self.log.read(loc).expect("read just now");
+            return Ok(Some(Item { value: record.payload, version, meta: record.meta }));
+        }
+        let record = self.log.read(loc).expect("read just now");
+        let meta = record.meta;
+        match blobs.read(record.payload) {
+            Ok(value) => Ok(Some(Item { value, version, meta })),
             Err(_) => Err(self.quarantine_at(loc, "blob chunk missing or corrupt")),
         }
     }
@@ -213,7 +260,19 @@ impl Store {
         value: &[u8],
         stamp: Option<&Stamp>,
     ) -> Result<u64, StoreError> {
-        self.put_at(blobs, self.last_version + 1, key, value, stamp)
+        self.put_with(blobs, key, value, &Meta::NONE, stamp)
+    }
+
+    /// [`Store::put`] with metadata (flags, expiry) kept in the value's record.
+    pub fn put_with(
+        &mut self,
+        blobs: &mut BlobStore,
+        key: &[u8],
+        value: &[u8],
+        meta: &Meta,
+        stamp: Option<&Stamp>,
+    ) -> Result<u64, StoreError> {
+        self.put_at(blobs, self.last_version + 1, key, value, meta, stamp)
     }
 
     /// A replica applies, in order, what its primary wrote: the write at `lsn` (the version
@@ -228,7 +287,8 @@ impl Store {
     ) -> Result<u64, StoreError> {
         assert_eq!(lsn, self.last_version + 1, "writes apply in LSN order");
         match write {
-            Applied::Put { key, value } => self.put_at(blobs, lsn, key, value, stamp),
+            // (Replication does not carry `Meta` yet: a replica's copy has no flags/expiry.)
+            Applied::Put { key, value } => self.put_at(blobs, lsn, key, value, &Meta::NONE, stamp),
             Applied::Delete { key } => self.delete_at(blobs, lsn, key, stamp).map(|_| lsn),
         }
     }
@@ -244,6 +304,7 @@ impl Store {
         version: u64,
         key: &[u8],
         value: &[u8],
+        meta: &Meta,
         stamp: Option<&Stamp>,
     ) -> Result<u64, StoreError> {
         assert!(key.len() <= proto::KEY_BYTES_MAX, "proto bounds keys");
@@ -255,7 +316,7 @@ impl Store {
         let blob = value.len() >= self.config.blob_threshold_bytes;
         let appended = if blob {
             blobs.put(value, &mut reference).and_then(|()| {
-                let appended = self.log.append(Kind::Blob, version, stamp, key, &reference);
+                let appended = self.log.append(Kind::Blob, version, stamp, meta, key, &reference);
                 if appended.is_err() {
                     let taken: Vec<Hash> = blob::hashes(&reference).collect();
                     blobs.drop_refs(&taken)?;
@@ -263,7 +324,7 @@ impl Store {
                 appended
             })
         } else {
-            self.log.append(Kind::Put, version, stamp, key, value)
+            self.log.append(Kind::Put, version, stamp, meta, key, value)
         };
         self.scratch = reference;
         let loc = appended?;
@@ -310,12 +371,43 @@ impl Store {
         value: &[u8],
         stamp: Option<&Stamp>,
     ) -> Result<CasOutcome, StoreError> {
+        self.cas_with(blobs, key, expected, value, &Meta::NONE, stamp)
+    }
+
+    /// [`Store::cas`] with metadata for the new value. An expired value has version 0.
+    pub fn cas_with(
+        &mut self,
+        blobs: &mut BlobStore,
+        key: &[u8],
+        expected: u64,
+        value: &[u8],
+        meta: &Meta,
+        stamp: Option<&Stamp>,
+    ) -> Result<CasOutcome, StoreError> {
         self.usable()?;
         let current = self.version(key)?;
         if current != expected {
             return Ok(CasOutcome::Mismatch(current));
         }
-        self.put(blobs, key, value, stamp).map(CasOutcome::Swapped)
+        self.put_with(blobs, key, value, meta, stamp).map(CasOutcome::Swapped)
+    }
+
+    /// Gives the live value of `key` new metadata (its bytes unchanged, a new version):
+    /// memcached's `touch`. Returns the new version, or `None` when the key is absent.
+    pub fn rewrite_meta(
+        &mut self,
+        blobs: &mut BlobStore,
+        key: &[u8],
+        meta: &Meta,
+        stamp: Option<&Stamp>,
+    ) -> Result<Option<u64>, StoreError> {
+        self.usable()?;
+        let mut copy = Vec::new();
+        match self.get(blobs, key)? {
+            Some((value, _)) => copy.extend_from_slice(value),
+            None => return Ok(None),
+        }
+        self.put_with(blobs, key, &copy, meta, stamp).map(Some)
     }
 
     /// Removes `key`; returns whether it existed. The tombstone takes a version, so a key
@@ -334,7 +426,8 @@ impl Store {
     }
 
     /// Writes the tombstone of `key` at `version`, even when the key is absent (a replica
-    /// applying its primary's write keeps the LSN sequence whole); returns whether it existed.
+    /// applying its primary's write keeps the LSN sequence whole); returns whether it existed
+    /// (an expired value did not: it was absent already, and its tombstone reclaims it).
     fn delete_at(
         &mut self,
         blobs: &mut BlobStore,
@@ -343,9 +436,9 @@ impl Store {
         stamp: Option<&Stamp>,
     ) -> Result<bool, StoreError> {
         let previous = self.previous(key)?;
-        let loc = self.log.append(Kind::Tombstone, version, stamp, key, &[])?;
+        let loc = self.log.append(Kind::Tombstone, version, stamp, &Meta::NONE, key, &[])?;
         self.last_version = version;
-        let existed = previous.is_some();
+        let existed = previous.as_ref().is_some_and(|p| !p.expired);
         if let Some(previous) = previous {
             let log = &self.log;
             let removed =
@@ -458,6 +551,9 @@ impl Store {
                 Ok(r) => r,
                 Err(bad) => return Err(self.quarantine_at(loc, bad.describe())),
             };
+            if record.meta.expired(self.clock_ns) {
+                continue;
+            }
             if record.kind == Kind::Put {
                 f(record.key, record.payload, record.lsn);
                 continue;
@@ -479,6 +575,7 @@ impl Store {
         let mut bad = None;
         for loc in self.index.locations() {
             match self.log.read(loc) {
+                Ok(record) if record.meta.expired(self.clock_ns) => {}
                 Ok(record) => f(record.key),
                 Err(b) => {
                     bad = Some((loc, b));
@@ -497,7 +594,16 @@ impl Store {
         if self.quarantine.is_some() || self.log.failure().is_some() {
             return false;
         }
-        self.compaction.is_some() || self.sealed_dead_share() > self.config.dead_ratio
+        self.compaction.is_some()
+            || self.sealed_dead_share() > self.config.dead_ratio
+            || self.oldest_sealed_expired()
+    }
+
+    /// Whether every value in the oldest sealed segment has expired by the store's clock
+    /// (a cache of values with a time to live is reclaimed even when nothing is overwritten).
+    fn oldest_sealed_expired(&self) -> bool {
+        let Some(slot) = self.log.oldest_sealed() else { return false };
+        self.log.segment(slot).values_expire_by.is_some_and(|by| by <= self.clock_ns)
     }
 
     fn sealed_dead_share(&self) -> f64 {
@@ -539,7 +645,7 @@ impl Store {
         let start = cursor;
         while cursor < end && cursor - start < budget_bytes {
             let loc = Loc { segment: slot, offset: cursor as u32 };
-            cursor += self.compact_record(loc)?;
+            cursor += self.compact_record(blobs, loc)?;
         }
         if cursor < end {
             self.compaction = Some(cursor);
@@ -551,8 +657,9 @@ impl Store {
         Ok(cursor - start)
     }
 
-    /// Copies one record forward if the index still points at it; returns its span.
-    fn compact_record(&mut self, loc: Loc) -> Result<u64, StoreError> {
+    /// Copies one record forward if the index still points at it (or reclaims it if it has
+    /// expired); returns its span.
+    fn compact_record(&mut self, blobs: &mut BlobStore, loc: Loc) -> Result<u64, StoreError> {
         let record = match self.log.read(loc) {
             Ok(r) => r,
             Err(bad) => return Err(self.quarantine_at(loc, bad.describe())),
@@ -564,13 +671,21 @@ impl Store {
         if !live {
             return Ok(span);
         }
-        let (kind, lsn) = (record.kind, record.lsn);
+        let (kind, lsn, meta) = (record.kind, record.lsn, record.meta);
         let mut copy = std::mem::take(&mut self.scratch);
         copy.clear();
         copy.extend_from_slice(record.key);
         copy.extend_from_slice(record.payload);
         let key_len = record.key.len();
-        let appended = self.log.append(kind, lsn, None, &copy[..key_len], &copy[key_len..]);
+        if meta.expired(self.clock_ns) {
+            // Reclaimed instead of copied: a tombstone (durable before any blob chunk it
+            // frees), so a replay of the older segments cannot bring the value back.
+            let deleted = self.delete(blobs, &copy[..key_len], None);
+            self.scratch = copy;
+            deleted?;
+            return Ok(span);
+        }
+        let appended = self.log.append(kind, lsn, None, &meta, &copy[..key_len], &copy[key_len..]);
         self.scratch = copy;
         let moved = appended?;
         self.index.insert(hash, moved, |l| l == loc).expect("replacing an entry needs no room");
@@ -578,9 +693,11 @@ impl Store {
     }
 }
 
-fn previous_of(loc: Loc, record: &Record<'_>) -> Previous {
+fn previous_of(loc: Loc, record: &Record<'_>, now_ns: u64) -> Previous {
     let blob = record.kind == Kind::Blob;
     let value_len =
         if blob { blob::value_len(record.payload) } else { record.payload.len() as u64 };
-    Previous { loc, span: record.span as u64, live: record.key.len() as u64 + value_len, blob }
+    let live = record.key.len() as u64 + value_len;
+    let expired = record.meta.expired(now_ns);
+    Previous { loc, span: record.span as u64, live, blob, expired }
 }

@@ -294,7 +294,9 @@ impl Core {
         }
         let Some(&slot) = self.compaction_queue.front() else { return };
         let stamps_before_ns = self.stamps_kept_since();
+        let wall_ns = self.wall_ns();
         let endpoint = &mut self.endpoints[slot];
+        endpoint.store.set_clock(wall_ns); // expired values are reclaimed, not copied
         if !endpoint.store.needs_compaction() {
             endpoint.queued_for_compaction = false;
             self.compaction_queue.pop_front();
