@@ -88,6 +88,9 @@ pub(crate) fn store_error(error: StoreError) -> &'static [u8] {
     }
 }
 
+/// A read a replicated primary cannot answer now (lease, promotion, uncommitted writes).
+const NOT_SERVING: &[u8] = b"SERVER_ERROR busy: the partition is changing hands, try again\r\n";
+
 /// Runs `job` on this core (which owns the key, at `slot`), appending its reply to `out`.
 /// Returns the slot when the job wrote and the reply must wait for the group commit.
 pub(crate) fn execute(
@@ -101,6 +104,11 @@ pub(crate) fn execute(
     let writes = !matches!(job.op, Op::Get { touch: None, .. });
     if writes && !core.item_writable(slot) {
         out.extend_from_slice(NOT_REPLICATED);
+        return None;
+    }
+    if !writes && !core.item_readable(slot) {
+        // A replicated primary that may not serve yet, or with writes still uncommitted.
+        out.extend_from_slice(NOT_SERVING);
         return None;
     }
     let wrote = match job.op {

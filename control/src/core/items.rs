@@ -76,6 +76,16 @@ impl Core {
         endpoint.store.get_item(&mut self.blobs, key)
     }
 
+    /// Whether a door may read through this endpoint now. A replicated primary answers a door
+    /// only while it may serve (its lease valid, no promotion under way) and holds nothing
+    /// uncommitted that the read could see: a door's reply is not held for the commit as the
+    /// cradle protocol's are, so it must not observe what a failover could lose.
+    pub fn item_readable(&self, slot: ItemSlot) -> bool {
+        let lease_ns = self.link.as_ref().map_or(0, |l| l.lease_ns());
+        let endpoint = &self.endpoints[slot.0];
+        super::replica::reads_committed_now(endpoint, self.now_ns, self.wall_ns(), lease_ns)
+    }
+
     /// Whether a door may write through this endpoint. Not when it is replicated (a cluster):
     /// door writes would bypass the forwarding to backups and their acknowledgements, so a
     /// door refuses them there until it joins the replication path. (Reads are served.)

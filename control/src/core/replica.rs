@@ -109,6 +109,11 @@ impl PeerLink {
         }
     }
 
+    /// How long the backups' acks keep a primary serving.
+    pub(crate) fn lease_ns(&self) -> u64 {
+        self.config.lease_ns
+    }
+
     /// Seals `self.payload` for `to` and sends it.
     fn send(&mut self, wall_ns: u64, to: SocketAddr, tx: &mut dyn Transmit) {
         let payload = &self.payload;
@@ -218,6 +223,26 @@ impl Transmit for Capture {
         self.datagrams.push((peer, datagram.to_vec()));
         true
     }
+}
+
+/// Whether a read of `endpoint` outside the cradle protocol's held replies (a protocol door)
+/// may be answered now: not replicated, or a primary that may serve (no probing, its
+/// promotion wait over, its lease valid) with nothing uncommitted a read could observe.
+pub(super) fn reads_committed_now(
+    endpoint: &Endpoint,
+    now_ns: u64,
+    wall_ns: u64,
+    lease_ns: u64,
+) -> bool {
+    let Some(replica) = endpoint.replica.as_deref() else { return true };
+    let Part::Primary { peers, probing, serving_from_ns, .. } = &replica.part else {
+        return false;
+    };
+    let leased = peers.iter().all(|p| p.echo_ns.saturating_add(lease_ns) > wall_ns);
+    !*probing
+        && now_ns >= *serving_from_ns
+        && leased
+        && replica.committed >= endpoint.store.last_lsn()
 }
 
 /// Whether `endpoint` is a primary with backups (its records must fit a forward).
