@@ -6,18 +6,20 @@
 //! that a failover could lose.
 //!
 //! - **Forward and ack.** New records go out at the end of the batch that made them (many per
-//!   datagram); a backup applies them with `Store::apply_at` in LSN order (a gap waits for the
-//!   resend), and acks the LSN it holds durably, echoing the forward's send time. Without new
-//!   writes the primary sends empty forwards (heartbeats); unacked records are sent again
-//!   after `resend_ns`.
+//!   datagram, before the primary's own flush); a backup applies them with `Store::apply_at`
+//!   in LSN order (a gap waits for the resend) and acks twice: before its flush (renewing the
+//!   lease) and after it (the LSN it now holds durably), echoing the forward's send time.
+//!   Without new writes the primary sends empty forwards (heartbeats); unacked records are
+//!   sent again `resend_ns` after the last progress with that backup.
 //! - **Lease.** A primary serves only while every in-sync backup acked a forward it sent less
-//!   than `lease_ns` ago (counted from the send, on the primary's own clock).
-//! - **Becoming primary** (a fresh map or a promotion): the new primary asks every in-sync
-//!   backup for its LSN (PROBE), pulls the records any of them has beyond its own (they come
-//!   from the old primary's sequence, of which every replica holds a prefix), then waits
-//!   `lease_ns + grace` so the old primary's lease has run out before it serves. A backup
-//!   answers a probe only once it has the map that names the asker primary, and from then on
-//!   takes no forward from the old one.
+//!   than `lease_ns` ago (send times on the primary's wall clock, so a restarted primary cannot
+//!   take a previous life's echoes for recent ones).
+//! - **Becoming primary** (a fresh map, a promotion, even as the sole replica): the new
+//!   primary asks every in-sync backup for its LSN (PROBE), pulls the records any of them has
+//!   beyond its own (they come from the old primary's sequence, of which every replica holds a
+//!   prefix), then waits `promotion_wait_ns` (more than a lease) so the old primary's lease
+//!   has run out before it serves. A backup answers a probe only once it has the map that
+//!   names the asker primary, and from then on takes no forward from the old one.
 //!
 //! Not yet: a replica that lags beyond what the primary still holds in memory (`tail`), i.e.
 //! catch-up from the store and snapshots for new replicas (learners are not sent to); values
