@@ -163,6 +163,17 @@ struct Client {
     current: Option<(RequestId, Operation)>,
 }
 
+/// The seeds a test runs: the one `SIM_SEED` names (a replay), else `0..SIM_SEEDS`
+/// (`default` when unset).
+pub fn seeds_from_env(default: u64) -> Vec<u64> {
+    if let Ok(seed) = std::env::var("SIM_SEED") {
+        return vec![seed.parse().expect("SIM_SEED is a number")];
+    }
+    let count =
+        std::env::var("SIM_SEEDS").map_or(default, |n| n.parse().expect("SIM_SEEDS is a number"));
+    (0..count).collect()
+}
+
 /// Runs the simulation of `seed` and checks its history; the error says why it failed.
 pub fn run(seed: u64, options: &Options) -> Result<Report, String> {
     Simulation::new(seed, options.clone()).run()

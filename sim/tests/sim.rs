@@ -4,12 +4,7 @@
 use sim::{run, Options};
 
 fn seeds() -> Vec<u64> {
-    if let Ok(seed) = std::env::var("SIM_SEED") {
-        return vec![seed.parse().expect("SIM_SEED is a number")];
-    }
-    let count =
-        std::env::var("SIM_SEEDS").map_or(1000, |n| n.parse().expect("SIM_SEEDS is a number"));
-    (0..count).collect()
+    sim::seeds_from_env(1000)
 }
 
 #[test]
