@@ -2,9 +2,7 @@
 
 use control::cluster::{Agent, ClusterSpec, ClusterView};
 use control::map_group::MapDisk;
-use control::{
-    Core, CoreConfig, Durability, MapInbox, NodeLayout, NodeStats, ReplicationConfig, SyncClock,
-};
+use control::{Core, CoreConfig, Durability, NodeLayout, NodeStats, ReplicationConfig, SyncClock};
 use dataplane::{run, RunnerConfig, UdpConfig, UdpPort};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -174,26 +172,14 @@ impl Node {
         let membership = Membership::prepare(options, addrs[0])?;
         let view = membership.as_ref().map(|_| Arc::new(ClusterView::default()));
         // A member's cores take the cluster's maps from their inboxes; core 0 hosts the agent.
-        let (outcomes, outcomes_rx) = std::sync::mpsc::channel();
-        let (mut inboxes, mut senders) = (Vec::new(), Vec::new());
-        for _ in 0..options.cores {
-            let (sender, changes) = std::sync::mpsc::channel();
-            inboxes.push(Some(MapInbox { changes, outcomes: outcomes.clone() }));
-            senders.push(sender);
-        }
-        let mut agent = match (&membership, &view) {
-            (Some(m), Some(view)) => Some(
-                Agent::new(
-                    m.spec.clone(),
-                    &m.disk,
-                    senders,
-                    outcomes_rx,
-                    wall_clock_ns(),
-                    view.clone(),
-                )
-                .map_err(|e| e.to_string())?,
-            ),
-            _ => None,
+        let (mut agent, mut inboxes) = match (&membership, &view) {
+            (Some(m), Some(view)) => {
+                let (agent, inboxes) =
+                    Agent::with_inboxes(m.spec.clone(), &m.disk, wall_clock_ns(), view.clone())
+                        .map_err(|e| e.to_string())?;
+                (Some(agent), inboxes.into_iter().map(Some).collect())
+            }
+            _ => (None, Vec::new()),
         };
         let mut doors = memcache_doors(options, &stats)?;
         let memcache = doors.first().map(memcache::Door::local_addr).transpose();

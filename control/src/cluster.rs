@@ -193,9 +193,29 @@ fn member_id(index: usize) -> u64 {
 }
 
 impl Agent {
+    /// The agent of `spec.me` on its map-group disk, and the inbox of each of the node's
+    /// `spec.cores` cores (in core order: give each to its core, `Core::set_map_inbox`; the
+    /// agent goes to core 0, `Core::set_agent`).
+    pub fn with_inboxes(
+        spec: ClusterSpec,
+        disk: &MapDisk,
+        wall_start_ns: u64,
+        view: Arc<ClusterView>,
+    ) -> Result<(Agent, Vec<crate::MapInbox>), ConfigError> {
+        let (outcomes, outcomes_rx) = std::sync::mpsc::channel();
+        let (mut inboxes, mut senders) = (Vec::new(), Vec::new());
+        for _ in 0..spec.cores {
+            let (sender, changes) = std::sync::mpsc::channel();
+            inboxes.push(crate::MapInbox { changes, outcomes: outcomes.clone() });
+            senders.push(sender);
+        }
+        let agent = Agent::new(spec, disk, senders, outcomes_rx, wall_start_ns, view)?;
+        Ok((agent, inboxes))
+    }
+
     /// The agent of `spec.me`, on its map-group disk, handing maps to `cores` (one sender
     /// per core's inbox; their outcomes come back on `outcomes`).
-    pub fn new(
+    fn new(
         spec: ClusterSpec,
         disk: &MapDisk,
         cores: Vec<Sender<MapChange>>,

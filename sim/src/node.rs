@@ -5,7 +5,7 @@
 use control::cluster::{Agent, ClusterSpec, ClusterView};
 use control::map_group::MapDisk;
 use control::{
-    Core, CoreConfig, CoreStorage, Durability, MapInbox, NodeLayout, NodeStats, ReplicationConfig,
+    Core, CoreConfig, CoreStorage, Durability, NodeLayout, NodeStats, ReplicationConfig,
 };
 use dataplane::{Handler, Transmit};
 use proto::PartitionMap;
@@ -156,16 +156,12 @@ impl Node {
         if let Some((spec, disk)) = &self.membership {
             // As `cradle node` does: every core takes maps from its inbox, core 0 hosts the
             // agent.
-            let (outcomes, outcomes_rx) = std::sync::mpsc::channel();
-            let mut senders = Vec::new();
-            for (core, _) in &mut cores {
-                let (sender, changes) = std::sync::mpsc::channel();
-                core.set_map_inbox(MapInbox { changes, outcomes: outcomes.clone() });
-                senders.push(sender);
-            }
             let view = Arc::new(ClusterView::default());
-            let agent = Agent::new(spec.clone(), disk, senders, outcomes_rx, wall_ns, view)
+            let (agent, inboxes) = Agent::with_inboxes(spec.clone(), disk, wall_ns, view)
                 .expect("a valid cluster spec");
+            for ((core, _), inbox) in cores.iter_mut().zip(inboxes) {
+                core.set_map_inbox(inbox);
+            }
             cores[0].0.set_agent(agent);
         }
         self.cores = Some(cores);
