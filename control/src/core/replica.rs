@@ -193,6 +193,17 @@ pub(crate) struct ReplicaState {
 }
 
 impl ReplicaState {
+    /// Whether this replica may serve its partition now: a primary done probing, its
+    /// promotion wait over (`now_ns`, the loop's clock), its lease valid (echoes are of
+    /// wall-clock send times, see `forward`).
+    fn may_serve(&self, now_ns: u64, wall_ns: u64, lease_ns: u64) -> bool {
+        let Part::Primary { peers, probing, serving_from_ns, .. } = &self.part else {
+            return false;
+        };
+        let leased = peers.iter().all(|p| p.echo_ns.saturating_add(lease_ns) > wall_ns);
+        !*probing && now_ns >= *serving_from_ns && leased
+    }
+
     fn recompute_committed(&mut self) {
         let Part::Primary { peers, probing: false, .. } = &self.part else { return };
         let acked = peers.iter().map(|p| p.acked).min().unwrap_or(u64::MAX);
@@ -236,15 +247,10 @@ pub(super) fn reads_committed_now(
     wall_ns: u64,
     lease_ns: u64,
 ) -> bool {
-    let Some(replica) = endpoint.replica.as_deref() else { return true };
-    let Part::Primary { peers, probing, serving_from_ns, .. } = &replica.part else {
-        return false;
-    };
-    let leased = peers.iter().all(|p| p.echo_ns.saturating_add(lease_ns) > wall_ns);
-    !*probing
-        && now_ns >= *serving_from_ns
-        && leased
-        && replica.committed >= endpoint.store.last_lsn()
+    endpoint.replica.as_deref().is_none_or(|replica| {
+        replica.may_serve(now_ns, wall_ns, lease_ns)
+            && replica.committed >= endpoint.store.last_lsn()
+    })
 }
 
 /// Whether `endpoint` is a primary with backups (its records must fit a forward).
@@ -340,16 +346,11 @@ pub(crate) fn state_for(
 impl Core {
     /// Whether a replicated primary may serve now; the status to answer if not.
     pub(super) fn replica_gate(&mut self, slot: usize, now_ns: u64) -> Option<Status> {
-        let link = self.link.as_ref()?;
-        let replica = self.endpoints[slot].replica.as_deref()?;
-        let Part::Primary { peers, probing, serving_from_ns, .. } = &replica.part else {
-            return Some(Status::Busy); // (routes send clients only to primaries)
-        };
-        let lease_ns = link.config.lease_ns;
-        // Echoes are of wall-clock send times (see `forward`); the promotion wait is local.
+        let lease_ns = self.link.as_ref()?.config.lease_ns;
         let wall = self.wall_ns();
-        let leased = peers.iter().all(|p| p.echo_ns.saturating_add(lease_ns) > wall);
-        if *probing || now_ns < *serving_from_ns || !leased || self.held.len() >= HELD_MAX {
+        let replica = self.endpoints[slot].replica.as_deref()?;
+        // (Routes send clients only to primaries: a backup here answers BUSY too.)
+        if !replica.may_serve(now_ns, wall, lease_ns) || self.held.len() >= HELD_MAX {
             self.counters.busy += 1;
             self.counters.replica_not_serving += 1;
             return Some(Status::Busy);
