@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -229,7 +229,13 @@ struct WriterLog {
 
 /// One writer: `LANES` writes in flight, one per lane, each lane cycling over its keys (so a
 /// key has at most one write in flight), until `stop`; then waits for what is in flight.
-fn writer(id: u64, addr: SocketAddr, stop: &AtomicBool, killed: &AtomicBool) -> WriterLog {
+fn writer(
+    id: u64,
+    addr: SocketAddr,
+    stop: &AtomicBool,
+    killed: &AtomicBool,
+    progress: &Progress,
+) -> WriterLog {
     let mut client = Client::connect(ClientConfig::new(vec![addr])).expect("writer connects");
     let began = Instant::now();
     let mut log =
@@ -274,6 +280,8 @@ fn writer(id: u64, addr: SocketAddr, stop: &AtomicBool, killed: &AtomicBool) -> 
                 log.acked += 1;
                 log.acked_bytes += len;
                 log.acked_blobs += u64::from(len >= 16_384);
+                progress.acked.fetch_add(1, Ordering::SeqCst);
+                progress.acked_blobs.fetch_add(u64::from(len >= 16_384), Ordering::SeqCst);
             }
             Err(error) => {
                 log.failed += 1;
@@ -297,6 +305,14 @@ fn writer(id: u64, addr: SocketAddr, stop: &AtomicBool, killed: &AtomicBool) -> 
     log
 }
 
+/// Acknowledged writes so far, over all writers: the kill waits for an amount of work, not
+/// for a time, so a slow machine kills as far into the load as a fast one.
+#[derive(Default)]
+struct Progress {
+    acked: AtomicU64,
+    acked_blobs: AtomicU64,
+}
+
 #[test]
 fn kill_9_under_write_load_loses_no_acknowledged_write() {
     kill_9_under_write_load(&[]);
@@ -316,14 +332,22 @@ fn kill_9_under_write_load(extra: &[&str]) {
     let addr = node.addr;
     let stop = Arc::new(AtomicBool::new(false));
     let killed = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(Progress::default());
     let writers: Vec<_> = (0..WRITERS)
         .map(|id| {
-            let (stop, killed) = (stop.clone(), killed.clone());
-            std::thread::spawn(move || writer(id, addr, &stop, &killed))
+            let (stop, killed, progress) = (stop.clone(), killed.clone(), progress.clone());
+            std::thread::spawn(move || writer(id, addr, &stop, &killed, &progress))
         })
         .collect();
-    let load_ms = std::env::var("CRADLE_KILL_AFTER_MS").ok().and_then(|v| v.parse().ok());
-    std::thread::sleep(Duration::from_millis(load_ms.unwrap_or(1_500)));
+    // At least 1.5 s of load and 3,000 acknowledged writes (some blob-sized), at most 30 s.
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(30)
+        && (began.elapsed() < Duration::from_millis(1_500)
+            || progress.acked.load(Ordering::SeqCst) < 3_000
+            || progress.acked_blobs.load(Ordering::SeqCst) == 0)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Kill first, then tell the writers: their writes in flight stay in flight across the kill.
     killed.store(true, Ordering::SeqCst);
     let status = node.kill();
