@@ -29,6 +29,7 @@ pub(crate) fn run() -> Result<ExitCode, String> {
         completion_records: control::COMPLETION_RECORDS_DEFAULT,
         memcache: None,
         cluster: None,
+        io: crate::io::IoOptions::default(),
     };
     let node = Node::start(&options, Arc::new(AtomicBool::new(false)))?;
     println!(

@@ -6,6 +6,7 @@ mod bulk;
 mod commands;
 mod config;
 mod demo;
+mod io;
 mod metrics;
 mod node;
 mod recovery;

@@ -9,11 +9,14 @@
 //! is bounded by `--warmup` + `--duration` and stops by itself.
 
 mod cradle;
+mod echo;
 mod engine;
 mod memcache;
 mod report;
+mod transport;
 mod workload;
 
+use dataplane::Port;
 use engine::{Codec, Engine, Feed, Plan, IN_FLIGHT_MAX};
 use report::{Counters, Percentiles};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -28,6 +31,8 @@ pub(crate) enum Protocol {
     Cradle,
     /// memcached's UDP frame header and text protocol.
     MemcacheUdp,
+    /// Byte-exact echoes of fixed requests, against `examples/echo.rs` (the path's limit).
+    Echo,
 }
 
 /// What the measured requests do.
@@ -112,6 +117,23 @@ pub(crate) struct BenchArgs {
     /// No per-second progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// The generator's packet I/O: `socket` or `dpdk` (both ends can bypass the kernel).
+    #[arg(long, value_enum, default_value_t = crate::io::IoBackend::Socket)]
+    io: crate::io::IoBackend,
+    /// With `--io dpdk`: the EAL arguments (its own `--file-prefix`, and the device, e.g.
+    /// `--vdev net_memif0,role=client`).
+    #[arg(long, allow_hyphen_values = true)]
+    dpdk_eal: Option<String>,
+    /// With `--io dpdk`: the generator's own IPv4 address and UDP port.
+    #[arg(long, default_value = "127.0.0.2:40000")]
+    dpdk_local: std::net::SocketAddrV4,
+    /// Share of received datagrams the generator drops on purpose (seeded), to show the
+    /// server copes with loss.
+    #[arg(long, default_value_t = 0.0)]
+    inject_loss: f64,
+    /// Share of received datagrams the generator delivers late, behind 1 to 3 later ones.
+    #[arg(long, default_value_t = 0.0)]
+    inject_reorder: f64,
 }
 
 impl BenchArgs {
@@ -139,6 +161,12 @@ impl BenchArgs {
         }
         if self.timeout_ms == 0 {
             return Err("--timeout-ms must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.inject_loss) || !(0.0..1.0).contains(&self.inject_reorder) {
+            return Err("--inject-loss and --inject-reorder must be in [0, 1)".into());
+        }
+        if self.io == crate::io::IoBackend::AfXdp {
+            return Err("--io af-xdp is for the node; the generator runs on socket or dpdk".into());
         }
         Ok(())
     }
@@ -169,24 +197,72 @@ impl BenchArgs {
 pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     args.validate()?;
     let server = resolve(&args.server)?;
+    match args.io {
+        crate::io::IoBackend::Dpdk => run_dpdk(args, server),
+        _ => {
+            let bind: SocketAddr = if server.is_ipv4() {
+                "0.0.0.0:0".parse().expect("literal address")
+            } else {
+                "[::]:0".parse().expect("literal address")
+            };
+            run_with_faults(args, server, open_port(bind, args)?)
+        }
+    }
+}
+
+#[cfg(feature = "dpdk")]
+fn run_dpdk(args: &BenchArgs, server: SocketAddr) -> Result<ExitCode, String> {
+    let io = crate::io::IoOptions {
+        backend: crate::io::IoBackend::Dpdk,
+        dpdk_eal: args.dpdk_eal.clone(),
+        ..crate::io::IoOptions::default()
+    };
+    let port = crate::io::open_bench_dpdk(&io, args.dpdk_local)?;
+    run_with_faults(args, server, port)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn run_dpdk(_: &BenchArgs, _: SocketAddr) -> Result<ExitCode, String> {
+    Err(crate::io::dpdk_not_built())
+}
+
+/// Wraps the port in seeded receive faults if asked (only then: the wrapper takes a lock per
+/// burst).
+fn run_with_faults<P: Port>(
+    args: &BenchArgs,
+    server: SocketAddr,
+    port: P,
+) -> Result<ExitCode, String> {
+    if args.inject_loss == 0.0 && args.inject_reorder == 0.0 {
+        return run_on(args, server, port);
+    }
+    let faults = dataplane::Faults {
+        rx_drop: args.inject_loss,
+        rx_reorder: args.inject_reorder,
+        ..dataplane::Faults::NONE
+    };
+    let seed = args.seed.unwrap_or(1) ^ 0xfa17;
+    run_on(args, server, dataplane::FaultyPort::new(port, faults, seed))
+}
+
+fn run_on<P: Port>(args: &BenchArgs, server: SocketAddr, mut port: P) -> Result<ExitCode, String> {
     let seed = args.seed.unwrap_or_else(client::random_seed);
     let keys = Keys::new(args.keys as usize);
-    let bind: SocketAddr = if server.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal address")
-    } else {
-        "[::]:0".parse().expect("literal address")
-    };
     let (counters, errors_by_kind) = match args.protocol {
         Protocol::Cradle => {
             let client_id = client::random_seed().max(1);
-            let mut codec = cradle::CradleCodec::new(server, keys, args.value_bytes, client_id)?;
-            let mut port = open_port(bind, &codec, args)?;
+            let map = cradle::CradleCodec::fetch_map(server, &mut port)?;
+            let mut codec =
+                cradle::CradleCodec::new(server, &map, keys, args.value_bytes, client_id)?;
             codec.handshake(&mut port)?;
             drive(&codec, port, args, seed)?
         }
         Protocol::MemcacheUdp => {
             let codec = memcache::MemcacheCodec::new(server, keys, args.value_bytes)?;
-            let port = open_port(bind, &codec, args)?;
+            drive(&codec, port, args, seed)?
+        }
+        Protocol::Echo => {
+            let codec = echo::EchoCodec::new(server, args.value_bytes)?;
             drive(&codec, port, args, seed)?
         }
     };
@@ -205,14 +281,13 @@ fn resolve(name: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("server {name} has no address"))
 }
 
-fn open_port<C: Codec>(
-    bind: SocketAddr,
-    codec: &C,
-    args: &BenchArgs,
-) -> Result<dataplane::UdpPort, String> {
+fn open_port(bind: SocketAddr, args: &BenchArgs) -> Result<dataplane::UdpPort, String> {
+    // The largest request of any protocol: its value and at most a few hundred bytes of
+    // header, key and framing (memcached's UDP requests stop at 65,000 bytes).
+    let request_bytes_max = (args.value_bytes + 256).min(memcache::REQUEST_BYTES_MAX);
     let config = dataplane::UdpConfig {
-        // Replies of either protocol are at most one 1,472-byte datagram each.
-        buf_bytes: codec.request_bytes_max().max(proto::DATAGRAM_BYTES_ACCEPTED) + 1,
+        // Replies of every protocol are at most one 1,472-byte datagram each.
+        buf_bytes: request_bytes_max.max(proto::DATAGRAM_BYTES_ACCEPTED) + 1,
         offload: !args.no_udp_offload,
         ..dataplane::UdpConfig::default()
     };
@@ -220,12 +295,24 @@ fn open_port<C: Codec>(
 }
 
 /// Preloads (when the run reads), then runs the measured load.
-fn drive<C: Codec>(
+fn drive<C: Codec, P: Port>(
     codec: &C,
-    port: dataplane::UdpPort,
+    port: P,
     args: &BenchArgs,
     seed: u64,
 ) -> Result<(Counters, Vec<(String, u64)>), String> {
+    let mut port = port;
+    let room = port.alloc_tx().map(|mut buf| {
+        let room = dataplane::Buffer::capacity_mut(&mut buf).len();
+        port.release(buf);
+        room
+    });
+    if room.unwrap_or(0) < codec.request_bytes_max() {
+        return Err(format!(
+            "a request of {} bytes does not fit the port's buffers ({room:?} bytes)",
+            codec.request_bytes_max()
+        ));
+    }
     let mut engine = Engine::new(codec, port);
     if args.get_ratio() > 0.0 && !args.no_preload {
         preload(&mut engine, args)?;
@@ -245,7 +332,10 @@ fn drive<C: Codec>(
 }
 
 /// SETs every key (closed loop, up to three attempts each) before a run that reads them.
-fn preload<C: Codec>(engine: &mut Engine<'_, C>, args: &BenchArgs) -> Result<(), String> {
+fn preload<C: Codec, P: Port>(
+    engine: &mut Engine<'_, C, P>,
+    args: &BenchArgs,
+) -> Result<(), String> {
     let mut feed = PreloadFeed::new(args.keys as usize, 3);
     let plan = Plan {
         in_flight: args.in_flight.clamp(1, 64),
@@ -273,6 +363,7 @@ fn print_result(args: &BenchArgs, c: &Counters, errors_by_kind: &[(String, u64)]
     let protocol = match args.protocol {
         Protocol::Cradle => "cradle",
         Protocol::MemcacheUdp => "memcache-udp",
+        Protocol::Echo => "echo",
     };
     let op = match args.op {
         OpMix::Get => "get",
