@@ -53,6 +53,8 @@ impl IoOptions {
     pub(crate) fn validate(&self) -> Result<(), String> {
         match self.backend {
             IoBackend::Socket => Ok(()),
+            IoBackend::Dpdk if !cfg!(feature = "dpdk") => Err(not_built("dpdk", "dpdk")),
+            IoBackend::AfXdp if !cfg!(feature = "af-xdp") => Err(not_built("af-xdp", "af-xdp")),
             IoBackend::Dpdk if self.dpdk_eal.is_none() => {
                 Err("--io dpdk needs --dpdk-eal \"EAL ARGS\" (e.g. \"-l 0 --no-huge --no-pci \
                      --vdev net_memif0,role=server\")"
@@ -125,7 +127,6 @@ impl CorePort {
     }
 }
 
-#[cfg_attr(all(feature = "dpdk", feature = "af-xdp"), allow(dead_code))]
 fn not_built(backend: &str, feature: &str) -> String {
     format!(
         "--io {backend}: this cradle was built without it; build with `cargo build --release \

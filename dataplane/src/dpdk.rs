@@ -421,6 +421,61 @@ impl DpdkPort {
         self.neighbours.learn(ip, mac);
     }
 
+    /// Where `ip` is, if it was learnt.
+    pub fn neighbour(&self, ip: Ipv4Addr) -> Option<Mac> {
+        self.neighbours.lookup(ip)
+    }
+
+    /// Sends whole Ethernet frames as they are (tests and tools: malformed ones included),
+    /// waiting out a full queue for up to a second at a time; returns how many the device
+    /// took. Each must fit an mbuf.
+    pub fn send_raw(&mut self, frames: &[&[u8]]) -> usize {
+        let mut sent = 0;
+        for chunk in frames.chunks(BATCH) {
+            let mut bufs = Vec::with_capacity(BATCH);
+            for frame in chunk {
+                let Some(mut buf) = self.alloc_tx() else { break };
+                let room = buf.raw_mut();
+                if frame.len() > room.len() {
+                    break;
+                }
+                room[..frame.len()].copy_from_slice(frame);
+                buf.set_frame_len(frame.len());
+                bufs.push(buf);
+            }
+            let mut start = 0;
+            let mut progress = std::time::Instant::now();
+            while start < bufs.len() && progress.elapsed() < Duration::from_secs(1) {
+                for (slot, buf) in self.mbufs.iter_mut().zip(&bufs[start..]) {
+                    *slot = buf.mbuf;
+                }
+                let n = (bufs.len() - start) as u16;
+                // SAFETY: the first `n` pointers are valid one-segment mbufs owned by
+                // `bufs[start..]`; the driver owns the ones it takes, given up below.
+                let took = unsafe {
+                    sys::cradle_tx_burst(
+                        self.device.port_id,
+                        self.queue,
+                        self.mbufs.as_mut_ptr(),
+                        n,
+                    )
+                };
+                for buf in &mut bufs[start..start + usize::from(took)] {
+                    buf.mbuf = std::ptr::null_mut();
+                }
+                start += usize::from(took);
+                if took > 0 {
+                    progress = std::time::Instant::now();
+                }
+            }
+            sent += start;
+            if start < chunk.len() {
+                break;
+            }
+        }
+        sent
+    }
+
     fn register_thread(&mut self) {
         if !self.registered {
             // SAFETY: the EAL is initialised (the device exists); registering a non-EAL

@@ -376,6 +376,7 @@ fn print_result(args: &BenchArgs, c: &Counters, errors_by_kind: &[(String, u64)]
             errors_by_kind.iter().map(|(name, count)| (name.clone(), (*count).into())).collect();
         let object = serde_json::json!({
             "protocol": protocol,
+            "io": format!("{:?}", args.io).to_lowercase(),
             "server": args.server,
             "op": op,
             "mix_get_ratio": args.get_ratio(),
