@@ -31,8 +31,9 @@ build_log=$(mktemp)
 if cargo build --release --quiet --features "$features" --bin cradle >"$build_log" 2>&1 &&
     { [[ $features != *dpdk* ]] ||
         cargo build --release --quiet -p dataplane --features dpdk --example dpdk_tool >>"$build_log" 2>&1; }; then
-    export CRADLE=$PWD/target/release/cradle
-    [[ $features == *dpdk* ]] && export DPDK_TOOL=$PWD/target/release/examples/dpdk_tool
+    target=${CARGO_TARGET_DIR:-$PWD/target}
+    export CRADLE=$target/release/cradle
+    [[ $features == *dpdk* ]] && export DPDK_TOOL=$target/release/examples/dpdk_tool
     echo "hwtests: cradle built with --features $features"
 else
     tail -20 "$build_log" >&2

@@ -1,4 +1,4 @@
-//! Which packet I/O a core's loop (or the generator) runs on: kernel sockets (the default),
+//! Which packet I/O a core's loop runs on: kernel sockets (the default),
 //! DPDK (cargo feature `dpdk`) or AF_XDP (cargo feature `af-xdp`).
 //!
 //! A backend this build lacks is refused in one line that names the feature to build with. A
@@ -154,7 +154,7 @@ pub(crate) fn open_node_ports(
     io.validate()?;
     let opened = match io.backend {
         IoBackend::Socket => return Ok(None),
-        IoBackend::Dpdk => open_dpdk(io, ipv4_listen(listen, "dpdk")?, cores, "cradle"),
+        IoBackend::Dpdk => open_dpdk(io, ipv4_listen(listen, "dpdk")?, cores),
         IoBackend::AfXdp => open_xdp(io, ipv4_listen(listen, "af-xdp")?, cores),
     };
     match opened {
@@ -178,20 +178,15 @@ enum Refusal {
 }
 
 #[cfg(not(feature = "dpdk"))]
-fn open_dpdk(_: &IoOptions, _: SocketAddrV4, _: u32, _: &str) -> Result<Vec<CorePort>, Refusal> {
+fn open_dpdk(_: &IoOptions, _: SocketAddrV4, _: u32) -> Result<Vec<CorePort>, Refusal> {
     Err(Refusal::NotBuilt(not_built("dpdk", "dpdk")))
 }
 
 #[cfg(feature = "dpdk")]
-fn open_dpdk(
-    io: &IoOptions,
-    listen: SocketAddrV4,
-    cores: u32,
-    who: &str,
-) -> Result<Vec<CorePort>, Refusal> {
+fn open_dpdk(io: &IoOptions, listen: SocketAddrV4, cores: u32) -> Result<Vec<CorePort>, Refusal> {
     use dataplane::dpdk::{split_eal_args, DpdkConfig, DpdkDevice};
     let config = DpdkConfig {
-        eal_args: split_eal_args(io.dpdk_eal.as_deref().unwrap_or("")),
+        eal_args: split_eal_args(io.dpdk_eal.as_deref().unwrap_or_default()),
         queues: cores as u16,
         ..DpdkConfig::default()
     };
@@ -203,7 +198,7 @@ fn open_dpdk(
         ports.push(CorePort::Dpdk(device.port(core as u16, addr).map_err(machine)?));
     }
     eprintln!(
-        "{who}: dpdk {} ({}) serving {listen} on {cores} queue(s), link {}",
+        "cradle: dpdk {} ({}) serving {listen} on {cores} queue(s), link {}",
         device.name(),
         device.mac(),
         if device.link_up() { "up" } else { "down (waiting for the peer)" }
@@ -234,27 +229,4 @@ fn open_xdp(io: &IoOptions, listen: SocketAddrV4, cores: u32) -> Result<Vec<Core
         ports.push(CorePort::Xdp(port));
     }
     Ok(ports)
-}
-
-/// The generator's bypass port at `local` (DPDK only: one queue).
-#[cfg(feature = "dpdk")]
-pub(crate) fn open_bench_dpdk(
-    io: &IoOptions,
-    local: SocketAddrV4,
-) -> Result<dataplane::dpdk::DpdkPort, String> {
-    io.validate()?;
-    match open_dpdk(io, local, 1, "bench") {
-        Ok(mut ports) => match ports.pop() {
-            Some(CorePort::Dpdk(port)) => Ok(port),
-            _ => unreachable!("open_dpdk makes DPDK ports"),
-        },
-        // The generator measures the path it was asked for: no fallback.
-        Err(Refusal::NotBuilt(m) | Refusal::Machine(m)) => Err(m),
-    }
-}
-
-/// Without the feature, the generator's `--io dpdk` says how to get it.
-#[cfg(not(feature = "dpdk"))]
-pub(crate) fn dpdk_not_built() -> String {
-    not_built("dpdk", "dpdk")
 }

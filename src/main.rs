@@ -1,7 +1,6 @@
 //! `cradle`: the node and its command-line tools (see `cradle --help` and README.md).
 #![forbid(unsafe_code)]
 
-mod bench;
 mod bulk;
 mod commands;
 mod config;
@@ -105,7 +104,7 @@ enum Command {
     /// Start a node on an embedded default and run a short mixed workload against it.
     Demo,
     /// Load a cradle or memcached server and report throughput and latency percentiles.
-    Bench(bench::BenchArgs),
+    Bench(loadgen::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -143,7 +142,7 @@ fn main() -> ExitCode {
         Command::Export { servers } => commands::export(&servers),
         Command::Up(args) => up::run(&args),
         Command::Demo => demo::run(),
-        Command::Bench(args) => bench::run(&args),
+        Command::Bench(args) => loadgen::run(&args),
     };
     match outcome {
         Ok(code) => code,

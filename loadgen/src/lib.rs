@@ -1,12 +1,18 @@
-//! `cradle bench`: a load generator for cradle and for memcached (its UDP protocol), so both
-//! are measured by the same tool in the same run.
+//! The load generator behind `cradle bench`: for cradle, for memcached (its UDP protocol) and
+//! for a bare echo (a path's limit), so all are measured by the same tool in the same run.
 //!
-//! One thread, one non-blocking UDP socket driven with recvmmsg/sendmmsg batches (the
-//! dataplane's `UdpPort`), requests patched from pre-encoded templates, a preallocated ring of
+//! One thread, one port of the dataplane's: a non-blocking UDP socket driven with
+//! recvmmsg/sendmmsg batches (`UdpPort`) by default, or a DPDK queue (`--io dpdk`, cargo
+//! feature `dpdk`), so both ends of a benchmark can bypass the kernel. Requests are patched
+//! from pre-encoded templates, a preallocated ring of
 //! request slots indexed by id, no resends: a request unanswered after `--timeout-ms` is
 //! counted as a timeout and its slot freed. Closed loop (`--in-flight` requests always out)
 //! or open loop (`--rate`, Poisson arrivals, latency from the intended send time). Every run
 //! is bounded by `--warmup` + `--duration` and stops by itself.
+//!
+//! It must never resend (a timeout is a measurement), never allocate per request while
+//! measuring, and never run without a bound on its time.
+#![forbid(unsafe_code)]
 
 mod cradle;
 mod echo;
@@ -26,7 +32,7 @@ use workload::{KeyChooser, Keys, PreloadFeed, RandomFeed, Zipf};
 
 /// Which server protocol the generator speaks.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Protocol {
+pub enum Protocol {
     /// cradle's own UDP protocol.
     Cradle,
     /// memcached's UDP frame header and text protocol.
@@ -37,7 +43,7 @@ pub(crate) enum Protocol {
 
 /// What the measured requests do.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum OpMix {
+pub enum OpMix {
     /// Only GETs (of preloaded keys).
     Get,
     /// Only SETs.
@@ -48,7 +54,7 @@ pub(crate) enum OpMix {
 
 /// How keys are drawn.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum KeyDistribution {
+pub enum KeyDistribution {
     /// Every key equally likely.
     Uniform,
     /// Zipfian with skew `--zipf-theta` (0.99 by default, as in YCSB).
@@ -57,7 +63,7 @@ pub(crate) enum KeyDistribution {
 
 /// `cradle bench` options.
 #[derive(clap::Args, Debug)]
-pub(crate) struct BenchArgs {
+pub struct BenchArgs {
     /// The server's HOST:PORT (for cradle, any core's port: the partition map names the rest).
     #[arg(long)]
     server: String,
@@ -117,9 +123,10 @@ pub(crate) struct BenchArgs {
     /// No per-second progress lines on stderr.
     #[arg(long)]
     quiet: bool,
-    /// The generator's packet I/O: `socket` or `dpdk` (both ends can bypass the kernel).
-    #[arg(long, value_enum, default_value_t = crate::io::IoBackend::Socket)]
-    io: crate::io::IoBackend,
+    /// The generator's packet I/O: `socket` or `dpdk` (both ends can bypass the kernel; `dpdk`
+    /// needs a build with the cargo feature `dpdk`).
+    #[arg(long, value_enum, default_value_t = GeneratorIo::Socket)]
+    io: GeneratorIo,
     /// With `--io dpdk`: the EAL arguments (its own `--file-prefix`, and the device, e.g.
     /// `--vdev net_memif0,role=client`).
     #[arg(long, allow_hyphen_values = true)]
@@ -165,9 +172,6 @@ impl BenchArgs {
         if !(0.0..1.0).contains(&self.inject_loss) || !(0.0..1.0).contains(&self.inject_reorder) {
             return Err("--inject-loss and --inject-reorder must be in [0, 1)".into());
         }
-        if self.io == crate::io::IoBackend::AfXdp {
-            return Err("--io af-xdp is for the node; the generator runs on socket or dpdk".into());
-        }
         Ok(())
     }
 
@@ -194,11 +198,11 @@ impl BenchArgs {
 }
 
 /// Runs `cradle bench`.
-pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
+pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     args.validate()?;
     let server = resolve(&args.server)?;
     match args.io {
-        crate::io::IoBackend::Dpdk => run_dpdk(args, server),
+        GeneratorIo::Dpdk => run_dpdk(args, server),
         _ => {
             let bind: SocketAddr = if server.is_ipv4() {
                 "0.0.0.0:0".parse().expect("literal address")
@@ -210,20 +214,37 @@ pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     }
 }
 
+/// Opens one DPDK queue at `--dpdk-local` (no fallback: the generator measures the path it
+/// was asked for).
 #[cfg(feature = "dpdk")]
 fn run_dpdk(args: &BenchArgs, server: SocketAddr) -> Result<ExitCode, String> {
-    let io = crate::io::IoOptions {
-        backend: crate::io::IoBackend::Dpdk,
-        dpdk_eal: args.dpdk_eal.clone(),
-        ..crate::io::IoOptions::default()
-    };
-    let port = crate::io::open_bench_dpdk(&io, args.dpdk_local)?;
+    use dataplane::dpdk::{split_eal_args, DpdkConfig, DpdkDevice};
+    let eal = args.dpdk_eal.as_deref().ok_or(
+        "--io dpdk needs --dpdk-eal \"EAL ARGS\" (e.g. \"-l 1 --no-huge --no-pci --vdev \
+         net_memif0,role=client\")",
+    )?;
+    let config = DpdkConfig { eal_args: split_eal_args(eal), ..DpdkConfig::default() };
+    let device = DpdkDevice::open(&config).map_err(|e| format!("--io dpdk: {e}"))?;
+    let port = device.port(0, args.dpdk_local).map_err(|e| format!("--io dpdk: {e}"))?;
+    eprintln!("bench: dpdk {} ({}) at {}", device.name(), device.mac(), args.dpdk_local);
     run_with_faults(args, server, port)
 }
 
 #[cfg(not(feature = "dpdk"))]
 fn run_dpdk(_: &BenchArgs, _: SocketAddr) -> Result<ExitCode, String> {
-    Err(crate::io::dpdk_not_built())
+    Err("--io dpdk: this cradle was built without it; build with `cargo build --release \
+         --features dpdk`"
+        .into())
+}
+
+/// The generator's packet I/O.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GeneratorIo {
+    /// Kernel UDP sockets.
+    #[default]
+    Socket,
+    /// A DPDK queue (cargo feature `dpdk`).
+    Dpdk,
 }
 
 /// Wraps the port in seeded receive faults if asked (only then: the wrapper takes a lock per
