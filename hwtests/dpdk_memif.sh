@@ -2,7 +2,8 @@
 # cradle and `cradle bench` as two DPDK processes over net_memif:
 #  1. GETs answered byte-exact (the generator checks every value) with loss and reordering
 #     injected on the generator's receive side;
-#  2. the node outlives six generator restarts (the memif peer coming and going);
+#  2. the node outlives six generator restarts (the memif peer coming and going) and three
+#     generators killed with SIGKILL in the middle of their load;
 #  3. 10^6 malformed frames (13 kinds: short, other MAC, IPv6, bad IPv4 version/IHL/checksum/
 #     length, fragments, TCP, bad UDP length/checksum, another port): the node stays up,
 #     counts exactly 10^6 dropped, and serves valid requests afterwards with no error.
@@ -12,6 +13,7 @@ need_feature dpdk
 [[ -x ${DPDK_TOOL:-} ]] || skip "no dpdk_tool example (DPDK_TOOL unset; run scripts/hwtests.sh)"
 
 sock="$HW_TMP/memif.sock"
+CLEANUPS+=("rm -rf /var/run/dpdk/cradle-hw-*-$$")
 node_eal="-l 0 --no-huge -m 512 --no-pci --file-prefix cradle-hw-node-$$ --vdev net_memif0,role=server,socket=$sock"
 client_eal() { echo "-l 1 --no-huge -m 512 --no-pci --file-prefix cradle-hw-$1-$$ --vdev net_memif0,role=client,socket=$sock"; }
 
@@ -45,9 +47,17 @@ bench faults --op get --duration 3 --warmup 0.2 --inject-loss 0.02 --inject-reor
 (($(json_field "$HW_TMP/faults.json" ops) > 1000)) || fail "too few GETs answered"
 (($(json_field "$HW_TMP/faults.json" timeouts) > 0)) || fail "the injected loss left no trace (timeouts 0)"
 
-echo "2. six generator restarts"
+echo "2. six generator restarts, three generators killed mid-load"
 for round in 1 2 3 4 5 6; do
     bench "restart$round" --op mix --duration 0.3 --warmup 0 --no-preload --timeout-ms 2000
+done
+for round in 1 2 3; do
+    # SIGKILL while requests are in flight: no clean memif disconnect from this peer.
+    (timeout -s KILL 3 "$CRADLE" bench --io dpdk --dpdk-eal "$(client_eal "kill$round")" \
+        --server 127.0.0.1:7710 --keys 2000 --op mix --no-preload --duration 10 --warmup 0 \
+        --quiet >/dev/null 2>&1 || true) 2>/dev/null
+    kill -0 "$node" 2>/dev/null || fail "the node died when killed generator $round went away"
+    echo "  kill$round: the node is still up"
 done
 
 echo "3. 10^6 malformed frames"

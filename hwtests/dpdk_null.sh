@@ -7,6 +7,7 @@ need_root "DPDK's EAL"
 need_feature dpdk
 [[ -x ${DPDK_TOOL:-} ]] || skip "no dpdk_tool example (DPDK_TOOL unset; run scripts/hwtests.sh)"
 
+CLEANUPS+=("rm -rf /var/run/dpdk/cradle-hw-null-$$")
 eal="-l 0 --no-huge -m 256 --no-pci --file-prefix cradle-hw-null-$$ --vdev net_null0"
 timeout 30 "$DPDK_TOOL" null "$eal" >"$HW_TMP/tool.log" 2>&1 || {
     cat "$HW_TMP/tool.log" >&2

@@ -44,7 +44,7 @@ cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     for ns in "${NETNS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-    rm -rf "$TMP"
+    rm -rf "$TMP" /var/run/dpdk/cradle-bench-*-$$
 }
 trap cleanup EXIT
 
