@@ -60,7 +60,7 @@ fn datagram(src: (Mac, SocketAddrV4), dst: (Mac, SocketAddrV4)) -> Vec<u8> {
 
 fn fix_ip_checksum(f: &mut [u8]) {
     f[24..26].fill(0);
-    let sum = frame::checksum(&[&f[14..34]], 0);
+    let sum = frame::checksum(&f[14..34], 0);
     f[24..26].copy_from_slice(&sum.to_be_bytes());
 }
 
