@@ -77,6 +77,7 @@ eal() { # eal ROLE CPU PREFIX
 start() { # start LOG READY CMD...: starts a server, waits for READY in LOG
     local log=$1 ready=$2 i
     shift 2
+    echo "server: $*" >>"$OUT/commands.txt.all"
     "$@" >"$log" 2>&1 &
     PIDS+=($!)
     for i in $(seq 200); do
