@@ -270,6 +270,11 @@ fn io_options(file: IoSection, flags: &Flags) -> Result<crate::io::IoOptions, St
 }
 
 fn validate(o: &NodeOptions) -> Result<(), String> {
+    if o.memcache.is_some() && o.io.backend != crate::io::IoBackend::Socket {
+        return Err("the memcached door runs on kernel sockets: drop --memcache-port or use \
+                    --io socket"
+            .into());
+    }
     if o.cores == 0 {
         return Err("cores must be at least 1".into());
     }
@@ -380,26 +385,43 @@ mod tests {
 
     #[test]
     fn the_io_backend_comes_from_the_flags_then_the_file() {
+        use crate::io::IoBackend;
         let o = parse("[node]\ndata_dir = \"/d\"\n").unwrap().resolve(Flags::default()).unwrap();
-        assert_eq!(o.io.backend, crate::io::IoBackend::Socket);
-        let text = "[node]\ndata_dir = \"/d\"\n[io]\nbackend = \"dpdk\"\ndpdk_eal = \"-l 0\"\n";
-        let o = parse(text).unwrap().resolve(Flags::default()).unwrap();
-        assert_eq!(
-            (o.io.backend, o.io.dpdk_eal.as_deref()),
-            (crate::io::IoBackend::Dpdk, Some("-l 0"))
-        );
-        let flags = Flags { io: Some(crate::io::IoBackend::Socket), ..Flags::default() };
-        assert_eq!(
-            parse(text).unwrap().resolve(flags).unwrap().io.backend,
-            crate::io::IoBackend::Socket
-        );
-        let e = parse("[node]\ndata_dir = \"/d\"\n[io]\nbackend = \"dpdk\"\n").unwrap();
-        assert!(e.resolve(Flags::default()).unwrap_err().contains("--dpdk-eal"));
+        assert_eq!(o.io.backend, IoBackend::Socket);
+        let dpdk = "[node]\ndata_dir = \"/d\"\n[io]\nbackend = \"dpdk\"\ndpdk_eal = \"-l 0\"\n";
+        match (cfg!(feature = "dpdk"), parse(dpdk).unwrap().resolve(Flags::default())) {
+            (true, Ok(o)) => {
+                assert_eq!(
+                    (o.io.backend, o.io.dpdk_eal.as_deref()),
+                    (IoBackend::Dpdk, Some("-l 0"))
+                )
+            }
+            // A build without the backend says so, in one line naming the feature.
+            (false, Err(e)) => assert!(e.contains("--features dpdk"), "{e}"),
+            (built, other) => panic!("built with dpdk: {built}; {other:?}"),
+        }
+        let flags = Flags { io: Some(IoBackend::Socket), ..Flags::default() };
+        assert_eq!(parse(dpdk).unwrap().resolve(flags).unwrap().io.backend, IoBackend::Socket);
+        if cfg!(feature = "dpdk") {
+            let e = parse("[node]\ndata_dir = \"/d\"\n[io]\nbackend = \"dpdk\"\n").unwrap();
+            assert!(e.resolve(Flags::default()).unwrap_err().contains("--dpdk-eal"));
+        }
         let e = parse("[node]\ndata_dir = \"/d\"\n[io]\nbackend = \"rdma\"\n").unwrap();
         assert!(e.resolve(Flags::default()).unwrap_err().contains("backend"));
-        let text = "[node]\ndata_dir = \"/d\"\n[io]\nbackend = \"af-xdp\"\nxdp_ifname = \"veth0\"\nxdp_queue = 2\n";
-        let o = parse(text).unwrap().resolve(Flags::default()).unwrap();
-        assert_eq!((o.io.xdp_ifname.as_deref(), o.io.xdp_queue), (Some("veth0"), 2));
+        let xdp = "[node]\ndata_dir = \"/d\"\n[io]\nbackend = \"af-xdp\"\nxdp_ifname = \"veth0\"\n\
+                   xdp_queue = 2\n";
+        match (cfg!(feature = "af-xdp"), parse(xdp).unwrap().resolve(Flags::default())) {
+            (true, Ok(o)) => {
+                assert_eq!((o.io.xdp_ifname.as_deref(), o.io.xdp_queue), (Some("veth0"), 2))
+            }
+            (false, Err(e)) => assert!(e.contains("--features af-xdp"), "{e}"),
+            (built, other) => panic!("built with af-xdp: {built}; {other:?}"),
+        }
+        // The memcached door needs sockets (or, in a build without AF_XDP, the backend is
+        // refused first).
+        let door = format!("{xdp}[memcache]\nport = 11211\n");
+        let e = parse(&door).unwrap().resolve(Flags::default()).unwrap_err();
+        assert!(e.contains("memcached door") || e.contains("--features af-xdp"), "{e}");
     }
 
     #[test]
