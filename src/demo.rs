@@ -258,15 +258,9 @@ fn story(cluster: &mut LocalCluster, stop: &AtomicBool) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let map = client.map().map_err(err)?;
-        let roles = |p: &proto::MapEntry| p.replicas.iter().map(|r| r.role).collect::<Vec<_>>();
-        let learners = map
-            .entries
-            .iter()
-            .flat_map(|e| roles(e))
-            .filter(|r| *r == proto::Role::Learner)
-            .count();
-        let backups =
-            map.entries.iter().flat_map(|e| roles(e)).filter(|r| *r == proto::Role::Backup).count();
+        let count =
+            |role| map.entries.iter().flat_map(|e| &e.replicas).filter(|r| r.role == role).count();
+        let (learners, backups) = (count(proto::Role::Learner), count(proto::Role::Backup));
         let now = format!(
             "  {:>5.1} s: map epoch {}, {} backups and {} learners of {} partitions",
             restarted.elapsed().as_secs_f64(),
@@ -339,8 +333,11 @@ fn free_port() -> Result<u16, String> {
 struct Load {
     stop: Arc<AtomicBool>,
     killed_at: Arc<Mutex<Option<Instant>>>,
-    workers: Vec<std::thread::JoinHandle<Result<(Duration, String, u64), String>>>,
+    workers: Vec<std::thread::JoinHandle<Result<Counted, String>>>,
 }
+
+/// What one counter client saw: its longest wait after the kill, its key, its value.
+type Counted = (Duration, String, u64);
 
 impl Load {
     fn start(members: &[SocketAddr]) -> Load {
@@ -377,7 +374,7 @@ fn counter_client(
     members: Vec<SocketAddr>,
     stop: &AtomicBool,
     killed_at: &Mutex<Option<Instant>>,
-) -> Result<(Duration, String, u64), String> {
+) -> Result<Counted, String> {
     let mut client = Client::connect(ClientConfig::new(members)).map_err(|e| e.to_string())?;
     let key = format!("counter:{w}");
     let (mut value, mut version) = (0u64, 0u64);

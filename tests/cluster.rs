@@ -260,7 +260,7 @@ fn the_busiest_node_killed_and_restarted_again_and_again_loses_nothing_and_rejoi
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
-                    if i % 3 == 0 {
+                    if i.is_multiple_of(3) {
                         let put_key = format!("w{w}-put-{i}");
                         if client.put(put_key.as_bytes(), &i.to_le_bytes()).is_ok() {
                             puts.push((put_key, i));
