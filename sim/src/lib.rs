@@ -222,7 +222,8 @@ impl Simulation {
         assert!(options.replicas >= 1 && options.replicas <= options.nodes.min(5));
         let replication = (options.nodes > 1).then(|| {
             let key = control::peer::ClusterKey::from_file_bytes(&[7; 32]).expect("32 bytes");
-            let mut config = ReplicationConfig::new(key);
+            let mut config =
+                ReplicationConfig { factor: options.replicas, ..ReplicationConfig::new(key) };
             if options.stale_lease {
                 config.lease_ns = 100 * config.promotion_wait_ns; // the injected bug
             }

@@ -49,6 +49,10 @@ pub struct ReplicationConfig {
     /// than `lease_ns`, so the old primary's lease has run out (1.5 × the lease by default).
     /// Less breaks linearizability when a cut-off primary still serves reads.
     pub promotion_wait_ns: u64,
+    /// The cluster's replication factor. Above 1, a `memory`-class primary left without an
+    /// in-sync backup commits on its own flush (no other memory holds its writes); at 1 the
+    /// class means what it means on a single node.
+    pub factor: usize,
 }
 
 impl ReplicationConfig {
@@ -62,6 +66,7 @@ impl ReplicationConfig {
             heartbeat_ns: 5_000_000,
             resend_ns: 10_000_000,
             promotion_wait_ns: lease_ns + lease_ns / 2,
+            factor: 1,
         }
     }
 }
@@ -306,10 +311,10 @@ pub(super) fn has_backups(endpoint: &Endpoint) -> bool {
     matches!(endpoint.replica.as_deref(), Some(ReplicaState { part: Part::Primary { peers, .. }, .. }) if !peers.is_empty())
 }
 
-/// Whether `endpoint` is a primary without an in-sync backup: in the `memory` class its
-/// writes commit only once flushed.
-pub(super) fn commits_on_own_flush(endpoint: &Endpoint) -> bool {
-    endpoint.replica.as_deref().is_some_and(ReplicaState::alone)
+/// Whether `endpoint` is a primary without an in-sync backup, in a cluster whose replication
+/// factor `factor` is above 1: in the `memory` class its writes commit only once flushed.
+pub(super) fn commits_on_own_flush(endpoint: &Endpoint, factor: usize) -> bool {
+    factor > 1 && endpoint.replica.as_deref().is_some_and(ReplicaState::alone)
 }
 
 /// `endpoint`'s store is durable through its last LSN (a flush succeeded).
@@ -484,7 +489,8 @@ impl Core {
         let mut bytes = Vec::with_capacity(record.len());
         record.encode(&mut bytes);
         replica.tail.push_back((lsn, bytes));
-        if self.durability == Durability::Memory && !replica.alone() {
+        let factor = self.link.as_ref().map_or(1, |l| l.config.factor);
+        if self.durability == Durability::Memory && !(factor > 1 && replica.alone()) {
             // In the file already, and in an in-sync backup's memory once it acks: that is
             // the class. A primary alone commits on its flush (`flush_lone_primaries`).
             replica.durable = lsn;

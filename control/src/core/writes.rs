@@ -230,20 +230,20 @@ impl Core {
         }
     }
 
-    /// The `memory` class where a partition is down to its primary (no in-sync backup holds
-    /// its writes in memory): those endpoints commit on their own flush, each batch, as the
+    /// The `memory` class where a replicated partition is down to its primary (no in-sync
+    /// backup holds its writes in memory): those endpoints commit on their own flush, each
+    /// batch, as the
     /// `flushed` class does, so an answered write survives a power cut of the primary too
     /// (found by the simulation: a sole primary lost its last answered writes to a power
     /// cut, came back as the only replica and served without them).
     fn flush_lone_primaries(&mut self) {
-        if self.link.is_none() {
-            return;
-        }
+        let Some(link) = &self.link else { return };
+        let factor = link.config.factor;
         let mut i = 0;
         while i < self.dirty.len() {
             let slot = self.dirty[i];
             let endpoint = &mut self.endpoints[slot];
-            if !super::replica::commits_on_own_flush(endpoint) {
+            if !super::replica::commits_on_own_flush(endpoint, factor) {
                 i += 1;
                 continue;
             }
