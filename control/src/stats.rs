@@ -68,9 +68,17 @@ pub struct CoreCounters {
     pub replica_behind: u64,
     /// Times an endpoint finished becoming primary (probed its backups, took what they had beyond its own).
     pub promotions: u64,
+    /// Catch-ups of learners a primary started (a restarted one counts again).
+    pub catchups_started: u64,
+    /// Catch-ups that cannot finish (a value too large to replicate).
+    pub catchups_failed: u64,
+    /// Snapshot records a primary sent to its learners (resends included).
+    pub snapshot_records: u64,
+    /// Learners built here that the map then made in-sync backups.
+    pub learners_joined: u64,
 }
 
-const FIELDS: usize = 31;
+const FIELDS: usize = 35;
 
 /// The JSON and metric names of the fields, in `to_array` order.
 pub(crate) const NAMES: [&str; FIELDS] = [
@@ -105,6 +113,10 @@ pub(crate) const NAMES: [&str; FIELDS] = [
     "forwarded_records",
     "replica_behind",
     "promotions",
+    "catchups_started",
+    "catchups_failed",
+    "snapshot_records",
+    "learners_joined",
 ];
 
 impl CoreCounters {
@@ -141,6 +153,10 @@ impl CoreCounters {
             self.forwarded_records,
             self.replica_behind,
             self.promotions,
+            self.catchups_started,
+            self.catchups_failed,
+            self.snapshot_records,
+            self.learners_joined,
         ]
     }
 
@@ -177,6 +193,10 @@ impl CoreCounters {
             forwarded_records: a[28],
             replica_behind: a[29],
             promotions: a[30],
+            catchups_started: a[31],
+            catchups_failed: a[32],
+            snapshot_records: a[33],
+            learners_joined: a[34],
         }
     }
 
@@ -259,7 +279,7 @@ impl NodeStats {
     /// Zeroed slots for `cores` cores, without per-endpoint counters.
     pub fn new(cores: u32) -> NodeStats {
         NodeStats {
-            slots: (0..cores).map(|_| Default::default()).collect(),
+            slots: (0..cores).map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect(),
             latency: (0..cores).map(|_| Default::default()).collect(),
             endpoint_requests: (0..cores).map(|_| Box::default()).collect(),
             quarantines: Default::default(),
