@@ -124,6 +124,22 @@ fn flood(eal: &str, node: SocketAddrV4, count: usize) -> bool {
             port.release(buf);
         }
     }
+    // The memif client owns the shared rings: exiting now would take frames the node has not
+    // read yet with it. An ARP request sent after them is answered only once the node has
+    // read everything before it, in order.
+    let mut request = vec![0u8; frame::FRAME_BYTES_MIN];
+    let local_side = frame::Local { mac: port.device().mac(), addr: local };
+    let len = frame::write_arp_request(&mut request, &local_side, *node.ip());
+    let replies = port.frame_counters().arp_other;
+    port.send_raw(&[&request[..len]]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while port.frame_counters().arp_other == replies {
+        assert!(Instant::now() < deadline, "the node did not drain the flood within 60 s");
+        port.rx_burst(&mut rx).expect("rx");
+        for buf in rx.drain(..) {
+            port.release(buf);
+        }
+    }
     println!("sent {sent} malformed frames of {} kinds to {node} ({node_mac})", kinds.len());
     sent == count
 }
