@@ -307,9 +307,12 @@ impl Core {
                 let json = self.stats.snapshot().to_json();
                 send_value(&mut self.replies, tx, &request, json.as_bytes(), 0);
             }
-            Opcode::Get | Opcode::Put | Opcode::Delete | Opcode::Cas => {
-                self.handle_keyed(now_ns, request, tx)
-            }
+            Opcode::Get
+            | Opcode::Put
+            | Opcode::Delete
+            | Opcode::Cas
+            | Opcode::Incr
+            | Opcode::Touch => self.handle_keyed(now_ns, request, tx),
             Opcode::Scan => self.handle_scan(request, tx),
             Opcode::Chunk => self.handle_chunk(request, tx),
         }
@@ -540,7 +543,11 @@ fn rebuild_completions(
                 version: write.version,
                 fingerprint: write.stamp.fingerprint,
             };
-            completions.insert(0, id, record);
+            // A short value may be an INCR's count: kept, a resent INCR is told it (any
+            // other write never asks for it).
+            let count = write.value.and_then(|v| crate::counter::parse(v.as_bytes()));
+            let count = count.and_then(|n| i64::try_from(n).ok());
+            completions.insert_counted(0, id, record, count);
         }
     }
 }
@@ -549,10 +556,13 @@ fn rebuild_completions(
 fn flags_fit(opcode: Opcode, h: &HeaderFields) -> bool {
     let writes_value = matches!(opcode, Opcode::Put | Opcode::Cas);
     let reads_value = matches!(opcode, Opcode::Get | Opcode::Map | Opcode::Stats | Opcode::Chunk);
+    let expires = matches!(opcode, Opcode::Put | Opcode::Cas | Opcode::Incr | Opcode::Touch);
     (!h.has(flags::FRAGMENT) || writes_value)
         && (!h.has(flags::ACK_REQUEST) || h.has(flags::FRAGMENT))
         && (!h.has(flags::RANGE) || reads_value)
         && (!h.has(flags::REF_ONLY) || opcode == Opcode::Get)
+        && (!h.has(flags::EXPIRES) || expires)
+        && (!h.has(flags::RETURN_VALUE) || opcode == Opcode::Cas)
 }
 
 /// Sends `value` as one message when it fits, else as a window of fragments (or the window a

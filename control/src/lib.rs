@@ -13,6 +13,7 @@ pub mod cluster;
 mod completions;
 mod config;
 mod core;
+pub mod counter;
 mod durable;
 mod layout;
 pub mod map_group;
