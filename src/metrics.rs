@@ -118,11 +118,13 @@ fn render_endpoints(page: &mut String, stats: &NodeStats, cores: u32) {
     }
 }
 
-/// Serves `GET /metrics` on `listen` until `stop` is set.
+/// Serves `GET /metrics` and `GET`/`HEAD /healthz` on `listen` until `stop` is set.
+/// `/healthz` is 200 while `serving` is set and `stop` is not, else 503.
 pub(crate) fn serve(
     listen: SocketAddr,
     stats: Arc<NodeStats>,
     stop: Arc<AtomicBool>,
+    serving: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, String> {
     let listener =
         TcpListener::bind(listen).map_err(|e| format!("cannot serve metrics on {listen}: {e}"))?;
@@ -132,7 +134,11 @@ pub(crate) fn serve(
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((stream, _)) => answer(stream, &stats),
+                    Ok((stream, _)) => {
+                        let healthy =
+                            serving.load(Ordering::Acquire) && !stop.load(Ordering::Relaxed);
+                        answer(stream, &stats, healthy)
+                    }
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
             }
@@ -140,21 +146,28 @@ pub(crate) fn serve(
         .map_err(|e| format!("cannot start the metrics thread: {e}"))
 }
 
-fn answer(mut stream: TcpStream, stats: &NodeStats) {
+fn answer(mut stream: TcpStream, stats: &NodeStats, healthy: bool) {
     // A scrape is tiny; a slow or silent client must not hold the thread.
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
     let mut request = [0u8; 1024];
     let n = stream.read(&mut request).unwrap_or(0);
-    let (status, body) = if request[..n].starts_with(b"GET /metrics") {
-        ("200 OK", render(stats))
-    } else {
-        ("404 Not Found", "try /metrics\n".to_string())
+    let request = &request[..n];
+    let head = request.starts_with(b"HEAD ");
+    let path = request.split(|&b| b == b' ').nth(1).unwrap_or_default();
+    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    let get = request.starts_with(b"GET ") || head;
+    let (status, body) = match (get, path) {
+        (true, b"/metrics") => ("200 OK", render(stats)),
+        (true, b"/healthz") if healthy => ("200 OK", "serving\n".to_string()),
+        (true, b"/healthz") => ("503 Service Unavailable", "not serving\n".to_string()),
+        _ => ("404 Not Found", "try /metrics or /healthz\n".to_string()),
     };
     let _ = write!(
         stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        if head { "" } else { &body }
     );
 }
 
@@ -192,13 +205,27 @@ mod tests {
         let probe = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = probe.local_addr().unwrap();
         drop(probe);
-        let handle = serve(addr, stats, stop.clone()).unwrap();
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
+        let serving = Arc::new(AtomicBool::new(false));
+        let handle = serve(addr, stats, stop.clone(), serving.clone()).unwrap();
+        let ask = |request: &str| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            response
+        };
+        let response = ask("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
         assert!(response.contains("cradle_requests_total{core=\"0\"} 0"));
+        let starting = ask("GET /healthz HTTP/1.1\r\n\r\n");
+        assert!(starting.starts_with("HTTP/1.1 503 "), "not serving yet: {starting}");
+        serving.store(true, Ordering::Release);
+        let up = ask("GET /healthz HTTP/1.1\r\n\r\n");
+        assert!(up.starts_with("HTTP/1.1 200 OK") && up.ends_with("\r\n\r\nserving\n"), "{up}");
+        let head = ask("HEAD /healthz HTTP/1.1\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK") && head.ends_with("\r\n\r\n"), "{head}");
+        assert!(head.contains("Content-Length: 8\r\n"), "the GET's length, no body: {head}");
+        assert!(ask("GET /nothing HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
         stop.store(true, Ordering::Relaxed);
         handle.join().unwrap();
     }
