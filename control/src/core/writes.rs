@@ -466,16 +466,25 @@ impl Core {
         crate::stamps_kept_since(self.wall_ns(), self.config.completion_ttl_ns)
     }
 
-    /// Sums the stores' sizes into the counters, every `SIZES_INTERVAL_NS`.
+    /// Sums the stores' sizes into the counters, and queues for compaction the endpoints whose
+    /// values expired, every `SIZES_INTERVAL_NS`.
     pub(super) fn refresh_sizes(&mut self, now_ns: u64) {
         if now_ns.saturating_sub(self.last_sizes_ns) < SIZES_INTERVAL_NS && self.last_sizes_ns != 0
         {
             return;
         }
         self.last_sizes_ns = now_ns.max(1);
+        let wall_ns = self.wall_ns();
         let c = &mut self.counters;
         (c.log_bytes, c.live_bytes, c.index_bytes, c.quarantined, c.poisoned) = (0, 0, 0, 0, 0);
-        for endpoint in &self.endpoints {
+        for (slot, endpoint) in self.endpoints.iter_mut().enumerate() {
+            // Values with a TTL expire without a write: an endpoint whose oldest segment
+            // holds only expired ones is due for compaction though nothing wrote to it.
+            endpoint.store.set_clock(wall_ns);
+            if !endpoint.queued_for_compaction && endpoint.store.needs_compaction() {
+                endpoint.queued_for_compaction = true;
+                self.compaction_queue.push_back(slot);
+            }
             let s = endpoint.store.stats();
             c.log_bytes += s.log_bytes;
             c.live_bytes += s.live_bytes;

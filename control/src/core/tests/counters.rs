@@ -220,3 +220,44 @@ fn a_cas_mismatch_returns_the_current_value_when_asked() {
     assert_eq!((status(&r), value.len()), (Status::VersionMismatch, 0));
     assert!(!r.has(flags::RETURN_VALUE));
 }
+
+#[test]
+fn values_that_expire_are_reclaimed_without_another_write() {
+    let config = StoreConfig {
+        segment_bytes: 16 << 10,
+        blob_threshold_bytes: 4 << 10,
+        ..StoreConfig::default()
+    };
+    let layout =
+        Arc::new(NodeLayout::new(16, vec![SocketAddr::from(([127, 0, 0, 1], 7000))]).unwrap());
+    let map: Arc<[u8]> = layout.map().encode().into();
+    let storage = CoreStorage::in_memory(layout.endpoints_on(0), &config);
+    let core_config = CoreConfig::new(0, layout, [5; 32]);
+    let core = Core::with_storage(core_config, Arc::new(NodeStats::new(1)), map, storage).unwrap();
+    let mut h = Harness { core, token: 0, tracking: 0 };
+    h.token = h.core.tokens.token(CLIENT);
+    // 64 KiB of impressions in one endpoint (one tag), each to live 1 s.
+    let value = [b'i'; 200];
+    for i in 0..320 {
+        let key = format!("{{imp}}{i}");
+        let mut put = h.request(Opcode::Put, key.as_bytes(), &value);
+        put.set_ttl_secs(Some(1));
+        assert_eq!(h.at(i * 1_000, put, key.as_bytes(), &value).0.status, 0);
+    }
+    let log_bytes = |h: &mut Harness, now_ns| {
+        h.core.end_batch(now_ns, &mut Wire::default());
+        h.core.counters().log_bytes
+    };
+    let written = log_bytes(&mut h, 300 * S / 1000);
+    assert!(written > 64 << 10, "{written}");
+    // After the TTL and the completion records' lifetime (the segments hold stamps a resend
+    // may still need), compaction drops the sealed segments: nothing wrote to them since.
+    let mut now = 10 * S;
+    for _ in 0..200 {
+        now += 300_000_000;
+        log_bytes(&mut h, now);
+    }
+    let left = log_bytes(&mut h, now + 300_000_000);
+    assert!(left < 20 << 10, "{written} bytes written, {left} left");
+    assert_eq!(h.core.counters().live_bytes, 0, "{:?}", h.core.counters());
+}
