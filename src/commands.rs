@@ -196,7 +196,13 @@ pub(crate) fn status(servers: &Servers, json: bool) -> Result<ExitCode, String> 
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("the node sent unreadable stats: {e}"))?;
     let object = value.as_object().ok_or("the node's stats are not a JSON object")?;
-    println!("node {}", addrs[0]);
+    let about = |name: &str| object.get(name).map(|v| v.to_string().replace('"', ""));
+    match (about("version"), about("uptime_s"), about("durability")) {
+        (Some(version), Some(uptime), Some(durability)) => {
+            println!("node {}: cradle {version}, up {uptime} s, durability {durability}", addrs[0])
+        }
+        _ => println!("node {}", addrs[0]),
+    }
     for (name, value) in object {
         println!("  {name:<22} {value}");
     }

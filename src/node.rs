@@ -177,7 +177,18 @@ impl Node {
         let map: Arc<[u8]> = start_map.encode().into();
         let metrics = match options.metrics {
             Some(listen) => {
-                Some(crate::metrics::serve(listen, stats.clone(), stop.clone(), serving.clone())?)
+                let durability = match options.durability {
+                    Durability::Memory => "memory",
+                    Durability::Flushed => "flushed",
+                };
+                let node = crate::metrics::NodeInfo::now(durability);
+                Some(crate::metrics::serve(
+                    listen,
+                    stats.clone(),
+                    stop.clone(),
+                    serving.clone(),
+                    node,
+                )?)
             }
             None => None,
         };

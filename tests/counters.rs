@@ -123,6 +123,38 @@ fn the_metrics_port_answers_healthz_while_the_node_serves() {
     assert!(get.starts_with("HTTP/1.1 200 OK\r\n"), "{get}");
     let head = ask("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"), "{head}");
+    // What a dashboard reads, through a real Prometheus parser.
+    let s = node.server();
+    for _ in 0..3 {
+        run(&["incr", "--server", &s, "n", "--by", "-1", "--floor", "-2"], b"");
+    }
+    run(&["get", "--server", &s, "n"], b"");
+    run(&["get", "--server", &s, "absent"], b"");
+    let page = ask("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let body = page.split_once("\r\n\r\n").expect("a body").1;
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("the page parses");
+    let value = |name: &str, label: Option<(&str, &str)>| {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)));
+        match sample.map(|s| &s.value) {
+            Some(prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v)) => *v,
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    assert_eq!(value("cradle_operations_total", Some(("op", "incr"))), 3.0);
+    assert_eq!(value("cradle_incr_below_floor_total", None), 1.0, "-3 is below -2");
+    assert_eq!(value("cradle_get_hits_total", None), 1.0);
+    assert_eq!(value("cradle_get_misses_total", None), 1.0);
+    assert!(value("cradle_uptime_seconds", None) > 0.0);
+    assert!(value("process_resident_memory_bytes", None) > 1e6);
+    let status = run(&["status", "--server", &s], b"");
+    let first = String::from_utf8_lossy(&status.stdout).lines().next().unwrap_or("").to_string();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(first.contains(&format!("cradle {version}, up ")), "{first}");
+    assert!(first.ends_with("durability flushed"), "{first}");
     node.terminate(Duration::from_secs(10));
     assert!(std::net::TcpStream::connect(metrics).is_err(), "gone with the node");
 }

@@ -289,6 +289,7 @@ impl Core {
         }
         let request = Request { peer, message: m, reply, validated };
         let opcode = m.opcode();
+        self.count_operation(opcode);
         if !flags_fit(opcode, h) {
             return self.answer(tx, &request, Status::Malformed);
         }
@@ -304,7 +305,15 @@ impl Core {
             }
             Opcode::Stats => {
                 self.stats.publish(self.config.core, &self.counters(), &self.latency);
-                let json = self.stats.snapshot().to_json();
+                let node = crate::stats::NodeFacts {
+                    version: env!("CARGO_PKG_VERSION"),
+                    uptime_ns: now_ns,
+                    durability: match self.durability {
+                        Durability::Memory => "memory",
+                        Durability::Flushed => "flushed",
+                    },
+                };
+                let json = self.stats.snapshot().to_json_about(Some(&node));
                 send_value(&mut self.replies, tx, &request, json.as_bytes(), 0);
             }
             Opcode::Get
@@ -315,6 +324,19 @@ impl Core {
             | Opcode::Touch => self.handle_keyed(now_ns, request, tx),
             Opcode::Scan => self.handle_scan(request, tx),
             Opcode::Chunk => self.handle_chunk(request, tx),
+        }
+    }
+
+    fn count_operation(&mut self, opcode: Opcode) {
+        let c = &mut self.counters;
+        match opcode {
+            Opcode::Get => c.gets += 1,
+            Opcode::Put => c.puts += 1,
+            Opcode::Delete => c.deletes += 1,
+            Opcode::Cas => c.cas += 1,
+            Opcode::Incr => c.incrs += 1,
+            Opcode::Touch => c.touches += 1,
+            _ => {}
         }
     }
 
@@ -397,7 +419,9 @@ impl Core {
         tx: &mut dyn Transmit,
     ) {
         let key = request.message.key;
-        let status = match self.endpoints[slot].store.get_reference(key) {
+        let reference = self.endpoints[slot].store.get_reference(key);
+        count_get(&mut self.counters, request.message, &reference);
+        let status = match reference {
             Ok(Some((ValueRef::Inline(value), version))) => {
                 return send_value(&mut self.replies, tx, &request, value, version);
             }
@@ -425,7 +449,9 @@ impl Core {
     /// budget decides), a blob value (at least 16 KiB, always over 3x) is refused before it is
     /// assembled, so a forged 100-byte request cannot make the loop read 16 MiB.
     fn handle_unvalidated_get(&mut self, request: Request<'_>, slot: usize, tx: &mut dyn Transmit) {
-        let status = match self.endpoints[slot].store.get_reference(request.message.key) {
+        let reference = self.endpoints[slot].store.get_reference(request.message.key);
+        count_get(&mut self.counters, request.message, &reference);
+        let status = match reference {
             Ok(Some((ValueRef::Inline(value), version))) => {
                 return send_value(&mut self.replies, tx, &request, value, version);
             }
@@ -501,14 +527,19 @@ impl Core {
                 return send_value(&mut self.replies, tx, &request, value, live);
             }
         }
+        let ranged = m.header.has(flags::RANGE);
         let status = match self.endpoints[slot].store.get(&mut self.blobs, m.key) {
             Ok(Some((value, version))) => {
+                self.counters.get_hits += u64::from(!ranged);
                 if !fits_unfragmented(m.key.len(), value.len()) {
                     self.read_cache.insert(slot, m.key, version, reader, value);
                 }
                 return send_value(&mut self.replies, tx, &request, value, version);
             }
-            Ok(None) => Status::NotFound,
+            Ok(None) => {
+                self.counters.get_misses += u64::from(!ranged);
+                Status::NotFound
+            }
             Err(error) => status_of(error),
         };
         self.answer(tx, &request, status);
@@ -549,6 +580,14 @@ fn rebuild_completions(
             let count = count.and_then(|n| i64::try_from(n).ok());
             completions.insert_counted(0, id, record, count);
         }
+    }
+}
+
+/// Counts a GET's lookup as a hit or a miss (a RANGE pull continues a read already counted).
+fn count_get<T>(c: &mut CoreCounters, m: &Message<'_>, found: &Result<Option<T>, StoreError>) {
+    if !m.header.has(flags::RANGE) {
+        c.get_hits += u64::from(matches!(found, Ok(Some(_))));
+        c.get_misses += u64::from(matches!(found, Ok(None)));
     }
 }
 

@@ -68,9 +68,29 @@ pub struct CoreCounters {
     pub replica_behind: u64,
     /// Times an endpoint finished becoming primary (probed its backups, took what they had beyond its own).
     pub promotions: u64,
+    /// GET messages (RANGE pulls and REF_ONLY reads included).
+    pub gets: u64,
+    /// GETs answered with a value (RANGE pulls not counted).
+    pub get_hits: u64,
+    /// GETs answered NOT_FOUND.
+    pub get_misses: u64,
+    /// PUT messages (fragments included).
+    pub puts: u64,
+    /// DELETE requests.
+    pub deletes: u64,
+    /// CAS messages (fragments included).
+    pub cas: u64,
+    /// CAS writes that found another version (VERSION_MISMATCH).
+    pub cas_mismatches: u64,
+    /// INCR requests.
+    pub incrs: u64,
+    /// INCRs refused below their floor (BELOW_FLOOR).
+    pub incr_below_floor: u64,
+    /// TOUCH requests.
+    pub touches: u64,
 }
 
-const FIELDS: usize = 31;
+const FIELDS: usize = 41;
 
 /// The JSON and metric names of the fields, in `to_array` order.
 pub(crate) const NAMES: [&str; FIELDS] = [
@@ -105,6 +125,16 @@ pub(crate) const NAMES: [&str; FIELDS] = [
     "forwarded_records",
     "replica_behind",
     "promotions",
+    "gets",
+    "get_hits",
+    "get_misses",
+    "puts",
+    "deletes",
+    "cas",
+    "cas_mismatches",
+    "incrs",
+    "incr_below_floor",
+    "touches",
 ];
 
 impl CoreCounters {
@@ -141,6 +171,16 @@ impl CoreCounters {
             self.forwarded_records,
             self.replica_behind,
             self.promotions,
+            self.gets,
+            self.get_hits,
+            self.get_misses,
+            self.puts,
+            self.deletes,
+            self.cas,
+            self.cas_mismatches,
+            self.incrs,
+            self.incr_below_floor,
+            self.touches,
         ]
     }
 
@@ -177,6 +217,16 @@ impl CoreCounters {
             forwarded_records: a[28],
             replica_behind: a[29],
             promotions: a[30],
+            gets: a[31],
+            get_hits: a[32],
+            get_misses: a[33],
+            puts: a[34],
+            deletes: a[35],
+            cas: a[36],
+            cas_mismatches: a[37],
+            incrs: a[38],
+            incr_below_floor: a[39],
+            touches: a[40],
         }
     }
 
@@ -189,6 +239,17 @@ impl CoreCounters {
         }
         *self = CoreCounters { loop_iteration_ns_max: max, ..CoreCounters::from_array(sum) };
     }
+}
+
+/// What a STATS reply says about the node besides its counters.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeFacts {
+    /// The build's version.
+    pub version: &'static str,
+    /// Nanoseconds the answering core has run (its loop clock).
+    pub uptime_ns: u64,
+    /// `memory` or `flushed`.
+    pub durability: &'static str,
 }
 
 /// Upper bounds (ns) of the burst service-time histogram buckets; a last bucket takes the rest.
@@ -259,7 +320,7 @@ impl NodeStats {
     /// Zeroed slots for `cores` cores, without per-endpoint counters.
     pub fn new(cores: u32) -> NodeStats {
         NodeStats {
-            slots: (0..cores).map(|_| Default::default()).collect(),
+            slots: (0..cores).map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect(),
             latency: (0..cores).map(|_| Default::default()).collect(),
             endpoint_requests: (0..cores).map(|_| Box::default()).collect(),
             quarantines: Default::default(),
@@ -353,7 +414,18 @@ impl StatsSnapshot {
 
     /// The STATS reply: node totals as one JSON object (plus `cores`, the core count).
     pub fn to_json(&self) -> String {
+        self.to_json_about(None)
+    }
+
+    /// `to_json` with what the answering core knows of the node: the build's version, how
+    /// long it has served, its durability class.
+    pub fn to_json_about(&self, node: Option<&NodeFacts>) -> String {
         let mut object = serde_json::Map::new();
+        if let Some(node) = node {
+            object.insert("version".into(), node.version.into());
+            object.insert("uptime_s".into(), (node.uptime_ns / 1_000_000_000).into());
+            object.insert("durability".into(), node.durability.into());
+        }
         object.insert("cores".into(), self.cores.len().into());
         for (name, value) in NAMES.iter().zip(self.total().to_array()) {
             object.insert((*name).into(), value.into());

@@ -324,6 +324,9 @@ impl Core {
             count = None;
             (status_of(error), 0)
         });
+        let c = &mut self.counters;
+        c.cas_mismatches += u64::from(status == Status::VersionMismatch);
+        c.incr_below_floor += u64::from(status == Status::BelowFloor);
         // A replicated INCR reaches the backups as a PUT of the count it wrote.
         let written = match (write.opcode, status) {
             (Opcode::Put | Opcode::Cas, Status::Ok) => Some((WriteOp::Put, value, version)),
