@@ -10,7 +10,8 @@ use proto::Status;
 /// deadline. No answer status ever hides in `Failed`, and no refusal in `Done`.
 ///
 /// The typed accessors turn it into what an operation returns: `into_value` for a GET,
-/// `into_version` for a PUT, `into_deleted` for a DELETE, `into_cas` for a CAS; each keeps
+/// `into_version` for a PUT, `into_deleted` for a DELETE (and a TOUCH), `into_cas` for a CAS,
+/// `into_count` for an INCR; each keeps
 /// `Failed`'s error as its `Err`.
 ///
 /// ```
