@@ -122,8 +122,14 @@ enum Command {
     /// Start a local cluster: N node processes on 127.0.0.1 … 127.0.0.N (one port), their
     /// addresses and pids printed; stops them all on SIGTERM or SIGINT.
     Up(up::UpArgs),
-    /// Start a node on an embedded default and run a short mixed workload against it.
-    Demo,
+    /// The cluster story on this machine: 3 node processes on 127.0.0.1-3, replicated writes,
+    /// the node with the most primaries killed with SIGKILL under load and restarted; every
+    /// acknowledged write checked.
+    Demo {
+        /// Instead: one node in this process and a short mixed workload against it.
+        #[arg(long)]
+        single_node: bool,
+    },
     /// Load a cradle or memcached server and report throughput and latency percentiles.
     Bench(bench::BenchArgs),
 }
@@ -165,7 +171,7 @@ fn main() -> ExitCode {
         Command::Import { servers } => commands::import(&servers),
         Command::Export { servers } => commands::export(&servers),
         Command::Up(args) => up::run(&args),
-        Command::Demo => demo::run(),
+        Command::Demo { single_node } => demo::run(single_node),
         Command::Bench(args) => bench::run(&args),
     };
     match outcome {

@@ -213,7 +213,10 @@ impl Node {
                 completion_ttl_ns: control::COMPLETION_TTL_NS_DEFAULT,
                 // The loop's clock starts just after this (the slack in the stamps covers it).
                 wall_clock_start_ns: wall_clock_ns(),
-                replication: membership.as_ref().map(|m| ReplicationConfig::new(m.key.clone())),
+                replication: membership.as_ref().map(|m| ReplicationConfig {
+                    factor: m.spec.replicas,
+                    ..ReplicationConfig::new(m.key.clone())
+                }),
                 ..CoreConfig::new(core, layout.clone(), secret)
             };
             let mut handler = Core::with_storage(config, stats.clone(), map.clone(), storage)

@@ -39,9 +39,142 @@ pub(crate) struct UpArgs {
     data_dir: Option<PathBuf>,
 }
 
-struct Running {
-    child: Child,
-    addr: SocketAddr,
+/// A local cluster: node processes on 127.0.0.1 … 127.0.0.N (one port), each started, killed
+/// and restarted by this process (by PID). Stopped (SIGTERM) when dropped.
+pub(crate) struct LocalCluster {
+    /// Core 0 of each member.
+    pub(crate) members: Vec<SocketAddr>,
+    /// The running node of each member (none while it is down).
+    nodes: Vec<Option<Child>>,
+    /// How each member is started.
+    commands: Vec<Vec<String>>,
+    exe: PathBuf,
+}
+
+/// What a local cluster is made of.
+pub(crate) struct Spec<'a> {
+    pub(crate) nodes: u8,
+    pub(crate) cores: u32,
+    pub(crate) partitions: u32,
+    pub(crate) port: u16,
+    /// More `cradle node` flags for every member.
+    pub(crate) extra: Vec<String>,
+    pub(crate) dir: &'a Path,
+}
+
+impl LocalCluster {
+    /// Starts every member and waits until each is ready (`stop` cuts the wait short).
+    pub(crate) fn start(spec: &Spec<'_>, stop: &AtomicBool) -> Result<LocalCluster, String> {
+        let dir = spec.dir.to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let key = cluster_key(&dir)?;
+        let members: Vec<SocketAddr> =
+            (1..=spec.nodes).map(|i| SocketAddr::from(([127, 0, 0, i], spec.port))).collect();
+        let list = members.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let commands = members
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let data_dir = dir.join(format!("node-{}", i + 1));
+                let mut args: Vec<String> =
+                    ["node", "--no-pin", "--listen"].map(String::from).into();
+                args.extend([addr.to_string(), "--cluster".into(), list.clone()]);
+                args.extend(["--cores".into(), spec.cores.to_string()]);
+                args.extend(["--partitions".into(), spec.partitions.to_string()]);
+                args.extend(["--cluster-key".into(), key.display().to_string()]);
+                args.extend(["--data-dir".into(), data_dir.display().to_string()]);
+                args.extend(spec.extra.iter().cloned());
+                args
+            })
+            .collect();
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let nodes = (0..spec.nodes).map(|_| None).collect();
+        let mut cluster = LocalCluster { nodes, members, commands, exe };
+        let mut readiness = Vec::new();
+        for i in 0..cluster.members.len() {
+            readiness.push(cluster.spawn(i)?);
+        }
+        // Members are ready together: each waits for the cluster's first map.
+        for (i, ready) in readiness.into_iter().enumerate() {
+            cluster.wait_ready(i, &ready, stop)?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<std::sync::mpsc::Receiver<()>, String> {
+        let mut command = Command::new(&self.exe);
+        command.args(&self.commands[i]).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = command.spawn().map_err(|e| format!("cannot start node {}: {e}", i + 1))?;
+        let ready = ready_line(child.stdout.take().expect("piped"));
+        self.nodes[i] = Some(child);
+        Ok(ready)
+    }
+
+    fn wait_ready(
+        &mut self,
+        i: usize,
+        ready: &std::sync::mpsc::Receiver<()>,
+        stop: &AtomicBool,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ready.recv_timeout(Duration::from_millis(50)).is_err() {
+            let exited =
+                self.nodes[i].as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if stop.load(Ordering::Relaxed) || exited || Instant::now() > deadline {
+                return Err(format!("node {} did not become ready", i + 1));
+            }
+        }
+        Ok(())
+    }
+
+    /// Member `i`'s PID, if it runs.
+    pub(crate) fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].as_ref().map(Child::id)
+    }
+
+    /// SIGKILL to member `i` (a crash: its data stays), then reaps it.
+    pub(crate) fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].take() {
+            let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data and waits until it is ready.
+    pub(crate) fn restart(&mut self, i: usize, stop: &AtomicBool) -> Result<(), String> {
+        assert!(self.nodes[i].is_none(), "restart of a running member");
+        let ready = self.spawn(i)?;
+        self.wait_ready(i, &ready, stop)
+    }
+
+    /// The first member whose process exited by itself, if one did (it is reaped).
+    fn exited(&mut self) -> Option<usize> {
+        let i = self
+            .nodes
+            .iter_mut()
+            .position(|n| n.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))))?;
+        self.nodes[i] = None;
+        Some(i)
+    }
+
+    /// SIGTERM to every member (by its PID), then waits for each.
+    pub(crate) fn stop(&mut self) {
+        for child in self.nodes.iter().flatten() {
+            // (The binary has no unsafe code: kill(1) sends it, to a PID this process spawned.)
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        }
+        for child in self.nodes.iter_mut().flatten() {
+            let _ = child.wait();
+        }
+        self.nodes.iter_mut().for_each(|n| *n = None);
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Starts the nodes, waits until each is ready, prints them, and waits for a signal.
@@ -58,73 +191,41 @@ pub(crate) fn run(args: &UpArgs) -> Result<ExitCode, String> {
         .data_dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("cradle-up-{}", std::process::id())));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let key = cluster_key(&dir)?;
-    let members: Vec<SocketAddr> =
-        (1..=args.nodes).map(|i| SocketAddr::from(([127, 0, 0, i], args.port))).collect();
-    let list = members.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let mut running = Vec::new();
-    let mut readiness = Vec::new();
-    for (i, addr) in members.iter().enumerate() {
-        let mut command = Command::new(&exe);
-        command
-            .args(["node", "--no-pin", "--listen", &addr.to_string(), "--cluster", &list])
-            .args([
-                "--cores",
-                &args.cores.to_string(),
-                "--partitions",
-                &args.partitions.to_string(),
-            ])
-            .arg("--cluster-key")
-            .arg(&key)
-            .arg("--data-dir")
-            .arg(dir.join(format!("node-{}", i + 1)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if let Some(replicas) = args.replicas {
-            command.args(["--replicas", &replicas.to_string()]);
-        }
-        if let Some(durability) = &args.durability {
-            command.args(["--durability", durability]);
-        }
-        if let Some(ms) = args.failover_after_ms {
-            command.args(["--failover-after-ms", &ms.to_string()]);
-        }
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                stop_all(&mut running);
-                return Err(format!("cannot start node {}: {e}", i + 1));
-            }
-        };
-        readiness.push(ready_line(child.stdout.take().expect("piped")));
-        running.push(Running { child, addr: *addr });
+    let mut extra = Vec::new();
+    if let Some(replicas) = args.replicas {
+        extra.extend(["--replicas".into(), replicas.to_string()]);
     }
-    // Members are ready together: each waits for the cluster's first map.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for (i, ready) in readiness.into_iter().enumerate() {
-        while ready.recv_timeout(Duration::from_millis(50)).is_err() {
-            if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
-                stop_all(&mut running);
-                return Err(format!("node {} did not become ready", i + 1));
-            }
-        }
+    if let Some(durability) = &args.durability {
+        extra.extend(["--durability".into(), durability.clone()]);
     }
-    println!("cradle up: {} nodes, data in {}", running.len(), dir.display());
-    for (i, node) in running.iter().enumerate() {
-        println!("  node {} at {} pid {}", i + 1, node.addr, node.child.id());
+    if let Some(ms) = args.failover_after_ms {
+        extra.extend(["--failover-after-ms".into(), ms.to_string()]);
     }
-    println!("clients: --server {}", members[0]);
+    let spec = Spec {
+        nodes: args.nodes,
+        cores: args.cores,
+        partitions: args.partitions,
+        port: args.port,
+        extra,
+        dir: &dir,
+    };
+    let mut cluster = LocalCluster::start(&spec, &stop)?;
+    println!("cradle up: {} nodes, data in {}", cluster.members.len(), dir.display());
+    for (i, addr) in cluster.members.iter().enumerate() {
+        println!("  node {} at {} pid {}", i + 1, addr, cluster.pid(i).expect("started"));
+    }
+    println!("clients: --server {}", cluster.members[0]);
     while !stop.load(Ordering::Relaxed) {
-        if let Some(i) = running.iter_mut().position(|n| matches!(n.child.try_wait(), Ok(Some(_))))
-        {
-            eprintln!("cradle up: node {} ({}) exited; the others go on", i + 1, running[i].addr);
-            running.remove(i);
+        if let Some(i) = cluster.exited() {
+            eprintln!(
+                "cradle up: node {} ({}) exited; the others go on",
+                i + 1,
+                cluster.members[i]
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    stop_all(&mut running);
+    cluster.stop();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -154,16 +255,4 @@ fn ready_line(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<()
         }
     });
     rx
-}
-
-/// SIGTERM to every node (by its PID), then waits for each.
-fn stop_all(running: &mut Vec<Running>) {
-    for node in running.iter() {
-        // (The binary has no unsafe code: kill(1) sends it, to a PID this process spawned.)
-        let _ = Command::new("kill").args(["-TERM", &node.child.id().to_string()]).status();
-    }
-    for node in running.iter_mut() {
-        let _ = node.child.wait();
-    }
-    running.clear();
 }

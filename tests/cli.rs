@@ -108,10 +108,30 @@ fn install_script_dry_run_prints_every_step_and_changes_nothing() {
 }
 
 #[test]
-fn the_demo_runs_its_workload_and_checks_it() {
-    let out = run(&["demo"], b"");
+fn the_single_node_demo_runs_its_workload_and_checks_it() {
+    let out = run(&["demo", "--single-node"], b"");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", stderr_of(&out));
     assert!(text.contains("demo: all checks passed"), "{text}");
     assert!(text.contains("\"keys\":4903"), "5,000 puts, 100 deletes, 2 more keys: {text}");
+}
+
+#[test]
+fn the_demo_kills_a_node_of_its_cluster_checks_every_write_and_rebuilds_it() {
+    let out = run(&["demo"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr_of(&out));
+    for said in [
+        "replication factor 3",
+        "kill -9 node",
+        "the clients' longest wait across the kill",
+        "every acknowledged write is there: 2000 keys",
+        "every partition on all three again, none lagging",
+        "demo: all checks passed",
+    ] {
+        assert!(text.contains(said), "no {said:?} in:\n{text}");
+    }
+    // The restart went through learners (a map with some) to backups only.
+    assert!(text.contains(" learners of 12 partitions"), "{text}");
+    assert!(text.contains("24 backups and 0 learners of 12 partitions"), "{text}");
 }

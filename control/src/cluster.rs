@@ -13,9 +13,18 @@
 //!   replicas are dropped, and where it was primary the first in-sync backup is promoted
 //!   (which then probes the others and takes what they hold beyond its own: see
 //!   `core::replica`). A node whose removal would leave a partition without a replica stays.
+//! - **restart**: a node that starts is *fresh* until the map no longer names it where
+//!   another replica could stand in: its heartbeats say so, the leader takes its replicas out
+//!   (`shed_member`, a failover where it was primary), and until then its agent hands its
+//!   cores no map that names it (its stores may hold what was never committed, or lack what
+//!   was, after a power cut). Where it is the only replica left it keeps its place.
+//! - **rejoin**: a partition with fewer replicas than the replication factor gets a
+//!   *learner* on a live member that holds none of it (the lowest such member), which its
+//!   primary builds (`core::catchup`); once the primary reports it built (`MapOutcome::Built`,
+//!   relayed in the heartbeats to the leader), the leader makes it a backup.
 //!
-//! Not yet: a node that comes back is not added again (catch-up and rejoin come next), and
-//! the group's members are fixed at the bootstrap list.
+//! One change at a time, in that order of urgency. Not yet: the group's members are fixed
+//! at the bootstrap list, and primaries are not moved back to a node that rejoined.
 
 use crate::config::ConfigError;
 use crate::core::{MapChange, MapOutcome as CoreOutcome};
@@ -115,23 +124,123 @@ impl ClusterSpec {
                 entry
             })
             .collect();
-        PartitionMap { epoch: 2, cluster: self.cluster_id, entries }
+        PartitionMap { epoch: FIRST_EPOCH, cluster: self.cluster_id, entries }
     }
 }
 
-/// The map without member `gone`'s replicas (a backup promoted where it was primary), or
-/// `None` if a partition would be left without any.
-pub fn without_member(spec: &ClusterSpec, map: &PartitionMap, gone: usize) -> Option<PartitionMap> {
+/// The epoch of the first map (1 is a single node's layout).
+const FIRST_EPOCH: u64 = 2;
+
+/// The map without member `gone`'s replicas (a backup promoted where it was primary, not on
+/// a member `fresh` says restarted if another will do), or `None` if a partition would be
+/// left without any.
+pub fn without_member(
+    spec: &ClusterSpec,
+    map: &PartitionMap,
+    gone: usize,
+    fresh: &[bool],
+) -> Option<PartitionMap> {
     let mut next = map.clone();
     next.epoch += 1;
     for entry in &mut next.entries {
         entry.replicas.retain(|r| spec.member_of(r.addr) != Some(gone));
         if spec.member_of(entry.addr) == Some(gone) {
-            let promoted = entry.replicas.iter().position(|r| r.role == Role::Backup)?;
+            let promoted = promotable(spec, entry, fresh)?;
             entry.addr = entry.replicas.remove(promoted).addr;
         }
     }
     Some(next)
+}
+
+/// The backup of `entry` to promote: the first one not on a fresh member, else the first.
+fn promotable(spec: &ClusterSpec, entry: &MapEntry, fresh: &[bool]) -> Option<usize> {
+    let backups = || entry.replicas.iter().enumerate().filter(|(_, r)| r.role == Role::Backup);
+    let settled = |r: &Replica| spec.member_of(r.addr).is_none_or(|m| !fresh[m]);
+    backups().find(|(_, r)| settled(r)).or_else(|| backups().next()).map(|(i, _)| i)
+}
+
+/// The map with restarted member `m`'s replicas taken out wherever a backup can stand in (one
+/// promoted where it was primary); `None` if nothing changes.
+pub fn shed_member(
+    spec: &ClusterSpec,
+    map: &PartitionMap,
+    m: usize,
+    fresh: &[bool],
+) -> Option<PartitionMap> {
+    let mut next = map.clone();
+    next.epoch += 1;
+    let mut changed = false;
+    for entry in &mut next.entries {
+        let before = entry.replicas.len();
+        entry.replicas.retain(|r| spec.member_of(r.addr) != Some(m));
+        changed |= entry.replicas.len() != before;
+        if spec.member_of(entry.addr) == Some(m) {
+            if let Some(promoted) = promotable(spec, entry, fresh) {
+                entry.addr = entry.replicas.remove(promoted).addr;
+                changed = true;
+            }
+        }
+    }
+    changed.then_some(next)
+}
+
+/// Whether member `m`, fresh from a restart, may serve by `map`: it is named only where no
+/// backup could stand in (the primary of a partition with no backup).
+fn fresh_may_install(spec: &ClusterSpec, map: &PartitionMap, m: usize) -> bool {
+    map.entries.iter().all(|e| {
+        let replica = e.replicas.iter().any(|r| spec.member_of(r.addr) == Some(m));
+        let primary = spec.member_of(e.addr) == Some(m);
+        !replica && (!primary || e.backups().next().is_none())
+    })
+}
+
+/// The map with each partition in `built` (partition, learner address) whose learner is
+/// still one made a backup; `None` if none is.
+pub fn with_backups(map: &PartitionMap, built: &[(u32, SocketAddr)]) -> Option<PartitionMap> {
+    let mut next = map.clone();
+    next.epoch += 1;
+    let mut changed = false;
+    for &(partition, learner) in built {
+        let Some(entry) = next.entries.iter_mut().find(|e| e.partition == partition) else {
+            continue;
+        };
+        for r in entry.replicas.iter_mut().filter(|r| r.addr == learner) {
+            if r.role == Role::Learner {
+                r.role = Role::Backup;
+                changed = true;
+            }
+        }
+    }
+    changed.then_some(next)
+}
+
+/// The map with a learner added to each partition that has fewer replicas than the spec's
+/// replication factor, on the lowest member `usable` allows that holds none of it (on the
+/// partition's core); `None` if no partition gets one.
+pub fn with_learners(
+    spec: &ClusterSpec,
+    map: &PartitionMap,
+    usable: impl Fn(usize) -> bool,
+) -> Option<PartitionMap> {
+    let mut next = map.clone();
+    next.epoch += 1;
+    let mut changed = false;
+    for entry in &mut next.entries {
+        if 1 + entry.replicas.len() >= spec.replicas {
+            continue;
+        }
+        let holds = |m: usize| {
+            spec.member_of(entry.addr) == Some(m)
+                || entry.replicas.iter().any(|r| spec.member_of(r.addr) == Some(m))
+        };
+        let Some(m) = (0..spec.members.len()).find(|&m| usable(m) && !holds(m)) else {
+            continue;
+        };
+        let addr = spec.core_addr(m, entry.partition % spec.cores);
+        entry.replicas.push(Replica { addr, role: Role::Learner });
+        changed = true;
+    }
+    changed.then_some(next)
 }
 
 /// What the agent knows, for `cradle status` (read by other threads).
@@ -171,6 +280,55 @@ pub struct Agent {
     next_message: u64,
     /// Datagrams refused by the envelope (MAC, replay, staleness).
     pub dropped: u64,
+    /// This member started and has not yet installed a map (see the module comment).
+    fresh: bool,
+    /// Per member, what its last heartbeat said: fresh, and the learners its primaries built
+    /// at a map epoch (this member's own: from its cores).
+    heard: Vec<Heard>,
+}
+
+/// What a member's heartbeat says besides that it lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Heard {
+    fresh: bool,
+    /// The map epoch its cores served when they built `built`.
+    epoch: u64,
+    /// (partition, learner address) its primaries built.
+    built: Vec<(u32, SocketAddr)>,
+}
+
+/// Learners a heartbeat reports at most (the rest wait for the next change).
+const HEARD_BUILT_MAX: usize = 48;
+
+impl Heard {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.push(u8::from(self.fresh));
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        let built = &self.built[..self.built.len().min(HEARD_BUILT_MAX)];
+        out.extend_from_slice(&(built.len() as u16).to_le_bytes());
+        for &(partition, addr) in built {
+            out.extend_from_slice(&partition.to_le_bytes());
+            proto::encode_addr(addr, out);
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Heard> {
+        if bytes.len() < 11 || bytes[0] > 1 {
+            return None;
+        }
+        let epoch = u64::from_le_bytes(bytes[1..9].try_into().expect("8 bytes"));
+        let count = u16::from_le_bytes([bytes[9], bytes[10]]) as usize;
+        let mut rest = &bytes[11..];
+        let mut built = Vec::with_capacity(count.min(HEARD_BUILT_MAX));
+        for _ in 0..count {
+            let partition = u32::from_le_bytes(rest.get(..4)?.try_into().expect("4 bytes"));
+            let (addr, after) = proto::decode_addr(&rest[4..]).ok()?;
+            built.push((partition, addr));
+            rest = after;
+        }
+        rest.is_empty().then_some(Heard { fresh: bytes[0] == 1, epoch, built })
+    }
 }
 
 /// Raft message bytes per datagram: a message longer than this (an entry holding a big map)
@@ -226,6 +384,10 @@ impl Agent {
         spec.validate()?;
         let me = member_id(spec.me);
         let group = MapGroup::start(me, disk, Vec::new())?;
+        // A member is fresh when it lived in the cluster before (its disk has a map): its
+        // stores are not trusted. One that never did is placed by the first map, or fresh
+        // too if its first map is a later one (a member whose disk was replaced).
+        let fresh = group.map().0 != 0;
         let n = spec.members.len();
         Ok(Agent {
             sealer: PeerSealer::new(spec.key.clone(), me, wall_start_ns),
@@ -244,6 +406,8 @@ impl Agent {
             assembling: vec![(0, Vec::new()); n],
             next_message: 0,
             dropped: 0,
+            fresh,
+            heard: vec![Heard::default(); n],
             spec,
             group,
         })
@@ -278,6 +442,12 @@ impl Agent {
             return;
         };
         self.last_heard[from] = Some(now_ns);
+        if opened.kind == PeerKind::Heartbeat {
+            match Heard::decode(opened.payload) {
+                Some(heard) => self.heard[from] = heard,
+                None => self.dropped += 1,
+            }
+        }
         if opened.kind == PeerKind::MapGroup {
             let payload = opened.payload.to_vec();
             if let Some(message) = self.reassemble(from, &payload) {
@@ -325,13 +495,17 @@ impl Agent {
         }
         if now_ns >= self.last_heartbeat_ns + self.spec.heartbeat_ns {
             self.last_heartbeat_ns = now_ns;
+            let me = self.spec.me;
+            self.heard[me].fresh = self.fresh;
+            let mut payload = Vec::new();
+            self.heard[me].encode(&mut payload);
             for m in 0..self.spec.members.len() {
-                if m != self.spec.me {
+                if m != me {
                     self.sealer.seal(
                         member_id(m),
                         PeerKind::Heartbeat,
                         wall_ns,
-                        &[],
+                        &payload,
                         &mut self.sealed,
                     );
                     tx.send(self.spec.members[m], &self.sealed);
@@ -348,6 +522,15 @@ impl Agent {
             match outcome {
                 CoreOutcome::Refused(why) => {
                     eprintln!("cradle: a core refused the cluster map: {why}")
+                }
+                CoreOutcome::Built { epoch, partition, learner } => {
+                    let own = &mut self.heard[self.spec.me];
+                    if epoch > own.epoch {
+                        (own.epoch, own.built) = (epoch, Vec::new());
+                    }
+                    if epoch == own.epoch && !own.built.contains(&(partition, learner)) {
+                        own.built.push((partition, learner));
+                    }
                 }
                 CoreOutcome::Applied { epoch, .. } => {
                     let applied = self.applied.entry(epoch).or_insert(0);
@@ -387,6 +570,16 @@ impl Agent {
             Ok(map) => map,
             Err(e) => panic!("the map group committed an undecodable map: {e:?}"),
         };
+        let first = self.map.is_none();
+        if first && map.epoch > FIRST_EPOCH {
+            self.fresh = true;
+        }
+        if self.fresh && !fresh_may_install(&self.spec, &map, self.spec.me) {
+            // Not yet: the leader takes this member's replicas out first (`decide`).
+            self.map = Some(map);
+            return;
+        }
+        self.fresh = false;
         for core in &self.cores {
             // A core gone (the node stopping) takes nothing more.
             let _ = core.send(MapChange { map: map.clone(), added: Vec::new() });
@@ -407,33 +600,57 @@ impl Agent {
         let next = match &self.map {
             None if group_epoch == 0 => Some(self.spec.initial_map()),
             None => None, // committed but not installed yet: next poll
-            Some(map) => {
-                let silent = (0..self.spec.members.len())
-                    .filter(|&m| m != self.spec.me)
-                    .filter(|&m| self.holds_replicas(map, m))
-                    .find(|&m| {
-                        self.last_heard[m].is_none_or(|t| now_ns >= t + self.spec.detect_ns)
-                    });
-                let next = silent.and_then(|m| without_member(&self.spec, map, m));
-                if let (Some(m), Some(next)) = (silent, &next) {
-                    let heard = self.last_heard[m].map(|t| (now_ns - t) / 1_000_000);
-                    eprintln!(
-                        "cradle: member {} ({}) silent for {} ms: its replicas leave the map \
-                         (epoch {})",
-                        m + 1,
-                        self.spec.members[m],
-                        heard.map_or("ever".into(), |ms| ms.to_string()),
-                        next.epoch
-                    );
-                }
-                next
-            }
+            Some(map) => self.change(map, now_ns),
         };
         let Some(mut next) = next else { return };
         next.epoch = group_epoch + 2; // (map epochs run one ahead of the group's: 1 is the layout)
         if let Ok(id) = self.group.propose(group_epoch, next.encode()) {
             self.proposal = Some((id, now_ns));
         }
+    }
+
+    /// The most urgent change of `map`, if any (see the module comment), said on stderr.
+    fn change(&self, map: &PartitionMap, now_ns: u64) -> Option<PartitionMap> {
+        let spec = &self.spec;
+        let members = 0..spec.members.len();
+        let silent_for = |m: usize| self.last_heard[m].map_or(u64::MAX, |t| now_ns - t);
+        let alive = |m: usize| m == spec.me || silent_for(m) < spec.detect_ns;
+        let fresh: Vec<bool> = self.heard.iter().map(|h| h.fresh).collect();
+        let say = |what: String, next: &PartitionMap| {
+            eprintln!("cradle: {what} (epoch {})", next.epoch);
+        };
+        let name = |m: usize| format!("member {} ({})", m + 1, spec.members[m]);
+        let silent = members.clone().filter(|&m| m != spec.me && self.holds_replicas(map, m));
+        for m in silent.filter(|&m| !alive(m)) {
+            if let Some(next) = without_member(spec, map, m, &fresh) {
+                let ms = silent_for(m).checked_div(1_000_000);
+                let ms = ms
+                    .filter(|_| silent_for(m) != u64::MAX)
+                    .map_or("ever".into(), |ms| ms.to_string());
+                say(format!("{} silent for {ms} ms: its replicas leave the map", name(m)), &next);
+                return Some(next);
+            }
+        }
+        for m in members.clone().filter(|&m| fresh[m] && alive(m)) {
+            if let Some(next) = shed_member(spec, map, m, &fresh) {
+                say(format!("{} restarted: its replicas leave the map, to rejoin", name(m)), &next);
+                return Some(next);
+            }
+        }
+        let built: Vec<(u32, SocketAddr)> = self
+            .heard
+            .iter()
+            .filter(|h| h.epoch == map.epoch)
+            .flat_map(|h| h.built.iter().copied())
+            .collect();
+        if let Some(next) = with_backups(map, &built) {
+            let names: Vec<String> = built.iter().map(|(p, a)| format!("{p}@{a}")).collect();
+            say(format!("learners built, now backups: {}", names.join(" ")), &next);
+            return Some(next);
+        }
+        let next = with_learners(spec, map, |m| alive(m) && !fresh[m])?;
+        say("partitions short of replicas get learners".into(), &next);
+        Some(next)
     }
 
     fn holds_replicas(&self, map: &PartitionMap, member: usize) -> bool {

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use storage::{BlobStore, Store, StoreConfig, StoreError, ValueRef};
 
+mod catchup;
 mod items;
 mod map_change;
 mod replica;

@@ -68,6 +68,14 @@ pub struct CoreCounters {
     pub replica_behind: u64,
     /// Times an endpoint finished becoming primary (probed its backups, took what they had beyond its own).
     pub promotions: u64,
+    /// Catch-ups of learners a primary started (a restarted one counts again).
+    pub catchups_started: u64,
+    /// Catch-ups that cannot finish (a value too large to replicate).
+    pub catchups_failed: u64,
+    /// Snapshot records a primary sent to its learners (resends included).
+    pub snapshot_records: u64,
+    /// Learners built here that the map then made in-sync backups.
+    pub learners_joined: u64,
     /// GET messages (RANGE pulls and REF_ONLY reads included).
     pub gets: u64,
     /// GETs answered with a value (RANGE pulls not counted).
@@ -90,7 +98,7 @@ pub struct CoreCounters {
     pub touches: u64,
 }
 
-const FIELDS: usize = 41;
+const FIELDS: usize = 45;
 
 /// The JSON and metric names of the fields, in `to_array` order.
 pub(crate) const NAMES: [&str; FIELDS] = [
@@ -125,6 +133,10 @@ pub(crate) const NAMES: [&str; FIELDS] = [
     "forwarded_records",
     "replica_behind",
     "promotions",
+    "catchups_started",
+    "catchups_failed",
+    "snapshot_records",
+    "learners_joined",
     "gets",
     "get_hits",
     "get_misses",
@@ -171,6 +183,10 @@ impl CoreCounters {
             self.forwarded_records,
             self.replica_behind,
             self.promotions,
+            self.catchups_started,
+            self.catchups_failed,
+            self.snapshot_records,
+            self.learners_joined,
             self.gets,
             self.get_hits,
             self.get_misses,
@@ -217,16 +233,20 @@ impl CoreCounters {
             forwarded_records: a[28],
             replica_behind: a[29],
             promotions: a[30],
-            gets: a[31],
-            get_hits: a[32],
-            get_misses: a[33],
-            puts: a[34],
-            deletes: a[35],
-            cas: a[36],
-            cas_mismatches: a[37],
-            incrs: a[38],
-            incr_below_floor: a[39],
-            touches: a[40],
+            catchups_started: a[31],
+            catchups_failed: a[32],
+            snapshot_records: a[33],
+            learners_joined: a[34],
+            gets: a[35],
+            get_hits: a[36],
+            get_misses: a[37],
+            puts: a[38],
+            deletes: a[39],
+            cas: a[40],
+            cas_mismatches: a[41],
+            incrs: a[42],
+            incr_below_floor: a[43],
+            touches: a[44],
         }
     }
 

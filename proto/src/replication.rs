@@ -9,6 +9,11 @@
 //!                       fingerprint u64, at_ns u64, key_len u16, value_len u32, key, value
 //! ACK 2:                partition u32, epoch u64, echo_ns u64, lsn u64
 //! PROBE 3:              partition u32, epoch u64, sent_ns u64, from u64
+//! SNAPSHOT 5:           partition u32, epoch u64, generation u64, base u64, first u64,
+//!                       next u64, last u8 (1: `next` ends the snapshot), count u16, then
+//!                       `count` records (puts; client_id, tracking_id, fingerprint, at_ns 0)
+//! BUILT 6:              partition u32, epoch u64, echo_ns u64, generation u64, lsn u64,
+//!                       durable u64, entries u64, consistent u8
 //! ```
 //!
 //! FORWARD carries a primary's writes (none: a heartbeat) and the LSN every in-sync replica
@@ -16,11 +21,20 @@
 //! under its durability class and echoes the `sent_ns` it answers (the primary's lease is
 //! counted from there); PROBE asks a replica for its LSN (`from` 0) or for its records from
 //! `from` on, which come back as PULLED.
+//!
+//! A learner (a replica being built) gets SNAPSHOT: the records live in the primary when its
+//! catch-up `generation` began at LSN `base`, numbered from 0: one covers entries `first` to
+//! `next` (those of them still live when it was sent), alongside the FORWARDs of every write after `base`. Its BUILT says how
+//! far it got: forwarded writes applied through `lsn` (`durable` of them under its class),
+//! snapshot entries `0..entries` applied, and whether it now holds the partition exactly
+//! (`consistent`).
 
 use crate::Malformed;
 
 /// Bytes before a FORWARD's or PULLED's records.
 pub const FORWARD_HEADER_BYTES: usize = 1 + 4 + 8 + 8 + 8 + 2;
+/// Bytes before a SNAPSHOT's records.
+pub const SNAPSHOT_HEADER_BYTES: usize = 1 + 4 + 8 * 5 + 1 + 2;
 /// Bytes of a record besides its key and value.
 pub const RECORD_HEADER_BYTES: usize = 8 + 1 + 8 * 4 + 2 + 4;
 
@@ -194,6 +208,87 @@ pub enum Replication<'a> {
         /// The records, in LSN order.
         records: Records<'a>,
     },
+    /// Entries of a primary's snapshot, for a learner.
+    Snapshot {
+        /// The partition.
+        partition: u32,
+        /// The primary's map epoch.
+        epoch: u64,
+        /// Names this catch-up (a new one starts the learner over).
+        generation: u64,
+        /// The primary's LSN when the snapshot was taken.
+        base: u64,
+        /// The number of the first entry covered.
+        first: u64,
+        /// The number after the last entry covered.
+        next: u64,
+        /// Whether `next` is the snapshot's end.
+        last: bool,
+        /// The entries: puts at their versions.
+        records: Records<'a>,
+    },
+    /// How far a learner got.
+    Built {
+        /// The partition.
+        partition: u32,
+        /// The learner's map epoch.
+        epoch: u64,
+        /// Its progress.
+        progress: Progress,
+    },
+}
+
+/// Appends a SNAPSHOT header; the records follow, then `finish_snapshot` fills it in.
+pub fn encode_snapshot_header(
+    out: &mut Vec<u8>,
+    partition: u32,
+    epoch: u64,
+    generation: u64,
+    base: u64,
+    first: u64,
+) {
+    out.push(5);
+    out.extend_from_slice(&partition.to_le_bytes());
+    for field in [epoch, generation, base, first, first] {
+        out.extend_from_slice(&field.to_le_bytes());
+    }
+    out.push(0);
+    out.extend_from_slice(&0u16.to_le_bytes());
+}
+
+/// Sets the end, the `last` flag and the record count of a SNAPSHOT encoded at the start of
+/// `out`.
+pub fn finish_snapshot(out: &mut [u8], next: u64, last: bool, count: u16) {
+    out[37..45].copy_from_slice(&next.to_le_bytes());
+    out[45] = u8::from(last);
+    out[46..48].copy_from_slice(&count.to_le_bytes());
+}
+
+/// How far a learner got (a BUILT's fields after the epoch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The `sent_ns` echoed.
+    pub echo_ns: u64,
+    /// The catch-up's generation.
+    pub generation: u64,
+    /// Forwarded writes applied through this LSN.
+    pub lsn: u64,
+    /// Held durably through this LSN.
+    pub durable: u64,
+    /// Snapshot entries applied.
+    pub entries: u64,
+    /// It holds the partition exactly.
+    pub consistent: bool,
+}
+
+/// Appends a BUILT.
+pub fn encode_built(out: &mut Vec<u8>, partition: u32, epoch: u64, p: &Progress) {
+    out.push(6);
+    out.extend_from_slice(&partition.to_le_bytes());
+    for field in [epoch, p.echo_ns, p.generation, p.lsn, p.durable, p.entries] {
+        out.extend_from_slice(&field.to_le_bytes());
+    }
+    out.push(u8::from(p.consistent));
 }
 
 /// Appends a FORWARD (`pulled`: a PULLED) header for `count` records, which follow.
@@ -270,6 +365,40 @@ impl Replication<'_> {
                 let (epoch, sent_ns, from) = (u64_at(b, 5), u64_at(b, 13), u64_at(b, 21));
                 Ok(Replication::Probe { partition: partition(1), epoch, sent_ns, from })
             }
+            5 => {
+                if b.len() < SNAPSHOT_HEADER_BYTES || b[45] > 1 || u64_at(b, 37) < u64_at(b, 29) {
+                    return Err(Malformed::Truncated);
+                }
+                let records = Records {
+                    bytes: &b[SNAPSHOT_HEADER_BYTES..],
+                    left: u16::from_le_bytes([b[46], b[47]]),
+                };
+                Ok(Replication::Snapshot {
+                    partition: partition(1),
+                    epoch: u64_at(b, 5),
+                    generation: u64_at(b, 13),
+                    base: u64_at(b, 21),
+                    first: u64_at(b, 29),
+                    next: u64_at(b, 37),
+                    last: b[45] == 1,
+                    records,
+                })
+            }
+            6 => {
+                fixed(54)?;
+                if b[53] > 1 {
+                    return Err(Malformed::Truncated);
+                }
+                let progress = Progress {
+                    echo_ns: u64_at(b, 13),
+                    generation: u64_at(b, 21),
+                    lsn: u64_at(b, 29),
+                    durable: u64_at(b, 37),
+                    entries: u64_at(b, 45),
+                    consistent: b[53] == 1,
+                };
+                Ok(Replication::Built { partition: partition(1), epoch: u64_at(b, 5), progress })
+            }
             _ => Err(Malformed::BadOpcode),
         }
     }
@@ -331,5 +460,45 @@ mod tests {
             Replication::Probe { partition: 5, epoch: 9, sent_ns: 100, from: 3 }
         ));
         assert!(Replication::decode(&[9]).is_err());
+        let mut snapshot = Vec::new();
+        encode_snapshot_header(&mut snapshot, 5, 9, 77, 40, 12);
+        writes[0].encode(&mut snapshot);
+        finish_snapshot(&mut snapshot, 15, true, 1);
+        let Replication::Snapshot {
+            partition,
+            epoch,
+            generation,
+            base,
+            first,
+            next,
+            last,
+            records,
+        } = Replication::decode(&snapshot).unwrap()
+        else {
+            panic!("a snapshot")
+        };
+        assert_eq!((partition, epoch, generation, base), (5, 9, 77, 40));
+        assert_eq!((first, next, last), (12, 15, true));
+        assert_eq!(records.map(|r| r.unwrap()).collect::<Vec<_>>(), vec![writes[0]]);
+        assert!(Replication::decode(&snapshot[..SNAPSHOT_HEADER_BYTES - 1]).is_err());
+        let progress = Progress {
+            echo_ns: 100,
+            generation: 77,
+            lsn: 50,
+            durable: 49,
+            entries: 13,
+            consistent: true,
+        };
+        let mut built = Vec::new();
+        encode_built(&mut built, 5, 9, &progress);
+        let Replication::Built { partition: 5, epoch: 9, progress: got } =
+            Replication::decode(&built).unwrap()
+        else {
+            panic!("a built")
+        };
+        assert_eq!(got, progress);
+        assert!(Replication::decode(&built[..53]).is_err());
+        built[53] = 2;
+        assert!(Replication::decode(&built).is_err());
     }
 }

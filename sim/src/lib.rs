@@ -61,7 +61,7 @@ pub struct Options {
     /// heartbeats, failover): every partition has a replica on each of `replicas` nodes, and
     /// a node that fails (crashes, or is cut off from the other nodes but not from the
     /// clients) long enough leaves the map, a backup promoted where it was primary. A node
-    /// that left does not rejoin yet.
+    /// that restarts or comes back rejoins: a learner its primaries build, then a backup.
     pub nodes: usize,
     /// Replicas per partition (at most `nodes`).
     pub replicas: usize,
@@ -127,6 +127,10 @@ pub struct Report {
     pub failovers: u64,
     /// Writes the backups still up applied from their primaries.
     pub replicated_records: u64,
+    /// Catch-ups of learners that primaries still up began (failed nodes coming back).
+    pub catchups: u64,
+    /// Learners built on nodes still up that became in-sync backups.
+    pub learners_joined: u64,
     /// Endpoints still up that became primary after probing their backups.
     pub promotions: u64,
     /// Operations answered with an outcome.
@@ -204,6 +208,11 @@ const TICK_NS: u64 = 1_000_000;
 const CLUSTER_FORMS_NS: u64 = 150_000_000;
 /// A cluster's agents fail a member over after this much silence.
 const DETECT_NS: u64 = 30_000_000;
+/// How long the nodes keep completion records (the default is 5 s): short, so a learner's
+/// wait of one TTL before it joins as a backup fits in a run. The clients' resend window
+/// stays well inside it, as `ClientConfig::resend_window` requires.
+pub(crate) const COMPLETION_TTL_NS: u64 = 400_000_000;
+const CLIENT_RESEND_WINDOW: Duration = Duration::from_millis(250);
 /// A run that has not finished by then is a liveness bug.
 const RUN_NS_MAX: u64 = 600_000_000_000;
 
@@ -213,7 +222,8 @@ impl Simulation {
         assert!(options.replicas >= 1 && options.replicas <= options.nodes.min(5));
         let replication = (options.nodes > 1).then(|| {
             let key = control::peer::ClusterKey::from_file_bytes(&[7; 32]).expect("32 bytes");
-            let mut config = ReplicationConfig::new(key);
+            let mut config =
+                ReplicationConfig { factor: options.replicas, ..ReplicationConfig::new(key) };
             if options.stale_lease {
                 config.lease_ns = 100 * config.promotion_wait_ns; // the injected bug
             }
@@ -254,6 +264,7 @@ impl Simulation {
             .map(|i| {
                 let mut config = ClientConfig::new(servers.clone());
                 config.seed = rng.next_u64();
+                config.resend_window = CLIENT_RESEND_WINDOW;
                 Client {
                     core: ClientCore::new(config).expect("a valid client config"),
                     addr: SocketAddr::from(([127, 0, 1, 1 + i as u8], 5000)),
@@ -443,6 +454,8 @@ impl Simulation {
         for c in self.nodes[n].counters() {
             self.report.replicated_records += c.replicated_records;
             self.report.promotions += c.promotions;
+            self.report.catchups += c.catchups_started;
+            self.report.learners_joined += c.learners_joined;
         }
     }
 

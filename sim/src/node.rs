@@ -112,7 +112,7 @@ impl Node {
         assert!(self.cores.is_none(), "started twice");
         let map: Arc<[u8]> = self.layout.map().encode().into();
         let stats = Arc::new(NodeStats::for_layout(&self.layout));
-        let since = control::stamps_kept_since(wall_ns, control::COMPLETION_TTL_NS_DEFAULT);
+        let since = control::stamps_kept_since(wall_ns, crate::COMPLETION_TTL_NS);
         let mut cores = Vec::new();
         for (core, disk) in (0u32..).zip(&self.disks) {
             let config = store_config();
@@ -146,6 +146,7 @@ impl Node {
             let config = CoreConfig {
                 wall_clock_start_ns: wall_ns,
                 completion_records_max: 1 << 14,
+                completion_ttl_ns: crate::COMPLETION_TTL_NS,
                 replication: self.replication.clone(),
                 ..CoreConfig::new(core, self.layout.clone(), [core as u8; 32])
             };

@@ -15,6 +15,7 @@
 #![deny(unsafe_code)]
 
 mod blob;
+mod catchup;
 mod config;
 mod device;
 mod error;
@@ -27,6 +28,7 @@ mod store;
 mod syncfs;
 
 pub use blob::{BlobReport, BlobStore, Hash, HASH_BYTES};
+pub use catchup::{Snapshot, SnapshotRead};
 pub use config::{ConfigError, StoreConfig};
 pub use device::{Faults, FaultyVolume, LogDevice, MemoryVolume, Volume};
 pub use error::{Corruption, StoreError};

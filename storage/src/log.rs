@@ -384,6 +384,27 @@ impl Log {
         self.active().map_or((0, 0), |a| (self.segment(a).end, self.segment(a).dead))
     }
 
+    /// Deletes every segment file of the volume and starts an empty segment (numbers go
+    /// on from the highest deleted); the failure, if any, is forgotten. Not crash-atomic:
+    /// see `Store::clear`.
+    pub(crate) fn clear(&mut self) -> Result<(), StoreError> {
+        // The devices first (their maps go), then the files, this log's or not (a closed log
+        // of a quarantined store no longer knows them).
+        self.slots.clear();
+        self.order.clear();
+        self.tail.clear();
+        self.tail_start = 0;
+        self.lsn_high = 0;
+        self.failure = None;
+        let names = self.volume.list().map_err(|e| self.poison(&e))?;
+        for name in names {
+            let Some(number) = segment_number(&name) else { continue };
+            self.next_number = self.next_number.max(number + 1);
+            self.volume.remove(&name).map_err(|e| self.poison(&e))?;
+        }
+        self.roll()
+    }
+
     /// Deletes the oldest segment, whose live records were copied forward: first a durable
     /// marker saying it may be gone, then the file (its space goes back to the disk).
     pub(crate) fn retire_oldest(&mut self) -> Result<(), StoreError> {

@@ -103,11 +103,14 @@ pub struct Store {
     pub(crate) quarantine: Option<Corruption>,
     pub(crate) config: StoreConfig,
     /// Blob chunks whose last reference here was dropped; released after the next sync.
-    released: Vec<Hash>,
+    pub(crate) released: Vec<Hash>,
     scratch: Vec<u8>,
-    compaction: Option<u64>,
+    pub(crate) compaction: Option<u64>,
+    /// Segments deleted so far (compaction, `clear`): a [`crate::Snapshot`] taken before
+    /// one was deleted may name records that are gone.
+    pub(crate) segments_retired: u64,
     /// Wall-clock nanoseconds by which expiry is judged (`set_clock`); 0 until set.
-    clock_ns: u64,
+    pub(crate) clock_ns: u64,
 }
 
 impl Store {
@@ -122,11 +125,12 @@ impl Store {
             released: Vec::new(),
             scratch: Vec::new(),
             compaction: None,
+            segments_retired: 0,
             clock_ns: 0,
         }
     }
 
-    fn usable(&self) -> Result<(), StoreError> {
+    pub(crate) fn usable(&self) -> Result<(), StoreError> {
         if self.quarantine.is_some() {
             return Err(StoreError::Quarantined);
         }
@@ -134,7 +138,7 @@ impl Store {
     }
 
     /// Marks the endpoint corrupt at `loc` (a record failed its checks on the way out).
-    fn quarantine_at(&mut self, loc: Loc, bad: &str) -> StoreError {
+    pub(crate) fn quarantine_at(&mut self, loc: Loc, bad: &str) -> StoreError {
         let number = self.log.segment(loc.segment).number;
         self.quarantine = Some(Corruption {
             file: self.log.volume().describe(&crate::log::segment_name(number)),
@@ -298,7 +302,7 @@ impl Store {
         self.last_version
     }
 
-    fn put_at(
+    pub(crate) fn put_at(
         &mut self,
         blobs: &mut BlobStore,
         version: u64,
@@ -428,7 +432,7 @@ impl Store {
     /// Writes the tombstone of `key` at `version`, even when the key is absent (a replica
     /// applying its primary's write keeps the LSN sequence whole); returns whether it existed
     /// (an expired value did not: it was absent already, and its tombstone reclaims it).
-    fn delete_at(
+    pub(crate) fn delete_at(
         &mut self,
         blobs: &mut BlobStore,
         version: u64,
@@ -654,6 +658,7 @@ impl Store {
         self.compaction = None;
         blobs.sync()?;
         self.log.retire_oldest()?;
+        self.segments_retired += 1;
         Ok(cursor - start)
     }
 

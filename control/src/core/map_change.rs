@@ -26,6 +26,16 @@ pub enum MapOutcome {
     },
     /// Refused, nothing changed: why.
     Refused(ConfigError),
+    /// At map `epoch`, this core's primary of `partition` has built its learner at
+    /// `learner`: the map may make it a backup (see `core::catchup`).
+    Built {
+        /// The map epoch the primary served by.
+        epoch: u64,
+        /// The partition.
+        partition: u32,
+        /// The learner's address.
+        learner: SocketAddr,
+    },
 }
 
 /// The single-producer inbox a core reads map changes from (at batch boundaries, without
@@ -72,7 +82,11 @@ impl Core {
             .collect();
         here.sort_unstable();
         let placed_here = |p: &u32| here.binary_search(p).is_ok();
-        let kept: Vec<bool> = self.endpoints.iter().map(|e| placed_here(&e.partition)).collect();
+        // A cluster member keeps every endpoint it has, placed here or not: a later map may
+        // make it a learner here again (it is emptied then), and no store is handed in.
+        let clustered = self.link.is_some();
+        let kept: Vec<bool> =
+            self.endpoints.iter().map(|e| clustered || placed_here(&e.partition)).collect();
         let mut partitions: Vec<u32> = self
             .endpoints
             .iter()
@@ -135,11 +149,21 @@ impl Core {
         self.replicated.clear();
         for (slot, endpoint) in endpoints.iter_mut().enumerate() {
             let i = by_partition.binary_search_by_key(&endpoint.partition, |&(p, _)| p);
-            let entry = &map.entries[by_partition[i.expect("placed here")].1];
+            let entry = &map.entries[by_partition[i.expect("the map covers every partition")].1];
             let old = endpoint.replica.take();
+            let was_learner = old.as_deref().is_some_and(ReplicaState::is_learner);
             let last = endpoint.store.last_lsn();
-            let clustered = self.link.is_some();
             endpoint.replica = super::replica::state_for(entry, me, old, last, now_ns, clustered);
+            if was_learner && endpoint.replica.as_deref().is_some_and(ReplicaState::is_backup) {
+                self.counters.learners_joined += 1;
+            }
+            if let Some(building) = endpoint.replica.as_deref_mut().and_then(|r| r.building()) {
+                if !building.cleared {
+                    // (A store that fails to empty stays unbuilt: it confirms nothing.)
+                    building.cleared = endpoint.store.clear(&mut self.blobs).is_ok();
+                    self.read_cache = ReadCache::default();
+                }
+            }
             if endpoint.replica.is_some() {
                 self.replicated.push(slot);
             }

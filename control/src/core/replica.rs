@@ -49,6 +49,10 @@ pub struct ReplicationConfig {
     /// than `lease_ns`, so the old primary's lease has run out (1.5 × the lease by default).
     /// Less breaks linearizability when a cut-off primary still serves reads.
     pub promotion_wait_ns: u64,
+    /// The cluster's replication factor. Above 1, a `memory`-class primary left without an
+    /// in-sync backup commits on its own flush (no other memory holds its writes); at 1 the
+    /// class means what it means on a single node.
+    pub factor: usize,
 }
 
 impl ReplicationConfig {
@@ -62,15 +66,17 @@ impl ReplicationConfig {
             heartbeat_ns: 5_000_000,
             resend_ns: 10_000_000,
             promotion_wait_ns: lease_ns + lease_ns / 2,
+            factor: 1,
         }
     }
 }
 
 /// Room for the payload of one replication datagram.
-const PAYLOAD_BYTES_MAX: usize = DATAGRAM_BYTES_MAX - PEER_HEADER_BYTES - MAC_BYTES;
+pub(super) const PAYLOAD_BYTES_MAX: usize = DATAGRAM_BYTES_MAX - PEER_HEADER_BYTES - MAC_BYTES;
 
-/// Records a primary holds past its commit point (per partition) before new writes get BUSY.
-const TAIL_RECORDS_MAX: usize = 4096;
+/// Records a primary holds past its commit point (per partition) before new writes get BUSY;
+/// as many again before it for learners.
+pub(super) const TAIL_RECORDS_MAX: usize = 4096;
 
 /// Replies held for their commit at once; more requests get BUSY.
 const HELD_MAX: usize = 8192;
@@ -93,11 +99,11 @@ pub(crate) fn peer_id(addr: SocketAddr) -> u64 {
 /// This core's side of the node-to-node traffic.
 #[derive(Debug)]
 pub(crate) struct PeerLink {
-    config: ReplicationConfig,
+    pub(super) config: ReplicationConfig,
     sealer: PeerSealer,
     opener: PeerOpener,
     sealed: Vec<u8>,
-    payload: Vec<u8>,
+    pub(super) payload: Vec<u8>,
 }
 
 impl PeerLink {
@@ -117,7 +123,7 @@ impl PeerLink {
     }
 
     /// Seals `self.payload` for `to` and sends it.
-    fn send(&mut self, wall_ns: u64, to: SocketAddr, tx: &mut dyn Transmit) {
+    pub(super) fn send(&mut self, wall_ns: u64, to: SocketAddr, tx: &mut dyn Transmit) {
         let payload = &self.payload;
         self.sealer.seal(peer_id(to), PeerKind::Replication, wall_ns, payload, &mut self.sealed);
         tx.send(to, &self.sealed);
@@ -125,13 +131,13 @@ impl PeerLink {
 }
 
 /// Another replica, as a primary tracks it.
-#[derive(Clone, Debug)]
-struct Peer {
-    addr: SocketAddr,
+#[derive(Debug)]
+pub(super) struct Peer {
+    pub(super) addr: SocketAddr,
     /// Holds every write through this LSN durably (its acks).
-    acked: u64,
+    pub(super) acked: u64,
     /// Forwarded through this LSN (resent from `acked` after `resend_ns` without progress).
-    sent: u64,
+    pub(super) sent: u64,
     /// The newest send time (the primary's wall clock) of a forward it acked: the lease.
     echo_ns: u64,
     /// When something was last sent to it (probes are paced by it).
@@ -139,13 +145,16 @@ struct Peer {
     /// When records last went to it or its acks last advanced: unacked records are sent
     /// again `resend_ns` after this (heartbeats do not count, or they would starve resends:
     /// found by the simulation as writes held for good behind one lost forward).
-    progress_ns: u64,
+    pub(super) progress_ns: u64,
     /// Its LSN as its probe answer said (becoming primary), if it answered.
     reported: Option<u64>,
+    /// A learner being built (none: an in-sync backup, which the commit point and the lease
+    /// wait for; a learner counts for neither).
+    pub(super) catchup: Option<Box<super::catchup::Catchup>>,
 }
 
 impl Peer {
-    fn new(addr: SocketAddr, acked: u64) -> Peer {
+    pub(super) fn new(addr: SocketAddr, acked: u64) -> Peer {
         Peer {
             addr,
             acked,
@@ -154,15 +163,26 @@ impl Peer {
             last_send_ns: 0,
             progress_ns: 0,
             reported: None,
+            catchup: None,
         }
+    }
+
+    /// Whether the commit point and the lease wait for it.
+    fn in_sync(&self) -> bool {
+        self.catchup.is_none()
+    }
+
+    /// Whether the commit point waits for it: in sync, or a learner joining.
+    fn counts_for_commit(&self) -> bool {
+        self.catchup.as_deref().is_none_or(super::catchup::Catchup::joining)
     }
 }
 
 /// What the endpoint is to its partition.
 #[derive(Debug)]
-enum Part {
+pub(super) enum Part {
     Primary {
-        /// The in-sync backups.
+        /// The in-sync backups, then the learners.
         peers: Vec<Peer>,
         /// Still finding out what the backups hold (see the module comment).
         probing: bool,
@@ -173,23 +193,26 @@ enum Part {
     Backup {
         primary: SocketAddr,
     },
+    /// Being built from its primary (see `core::catchup`).
+    Learner(Box<super::catchup::Building>),
 }
 
 /// A replicated endpoint's replication state.
 #[derive(Debug)]
 pub(crate) struct ReplicaState {
-    part: Part,
+    pub(super) part: Part,
     /// Encoded records after the commit point, oldest first: what a primary may have to send
-    /// again, and what a backup may have to hand a new primary.
-    tail: VecDeque<(u64, Vec<u8>)>,
+    /// again (to a learner: from what it acked), and what a backup may have to hand a new
+    /// primary.
+    pub(super) tail: VecDeque<(u64, Vec<u8>)>,
     /// Held by every in-sync replica.
-    committed: u64,
+    pub(super) committed: u64,
     /// Held by this replica under the class (its own store).
-    durable: u64,
+    pub(super) durable: u64,
     /// A backup: the newest send time of its primary's forwards (echoed by its acks).
-    last_echo: u64,
+    pub(super) last_echo: u64,
     /// A backup: the durable LSN its last ack said.
-    reported: u64,
+    pub(super) reported: u64,
 }
 
 impl ReplicaState {
@@ -200,19 +223,49 @@ impl ReplicaState {
         let Part::Primary { peers, probing, serving_from_ns, .. } = &self.part else {
             return false;
         };
-        let leased = peers.iter().all(|p| p.echo_ns.saturating_add(lease_ns) > wall_ns);
+        let leased = peers
+            .iter()
+            .filter(|p| p.in_sync())
+            .all(|p| p.echo_ns.saturating_add(lease_ns) > wall_ns);
         !*probing && now_ns >= *serving_from_ns && leased
     }
 
-    fn recompute_committed(&mut self) {
+    /// A learner (being built).
+    pub(super) fn is_learner(&self) -> bool {
+        matches!(self.part, Part::Learner(_))
+    }
+
+    /// An in-sync backup.
+    pub(super) fn is_backup(&self) -> bool {
+        matches!(self.part, Part::Backup { .. })
+    }
+
+    /// A primary without an in-sync backup.
+    fn alone(&self) -> bool {
+        matches!(&self.part, Part::Primary { peers, .. } if !peers.iter().any(Peer::in_sync))
+    }
+
+    /// A learner's catch-up state.
+    pub(super) fn building(&mut self) -> Option<&mut super::catchup::Building> {
+        match &mut self.part {
+            Part::Learner(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub(super) fn recompute_committed(&mut self) {
         let Part::Primary { peers, probing: false, .. } = &self.part else { return };
-        let acked = peers.iter().map(|p| p.acked).min().unwrap_or(u64::MAX);
+        let counted = peers.iter().filter(|p| p.counts_for_commit());
+        let acked = counted.map(|p| p.acked).min().unwrap_or(u64::MAX);
         let committed = self.durable.min(acked).max(self.committed);
-        if committed > self.committed {
-            self.committed = committed;
-            while self.tail.front().is_some_and(|(lsn, _)| *lsn <= committed) {
-                self.tail.pop_front();
-            }
+        // Learners may still need what the backups hold: the tail keeps it for them, up to
+        // `TAIL_RECORDS_MAX` records past the commit point (one further behind starts over).
+        let learners = peers.iter().filter(|p| !p.in_sync()).map(|p| p.acked).min();
+        let floor = committed.saturating_sub(TAIL_RECORDS_MAX as u64);
+        let keep_from = learners.map_or(committed, |l| l.clamp(floor, committed));
+        self.committed = committed;
+        while self.tail.front().is_some_and(|(lsn, _)| *lsn <= keep_from) {
+            self.tail.pop_front();
         }
     }
 }
@@ -258,6 +311,12 @@ pub(super) fn has_backups(endpoint: &Endpoint) -> bool {
     matches!(endpoint.replica.as_deref(), Some(ReplicaState { part: Part::Primary { peers, .. }, .. }) if !peers.is_empty())
 }
 
+/// Whether `endpoint` is a primary without an in-sync backup, in a cluster whose replication
+/// factor `factor` is above 1: in the `memory` class its writes commit only once flushed.
+pub(super) fn commits_on_own_flush(endpoint: &Endpoint, factor: usize) -> bool {
+    factor > 1 && endpoint.replica.as_deref().is_some_and(ReplicaState::alone)
+}
+
 /// `endpoint`'s store is durable through its last LSN (a flush succeeded).
 pub(super) fn note_flushed(endpoint: &mut Endpoint) {
     if let Some(replica) = endpoint.replica.as_deref_mut() {
@@ -267,11 +326,13 @@ pub(super) fn note_flushed(endpoint: &mut Endpoint) {
 }
 
 /// The replication state the map gives the endpoint of `entry` on the core at `me`, from
-/// its state before (`old`) and its store's LSN; none outside a cluster (`clustered` false).
+/// its state before (`old`) and its store's LSN; none outside a cluster (`clustered` false)
+/// or where the map does not place the partition on this core.
 /// In a cluster every primary has one, even without backups: an endpoint that was not primary
 /// must wait out a lease another may still hold (found by the simulation: a backup promoted
 /// to sole replica served at once, while the cut-off old primary still answered reads), and
 /// its replies wait for its own durability like any committed point.
+/// A learner's state says whether its store must be emptied first (`Building::cleared`).
 pub(crate) fn state_for(
     entry: &proto::MapEntry,
     me: SocketAddr,
@@ -283,64 +344,104 @@ pub(crate) fn state_for(
     if !clustered {
         return None;
     }
-    let backups: Vec<SocketAddr> = entry.backups().collect();
-    let (tail, committed) = match old {
-        Some(old) => {
-            if entry.addr == me {
-                if let Part::Primary { peers, probing, serving_from_ns, last_heartbeat_ns } =
-                    old.part
+    let role = entry.role_of(me);
+    let (tail, committed, old_part) = match old {
+        Some(old) => (old.tail, old.committed, Some(old.part)),
+        None => (VecDeque::new(), 0, None),
+    };
+    let state = |part, tail, committed| {
+        Some(Box::new(ReplicaState {
+            part,
+            tail,
+            committed,
+            durable: last_lsn,
+            last_echo: 0,
+            reported: 0,
+        }))
+    };
+    if entry.addr == me {
+        let (mut old_peers, was) = match old_part {
+            Some(Part::Primary { peers, probing, serving_from_ns, last_heartbeat_ns }) => {
+                (peers, Some((probing, serving_from_ns, last_heartbeat_ns)))
+            }
+            _ => (Vec::new(), None),
+        };
+        let mut take = |addr: SocketAddr| {
+            old_peers.iter().position(|p| p.addr == addr).map(|i| old_peers.swap_remove(i))
+        };
+        // Backups it knew stay as they were; a learner it built (whose acks its commits
+        // already wait for) joins the in-sync set; any other backup is probed like at a
+        // promotion.
+        let mut peers = Vec::new();
+        let mut all_known = true;
+        for addr in entry.backups() {
+            match take(addr) {
+                Some(p) if p.in_sync() => peers.push(p),
+                Some(mut p)
+                    if p.catchup.as_deref().is_some_and(super::catchup::Catchup::joining) =>
                 {
-                    // Still primary: keep what it knows of the backups that stay; a new one
-                    // is probed like at a promotion.
-                    let mut kept = Vec::new();
-                    let mut all_known = true;
-                    for addr in &backups {
-                        match peers.iter().find(|p| p.addr == *addr) {
-                            Some(p) => kept.push(p.clone()),
-                            None => {
-                                all_known = false;
-                                kept.push(Peer::new(*addr, old.committed));
-                            }
-                        }
-                    }
-                    let part = Part::Primary {
-                        peers: kept,
-                        probing: probing || !all_known,
-                        serving_from_ns,
-                        last_heartbeat_ns,
-                    };
-                    let mut state = Box::new(ReplicaState { part, ..*old });
-                    state.recompute_committed();
-                    return Some(state);
+                    p.catchup = None;
+                    peers.push(p);
+                }
+                _ => {
+                    all_known = false;
+                    peers.push(Peer::new(addr, committed));
                 }
             }
-            (old.tail, old.committed)
         }
-        None => (VecDeque::new(), 0),
-    };
-    let part = if entry.addr == me {
-        Part::Primary {
-            peers: backups.iter().map(|&a| Peer::new(a, committed)).collect(),
-            probing: true,
-            serving_from_ns: u64::MAX,
-            last_heartbeat_ns: now_ns,
+        for r in entry.replicas.iter().filter(|r| r.role == Role::Learner) {
+            match take(r.addr) {
+                Some(p) if !p.in_sync() && was.is_some() => peers.push(p),
+                _ => peers.push(super::catchup::learner_peer(r.addr)),
+            }
         }
-    } else {
-        match entry.role_of(me) {
-            Some(Role::Backup) => Part::Backup { primary: entry.addr },
-            // A learner is not sent to yet (catch-up from the store comes next): it holds
-            // nothing it could be asked for.
-            Some(Role::Learner) | None => return None,
+        let part = match was {
+            Some((probing, serving_from_ns, last_heartbeat_ns)) => Part::Primary {
+                peers,
+                probing: probing || !all_known,
+                serving_from_ns,
+                last_heartbeat_ns,
+            },
+            None => Part::Primary {
+                peers,
+                probing: true,
+                serving_from_ns: u64::MAX,
+                last_heartbeat_ns: now_ns,
+            },
+        };
+        let mut state = state(part, tail, committed)?;
+        if was.is_some() {
+            state.recompute_committed();
         }
-    };
-    Some(Box::new(ReplicaState {
-        part,
-        tail,
-        committed,
-        durable: last_lsn,
-        last_echo: 0,
-        reported: 0,
-    }))
+        return Some(state);
+    }
+    match role {
+        Some(Role::Backup) => match old_part {
+            // A learner it was built into: a backup from now on.
+            Some(Part::Learner(b)) if b.primary() == entry.addr && b.consistent() => {
+                state(Part::Backup { primary: entry.addr }, tail, committed)
+            }
+            // (One the map names a backup before it was built stays a learner: it must not
+            // ack what it does not hold.)
+            Some(Part::Learner(b)) if b.primary() == entry.addr => {
+                state(Part::Learner(b), tail, committed)
+            }
+            Some(Part::Learner(_)) => None,
+            _ => state(Part::Backup { primary: entry.addr }, tail, committed),
+        },
+        Some(Role::Learner) => match old_part {
+            Some(Part::Learner(b)) if b.primary() == entry.addr => {
+                state(Part::Learner(b), tail, committed)
+            }
+            // A new learner holds nothing it may keep.
+            _ => state(
+                Part::Learner(Box::new(super::catchup::Building::new(entry.addr))),
+                VecDeque::new(),
+                0,
+            ),
+        },
+        None => None,
+    }
 }
 
 impl Core {
@@ -355,7 +456,8 @@ impl Core {
             self.counters.replica_not_serving += 1;
             return Some(Status::Busy);
         }
-        if replica.tail.len() >= TAIL_RECORDS_MAX {
+        let uncommitted = self.endpoints[slot].store.last_lsn().saturating_sub(replica.committed);
+        if uncommitted >= TAIL_RECORDS_MAX as u64 {
             self.counters.busy += 1;
             return Some(Status::Busy);
         }
@@ -387,9 +489,10 @@ impl Core {
         let mut bytes = Vec::with_capacity(record.len());
         record.encode(&mut bytes);
         replica.tail.push_back((lsn, bytes));
-        if self.durability == Durability::Memory {
-            // In the file already: a sole replica's write is committed now (found running a
-            // memory-class cluster at replication factor 1: its replies were held for good).
+        let factor = self.link.as_ref().map_or(1, |l| l.config.factor);
+        if self.durability == Durability::Memory && !(factor > 1 && replica.alone()) {
+            // In the file already, and in an in-sync backup's memory once it acks: that is
+            // the class. A primary alone commits on its flush (`flush_lone_primaries`).
             replica.durable = lsn;
             replica.recompute_committed();
         }
@@ -472,16 +575,32 @@ impl Core {
         };
         match message {
             Replication::Forward { partition, epoch, sent_ns, committed, records } => {
-                self.on_forward(from, partition, epoch, sent_ns, committed, records, false)
+                self.on_forward(from, partition, epoch, sent_ns, committed, records, false, tx)
             }
             Replication::Pulled { partition, epoch, records, .. } => {
-                self.on_forward(from, partition, epoch, 0, 0, records, true)
+                self.on_forward(from, partition, epoch, 0, 0, records, true, tx)
             }
             Replication::Ack { partition, echo_ns, lsn, .. } => {
                 self.on_ack(from, partition, echo_ns, lsn)
             }
             Replication::Probe { partition, epoch, sent_ns, from: first } => {
                 self.on_probe(from, partition, epoch, sent_ns, first, tx)
+            }
+            Replication::Snapshot {
+                partition,
+                epoch,
+                generation,
+                base,
+                first,
+                next,
+                last,
+                records,
+            } => {
+                let range = (first, next, last);
+                self.on_snapshot(from, partition, epoch, generation, base, range, records, tx)
+            }
+            Replication::Built { partition, progress, .. } => {
+                self.on_built(from, partition, &progress)
             }
         }
         self.release_held(tx);
@@ -499,6 +618,7 @@ impl Core {
         committed: u64,
         records: proto::replication::Records<'_>,
         pulled: bool,
+        tx: &mut dyn Transmit,
     ) {
         let Some(slot) = self.all_slots.get(partition) else { return };
         let now_ns = self.now_ns;
@@ -507,12 +627,16 @@ impl Core {
         let accepted = match &replica.part {
             Part::Backup { primary } => !pulled && *primary == from && epoch <= self.routes.epoch(),
             Part::Primary { probing, peers, .. } => {
-                pulled && *probing && peers.iter().any(|p| p.addr == from)
+                pulled && *probing && peers.iter().any(|p| p.addr == from && p.in_sync())
             }
+            Part::Learner(b) => !pulled && b.primary() == from && epoch <= self.routes.epoch(),
         };
         if !accepted {
             self.counters.replication_refused += 1;
             return;
+        }
+        if matches!(replica.part, Part::Learner(_)) {
+            return self.learner_forward(slot, (sent_ns, committed), records, tx);
         }
         let store = &mut endpoint.store;
         for record in records {
@@ -726,6 +850,9 @@ impl Core {
         let endpoint = &mut self.endpoints[slot];
         let partition = endpoint.partition;
         let Some(replica) = endpoint.replica.as_deref_mut() else { return };
+        if matches!(replica.part, Part::Learner(_)) {
+            return self.send_built(slot, tx);
+        }
         let Part::Backup { primary } = replica.part else { return };
         replica.reported = replica.durable;
         let link = self.link.as_mut().expect("replicated endpoints have a link");
@@ -750,6 +877,9 @@ impl Core {
         };
         let link = self.link.as_mut().expect("replicated");
         for peer in peers.iter_mut() {
+            if peer.catchup.as_deref().is_some_and(|c| !c.started()) {
+                continue; // (its forwards start with its catch-up, at its base)
+            }
             let stalled = peer.acked < peer.sent && now_ns >= peer.progress_ns + resend_ns;
             if stalled {
                 peer.sent = peer.acked; // send again what it has not acked
@@ -788,8 +918,13 @@ impl Core {
                     && count == 0
                     && replica.tail.front().is_none_or(|f| f.0 > peer.sent + 1)
                 {
-                    // What it lacks is no longer in memory: it needs a catch-up from the store.
+                    // What it lacks is no longer in memory: a learner starts over (a new
+                    // snapshot), a backup needs a catch-up from the store (not yet).
                     self.counters.replica_behind += 1;
+                    if let Some(catchup) = peer.catchup.as_deref_mut() {
+                        catchup.restart();
+                        break;
+                    }
                 }
                 set_forward_count(&mut link.payload, count);
                 link.send(wall, peer.addr, tx);
@@ -826,17 +961,21 @@ impl Core {
             let stalled =
                 peers.iter().any(|p| p.acked < p.sent && now_ns >= p.progress_ns + resend_ns);
             let quiet = now_ns >= *last_heartbeat_ns + heartbeat_ns;
+            let learners = peers.iter().any(|p| !p.in_sync());
             if stalled || quiet {
                 self.forward(slot, now_ns, quiet, tx);
+            }
+            if learners {
+                self.catch_up(slot, now_ns, tx);
             }
             return;
         }
         // Probing: every backup's LSN, then the records the highest holds beyond ours.
         let link = self.link.as_mut().expect("replicated");
-        let answered = peers.iter().all(|p| p.reported.is_some());
+        let answered = peers.iter().filter(|p| p.in_sync()).all(|p| p.reported.is_some());
         let highest = peers.iter().filter_map(|p| p.reported).max().unwrap_or(0);
         if answered && last >= highest {
-            for peer in peers.iter_mut() {
+            for peer in peers.iter_mut().filter(|p| p.in_sync()) {
                 peer.sent = peer.reported.take().expect("answered");
                 peer.acked = peer.acked.min(peer.sent);
             }
@@ -848,7 +987,7 @@ impl Core {
             self.counters.promotions += 1;
             return self.forward(slot, now_ns, true, tx);
         }
-        for peer in peers.iter_mut() {
+        for peer in peers.iter_mut().filter(|p| p.in_sync()) {
             if now_ns < peer.last_send_ns + resend_ns {
                 continue;
             }

@@ -1,0 +1,169 @@
+//! What building one replica from another needs of a store (`control::core::replica`'s
+//! catch-up): a snapshot of the live records, read a few at a time while the store goes on
+//! serving; writes applied out of LSN order, the newest version of a key winning; and a
+//! store emptied to start again.
+
+use crate::blob::{self, BlobStore};
+use crate::error::StoreError;
+use crate::index::{Index, Loc};
+use crate::record::{Kind, Meta, Stamp};
+use crate::store::{key_hash, Applied, Store};
+
+/// The live records of a store when [`Store::snapshot`] took it: their locations (8 bytes a
+/// key), read one at a time by [`Store::snapshot_entry`].
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    locs: Vec<Loc>,
+    /// `Store::segments_retired` when taken: a later deletion may have taken records along.
+    retired: u64,
+}
+
+impl Snapshot {
+    /// Records in it.
+    pub fn len(&self) -> usize {
+        self.locs.len()
+    }
+
+    /// Whether it has none.
+    pub fn is_empty(&self) -> bool {
+        self.locs.is_empty()
+    }
+}
+
+/// One entry of a snapshot, as [`Store::snapshot_entry`] reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SnapshotRead<'a> {
+    /// The key still holds this record: its key, value and version.
+    Live {
+        /// The key.
+        key: &'a [u8],
+        /// Its value (a blob value assembled).
+        value: &'a [u8],
+        /// Its version (the LSN that wrote it).
+        lsn: u64,
+    },
+    /// Overwritten, deleted or expired since the snapshot: the writes that did it are newer
+    /// than the snapshot, so whoever reads it learns of them another way.
+    Superseded,
+    /// A segment was deleted since the snapshot (compaction moved records, or `clear`): its
+    /// locations may be gone, so it must be taken again. Hold compaction off while reading.
+    Stale,
+}
+
+impl Store {
+    /// The locations of every live record now. Reading them later is right only as long as
+    /// no segment is deleted meanwhile ([`SnapshotRead::Stale`] says when one was).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot { locs: self.index.locations().collect(), retired: self.segments_retired }
+    }
+
+    /// Entry `i` of `snapshot` (below its `len`).
+    pub fn snapshot_entry<'a>(
+        &'a mut self,
+        blobs: &'a mut BlobStore,
+        snapshot: &Snapshot,
+        i: usize,
+    ) -> Result<SnapshotRead<'a>, StoreError> {
+        self.usable()?;
+        if snapshot.retired != self.segments_retired {
+            return Ok(SnapshotRead::Stale);
+        }
+        let loc = snapshot.locs[i];
+        let (kind, live) = match self.log.read(loc) {
+            Ok(record) => {
+                let current = self.index.get(key_hash(record.key), |l| l == loc).is_some();
+                let value = matches!(record.kind, Kind::Put | Kind::Blob);
+                (record.kind, current && value && !record.meta.expired(self.clock_ns))
+            }
+            Err(bad) => return Err(self.quarantine_at(loc, bad.describe())),
+        };
+        if !live {
+            return Ok(SnapshotRead::Superseded);
+        }
+        if kind == Kind::Blob {
+            let readable = blobs.read(self.log.read(loc).expect("read just now").payload).is_ok();
+            if !readable {
+                return Err(self.quarantine_at(loc, "blob chunk missing or corrupt"));
+            }
+        }
+        let record = self.log.read(loc).expect("read just now");
+        if kind == Kind::Put {
+            return Ok(SnapshotRead::Live {
+                key: record.key,
+                value: record.payload,
+                lsn: record.lsn,
+            });
+        }
+        // (The chunks are read twice: the borrow checker cannot end the first borrow on the
+        // error path.)
+        let value = blobs.read(record.payload).expect("read just now");
+        Ok(SnapshotRead::Live { key: record.key, value, lsn: record.lsn })
+    }
+
+    /// Applies a write out of LSN order, as a replica being built does with a snapshot's
+    /// records and the writes made meanwhile: only if `lsn` is newer than the key's version.
+    /// The store's LSN becomes the highest it has seen. Returns whether the store changed (a
+    /// delete of an absent key changes nothing: a caller that may still get an older put of
+    /// it remembers the delete itself).
+    pub fn install(
+        &mut self,
+        blobs: &mut BlobStore,
+        lsn: u64,
+        write: Applied<'_>,
+        stamp: Option<&Stamp>,
+    ) -> Result<bool, StoreError> {
+        let key = match write {
+            Applied::Put { key, .. } | Applied::Delete { key } => key,
+        };
+        let current = self.version(key)?;
+        if current >= lsn {
+            return Ok(false);
+        }
+        let last = self.last_version;
+        let changed = match write {
+            Applied::Put { key, value } => {
+                self.put_at(blobs, lsn, key, value, &Meta::NONE, stamp)?;
+                true
+            }
+            Applied::Delete { .. } if current == 0 => false,
+            Applied::Delete { key } => {
+                self.delete_at(blobs, lsn, key, stamp)?;
+                true
+            }
+        };
+        self.last_version = self.last_version.max(last);
+        Ok(changed)
+    }
+
+    /// Raises the store's LSN to `lsn` (a replica that applied every write through it, some
+    /// of which changed nothing here).
+    pub fn raise_lsn(&mut self, lsn: u64) {
+        self.last_version = self.last_version.max(lsn);
+        self.log.note_lsn(lsn);
+    }
+
+    /// Empties the store: every segment file deleted, an empty one started, the index, the
+    /// LSN and a quarantine forgotten; blob chunks it referred to are freed after the next
+    /// flush. For a replica about to be built again from another: a crash in the middle may
+    /// leave a store that replays part of the old records (or is quarantined for a missing
+    /// segment), which is why only a replica that is built again afterwards may call it.
+    pub fn clear(&mut self, blobs: &mut BlobStore) -> Result<(), StoreError> {
+        if self.quarantine.is_none() && self.log.failure().is_none() {
+            let locs: Vec<Loc> = self.index.locations().collect();
+            for loc in locs {
+                let Ok(record) = self.log.read(loc) else { continue };
+                if record.kind == Kind::Blob {
+                    blobs.detach(blob::hashes(record.payload));
+                    self.released.extend(blob::hashes(record.payload));
+                }
+            }
+        }
+        self.index = Index::default();
+        self.last_version = 0;
+        self.live_bytes = 0;
+        self.quarantine = None;
+        self.compaction = None;
+        self.segments_retired += 1;
+        self.log.clear()
+    }
+}
