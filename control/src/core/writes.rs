@@ -79,7 +79,7 @@ impl Core {
             let outcome = Outcome { record, count };
             return self.answer_write(tx, request, slot, outcome, true);
         }
-        if let Some(status) = self.refusal(slot, m) {
+        if let Some(status) = self.refusal(slot, m, request.validated) {
             return self.answer(tx, request, status);
         }
         // A write's reply may be held for the group commit, outside this datagram's reply
@@ -142,15 +142,24 @@ impl Core {
     }
 
     /// Why a new write cannot be taken at all, before anything is reserved or applied: an
-    /// INCR whose value is not its arguments, or an expiry on a replicated partition
-    /// (replication does not carry expiries yet: a backup's copy would never expire).
-    fn refusal(&self, slot: usize, m: &Message<'_>) -> Option<Status> {
+    /// INCR whose value is not its arguments, an expiry on a replicated partition
+    /// (replication does not carry expiries yet: a backup's copy would never expire), or a
+    /// TOUCH of a blob value from a sender without a token (it rewrites the whole value: up
+    /// to 16 MiB for a forged 72-byte request).
+    fn refusal(&mut self, slot: usize, m: &Message<'_>, validated: bool) -> Option<Status> {
         if m.opcode() == Opcode::Incr && IncrArgs::decode(m.value).is_none() {
             return Some(Status::Malformed);
         }
         let expires = m.header.has(flags::EXPIRES) || m.opcode() == Opcode::Touch;
         if expires && self.endpoints[slot].replica.is_some() {
             return Some(Status::Unsupported);
+        }
+        if m.opcode() == Opcode::Touch && !validated {
+            let store = &mut self.endpoints[slot].store;
+            if matches!(store.get_reference(m.key), Ok(Some((ValueRef::Blob(_), _)))) {
+                self.replies.retry_token += 1;
+                return Some(Status::RetryWithToken);
+            }
         }
         None
     }
@@ -552,6 +561,10 @@ fn incr(
     expires_at_ns: Option<u64>,
     stamp: Option<&Stamp>,
 ) -> Result<(Status, u64, Option<i64>), StoreError> {
+    if let Some((ValueRef::Blob(_), version)) = store.get_reference(key)? {
+        // A blob value (16 KiB or more) is no count: refused without reading its chunks.
+        return Ok((Status::NotACounter, version, None));
+    }
     let (step, version, mut meta) = match store.get_item(blobs, key)? {
         Some(item) => (counter::step(Some(item.value), args), item.version, item.meta),
         None => (counter::step(None, args), 0, Meta::NONE),

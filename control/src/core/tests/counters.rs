@@ -261,3 +261,26 @@ fn values_that_expire_are_reclaimed_without_another_write() {
     assert!(left < 20 << 10, "{written} bytes written, {left} left");
     assert_eq!(h.core.counters().live_bytes, 0, "{:?}", h.core.counters());
 }
+
+#[test]
+fn blob_values_are_not_counted_nor_touched_for_a_sender_without_a_token() {
+    let mut h = Harness::new(1, 0);
+    let big = vec![b'7'; 20 << 10]; // digits, but in the blob tier
+    let mut put = h.request(Opcode::Put, b"big", &big);
+    put.flags = flags::FRAGMENT;
+    let total = big.len() as u32;
+    for index in 0..proto::fragment_count(total) {
+        let mut f = put;
+        (f.frag_index, f.frag_count, f.total_len) = (index, proto::fragment_count(total), total);
+        let span = proto::fragment_span(total, index);
+        h.send(&[(f, b"big", &big[span])]);
+    }
+    let incr = h.incr(b"big", 1, None);
+    assert_eq!(status(&h.one(incr, b"big", &args(1, None)).0), Status::NotACounter);
+    let mut touch = h.request(Opcode::Touch, b"big", b"");
+    (touch.token, touch.flags, touch.partition) = (0, flags::EXPIRES, 5);
+    assert_eq!(status(&h.one(touch, b"big", b"").0), Status::RetryWithToken);
+    let mut touch = h.request(Opcode::Touch, b"big", b"");
+    touch.set_ttl_secs(Some(5));
+    assert_eq!(status(&h.one(touch, b"big", b"").0), Status::Ok, "with the token");
+}
