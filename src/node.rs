@@ -192,7 +192,10 @@ impl Node {
             }
             None => None,
         };
-        let view = membership.as_ref().map(|_| Arc::new(ClusterView::default()));
+        let view = membership.as_ref().map(|m| Arc::new(ClusterView::for_spec(&m.spec)));
+        if let Some(view) = &view {
+            stats.set_cluster(view.clone());
+        }
         // A member's cores take the cluster's maps from their inboxes; core 0 hosts the agent.
         let (mut agent, mut inboxes) = match (&membership, &view) {
             (Some(m), Some(view)) => {

@@ -310,6 +310,8 @@ pub struct NodeStats {
     /// Per core: the replicas its primaries wait for that lag, as (partition, replica, LSNs
     /// behind), republished every `LAG_INTERVAL_NS`; a replica not listed is caught up.
     lagging: Vec<std::sync::Mutex<Vec<(u32, std::net::SocketAddr, u64)>>>,
+    /// A cluster member's agent's view (`set_cluster`), for STATS' `cluster` object.
+    cluster: std::sync::OnceLock<std::sync::Arc<crate::cluster::ClusterView>>,
 }
 
 /// One replica behind its primary (see [`NodeStats::publish_lag`]).
@@ -334,6 +336,8 @@ pub struct StatsSnapshot {
     pub quarantines: std::collections::BTreeMap<u32, String>,
     /// Replicas behind their primaries here.
     pub lagging: Vec<Lagging>,
+    /// A cluster member's view of its cluster (`ClusterView::to_json`).
+    pub cluster: Option<serde_json::Value>,
 }
 
 impl NodeStats {
@@ -345,7 +349,13 @@ impl NodeStats {
             endpoint_requests: (0..cores).map(|_| Box::default()).collect(),
             quarantines: Default::default(),
             lagging: (0..cores).map(|_| Default::default()).collect(),
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Adds the cluster agent's view to STATS (a cluster member; set once).
+    pub fn set_cluster(&self, view: std::sync::Arc<crate::cluster::ClusterView>) {
+        let _ = self.cluster.set(view);
     }
 
     /// Core `core`'s lagging replicas as of now (skipped if a reader holds them: the loop
@@ -418,7 +428,8 @@ impl NodeStats {
             .flat_map(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .map(|(partition, addr, lag)| Lagging { partition, addr, lag })
             .collect();
-        StatsSnapshot { cores, latency, quarantines, lagging }
+        let cluster = self.cluster.get().map(|view| view.to_json());
+        StatsSnapshot { cores, latency, quarantines, lagging, cluster }
     }
 }
 
@@ -464,6 +475,9 @@ impl StatsSnapshot {
             .map(|l| serde_json::json!({ "partition": l.partition, "addr": l.addr.to_string(), "lag": l.lag }))
             .collect();
         object.insert("lagging".into(), serde_json::Value::Array(lagging));
+        if let Some(cluster) = &self.cluster {
+            object.insert("cluster".into(), cluster.clone());
+        }
         serde_json::Value::Object(object).to_string()
     }
 }
