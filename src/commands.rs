@@ -1,7 +1,7 @@
 //! The command-line tools: each talks to a node through the client library.
 
 use crate::node::{Node, NodeOptions};
-use client::{CasOutcome, Client, ClientConfig};
+use client::{CasOutcome, Client, ClientConfig, IncrOutcome};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -70,6 +70,7 @@ pub(crate) fn node(options: &NodeOptions) -> Result<ExitCode, String> {
     let node = Node::start(options, stop.clone())?;
     if let Some(view) = &node.cluster {
         wait_for_the_cluster_map(view, &stop)?;
+        node.serving.store(true, std::sync::atomic::Ordering::Release);
     }
     let first = node.addrs[0];
     let last = node.addrs[node.addrs.len() - 1];
@@ -100,11 +101,42 @@ fn read_value(value: &str) -> Result<Vec<u8>, String> {
 }
 
 /// `cradle put`.
-pub(crate) fn put(servers: &Servers, key: &str, value: &str) -> Result<ExitCode, String> {
+pub(crate) fn put(
+    servers: &Servers,
+    key: &str,
+    value: &str,
+    ttl_secs: Option<u32>,
+) -> Result<ExitCode, String> {
     let value = read_value(value)?;
-    let version = servers.connect()?.put(key.as_bytes(), &value).map_err(|e| e.to_string())?;
-    println!("{version}");
+    let mut client = servers.connect()?;
+    let version = match ttl_secs {
+        Some(ttl) => client.put_with_ttl(key.as_bytes(), &value, ttl),
+        None => client.put(key.as_bytes(), &value),
+    };
+    println!("{}", version.map_err(|e| e.to_string())?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cradle incr`: the new count on stdout; below the floor, `below floor` on stderr, exit 1.
+pub(crate) fn incr(
+    servers: &Servers,
+    key: &str,
+    by: i64,
+    floor: Option<i64>,
+    ttl_secs: Option<u32>,
+) -> Result<ExitCode, String> {
+    let mut client = servers.connect()?;
+    let outcome = client.incr_with_ttl(key.as_bytes(), by, floor, ttl_secs);
+    match outcome.map_err(|e| e.to_string())? {
+        IncrOutcome::Counted { count } => {
+            println!("{count}");
+            Ok(ExitCode::SUCCESS)
+        }
+        IncrOutcome::BelowFloor { count } => {
+            eprintln!("below floor: the count is {count}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// `cradle get`.
@@ -172,7 +204,13 @@ pub(crate) fn status(servers: &Servers, json: bool) -> Result<ExitCode, String> 
         return Ok(ExitCode::SUCCESS);
     }
     let object = value.as_object().ok_or("the node's stats are not a JSON object")?;
-    println!("node {}", addrs[0]);
+    let about = |name: &str| object.get(name).map(|v| v.to_string().replace('"', ""));
+    match (about("version"), about("uptime_s"), about("durability")) {
+        (Some(version), Some(uptime), Some(durability)) => {
+            println!("node {}: cradle {version}, up {uptime} s, durability {durability}", addrs[0])
+        }
+        _ => println!("node {}", addrs[0]),
+    }
     for (name, value) in object.iter().filter(|(name, _)| *name != "cluster") {
         println!("  {name:<22} {value}");
     }

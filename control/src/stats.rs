@@ -76,9 +76,29 @@ pub struct CoreCounters {
     pub snapshot_records: u64,
     /// Learners built here that the map then made in-sync backups.
     pub learners_joined: u64,
+    /// GET messages (RANGE pulls and REF_ONLY reads included).
+    pub gets: u64,
+    /// GETs answered with a value (RANGE pulls not counted).
+    pub get_hits: u64,
+    /// GETs answered NOT_FOUND.
+    pub get_misses: u64,
+    /// PUT messages (fragments included).
+    pub puts: u64,
+    /// DELETE requests.
+    pub deletes: u64,
+    /// CAS messages (fragments included).
+    pub cas: u64,
+    /// CAS writes that found another version (VERSION_MISMATCH).
+    pub cas_mismatches: u64,
+    /// INCR requests.
+    pub incrs: u64,
+    /// INCRs refused below their floor (BELOW_FLOOR).
+    pub incr_below_floor: u64,
+    /// TOUCH requests.
+    pub touches: u64,
 }
 
-const FIELDS: usize = 35;
+const FIELDS: usize = 45;
 
 /// The JSON and metric names of the fields, in `to_array` order.
 pub(crate) const NAMES: [&str; FIELDS] = [
@@ -117,6 +137,16 @@ pub(crate) const NAMES: [&str; FIELDS] = [
     "catchups_failed",
     "snapshot_records",
     "learners_joined",
+    "gets",
+    "get_hits",
+    "get_misses",
+    "puts",
+    "deletes",
+    "cas",
+    "cas_mismatches",
+    "incrs",
+    "incr_below_floor",
+    "touches",
 ];
 
 impl CoreCounters {
@@ -157,6 +187,16 @@ impl CoreCounters {
             self.catchups_failed,
             self.snapshot_records,
             self.learners_joined,
+            self.gets,
+            self.get_hits,
+            self.get_misses,
+            self.puts,
+            self.deletes,
+            self.cas,
+            self.cas_mismatches,
+            self.incrs,
+            self.incr_below_floor,
+            self.touches,
         ]
     }
 
@@ -197,6 +237,16 @@ impl CoreCounters {
             catchups_failed: a[32],
             snapshot_records: a[33],
             learners_joined: a[34],
+            gets: a[35],
+            get_hits: a[36],
+            get_misses: a[37],
+            puts: a[38],
+            deletes: a[39],
+            cas: a[40],
+            cas_mismatches: a[41],
+            incrs: a[42],
+            incr_below_floor: a[43],
+            touches: a[44],
         }
     }
 
@@ -209,6 +259,17 @@ impl CoreCounters {
         }
         *self = CoreCounters { loop_iteration_ns_max: max, ..CoreCounters::from_array(sum) };
     }
+}
+
+/// What a STATS reply says about the node besides its counters.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeFacts {
+    /// The build's version.
+    pub version: &'static str,
+    /// Nanoseconds the answering core has run (its loop clock).
+    pub uptime_ns: u64,
+    /// `memory` or `flushed`.
+    pub durability: &'static str,
 }
 
 /// Upper bounds (ns) of the burst service-time histogram buckets; a last bucket takes the rest.
@@ -384,7 +445,18 @@ impl StatsSnapshot {
 
     /// The STATS reply: node totals as one JSON object (plus `cores`, the core count).
     pub fn to_json(&self) -> String {
+        self.to_json_about(None)
+    }
+
+    /// `to_json` with what the answering core knows of the node: the build's version, how
+    /// long it has served, its durability class.
+    pub fn to_json_about(&self, node: Option<&NodeFacts>) -> String {
         let mut object = serde_json::Map::new();
+        if let Some(node) = node {
+            object.insert("version".into(), node.version.into());
+            object.insert("uptime_s".into(), (node.uptime_ns / 1_000_000_000).into());
+            object.insert("durability".into(), node.durability.into());
+        }
         object.insert("cores".into(), self.cores.len().into());
         for (name, value) in NAMES.iter().zip(self.total().to_array()) {
             object.insert((*name).into(), value.into());
