@@ -1,9 +1,9 @@
 //! An ad bidder as #16 tried cradle: per bid, a pipelined multi-get of 16 user segments
 //! within a deadline, a decrement of the campaign's budget that never goes below 0, and an
-//! impression record. Several bidder threads share a few hot campaigns, so the budget
-//! decrements contend. The budget is a CAS loop today (GET, then CAS until no other bidder
-//! won meanwhile): INCR with a floor is coming to the server (#16 point 1), and `decrement`
-//! is the one function to change then; impressions get a TTL with #16 point 2.
+//! impression record that expires. Several bidder threads share a few hot campaigns, so the
+//! budget decrements contend. The budget is an INCR by -1 with a floor of 0 (one round trip,
+//! the server refuses below the floor); `--counter cas` runs the GET + CAS loop it replaced,
+//! for comparison. Impressions are written with a TTL (`--impression-ttl`, 1 hour).
 //!
 //! Prints bids/s, the p50 and p99 of one bid, CAS retries per decrement, and the budgets
 //! left, and exits 1 if a budget went below 0 or the decrements do not add up.
@@ -12,9 +12,10 @@
 //! cargo build --release --bin cradle --example bidder
 //! target/release/cradle node --listen 127.0.0.1:7500 --cores 1 --durability memory --data-dir /tmp/bid &
 //! target/release/examples/bidder --server 127.0.0.1:7500 --bids 20000 --bidders 4 --campaigns 4
+//! target/release/examples/bidder --server 127.0.0.1:7500 --bids 20000 --bidders 4 --campaigns 4 --counter cas
 //! ```
 
-use client::{CasOutcome, Client, ClientConfig, Error, RequestOptions};
+use client::{CasOutcome, Client, ClientConfig, Error, IncrOutcome, RequestOptions};
 use hdrhistogram::Histogram;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,6 +25,15 @@ const USERS: usize = 256;
 /// How long a bid may wait for its segments before it bids without the missing ones.
 const SEGMENTS_BUDGET: Duration = Duration::from_millis(5);
 
+/// How a bid takes from its campaign's budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Counter {
+    /// INCR by -1 with a floor of 0: one round trip.
+    Incr,
+    /// GET, then CAS until no other bidder won meanwhile (before the server had INCR).
+    Cas,
+}
+
 /// What to run (the flags).
 pub(crate) struct Args {
     pub(crate) server: SocketAddr,
@@ -31,6 +41,9 @@ pub(crate) struct Args {
     pub(crate) bidders: usize,
     pub(crate) campaigns: usize,
     pub(crate) budget: i64,
+    pub(crate) counter: Counter,
+    /// Seconds an impression record lives.
+    pub(crate) impression_ttl: u32,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +53,8 @@ fn parse_args() -> Result<Args, String> {
         bidders: 4,
         campaigns: 4,
         budget: 1_000_000,
+        counter: Counter::Incr,
+        impression_ttl: 3600,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,6 +66,14 @@ fn parse_args() -> Result<Args, String> {
             "--bidders" => args.bidders = value.parse().map_err(|e| bad(&e))?,
             "--campaigns" => args.campaigns = value.parse().map_err(|e| bad(&e))?,
             "--budget" => args.budget = value.parse().map_err(|e| bad(&e))?,
+            "--impression-ttl" => args.impression_ttl = value.parse().map_err(|e| bad(&e))?,
+            "--counter" => {
+                args.counter = match value.as_str() {
+                    "incr" => Counter::Incr,
+                    "cas" => Counter::Cas,
+                    _ => return Err(bad(&"not incr or cas")),
+                }
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -69,9 +92,20 @@ fn parse(bytes: &[u8]) -> i64 {
 }
 
 /// Takes one from the campaign's budget unless it is spent; returns whether it did, and
-/// counts the CAS retries on the way.
-fn decrement(client: &mut Client, campaign: usize, retries: &mut u64) -> Result<bool, Error> {
+/// counts the CAS retries on the way (`Counter::Cas`).
+fn decrement(
+    client: &mut Client,
+    counter: Counter,
+    campaign: usize,
+    retries: &mut u64,
+) -> Result<bool, Error> {
     let key = budget_key(campaign);
+    if counter == Counter::Incr {
+        return match client.incr(&key, -1, Some(0))? {
+            IncrOutcome::Counted { .. } => Ok(true),
+            IncrOutcome::BelowFloor { .. } => Ok(false),
+        };
+    }
     loop {
         let Some(current) = client.get(&key)? else { return Ok(false) };
         let left = parse(&current.bytes);
@@ -107,7 +141,19 @@ impl Tally {
     }
 }
 
-fn bidder(server: SocketAddr, id: usize, bids: usize, campaigns: usize) -> (Tally, Histogram<u64>) {
+/// What each bidder thread is given.
+#[derive(Clone, Copy)]
+struct Bidder {
+    server: SocketAddr,
+    id: usize,
+    bids: usize,
+    campaigns: usize,
+    counter: Counter,
+    impression_ttl: u32,
+}
+
+fn bidder(b: Bidder) -> (Tally, Histogram<u64>) {
+    let Bidder { server, id, bids, campaigns, counter, impression_ttl } = b;
     let mut client = Client::connect(ClientConfig::new(vec![server])).expect("connect");
     let mut tally = Tally::default();
     let mut latency_us = Histogram::<u64>::new(3).unwrap();
@@ -126,12 +172,13 @@ fn bidder(server: SocketAddr, id: usize, bids: usize, campaigns: usize) -> (Tall
         };
         tally.segments_missing +=
             segments.iter().filter(|s| !matches!(s, Ok(Some(_)))).count() as u64;
-        match decrement(&mut client, (id + n) % campaigns, &mut tally.cas_retries) {
+        match decrement(&mut client, counter, (id + n) % campaigns, &mut tally.cas_retries) {
             Ok(true) => {
                 tally.won += 1;
                 let impression = format!("imp:{id}:{n}");
+                let record = format!("user {user}");
                 if let Err(error) =
-                    client.put(impression.as_bytes(), format!("user {user}").as_bytes())
+                    client.put_with_ttl(impression.as_bytes(), record.as_bytes(), impression_ttl)
                 {
                     tally.error("impression", &error);
                 }
@@ -172,8 +219,15 @@ pub(crate) fn run(args: &Args) -> Result<String, String> {
     let per_bidder = args.bids / args.bidders;
     let threads: Vec<_> = (0..args.bidders)
         .map(|id| {
-            let (server, campaigns) = (args.server, args.campaigns);
-            std::thread::spawn(move || bidder(server, id, per_bidder, campaigns))
+            let b = Bidder {
+                server: args.server,
+                id,
+                bids: per_bidder,
+                campaigns: args.campaigns,
+                counter: args.counter,
+                impression_ttl: args.impression_ttl,
+            };
+            std::thread::spawn(move || bidder(b))
         })
         .collect();
     let mut total = Tally::default();
@@ -202,10 +256,11 @@ pub(crate) fn run(args: &Args) -> Result<String, String> {
         left_total += left;
     }
     let mut summary = format!(
-        "{} bids by {} bidders over {} campaigns in {elapsed:.2?}: {:.0} bids/s, bid p50 {} us, p99 {} us\n",
+        "{} bids by {} bidders over {} campaigns ({:?}) in {elapsed:.2?}: {:.0} bids/s, bid p50 {} us, p99 {} us\n",
         total.bids,
         args.bidders,
         args.campaigns,
+        args.counter,
         total.bids as f64 / elapsed.as_secs_f64(),
         latency_us.value_at_quantile(0.5),
         latency_us.value_at_quantile(0.99),

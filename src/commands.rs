@@ -1,7 +1,7 @@
 //! The command-line tools: each talks to a node through the client library.
 
 use crate::node::{Node, NodeOptions};
-use client::{CasOutcome, Client, ClientConfig};
+use client::{CasOutcome, Client, ClientConfig, IncrOutcome};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -70,6 +70,7 @@ pub(crate) fn node(options: &NodeOptions) -> Result<ExitCode, String> {
     let node = Node::start(options, stop.clone())?;
     if let Some(view) = &node.cluster {
         wait_for_the_cluster_map(view, &stop)?;
+        node.serving.store(true, std::sync::atomic::Ordering::Release);
     }
     let first = node.addrs[0];
     let last = node.addrs[node.addrs.len() - 1];
@@ -100,11 +101,42 @@ fn read_value(value: &str) -> Result<Vec<u8>, String> {
 }
 
 /// `cradle put`.
-pub(crate) fn put(servers: &Servers, key: &str, value: &str) -> Result<ExitCode, String> {
+pub(crate) fn put(
+    servers: &Servers,
+    key: &str,
+    value: &str,
+    ttl_secs: Option<u32>,
+) -> Result<ExitCode, String> {
     let value = read_value(value)?;
-    let version = servers.connect()?.put(key.as_bytes(), &value).map_err(|e| e.to_string())?;
-    println!("{version}");
+    let mut client = servers.connect()?;
+    let version = match ttl_secs {
+        Some(ttl) => client.put_with_ttl(key.as_bytes(), &value, ttl),
+        None => client.put(key.as_bytes(), &value),
+    };
+    println!("{}", version.map_err(|e| e.to_string())?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cradle incr`: the new count on stdout; below the floor, `below floor` on stderr, exit 1.
+pub(crate) fn incr(
+    servers: &Servers,
+    key: &str,
+    by: i64,
+    floor: Option<i64>,
+    ttl_secs: Option<u32>,
+) -> Result<ExitCode, String> {
+    let mut client = servers.connect()?;
+    let outcome = client.incr_with_ttl(key.as_bytes(), by, floor, ttl_secs);
+    match outcome.map_err(|e| e.to_string())? {
+        IncrOutcome::Counted { count } => {
+            println!("{count}");
+            Ok(ExitCode::SUCCESS)
+        }
+        IncrOutcome::BelowFloor { count } => {
+            eprintln!("below floor: the count is {count}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// `cradle get`.
@@ -157,60 +189,98 @@ pub(crate) fn status(servers: &Servers, json: bool) -> Result<ExitCode, String> 
     let addrs = servers.resolve()?;
     let mut client = servers.connect()?;
     let text = client.stats(addrs[0]).map_err(|e| e.to_string())?;
+    let mut value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("the node sent unreadable stats: {e}"))?;
+    // A cluster member: its partitions too, each replica with its role and lag.
+    let map = match value.get("cluster") {
+        Some(_) => Some(MapView::gather(&mut client)?),
+        None => None,
+    };
     if json {
-        println!("{text}");
+        if let (Some(map), Some(object)) = (&map, value.as_object_mut()) {
+            object.insert("map".into(), map.json());
+        }
+        println!("{value}");
         return Ok(ExitCode::SUCCESS);
     }
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("the node sent unreadable stats: {e}"))?;
     let object = value.as_object().ok_or("the node's stats are not a JSON object")?;
-    println!("node {}", addrs[0]);
-    for (name, value) in object {
+    let about = |name: &str| object.get(name).map(|v| v.to_string().replace('"', ""));
+    match (about("version"), about("uptime_s"), about("durability")) {
+        (Some(version), Some(uptime), Some(durability)) => {
+            println!("node {}: cradle {version}, up {uptime} s, durability {durability}", addrs[0])
+        }
+        _ => println!("node {}", addrs[0]),
+    }
+    for (name, value) in object.iter().filter(|(name, _)| *name != "cluster") {
         println!("  {name:<22} {value}");
+    }
+    if let (Some(cluster), Some(map)) = (object.get("cluster"), &map) {
+        let leader = cluster["leader"].as_str().unwrap_or("none");
+        println!(
+            "cluster: map epoch {} (serving {}), map group leader {leader}",
+            cluster["epoch"], cluster["serving_epoch"]
+        );
+        for m in cluster["members"].as_array().into_iter().flatten() {
+            let silent = m["silent_ms"]
+                .as_u64()
+                .map_or("never heard".into(), |ms| format!("silent {ms} ms"));
+            println!(
+                "  member {} {} {} ({silent})",
+                m["member"],
+                m["addr"].as_str().unwrap_or("?"),
+                m["state"].as_str().unwrap_or("?")
+            );
+        }
+        map.print();
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `cradle map`: the partition map, with each replica's lag as its primary's node reports it
-/// (writes not yet acknowledged; 0 for a caught-up replica, `null` where the primary's node
-/// did not answer).
-pub(crate) fn map(servers: &Servers, json: bool) -> Result<ExitCode, String> {
-    let mut client = servers.connect()?;
-    let map = client.map().map_err(|e| e.to_string())?;
-    // Each primary's node says which of its replicas lag (one STATS per node).
-    let mut lagging: std::collections::BTreeMap<(u32, SocketAddr), u64> = Default::default();
-    let mut answered: Vec<std::net::IpAddr> = Vec::new();
-    let mut asked: Vec<SocketAddr> = Vec::new();
-    for entry in &map.entries {
-        if asked.contains(&entry.addr) || answered.contains(&entry.addr.ip()) {
-            continue;
-        }
-        asked.push(entry.addr);
-        let Ok(text) = client.stats(entry.addr) else { continue };
-        let Ok(stats) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-        answered.push(entry.addr.ip());
-        for l in stats["lagging"].as_array().into_iter().flatten() {
-            let (Some(p), Some(addr), Some(lag)) = (
-                l["partition"].as_u64(),
-                l["addr"].as_str().and_then(|a| a.parse().ok()),
-                l["lag"].as_u64(),
-            ) else {
+/// The partition map with each replica's lag as its primary's node reports it (writes not
+/// yet acknowledged; 0 for a caught-up replica, none where the primary's node did not answer).
+struct MapView {
+    map: proto::PartitionMap,
+    lagging: std::collections::BTreeMap<(u32, SocketAddr), u64>,
+    answered: Vec<std::net::IpAddr>,
+}
+
+impl MapView {
+    fn gather(client: &mut Client) -> Result<MapView, String> {
+        let map = client.map().map_err(|e| e.to_string())?;
+        // Each primary's node says which of its replicas lag (one STATS per node).
+        let mut view = MapView { map, lagging: Default::default(), answered: Vec::new() };
+        let mut asked: Vec<SocketAddr> = Vec::new();
+        for entry in &view.map.entries {
+            if asked.contains(&entry.addr) || view.answered.contains(&entry.addr.ip()) {
                 continue;
-            };
-            lagging.insert((p as u32, addr), lag);
+            }
+            asked.push(entry.addr);
+            let Ok(text) = client.stats(entry.addr) else { continue };
+            let Ok(stats) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            view.answered.push(entry.addr.ip());
+            for l in stats["lagging"].as_array().into_iter().flatten() {
+                let (Some(p), Some(addr), Some(lag)) = (
+                    l["partition"].as_u64(),
+                    l["addr"].as_str().and_then(|a| a.parse().ok()),
+                    l["lag"].as_u64(),
+                ) else {
+                    continue;
+                };
+                view.lagging.insert((p as u32, addr), lag);
+            }
         }
+        Ok(view)
     }
-    let lag_of = |partition: u32, primary: SocketAddr, replica: SocketAddr| {
-        answered
+
+    fn lag_of(&self, partition: u32, primary: SocketAddr, replica: SocketAddr) -> Option<u64> {
+        self.answered
             .contains(&primary.ip())
-            .then(|| lagging.get(&(partition, replica)).copied().unwrap_or(0))
-    };
-    let role_name = |role: proto::Role| match role {
-        proto::Role::Backup => "backup",
-        proto::Role::Learner => "learner",
-    };
-    if json {
-        let partitions: Vec<serde_json::Value> = map
+            .then(|| self.lagging.get(&(partition, replica)).copied().unwrap_or(0))
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let partitions: Vec<serde_json::Value> = self
+            .map
             .entries
             .iter()
             .map(|e| {
@@ -221,7 +291,7 @@ pub(crate) fn map(servers: &Servers, json: bool) -> Result<ExitCode, String> {
                     serde_json::json!({
                         "addr": r.addr.to_string(),
                         "role": role_name(r.role),
-                        "lag": lag_of(e.partition, e.addr, r.addr),
+                        "lag": self.lag_of(e.partition, e.addr, r.addr),
                     })
                 }));
                 serde_json::json!({
@@ -231,26 +301,48 @@ pub(crate) fn map(servers: &Servers, json: bool) -> Result<ExitCode, String> {
                 })
             })
             .collect();
-        let object = serde_json::json!({ "epoch": map.epoch, "cluster": map.cluster, "partitions": partitions });
-        println!("{object}");
-        return Ok(ExitCode::SUCCESS);
+        let map = &self.map;
+        serde_json::json!({ "epoch": map.epoch, "cluster": map.cluster, "partitions": partitions })
     }
-    println!(
-        "map epoch {}, {} partitions, cluster {:#x}",
-        map.epoch,
-        map.entries.len(),
-        map.cluster
-    );
-    for e in &map.entries {
-        let mut line = format!(
-            "  {:>6} {:#018x}..{:#018x} primary {}",
-            e.partition, e.hash_start, e.hash_end, e.addr
+
+    fn print(&self) {
+        let map = &self.map;
+        println!(
+            "map epoch {}, {} partitions, cluster {:#x}",
+            map.epoch,
+            map.entries.len(),
+            map.cluster
         );
-        for r in &e.replicas {
-            let lag = lag_of(e.partition, e.addr, r.addr).map_or("?".into(), |l| l.to_string());
-            line.push_str(&format!(", {} {} (lag {lag})", role_name(r.role), r.addr));
+        for e in &map.entries {
+            let mut line = format!(
+                "  {:>6} {:#018x}..{:#018x} primary {}",
+                e.partition, e.hash_start, e.hash_end, e.addr
+            );
+            for r in &e.replicas {
+                let lag = self.lag_of(e.partition, e.addr, r.addr);
+                let lag = lag.map_or("?".into(), |l| l.to_string());
+                line.push_str(&format!(", {} {} (lag {lag})", role_name(r.role), r.addr));
+            }
+            println!("{line}");
         }
-        println!("{line}");
+    }
+}
+
+fn role_name(role: proto::Role) -> &'static str {
+    match role {
+        proto::Role::Backup => "backup",
+        proto::Role::Learner => "learner",
+    }
+}
+
+/// `cradle map`: the partition map, with each replica's lag (see `MapView`).
+pub(crate) fn map(servers: &Servers, json: bool) -> Result<ExitCode, String> {
+    let mut client = servers.connect()?;
+    let view = MapView::gather(&mut client)?;
+    if json {
+        println!("{}", view.json());
+    } else {
+        view.print();
     }
     Ok(ExitCode::SUCCESS)
 }

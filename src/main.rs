@@ -41,6 +41,27 @@ enum Command {
         key: String,
         /// The value, or `-` for stdin.
         value: String,
+        /// The key reads as absent this many seconds after the write (0: never).
+        #[arg(long, value_name = "SECS")]
+        ttl: Option<u32>,
+    },
+    /// Add N to the decimal counter at KEY (absent: 0) and print the new count; a negative
+    /// N subtracts. With --floor, refused if the count would go below F: exit 1 and
+    /// `below floor` on stderr, nothing written.
+    Incr {
+        #[command(flatten)]
+        servers: commands::Servers,
+        /// The key.
+        key: String,
+        /// The amount added (negative: subtracted).
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_name = "N")]
+        by: i64,
+        /// The lowest count allowed.
+        #[arg(long, allow_negative_numbers = true, value_name = "F")]
+        floor: Option<i64>,
+        /// Also set the key's expiry to this many seconds from now (0: none).
+        #[arg(long, value_name = "SECS")]
+        ttl: Option<u32>,
     },
     /// Print a key's raw value; exit 1 with `not found` when absent.
     Get {
@@ -136,7 +157,10 @@ fn main() -> ExitCode {
             };
             file.and_then(|file| file.resolve(flags)).and_then(|options| commands::node(&options))
         }
-        Command::Put { servers, key, value } => commands::put(&servers, &key, &value),
+        Command::Put { servers, key, value, ttl } => commands::put(&servers, &key, &value, ttl),
+        Command::Incr { servers, key, by, floor, ttl } => {
+            commands::incr(&servers, &key, by, floor, ttl)
+        }
         Command::Get { servers, key } => commands::get(&servers, &key),
         Command::Del { servers, key } => commands::del(&servers, &key),
         Command::Cas { servers, key, expected, value } => {

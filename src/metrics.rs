@@ -66,10 +66,35 @@ const METRICS: &[Metric] = &[
     ("cradle_index_bytes", "Bytes of the in-memory indexes.", true, |c| c.index_bytes),
     ("cradle_quarantined_endpoints", "Endpoints with a corrupt log.", true, |c| c.quarantined),
     ("cradle_poisoned_endpoints", "Endpoints stopped by an I/O error.", true, |c| c.poisoned),
+    ("cradle_get_hits_total", "GETs answered with a value.", false, |c| c.get_hits),
+    ("cradle_get_misses_total", "GETs answered NOT_FOUND.", false, |c| c.get_misses),
+    ("cradle_cas_mismatches_total", "CAS writes that found another version.", false, |c| {
+        c.cas_mismatches
+    }),
+    ("cradle_incr_below_floor_total", "INCRs refused below their floor.", false, |c| {
+        c.incr_below_floor
+    }),
 ];
 
-/// The metrics page: every counter per core.
-pub(crate) fn render(stats: &NodeStats) -> String {
+/// How a page reads one counter of a core.
+type ReadCounter = fn(&CoreCounters) -> u64;
+
+/// Request messages per operation, the `op` label of `cradle_operations_total`.
+const OPERATIONS: &[(&str, ReadCounter)] = &[
+    ("get", |c| c.gets),
+    ("put", |c| c.puts),
+    ("delete", |c| c.deletes),
+    ("cas", |c| c.cas),
+    ("incr", |c| c.incrs),
+    ("touch", |c| c.touches),
+];
+
+/// Per-partition series shown per core: the busiest (a node may host a million endpoints,
+/// and a series per endpoint would be as many). The rest are summed in one series.
+const ENDPOINT_SERIES_MAX: usize = 64;
+
+/// The metrics page: every counter per core, the node's identity and its process.
+pub(crate) fn render(stats: &NodeStats, node: &NodeInfo) -> String {
     let snapshot = stats.snapshot();
     let mut page = String::new();
     for (name, help, gauge, read) in METRICS {
@@ -79,9 +104,89 @@ pub(crate) fn render(stats: &NodeStats) -> String {
             let _ = writeln!(page, "{name}{{core=\"{core}\"}} {}", read(counters));
         }
     }
+    let name = "cradle_operations_total";
+    let _ = writeln!(page, "# HELP {name} Request messages per operation.\n# TYPE {name} counter");
+    for (core, counters) in snapshot.cores.iter().enumerate() {
+        for (op, read) in OPERATIONS {
+            let _ = writeln!(page, "{name}{{core=\"{core}\",op=\"{op}\"}} {}", read(counters));
+        }
+    }
     render_latency(&mut page, &snapshot.latency);
     render_endpoints(&mut page, stats, snapshot.cores.len() as u32);
+    render_node(&mut page, node);
     page
+}
+
+/// What the page says about the node itself.
+#[derive(Clone, Debug)]
+pub(crate) struct NodeInfo {
+    /// When the node started.
+    pub(crate) started: std::time::Instant,
+    /// Seconds since the Unix epoch when it started.
+    pub(crate) started_unix_s: f64,
+    /// `memory` or `flushed`.
+    pub(crate) durability: &'static str,
+}
+
+impl NodeInfo {
+    pub(crate) fn now(durability: &'static str) -> NodeInfo {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        NodeInfo {
+            started: std::time::Instant::now(),
+            started_unix_s: since.map_or(0.0, |d| d.as_secs_f64()),
+            durability,
+        }
+    }
+}
+
+/// Build info, uptime and the process's own metrics (Prometheus's `process_` names, read
+/// from `/proc/self`; a figure `/proc` does not give is left out).
+fn render_node(page: &mut String, node: &NodeInfo) {
+    let version = env!("CARGO_PKG_VERSION");
+    let durability = node.durability;
+    let _ = writeln!(
+        page,
+        "# HELP cradle_build_info The running build (always 1).\n# TYPE cradle_build_info gauge\n\
+         cradle_build_info{{version=\"{version}\",durability=\"{durability}\"}} 1"
+    );
+    let uptime = node.started.elapsed().as_secs_f64();
+    gauge(page, "cradle_uptime_seconds", "Seconds since the node started.", uptime);
+    let start = node.started_unix_s;
+    gauge(page, "process_start_time_seconds", "Start time, seconds since the Unix epoch.", start);
+    if let Some(cpu) = process_cpu_seconds() {
+        let name = "process_cpu_seconds_total";
+        let _ = writeln!(
+            page,
+            "# HELP {name} User and system CPU time spent.\n# TYPE {name} counter\n{name} {cpu}"
+        );
+    }
+    if let Some(rss) = process_resident_bytes() {
+        gauge(page, "process_resident_memory_bytes", "Resident memory size.", rss as f64);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge(page, "process_open_fds", "Open file descriptors.", fds.count() as f64);
+    }
+}
+
+fn gauge(page: &mut String, name: &str, help: &str, value: f64) {
+    let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+}
+
+/// utime + stime of `/proc/self/stat`, in USER_HZ ticks (100 a second on Linux).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// `VmRSS` of `/proc/self/status`.
+fn process_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn render_latency(page: &mut String, latency: &[control::LatencyHistogram]) {
@@ -102,27 +207,40 @@ fn render_latency(page: &mut String, latency: &[control::LatencyHistogram]) {
     }
 }
 
-/// Per-endpoint request counters, only for endpoints that served any (10,000 idle endpoints
-/// would otherwise be 10,000 lines of zeros).
+/// Per-endpoint request counters: per core the `ENDPOINT_SERIES_MAX` busiest endpoints that
+/// served any, and the rest summed under `partition="other"` (10,000 idle endpoints would
+/// otherwise be 10,000 lines of zeros, a million busy ones a million series).
 fn render_endpoints(page: &mut String, stats: &NodeStats, cores: u32) {
     let name = "cradle_endpoint_requests_total";
-    let help = "Keyed requests per endpoint (partition), for endpoints that served any.";
+    let help = "Keyed requests per endpoint (partition): each core's busiest, the rest summed as partition=\"other\".";
     let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} counter");
     for core in 0..cores {
-        for (partition, requests) in stats.endpoint_requests(core).into_iter().enumerate() {
-            if requests > 0 {
-                let labels = format!("core=\"{core}\",partition=\"{partition}\"");
-                let _ = writeln!(page, "{name}{{{labels}}} {requests}");
-            }
+        let mut busy: Vec<(u64, usize)> = (stats.endpoint_requests(core).into_iter().enumerate())
+            .filter(|&(_, requests)| requests > 0)
+            .map(|(partition, requests)| (requests, partition))
+            .collect();
+        busy.sort_unstable_by(|a, b| b.cmp(a));
+        let rest: u64 = busy.iter().skip(ENDPOINT_SERIES_MAX).map(|&(requests, _)| requests).sum();
+        busy.truncate(ENDPOINT_SERIES_MAX);
+        busy.sort_unstable_by_key(|&(_, partition)| partition);
+        for (requests, partition) in busy {
+            let labels = format!("core=\"{core}\",partition=\"{partition}\"");
+            let _ = writeln!(page, "{name}{{{labels}}} {requests}");
+        }
+        if rest > 0 {
+            let _ = writeln!(page, "{name}{{core=\"{core}\",partition=\"other\"}} {rest}");
         }
     }
 }
 
-/// Serves `GET /metrics` on `listen` until `stop` is set.
+/// Serves `GET /metrics` and `GET`/`HEAD /healthz` on `listen` until `stop` is set.
+/// `/healthz` is 200 while `serving` is set and `stop` is not, else 503.
 pub(crate) fn serve(
     listen: SocketAddr,
     stats: Arc<NodeStats>,
     stop: Arc<AtomicBool>,
+    serving: Arc<AtomicBool>,
+    node: NodeInfo,
 ) -> Result<JoinHandle<()>, String> {
     let listener =
         TcpListener::bind(listen).map_err(|e| format!("cannot serve metrics on {listen}: {e}"))?;
@@ -132,7 +250,11 @@ pub(crate) fn serve(
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((stream, _)) => answer(stream, &stats),
+                    Ok((stream, _)) => {
+                        let healthy =
+                            serving.load(Ordering::Acquire) && !stop.load(Ordering::Relaxed);
+                        answer(stream, &stats, &node, healthy)
+                    }
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
             }
@@ -140,21 +262,28 @@ pub(crate) fn serve(
         .map_err(|e| format!("cannot start the metrics thread: {e}"))
 }
 
-fn answer(mut stream: TcpStream, stats: &NodeStats) {
+fn answer(mut stream: TcpStream, stats: &NodeStats, node: &NodeInfo, healthy: bool) {
     // A scrape is tiny; a slow or silent client must not hold the thread.
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
     let mut request = [0u8; 1024];
     let n = stream.read(&mut request).unwrap_or(0);
-    let (status, body) = if request[..n].starts_with(b"GET /metrics") {
-        ("200 OK", render(stats))
-    } else {
-        ("404 Not Found", "try /metrics\n".to_string())
+    let request = &request[..n];
+    let head = request.starts_with(b"HEAD ");
+    let path = request.split(|&b| b == b' ').nth(1).unwrap_or_default();
+    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    let get = request.starts_with(b"GET ") || head;
+    let (status, body) = match (get, path) {
+        (true, b"/metrics") => ("200 OK", render(stats, node)),
+        (true, b"/healthz") if healthy => ("200 OK", "serving\n".to_string()),
+        (true, b"/healthz") => ("503 Service Unavailable", "not serving\n".to_string()),
+        _ => ("404 Not Found", "try /metrics or /healthz\n".to_string()),
     };
     let _ = write!(
         stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        if head { "" } else { &body }
     );
 }
 
@@ -171,18 +300,90 @@ mod tests {
         let counters = CoreCounters { requests: 5, keys: 3, ..CoreCounters::default() };
         stats.publish(1, &counters, &latency);
         stats.count_endpoint_request(1, 5);
-        let page = render(&stats);
+        let page = render(&stats, &NodeInfo::now("memory"));
         assert!(page.contains("cradle_requests_total{core=\"1\"} 5\n"), "{page}");
         assert!(page.contains("cradle_keys{core=\"0\"} 0\n"));
         assert!(page.contains("# TYPE cradle_keys gauge"));
-        let plain = page.lines().filter(|l| {
-            l.starts_with("cradle_") && !l.contains("service") && !l.contains("endpoint_requests")
-        });
+        let labelled = ["service", "endpoint_requests", "operations", "build_info", "uptime"];
+        let plain = page
+            .lines()
+            .filter(|l| l.starts_with("cradle_") && !labelled.iter().any(|name| l.contains(name)));
         assert_eq!(plain.count(), 2 * METRICS.len());
         assert!(page.contains("cradle_service_seconds_bucket{core=\"1\",le=\"0.000002\"} 0\n"));
         assert!(page.contains("cradle_service_seconds_bucket{core=\"1\",le=\"0.000005\"} 4\n"));
         assert!(page.contains("cradle_service_seconds_count{core=\"1\"} 4\n"));
         assert!(page.contains("cradle_endpoint_requests_total{core=\"1\",partition=\"5\"} 1\n"));
+        assert!(page.contains("cradle_operations_total{core=\"0\",op=\"incr\"} 0\n"));
+        assert!(page.contains("cradle_build_info{version=\""), "{page}");
+    }
+
+    /// The page as a real Prometheus parser reads it: every family typed, counters named
+    /// `_total`, every sample of a `cradle_` or `process_` family.
+    #[test]
+    fn a_prometheus_parser_reads_the_page() {
+        let addrs = vec!["127.0.0.1:7000".parse().unwrap()];
+        let stats = NodeStats::for_layout(&control::NodeLayout::new(4, addrs).unwrap());
+        let counters = CoreCounters { gets: 7, get_hits: 5, get_misses: 2, ..Default::default() };
+        stats.publish(0, &counters, &control::LatencyHistogram::default());
+        stats.count_endpoint_request(0, 2);
+        let page = render(&stats, &NodeInfo::now("flushed"));
+        let lines = page.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("the page parses");
+        assert!(scrape.samples.len() > METRICS.len(), "{} samples", scrape.samples.len());
+        for sample in &scrape.samples {
+            let family = sample.metric.trim_end_matches("_bucket").trim_end_matches("_sum");
+            let family = family.trim_end_matches("_count");
+            assert!(
+                family.starts_with("cradle_") || family.starts_with("process_"),
+                "{}",
+                sample.metric
+            );
+            let counter = matches!(sample.value, prometheus_parse::Value::Counter(_));
+            assert_eq!(counter, sample.metric.ends_with("_total"), "{}", sample.metric);
+            // (The parser folds a histogram's buckets into one sample and leaves its `_sum`
+            // and `_count` untyped; the page types their family `histogram`.)
+            let histogram_part =
+                family != sample.metric && page.contains(&format!("# TYPE {family} histogram\n"));
+            assert!(
+                histogram_part || !matches!(sample.value, prometheus_parse::Value::Untyped(_)),
+                "{} has no TYPE",
+                sample.metric
+            );
+        }
+        let find = |name: &str, label: Option<(&str, &str)>| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        };
+        let hits = find("cradle_get_hits_total", None).expect("hits");
+        assert!(matches!(hits.value, prometheus_parse::Value::Counter(5.0)));
+        let gets = find("cradle_operations_total", Some(("op", "get"))).expect("gets");
+        assert!(matches!(gets.value, prometheus_parse::Value::Counter(7.0)));
+        let info = find("cradle_build_info", None).expect("build info");
+        assert_eq!(info.labels.get("durability"), Some("flushed"));
+        assert!(find("process_resident_memory_bytes", None).is_some());
+        assert!(find("cradle_service_seconds", None).is_some(), "the histogram");
+    }
+
+    #[test]
+    fn per_partition_series_are_capped_per_core() {
+        let addrs = vec!["127.0.0.1:7000".parse().unwrap()];
+        let stats = NodeStats::for_layout(&control::NodeLayout::new(256, addrs).unwrap());
+        for partition in 0..200u32 {
+            for _ in 0..=partition {
+                stats.count_endpoint_request(0, partition);
+            }
+        }
+        let page = render(&stats, &NodeInfo::now("memory"));
+        let series: Vec<&str> =
+            page.lines().filter(|l| l.starts_with("cradle_endpoint_requests_total{")).collect();
+        assert_eq!(series.len(), ENDPOINT_SERIES_MAX + 1, "the busiest and the rest");
+        assert!(page.contains("partition=\"199\"} 200\n"), "the busiest is kept");
+        assert!(!page.contains("partition=\"0\"}"), "the idlest is summed");
+        // 136 partitions (0..=135) of 1..=136 requests are summed.
+        let rest: u64 = (1..=136).sum();
+        assert!(page.contains(&format!("partition=\"other\"}} {rest}\n")), "{page}");
     }
 
     #[test]
@@ -192,13 +393,28 @@ mod tests {
         let probe = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = probe.local_addr().unwrap();
         drop(probe);
-        let handle = serve(addr, stats, stop.clone()).unwrap();
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
+        let serving = Arc::new(AtomicBool::new(false));
+        let node = NodeInfo::now("memory");
+        let handle = serve(addr, stats, stop.clone(), serving.clone(), node).unwrap();
+        let ask = |request: &str| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            response
+        };
+        let response = ask("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
         assert!(response.contains("cradle_requests_total{core=\"0\"} 0"));
+        let starting = ask("GET /healthz HTTP/1.1\r\n\r\n");
+        assert!(starting.starts_with("HTTP/1.1 503 "), "not serving yet: {starting}");
+        serving.store(true, Ordering::Release);
+        let up = ask("GET /healthz HTTP/1.1\r\n\r\n");
+        assert!(up.starts_with("HTTP/1.1 200 OK") && up.ends_with("\r\n\r\nserving\n"), "{up}");
+        let head = ask("HEAD /healthz HTTP/1.1\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK") && head.ends_with("\r\n\r\n"), "{head}");
+        assert!(head.contains("Content-Length: 8\r\n"), "the GET's length, no body: {head}");
+        assert!(ask("GET /nothing HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
         stop.store(true, Ordering::Relaxed);
         handle.join().unwrap();
     }

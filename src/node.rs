@@ -120,6 +120,8 @@ pub(crate) struct Node {
     syncer: Option<Syncer>,
     /// What a cluster member's agent knows (none on a single node).
     pub(crate) cluster: Option<Arc<ClusterView>>,
+    /// Set once the node serves clients (`/healthz` answers 200 while it is set).
+    pub(crate) serving: Arc<AtomicBool>,
     /// Holds the data directory's lock while the node runs.
     _lock: std::fs::File,
 }
@@ -170,15 +172,38 @@ impl Node {
             storage.sync_clock = sync_clock.clone();
             storages.push(storage);
         }
-        let map: Arc<[u8]> = layout.map().encode().into();
         let stats = Arc::new(NodeStats::for_layout(&layout));
         let secret = random_secret()?;
+        let serving = Arc::new(AtomicBool::new(false));
+        let membership = Membership::prepare(options, addrs[0])?;
+        // A member's maps name its cluster; a single node's name its own data set.
+        let mut start_map = layout.map();
+        start_map.cluster = match &membership {
+            Some(m) => m.spec.cluster_id,
+            None => crate::recovery::node_id(&options.data_dir)?,
+        };
+        let map: Arc<[u8]> = start_map.encode().into();
         let metrics = match options.metrics {
-            Some(listen) => Some(crate::metrics::serve(listen, stats.clone(), stop.clone())?),
+            Some(listen) => {
+                let durability = match options.durability {
+                    Durability::Memory => "memory",
+                    Durability::Flushed => "flushed",
+                };
+                let node = crate::metrics::NodeInfo::now(durability);
+                Some(crate::metrics::serve(
+                    listen,
+                    stats.clone(),
+                    stop.clone(),
+                    serving.clone(),
+                    node,
+                )?)
+            }
             None => None,
         };
-        let membership = Membership::prepare(options, addrs[0])?;
-        let view = membership.as_ref().map(|_| Arc::new(ClusterView::default()));
+        let view = membership.as_ref().map(|m| Arc::new(ClusterView::for_spec(&m.spec)));
+        if let Some(view) = &view {
+            stats.set_cluster(view.clone());
+        }
         // A member's cores take the cluster's maps from their inboxes; core 0 hosts the agent.
         let (mut agent, mut inboxes) = match (&membership, &view) {
             (Some(m), Some(view)) => {
@@ -250,7 +275,20 @@ impl Node {
             },
             None => None,
         };
-        Ok(Node { addrs, memcache, stop, loops, metrics, syncer, cluster: view, _lock: lock })
+        if view.is_none() {
+            serving.store(true, Ordering::Release); // (a member: once the cluster's map is in)
+        }
+        Ok(Node {
+            addrs,
+            memcache,
+            stop,
+            loops,
+            metrics,
+            syncer,
+            cluster: view,
+            serving,
+            _lock: lock,
+        })
     }
 
     /// Asks every loop to stop and waits for them.

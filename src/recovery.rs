@@ -40,6 +40,38 @@ pub(crate) fn claim(data_dir: &Path, layout: &NodeLayout) -> Result<File, String
     }
 }
 
+/// The file naming a single node's data set (its partition maps' `cluster`).
+const NODE_ID_FILE: &str = "NODE-ID";
+
+/// The id a single node's maps name it by: random at the data directory's first start, kept
+/// in `NODE-ID`, so a restarted node is the same data set to its clients and two nodes are
+/// never taken for one (a client refuses a `--server` list that names both). Never 0 (0 is
+/// "not named").
+pub(crate) fn node_id(data_dir: &Path) -> Result<u64, String> {
+    let path = data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => u64::from_str_radix(text.trim().trim_start_matches("0x"), 16)
+            .ok()
+            .filter(|&id| id != 0)
+            .ok_or_else(|| format!("{} does not hold a node id: {text:?}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 8];
+            File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+                .map_err(|e| format!("cannot read /dev/urandom for the node id: {e}"))?;
+            let id = u64::from_le_bytes(bytes).max(1);
+            // Written whole and renamed into place: a crash leaves no half id.
+            let partial = data_dir.join(format!("{NODE_ID_FILE}.new"));
+            std::fs::write(&partial, format!("{id:#018x}\n"))
+                .and_then(|()| File::open(&partial)?.sync_all())
+                .and_then(|()| std::fs::rename(&partial, &path))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
 /// Opens core `core`'s blob store and endpoint stores, replaying their logs. Prints a line
 /// per torn tail and per quarantined endpoint, and progress every second on long replays.
 /// Writes stamped since `stamps_since_ns` (wall clock) come back in `recovered`, to rebuild

@@ -2,7 +2,9 @@
 
 mod common;
 
-use client::{AsyncClient, CasOutcome, ClientConfig, Error, Outcome, Request, RequestOptions};
+use client::{
+    AsyncClient, CasOutcome, ClientConfig, Error, IncrOutcome, Outcome, Request, RequestOptions,
+};
 use common::NodeProcess;
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,11 @@ async fn async_operations_against_a_real_node() {
     assert!(swapped > version);
     assert!(client.delete(b"greeting").await.unwrap());
     assert!(!client.delete(b"greeting").await.unwrap());
+    // A counter with a floor, through the async wrapper and the shared client under it.
+    let counted = client.incr(b"budget", 5, None, None).await.unwrap();
+    assert_eq!(counted, IncrOutcome::Counted { count: 5 });
+    let refused = client.shared().incr(b"budget", -6, Some(0), None).unwrap();
+    assert_eq!(refused, IncrOutcome::BelowFloor { count: 5 });
 
     // 64 tasks at once on one thread, then one 16-key multi-get of what they wrote.
     let mut tasks = tokio::task::JoinSet::new();

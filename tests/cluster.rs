@@ -203,6 +203,21 @@ fn acknowledged_writes_survive_the_kill_of_the_node_with_the_most_primaries() {
     assert!(map.entries.iter().all(|e| e.replicas.len() == 1), "one backup left per partition");
     let survivor = cluster.members[(victim + 1) % 3].to_string();
     assert_eq!(map_json(&survivor)["epoch"], map.epoch);
+    // `cradle status`: the cluster as the survivor sees it.
+    let output = common::run(&["status", "--server", &survivor, "--json"], b"");
+    assert!(output.status.success(), "cradle status: {}", common::stderr_of(&output));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let members = status["cluster"]["members"].as_array().expect("members");
+    let states: Vec<&str> = members.iter().map(|m| m["state"].as_str().unwrap()).collect();
+    assert_eq!(states.iter().filter(|s| **s == "alive").count(), 2, "{status}");
+    assert_eq!(states[victim], "dead", "{status}");
+    assert_eq!(status["cluster"]["epoch"], map.epoch);
+    let leader = status["cluster"]["leader"].as_str().expect("a leader");
+    assert_ne!(leader, cluster.members[victim].to_string());
+    assert_eq!(status["map"]["partitions"].as_array().map(Vec::len), Some(12));
+    let text = common::run(&["status", "--server", &survivor], b"");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("map group leader") && text.contains("dead"), "{text}");
 }
 
 /// Waits until `cradle map --json` (asked of `server`) shows every partition with a primary

@@ -315,6 +315,95 @@ fn a_server_without_completion_records_is_caught() {
     assert!(!workload.violations.is_empty(), "writes applied twice went unnoticed");
 }
 
+/// Counts `ops` INCRs (floor 0) one at a time on a few keys and checks every answer against
+/// the model: a count that moves by anything but the request's amount is an INCR applied
+/// twice (or lost), a refusal must be one the model refuses too, and no count is below 0.
+/// Returns the violations and how many INCRs got no answer (their effect is unknown: the
+/// key's model is then resynchronised from the next answer).
+fn count_exactly_once<T: Transport>(
+    client: &mut Client<T>,
+    seed: u64,
+    ops: usize,
+) -> (Vec<String>, usize, [Option<i64>; 4]) {
+    use client::IncrOutcome;
+    let mut rng = testkit::Rng::from_seed(seed);
+    let mut model: [Option<i64>; 4] = [Some(0); 4];
+    let (mut violations, mut unanswered) = (Vec::new(), 0);
+    for op in 0..ops {
+        let k = rng.below(4) as usize;
+        let key = format!("counter-{k}");
+        let by = rng.below(9) as i64 - 4; // -4 ..= 4
+        match client.incr(key.as_bytes(), by, Some(0)) {
+            Ok(IncrOutcome::Counted { count }) => {
+                if count < 0 {
+                    violations.push(format!("op {op}: {key} counted below the floor: {count}"));
+                }
+                if let Some(before) = model[k] {
+                    if count != before + by {
+                        violations.push(format!("op {op}: {key} {before} {by:+} gave {count}"));
+                    }
+                }
+                model[k] = Some(count);
+            }
+            Ok(IncrOutcome::BelowFloor { count }) => {
+                if model[k].is_some_and(|before| before != count || before + by >= 0) {
+                    violations
+                        .push(format!("op {op}: {key} at {model:?} refused {by:+} ({count})"));
+                }
+                model[k] = Some(count);
+            }
+            Err(Error::Timeout { .. }) => {
+                unanswered += 1;
+                model[k] = None;
+            }
+            Err(error) => violations.push(format!("op {op}: {key}: {error}")),
+        }
+    }
+    (violations, unanswered, model)
+}
+
+#[test]
+fn counters_are_exactly_once_under_loss_duplication_and_reordering() {
+    let seed = fault_seed("faults_mem counters", 5);
+    let mut network = TestNetwork::new(FAULTY, seed);
+    let node = MemNode::start(&mut network, 1, 4, |_| {});
+    let mut client = client_on(&mut network, node.addrs.clone(), seed);
+    let (violations, unanswered, model) = count_exactly_once(&mut client, seed, 2_000);
+    let faults = network.faults.counters();
+    network.faults.set(Faults::NONE);
+    for (k, count) in model.iter().enumerate() {
+        let stored = client.get(format!("counter-{k}").as_bytes()).unwrap();
+        let stored = stored.map(|v| String::from_utf8(v.bytes).unwrap());
+        if let Some(count) = count {
+            assert_eq!(stored.as_deref(), Some(count.to_string().as_str()), "counter-{k}");
+        }
+    }
+    let counters = total(&node.stop());
+    eprintln!(
+        "faults_mem counters: {} violations, {unanswered} unanswered; network {faults:?}; \
+         duplicates answered {}",
+        violations.len(),
+        counters.duplicates_answered
+    );
+    assert!(violations.is_empty(), "seed {seed}: {violations:#?}");
+    assert!(unanswered <= 2, "{unanswered} INCRs got no answer");
+    assert_faults_happened(&faults);
+    assert!(counters.duplicates_answered > 0, "no resent INCR was answered from its record");
+}
+
+/// The same check catches a server that applies resent INCRs again.
+#[test]
+fn a_counter_server_without_completion_records_is_caught() {
+    let seed = fault_seed("faults_mem forgetful counters", 6);
+    let mut network = TestNetwork::new(FAULTY, seed);
+    let node = MemNode::start(&mut network, 1, 4, |config| config.completion_ttl_ns = 1);
+    let mut client = client_on(&mut network, node.addrs.clone(), seed);
+    let (violations, _, _) = count_exactly_once(&mut client, seed, 1_000);
+    drop(node.stop());
+    eprintln!("faults_mem forgetful counters: {} violations", violations.len());
+    assert!(!violations.is_empty(), "INCRs applied twice went unnoticed");
+}
+
 /// An outage shorter than the retry budget costs retransmits, not a failure; a longer one
 /// fails with `Timeout` carrying every attempt, and not before the sum of the backed-off
 /// timeouts on every server.

@@ -44,7 +44,8 @@ pub(crate) fn code_of(error: &Error) -> i32 {
         Error::Status(Status::TooLarge) => CRADLE_TOO_LARGE,
         Error::Status(_) | Error::ValueKeptChanging { .. } => CRADLE_REFUSED,
         Error::KeyTooLong { .. } => CRADLE_KEY_TOO_LONG,
-        Error::Config(_) => CRADLE_INVALID_ARGUMENT,
+        // A server list that mixes clusters is a configuration error.
+        Error::Config(_) | Error::ForeignCluster { .. } => CRADLE_INVALID_ARGUMENT,
         Error::Io(_) => CRADLE_IO,
         Error::BadReply(_) => CRADLE_BAD_REPLY,
     }

@@ -3,7 +3,7 @@
 use crate::config::ClientConfig;
 use crate::error::Error;
 use crate::outcome::Outcome;
-use crate::request::{CasOutcome, Request, RequestId, RequestOptions, Value};
+use crate::request::{CasOutcome, IncrOutcome, Request, RequestId, RequestOptions, Value};
 use crate::shared::{SharedClient, Sink};
 use tokio::sync::oneshot;
 
@@ -91,6 +91,19 @@ impl AsyncClient {
     ) -> Result<CasOutcome, Error> {
         let request = Request::Cas { key: key.to_vec(), expected_version, value: value.to_vec() };
         self.call(request, RequestOptions::default()).await.into_cas()
+    }
+
+    /// Adds `by` to the counter at `key` unless the result would be below `floor` (see
+    /// `Client::incr`); `ttl_secs` as in `Client::incr_with_ttl`.
+    pub async fn incr(
+        &self,
+        key: &[u8],
+        by: i64,
+        floor: Option<i64>,
+        ttl_secs: Option<u32>,
+    ) -> Result<IncrOutcome, Error> {
+        let request = Request::Incr { key: key.to_vec(), by, floor, ttl_secs };
+        self.call(request, RequestOptions::default()).await.into_count()
     }
 
     /// A GET of every key, packed into shared datagrams: each key's value or error, in key

@@ -42,6 +42,17 @@ pub enum Error {
     BadReply(&'static str),
     /// The configuration is inconsistent.
     Config(&'static str),
+    /// A server's partition map names another cluster than the one this client already
+    /// talks to (two independent nodes, or members of two clusters, in one `--server` list):
+    /// nothing is sent to it, so two data sets never mix.
+    ForeignCluster {
+        /// The server.
+        server: SocketAddr,
+        /// The cluster its map names.
+        cluster: u64,
+        /// The cluster of the client's map.
+        expected: u64,
+    },
     /// The transport failed.
     Io(std::io::Error),
 }
@@ -64,6 +75,11 @@ impl fmt::Display for Error {
             }
             Error::BadReply(why) => write!(f, "bad reply: {why}"),
             Error::Config(why) => write!(f, "invalid config: {why}"),
+            Error::ForeignCluster { server, cluster, expected } => write!(
+                f,
+                "server {server} belongs to another cluster ({cluster:#018x}, not \
+                 {expected:#018x}): refusing to mix two data sets (list servers of one cluster)"
+            ),
             Error::Io(error) => write!(f, "i/o error: {error}"),
         }
     }

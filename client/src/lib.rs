@@ -21,8 +21,9 @@
 //! existed, `cas` → `CasOutcome`, with `Error` only for failures. Defaults are in
 //! `ClientConfig`'s documentation; the patterns have examples: get/put on `Client`, a
 //! pipelined multi-get on `Client::start_get_many` and `SharedClient::start_get_many`, a
-//! counter as a CAS loop on `Client::cas` (INCR with a floor is coming to the server, #16),
-//! and this read-modify-write loop:
+//! counter with a floor on `Client::incr` (and the CAS loop it replaces on `Client::cas`), a
+//! CAS retry loop that needs no GET on `Client::cas_or_current`, a TTL on
+//! `Client::put_with_ttl`, and this read-modify-write loop:
 //!
 //! ```no_run
 //! use client::{CasOutcome, Client, ClientConfig};
@@ -80,7 +81,9 @@ pub use engine::ClientCore;
 pub use error::Error;
 pub use outcome::Outcome;
 pub use proto::{BlobReference, MapEntry, PartitionMap, Status};
-pub use request::{CasOutcome, Reply, Request, RequestId, RequestOptions, Value, ValueLocation};
+pub use request::{
+    CasOutcome, IncrOutcome, Reply, Request, RequestId, RequestOptions, Value, ValueLocation,
+};
 pub use seed::random_seed;
 pub use shared::{PendingGets, SharedClient, Ticket};
 pub use stats::ClientStats;

@@ -1,7 +1,7 @@
 //! How a request ended, in one type.
 
 use crate::error::Error;
-use crate::request::{CasOutcome, Reply, Value};
+use crate::request::{CasOutcome, IncrOutcome, Reply, Value};
 use proto::Status;
 
 /// How a request ended: the one place to look. A server's *answers* are variants of their
@@ -10,7 +10,8 @@ use proto::Status;
 /// deadline. No answer status ever hides in `Failed`, and no refusal in `Done`.
 ///
 /// The typed accessors turn it into what an operation returns: `into_value` for a GET,
-/// `into_version` for a PUT, `into_deleted` for a DELETE, `into_cas` for a CAS; each keeps
+/// `into_version` for a PUT, `into_deleted` for a DELETE (and a TOUCH), `into_cas` for a CAS,
+/// `into_count` for an INCR; each keeps
 /// `Failed`'s error as its `Err`.
 ///
 /// ```
@@ -20,7 +21,8 @@ use proto::Status;
 ///     match outcome {
 ///         Outcome::Done(reply) => format!("{} bytes at version {}", reply.value.len(), reply.version),
 ///         Outcome::NotFound => "absent".to_string(),
-///         Outcome::Mismatch { current_version } => format!("moved on to {current_version}"),
+///         Outcome::Mismatch { current_version, .. } => format!("moved on to {current_version}"),
+///         Outcome::BelowFloor { count } => format!("refused: the count is {count}"),
 ///         Outcome::Failed(error) => format!("no answer: {error}"),
 ///     }
 /// }
@@ -40,6 +42,14 @@ pub enum Outcome {
     Mismatch {
         /// The key's version now (0: the key is absent).
         current_version: u64,
+        /// The key's value now, when the request asked (`Request::CasWith::return_value`)
+        /// and it fit one datagram; `None` otherwise.
+        current_value: Option<Vec<u8>>,
+    },
+    /// INCR: the result would have been below the request's floor; nothing was written.
+    BelowFloor {
+        /// The count now.
+        count: i64,
     },
     /// The request got no answer, or was refused: why. A write that failed after it was sent
     /// may still have been applied (once): only an answer tells.
@@ -82,7 +92,22 @@ impl Outcome {
     pub fn into_cas(self) -> Result<CasOutcome, Error> {
         match self {
             Outcome::Done(reply) => Ok(CasOutcome::Swapped { version: reply.version }),
-            Outcome::Mismatch { current_version } => Ok(CasOutcome::Mismatch { current_version }),
+            Outcome::Mismatch { current_version, .. } => {
+                Ok(CasOutcome::Mismatch { current_version })
+            }
+            other => other.unexpected(),
+        }
+    }
+
+    /// An INCR's result: the new count, or the current one when refused below the floor.
+    pub fn into_count(self) -> Result<IncrOutcome, Error> {
+        match self {
+            Outcome::Done(reply) => match reply.count() {
+                Some(count) => Ok(IncrOutcome::Counted { count }),
+                // A resend answered after a failover by a replica that no longer knows it.
+                None => Err(Error::BadReply("an INCR answered without its count")),
+            },
+            Outcome::BelowFloor { count } => Ok(IncrOutcome::BelowFloor { count }),
             other => other.unexpected(),
         }
     }
@@ -114,7 +139,14 @@ impl From<Result<Reply, Error>> for Outcome {
             Ok(reply) => match reply.status {
                 Status::Ok => Outcome::Done(reply),
                 Status::NotFound => Outcome::NotFound,
-                Status::VersionMismatch => Outcome::Mismatch { current_version: reply.version },
+                Status::VersionMismatch => Outcome::Mismatch {
+                    current_version: reply.version,
+                    current_value: reply.current_value.then_some(reply.value),
+                },
+                Status::BelowFloor => match reply.count() {
+                    Some(count) => Outcome::BelowFloor { count },
+                    None => Outcome::Failed(Error::BadReply("BELOW_FLOOR without the count")),
+                },
                 // The engine completes with no other status (`is_answer` in engine/reply.rs).
                 status => Outcome::Failed(Error::Status(status)),
             },
@@ -133,6 +165,7 @@ mod tests {
             value: b"v".to_vec(),
             version,
             reference: false,
+            current_value: false,
             server: "127.0.0.1:7000".parse().unwrap(),
         }
     }
@@ -143,7 +176,7 @@ mod tests {
         assert!(matches!(Outcome::from(Ok(reply(Status::NotFound, 0))), Outcome::NotFound));
         assert!(matches!(
             Outcome::from(Ok(reply(Status::VersionMismatch, 9))),
-            Outcome::Mismatch { current_version: 9 }
+            Outcome::Mismatch { current_version: 9, current_value: None }
         ));
         assert!(matches!(Outcome::from(Err(Error::Cancelled)), Outcome::Failed(Error::Cancelled)));
     }
@@ -156,7 +189,7 @@ mod tests {
         assert!(done().into_deleted().unwrap());
         assert!(!Outcome::NotFound.into_deleted().unwrap());
         assert_eq!(done().into_cas().unwrap(), CasOutcome::Swapped { version: 4 });
-        let mismatch = Outcome::Mismatch { current_version: 2 };
+        let mismatch = Outcome::Mismatch { current_version: 2, current_value: None };
         assert_eq!(mismatch.into_cas().unwrap(), CasOutcome::Mismatch { current_version: 2 });
         assert!(matches!(
             Outcome::Failed(Error::DeadlineExceeded).into_value(),

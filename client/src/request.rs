@@ -38,6 +38,52 @@ pub enum Request {
         /// The new value.
         value: Vec<u8>,
     },
+    /// `Put` with a time to live: the key reads as absent `ttl_secs` seconds after the write
+    /// is applied (`Some(0)` or `None`: never).
+    PutWith {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+        /// Seconds the key lives (`None`: no expiry).
+        ttl_secs: Option<u32>,
+    },
+    /// `Cas` with a time to live for the new value and, with `return_value`, the key's
+    /// current value in a mismatch's answer (`Outcome::Mismatch::current_value`) when it fits
+    /// one datagram, so a retry loop needs no GET.
+    CasWith {
+        /// The key.
+        key: Vec<u8>,
+        /// The version the key must have (0: absent).
+        expected_version: u64,
+        /// The new value.
+        value: Vec<u8>,
+        /// Seconds the new value lives (`None`: no expiry).
+        ttl_secs: Option<u32>,
+        /// Ask for the current value on a mismatch.
+        return_value: bool,
+    },
+    /// Add `by` (negative: subtract) to the decimal counter at `key` (absent: 0), unless the
+    /// result would be below `floor`: `Outcome::Done` with the new count (`Reply::count`),
+    /// or `Outcome::BelowFloor` with the current one. Exactly once, like every write.
+    Incr {
+        /// The key.
+        key: Vec<u8>,
+        /// The amount added.
+        by: i64,
+        /// The lowest count allowed (`None`: none).
+        floor: Option<i64>,
+        /// `Some`: the key's new expiry, in seconds from now (0: none); `None`: keep it.
+        ttl_secs: Option<u32>,
+    },
+    /// Give the key's live value a new expiry, in seconds from now (`None` or 0: none);
+    /// `Outcome::NotFound` when the key is absent.
+    Touch {
+        /// The key.
+        key: Vec<u8>,
+        /// Seconds the key lives from now.
+        ttl_secs: Option<u32>,
+    },
     /// Liveness check of one server.
     Ping {
         /// The server asked.
@@ -96,7 +142,10 @@ impl Request {
     pub fn opcode(&self) -> Opcode {
         match self {
             Request::Get { .. } => Opcode::Get,
-            Request::Put { .. } => Opcode::Put,
+            Request::Put { .. } | Request::PutWith { .. } => Opcode::Put,
+            Request::CasWith { .. } => Opcode::Cas,
+            Request::Incr { .. } => Opcode::Incr,
+            Request::Touch { .. } => Opcode::Touch,
             Request::Delete { .. } => Opcode::Delete,
             Request::Cas { .. } => Opcode::Cas,
             Request::Ping { .. } => Opcode::Ping,
@@ -115,6 +164,10 @@ impl Request {
             | Request::Put { key, .. }
             | Request::Delete { key }
             | Request::Cas { key, .. }
+            | Request::PutWith { key, .. }
+            | Request::CasWith { key, .. }
+            | Request::Incr { key, .. }
+            | Request::Touch { key, .. }
             | Request::GetRef { key } => key,
             Request::Scan { after, .. } => after,
             Request::Chunk { hash, .. } | Request::ChunkRange { hash, .. } => hash,
@@ -122,11 +175,36 @@ impl Request {
         }
     }
 
-    /// The value a write carries (empty otherwise).
+    /// The value a write carries (empty otherwise; an INCR's arguments are not a value).
     pub fn value(&self) -> &[u8] {
         match self {
-            Request::Put { value, .. } | Request::Cas { value, .. } => value,
+            Request::Put { value, .. }
+            | Request::Cas { value, .. }
+            | Request::PutWith { value, .. }
+            | Request::CasWith { value, .. } => value,
             _ => &[],
+        }
+    }
+
+    /// The value bytes on the wire: the value, or an INCR's encoded arguments.
+    pub(crate) fn wire_value(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Request::Incr { by, floor, .. } => std::borrow::Cow::Owned(
+                proto::IncrArgs { delta: *by, floor: *floor }.encode().to_vec(),
+            ),
+            other => std::borrow::Cow::Borrowed(other.value()),
+        }
+    }
+
+    /// The time to live the request gives its key (EXPIRES), if any.
+    pub(crate) fn ttl_secs(&self) -> Option<u32> {
+        match self {
+            Request::PutWith { ttl_secs, .. }
+            | Request::CasWith { ttl_secs, .. }
+            | Request::Incr { ttl_secs, .. } => *ttl_secs,
+            // A TOUCH always says what the expiry becomes.
+            Request::Touch { ttl_secs, .. } => Some(ttl_secs.unwrap_or(0)),
+            _ => None,
         }
     }
 
@@ -156,6 +234,7 @@ impl Request {
     pub(crate) fn base_flags(&self) -> u16 {
         match self {
             Request::GetRef { .. } => flags::REF_ONLY,
+            Request::CasWith { return_value: true, .. } => flags::RETURN_VALUE,
             _ => 0,
         }
     }
@@ -171,7 +250,9 @@ impl Request {
     /// The version field of the request header (CAS: the expected version).
     pub(crate) fn header_version(&self) -> u64 {
         match self {
-            Request::Cas { expected_version, .. } => *expected_version,
+            Request::Cas { expected_version, .. } | Request::CasWith { expected_version, .. } => {
+                *expected_version
+            }
             _ => 0,
         }
     }
@@ -191,6 +272,9 @@ pub struct Reply {
     pub version: u64,
     /// A reference GET answered with a blob reference (the reply carried REF_ONLY).
     pub reference: bool,
+    /// A CAS mismatch carried the key's current value in `value` (the reply set
+    /// RETURN_VALUE: the request asked, and the value fit one datagram).
+    pub current_value: bool,
     /// The server the request was last sent to: the one that answered it.
     pub server: SocketAddr,
 }
@@ -232,6 +316,28 @@ pub enum CasOutcome {
     Mismatch {
         /// The key's version now (0: the key is absent).
         current_version: u64,
+    },
+}
+
+impl Reply {
+    /// An INCR's count: the new one (`Outcome::Done`) or the current one (BELOW_FLOOR).
+    pub fn count(&self) -> Option<i64> {
+        proto::decode_count(&self.value)
+    }
+}
+
+/// How an INCR ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IncrOutcome {
+    /// Counted: the new count.
+    Counted {
+        /// The count after the INCR.
+        count: i64,
+    },
+    /// Refused: the result would have been below the floor; nothing was written.
+    BelowFloor {
+        /// The count now.
+        count: i64,
     },
 }
 

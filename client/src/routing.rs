@@ -3,7 +3,7 @@
 
 use crate::rtt::{RttClass, RttEstimator};
 use proto::{key_hash, PartitionMap};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,20 @@ pub(crate) struct Router {
     estimators: HashMap<SocketAddr, [RttEstimator; RttClass::COUNT]>,
     fresh: RttEstimator,
     sampled_last: Option<(SocketAddr, RttClass)>,
+    /// The cluster the first map adopted named: every later map must name it too.
+    cluster: Option<u64>,
+    /// Servers known to be of `cluster`: their own map named it, or a map of it lists them.
+    vouched: HashSet<SocketAddr>,
+    /// Servers whose map named another cluster (and which): never sent anything again.
+    foreign: HashMap<SocketAddr, u64>,
+}
+
+/// A map from a server of another cluster than the client's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Foreign {
+    pub(crate) server: SocketAddr,
+    pub(crate) cluster: u64,
+    pub(crate) expected: u64,
 }
 
 impl Router {
@@ -43,6 +57,9 @@ impl Router {
             estimators: HashMap::new(),
             fresh,
             sampled_last: None,
+            cluster: None,
+            vouched: HashSet::new(),
+            foreign: HashMap::new(),
         }
     }
 
@@ -78,24 +95,58 @@ impl Router {
         self.map.as_ref()
     }
 
-    /// Adopts `map` unless the known one is newer; returns whether it was adopted.
-    pub(crate) fn install_map(&mut self, map: PartitionMap) -> bool {
+    /// Adopts `map`, which `from` sent, unless the known one is newer; returns whether it
+    /// was adopted. A map of another cluster than the first one adopted is refused, and its
+    /// sender is never used again.
+    pub(crate) fn install_map(
+        &mut self,
+        map: PartitionMap,
+        from: SocketAddr,
+    ) -> Result<bool, Foreign> {
+        if let Some(expected) = self.cluster.filter(|&ours| ours != map.cluster) {
+            self.foreign.insert(from, map.cluster);
+            return Err(Foreign { server: from, cluster: map.cluster, expected });
+        }
+        self.cluster = Some(map.cluster);
+        self.vouched.insert(from);
+        for entry in &map.entries {
+            self.vouched.insert(entry.addr);
+            self.vouched.extend(entry.replicas.iter().map(|r| r.addr));
+        }
         if self.map.as_ref().is_some_and(|known| known.epoch > map.epoch) {
-            return false;
+            return Ok(false);
         }
         self.map = Some(map);
-        true
+        Ok(true)
+    }
+
+    /// A configured server refused for naming another cluster, if any (the error to report
+    /// when no other server is left).
+    pub(crate) fn foreign_server(&self) -> Option<Foreign> {
+        let expected = self.cluster?;
+        let server = self.servers.iter().find(|s| self.foreign.contains_key(*s))?;
+        Some(Foreign { server: *server, cluster: self.foreign[server], expected })
+    }
+
+    /// Whether requests may go to `addr`: it is known to be of the client's cluster, or no
+    /// cluster is known yet (the first server is how the client learns it).
+    pub(crate) fn vouched_for(&self, addr: SocketAddr) -> bool {
+        self.cluster.is_none() || self.vouched.contains(&addr)
     }
 
     /// The first configured server not in `tried`.
     /// A configured server on another host than `addr` (another node), else another port.
     pub(crate) fn another_node(&self, addr: SocketAddr) -> Option<SocketAddr> {
-        let other_host = self.servers.iter().find(|s| s.ip() != addr.ip());
-        other_host.or_else(|| self.servers.iter().find(|s| **s != addr)).copied()
+        let usable = |s: &&SocketAddr| !self.foreign.contains_key(*s);
+        let other_host = self.servers.iter().filter(usable).find(|s| s.ip() != addr.ip());
+        other_host.or_else(|| self.servers.iter().filter(usable).find(|s| **s != addr)).copied()
     }
 
+    /// (Servers of another cluster are skipped.)
     pub(crate) fn next_server(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
-        self.servers.iter().copied().find(|server| !tried.contains(server))
+        let usable =
+            |server: &SocketAddr| !tried.contains(server) && !self.foreign.contains_key(server);
+        self.servers.iter().copied().find(usable)
     }
 
     /// The token to put in requests to `addr` (0: none known).
@@ -202,14 +253,14 @@ mod tests {
     fn keys_go_to_the_first_server_until_a_map_is_known() {
         let mut router = router();
         assert_eq!(router.route(b"k"), Route { addr: addr(1), partition: 0 });
-        assert!(router.install_map(two_partition_map(3)));
+        assert_eq!(router.install_map(two_partition_map(3), addr(1)), Ok(true));
         let expected = proto::partition_of(key_hash(b"k"), 2);
         assert_eq!(
             router.route(b"k"),
             Route { addr: addr(10 + expected as u16), partition: expected }
         );
         assert_eq!(router.epoch(), 3);
-        assert!(!router.install_map(two_partition_map(2)), "an older map is ignored");
+        assert_eq!(router.install_map(two_partition_map(2), addr(1)), Ok(false), "older: ignored");
     }
 
     #[test]
@@ -217,7 +268,7 @@ mod tests {
         let mut router = router();
         let scan = |partition| crate::request::Request::Scan { partition, after: Vec::new() };
         assert_eq!(router.route_request(&scan(1)), Route { addr: addr(1), partition: 1 });
-        router.install_map(two_partition_map(1));
+        router.install_map(two_partition_map(1), addr(1)).unwrap();
         assert_eq!(router.route_request(&scan(1)), Route { addr: addr(11), partition: 1 });
         assert_eq!(router.route_request(&scan(0)), Route { addr: addr(10), partition: 0 });
     }
@@ -256,6 +307,27 @@ mod tests {
         // A distant server: its first writes wait at least as long as its reads do.
         sample(&mut router, addr(2), read, ms(30));
         assert_eq!(router.rto(addr(2), write), ms(90), "30 + 4 · 15");
+    }
+
+    #[test]
+    fn a_map_of_another_cluster_is_refused_and_its_server_never_used() {
+        let mut router = router();
+        assert!(router.vouched_for(addr(2)), "no cluster known yet");
+        let mut ours = two_partition_map(1);
+        ours.cluster = 0xa;
+        assert_eq!(router.install_map(ours.clone(), addr(1)), Ok(true));
+        assert!(router.vouched_for(addr(1)) && router.vouched_for(addr(10)), "sender, entries");
+        assert!(!router.vouched_for(addr(2)), "a configured server the map does not list");
+        let mut theirs = two_partition_map(5);
+        theirs.cluster = 0xb;
+        let refused = router.install_map(theirs, addr(2));
+        assert_eq!(refused, Err(Foreign { server: addr(2), cluster: 0xb, expected: 0xa }));
+        assert_eq!(router.epoch(), 1, "not adopted, newer as it is");
+        assert_eq!(router.next_server(&[addr(1)]), None, "the foreign server is skipped");
+        assert_eq!(router.another_node(addr(1)), None);
+        ours.epoch = 2;
+        assert_eq!(router.install_map(ours, addr(3)), Ok(true), "the same cluster, anywhere");
+        assert!(router.vouched_for(addr(3)));
     }
 
     #[test]

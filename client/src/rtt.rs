@@ -27,7 +27,13 @@ impl RttClass {
     /// The class of `request`.
     pub(crate) fn of(request: &Request) -> RttClass {
         match request {
-            Request::Put { .. } | Request::Delete { .. } | Request::Cas { .. } => RttClass::Write,
+            Request::Put { .. }
+            | Request::Delete { .. }
+            | Request::Cas { .. }
+            | Request::PutWith { .. }
+            | Request::CasWith { .. }
+            | Request::Incr { .. }
+            | Request::Touch { .. } => RttClass::Write,
             Request::Get { .. }
             | Request::GetRef { .. }
             | Request::Scan { .. }

@@ -30,6 +30,8 @@ pub struct ClientStats {
     /// Reply messages dropped: malformed, not ours, or for no request in flight (late
     /// duplicates).
     pub replies_ignored: u64,
+    /// Servers refused because their map named another cluster (`Error::ForeignCluster`).
+    pub foreign_servers: u64,
     /// Sends the transport refused (the driver counts these as losses).
     pub send_errors: u64,
     /// Smoothed round-trip time of the estimator sampled last (one per server and class of

@@ -246,6 +246,10 @@ pub fn with_learners(
 /// What the agent knows, for `cradle status` (read by other threads).
 #[derive(Debug, Default)]
 pub struct ClusterView {
+    /// Core 0 of each member, in member order.
+    pub members: Vec<SocketAddr>,
+    /// A member silent this long is failed over.
+    pub detect_ns: u64,
     /// The newest map epoch handed to the cores (0: none yet).
     pub installed_epoch: AtomicU64,
     /// The newest map epoch every core serves by (0: none yet).
@@ -254,6 +258,50 @@ pub struct ClusterView {
     pub leader: AtomicU64,
     /// Per member: nanoseconds (agent clock) since last heard, `u64::MAX` if never.
     pub silent_ns: Mutex<Vec<u64>>,
+}
+
+impl ClusterView {
+    /// The view of a member of `spec`'s cluster, before its agent published anything.
+    pub fn for_spec(spec: &ClusterSpec) -> ClusterView {
+        ClusterView {
+            members: spec.members.clone(),
+            detect_ns: spec.detect_ns,
+            ..ClusterView::default()
+        }
+    }
+
+    /// The `cluster` object of STATS: the map epochs, the map group's leader, and each member
+    /// as this one hears it: `alive` (silent for less than half the failover time: a few lost
+    /// heartbeats are normal), `suspect` (silent longer, not yet failed over), `dead` (silent
+    /// past the failover time, or never heard).
+    pub fn to_json(&self) -> serde_json::Value {
+        let leader = self.leader.load(Ordering::Relaxed) as usize;
+        let silent = self.silent_ns.lock().map(|s| s.clone()).unwrap_or_default();
+        let members: Vec<serde_json::Value> = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let ns = silent.get(i).copied().unwrap_or(u64::MAX);
+                let state = if ns < self.detect_ns / 2 {
+                    "alive"
+                } else if ns < self.detect_ns {
+                    "suspect"
+                } else {
+                    "dead"
+                };
+                let silent_ms = (ns != u64::MAX).then_some(ns / 1_000_000);
+                serde_json::json!({ "member": i + 1, "addr": addr.to_string(), "state": state,
+                    "silent_ms": silent_ms })
+            })
+            .collect();
+        serde_json::json!({
+            "epoch": self.installed_epoch.load(Ordering::Acquire),
+            "serving_epoch": self.serving_epoch.load(Ordering::Acquire),
+            "leader": (leader >= 1).then(|| self.members.get(leader - 1).map(ToString::to_string)).flatten(),
+            "members": members,
+        })
+    }
 }
 
 /// The agent of one member node.

@@ -14,8 +14,8 @@ pub struct CoreConfig {
     pub layout: Arc<NodeLayout>,
     /// Key of the address-validation tokens; random per node start.
     pub token_secret: [u8; 32],
-    /// Completion records kept: 56 bytes each (40 of record, 16 of index at most half full),
-    /// reserved at start-up and touched as used (224 MiB at the default 2^22). When all are
+    /// Completion records kept: 64 bytes each (48 of record, 16 of index at most half full),
+    /// reserved at start-up and touched as used (256 MiB at the default 2^22). When all are
     /// younger than `completion_ttl_ns`, new writes get BUSY, so a core sustains at most
     /// `completion_records_max / completion_ttl` writes per second (≈ 840,000 by default).
     pub completion_records_max: usize,
@@ -39,7 +39,7 @@ pub struct CoreConfig {
     pub replication: Option<crate::core::ReplicationConfig>,
 }
 
-/// Completion records per core unless configured: 2^22 (224 MiB at most, 840,000 writes/s
+/// Completion records per core unless configured: 2^22 (256 MiB at most, 840,000 writes/s
 /// sustained with the 5 s TTL, above what one core serves over kernel UDP).
 pub const COMPLETION_RECORDS_DEFAULT: usize = 1 << 22;
 

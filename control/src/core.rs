@@ -290,6 +290,7 @@ impl Core {
         }
         let request = Request { peer, message: m, reply, validated };
         let opcode = m.opcode();
+        self.count_operation(opcode);
         if !flags_fit(opcode, h) {
             return self.answer(tx, &request, Status::Malformed);
         }
@@ -305,14 +306,38 @@ impl Core {
             }
             Opcode::Stats => {
                 self.stats.publish(self.config.core, &self.counters(), &self.latency);
-                let json = self.stats.snapshot().to_json();
+                let node = crate::stats::NodeFacts {
+                    version: env!("CARGO_PKG_VERSION"),
+                    uptime_ns: now_ns,
+                    durability: match self.durability {
+                        Durability::Memory => "memory",
+                        Durability::Flushed => "flushed",
+                    },
+                };
+                let json = self.stats.snapshot().to_json_about(Some(&node));
                 send_value(&mut self.replies, tx, &request, json.as_bytes(), 0);
             }
-            Opcode::Get | Opcode::Put | Opcode::Delete | Opcode::Cas => {
-                self.handle_keyed(now_ns, request, tx)
-            }
+            Opcode::Get
+            | Opcode::Put
+            | Opcode::Delete
+            | Opcode::Cas
+            | Opcode::Incr
+            | Opcode::Touch => self.handle_keyed(now_ns, request, tx),
             Opcode::Scan => self.handle_scan(request, tx),
             Opcode::Chunk => self.handle_chunk(request, tx),
+        }
+    }
+
+    fn count_operation(&mut self, opcode: Opcode) {
+        let c = &mut self.counters;
+        match opcode {
+            Opcode::Get => c.gets += 1,
+            Opcode::Put => c.puts += 1,
+            Opcode::Delete => c.deletes += 1,
+            Opcode::Cas => c.cas += 1,
+            Opcode::Incr => c.incrs += 1,
+            Opcode::Touch => c.touches += 1,
+            _ => {}
         }
     }
 
@@ -395,7 +420,9 @@ impl Core {
         tx: &mut dyn Transmit,
     ) {
         let key = request.message.key;
-        let status = match self.endpoints[slot].store.get_reference(key) {
+        let reference = self.endpoints[slot].store.get_reference(key);
+        count_get(&mut self.counters, request.message, &reference);
+        let status = match reference {
             Ok(Some((ValueRef::Inline(value), version))) => {
                 return send_value(&mut self.replies, tx, &request, value, version);
             }
@@ -423,7 +450,9 @@ impl Core {
     /// budget decides), a blob value (at least 16 KiB, always over 3x) is refused before it is
     /// assembled, so a forged 100-byte request cannot make the loop read 16 MiB.
     fn handle_unvalidated_get(&mut self, request: Request<'_>, slot: usize, tx: &mut dyn Transmit) {
-        let status = match self.endpoints[slot].store.get_reference(request.message.key) {
+        let reference = self.endpoints[slot].store.get_reference(request.message.key);
+        count_get(&mut self.counters, request.message, &reference);
+        let status = match reference {
             Ok(Some((ValueRef::Inline(value), version))) => {
                 return send_value(&mut self.replies, tx, &request, value, version);
             }
@@ -499,14 +528,19 @@ impl Core {
                 return send_value(&mut self.replies, tx, &request, value, live);
             }
         }
+        let ranged = m.header.has(flags::RANGE);
         let status = match self.endpoints[slot].store.get(&mut self.blobs, m.key) {
             Ok(Some((value, version))) => {
+                self.counters.get_hits += u64::from(!ranged);
                 if !fits_unfragmented(m.key.len(), value.len()) {
                     self.read_cache.insert(slot, m.key, version, reader, value);
                 }
                 return send_value(&mut self.replies, tx, &request, value, version);
             }
-            Ok(None) => Status::NotFound,
+            Ok(None) => {
+                self.counters.get_misses += u64::from(!ranged);
+                Status::NotFound
+            }
             Err(error) => status_of(error),
         };
         self.answer(tx, &request, status);
@@ -541,8 +575,20 @@ fn rebuild_completions(
                 version: write.version,
                 fingerprint: write.stamp.fingerprint,
             };
-            completions.insert(0, id, record);
+            // A short value may be an INCR's count: kept, a resent INCR is told it (any
+            // other write never asks for it).
+            let count = write.value.and_then(|v| crate::counter::parse(v.as_bytes()));
+            let count = count.and_then(|n| i64::try_from(n).ok());
+            completions.insert_counted(0, id, record, count);
         }
+    }
+}
+
+/// Counts a GET's lookup as a hit or a miss (a RANGE pull continues a read already counted).
+fn count_get<T>(c: &mut CoreCounters, m: &Message<'_>, found: &Result<Option<T>, StoreError>) {
+    if !m.header.has(flags::RANGE) {
+        c.get_hits += u64::from(matches!(found, Ok(Some(_))));
+        c.get_misses += u64::from(matches!(found, Ok(None)));
     }
 }
 
@@ -550,10 +596,13 @@ fn rebuild_completions(
 fn flags_fit(opcode: Opcode, h: &HeaderFields) -> bool {
     let writes_value = matches!(opcode, Opcode::Put | Opcode::Cas);
     let reads_value = matches!(opcode, Opcode::Get | Opcode::Map | Opcode::Stats | Opcode::Chunk);
+    let expires = matches!(opcode, Opcode::Put | Opcode::Cas | Opcode::Incr | Opcode::Touch);
     (!h.has(flags::FRAGMENT) || writes_value)
         && (!h.has(flags::ACK_REQUEST) || h.has(flags::FRAGMENT))
         && (!h.has(flags::RANGE) || reads_value)
         && (!h.has(flags::REF_ONLY) || opcode == Opcode::Get)
+        && (!h.has(flags::EXPIRES) || expires)
+        && (!h.has(flags::RETURN_VALUE) || opcode == Opcode::Cas)
 }
 
 /// Sends `value` as one message when it fits, else as a window of fragments (or the window a

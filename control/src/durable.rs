@@ -129,6 +129,8 @@ pub(crate) struct PendingAck {
     pub(crate) peer: SocketAddr,
     pub(crate) reply: HeaderFields,
     pub(crate) slot: usize,
+    /// An INCR's count, the reply's value (none once a failed flush changed the status).
+    pub(crate) count: Option<i64>,
 }
 
 /// The status a store error is answered with.
@@ -146,14 +148,16 @@ pub(crate) fn send_acks(acks: &[PendingAck], buf: &mut [u8], tx: &mut dyn Transm
     let mut peer = None;
     let mut datagrams = 0;
     for ack in acks {
-        let full = len + proto::HEADER_BYTES > proto::DATAGRAM_BYTES_MAX;
+        let count = ack.count.map(proto::encode_count);
+        let value = count.as_ref().map_or(&[][..], |c| &c[..]);
+        let full = len + proto::HEADER_BYTES + value.len() > proto::DATAGRAM_BYTES_MAX;
         if len > 0 && (peer != Some(ack.peer) || full) {
             tx.send(peer.expect("set with len"), &buf[..len]);
             datagrams += 1;
             len = 0;
         }
         peer = Some(ack.peer);
-        len += proto::encode_message(&mut buf[len..], &ack.reply, &[], &[]).expect("fits");
+        len += proto::encode_message(&mut buf[len..], &ack.reply, &[], value).expect("fits");
     }
     if let (Some(peer), true) = (peer, len > 0) {
         tx.send(peer, &buf[..len]);
@@ -205,7 +209,8 @@ mod tests {
     fn held_replies_share_datagrams_per_peer_in_order() {
         let (a, b) = (SocketAddr::from(([127, 0, 0, 1], 1)), SocketAddr::from(([127, 0, 0, 1], 2)));
         let put = HeaderFields { opcode: proto::Opcode::Put as u8, ..HeaderFields::default() };
-        let ack = |peer| PendingAck { peer, reply: put.reply(proto::Status::Ok), slot: 0 };
+        let ack =
+            |peer| PendingAck { peer, reply: put.reply(proto::Status::Ok), slot: 0, count: None };
         let acks: Vec<PendingAck> = [a, a, a, b, a, a].into_iter().map(ack).collect();
         let mut wire = Wire(Vec::new());
         let mut buf = [0u8; proto::DATAGRAM_BYTES_MAX];

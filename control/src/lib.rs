@@ -13,6 +13,7 @@ pub mod cluster;
 mod completions;
 mod config;
 mod core;
+pub mod counter;
 mod durable;
 mod layout;
 pub mod map_group;
@@ -31,7 +32,7 @@ pub use config::{ConfigError, CoreConfig, COMPLETION_RECORDS_DEFAULT, COMPLETION
 pub use durable::{CoreStorage, Durability, SyncClock};
 pub use layout::NodeLayout;
 pub use stats::{
-    CoreCounters, Lagging, LatencyHistogram, NodeStats, StatsSnapshot, LATENCY_BOUNDS_NS,
+    CoreCounters, Lagging, LatencyHistogram, NodeFacts, NodeStats, StatsSnapshot, LATENCY_BOUNDS_NS,
 };
 
 /// Slack for the wall clocks that stamp writes: the loop's clock starts a little after the

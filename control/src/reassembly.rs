@@ -20,6 +20,8 @@ pub(crate) struct Reassembly {
     pub(crate) key: Vec<u8>,
     /// CAS expectation.
     pub(crate) expected_version: u64,
+    /// The write's TTL (every fragment carries the same).
+    pub(crate) ttl_secs: Option<u32>,
     pub(crate) value: Vec<u8>,
     total_len: u32,
     have: Vec<u64>,
@@ -35,6 +37,7 @@ impl Reassembly {
             opcode: h.opcode,
             key: key.to_vec(),
             expected_version: h.version,
+            ttl_secs: h.ttl_secs(),
             value: vec![0; h.total_len as usize],
             total_len: h.total_len,
             have: vec![0; (count as usize).div_ceil(64)],
@@ -48,6 +51,7 @@ impl Reassembly {
         self.opcode == h.opcode
             && self.total_len == h.total_len
             && self.expected_version == h.version
+            && self.ttl_secs == h.ttl_secs()
             && self.key == key
     }
 

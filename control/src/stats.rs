@@ -76,9 +76,29 @@ pub struct CoreCounters {
     pub snapshot_records: u64,
     /// Learners built here that the map then made in-sync backups.
     pub learners_joined: u64,
+    /// GET messages (RANGE pulls and REF_ONLY reads included).
+    pub gets: u64,
+    /// GETs answered with a value (RANGE pulls not counted).
+    pub get_hits: u64,
+    /// GETs answered NOT_FOUND.
+    pub get_misses: u64,
+    /// PUT messages (fragments included).
+    pub puts: u64,
+    /// DELETE requests.
+    pub deletes: u64,
+    /// CAS messages (fragments included).
+    pub cas: u64,
+    /// CAS writes that found another version (VERSION_MISMATCH).
+    pub cas_mismatches: u64,
+    /// INCR requests.
+    pub incrs: u64,
+    /// INCRs refused below their floor (BELOW_FLOOR).
+    pub incr_below_floor: u64,
+    /// TOUCH requests.
+    pub touches: u64,
 }
 
-const FIELDS: usize = 35;
+const FIELDS: usize = 45;
 
 /// The JSON and metric names of the fields, in `to_array` order.
 pub(crate) const NAMES: [&str; FIELDS] = [
@@ -117,6 +137,16 @@ pub(crate) const NAMES: [&str; FIELDS] = [
     "catchups_failed",
     "snapshot_records",
     "learners_joined",
+    "gets",
+    "get_hits",
+    "get_misses",
+    "puts",
+    "deletes",
+    "cas",
+    "cas_mismatches",
+    "incrs",
+    "incr_below_floor",
+    "touches",
 ];
 
 impl CoreCounters {
@@ -157,6 +187,16 @@ impl CoreCounters {
             self.catchups_failed,
             self.snapshot_records,
             self.learners_joined,
+            self.gets,
+            self.get_hits,
+            self.get_misses,
+            self.puts,
+            self.deletes,
+            self.cas,
+            self.cas_mismatches,
+            self.incrs,
+            self.incr_below_floor,
+            self.touches,
         ]
     }
 
@@ -197,6 +237,16 @@ impl CoreCounters {
             catchups_failed: a[32],
             snapshot_records: a[33],
             learners_joined: a[34],
+            gets: a[35],
+            get_hits: a[36],
+            get_misses: a[37],
+            puts: a[38],
+            deletes: a[39],
+            cas: a[40],
+            cas_mismatches: a[41],
+            incrs: a[42],
+            incr_below_floor: a[43],
+            touches: a[44],
         }
     }
 
@@ -209,6 +259,17 @@ impl CoreCounters {
         }
         *self = CoreCounters { loop_iteration_ns_max: max, ..CoreCounters::from_array(sum) };
     }
+}
+
+/// What a STATS reply says about the node besides its counters.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeFacts {
+    /// The build's version.
+    pub version: &'static str,
+    /// Nanoseconds the answering core has run (its loop clock).
+    pub uptime_ns: u64,
+    /// `memory` or `flushed`.
+    pub durability: &'static str,
 }
 
 /// Upper bounds (ns) of the burst service-time histogram buckets; a last bucket takes the rest.
@@ -249,6 +310,8 @@ pub struct NodeStats {
     /// Per core: the replicas its primaries wait for that lag, as (partition, replica, LSNs
     /// behind), republished every `LAG_INTERVAL_NS`; a replica not listed is caught up.
     lagging: Vec<std::sync::Mutex<Vec<(u32, std::net::SocketAddr, u64)>>>,
+    /// A cluster member's agent's view (`set_cluster`), for STATS' `cluster` object.
+    cluster: std::sync::OnceLock<std::sync::Arc<crate::cluster::ClusterView>>,
 }
 
 /// One replica behind its primary (see [`NodeStats::publish_lag`]).
@@ -273,6 +336,8 @@ pub struct StatsSnapshot {
     pub quarantines: std::collections::BTreeMap<u32, String>,
     /// Replicas behind their primaries here.
     pub lagging: Vec<Lagging>,
+    /// A cluster member's view of its cluster (`ClusterView::to_json`).
+    pub cluster: Option<serde_json::Value>,
 }
 
 impl NodeStats {
@@ -284,7 +349,13 @@ impl NodeStats {
             endpoint_requests: (0..cores).map(|_| Box::default()).collect(),
             quarantines: Default::default(),
             lagging: (0..cores).map(|_| Default::default()).collect(),
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Adds the cluster agent's view to STATS (a cluster member; set once).
+    pub fn set_cluster(&self, view: std::sync::Arc<crate::cluster::ClusterView>) {
+        let _ = self.cluster.set(view);
     }
 
     /// Core `core`'s lagging replicas as of now (skipped if a reader holds them: the loop
@@ -357,7 +428,8 @@ impl NodeStats {
             .flat_map(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .map(|(partition, addr, lag)| Lagging { partition, addr, lag })
             .collect();
-        StatsSnapshot { cores, latency, quarantines, lagging }
+        let cluster = self.cluster.get().map(|view| view.to_json());
+        StatsSnapshot { cores, latency, quarantines, lagging, cluster }
     }
 }
 
@@ -373,7 +445,18 @@ impl StatsSnapshot {
 
     /// The STATS reply: node totals as one JSON object (plus `cores`, the core count).
     pub fn to_json(&self) -> String {
+        self.to_json_about(None)
+    }
+
+    /// `to_json` with what the answering core knows of the node: the build's version, how
+    /// long it has served, its durability class.
+    pub fn to_json_about(&self, node: Option<&NodeFacts>) -> String {
         let mut object = serde_json::Map::new();
+        if let Some(node) = node {
+            object.insert("version".into(), node.version.into());
+            object.insert("uptime_s".into(), (node.uptime_ns / 1_000_000_000).into());
+            object.insert("durability".into(), node.durability.into());
+        }
         object.insert("cores".into(), self.cores.len().into());
         for (name, value) in NAMES.iter().zip(self.total().to_array()) {
             object.insert((*name).into(), value.into());
@@ -392,6 +475,9 @@ impl StatsSnapshot {
             .map(|l| serde_json::json!({ "partition": l.partition, "addr": l.addr.to_string(), "lag": l.lag }))
             .collect();
         object.insert("lagging".into(), serde_json::Value::Array(lagging));
+        if let Some(cluster) = &self.cluster {
+            object.insert("cluster".into(), cluster.clone());
+        }
         serde_json::Value::Object(object).to_string()
     }
 }

@@ -1,9 +1,9 @@
-//! Any bytes as a datagram, a partition map and an address: nothing may panic, and every
-//! message that parses re-encodes to the same bytes.
+//! Any bytes as a datagram, a partition map, an address and INCR arguments: nothing may
+//! panic, and every message (and INCR argument block) that parses re-encodes to the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use proto::{decode_addr, encode_message, Messages, PartitionMap};
+use proto::{decode_addr, encode_message, IncrArgs, Messages, PartitionMap};
 
 fuzz_target!(|data: &[u8]| {
     let mut offset = 0;
@@ -18,4 +18,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(map.encode(), data);
     }
     let _ = decode_addr(data);
+    if let Some(args) = IncrArgs::decode(data) {
+        assert_eq!(&args.encode()[..], data);
+    }
 });

@@ -4,7 +4,7 @@
 
 use crate::counters::Counters;
 use crate::parse::StoreMode;
-use control::{Core, ItemPut, ItemSlot};
+use control::{counter, Core, ItemPut, ItemSlot};
 use std::io::Write;
 use storage::{Meta, StoreError};
 
@@ -343,15 +343,11 @@ fn arith(
     *hits += 1;
     // incr wraps at 2^64, decr stops at 0 (memcached's rules).
     let next = if decr { current.saturating_sub(delta) } else { current.wrapping_add(delta) };
-    let mut text = [0u8; 20];
-    let len = {
-        let mut cursor = std::io::Cursor::new(&mut text[..]);
-        let _ = write!(cursor, "{next}");
-        cursor.position() as usize
-    };
-    match core.item_put(slot, key, &text[..len], &meta, Some(version)) {
+    let text = counter::Text::of(next.into());
+    let text = text.as_bytes();
+    match core.item_put(slot, key, text, &meta, Some(version)) {
         Ok(ItemPut::Stored(_)) => {
-            out.extend_from_slice(&text[..len]);
+            out.extend_from_slice(text);
             out.extend_from_slice(b"\r\n");
             true
         }
@@ -365,16 +361,10 @@ fn arith(
     }
 }
 
-/// A value incr/decr can count with: decimal digits (memcached also allows trailing spaces,
-/// left by its in-place decr), at most a u64.
+/// A value incr/decr can count with: a count as cradle keeps it (`control::counter`, shared
+/// with cradle's INCR) that is a u64 (memcached's counters are unsigned).
 fn decimal(value: &[u8]) -> Option<u64> {
-    let digits = value.strip_suffix(b"\r\n").unwrap_or(value);
-    let end = digits.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
-    let digits = &digits[..end];
-    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    counter::parse(value).and_then(|n| u64::try_from(n).ok())
 }
 
 /// Deletes every key of this core's endpoints (flush_all).

@@ -46,8 +46,17 @@ pub mod flags {
     /// On a GET: answer with the value's blob reference instead of its bytes when the value
     /// lives in the blob tier (the reply then carries this flag; see `BlobReference`).
     pub const REF_ONLY: u16 = 1 << 5;
+    /// On a PUT, CAS, INCR or TOUCH request: the key gets an expiry, and the header's
+    /// `partition` field (ignored on keyed requests otherwise) carries its time to live in
+    /// whole seconds (0: the key never expires). See `HeaderFields::ttl_secs`.
+    pub const EXPIRES: u16 = 1 << 6;
+    /// On a CAS request: a VERSION_MISMATCH reply carries the key's current value when it fits
+    /// one datagram. On that reply: the value is the key's current one (without the flag a
+    /// mismatch reply carries no value: the key is absent, or its value is too big).
+    pub const RETURN_VALUE: u16 = 1 << 7;
     /// Every flag this version knows; others make a message malformed.
-    pub const KNOWN: u16 = REPLY | FRAGMENT | ACK_REQUEST | RANGE | PARTIAL | REF_ONLY;
+    pub const KNOWN: u16 =
+        REPLY | FRAGMENT | ACK_REQUEST | RANGE | PARTIAL | REF_ONLY | EXPIRES | RETURN_VALUE;
 }
 
 macro_rules! wire_enum {
@@ -92,6 +101,13 @@ wire_enum! {
         /// The bytes of one blob chunk, named by its BLAKE3 hash as the key (content-addressed,
         /// immutable; fetched in fragments and RANGE pulls like any big value).
         Chunk = 9,
+        /// Add a signed amount to the decimal counter at the key (absent: 0), unless the
+        /// result would fall below a floor; the value is an `IncrArgs`, the reply's value the
+        /// new count (i64 little-endian). A write: exactly once, replicated as a PUT.
+        Incr = 10,
+        /// Give the key's live value a new expiry (EXPIRES set: the TTL in `partition`;
+        /// unset: none). No value. A write.
+        Touch = 11,
     }
 }
 
@@ -125,6 +141,15 @@ wire_enum! {
         /// key, value or expected version): the server holds that request's outcome and never
         /// applies this one. A client bug; resend under a new tracking id.
         IdReused = 10,
+        /// INCR: the result would be below the request's floor; nothing was written. The
+        /// reply's value is the current count (i64 little-endian), its `version` the key's.
+        BelowFloor = 11,
+        /// INCR: the key's value is not a counter (decimal ASCII of an i64, `-` allowed), or
+        /// the result would leave i64's range; nothing was written.
+        NotACounter = 12,
+        /// The endpoint cannot do what the request asks, for now: an expiry (EXPIRES, TOUCH)
+        /// on a replicated partition (replication does not carry expiries yet). Not applied.
+        Unsupported = 13,
     }
 }
 
@@ -143,6 +168,9 @@ impl Status {
             Status::RetryWithToken => "address not validated",
             Status::Unavailable => "unavailable",
             Status::IdReused => "tracking id reused for another request",
+            Status::BelowFloor => "below floor",
+            Status::NotACounter => "the value is not a counter",
+            Status::Unsupported => "not supported on this partition",
         }
     }
 }
@@ -233,6 +261,23 @@ impl HeaderFields {
     /// Whether `flag` is set.
     pub fn has(&self, flag: u16) -> bool {
         self.flags & flag != 0
+    }
+
+    /// A request's time to live in seconds: `Some` when EXPIRES is set (then `partition`
+    /// carries it; 0: never expires), `None` otherwise.
+    pub fn ttl_secs(&self) -> Option<u32> {
+        self.has(flags::EXPIRES).then_some(self.partition)
+    }
+
+    /// Sets (or clears, with `None`) a request's time to live: EXPIRES and `partition`.
+    pub fn set_ttl_secs(&mut self, ttl_secs: Option<u32>) {
+        match ttl_secs {
+            Some(ttl) => {
+                self.flags |= flags::EXPIRES;
+                self.partition = ttl;
+            }
+            None => self.flags &= !flags::EXPIRES,
+        }
     }
 }
 

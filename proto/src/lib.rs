@@ -8,12 +8,14 @@
 #![forbid(unsafe_code)]
 
 mod header;
+mod incr;
 mod map;
 mod message;
 pub mod replication;
 mod scan;
 
 pub use header::{flags, Header, HeaderFields, Opcode, Status, HEADER_BYTES, MAGIC, VERSION};
+pub use incr::{decode_count, encode_count, IncrArgs, COUNT_BYTES, INCR_ARGS_BYTES};
 pub use map::{
     decode_addr, encode_addr, partition_of, partition_range, MapEntry, PartitionMap, Replica, Role,
     ADDR_BYTES_MAX, REPLICAS_MAX,

@@ -92,12 +92,29 @@ proptest! {
     }
 
     #[test]
+    fn incr_args_and_ttls_round_trip(delta in any::<i64>(), floor in any::<Option<i64>>(), ttl in any::<Option<u32>>()) {
+        let args = IncrArgs { delta, floor: floor.filter(|&f| f != i64::MIN) };
+        prop_assert_eq!(IncrArgs::decode(&args.encode()), Some(args));
+        prop_assert_eq!(decode_count(&encode_count(delta)), Some(delta));
+        let mut h = HeaderFields { opcode: Opcode::Incr as u8, ..HeaderFields::default() };
+        h.set_ttl_secs(ttl);
+        let mut buf = vec![0u8; 256];
+        let len = encode_message(&mut buf, &h, b"k", &args.encode()).unwrap();
+        let (m, _) = Message::parse(&buf[..len]).unwrap();
+        prop_assert_eq!(m.header.ttl_secs(), ttl);
+        prop_assert_eq!(IncrArgs::decode(m.value), Some(args));
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..3000)) {
         for m in Messages::new(&bytes).flatten() {
             prop_assert!(m.len() <= bytes.len());
         }
         let _ = PartitionMap::decode(&bytes);
         let _ = decode_addr(&bytes);
+        if let Some(args) = IncrArgs::decode(&bytes) {
+            prop_assert_eq!(&args.encode()[..], &bytes[..]);
+        }
     }
 
     #[test]

@@ -157,7 +157,7 @@ impl Node {
         if let Some((spec, disk)) = &self.membership {
             // As `cradle node` does: every core takes maps from its inbox, core 0 hosts the
             // agent.
-            let view = Arc::new(ClusterView::default());
+            let view = Arc::new(ClusterView::for_spec(spec));
             let (agent, inboxes) = Agent::with_inboxes(spec.clone(), disk, wall_ns, view)
                 .expect("a valid cluster spec");
             for ((core, _), inbox) in cores.iter_mut().zip(inboxes) {

@@ -34,6 +34,6 @@ pub use device::{Faults, FaultyVolume, LogDevice, MemoryVolume, Volume};
 pub use error::{Corruption, StoreError};
 pub use file::FileVolume;
 pub use record::{Meta, Stamp};
-pub use recover::{RecoveryReport, StampedWrite, TornTail};
+pub use recover::{RecoveryReport, ShortValue, StampedWrite, TornTail, SHORT_VALUE_BYTES_MAX};
 pub use store::{Applied, CasOutcome, Item, Store, StoreStats, ValueRef};
 pub use syncfs::sync_file_system;

@@ -58,6 +58,34 @@ pub struct StampedWrite {
     pub stamp: Stamp,
     /// The version the write got (0 for a delete, as its reply says).
     pub version: u64,
+    /// The value it stored, when that is short and kept inline: what a reply that carried
+    /// the value said (an INCR's count) can be rebuilt from it. `None` for deletes, blob
+    /// values and values over `SHORT_VALUE_BYTES_MAX`.
+    pub value: Option<ShortValue>,
+}
+
+/// Longest value a [`StampedWrite`] keeps (the text of an i64 count takes at most 20).
+pub const SHORT_VALUE_BYTES_MAX: usize = 24;
+
+/// A value of at most `SHORT_VALUE_BYTES_MAX` bytes, kept without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShortValue {
+    bytes: [u8; SHORT_VALUE_BYTES_MAX],
+    len: u8,
+}
+
+impl ShortValue {
+    /// `value`, if it is short enough.
+    pub fn of(value: &[u8]) -> Option<ShortValue> {
+        let mut bytes = [0u8; SHORT_VALUE_BYTES_MAX];
+        bytes.get_mut(..value.len())?.copy_from_slice(value);
+        Some(ShortValue { bytes, len: value.len() as u8 })
+    }
+
+    /// The value's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
 }
 
 /// What the scan of the segments learnt, before anything is changed.
@@ -191,6 +219,7 @@ impl Store {
             let (span, kind, lsn, stamp) =
                 (record.span as u64, record.kind, record.lsn, record.stamp());
             let meta = record.meta;
+            let short = if kind == Kind::Put { ShortValue::of(record.payload) } else { None };
             if kind == Kind::Marker {
                 let (oldest, next) = parse_marker(record.payload).unwrap_or((0, 0));
                 scan.required_oldest = scan.required_oldest.max(oldest);
@@ -201,7 +230,7 @@ impl Store {
                 segment.stamped_at_max = segment.stamped_at_max.max(Some(stamp.at_ns));
                 if stamp.at_ns >= stamps_since_ns {
                     let version = if kind == Kind::Tombstone { 0 } else { lsn };
-                    report.stamps.push(StampedWrite { stamp, version });
+                    report.stamps.push(StampedWrite { stamp, version, value: short });
                 }
             }
             self.log.segment_mut(slot).note_expiry(kind, &meta);

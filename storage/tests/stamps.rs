@@ -6,7 +6,8 @@ mod common;
 
 use common::{small_config, value};
 use storage::{
-    BlobStore, CasOutcome, FileVolume, RecoveryReport, Stamp, StampedWrite, Store, StoreConfig,
+    BlobStore, CasOutcome, FileVolume, RecoveryReport, ShortValue, Stamp, StampedWrite, Store,
+    StoreConfig,
 };
 
 fn stamp(tracking_id: u64, at_ns: u64) -> Stamp {
@@ -53,9 +54,9 @@ fn replay_returns_the_stamps_since_the_given_time_in_log_order() {
 
     let (mut store, mut blobs, report) = open(dir.path(), &config, 200);
     let expected = vec![
-        StampedWrite { stamp: stamp(2, 200), version: blob },
-        StampedWrite { stamp: stamp(3, 300), version: cas },
-        StampedWrite { stamp: stamp(6, 600), version: 0 },
+        StampedWrite { stamp: stamp(2, 200), version: blob, value: None },
+        StampedWrite { stamp: stamp(3, 300), version: cas, value: ShortValue::of(b"2") },
+        StampedWrite { stamp: stamp(6, 600), version: 0, value: None },
     ];
     assert_eq!(report.stamps, expected, "since 200, deletes with version 0");
     assert_eq!(store.get(&mut blobs, b"c").unwrap().unwrap().0, &big[..]);

@@ -16,6 +16,7 @@ use crate::stats::ClientStats;
 use crate::transport::{recv_buffer_bytes_for, Transport, UdpTransport};
 use proto::{PartitionMap, DATAGRAM_BYTES_ACCEPTED};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Datagrams taken from the transport per wake-up before timers are looked at again.
@@ -76,11 +77,41 @@ impl Client<UdpTransport> {
         transport.set_recv_buffer_bytes(recv_buffer_bytes_for(config.in_flight_max))?;
         let mut client = Client::with_transport(config, transport)?;
         client.map()?;
+        client.check_servers()?;
         Ok(client)
     }
 }
 
+/// How long `Client::connect` waits for the other configured servers to say which cluster
+/// they are of (a server silent that long is checked when a request first fails over to it).
+const SERVER_CHECK_BUDGET: Duration = Duration::from_millis(250);
+
 impl<T: Transport> Client<T> {
+    /// Asks every configured server not yet known to be of the client's cluster for its map,
+    /// all at once, for at most `SERVER_CHECK_BUDGET`: `Error::ForeignCluster` if one is of
+    /// another cluster (two independent nodes, say), so a mixed `--server` list is refused
+    /// at once rather than at the first failover.
+    pub fn check_servers(&mut self) -> Result<(), Error> {
+        let options = RequestOptions::within(Instant::now(), SERVER_CHECK_BUDGET);
+        let unknown: Vec<SocketAddr> = self
+            .core
+            .servers()
+            .iter()
+            .copied()
+            .filter(|&server| !self.core.vouched_for(server))
+            .collect();
+        let ids: Vec<RequestId> = unknown
+            .into_iter()
+            .map(|server| self.submit_with(Request::Map { server }, options))
+            .collect();
+        for outcome in self.wait_all(&ids) {
+            if let Outcome::Failed(error @ Error::ForeignCluster { .. }) = outcome {
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
     /// A client over `transport`. It knows no map yet: keyed requests go to the first server
     /// until a reply reveals one.
     pub fn with_transport(config: ClientConfig, transport: T) -> Result<Self, Error> {

@@ -3,7 +3,7 @@
 use super::Client;
 use crate::error::Error;
 use crate::outcome::Outcome;
-use crate::request::{CasOutcome, Reply, Request, RequestId, Value, ValueLocation};
+use crate::request::{CasOutcome, IncrOutcome, Reply, Request, RequestId, Value, ValueLocation};
 use crate::transport::Transport;
 use proto::{decode_scan_page, BlobReference, PartitionMap};
 use std::net::SocketAddr;
@@ -27,8 +27,8 @@ impl<T: Transport> Client<T> {
 
     /// Writes `value` under `key` if its version is `expected_version` (0: only if absent).
     ///
-    /// A counter as a CAS loop (an atomic INCR with a floor is coming to the server, #16;
-    /// until then this is the way, at one GET and one CAS per try):
+    /// A counter as a CAS loop, for comparison (`incr` does it in one round trip, and the
+    /// server never lets the count below the floor, whoever counts at once):
     ///
     /// ```no_run
     /// use client::{CasOutcome, Client, ClientConfig};
@@ -74,6 +74,101 @@ impl<T: Transport> Client<T> {
     ) -> Result<CasOutcome, Error> {
         let request = Request::Cas { key: key.to_vec(), expected_version, value: value.to_vec() };
         self.call(request).into_cas()
+    }
+
+    /// Writes `value` under `key` to live `ttl_secs` seconds (0: for good); returns the
+    /// version it got. The key reads as absent from then on, and its space is reclaimed.
+    pub fn put_with_ttl(&mut self, key: &[u8], value: &[u8], ttl_secs: u32) -> Result<u64, Error> {
+        let request =
+            Request::PutWith { key: key.to_vec(), value: value.to_vec(), ttl_secs: Some(ttl_secs) };
+        self.call(request).into_version()
+    }
+
+    /// `cas` that, on a mismatch, also returns the key's current value (when it fits one
+    /// datagram), so a retry needs no GET: `Ok(Err((current_version, current_value)))`.
+    ///
+    /// ```no_run
+    /// use client::{Client, ClientConfig};
+    ///
+    /// let mut client = Client::connect(ClientConfig::new(vec!["127.0.0.1:7000".parse()?]))?;
+    /// // Append to a list kept as one value: one round trip per try.
+    /// let (mut list, mut version) = match client.get(b"list")? {
+    ///     Some(value) => (value.bytes, value.version),
+    ///     None => (Vec::new(), 0),
+    /// };
+    /// loop {
+    ///     let mut next = list.clone();
+    ///     next.extend_from_slice(b"item;");
+    ///     match client.cas_or_current(b"list", version, &next)? {
+    ///         Ok(_) => break,
+    ///         Err((current, value)) => {
+    ///             version = current;
+    ///             list = match value {
+    ///                 Some(value) => value,
+    ///                 None if current == 0 => Vec::new(), // deleted meanwhile
+    ///                 None => client.get(b"list")?.map(|v| v.bytes).unwrap_or_default(),
+    ///             };
+    ///         }
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn cas_or_current(
+        &mut self,
+        key: &[u8],
+        expected_version: u64,
+        value: &[u8],
+    ) -> Result<Result<u64, (u64, Option<Vec<u8>>)>, Error> {
+        let request = Request::CasWith {
+            key: key.to_vec(),
+            expected_version,
+            value: value.to_vec(),
+            ttl_secs: None,
+            return_value: true,
+        };
+        match self.call(request) {
+            Outcome::Done(reply) => Ok(Ok(reply.version)),
+            Outcome::Mismatch { current_version, current_value } => {
+                Ok(Err((current_version, current_value)))
+            }
+            other => other.into_version().map(Ok),
+        }
+    }
+
+    /// Adds `by` (negative: subtracts) to the decimal counter at `key` (an absent key counts
+    /// 0), unless the result would be below `floor`: one round trip, exactly once, however
+    /// many clients count at once.
+    ///
+    /// ```no_run
+    /// use client::{Client, ClientConfig, IncrOutcome};
+    ///
+    /// let mut client = Client::connect(ClientConfig::new(vec!["127.0.0.1:7000".parse()?]))?;
+    /// client.put(b"budget", b"100")?;
+    /// assert_eq!(client.incr(b"budget", -30, Some(0))?, IncrOutcome::Counted { count: 70 });
+    /// // Would go below the floor: refused, nothing written, the count as it is.
+    /// assert_eq!(client.incr(b"budget", -80, Some(0))?, IncrOutcome::BelowFloor { count: 70 });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn incr(&mut self, key: &[u8], by: i64, floor: Option<i64>) -> Result<IncrOutcome, Error> {
+        self.incr_with_ttl(key, by, floor, None)
+    }
+
+    /// `incr` that also sets the key's expiry to `ttl_secs` from now (`Some(0)`: none;
+    /// `None`: keep the key's expiry, as `incr` does).
+    pub fn incr_with_ttl(
+        &mut self,
+        key: &[u8],
+        by: i64,
+        floor: Option<i64>,
+        ttl_secs: Option<u32>,
+    ) -> Result<IncrOutcome, Error> {
+        self.call(Request::Incr { key: key.to_vec(), by, floor, ttl_secs }).into_count()
+    }
+
+    /// Gives `key` a new expiry, `ttl_secs` from now (0: none); returns whether it existed.
+    pub fn touch(&mut self, key: &[u8], ttl_secs: u32) -> Result<bool, Error> {
+        self.call(Request::Touch { key: key.to_vec(), ttl_secs: Some(ttl_secs) }).into_deleted()
     }
 
     /// The values of `keys`, in order, waiting for all of them; the first error, if any, is

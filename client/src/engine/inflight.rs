@@ -55,6 +55,9 @@ pub(crate) struct InFlight {
     pub(crate) token_retry_used: bool,
     /// WRONG_OWNER came without a hint: route again by the map at the next occasion.
     pub(crate) reroute: bool,
+    /// Failing over to `target`, a configured server not yet known to be of the client's
+    /// cluster: nothing is sent to it until its map says it is (`ClientCore::vouch`).
+    pub(crate) awaiting_vouch: bool,
     /// Which of the server's estimators times it and learns from it.
     pub(crate) class: RttClass,
     /// The current timeout; doubles on each counted expiry.

@@ -42,6 +42,11 @@ pub struct ClientCore {
     outbox: Outbox,
     completions: VecDeque<(RequestId, Result<Reply, Error>)>,
     map_refresh: Option<RequestId>,
+    /// MAP requests asking configured servers which cluster they are of, by server.
+    vouching: HashMap<SocketAddr, RequestId>,
+    /// Vouches that ended (the server, and whether it is of our cluster: `None` when it did
+    /// not answer), for `settle_vouches`.
+    vouched: Vec<(SocketAddr, Option<Result<(), Error>>)>,
     stats: ClientStats,
 }
 
@@ -63,6 +68,8 @@ impl ClientCore {
             outbox: Outbox::default(),
             completions: VecDeque::new(),
             map_refresh: None,
+            vouching: HashMap::new(),
+            vouched: Vec::new(),
             stats,
         })
     }
@@ -167,9 +174,53 @@ impl ClientCore {
         self.completions.pop_front()
     }
 
-    /// Requests submitted and not yet completed (map refreshes of the core's own excluded).
+    /// Requests submitted and not yet completed (map requests of the core's own excluded).
     pub fn in_flight(&self) -> usize {
-        self.requests.len() - usize::from(self.map_refresh.is_some())
+        self.requests.len() - usize::from(self.map_refresh.is_some()) - self.vouching.len()
+    }
+
+    /// Whether requests may go to `server`: it is known to be of the client's cluster (its
+    /// map, or a map of that cluster, says so), or no cluster is known yet.
+    pub fn vouched_for(&self, server: SocketAddr) -> bool {
+        self.router.vouched_for(server)
+    }
+
+    /// Asks `server` for its map to learn its cluster, unless that is under way.
+    pub(super) fn vouch(&mut self, now: Instant, server: SocketAddr) {
+        if self.vouching.contains_key(&server) {
+            return;
+        }
+        let id = self.new_request_id();
+        self.vouching.insert(server, id);
+        self.start(now, id, Request::Map { server }, None, true);
+    }
+
+    /// Requests waiting for a vouch that ended go on: to the server if it is of our cluster,
+    /// on to the next one if it did not answer, or fail with `Error::ForeignCluster`.
+    pub(super) fn settle_vouches(&mut self, now: Instant) {
+        while let Some((server, verdict)) = self.vouched.pop() {
+            let waiting: Vec<RequestId> = self
+                .requests
+                .iter()
+                .filter(|(_, r)| r.awaiting_vouch && r.target == server)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in waiting {
+                self.requests.get_mut(&id).expect("in flight").awaiting_vouch = false;
+                match &verdict {
+                    Some(Ok(())) => self.send_fresh(now, id),
+                    Some(Err(Error::ForeignCluster { server, cluster, expected })) => {
+                        let error = Error::ForeignCluster {
+                            server: *server,
+                            cluster: *cluster,
+                            expected: *expected,
+                        };
+                        self.finish(id, Err(error));
+                    }
+                    _ => self.fail_over(now, id, None),
+                }
+            }
+        }
     }
 
     /// This client's id on the wire.
@@ -250,6 +301,7 @@ impl ClientCore {
             restarts: 0,
             token_retry_used: false,
             reroute: false,
+            awaiting_vouch: false,
             class,
             rto,
             deadline: None,
@@ -301,6 +353,18 @@ impl ClientCore {
             self.stats.timeouts += 1;
         }
         if request.internal {
+            if let Some(server) = request.request.server() {
+                if self.vouching.get(&server) == Some(&id) {
+                    self.vouching.remove(&server);
+                    let verdict = match result {
+                        Ok(_) => Some(Ok(())),
+                        Err(error @ Error::ForeignCluster { .. }) => Some(Err(error)),
+                        Err(_) => None,
+                    };
+                    self.vouched.push((server, verdict));
+                    return;
+                }
+            }
             self.map_refresh = None;
             return;
         }
@@ -311,7 +375,10 @@ impl ClientCore {
 
 fn phase_of(request: &Request) -> Phase {
     match request {
-        Request::Put { key, value } | Request::Cas { key, value, .. }
+        Request::Put { key, value }
+        | Request::Cas { key, value, .. }
+        | Request::PutWith { key, value, .. }
+        | Request::CasWith { key, value, .. }
             if !fits_unfragmented(key.len(), value.len()) =>
         {
             Phase::Write(WriteWindow::new(value.len() as u32))

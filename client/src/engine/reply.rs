@@ -20,6 +20,7 @@ impl ClientCore {
                 Err(_) => self.stats.replies_ignored += 1,
             }
         }
+        self.settle_vouches(now);
     }
 
     fn handle_message(&mut self, now: Instant, from: SocketAddr, message: &Message<'_>) {
@@ -87,6 +88,7 @@ impl ClientCore {
             value: message.value.to_vec(),
             version,
             reference: message.header.has(flags::REF_ONLY),
+            current_value: message.header.has(flags::RETURN_VALUE),
             server: self.requests[&id].target,
         };
         self.complete(now, id, reply);
@@ -104,17 +106,24 @@ impl ClientCore {
             reply.value.drain(..start);
         }
         if opcode == Opcode::Map && reply.status == Status::Ok {
-            if let Err(error) = self.adopt_map(now, &reply.value) {
+            let from = reply.server;
+            if let Err(error) = self.adopt_map(now, &reply.value, from) {
                 return self.finish(id, Err(error));
             }
         }
         self.finish(id, Ok(reply));
     }
 
-    fn adopt_map(&mut self, now: Instant, encoded: &[u8]) -> Result<(), Error> {
+    fn adopt_map(&mut self, now: Instant, encoded: &[u8], from: SocketAddr) -> Result<(), Error> {
         let map = PartitionMap::decode(encoded).map_err(|_| Error::BadReply("partition map"))?;
-        if self.router.install_map(map) {
-            self.reroute_waiting(now);
+        match self.router.install_map(map, from) {
+            Ok(true) => self.reroute_waiting(now),
+            Ok(false) => {}
+            Err(f) => {
+                self.stats.foreign_servers += 1;
+                let (server, cluster, expected) = (f.server, f.cluster, f.expected);
+                return Err(Error::ForeignCluster { server, cluster, expected });
+            }
         }
         Ok(())
     }
@@ -240,6 +249,7 @@ impl ClientCore {
                 value,
                 version,
                 reference: read.reference,
+                current_value: false,
                 server: target,
             };
             return self.complete(now, id, reply);
@@ -280,10 +290,12 @@ impl ClientCore {
 fn is_answer(opcode: Opcode, status: Status) -> bool {
     match status {
         Status::Ok => true,
-        Status::NotFound => {
-            matches!(opcode, Opcode::Get | Opcode::Delete | Opcode::Cas | Opcode::Chunk)
-        }
+        Status::NotFound => matches!(
+            opcode,
+            Opcode::Get | Opcode::Delete | Opcode::Cas | Opcode::Chunk | Opcode::Touch
+        ),
         Status::VersionMismatch => opcode == Opcode::Cas,
+        Status::BelowFloor => opcode == Opcode::Incr,
         _ => false,
     }
 }

@@ -103,7 +103,7 @@ impl Sender<'_> {
     }
 
     fn header(&self, request: &InFlight, flags: u16) -> HeaderFields {
-        HeaderFields {
+        let mut header = HeaderFields {
             opcode: request.request.opcode() as u8,
             flags: flags | request.request.base_flags(),
             client_id: self.client_id,
@@ -113,14 +113,17 @@ impl Sender<'_> {
             version: request.request.header_version(),
             token: self.router.token(request.target),
             ..HeaderFields::default()
-        }
+        };
+        // (The TTL takes the `partition` field, which servers ignore on keyed requests.)
+        header.set_ttl_secs(request.request.ttl_secs());
+        header
     }
 
     /// The request as one unfragmented message.
     fn whole(&mut self, request: &InFlight) {
-        let value = request.request.value();
+        let value = request.request.wire_value();
         let header = HeaderFields { total_len: value.len() as u32, ..self.header(request, 0) };
-        let bytes = message(&header, request.request.key(), value);
+        let bytes = message(&header, request.request.key(), &value);
         self.outbox.push(request.target, bytes);
     }
 

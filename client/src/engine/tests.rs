@@ -178,3 +178,75 @@ fn a_cancelled_request_completes_once_and_its_late_reply_is_dropped() {
     assert_eq!(core.stats().replies_ignored, 1);
     assert_eq!(core.stats().cancelled, 1);
 }
+
+/// A one-partition map owned by `owner`, of cluster `cluster`.
+fn map_of(cluster: u64, owner: SocketAddr) -> Vec<u8> {
+    let entry = proto::MapEntry::single(0, u64::MAX, 0, owner);
+    PartitionMap { epoch: 1, cluster, entries: vec![entry] }.encode()
+}
+
+/// The reply to every message of `datagram`, with `value`.
+fn reply_to(datagram: &[u8], status: proto::Status, value: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 8192];
+    let mut len = 0;
+    for m in Messages::new(datagram).map(Result::unwrap) {
+        let mut h = m.header.reply(status);
+        h.map_epoch = 1;
+        len += proto::encode_message(&mut out[len..], &h, &[], value).unwrap();
+    }
+    out.truncate(len);
+    out
+}
+
+/// A PUT whose server (A) went silent fails over to B, a configured server that is not
+/// listed in A's map: B is asked for its map first, and gets the PUT only if that names A's
+/// cluster.
+fn fail_over_to(b_cluster: u64) -> (Result<Reply, Error>, usize) {
+    let (a, b) = (addr(7000), addr(7001));
+    let mut config = ClientConfig::new(vec![a, b]);
+    config.seed = 1;
+    let mut core = ClientCore::new(config).unwrap();
+    let mut now = Instant::now();
+    let map = core.submit(now, Request::Map { server: a });
+    let (_, request) = core.poll_transmit().unwrap();
+    core.handle_datagram(now, a, &reply_to(&request, proto::Status::Ok, &map_of(1, a)));
+    assert_eq!(core.poll_completion().unwrap().0, map);
+    core.submit(now, Request::Put { key: b"k".to_vec(), value: b"v".to_vec() });
+    let mut puts_to_b = 0;
+    loop {
+        while let Some((to, datagram)) = core.poll_transmit() {
+            let m = Messages::new(&datagram).next().unwrap().unwrap();
+            match (to == b, m.opcode()) {
+                (true, Opcode::Map) => {
+                    let reply = reply_to(&datagram, proto::Status::Ok, &map_of(b_cluster, b));
+                    core.handle_datagram(now, b, &reply);
+                }
+                (true, Opcode::Put) => {
+                    puts_to_b += 1;
+                    core.handle_datagram(now, b, &reply_to(&datagram, proto::Status::Ok, &[]));
+                }
+                _ => {} // A is silent
+            }
+        }
+        if let Some((_, result)) = core.poll_completion() {
+            return (result, puts_to_b);
+        }
+        now = core.poll_timeout().expect("a timer while the PUT is in flight");
+        core.handle_timeout(now);
+    }
+}
+
+#[test]
+fn a_failover_never_sends_a_write_to_a_server_of_another_cluster() {
+    let (result, puts_to_b) = fail_over_to(2);
+    assert_eq!(puts_to_b, 0, "B is of another data set");
+    match result {
+        Err(Error::ForeignCluster { server, cluster: 2, expected: 1 }) => {
+            assert_eq!(server, addr(7001))
+        }
+        other => panic!("expected ForeignCluster, got {other:?}"),
+    }
+    let (result, puts_to_b) = fail_over_to(1);
+    assert_eq!(puts_to_b, 1, "B is of the same cluster: it gets the write");
+    assert!(result.is_ok(), "{result:?}");
+}

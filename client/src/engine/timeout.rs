@@ -15,6 +15,7 @@ impl ClientCore {
             let request = self.requests.get_mut(&id).expect("timer of a request in flight");
             request.deadline = None;
             self.on_timer(now, id);
+            self.settle_vouches(now);
         }
     }
 
@@ -28,6 +29,13 @@ impl ClientCore {
             // Nothing may carry this tracking id any more (see `ClientConfig::resend_window`).
             let error = Error::Timeout { attempts: request.attempts_total, server: request.target };
             return self.finish(id, Err(error));
+        }
+        if request.awaiting_vouch {
+            // (Armed for the window's end or the deadline: one of them has come.)
+            let at = request.timer_at(request.window_start + self.config.resend_window);
+            self.timers.set(id, None, at);
+            request.deadline = Some(at);
+            return;
         }
         if request.reroute {
             return self.reroute(now, id);
@@ -88,13 +96,38 @@ impl ClientCore {
             None => self.router.next_server(&tried),
         };
         if let Some(server) = next {
+            if !self.router.vouched_for(server) {
+                return self.wait_for_vouch(now, id, server);
+            }
             return self.move_to(now, id, server);
         }
-        let error = match status.or(request.last_status) {
-            Some(status) => Error::Status(status),
-            None => Error::Timeout { attempts: request.attempts_total, server: request.target },
+        let foreign = request.request.server().is_none().then(|| self.router.foreign_server());
+        let error = match (status.or(request.last_status), foreign.flatten()) {
+            (Some(status), _) => Error::Status(status),
+            // The server left to fail over to is of another data set: say so, it is why.
+            (None, Some(f)) => {
+                Error::ForeignCluster { server: f.server, cluster: f.cluster, expected: f.expected }
+            }
+            (None, None) => {
+                Error::Timeout { attempts: request.attempts_total, server: request.target }
+            }
         };
         self.finish(id, Err(error));
+    }
+
+    /// Moves `id` to `server`, a configured server not known to be of the client's cluster,
+    /// without sending it: it waits for `server`'s map (`settle_vouches`), until its window
+    /// closes or its deadline passes. A client never writes to another cluster's data.
+    fn wait_for_vouch(&mut self, now: Instant, id: RequestId, server: SocketAddr) {
+        let window = self.config.resend_window;
+        let request = self.requests.get_mut(&id).expect("request in flight");
+        request.window_for_move(server);
+        request.reset_for_new_server(server);
+        request.awaiting_vouch = true;
+        let at = request.timer_at(request.window_start + window);
+        self.timers.set(id, request.deadline, at);
+        request.deadline = Some(at);
+        self.vouch(now, server);
     }
 
     /// Sends `id` to `server` from scratch, same tracking id, fresh budget.

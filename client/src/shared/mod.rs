@@ -12,7 +12,7 @@ use crate::config::ClientConfig;
 use crate::engine::ClientCore;
 use crate::error::Error;
 use crate::outcome::Outcome;
-use crate::request::{CasOutcome, Request, RequestId, RequestOptions, Value};
+use crate::request::{CasOutcome, IncrOutcome, Request, RequestId, RequestOptions, Value};
 use crate::stats::ClientStats;
 use crate::transport::{recv_buffer_bytes_for, UdpTransport};
 use proto::PartitionMap;
@@ -257,6 +257,19 @@ impl SharedClient {
     ) -> Result<CasOutcome, Error> {
         let request = Request::Cas { key: key.to_vec(), expected_version, value: value.to_vec() };
         self.submit(request, RequestOptions::default())?.wait().into_cas()
+    }
+
+    /// Adds `by` to the counter at `key` unless the result would be below `floor` (see
+    /// `Client::incr`); `ttl_secs` as in `Client::incr_with_ttl`.
+    pub fn incr(
+        &self,
+        key: &[u8],
+        by: i64,
+        floor: Option<i64>,
+        ttl_secs: Option<u32>,
+    ) -> Result<IncrOutcome, Error> {
+        let request = Request::Incr { key: key.to_vec(), by, floor, ttl_secs };
+        self.submit(request, RequestOptions::default())?.wait().into_count()
     }
 
     /// Starts a GET of every key, packed into shared datagrams, and returns at once; all or

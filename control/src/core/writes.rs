@@ -3,11 +3,12 @@
 
 use super::*;
 use crate::completions::{fingerprint, same_shape, shape, Record, RequestId};
+use crate::counter;
 use crate::durable::send_acks;
 use crate::reassembly::Refused;
 use proto::replication::WriteOp;
-use proto::VALUE_BYTES_MAX;
-use storage::{CasOutcome, Stamp};
+use proto::{encode_count, IncrArgs, COUNT_BYTES, VALUE_BYTES_MAX};
+use storage::{BlobStore, CasOutcome, Meta, Stamp};
 
 /// How often a `Durability::Memory` core without a background sync flushes one endpoint it
 /// wrote (oldest first): it frees blob chunks a delete or overwrite released and bounds what a
@@ -21,6 +22,34 @@ const GROUP_COMMIT_WAIT_NS: u64 = 1_000_000;
 /// How often store sizes are summed for the counters (visits every endpoint).
 const SIZES_INTERVAL_NS: u64 = 250_000_000;
 
+/// A write as [`Core::apply`] takes it.
+struct Write<'a> {
+    opcode: Opcode,
+    key: &'a [u8],
+    value: &'a [u8],
+    /// CAS: the version the key must have.
+    expected: u64,
+    /// The request's TTL (`HeaderFields::ttl_secs`).
+    ttl_secs: Option<u32>,
+}
+
+impl Write<'_> {
+    fn fingerprint(&self) -> u64 {
+        fingerprint(self.opcode, self.key, self.expected, self.value, self.ttl_secs)
+    }
+}
+
+/// What applying a write ended with: its completion record and, for an INCR, the count its
+/// reply carries.
+#[derive(Clone, Copy, Debug)]
+struct Outcome {
+    record: Record,
+    count: Option<i64>,
+}
+
+/// Nanoseconds in a second (TTLs travel in seconds).
+const NS_PER_S: u64 = 1_000_000_000;
+
 impl Core {
     pub(super) fn handle_write(
         &mut self,
@@ -32,24 +61,32 @@ impl Core {
         let m = request.message;
         let h = &m.header;
         let id: RequestId = (h.client_id, h.tracking_id);
+        let (opcode, ttl) = (m.opcode(), h.ttl_secs());
         if let Some(record) = self.completions.get(id) {
             // The same request again, or another one under a used id (a client bug): that
             // one gets a status of its own and is never applied, nor told the other's OK.
             let same = if h.has(flags::FRAGMENT) {
-                same_shape(record.fingerprint, shape(m.opcode(), m.key, h.version, h.total_len))
+                same_shape(record.fingerprint, shape(opcode, m.key, h.version, h.total_len, ttl))
             } else {
-                record.fingerprint == fingerprint(m.opcode(), m.key, h.version, m.value)
+                record.fingerprint == fingerprint(opcode, m.key, h.version, m.value, ttl)
             };
             if !same {
                 self.counters.id_reused += 1;
                 return self.answer(tx, request, Status::IdReused);
             }
             self.counters.duplicates_answered += 1;
-            return self.answer_write(tx, request, slot, record, true);
+            let count = self.resent_count(slot, id, opcode, m.key, record);
+            let outcome = Outcome { record, count };
+            return self.answer_write(tx, request, slot, outcome, true);
+        }
+        if let Some(status) = self.refusal(slot, m, request.validated) {
+            return self.answer(tx, request, status);
         }
         // A write's reply may be held for the group commit, outside this datagram's reply
         // budget: an unvalidated sender pays for it up front, before anything is applied.
-        if !request.validated && !self.replies.reserve(proto::HEADER_BYTES) {
+        let reply_bytes =
+            proto::HEADER_BYTES + if opcode == Opcode::Incr { COUNT_BYTES } else { 0 };
+        if !request.validated && !self.replies.reserve(reply_bytes) {
             return self.answer(tx, request, Status::RetryWithToken);
         }
         if !self.completions.has_room(now_ns) {
@@ -64,9 +101,11 @@ impl Core {
             return self.answer(tx, request, Status::TooLarge);
         }
         if !h.has(flags::FRAGMENT) {
-            let record = self.apply(slot, id, m.opcode(), m.key, m.value, h.version);
-            self.completions.insert(now_ns, id, record);
-            return self.answer_write(tx, request, slot, record, false);
+            let write =
+                Write { opcode, key: m.key, value: m.value, expected: h.version, ttl_secs: ttl };
+            let outcome = self.apply(slot, id, &write);
+            self.completions.insert_counted(now_ns, id, outcome.record, outcome.count);
+            return self.answer_write(tx, request, slot, outcome, false);
         }
         if h.total_len as usize > VALUE_BYTES_MAX {
             return self.answer(tx, request, Status::TooLarge);
@@ -88,30 +127,95 @@ impl Core {
             Ok(_) => {
                 let r = self.reassemblies.take(id).expect("complete reassembly exists");
                 let opcode = Opcode::from_wire(r.opcode).expect("checked by proto");
-                let record = self.apply(slot, id, opcode, &r.key, &r.value, r.expected_version);
-                self.completions.insert(now_ns, id, record);
-                self.answer_write(tx, request, slot, record, false);
+                let write = Write {
+                    opcode,
+                    key: &r.key,
+                    value: &r.value,
+                    expected: r.expected_version,
+                    ttl_secs: r.ttl_secs,
+                };
+                let outcome = self.apply(slot, id, &write);
+                self.completions.insert(now_ns, id, outcome.record);
+                self.answer_write(tx, request, slot, outcome, false);
             }
+        }
+    }
+
+    /// Why a new write cannot be taken at all, before anything is reserved or applied: an
+    /// INCR whose value is not its arguments, an expiry on a replicated partition
+    /// (replication does not carry expiries yet: a backup's copy would never expire), or a
+    /// TOUCH of a blob value from a sender without a token (it rewrites the whole value: up
+    /// to 16 MiB for a forged 72-byte request).
+    fn refusal(&mut self, slot: usize, m: &Message<'_>, validated: bool) -> Option<Status> {
+        if m.opcode() == Opcode::Incr && IncrArgs::decode(m.value).is_none() {
+            return Some(Status::Malformed);
+        }
+        let expires = m.header.has(flags::EXPIRES) || m.opcode() == Opcode::Touch;
+        if expires && self.endpoints[slot].replica.is_some() {
+            return Some(Status::Unsupported);
+        }
+        if m.opcode() == Opcode::Touch && !validated {
+            let store = &mut self.endpoints[slot].store;
+            if matches!(store.get_reference(m.key), Ok(Some((ValueRef::Blob(_), _)))) {
+                self.replies.retry_token += 1;
+                return Some(Status::RetryWithToken);
+            }
+        }
+        None
+    }
+
+    /// The count a resent INCR is answered with: its record's, or, when the record holds none
+    /// (a backup's replicated record), the key's value while it is still the one that INCR
+    /// wrote. `None` otherwise: the resend is then answered with its status and no count.
+    fn resent_count(
+        &mut self,
+        slot: usize,
+        id: RequestId,
+        opcode: Opcode,
+        key: &[u8],
+        record: Record,
+    ) -> Option<i64> {
+        if opcode != Opcode::Incr || !matches!(record.status, Status::Ok | Status::BelowFloor) {
+            return None;
+        }
+        if let Some(count) = self.completions.count(id) {
+            return Some(count);
+        }
+        match self.endpoints[slot].store.get_reference(key) {
+            Ok(Some((ValueRef::Inline(value), version))) if version == record.version => {
+                crate::counter::parse(value).and_then(|n| i64::try_from(n).ok())
+            }
+            _ => None,
         }
     }
 
     /// Answers a write now, or, when its endpoint has writes not yet flushed and the class
     /// is `Flushed`, after the batch's group commit. A resend of a write still waiting is
-    /// held the same way, so no answer ever runs ahead of the flush.
+    /// held the same way, so no answer ever runs ahead of the flush. A CAS mismatch asked to
+    /// return the current value is answered at once, like the read it is.
     fn answer_write(
         &mut self,
         tx: &mut dyn Transmit,
         request: &Request<'_>,
         slot: usize,
-        record: Record,
+        outcome: Outcome,
         resend: bool,
     ) {
+        let Outcome { record, count } = outcome;
         let mut reply = request.reply;
         reply.status = record.status as u16;
         reply.version = record.version;
+        if record.status == Status::VersionMismatch
+            && request.message.header.has(flags::RETURN_VALUE)
+            && self.send_current_value(tx, request, slot)
+        {
+            return;
+        }
         let replicated = self.endpoints[slot].replica.is_some(); // (held by `send_or_hold`)
         if self.durability != Durability::Flushed || !self.endpoints[slot].dirty || replicated {
-            self.replies.push(tx, &reply, &[], &[], request.validated);
+            let value = count.map(encode_count);
+            let value = value.as_ref().map_or(&[][..], |v| &v[..]);
+            self.replies.push(tx, &reply, &[], value, request.validated);
             return;
         }
         // A resend of a write already waiting gets the one reply the commit sends (only
@@ -128,45 +232,85 @@ impl Core {
         }
         // Held even when the list is full (it has room for one more): this reply must learn
         // the outcome of the flush like every other.
-        self.pending.push(PendingAck { peer: request.peer, reply, slot });
+        self.pending.push(PendingAck { peer: request.peer, reply, slot, count });
         if self.pending.len() > PENDING_ACKS_MAX {
             self.flush_dirty(tx);
         }
     }
 
+    /// A CAS mismatch's reply with the key's live value and version (RETURN_VALUE), when the
+    /// key exists, its value is in the log and the reply fits one datagram; returns whether
+    /// it was sent. Otherwise the plain mismatch is the answer (and the client reads).
+    fn send_current_value(
+        &mut self,
+        tx: &mut dyn Transmit,
+        request: &Request<'_>,
+        slot: usize,
+    ) -> bool {
+        let m = request.message;
+        let Ok(Some((ValueRef::Inline(value), version))) =
+            self.endpoints[slot].store.get_reference(m.key)
+        else {
+            return false;
+        };
+        if version == m.header.version || !fits_unfragmented(0, value.len()) {
+            return false;
+        }
+        let mut reply = request.reply;
+        reply.status = Status::VersionMismatch as u16;
+        reply.version = version;
+        reply.flags |= flags::RETURN_VALUE;
+        self.replies.push(tx, &reply, &[], value, request.validated);
+        true
+    }
+
     /// Applies a write. Its record in the log carries the request's stamp, so its completion
     /// record comes back on replay; a write that changes nothing writes no record.
-    fn apply(
-        &mut self,
-        slot: usize,
-        id: RequestId,
-        opcode: Opcode,
-        key: &[u8],
-        value: &[u8],
-        expected: u64,
-    ) -> Record {
+    fn apply(&mut self, slot: usize, id: RequestId, write: &Write<'_>) -> Outcome {
         let stamp = Stamp {
             client_id: id.0,
             tracking_id: id.1,
-            fingerprint: fingerprint(opcode, key, expected, value),
+            fingerprint: write.fingerprint(),
             at_ns: self.wall_ns(),
         };
         // A cached copy of the key's old value must not outlive it.
-        self.read_cache.forget(slot, key);
+        self.read_cache.forget(slot, write.key);
+        let expires_at_ns = match write.ttl_secs {
+            None | Some(0) => 0,
+            Some(ttl) => stamp.at_ns.saturating_add(u64::from(ttl) * NS_PER_S),
+        };
         let endpoint = &mut self.endpoints[slot];
         let store = &mut endpoint.store;
         let keys_before = store.len() as u64;
         let blobs = &mut self.blobs;
-        let s = Some(&stamp);
-        let outcome = match opcode {
-            Opcode::Put => store.put(blobs, key, value, s).map(|v| (Status::Ok, v)),
-            Opcode::Cas => store.cas(blobs, key, expected, value, s).map(|o| match o {
-                CasOutcome::Swapped(v) => (Status::Ok, v),
-                CasOutcome::Mismatch(current) => (Status::VersionMismatch, current),
-            }),
+        let (s, key, value) = (Some(&stamp), write.key, write.value);
+        let meta = Meta { flags: 0, expires_at_ns };
+        let mut count = None;
+        let mut counted = counter::Text::of(0);
+        let outcome = match write.opcode {
+            Opcode::Put => store.put_with(blobs, key, value, &meta, s).map(|v| (Status::Ok, v)),
+            Opcode::Cas => {
+                store.cas_with(blobs, key, write.expected, value, &meta, s).map(|o| match o {
+                    CasOutcome::Swapped(v) => (Status::Ok, v),
+                    CasOutcome::Mismatch(current) => (Status::VersionMismatch, current),
+                })
+            }
             Opcode::Delete => store
                 .delete(blobs, key, s)
                 .map(|existed| (if existed { Status::Ok } else { Status::NotFound }, 0)),
+            Opcode::Incr => {
+                let args = IncrArgs::decode(value).expect("checked by `refusal`");
+                incr(store, blobs, key, args, write.ttl_secs.map(|_| expires_at_ns), s).map(
+                    |(status, version, n)| {
+                        count = n;
+                        if status == Status::Ok {
+                            counted = counter::Text::of(n.expect("an applied INCR counts").into());
+                        }
+                        (status, version)
+                    },
+                )
+            }
+            Opcode::Touch => touch(store, blobs, key, expires_at_ns, s),
             _ => unreachable!("apply is only called for writes"),
         };
         // `memory`: the record is in the page cache before its reply exists, so an answered
@@ -185,16 +329,24 @@ impl Core {
             endpoint.queued_for_compaction = true;
             self.compaction_queue.push_back(slot);
         }
-        let (status, version) = outcome.unwrap_or_else(|error| (status_of(error), 0));
-        let written = match (opcode, status) {
+        let (status, version) = outcome.unwrap_or_else(|error| {
+            count = None;
+            (status_of(error), 0)
+        });
+        let c = &mut self.counters;
+        c.cas_mismatches += u64::from(status == Status::VersionMismatch);
+        c.incr_below_floor += u64::from(status == Status::BelowFloor);
+        // A replicated INCR reaches the backups as a PUT of the count it wrote.
+        let written = match (write.opcode, status) {
             (Opcode::Put | Opcode::Cas, Status::Ok) => Some((WriteOp::Put, value, version)),
+            (Opcode::Incr, Status::Ok) => Some((WriteOp::Put, counted.as_bytes(), version)),
             (Opcode::Delete, Status::Ok) => Some((WriteOp::Delete, &[][..], store.last_lsn())),
             _ => None,
         };
         if let Some((op, value, lsn)) = written {
             self.record_applied(slot, lsn, op, key, value, &stamp);
         }
-        Record { status, version, fingerprint: stamp.fingerprint }
+        Outcome { record: Record { status, version, fingerprint: stamp.fingerprint }, count }
     }
 
     /// The group commit at the end of a batch: `Flushed` endpoints flush and their held
@@ -307,6 +459,7 @@ impl Core {
                 for ack in self.pending.iter_mut().filter(|a| a.slot == slot) {
                     ack.reply.status = status;
                     ack.reply.version = 0;
+                    ack.count = None;
                     let id = (ack.reply.client_id, ack.reply.tracking_id);
                     self.completions.replace(id, status_of(error), 0);
                 }
@@ -358,16 +511,25 @@ impl Core {
         crate::stamps_kept_since(self.wall_ns(), self.config.completion_ttl_ns)
     }
 
-    /// Sums the stores' sizes into the counters, every `SIZES_INTERVAL_NS`.
+    /// Sums the stores' sizes into the counters, and queues for compaction the endpoints whose
+    /// values expired, every `SIZES_INTERVAL_NS`.
     pub(super) fn refresh_sizes(&mut self, now_ns: u64) {
         if now_ns.saturating_sub(self.last_sizes_ns) < SIZES_INTERVAL_NS && self.last_sizes_ns != 0
         {
             return;
         }
         self.last_sizes_ns = now_ns.max(1);
+        let wall_ns = self.wall_ns();
         let c = &mut self.counters;
         (c.log_bytes, c.live_bytes, c.index_bytes, c.quarantined, c.poisoned) = (0, 0, 0, 0, 0);
-        for endpoint in &self.endpoints {
+        for (slot, endpoint) in self.endpoints.iter_mut().enumerate() {
+            // Values with a TTL expire without a write: an endpoint whose oldest segment
+            // holds only expired ones is due for compaction though nothing wrote to it.
+            endpoint.store.set_clock(wall_ns);
+            if !endpoint.queued_for_compaction && endpoint.store.needs_compaction() {
+                endpoint.queued_for_compaction = true;
+                self.compaction_queue.push_back(slot);
+            }
             let s = endpoint.store.stats();
             c.log_bytes += s.log_bytes;
             c.live_bytes += s.live_bytes;
@@ -386,4 +548,55 @@ impl Core {
             }
         }
     }
+}
+
+/// INCR on one store: the status, the key's version after it, and the count its reply
+/// carries (the new one; the current one when refused below the floor). The new count keeps
+/// the key's flags and expiry, unless the request gave an expiry (`expires_at_ns`).
+fn incr(
+    store: &mut Store,
+    blobs: &mut BlobStore,
+    key: &[u8],
+    args: IncrArgs,
+    expires_at_ns: Option<u64>,
+    stamp: Option<&Stamp>,
+) -> Result<(Status, u64, Option<i64>), StoreError> {
+    if let Some((ValueRef::Blob(_), version)) = store.get_reference(key)? {
+        // A blob value (16 KiB or more) is no count: refused without reading its chunks.
+        return Ok((Status::NotACounter, version, None));
+    }
+    let (step, version, mut meta) = match store.get_item(blobs, key)? {
+        Some(item) => (counter::step(Some(item.value), args), item.version, item.meta),
+        None => (counter::step(None, args), 0, Meta::NONE),
+    };
+    let next = match step {
+        Ok(next) => next,
+        Err(counter::Refused::BelowFloor(count)) => {
+            return Ok((Status::BelowFloor, version, Some(count)))
+        }
+        Err(counter::Refused::NotACounter) => return Ok((Status::NotACounter, version, None)),
+    };
+    if let Some(expires_at_ns) = expires_at_ns {
+        meta.expires_at_ns = expires_at_ns;
+    }
+    let text = counter::Text::of(next.into());
+    let version = store.put_with(blobs, key, text.as_bytes(), &meta, stamp)?;
+    Ok((Status::Ok, version, Some(next)))
+}
+
+/// TOUCH on one store: the key's live value gets the expiry `expires_at_ns` (0: none) and
+/// keeps its flags; NOT_FOUND when absent.
+fn touch(
+    store: &mut Store,
+    blobs: &mut BlobStore,
+    key: &[u8],
+    expires_at_ns: u64,
+    stamp: Option<&Stamp>,
+) -> Result<(Status, u64), StoreError> {
+    let Some(item) = store.get_item(blobs, key)? else { return Ok((Status::NotFound, 0)) };
+    let meta = Meta { expires_at_ns, ..item.meta };
+    Ok(match store.rewrite_meta(blobs, key, &meta, stamp)? {
+        Some(version) => (Status::Ok, version),
+        None => (Status::NotFound, 0),
+    })
 }

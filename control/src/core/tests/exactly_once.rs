@@ -181,3 +181,33 @@ fn read_whole(h: &mut Harness, key: &[u8]) -> Vec<u8> {
     }
     value
 }
+
+#[test]
+fn a_resent_incr_after_a_restart_gets_its_count_and_is_not_counted_again() {
+    let disk = Restartable::new();
+    let start_ns = 1_700_000_000_000_000_000;
+    let mut h = disk.start(start_ns);
+    let args = |delta| proto::IncrArgs { delta, floor: Some(0) }.encode();
+    let incr = |h: &mut Harness, delta| {
+        let mut r = h.request(Opcode::Incr, b"n", &args(delta));
+        r.total_len = 16;
+        r
+    };
+    let first = incr(&mut h, 10);
+    assert_eq!(write(&mut h, first, b"n", &args(10)).status, 0);
+    let second = incr(&mut h, -4);
+    assert_eq!(write(&mut h, second, b"n", &args(-4)).status, 0);
+    drop(h); // kill -9: both replies lost
+
+    let mut h = disk.start(start_ns + 300_000_000);
+    for (request, delta, count) in [(first, 10, 10), (second, -4, 6)] {
+        let mut replies = h.send(&[(request, b"n", &args(delta))]);
+        let mut wire = Wire::default();
+        h.core.end_batch(2_000, &mut wire);
+        replies.extend(wire.messages());
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].0.status, 0);
+        assert_eq!(proto::decode_count(&replies[0].1), Some(count), "its first count");
+    }
+    assert_eq!(get(&mut h, b"n").2, b"6", "neither counted twice");
+}
