@@ -21,6 +21,19 @@ pub(crate) struct FileConfig {
     storage: StorageSection,
     #[serde(default)]
     memcache: MemcacheSection,
+    #[serde(default)]
+    io: IoSection,
+}
+
+/// `[io]`: the packet I/O (sockets unless `backend` says otherwise; see `crate::io`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IoSection {
+    /// `socket`, `dpdk` or `af-xdp`.
+    backend: Option<String>,
+    dpdk_eal: Option<String>,
+    xdp_ifname: Option<String>,
+    xdp_queue: Option<u32>,
 }
 
 /// `[memcache]`: the memcached door (off unless a port is given).
@@ -115,6 +128,20 @@ pub(crate) struct Flags {
     /// Serve the memcached protocol on this port (TCP and UDP, on the listen address's host).
     #[arg(long)]
     pub(crate) memcache_port: Option<u16>,
+    /// Packet I/O: kernel sockets, DPDK or AF_XDP (the bypass ones need a build with the
+    /// cargo feature of that name) [default: socket].
+    #[arg(long, value_enum)]
+    pub(crate) io: Option<crate::io::IoBackend>,
+    /// With `--io dpdk`: DPDK's EAL arguments, e.g. "-l 0 --no-huge --no-pci --vdev
+    /// net_memif0,role=server".
+    #[arg(long, allow_hyphen_values = true)]
+    pub(crate) dpdk_eal: Option<String>,
+    /// With `--io af-xdp`: the network interface.
+    #[arg(long)]
+    pub(crate) xdp_ifname: Option<String>,
+    /// With `--io af-xdp`: the queue of core 0 (core i takes queue Q + i) [default: 0].
+    #[arg(long)]
+    pub(crate) xdp_queue: Option<u32>,
 }
 
 /// Most partitions a node accepts (each costs ~100 bytes per core even when empty, and the
@@ -142,7 +169,9 @@ impl FileConfig {
     pub(crate) fn resolve(self, flags: Flags) -> Result<NodeOptions, String> {
         let n = self.node;
         let memcache = memcache_options(&self.memcache, flags.memcache_port)?;
+        let io = io_options(self.io, &flags)?;
         let options = NodeOptions {
+            io,
             memcache,
             listen: flags.listen.or(n.listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7000))),
             cores: flags.cores.or(n.cores).unwrap_or(1),
@@ -221,7 +250,31 @@ fn memcache_options(
     Ok(Some((port, config)))
 }
 
+/// The flags' packet I/O settings over the file's.
+fn io_options(file: IoSection, flags: &Flags) -> Result<crate::io::IoOptions, String> {
+    let backend = match (flags.io, file.backend) {
+        (Some(backend), _) => backend,
+        (None, None) => crate::io::IoBackend::default(),
+        (None, Some(name)) => crate::io::IoBackend::parse(&name).ok_or_else(|| {
+            format!("[io] backend must be \"socket\", \"dpdk\" or \"af-xdp\", not {name:?}")
+        })?,
+    };
+    let io = crate::io::IoOptions {
+        backend,
+        dpdk_eal: flags.dpdk_eal.clone().or(file.dpdk_eal),
+        xdp_ifname: flags.xdp_ifname.clone().or(file.xdp_ifname),
+        xdp_queue: flags.xdp_queue.or(file.xdp_queue).unwrap_or(0),
+    };
+    io.validate()?;
+    Ok(io)
+}
+
 fn validate(o: &NodeOptions) -> Result<(), String> {
+    if o.memcache.is_some() && o.io.backend != crate::io::IoBackend::Socket {
+        return Err("the memcached door runs on kernel sockets: drop --memcache-port or use \
+                    --io socket"
+            .into());
+    }
     if o.cores == 0 {
         return Err("cores must be at least 1".into());
     }
@@ -328,6 +381,47 @@ mod tests {
             .contains("item_bytes_max"));
         let bad = "[node]\ndata_dir = \"/d\"\n[memcache]\nport = 1\nudp_allow = [\"x\"]\n";
         assert!(parse(bad).unwrap().resolve(Flags::default()).unwrap_err().contains("udp_allow"));
+    }
+
+    #[test]
+    fn the_io_backend_comes_from_the_flags_then_the_file() {
+        use crate::io::IoBackend;
+        let o = parse("[node]\ndata_dir = \"/d\"\n").unwrap().resolve(Flags::default()).unwrap();
+        assert_eq!(o.io.backend, IoBackend::Socket);
+        let dpdk = "[node]\ndata_dir = \"/d\"\n[io]\nbackend = \"dpdk\"\ndpdk_eal = \"-l 0\"\n";
+        match (cfg!(feature = "dpdk"), parse(dpdk).unwrap().resolve(Flags::default())) {
+            (true, Ok(o)) => {
+                assert_eq!(
+                    (o.io.backend, o.io.dpdk_eal.as_deref()),
+                    (IoBackend::Dpdk, Some("-l 0"))
+                )
+            }
+            // A build without the backend says so, in one line naming the feature.
+            (false, Err(e)) => assert!(e.contains("--features dpdk"), "{e}"),
+            (built, other) => panic!("built with dpdk: {built}; {other:?}"),
+        }
+        let flags = Flags { io: Some(IoBackend::Socket), ..Flags::default() };
+        assert_eq!(parse(dpdk).unwrap().resolve(flags).unwrap().io.backend, IoBackend::Socket);
+        if cfg!(feature = "dpdk") {
+            let e = parse("[node]\ndata_dir = \"/d\"\n[io]\nbackend = \"dpdk\"\n").unwrap();
+            assert!(e.resolve(Flags::default()).unwrap_err().contains("--dpdk-eal"));
+        }
+        let e = parse("[node]\ndata_dir = \"/d\"\n[io]\nbackend = \"rdma\"\n").unwrap();
+        assert!(e.resolve(Flags::default()).unwrap_err().contains("backend"));
+        let xdp = "[node]\ndata_dir = \"/d\"\n[io]\nbackend = \"af-xdp\"\nxdp_ifname = \"veth0\"\n\
+                   xdp_queue = 2\n";
+        match (cfg!(feature = "af-xdp"), parse(xdp).unwrap().resolve(Flags::default())) {
+            (true, Ok(o)) => {
+                assert_eq!((o.io.xdp_ifname.as_deref(), o.io.xdp_queue), (Some("veth0"), 2))
+            }
+            (false, Err(e)) => assert!(e.contains("--features af-xdp"), "{e}"),
+            (built, other) => panic!("built with af-xdp: {built}; {other:?}"),
+        }
+        // The memcached door needs sockets (or, in a build without AF_XDP, the backend is
+        // refused first).
+        let door = format!("{xdp}[memcache]\nport = 11211\n");
+        let e = parse(&door).unwrap().resolve(Flags::default()).unwrap_err();
+        assert!(e.contains("memcached door") || e.contains("--features af-xdp"), "{e}");
     }
 
     #[test]

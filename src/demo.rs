@@ -39,6 +39,7 @@ pub(crate) fn run(single_node: bool) -> Result<ExitCode, String> {
         completion_records: control::COMPLETION_RECORDS_DEFAULT,
         memcache: None,
         cluster: None,
+        io: crate::io::IoOptions::default(),
     };
     let node = Node::start(&options, Arc::new(AtomicBool::new(false)))?;
     println!(

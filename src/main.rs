@@ -1,11 +1,11 @@
 //! `cradle`: the node and its command-line tools (see `cradle --help` and README.md).
 #![forbid(unsafe_code)]
 
-mod bench;
 mod bulk;
 mod commands;
 mod config;
 mod demo;
+mod io;
 mod metrics;
 mod node;
 mod recovery;
@@ -131,7 +131,7 @@ enum Command {
         single_node: bool,
     },
     /// Load a cradle or memcached server and report throughput and latency percentiles.
-    Bench(bench::BenchArgs),
+    Bench(loadgen::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -172,7 +172,7 @@ fn main() -> ExitCode {
         Command::Export { servers } => commands::export(&servers),
         Command::Up(args) => up::run(&args),
         Command::Demo { single_node } => demo::run(single_node),
-        Command::Bench(args) => bench::run(&args),
+        Command::Bench(args) => loadgen::run(&args),
     };
     match outcome {
         Ok(code) => code,

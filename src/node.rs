@@ -3,7 +3,7 @@
 use control::cluster::{Agent, ClusterSpec, ClusterView};
 use control::map_group::MapDisk;
 use control::{Core, CoreConfig, Durability, NodeLayout, NodeStats, ReplicationConfig, SyncClock};
-use dataplane::{run, RunnerConfig, UdpConfig, UdpPort};
+use dataplane::{RunnerConfig, UdpConfig, UdpPort};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +46,8 @@ pub(crate) struct NodeOptions {
     pub(crate) memcache: Option<(u16, memcache::DoorConfig)>,
     /// Membership of a cluster (none: a single node).
     pub(crate) cluster: Option<ClusterOptions>,
+    /// The packet I/O: sockets, DPDK or AF_XDP (`crate::io`).
+    pub(crate) io: crate::io::IoOptions,
 }
 
 /// `cradle node --cluster ... --cluster-key ... [--replicas R]`.
@@ -131,9 +133,15 @@ impl Node {
         if options.cores == 0 {
             return Err("--cores must be at least 1".into());
         }
-        let udp = UdpConfig { offload: options.udp_offload, ..UdpConfig::default() };
-        let ports = bind_ports(options.listen, options.cores, &udp)?;
-        let addrs: Vec<SocketAddr> = ports.iter().map(dataplane::Port::local_addr).collect();
+        let ports = match crate::io::open_node_ports(&options.io, options.listen, options.cores)? {
+            Some(bypass) => bypass,
+            None => {
+                let udp = UdpConfig { offload: options.udp_offload, ..UdpConfig::default() };
+                let ports = bind_ports(options.listen, options.cores, &udp)?;
+                ports.into_iter().map(crate::io::CorePort::Socket).collect()
+            }
+        };
+        let addrs: Vec<SocketAddr> = ports.iter().map(crate::io::CorePort::local_addr).collect();
         let layout = Arc::new(
             NodeLayout::new(options.partitions, addrs.clone()).map_err(|e| e.to_string())?,
         );
@@ -210,7 +218,7 @@ impl Node {
         let memcache = doors.first().map(memcache::Door::local_addr).transpose();
         let memcache = memcache.map_err(|e| format!("memcache door: {e}"))?;
         let mut loops = Vec::new();
-        for ((core, mut port), storage) in (0u32..).zip(ports).zip(storages) {
+        for ((core, port), storage) in (0u32..).zip(ports).zip(storages) {
             let config = CoreConfig {
                 completion_records_max: options.completion_records,
                 completion_ttl_ns: control::COMPLETION_TTL_NS_DEFAULT,
@@ -241,13 +249,15 @@ impl Node {
             let handle = thread
                 .spawn(move || {
                     let ran = match door {
-                        None => run(&mut port, &mut handler, &runner, &stop),
-                        Some(door) => memcache::DoorPort::new(port, &door, runner.spin).and_then(
-                            |mut port| {
+                        None => port.run(&mut handler, &runner, &stop),
+                        Some(door) => port
+                            .into_socket()
+                            .map_err(std::io::Error::other)
+                            .and_then(|port| memcache::DoorPort::new(port, &door, runner.spin))
+                            .and_then(|mut port| {
                                 let mut handler = memcache::DoorHandler { core: handler, door };
-                                run(&mut port, &mut handler, &runner, &stop)
-                            },
-                        ),
+                                dataplane::run(&mut port, &mut handler, &runner, &stop)
+                            }),
                     };
                     ran.map(|_| ()).map_err(|e| format!("core {core}: {e}"))
                 })

@@ -11,18 +11,23 @@
 //! This crate must never allocate per packet on the hot path, never block while a burst is in
 //! hand, and never know what the bytes mean (that is `proto` and `control`).
 
-// Unsafe code lives in `udp` alone, which opts back in.
+// Unsafe code lives in `udp` and the bypass backends (`dpdk`, `xdp`) alone, which opt back in.
 #![deny(unsafe_code)]
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod faulty;
+pub mod frame;
 pub mod mem;
 mod pool;
 pub mod runner;
 pub mod udp;
+#[cfg(feature = "af-xdp")]
+pub mod xdp;
 
 pub use faulty::{FaultControl, FaultCounters, Faults, FaultyPort};
 pub use mem::{MemNetwork, MemPort, NetworkCounters};

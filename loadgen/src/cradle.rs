@@ -4,7 +4,8 @@
 use super::engine::{exchange, Codec, Op, Outcome};
 use super::workload::{Keys, KEY_BYTES};
 use client::{Client, ClientConfig};
-use dataplane::UdpPort;
+use dataplane::Port;
+use proto::PartitionMap;
 use proto::{
     encode_message, flags, key_hash, HeaderFields, Messages, Opcode, Status, HEADER_BYTES,
 };
@@ -16,8 +17,11 @@ use std::time::Duration;
 const TRACKING_ID: std::ops::Range<usize> = 16..24;
 const PARTITION: std::ops::Range<usize> = 32..36;
 const TOKEN: std::ops::Range<usize> = 64..72;
-/// Error code for a GET whose value has the wrong length.
-const WRONG_LENGTH: u16 = 10;
+/// Error code for a GET whose value has the wrong length (above every `Status`, below
+/// `report::ERROR_CODES`).
+const WRONG_LENGTH: u16 = 13;
+/// Error code for a GET whose value has the right length but other bytes than were set.
+const WRONG_VALUE: u16 = 14;
 
 /// Requests and replies of the cradle protocol.
 pub(super) struct CradleCodec {
@@ -29,15 +33,28 @@ pub(super) struct CradleCodec {
     tokens: Vec<u64>,
     client_id: u64,
     value_bytes: usize,
+    /// The value every key is set to (GET replies are checked against it, byte for byte).
+    value: Vec<u8>,
     get_template: Vec<u8>,
     set_template: Vec<u8>,
 }
 
 impl CradleCodec {
-    /// Fetches the partition map from `server` with the client library and routes every key
-    /// by it. Tokens are filled in by `handshake`.
+    /// Fetches the partition map from `server` with the client library, through `port`.
+    pub(super) fn fetch_map<P: Port>(
+        server: SocketAddr,
+        port: &mut P,
+    ) -> Result<PartitionMap, String> {
+        let transport = super::transport::PortTransport::new(port);
+        let mut client = Client::with_transport(ClientConfig::new(vec![server]), transport)
+            .map_err(|e| format!("cannot reach {server}: {e}"))?;
+        client.map().map_err(|e| format!("cannot fetch the partition map from {server}: {e}"))
+    }
+
+    /// Routes every key by `map`. Tokens are filled in by `handshake`.
     pub(super) fn new(
         server: SocketAddr,
+        map: &PartitionMap,
         keys: Keys,
         value_bytes: usize,
         client_id: u64,
@@ -49,11 +66,6 @@ impl CradleCodec {
                 proto::DATAGRAM_BYTES_MAX - HEADER_BYTES - KEY_BYTES
             ));
         }
-        let mut client = Client::connect(ClientConfig::new(vec![server]))
-            .map_err(|e| format!("cannot reach {server}: {e}"))?;
-        let map = client
-            .map()
-            .map_err(|e| format!("cannot fetch the partition map from {server}: {e}"))?;
         let mut targets: Vec<SocketAddr> = Vec::new();
         let mut routes = Vec::with_capacity(keys.len());
         for i in 0..keys.len() as u32 {
@@ -93,12 +105,13 @@ impl CradleCodec {
             value_bytes,
             get_template: template(Opcode::Get, &[]),
             set_template: template(Opcode::Put, &value),
+            value,
         })
     }
 
     /// PINGs every target from the generator's socket and puts the token each returns into
     /// every request from now on, so all of them are address-validated.
-    pub(super) fn handshake(&mut self, port: &mut UdpPort) -> Result<(), String> {
+    pub(super) fn handshake<P: Port>(&mut self, port: &mut P) -> Result<(), String> {
         let mut tokens = Vec::new();
         for &target in &self.targets {
             let header = HeaderFields {
@@ -165,6 +178,9 @@ impl Codec for CradleCodec {
                 {
                     Outcome::Error(WRONG_LENGTH)
                 }
+                Status::Ok if h.opcode == Opcode::Get as u8 && *m.value != self.value[..] => {
+                    Outcome::Error(WRONG_VALUE)
+                }
                 Status::Ok => Outcome::Ok,
                 Status::NotFound => Outcome::Miss,
                 other => Outcome::Error(other as u16),
@@ -185,6 +201,7 @@ impl Codec for CradleCodec {
     fn error_name(&self, code: u16) -> String {
         match Status::from_wire(code) {
             _ if code == WRONG_LENGTH => "wrong value length".into(),
+            _ if code == WRONG_VALUE => "wrong value bytes".into(),
             Some(status) => status.describe().into(),
             None => format!("code {code}"),
         }

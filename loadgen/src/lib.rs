@@ -1,19 +1,28 @@
-//! `cradle bench`: a load generator for cradle and for memcached (its UDP protocol), so both
-//! are measured by the same tool in the same run.
+//! The load generator behind `cradle bench`: for cradle, for memcached (its UDP protocol) and
+//! for a bare echo (a path's limit), so all are measured by the same tool in the same run.
 //!
-//! One thread, one non-blocking UDP socket driven with recvmmsg/sendmmsg batches (the
-//! dataplane's `UdpPort`), requests patched from pre-encoded templates, a preallocated ring of
+//! One thread, one port of the dataplane's: a non-blocking UDP socket driven with
+//! recvmmsg/sendmmsg batches (`UdpPort`) by default, or a DPDK queue (`--io dpdk`, cargo
+//! feature `dpdk`), so both ends of a benchmark can bypass the kernel. Requests are patched
+//! from pre-encoded templates, a preallocated ring of
 //! request slots indexed by id, no resends: a request unanswered after `--timeout-ms` is
 //! counted as a timeout and its slot freed. Closed loop (`--in-flight` requests always out)
 //! or open loop (`--rate`, Poisson arrivals, latency from the intended send time). Every run
 //! is bounded by `--warmup` + `--duration` and stops by itself.
+//!
+//! It must never resend (a timeout is a measurement), never allocate per request while
+//! measuring, and never run without a bound on its time.
+#![forbid(unsafe_code)]
 
 mod cradle;
+mod echo;
 mod engine;
 mod memcache;
 mod report;
+mod transport;
 mod workload;
 
+use dataplane::Port;
 use engine::{Codec, Engine, Feed, Plan, IN_FLIGHT_MAX};
 use report::{Counters, Percentiles};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -23,16 +32,18 @@ use workload::{KeyChooser, Keys, PreloadFeed, RandomFeed, Zipf};
 
 /// Which server protocol the generator speaks.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Protocol {
+pub enum Protocol {
     /// cradle's own UDP protocol.
     Cradle,
     /// memcached's UDP frame header and text protocol.
     MemcacheUdp,
+    /// Byte-exact echoes of fixed requests, against `examples/echo.rs` (the path's limit).
+    Echo,
 }
 
 /// What the measured requests do.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum OpMix {
+pub enum OpMix {
     /// Only GETs (of preloaded keys).
     Get,
     /// Only SETs.
@@ -43,7 +54,7 @@ pub(crate) enum OpMix {
 
 /// How keys are drawn.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum KeyDistribution {
+pub enum KeyDistribution {
     /// Every key equally likely.
     Uniform,
     /// Zipfian with skew `--zipf-theta` (0.99 by default, as in YCSB).
@@ -52,7 +63,7 @@ pub(crate) enum KeyDistribution {
 
 /// `cradle bench` options.
 #[derive(clap::Args, Debug)]
-pub(crate) struct BenchArgs {
+pub struct BenchArgs {
     /// The server's HOST:PORT (for cradle, any core's port: the partition map names the rest).
     #[arg(long)]
     server: String,
@@ -112,6 +123,24 @@ pub(crate) struct BenchArgs {
     /// No per-second progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// The generator's packet I/O: `socket` or `dpdk` (both ends can bypass the kernel; `dpdk`
+    /// needs a build with the cargo feature `dpdk`).
+    #[arg(long, value_enum, default_value_t = GeneratorIo::Socket)]
+    io: GeneratorIo,
+    /// With `--io dpdk`: the EAL arguments (its own `--file-prefix`, and the device, e.g.
+    /// `--vdev net_memif0,role=client`).
+    #[arg(long, allow_hyphen_values = true)]
+    dpdk_eal: Option<String>,
+    /// With `--io dpdk`: the generator's own IPv4 address and UDP port.
+    #[arg(long, default_value = "127.0.0.2:40000")]
+    dpdk_local: std::net::SocketAddrV4,
+    /// Share of received datagrams the generator drops on purpose (seeded), to show the
+    /// server copes with loss.
+    #[arg(long, default_value_t = 0.0)]
+    inject_loss: f64,
+    /// Share of received datagrams the generator delivers late, behind 1 to 3 later ones.
+    #[arg(long, default_value_t = 0.0)]
+    inject_reorder: f64,
 }
 
 impl BenchArgs {
@@ -140,6 +169,9 @@ impl BenchArgs {
         if self.timeout_ms == 0 {
             return Err("--timeout-ms must be at least 1".into());
         }
+        if !(0.0..1.0).contains(&self.inject_loss) || !(0.0..1.0).contains(&self.inject_reorder) {
+            return Err("--inject-loss and --inject-reorder must be in [0, 1)".into());
+        }
         Ok(())
     }
 
@@ -166,27 +198,92 @@ impl BenchArgs {
 }
 
 /// Runs `cradle bench`.
-pub(crate) fn run(args: &BenchArgs) -> Result<ExitCode, String> {
+pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     args.validate()?;
     let server = resolve(&args.server)?;
+    match args.io {
+        GeneratorIo::Dpdk => run_dpdk(args, server),
+        _ => {
+            let bind: SocketAddr = if server.is_ipv4() {
+                "0.0.0.0:0".parse().expect("literal address")
+            } else {
+                "[::]:0".parse().expect("literal address")
+            };
+            run_with_faults(args, server, open_port(bind, args)?)
+        }
+    }
+}
+
+/// Opens one DPDK queue at `--dpdk-local` (no fallback: the generator measures the path it
+/// was asked for).
+#[cfg(feature = "dpdk")]
+fn run_dpdk(args: &BenchArgs, server: SocketAddr) -> Result<ExitCode, String> {
+    use dataplane::dpdk::{split_eal_args, DpdkConfig, DpdkDevice};
+    let eal = args.dpdk_eal.as_deref().ok_or(
+        "--io dpdk needs --dpdk-eal \"EAL ARGS\" (e.g. \"-l 1 --no-huge --no-pci --vdev \
+         net_memif0,role=client\")",
+    )?;
+    let config = DpdkConfig { eal_args: split_eal_args(eal), ..DpdkConfig::default() };
+    let device = DpdkDevice::open(&config).map_err(|e| format!("--io dpdk: {e}"))?;
+    let port = device.port(0, args.dpdk_local).map_err(|e| format!("--io dpdk: {e}"))?;
+    eprintln!("bench: dpdk {} ({}) at {}", device.name(), device.mac(), args.dpdk_local);
+    run_with_faults(args, server, port)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn run_dpdk(_: &BenchArgs, _: SocketAddr) -> Result<ExitCode, String> {
+    Err("--io dpdk: this cradle was built without it; build with `cargo build --release \
+         --features dpdk`"
+        .into())
+}
+
+/// The generator's packet I/O.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GeneratorIo {
+    /// Kernel UDP sockets.
+    #[default]
+    Socket,
+    /// A DPDK queue (cargo feature `dpdk`).
+    Dpdk,
+}
+
+/// Wraps the port in seeded receive faults if asked (only then: the wrapper takes a lock per
+/// burst).
+fn run_with_faults<P: Port>(
+    args: &BenchArgs,
+    server: SocketAddr,
+    port: P,
+) -> Result<ExitCode, String> {
+    if args.inject_loss == 0.0 && args.inject_reorder == 0.0 {
+        return run_on(args, server, port);
+    }
+    let faults = dataplane::Faults {
+        rx_drop: args.inject_loss,
+        rx_reorder: args.inject_reorder,
+        ..dataplane::Faults::NONE
+    };
+    let seed = args.seed.unwrap_or(1) ^ 0xfa17;
+    run_on(args, server, dataplane::FaultyPort::new(port, faults, seed))
+}
+
+fn run_on<P: Port>(args: &BenchArgs, server: SocketAddr, mut port: P) -> Result<ExitCode, String> {
     let seed = args.seed.unwrap_or_else(client::random_seed);
     let keys = Keys::new(args.keys as usize);
-    let bind: SocketAddr = if server.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal address")
-    } else {
-        "[::]:0".parse().expect("literal address")
-    };
     let (counters, errors_by_kind) = match args.protocol {
         Protocol::Cradle => {
             let client_id = client::random_seed().max(1);
-            let mut codec = cradle::CradleCodec::new(server, keys, args.value_bytes, client_id)?;
-            let mut port = open_port(bind, &codec, args)?;
+            let map = cradle::CradleCodec::fetch_map(server, &mut port)?;
+            let mut codec =
+                cradle::CradleCodec::new(server, &map, keys, args.value_bytes, client_id)?;
             codec.handshake(&mut port)?;
             drive(&codec, port, args, seed)?
         }
         Protocol::MemcacheUdp => {
             let codec = memcache::MemcacheCodec::new(server, keys, args.value_bytes)?;
-            let port = open_port(bind, &codec, args)?;
+            drive(&codec, port, args, seed)?
+        }
+        Protocol::Echo => {
+            let codec = echo::EchoCodec::new(server, args.value_bytes)?;
             drive(&codec, port, args, seed)?
         }
     };
@@ -205,14 +302,13 @@ fn resolve(name: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("server {name} has no address"))
 }
 
-fn open_port<C: Codec>(
-    bind: SocketAddr,
-    codec: &C,
-    args: &BenchArgs,
-) -> Result<dataplane::UdpPort, String> {
+fn open_port(bind: SocketAddr, args: &BenchArgs) -> Result<dataplane::UdpPort, String> {
+    // The largest request of any protocol: its value and at most a few hundred bytes of
+    // header, key and framing (memcached's UDP requests stop at 65,000 bytes).
+    let request_bytes_max = (args.value_bytes + 256).min(memcache::REQUEST_BYTES_MAX);
     let config = dataplane::UdpConfig {
-        // Replies of either protocol are at most one 1,472-byte datagram each.
-        buf_bytes: codec.request_bytes_max().max(proto::DATAGRAM_BYTES_ACCEPTED) + 1,
+        // Replies of every protocol are at most one 1,472-byte datagram each.
+        buf_bytes: request_bytes_max.max(proto::DATAGRAM_BYTES_ACCEPTED) + 1,
         offload: !args.no_udp_offload,
         ..dataplane::UdpConfig::default()
     };
@@ -220,12 +316,24 @@ fn open_port<C: Codec>(
 }
 
 /// Preloads (when the run reads), then runs the measured load.
-fn drive<C: Codec>(
+fn drive<C: Codec, P: Port>(
     codec: &C,
-    port: dataplane::UdpPort,
+    port: P,
     args: &BenchArgs,
     seed: u64,
 ) -> Result<(Counters, Vec<(String, u64)>), String> {
+    let mut port = port;
+    let room = port.alloc_tx().map(|mut buf| {
+        let room = dataplane::Buffer::capacity_mut(&mut buf).len();
+        port.release(buf);
+        room
+    });
+    if room.unwrap_or(0) < codec.request_bytes_max() {
+        return Err(format!(
+            "a request of {} bytes does not fit the port's buffers ({room:?} bytes)",
+            codec.request_bytes_max()
+        ));
+    }
     let mut engine = Engine::new(codec, port);
     if args.get_ratio() > 0.0 && !args.no_preload {
         preload(&mut engine, args)?;
@@ -245,7 +353,10 @@ fn drive<C: Codec>(
 }
 
 /// SETs every key (closed loop, up to three attempts each) before a run that reads them.
-fn preload<C: Codec>(engine: &mut Engine<'_, C>, args: &BenchArgs) -> Result<(), String> {
+fn preload<C: Codec, P: Port>(
+    engine: &mut Engine<'_, C, P>,
+    args: &BenchArgs,
+) -> Result<(), String> {
     let mut feed = PreloadFeed::new(args.keys as usize, 3);
     let plan = Plan {
         in_flight: args.in_flight.clamp(1, 64),
@@ -273,6 +384,7 @@ fn print_result(args: &BenchArgs, c: &Counters, errors_by_kind: &[(String, u64)]
     let protocol = match args.protocol {
         Protocol::Cradle => "cradle",
         Protocol::MemcacheUdp => "memcache-udp",
+        Protocol::Echo => "echo",
     };
     let op = match args.op {
         OpMix::Get => "get",
@@ -285,6 +397,7 @@ fn print_result(args: &BenchArgs, c: &Counters, errors_by_kind: &[(String, u64)]
             errors_by_kind.iter().map(|(name, count)| (name.clone(), (*count).into())).collect();
         let object = serde_json::json!({
             "protocol": protocol,
+            "io": format!("{:?}", args.io).to_lowercase(),
             "server": args.server,
             "op": op,
             "mix_get_ratio": args.get_ratio(),

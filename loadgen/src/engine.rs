@@ -7,7 +7,7 @@
 
 use super::report::{Counters, Progress, Recorder};
 use super::workload::Arrivals;
-use dataplane::{Buffer, PacketBuf, Port, UdpPort, BATCH};
+use dataplane::{Buffer, Port, BATCH};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -110,15 +110,15 @@ struct Slot {
 }
 
 /// The generator's socket, ring and clock; reused across the preload and the measured run.
-pub(super) struct Engine<'c, C: Codec> {
+pub(super) struct Engine<'c, C: Codec, P: Port> {
     codec: &'c C,
-    port: UdpPort,
+    port: P,
     slots: Vec<Slot>,
     next_seq: u64,
     oldest_seq: u64,
     outstanding: usize,
-    rx: Vec<PacketBuf>,
-    tx: Vec<PacketBuf>,
+    rx: Vec<P::Buf>,
+    tx: Vec<P::Buf>,
     clock: Instant,
 }
 
@@ -130,9 +130,9 @@ struct RunState<'f> {
     end_ns: u64,
 }
 
-impl<'c, C: Codec> Engine<'c, C> {
+impl<'c, C: Codec, P: Port> Engine<'c, C, P> {
     /// An engine sending through `port`.
-    pub(super) fn new(codec: &'c C, port: UdpPort) -> Engine<'c, C> {
+    pub(super) fn new(codec: &'c C, port: P) -> Engine<'c, C, P> {
         Engine {
             codec,
             port,
@@ -360,8 +360,8 @@ impl<'c, C: Codec> Engine<'c, C> {
 
 /// Sends one datagram outside any measured run and waits up to `timeout` for a reply (for
 /// handshakes such as cradle's address-validation token). Returns the first reply's bytes.
-pub(super) fn exchange(
-    port: &mut UdpPort,
+pub(super) fn exchange<P: Port>(
+    port: &mut P,
     request: &[u8],
     peer: SocketAddr,
     timeout: Duration,
