@@ -29,7 +29,7 @@ use proto::replication::{
     encode_built, encode_snapshot_header, finish_snapshot, Progress, Records, WriteOp, WriteRecord,
 };
 use std::collections::HashMap;
-use storage::{Applied, Snapshot, SnapshotRead, Stamp};
+use storage::{Applied, Snapshot, SnapshotRead};
 
 /// Snapshot entries sent beyond what the learner confirmed.
 const SNAPSHOT_WINDOW: u64 = 512;
@@ -402,16 +402,7 @@ impl Core {
             if r.lsn > building.received + 1 {
                 break; // a gap: the resend fills it
             }
-            let stamp = Stamp {
-                client_id: r.client_id,
-                tracking_id: r.tracking_id,
-                fingerprint: r.fingerprint,
-                at_ns: r.at_ns,
-            };
-            let applied = match r.op {
-                WriteOp::Put => Applied::Put { key: r.key, value: r.value },
-                WriteOp::Delete => Applied::Delete { key: r.key },
-            };
+            let (stamp, applied) = super::replica::decoded(&r);
             self.read_cache.forget(slot, r.key);
             if store.install(&mut self.blobs, r.lsn, applied, Some(&stamp)).is_err() {
                 break; // (its store failed: it confirms nothing more)
@@ -422,25 +413,11 @@ impl Core {
             }
             building.received = r.lsn;
             self.counters.replicated_records += 1;
-            let id = (r.client_id, r.tracking_id);
-            if self.completions.get(id).is_none() && self.completions.has_room(now_ns) {
-                let done = crate::completions::Record {
-                    status: Status::Ok,
-                    version: if r.op == WriteOp::Delete { 0 } else { r.lsn },
-                    fingerprint: r.fingerprint,
-                };
-                self.completions.insert(now_ns, id, done);
-            }
-            let mut bytes = Vec::with_capacity(r.len());
-            r.encode(&mut bytes);
-            replica.tail.push_back((r.lsn, bytes));
+            let version = if r.op == WriteOp::Delete { 0 } else { r.lsn };
+            super::replica::remember(&mut self.completions, &mut replica.tail, now_ns, &r, version);
         }
-        replica.committed = replica.committed.max(committed.min(building.received));
-        let c = replica.committed;
-        while replica.tail.front().is_some_and(|(lsn, _)| *lsn <= c) {
-            replica.tail.pop_front();
-        }
-        replica.last_echo = replica.last_echo.max(sent_ns);
+        let received = building.received;
+        replica.heard_from_primary(committed.min(received), sent_ns);
         self.after_learner_writes(slot);
     }
 

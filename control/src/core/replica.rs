@@ -230,6 +230,17 @@ impl ReplicaState {
         !*probing && now_ns >= *serving_from_ns && leased
     }
 
+    /// A backup or learner heard its primary's FORWARD sent at `sent_ns`: committed through
+    /// `committed` (of what it holds), which its tail need no longer keep.
+    pub(super) fn heard_from_primary(&mut self, committed: u64, sent_ns: u64) {
+        self.committed = self.committed.max(committed);
+        let c = self.committed;
+        while self.tail.front().is_some_and(|(lsn, _)| *lsn <= c) {
+            self.tail.pop_front();
+        }
+        self.last_echo = self.last_echo.max(sent_ns);
+    }
+
     /// A learner (being built).
     pub(super) fn is_learner(&self) -> bool {
         matches!(self.part, Part::Learner(_))
@@ -444,6 +455,41 @@ pub(crate) fn state_for(
     }
 }
 
+/// A forwarded record's stamp and effect, as a replica's store applies them.
+pub(super) fn decoded<'a>(r: &WriteRecord<'a>) -> (Stamp, Applied<'a>) {
+    let stamp = Stamp {
+        client_id: r.client_id,
+        tracking_id: r.tracking_id,
+        fingerprint: r.fingerprint,
+        at_ns: r.at_ns,
+    };
+    let applied = match r.op {
+        WriteOp::Put => Applied::Put { key: r.key, value: r.value },
+        WriteOp::Delete => Applied::Delete { key: r.key },
+    };
+    (stamp, applied)
+}
+
+/// After a replica applied forwarded record `r`: its completion record (a resend of the
+/// write after a failover is answered `version`) and its place in the replica's tail.
+pub(super) fn remember(
+    completions: &mut crate::completions::Completions,
+    tail: &mut VecDeque<(u64, Vec<u8>)>,
+    now_ns: u64,
+    r: &WriteRecord<'_>,
+    version: u64,
+) {
+    let id = (r.client_id, r.tracking_id);
+    if completions.get(id).is_none() && completions.has_room(now_ns) {
+        let done =
+            crate::completions::Record { status: Status::Ok, version, fingerprint: r.fingerprint };
+        completions.insert(now_ns, id, done);
+    }
+    let mut bytes = Vec::with_capacity(r.len());
+    r.encode(&mut bytes);
+    tail.push_back((r.lsn, bytes));
+}
+
 impl Core {
     /// Whether a replicated primary may serve now; the status to answer if not.
     pub(super) fn replica_gate(&mut self, slot: usize, now_ns: u64) -> Option<Status> {
@@ -651,16 +697,7 @@ impl Core {
             if r.lsn > last + 1 {
                 break; // a gap: the resend fills it
             }
-            let stamp = Stamp {
-                client_id: r.client_id,
-                tracking_id: r.tracking_id,
-                fingerprint: r.fingerprint,
-                at_ns: r.at_ns,
-            };
-            let applied = match r.op {
-                WriteOp::Put => Applied::Put { key: r.key, value: r.value },
-                WriteOp::Delete => Applied::Delete { key: r.key },
-            };
+            let (stamp, applied) = decoded(&r);
             let keys_before = store.len() as u64;
             self.read_cache.forget(slot, r.key);
             let result = store.apply_at(&mut self.blobs, r.lsn, applied, Some(&stamp));
@@ -674,18 +711,7 @@ impl Core {
             }
             self.counters.keys = self.counters.keys + store.len() as u64 - keys_before;
             self.counters.replicated_records += 1;
-            let id = (r.client_id, r.tracking_id);
-            if self.completions.get(id).is_none() && self.completions.has_room(now_ns) {
-                let done = crate::completions::Record {
-                    status: Status::Ok,
-                    version: r.lsn,
-                    fingerprint: r.fingerprint,
-                };
-                self.completions.insert(now_ns, id, done);
-            }
-            let mut bytes = Vec::with_capacity(r.len());
-            r.encode(&mut bytes);
-            replica.tail.push_back((r.lsn, bytes));
+            remember(&mut self.completions, &mut replica.tail, now_ns, &r, r.lsn);
             if self.durability == Durability::Memory {
                 replica.durable = r.lsn;
             }
@@ -701,12 +727,7 @@ impl Core {
         if pulled {
             return;
         }
-        replica.committed = replica.committed.max(committed.min(store.last_lsn()));
-        let c = replica.committed;
-        while replica.tail.front().is_some_and(|(lsn, _)| *lsn <= c) {
-            replica.tail.pop_front();
-        }
-        replica.last_echo = replica.last_echo.max(sent_ns);
+        replica.heard_from_primary(committed.min(store.last_lsn()), sent_ns);
         if !self.acks_due.contains(&slot) {
             self.acks_due.push(slot);
         }
