@@ -23,8 +23,17 @@
 //!   primary builds (`core::catchup`); once the primary reports it built (`MapOutcome::Built`,
 //!   relayed in the heartbeats to the leader), the leader makes it a backup.
 //!
+//! - **health** (`health`): a member whose heartbeats say its hardware is suspect hands its
+//!   primaries to backups on healthier members and gets no new replica; one that says it is
+//!   failing is drained (learners built elsewhere, then its replicas leave the map), unless
+//!   that would leave a partition short of replicas: then the leader holds back and says why.
+//!
 //! One change at a time, in that order of urgency. Not yet: the group's members are fixed
 //! at the bootstrap list, and primaries are not moved back to a node that rejoined.
+
+mod health;
+
+pub use health::{plan as health_plan, Health, MemberState, Plan};
 
 use crate::config::ConfigError;
 use crate::core::{MapChange, MapOutcome as CoreOutcome};
@@ -33,7 +42,7 @@ use crate::peer::{ClusterKey, PeerKind, PeerOpener, PeerSealer};
 use dataplane::Transmit;
 use proto::{partition_range, MapEntry, PartitionMap, Replica, Role};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
@@ -215,24 +224,25 @@ pub fn with_backups(map: &PartitionMap, built: &[(u32, SocketAddr)]) -> Option<P
 }
 
 /// The map with a learner added to each partition that has fewer replicas than the spec's
-/// replication factor, on the lowest member `usable` allows that holds none of it (on the
-/// partition's core); `None` if no partition gets one.
+/// replication factor on `counted` members, on the lowest member `usable` allows that holds
+/// none of it (on the partition's core); `None` if no partition gets one.
 pub fn with_learners(
     spec: &ClusterSpec,
     map: &PartitionMap,
     usable: impl Fn(usize) -> bool,
+    counted: impl Fn(usize) -> bool,
 ) -> Option<PartitionMap> {
     let mut next = map.clone();
     next.epoch += 1;
     let mut changed = false;
     for entry in &mut next.entries {
-        if 1 + entry.replicas.len() >= spec.replicas {
-            continue;
-        }
         let holds = |m: usize| {
             spec.member_of(entry.addr) == Some(m)
                 || entry.replicas.iter().any(|r| spec.member_of(r.addr) == Some(m))
         };
+        if (0..spec.members.len()).filter(|&m| counted(m) && holds(m)).count() >= spec.replicas {
+            continue;
+        }
         let Some(m) = (0..spec.members.len()).find(|&m| usable(m) && !holds(m)) else {
             continue;
         };
@@ -258,6 +268,25 @@ pub struct ClusterView {
     pub leader: AtomicU64,
     /// Per member: nanoseconds (agent clock) since last heard, `u64::MAX` if never.
     pub silent_ns: Mutex<Vec<u64>>,
+    /// This member's hardware verdict (`Health as u8`), set by the node's health monitor; the
+    /// agent says it in its heartbeats.
+    pub health: AtomicU8,
+    /// What the health policy makes of the members, as this one hears them.
+    pub health_state: Mutex<HealthState>,
+}
+
+/// The health policy as one member sees it (every member hears every other's verdict, so
+/// each works out the same plan the leader acts on).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthState {
+    /// Each member's verdict, from its heartbeats (this member's own included).
+    pub verdicts: Vec<Health>,
+    /// Members being drained.
+    pub draining: Vec<usize>,
+    /// Why a failing member is not drained.
+    pub holding_back: Vec<String>,
+    /// How long this member took from its failing verdict to holding no replica (ms).
+    pub drained_after_ms: Option<u64>,
 }
 
 impl ClusterView {
@@ -277,6 +306,7 @@ impl ClusterView {
     pub fn to_json(&self) -> serde_json::Value {
         let leader = self.leader.load(Ordering::Relaxed) as usize;
         let silent = self.silent_ns.lock().map(|s| s.clone()).unwrap_or_default();
+        let health = self.health_state.lock().map(|h| h.clone()).unwrap_or_default();
         let members: Vec<serde_json::Value> = self
             .members
             .iter()
@@ -291,8 +321,10 @@ impl ClusterView {
                     "dead"
                 };
                 let silent_ms = (ns != u64::MAX).then_some(ns / 1_000_000);
+                let verdict = health.verdicts.get(i).copied().unwrap_or_default();
                 serde_json::json!({ "member": i + 1, "addr": addr.to_string(), "state": state,
-                    "silent_ms": silent_ms })
+                    "silent_ms": silent_ms, "health": verdict.as_str(),
+                    "draining": health.draining.contains(&i) })
             })
             .collect();
         serde_json::json!({
@@ -300,6 +332,11 @@ impl ClusterView {
             "serving_epoch": self.serving_epoch.load(Ordering::Acquire),
             "leader": (leader >= 1).then(|| self.members.get(leader - 1).map(ToString::to_string)).flatten(),
             "members": members,
+            "health": {
+                "verdict": Health::from_u8(self.health.load(Ordering::Relaxed)).unwrap_or_default().as_str(),
+                "holding_back": health.holding_back,
+                "drained_after_ms": health.drained_after_ms,
+            },
         })
     }
 }
@@ -333,12 +370,18 @@ pub struct Agent {
     /// Per member, what its last heartbeat said: fresh, and the learners its primaries built
     /// at a map epoch (this member's own: from its cores).
     heard: Vec<Heard>,
+    /// Since when (agent clock) this member's verdict has been failing while it held replicas.
+    failing_since_ns: Option<u64>,
+    /// The health policy's hold-backs last said on stderr.
+    held_back: Vec<String>,
 }
 
 /// What a member's heartbeat says besides that it lives.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Heard {
     fresh: bool,
+    /// Its hardware verdict.
+    health: Health,
     /// The map epoch its cores served when they built `built`.
     epoch: u64,
     /// (partition, learner address) its primaries built.
@@ -351,7 +394,7 @@ const HEARD_BUILT_MAX: usize = 48;
 impl Heard {
     fn encode(&self, out: &mut Vec<u8>) {
         out.clear();
-        out.push(u8::from(self.fresh));
+        out.push(u8::from(self.fresh) | (self.health as u8) << 1);
         out.extend_from_slice(&self.epoch.to_le_bytes());
         let built = &self.built[..self.built.len().min(HEARD_BUILT_MAX)];
         out.extend_from_slice(&(built.len() as u16).to_le_bytes());
@@ -362,7 +405,8 @@ impl Heard {
     }
 
     fn decode(bytes: &[u8]) -> Option<Heard> {
-        if bytes.len() < 11 || bytes[0] > 1 {
+        let health = Health::from_u8(bytes.first()? >> 1)?;
+        if bytes.len() < 11 {
             return None;
         }
         let epoch = u64::from_le_bytes(bytes[1..9].try_into().expect("8 bytes"));
@@ -375,7 +419,7 @@ impl Heard {
             built.push((partition, addr));
             rest = after;
         }
-        rest.is_empty().then_some(Heard { fresh: bytes[0] == 1, epoch, built })
+        rest.is_empty().then_some(Heard { fresh: bytes[0] & 1 == 1, health, epoch, built })
     }
 }
 
@@ -456,6 +500,8 @@ impl Agent {
             dropped: 0,
             fresh,
             heard: vec![Heard::default(); n],
+            failing_since_ns: None,
+            held_back: Vec::new(),
             spec,
             group,
         })
@@ -545,6 +591,9 @@ impl Agent {
             self.last_heartbeat_ns = now_ns;
             let me = self.spec.me;
             self.heard[me].fresh = self.fresh;
+            self.heard[me].health =
+                Health::from_u8(self.view.health.load(Ordering::Relaxed)).unwrap_or_default();
+            self.follow_health(now_ns);
             let mut payload = Vec::new();
             self.heard[me].encode(&mut payload);
             for m in 0..self.spec.members.len() {
@@ -696,9 +745,67 @@ impl Agent {
             say(format!("learners built, now backups: {}", names.join(" ")), &next);
             return Some(next);
         }
-        let next = with_learners(spec, map, |m| alive(m) && !fresh[m])?;
+        let members = self.member_states(now_ns);
+        let plan = health::plan(spec, map, &members);
+        if let Some((next, why)) = plan.change {
+            say(why, &next);
+            return Some(next);
+        }
+        let next =
+            with_learners(spec, map, |m| members[m].placeable(), |m| !plan.draining.contains(&m))?;
         say("partitions short of replicas get learners".into(), &next);
         Some(next)
+    }
+
+    /// Each member as the health policy sees it.
+    fn member_states(&self, now_ns: u64) -> Vec<MemberState> {
+        let alive = |m: usize| {
+            m == self.spec.me
+                || self.last_heard[m].is_some_and(|t| now_ns - t < self.spec.detect_ns)
+        };
+        let heard = self.heard.iter().enumerate();
+        heard
+            .map(|(m, h)| MemberState { alive: alive(m), fresh: h.fresh, health: h.health })
+            .collect()
+    }
+
+    /// At each heartbeat: the health policy as this member sees it, for `cradle status` and
+    /// stderr (what it holds back, and, on a failing member, when it holds nothing more).
+    fn follow_health(&mut self, now_ns: u64) {
+        let Some(map) = &self.map else { return };
+        let members = self.member_states(now_ns);
+        let plan = health::plan(&self.spec, map, &members);
+        if plan.holding_back != self.held_back && self.group.is_leader() {
+            for why in plan.holding_back.iter().filter(|w| !self.held_back.contains(w)) {
+                eprintln!("cradle: {why}");
+            }
+        }
+        self.held_back.clone_from(&plan.holding_back);
+        let me = self.spec.me;
+        let holds = self.holds_replicas(map, me);
+        let mut drained_after_ms = None;
+        if members[me].health == Health::Failing {
+            let since = *self.failing_since_ns.get_or_insert(now_ns);
+            if !holds {
+                let ms = (now_ns - since) / 1_000_000;
+                drained_after_ms = Some(ms);
+                if self.view.health_state.lock().is_ok_and(|h| h.drained_after_ms.is_none()) {
+                    eprintln!("cradle: this member is failing and holds no replica now: drained in {ms} ms");
+                }
+            }
+        } else {
+            self.failing_since_ns = None;
+        }
+        if let Ok(mut state) = self.view.health_state.lock() {
+            let drained_after_ms = state.drained_after_ms.filter(|_| !holds).or(drained_after_ms);
+            *state = HealthState {
+                verdicts: members.iter().map(|s| s.health).collect(),
+                draining: plan.draining,
+                holding_back: plan.holding_back,
+                drained_after_ms: drained_after_ms
+                    .filter(|_| members[me].health == Health::Failing),
+            };
+        }
     }
 
     fn holds_replicas(&self, map: &PartitionMap, member: usize) -> bool {

@@ -21,7 +21,7 @@ mod workload;
 pub use map_group::{run_group, GroupOptions, GroupReport};
 
 use client::{ClientConfig, ClientCore, Error, Reply, Request, RequestId};
-use control::cluster::ClusterSpec;
+use control::cluster::{ClusterSpec, Health};
 use control::ReplicationConfig;
 use node::Node;
 
@@ -74,6 +74,10 @@ pub struct Options {
     /// lease that outlives the promotion wait): the injected bug the checker must catch (a
     /// cut-off old primary serves stale reads while the new one takes writes).
     pub stale_lease: bool,
+    /// Every so often (ms, at random in the range) one node's health monitor changes its
+    /// verdict (healthy, suspect or failing, at random): the leader hands its primaries to
+    /// backups, drains it, or holds back (issue #10). None: every node stays healthy.
+    pub health_every_ms: Option<(u64, u64)>,
 }
 
 impl Default for Options {
@@ -94,6 +98,7 @@ impl Default for Options {
             isolation: 0.0,
             durability: control::Durability::Flushed,
             stale_lease: false,
+            health_every_ms: None,
         }
     }
 }
@@ -133,6 +138,11 @@ pub struct Report {
     pub learners_joined: u64,
     /// Endpoints still up that became primary after probing their backups.
     pub promotions: u64,
+    /// Health verdicts changed (`Options::health_every_ms`).
+    pub health_changes: u64,
+    /// Times a failing node held no replica when its verdict changed again (drained, or
+    /// failed over and given none back: learners are not placed on unhealthy nodes).
+    pub drained: u64,
     /// Operations answered with an outcome.
     pub answered: u64,
     /// Operations that ended without one (counted as possibly applied).
@@ -156,6 +166,8 @@ enum Event {
     Restart(usize),
     /// Node n is reachable by the other nodes again.
     Heal(usize),
+    /// Some node's health verdict changes.
+    Health,
     Tick,
 }
 
@@ -195,6 +207,8 @@ struct Simulation {
     nodes: Vec<Node>,
     /// Cut off from the other nodes (not from the clients).
     isolated: Vec<bool>,
+    /// Each node's health verdict.
+    health: Vec<Health>,
     clients: Vec<Client>,
     history: Vec<Operation>,
     report: Report,
@@ -288,6 +302,7 @@ impl Simulation {
             sequence: 0,
             nodes,
             isolated: vec![false; count],
+            health: vec![Health::Healthy; count],
             clients,
             history: Vec::new(),
             report: Report::default(),
@@ -305,6 +320,7 @@ impl Simulation {
             sim.schedule_crash();
         }
         sim.schedule(TICK_NS, Event::Tick);
+        sim.schedule_health();
         sim
     }
 
@@ -322,6 +338,36 @@ impl Simulation {
             let after = self.between(up) * 1_000_000;
             self.schedule(after, Event::Failure);
         }
+    }
+
+    fn schedule_health(&mut self) {
+        if let Some(every) = self.options.health_every_ms {
+            let after = self.between(every) * 1_000_000;
+            self.schedule(after, Event::Health);
+        }
+    }
+
+    /// One node's verdict changes: half the time back to healthy, else suspect or failing.
+    fn change_health(&mut self) {
+        let n = self.rng.below(self.nodes.len() as u64) as usize;
+        let health = match self.rng.below(4) {
+            0 | 1 => Health::Healthy,
+            2 => Health::Suspect,
+            _ => Health::Failing,
+        };
+        let freshest = self.nodes.iter().filter_map(Node::map).max_by_key(|m| m.epoch);
+        let holds = freshest.is_some_and(|map| {
+            map.entries.iter().any(|e| {
+                node_of(e.addr) == Some(n) || e.replicas.iter().any(|r| node_of(r.addr) == Some(n))
+            })
+        });
+        if self.health[n] == Health::Failing && health != Health::Failing && !holds {
+            self.report.drained += 1;
+        }
+        self.health[n] = health;
+        self.nodes[n].set_health(health);
+        self.report.health_changes += 1;
+        self.schedule_health();
     }
 
     fn instant(&self) -> Instant {
@@ -359,7 +405,7 @@ impl Simulation {
     /// write lost shows even if no read happened to follow it during the run.
     fn read_every_key_quietly(&mut self) -> Result<(), String> {
         self.options.up_ms = None;
-        self.events.retain(|_, event| !matches!(event, Event::Failure));
+        self.events.retain(|_, event| !matches!(event, Event::Failure | Event::Health));
         while self.events.values().any(|e| matches!(e, Event::Restart(_) | Event::Heal(_))) {
             self.step();
         }
@@ -422,6 +468,7 @@ impl Simulation {
                 self.isolated[n] = false;
                 self.schedule_crash();
             }
+            Event::Health => self.change_health(),
             Event::Tick => {
                 for n in 0..self.nodes.len() {
                     let sent = self.nodes[n].tick(self.now_ns);

@@ -2,7 +2,7 @@
 //! drops the cores, and with them everything not synced (the disks are `MemoryVolume`s: a
 //! device's unsynced writes are its own and die with it); a start replays the disks.
 
-use control::cluster::{Agent, ClusterSpec, ClusterView};
+use control::cluster::{Agent, ClusterSpec, ClusterView, Health};
 use control::map_group::MapDisk;
 use control::{
     Core, CoreConfig, CoreStorage, Durability, NodeLayout, NodeStats, ReplicationConfig,
@@ -10,6 +10,7 @@ use control::{
 use dataplane::{Handler, Transmit};
 use proto::PartitionMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use storage::{BlobStore, MemoryVolume, Store, StoreConfig};
 
@@ -63,6 +64,10 @@ pub(crate) struct Node {
     membership: Option<(ClusterSpec, MapDisk)>,
     /// When the cores answer writes.
     pub(crate) durability: Durability,
+    /// The hardware verdict its health monitor gives (it outlives crashes, as hardware does).
+    health: Health,
+    /// Its agent's view, while it runs (where the verdict goes).
+    view: Option<Arc<ClusterView>>,
 }
 
 /// The address of core `core` of node `node`: 127.0.0.(node + 1), port 7000 + core.
@@ -100,6 +105,8 @@ impl Node {
             replication,
             membership,
             durability: Durability::Flushed,
+            health: Health::Healthy,
+            view: None,
         }
     }
 
@@ -158,6 +165,8 @@ impl Node {
             // As `cradle node` does: every core takes maps from its inbox, core 0 hosts the
             // agent.
             let view = Arc::new(ClusterView::for_spec(spec));
+            view.health.store(self.health as u8, Ordering::Relaxed);
+            self.view = Some(view.clone());
             let (agent, inboxes) = Agent::with_inboxes(spec.clone(), disk, wall_ns, view)
                 .expect("a valid cluster spec");
             for ((core, _), inbox) in cores.iter_mut().zip(inboxes) {
@@ -177,6 +186,15 @@ impl Node {
     /// Stops every core at once, as a power cut would.
     pub(crate) fn crash(&mut self) {
         self.cores = None;
+        self.view = None;
+    }
+
+    /// Its health monitor's verdict from now on.
+    pub(crate) fn set_health(&mut self, health: Health) {
+        self.health = health;
+        if let Some(view) = &self.view {
+            view.health.store(health as u8, Ordering::Relaxed);
+        }
     }
 
     /// A datagram for core address `to` at simulated time `now_ns` (wall-clock offset from the

@@ -119,3 +119,37 @@ fn the_memory_class_loses_no_answered_write_to_a_power_cut_of_one_node() {
     let long = Options { operations_per_client: 800, ..memory };
     all_pass("memory long", &seeds[..seeds.len().div_ceil(40)], &long);
 }
+
+#[test]
+fn unhealthy_nodes_hand_over_their_primaries_and_are_drained_while_nodes_fail() {
+    // Health verdicts change at random while nodes crash and are cut off: the leader hands
+    // suspect and failing nodes' primaries to backups (a planned promotion), drains failing
+    // nodes through learners where the others can take their replicas (RF 2 on 3 nodes),
+    // and holds back where they cannot (RF 3). Every history stays linearizable.
+    let seeds = seeds();
+    let seeds = &seeds[..seeds.len().div_ceil(10)];
+    for replicas in [2, 3] {
+        let options = Options {
+            replicas,
+            health_every_ms: Some((200, 800)),
+            operations_per_client: 800,
+            ..Options::cluster()
+        };
+        let reports = all_pass(&format!("health rf{replicas}"), seeds, &options);
+        let changes: u64 = reports.iter().map(|r| r.health_changes).sum();
+        let drained: u64 = reports.iter().map(|r| r.drained).sum();
+        let promotions: u64 = reports.iter().map(|r| r.promotions).sum();
+        let joined: u64 = reports.iter().map(|r| r.learners_joined).sum();
+        eprintln!(
+            "rf {replicas}, {} seeds: {changes} verdicts changed, {drained} drains seen, \
+             {promotions} promotions, {joined} learners joined",
+            seeds.len()
+        );
+        if seeds.len() >= 50 {
+            assert!(changes >= 2 * seeds.len() as u64, "{changes} verdict changes");
+            if replicas == 2 {
+                assert!(drained > 0, "no failing node was drained");
+            }
+        }
+    }
+}
