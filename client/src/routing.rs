@@ -113,7 +113,7 @@ impl Router {
             self.vouched.insert(entry.addr);
             self.vouched.extend(entry.replicas.iter().map(|r| r.addr));
         }
-        if self.map.as_ref().is_some_and(|known| known.epoch > map.epoch) {
+        if self.map.as_ref().is_some_and(|known| known.epoch >= map.epoch) {
             return Ok(false);
         }
         self.map = Some(map);
@@ -132,6 +132,21 @@ impl Router {
     /// cluster is known yet (the first server is how the client learns it).
     pub(crate) fn vouched_for(&self, addr: SocketAddr) -> bool {
         self.cluster.is_none() || self.vouched.contains(&addr)
+    }
+
+    /// The `turn`-th configured server (cycling) on another host than every one of `avoid`
+    /// (else any server not in `avoid`), skipping servers of another cluster.
+    pub(crate) fn server_in_turn(&self, turn: usize, avoid: &[SocketAddr]) -> Option<SocketAddr> {
+        let usable = |s: &&SocketAddr| !self.foreign.contains_key(*s) && !avoid.contains(*s);
+        let other_host: Vec<SocketAddr> = (self.servers.iter().filter(usable))
+            .filter(|s| avoid.iter().all(|a| a.ip() != s.ip()))
+            .copied()
+            .collect();
+        let candidates = match other_host.is_empty() {
+            false => other_host,
+            true => self.servers.iter().filter(usable).copied().collect(),
+        };
+        (!candidates.is_empty()).then(|| candidates[turn % candidates.len()])
     }
 
     /// The first configured server not in `tried`.

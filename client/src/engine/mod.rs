@@ -42,6 +42,10 @@ pub struct ClientCore {
     outbox: Outbox,
     completions: VecDeque<(RequestId, Result<Reply, Error>)>,
     map_refresh: Option<RequestId>,
+    /// While requests wait on servers the map still names (they may have died): when to ask
+    /// another node for the map again (`ClientCore::watch_map`), and whose turn it is.
+    map_watch_at: Option<Instant>,
+    map_watch_turn: usize,
     /// MAP requests asking configured servers which cluster they are of, by server.
     vouching: HashMap<SocketAddr, RequestId>,
     /// Vouches that ended (the server, and whether it is of our cluster: `None` when it did
@@ -68,6 +72,8 @@ impl ClientCore {
             outbox: Outbox::default(),
             completions: VecDeque::new(),
             map_refresh: None,
+            map_watch_at: None,
+            map_watch_turn: 0,
             vouching: HashMap::new(),
             vouched: Vec::new(),
             stats,
@@ -166,7 +172,10 @@ impl ClientCore {
 
     /// When `handle_timeout` should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        match (self.timers.next(), self.map_watch_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next finished request.

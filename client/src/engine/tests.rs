@@ -215,17 +215,22 @@ fn fail_over_to(b_cluster: u64) -> (Result<Reply, Error>, usize) {
     let mut puts_to_b = 0;
     loop {
         while let Some((to, datagram)) = core.poll_transmit() {
-            let m = Messages::new(&datagram).next().unwrap().unwrap();
-            match (to == b, m.opcode()) {
-                (true, Opcode::Map) => {
-                    let reply = reply_to(&datagram, proto::Status::Ok, &map_of(b_cluster, b));
-                    core.handle_datagram(now, b, &reply);
-                }
-                (true, Opcode::Put) => {
-                    puts_to_b += 1;
-                    core.handle_datagram(now, b, &reply_to(&datagram, proto::Status::Ok, &[]));
-                }
-                _ => {} // A is silent
+            // (One datagram may carry a MAP and the PUT: each gets its own answer.)
+            let messages: Vec<_> = Messages::new(&datagram).map(Result::unwrap).collect();
+            for m in messages {
+                let value = match (to == b, m.opcode()) {
+                    (true, Opcode::Map) => map_of(b_cluster, b),
+                    (true, Opcode::Put) => {
+                        puts_to_b += 1;
+                        Vec::new()
+                    }
+                    _ => continue, // A is silent
+                };
+                let mut h = m.header.reply(proto::Status::Ok);
+                h.map_epoch = 1;
+                let mut reply = vec![0u8; 8192];
+                let len = proto::encode_message(&mut reply, &h, &[], &value).unwrap();
+                core.handle_datagram(now, b, &reply[..len]);
             }
         }
         if let Some((_, result)) = core.poll_completion() {
@@ -247,6 +252,66 @@ fn a_failover_never_sends_a_write_to_a_server_of_another_cluster() {
         other => panic!("expected ForeignCluster, got {other:?}"),
     }
     let (result, puts_to_b) = fail_over_to(1);
-    assert_eq!(puts_to_b, 1, "B is of the same cluster: it gets the write");
+    assert_eq!(puts_to_b, 1, "B is of the same cluster: it gets the write: {result:?}");
     assert!(result.is_ok(), "{result:?}");
+}
+
+/// A PUT whose primary (A) went silent: the client asks another node (B) for the map every
+/// `MAP_WATCH` while the map still names A, so once the map names the new owner (C) the PUT
+/// goes there within one poll, not after A's backed-off timer and B's budget.
+#[test]
+fn a_request_on_a_silent_server_moves_within_a_map_poll_of_the_failover() {
+    for failover_ms in [60, 300, 900] {
+        let (a, b, c) = (addr(7000), SocketAddr::from(([127, 0, 0, 2], 7000)), addr(7002));
+        let mut config = ClientConfig::new(vec![a, b, c]);
+        config.seed = 1;
+        let mut core = ClientCore::new(config).unwrap();
+        let start = Instant::now();
+        let mut now = start;
+        let map_at = |epoch: u64, owner: SocketAddr| {
+            let entry = proto::MapEntry::single(0, u64::MAX, 0, owner);
+            PartitionMap { epoch, cluster: 1, entries: vec![entry] }.encode()
+        };
+        core.submit(now, Request::Map { server: a });
+        let (_, request) = core.poll_transmit().unwrap();
+        core.handle_datagram(now, a, &reply_to(&request, proto::Status::Ok, &map_at(1, a)));
+        assert!(core.poll_completion().unwrap().1.is_ok());
+        core.submit(now, Request::Put { key: b"k".to_vec(), value: b"v".to_vec() });
+        // B's map names A until the failover, then C. A is silent; B answers only maps.
+        let failover = start + Duration::from_millis(failover_ms);
+        let (mut polls, mut arrived) = (0, None);
+        while arrived.is_none() {
+            while let Some((to, datagram)) = core.poll_transmit() {
+                for m in Messages::new(&datagram).map(Result::unwrap).collect::<Vec<_>>() {
+                    if to == c && m.opcode() == Opcode::Put {
+                        arrived = Some(now);
+                    }
+                    if to != b || m.opcode() != Opcode::Map {
+                        continue;
+                    }
+                    polls += 1;
+                    let value = if now < failover { map_at(1, a) } else { map_at(2, c) };
+                    let mut h = m.header.reply(proto::Status::Ok);
+                    h.map_epoch = 1;
+                    let mut reply = vec![0u8; 8192];
+                    let len = proto::encode_message(&mut reply, &h, &[], &value).unwrap();
+                    core.handle_datagram(now, b, &reply[..len]);
+                }
+            }
+            if arrived.is_some() {
+                break;
+            }
+            assert!(core.poll_completion().is_none(), "the PUT ended before reaching C");
+            now = core.poll_timeout().expect("a timer while the PUT is in flight");
+            core.handle_timeout(now);
+        }
+        let late = arrived.unwrap().saturating_duration_since(failover);
+        assert!(
+            late <= super::timeout::MAP_WATCH,
+            "failover at {failover_ms} ms: the PUT reached C {late:?} after it"
+        );
+        // Polled about every MAP_WATCH from the second lost attempt on, not more often.
+        let most = failover_ms as usize / super::timeout::MAP_WATCH.as_millis() as usize + 2;
+        assert!(polls <= most, "{polls} map polls in {failover_ms} ms");
+    }
 }

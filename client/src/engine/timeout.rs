@@ -5,12 +5,20 @@ use crate::error::Error;
 use crate::request::RequestId;
 use proto::Status;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often a client asks for the map while requests wait on a server it still names
+/// (`ClientCore::watch_map`): a failover is seen this soon after the map group commits it,
+/// whatever the requests' own timers have backed off to. Each poll is one small MAP request.
+pub(crate) const MAP_WATCH: Duration = Duration::from_millis(5);
 
 impl ClientCore {
     /// Advances time to `now`: every request whose timer expired is resent, moved to the next
     /// server, or failed when its budget on every server is spent.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.map_watch_at.is_some_and(|at| at <= now) {
+            self.watch_map(now);
+        }
         while let Some(id) = self.timers.pop_expired(now) {
             let request = self.requests.get_mut(&id).expect("timer of a request in flight");
             request.deadline = None;
@@ -79,6 +87,7 @@ impl ClientCore {
             if let Some(other) = ask.then(|| self.router.another_node(target)).flatten() {
                 self.requests.get_mut(&id).expect("in flight").reroute = true;
                 self.refresh_map(now, other);
+                self.map_watch_at.get_or_insert(now + MAP_WATCH);
             }
         }
         self.stats.retransmits += 1;
@@ -154,14 +163,54 @@ impl ClientCore {
         }
     }
 
-    /// A new map arrived: requests waiting for one go out again.
+    /// Every `MAP_WATCH` while requests wait on servers the map still names, after two
+    /// attempts there went unanswered: the map is asked for again, from the other nodes in
+    /// turn (the one asked last may be down too), until a newer one names new owners
+    /// (`reroute_waiting`) or no request waits any more.
+    fn watch_map(&mut self, now: Instant) {
+        self.map_watch_at = None;
+        let mut suspects: Vec<SocketAddr> = self
+            .requests
+            .values()
+            .filter(|r| !r.internal && r.request.server().is_none() && r.attempts_on_server >= 2)
+            .filter(|r| self.router.route_request(&r.request).addr == r.target)
+            .map(|r| r.target)
+            .collect();
+        if suspects.is_empty() {
+            return;
+        }
+        suspects.sort_unstable();
+        suspects.dedup();
+        self.map_watch_turn += 1;
+        let Some(server) = self.router.server_in_turn(self.map_watch_turn, &suspects) else {
+            return;
+        };
+        if let Some(current) = self.map_refresh.take() {
+            self.finish(current, Err(Error::Cancelled)); // (internal: nobody is told)
+        }
+        self.refresh_map(now, server);
+        self.map_watch_at = Some(now + MAP_WATCH);
+    }
+
+    /// A newer map arrived: requests waiting for one, and every request whose server it no
+    /// longer names for its key, go out again by it.
     pub(super) fn reroute_waiting(&mut self, now: Instant) {
-        let waiting: Vec<RequestId> = self
+        self.map_watch_at = None;
+        let mut waiting: Vec<RequestId> = self
             .requests
             .iter()
-            .filter(|(_, request)| request.reroute)
+            .filter(|(_, request)| {
+                let moved = || {
+                    !request.internal
+                        && !request.awaiting_vouch
+                        && request.request.server().is_none()
+                        && self.router.route_request(&request.request).addr != request.target
+                };
+                request.reroute || moved()
+            })
             .map(|(&id, _)| id)
             .collect();
+        waiting.sort_unstable(); // (in the order submitted, whatever the table's order)
         for id in waiting {
             self.reroute(now, id);
         }
