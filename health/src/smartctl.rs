@@ -43,7 +43,7 @@ pub struct Counter {
     /// What it counts.
     pub kind: CounterKind,
     /// Its name in reasons, unique within its device (e.g. `attribute 5
-    /// Reallocated_Sector_Ct`); also the key its previous value is remembered by.
+    /// Reallocated_Sector_Ct raw`); also the key its previous value is remembered by.
     pub label: String,
     /// The count (for ATA, decoded from the packed raw value: see `ata_raw`).
     pub value: u64,
@@ -287,7 +287,7 @@ fn read_attribute(attribute: &Value, reading: &mut DeviceReading) {
     match ata_raw::decode(id, raw_value, raw_string) {
         Some(decoded) => reading.counters.push(Counter {
             kind,
-            label,
+            label: format!("{label} raw"),
             value: decoded.value,
             unpacked: decoded.unpacked,
         }),
