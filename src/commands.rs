@@ -211,8 +211,20 @@ pub(crate) fn status(servers: &Servers, json: bool) -> Result<ExitCode, String> 
         }
         _ => println!("node {}", addrs[0]),
     }
-    for (name, value) in object.iter().filter(|(name, _)| *name != "cluster") {
+    for (name, value) in
+        object.iter().filter(|(name, _)| !["cluster", "health"].contains(&name.as_str()))
+    {
         println!("  {name:<22} {value}");
+    }
+    if let Some(health) = object.get("health") {
+        let host = &health["host"];
+        println!("hardware health: {}", host["verdict"].as_str().unwrap_or("?"));
+        for reason in host["reasons"].as_array().into_iter().flatten() {
+            println!("  {}", reason.as_str().unwrap_or("?"));
+        }
+        for note in health["notes"].as_array().into_iter().flatten() {
+            println!("  note: {}", note.as_str().unwrap_or("?"));
+        }
     }
     if let (Some(cluster), Some(map)) = (object.get("cluster"), &map) {
         let leader = cluster["leader"].as_str().unwrap_or("none");
@@ -224,12 +236,21 @@ pub(crate) fn status(servers: &Servers, json: bool) -> Result<ExitCode, String> 
             let silent = m["silent_ms"]
                 .as_u64()
                 .map_or("never heard".into(), |ms| format!("silent {ms} ms"));
+            let draining = if m["draining"] == true { ", draining" } else { "" };
             println!(
-                "  member {} {} {} ({silent})",
+                "  member {} {} {} ({silent}), hardware {}{draining}",
                 m["member"],
                 m["addr"].as_str().unwrap_or("?"),
-                m["state"].as_str().unwrap_or("?")
+                m["state"].as_str().unwrap_or("?"),
+                m["health"].as_str().unwrap_or("?"),
             );
+        }
+        let policy = &cluster["health"];
+        for why in policy["holding_back"].as_array().into_iter().flatten() {
+            println!("  holding back: {}", why.as_str().unwrap_or("?"));
+        }
+        if let Some(ms) = policy["drained_after_ms"].as_u64() {
+            println!("  this member is failing and holds no replica: drained in {ms} ms");
         }
         map.print();
     }

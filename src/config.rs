@@ -23,6 +23,19 @@ pub(crate) struct FileConfig {
     memcache: MemcacheSection,
     #[serde(default)]
     io: IoSection,
+    #[serde(default)]
+    health: HealthSection,
+}
+
+/// `[health]`: the hardware-health watch (on by default; see `crate::health_watch`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthSection {
+    enabled: Option<bool>,
+    smartctl_json: Option<Vec<PathBuf>>,
+    sysfs_root: Option<PathBuf>,
+    interval_ms: Option<u64>,
+    settle_readings: Option<u32>,
 }
 
 /// `[io]`: the packet I/O (sockets unless `backend` says otherwise; see `crate::io`).
@@ -142,6 +155,20 @@ pub(crate) struct Flags {
     /// With `--io af-xdp`: the queue of core 0 (core i takes queue Q + i) [default: 0].
     #[arg(long)]
     pub(crate) xdp_queue: Option<u32>,
+    /// Judge the host's hardware from these saved `smartctl --json -a` files (or every
+    /// `*.json` in these directories, read again at every reading) instead of running
+    /// smartctl [default: run smartctl on this machine's devices].
+    #[arg(long)]
+    pub(crate) health_smartctl_json: Vec<PathBuf>,
+    /// Read the EDAC counters under this directory instead of / (for tests).
+    #[arg(long)]
+    pub(crate) health_sysfs_root: Option<PathBuf>,
+    /// Time between two hardware-health readings [default: 60,000 ms].
+    #[arg(long)]
+    pub(crate) health_interval_ms: Option<u64>,
+    /// No hardware-health watch (a suspect or failing host is then never drained).
+    #[arg(long)]
+    pub(crate) no_health: bool,
 }
 
 /// Most partitions a node accepts (each costs ~100 bytes per core even when empty, and the
@@ -170,8 +197,10 @@ impl FileConfig {
         let n = self.node;
         let memcache = memcache_options(&self.memcache, flags.memcache_port)?;
         let io = io_options(self.io, &flags)?;
+        let health = health_options(self.health, &flags)?;
         let options = NodeOptions {
             io,
+            health,
             memcache,
             listen: flags.listen.or(n.listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7000))),
             cores: flags.cores.or(n.cores).unwrap_or(1),
@@ -248,6 +277,34 @@ fn memcache_options(
     };
     config.validate()?;
     Ok(Some((port, config)))
+}
+
+/// The flags' health settings over the file's (`None`: no watch).
+fn health_options(
+    file: HealthSection,
+    flags: &Flags,
+) -> Result<Option<crate::health_watch::HealthOptions>, String> {
+    if flags.no_health || file.enabled == Some(false) {
+        return Ok(None);
+    }
+    let interval_ms = flags.health_interval_ms.or(file.interval_ms).unwrap_or(60_000);
+    if !(100..=86_400_000).contains(&interval_ms) {
+        return Err(format!(
+            "the health interval must be between 100 ms and a day, not {interval_ms} ms"
+        ));
+    }
+    let smartctl_json = match flags.health_smartctl_json.is_empty() {
+        true => file.smartctl_json.unwrap_or_default(),
+        false => flags.health_smartctl_json.clone(),
+    };
+    Ok(Some(crate::health_watch::HealthOptions {
+        sources: health::Sources {
+            smartctl_json,
+            sysfs_root: flags.health_sysfs_root.clone().or(file.sysfs_root),
+        },
+        interval: Duration::from_millis(interval_ms),
+        settle_readings: file.settle_readings.unwrap_or(3),
+    }))
 }
 
 /// The flags' packet I/O settings over the file's.

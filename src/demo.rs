@@ -40,6 +40,7 @@ pub(crate) fn run(single_node: bool) -> Result<ExitCode, String> {
         memcache: None,
         cluster: None,
         io: crate::io::IoOptions::default(),
+        health: None,
     };
     let node = Node::start(&options, Arc::new(AtomicBool::new(false)))?;
     println!(

@@ -5,6 +5,7 @@ mod bulk;
 mod commands;
 mod config;
 mod demo;
+mod health_watch;
 mod io;
 mod metrics;
 mod node;

@@ -48,6 +48,8 @@ pub(crate) struct NodeOptions {
     pub(crate) cluster: Option<ClusterOptions>,
     /// The packet I/O: sockets, DPDK or AF_XDP (`crate::io`).
     pub(crate) io: crate::io::IoOptions,
+    /// The hardware-health watch, if on (`crate::health_watch`).
+    pub(crate) health: Option<crate::health_watch::HealthOptions>,
 }
 
 /// `cradle node --cluster ... --cluster-key ... [--replicas R]`.
@@ -118,6 +120,7 @@ pub(crate) struct Node {
     loops: Vec<JoinHandle<Result<(), String>>>,
     metrics: Option<JoinHandle<()>>,
     syncer: Option<Syncer>,
+    health: Option<crate::health_watch::HealthWatch>,
     /// What a cluster member's agent knows (none on a single node).
     pub(crate) cluster: Option<Arc<ClusterView>>,
     /// Set once the node serves clients (`/healthz` answers 200 while it is set).
@@ -275,6 +278,12 @@ impl Node {
             },
             None => None,
         };
+        // (A host whose health cannot be watched still serves: it says so.)
+        let health = options.health.clone().and_then(|o| {
+            crate::health_watch::HealthWatch::spawn(o, stats.clone(), view.clone())
+                .map_err(|e| eprintln!("cradle: {e}: the host's hardware is not watched"))
+                .ok()
+        });
         if view.is_none() {
             serving.store(true, Ordering::Release); // (a member: once the cluster's map is in)
         }
@@ -285,6 +294,7 @@ impl Node {
             loops,
             metrics,
             syncer,
+            health,
             cluster: view,
             serving,
             _lock: lock,
@@ -309,6 +319,9 @@ impl Node {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(metrics) = self.metrics {
             let _ = metrics.join();
+        }
+        if let Some(health) = self.health {
+            health.finish();
         }
         if let Some(syncer) = self.syncer {
             // After the loops: its last sync covers their last writes.

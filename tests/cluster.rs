@@ -32,6 +32,12 @@ impl Cluster {
 
     /// The same on `port`, with `extra` flags for every member.
     fn start_with(partitions: u32, port: u16, extra: &[&str]) -> Cluster {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Cluster::start_each(partitions, port, |_| extra.clone())
+    }
+
+    /// The same with `extra(i)`'s flags for member i.
+    fn start_each(partitions: u32, port: u16, extra: impl Fn(usize) -> Vec<String>) -> Cluster {
         let members: Vec<SocketAddr> =
             (1..=3).map(|i| SocketAddr::from(([127, 0, 0, i], port))).collect();
         let key = tempfile::tempdir().expect("temp dir");
@@ -40,7 +46,8 @@ impl Cluster {
         let list = members.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",");
         let starting: Vec<Starting> = members
             .iter()
-            .map(|addr| {
+            .enumerate()
+            .map(|(i, addr)| {
                 let data_dir = tempfile::tempdir().expect("temp dir");
                 let mut command = common::cradle();
                 command
@@ -50,7 +57,7 @@ impl Cluster {
                     .arg(&key_file)
                     .arg("--data-dir")
                     .arg(data_dir.path())
-                    .args(extra)
+                    .args(extra(i))
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit());
                 Starting::spawn(command, data_dir)
@@ -471,4 +478,273 @@ fn failover_unavailability_over_20_kills() {
         gaps[gaps.len() / 2],
         gaps[gaps.len() - 1]
     );
+}
+
+/// The fixtures of real drives (`../shared/fixtures/smartctl`): the same Seagate model read
+/// twice as it wore out (1 reallocated sector: suspect; 304: failing), and a healthy one.
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/smartctl").join(name)
+}
+const HEALTHY_DISK: &str = "WDC_WD20EFRX-68EUZN0_18.json";
+const SUSPECT_DISK: &str = "ST3500418AS_11.json";
+const FAILING_DISK: &str = "ST3500418AS_12.json";
+
+/// Per member, a directory its health watch reads smartctl JSON from (every 200 ms), holding
+/// one healthy disk, and an empty sysfs root (no EDAC).
+struct HealthDirs {
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl HealthDirs {
+    fn new(members: usize) -> HealthDirs {
+        let dirs: Vec<tempfile::TempDir> =
+            (0..members).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+        for dir in &dirs {
+            std::fs::create_dir(dir.path().join("smart")).expect("smart dir");
+            std::fs::create_dir(dir.path().join("sys")).expect("sysfs root");
+        }
+        let health = HealthDirs { dirs };
+        for m in 0..members {
+            health.disk(m, HEALTHY_DISK);
+        }
+        health
+    }
+
+    fn flags(&self, m: usize) -> Vec<String> {
+        let dir = self.dirs[m].path();
+        vec![
+            "--health-interval-ms".into(),
+            "200".into(),
+            "--health-smartctl-json".into(),
+            dir.join("smart").display().to_string(),
+            "--health-sysfs-root".into(),
+            dir.join("sys").display().to_string(),
+        ]
+    }
+
+    /// Member `m`'s disk reads as `name` from now on (written whole, then renamed in).
+    fn disk(&self, m: usize, name: &str) {
+        let smart = self.dirs[m].path().join("smart");
+        let next = smart.join("disk.json.new");
+        std::fs::copy(fixture(name), &next).expect("copy a fixture");
+        std::fs::rename(&next, smart.join("disk.json")).expect("rename it in");
+    }
+}
+
+/// `cradle status --server SERVER --json`, parsed; `None` if it failed.
+fn try_status_json(server: &str) -> Option<serde_json::Value> {
+    let output = common::run(&["status", "--server", server, "--json"], b"");
+    output.status.success().then(|| serde_json::from_slice(&output.stdout).expect("JSON"))
+}
+
+/// Per member, (primaries, other replicas) it holds in `map` (`cradle map --json`).
+fn holdings(cluster: &Cluster, map: &serde_json::Value) -> Vec<(usize, usize)> {
+    let mut held = vec![(0, 0); cluster.members.len()];
+    for p in map["partitions"].as_array().expect("partitions") {
+        for r in p["replicas"].as_array().expect("replicas") {
+            let addr: SocketAddr = r["addr"].as_str().unwrap().parse().unwrap();
+            let m = cluster.members.iter().position(|m| m.ip() == addr.ip()).expect("a member");
+            match r["role"].as_str() {
+                Some("primary") => held[m].0 += 1,
+                _ => held[m].1 += 1,
+            }
+        }
+    }
+    held
+}
+
+/// Polls `cradle map --json` on `server` until `done` says yes of it; returns the map and how
+/// long it took.
+fn wait_for_map(
+    server: &str,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> (serde_json::Value, Duration) {
+    let began = Instant::now();
+    loop {
+        if let Some(map) = try_map_json(server) {
+            if done(&map) {
+                return (map, began.elapsed());
+            }
+            assert!(began.elapsed() < limit, "not {what} after {limit:?}: {map}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue #10's acceptance: a host whose disk degrades under load (the health watch of one
+/// member of three, RF 2, reads a drive that grew 1 reallocated sector, then 304) first hands
+/// its primaries to backups elsewhere and takes no new replica, then is drained: learners
+/// built on the others, its replicas out of the map. No acknowledged write is lost, no client
+/// sees an error, and the time from the failing verdict to an empty host is reported.
+#[test]
+fn a_degrading_host_hands_over_its_primaries_then_is_drained_under_load_losing_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let health = HealthDirs::new(3);
+    let mut cluster = Cluster::start_each(12, cluster_port() + 11, |m| {
+        let mut flags = health.flags(m);
+        flags.extend(["--replicas", "2", "--failover-after-ms", "300"].map(String::from));
+        flags
+    });
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (members, stop) = (cluster.members.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut client = Client::connect(ClientConfig::new(members)).expect("client");
+                let key = format!("w{w}-counter");
+                let mut counters = Counters::new(0);
+                counters.known.insert(key.clone(), (0, 0));
+                let (mut puts, mut put_errors, mut i) = (Vec::new(), 0, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    if i.is_multiple_of(3) {
+                        let put_key = format!("w{w}-put-{i}");
+                        match client.put(put_key.as_bytes(), &i.to_le_bytes()) {
+                            Ok(_) => puts.push((put_key, i)),
+                            Err(_) => put_errors += 1,
+                        }
+                    } else {
+                        counters.increment(&mut client, &key);
+                    }
+                }
+                (counters, puts, put_errors)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let survivor = |victim: usize| cluster.members[(victim + 1) % 3].to_string();
+    let map = map_json(&cluster.members[0].to_string());
+    let held = holdings(&cluster, &map);
+    let victim = (0..3).max_by_key(|&m| held[m].0).expect("members");
+    assert!(held[victim].0 > 0, "{held:?}");
+
+    // Suspect: its primaries go to backups on the others; it keeps its backups.
+    health.disk(victim, SUSPECT_DISK);
+    let (map, handed_in) =
+        wait_for_map(&survivor(victim), Duration::from_secs(20), "handed over", |map| {
+            holdings(&cluster, map)[victim].0 == 0
+        });
+    let suspect_replicas = holdings(&cluster, &map)[victim].1;
+    eprintln!(
+        "member {} suspect: its {} primaries handed over in {handed_in:?}; it keeps {} backups",
+        victim + 1,
+        held[victim].0,
+        suspect_replicas
+    );
+    let status = try_status_json(&survivor(victim)).expect("cradle status");
+    assert_eq!(status["cluster"]["members"][victim]["health"], "suspect", "{status}");
+    std::thread::sleep(Duration::from_millis(1000));
+    let map = map_json(&survivor(victim));
+    assert!(
+        holdings(&cluster, &map)[victim].1 <= suspect_replicas,
+        "a suspect member took new replicas: {map}"
+    );
+
+    // Failing: drained.
+    let failing_at = Instant::now();
+    health.disk(victim, FAILING_DISK);
+    let (map, drained_in) =
+        wait_for_map(&survivor(victim), Duration::from_secs(60), "drained", |map| {
+            holdings(&cluster, map)[victim] == (0, 0)
+        });
+    let reported = loop {
+        let status = try_status_json(&cluster.members[victim].to_string());
+        if let Some(ms) =
+            status.as_ref().and_then(|s| s["cluster"]["health"]["drained_after_ms"].as_u64())
+        {
+            break ms;
+        }
+        assert!(failing_at.elapsed() < Duration::from_secs(70), "no drain reported: {status:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "member {} failing: empty after {drained_in:?} (the map), reported drained in {reported} \
+         ms by its status",
+        victim + 1
+    );
+    for p in map["partitions"].as_array().unwrap() {
+        assert_eq!(p["replicas"].as_array().unwrap().len(), 2, "RF 2 kept: {p}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+
+    let mut probe = cluster.client();
+    let (mut increments, mut put_count, mut errors) = (0, 0, 0);
+    for worker in workers {
+        let (counters, puts, put_errors) =
+            worker.join().expect("a worker (a CAS applied twice panics)");
+        errors += counters.errors + put_errors;
+        for (key, (value, _)) in &counters.known {
+            let read = probe.get(key.as_bytes()).expect("GET").expect("counter present");
+            let n: u64 = std::str::from_utf8(&read.bytes).unwrap().parse().unwrap();
+            assert_eq!(n, *value, "{key}: an acknowledged increment lost or doubled");
+            increments += n;
+        }
+        for (key, value) in &puts {
+            let read = probe.get(key.as_bytes()).expect("GET");
+            assert_eq!(read.map(|v| v.bytes), Some(value.to_le_bytes().to_vec()), "{key} lost");
+        }
+        put_count += puts.len();
+    }
+    eprintln!("{increments} increments and {put_count} PUTs acknowledged, all there; {errors} client errors");
+    assert_eq!(errors, 0, "clients saw errors across the handover and the drain");
+    assert!(increments > 0 && put_count > 0, "the load ran");
+    drop(cluster.nodes.remove(victim));
+}
+
+/// Two of three members at RF 3 turn failing at once: their primaries go to the healthy
+/// one, but the cluster refuses to drain them (every partition would keep fewer than three
+/// replicas) and says why in `cradle status`; every partition keeps its three replicas.
+#[test]
+fn two_failing_hosts_at_rf_3_are_not_drained_below_the_replication_factor_and_status_says_why() {
+    let health = HealthDirs::new(3);
+    let cluster = Cluster::start_each(6, cluster_port() + 13, |m| health.flags(m));
+    let mut client = cluster.client();
+    for i in 0..50 {
+        client.put(format!("k{i}").as_bytes(), b"v").expect("PUT");
+    }
+    health.disk(1, FAILING_DISK);
+    health.disk(2, FAILING_DISK);
+    let server = cluster.members[0].to_string();
+    wait_for_map(&server, Duration::from_secs(20), "handed over", |map| {
+        holdings(&cluster, map)[0].0 == 6
+    });
+    let began = Instant::now();
+    let status = loop {
+        let status = try_status_json(&server).expect("cradle status");
+        if status["cluster"]["health"]["holding_back"].as_array().is_some_and(|h| h.len() == 2) {
+            break status;
+        }
+        assert!(began.elapsed() < Duration::from_secs(10), "no hold-back said: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for why in status["cluster"]["health"]["holding_back"].as_array().unwrap() {
+        let why = why.as_str().unwrap();
+        assert!(
+            why.contains("is failing but is not drained") && why.contains("of its 3 replicas"),
+            "{why}"
+        );
+    }
+    let members = status["cluster"]["members"].as_array().unwrap();
+    let verdicts: Vec<&str> = members.iter().map(|m| m["health"].as_str().unwrap()).collect();
+    assert_eq!(verdicts, ["healthy", "failing", "failing"]);
+    // A while later still nothing left: three replicas each, all in sync.
+    std::thread::sleep(Duration::from_millis(1500));
+    let map = map_json(&server);
+    for p in map["partitions"].as_array().unwrap() {
+        let roles: Vec<&str> =
+            p["replicas"].as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap()).collect();
+        assert_eq!(roles, ["primary", "backup", "backup"], "{p}");
+    }
+    let text = common::run(&["status", "--server", &server], b"");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("holding back: member 2") && text.contains("hardware failing"), "{text}");
+    for i in 0..50 {
+        assert_eq!(
+            client.get(format!("k{i}").as_bytes()).expect("GET").map(|v| v.bytes),
+            Some(b"v".to_vec())
+        );
+    }
 }

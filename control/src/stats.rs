@@ -312,6 +312,8 @@ pub struct NodeStats {
     lagging: Vec<std::sync::Mutex<Vec<(u32, std::net::SocketAddr, u64)>>>,
     /// A cluster member's agent's view (`set_cluster`), for STATS' `cluster` object.
     cluster: std::sync::OnceLock<std::sync::Arc<crate::cluster::ClusterView>>,
+    /// The health monitor's last report (`set_health`), for STATS' `health` object.
+    health: std::sync::Mutex<Option<serde_json::Value>>,
 }
 
 /// One replica behind its primary (see [`NodeStats::publish_lag`]).
@@ -338,6 +340,8 @@ pub struct StatsSnapshot {
     pub lagging: Vec<Lagging>,
     /// A cluster member's view of its cluster (`ClusterView::to_json`).
     pub cluster: Option<serde_json::Value>,
+    /// The hardware health monitor's last report (`health::HostReport::to_json`).
+    pub health: Option<serde_json::Value>,
 }
 
 impl NodeStats {
@@ -350,7 +354,13 @@ impl NodeStats {
             quarantines: Default::default(),
             lagging: (0..cores).map(|_| Default::default()).collect(),
             cluster: std::sync::OnceLock::new(),
+            health: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The health monitor's latest report, for STATS (written every reading, off the loop).
+    pub fn set_health(&self, report: serde_json::Value) {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
     }
 
     /// Adds the cluster agent's view to STATS (a cluster member; set once).
@@ -429,7 +439,8 @@ impl NodeStats {
             .map(|(partition, addr, lag)| Lagging { partition, addr, lag })
             .collect();
         let cluster = self.cluster.get().map(|view| view.to_json());
-        StatsSnapshot { cores, latency, quarantines, lagging, cluster }
+        let health = self.health.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        StatsSnapshot { cores, latency, quarantines, lagging, cluster, health }
     }
 }
 
@@ -477,6 +488,9 @@ impl StatsSnapshot {
         object.insert("lagging".into(), serde_json::Value::Array(lagging));
         if let Some(cluster) = &self.cluster {
             object.insert("cluster".into(), cluster.clone());
+        }
+        if let Some(health) = &self.health {
+            object.insert("health".into(), health.clone());
         }
         serde_json::Value::Object(object).to_string()
     }

@@ -127,9 +127,8 @@ fn short_partition(
 ) -> Option<(u32, usize)> {
     let out = |x: usize| x == m || draining.contains(&x);
     map.entries.iter().filter(|e| holders(spec, e).any(|(x, _)| x == m)).find_map(|e| {
-        let kept = holders(spec, e)
-            .filter(|&(x, role)| !out(x) && role != Some(Role::Learner) && members[x].alive)
-            .count();
+        // (A learner being built on a member that stays will be a backup there.)
+        let kept = holders(spec, e).filter(|&(x, _)| !out(x) && members[x].alive).count();
         let spare = (0..members.len())
             .filter(|&x| {
                 !out(x) && members[x].placeable() && !holders(spec, e).any(|(h, _)| h == x)
@@ -439,6 +438,20 @@ mod tests {
                 assert!(e.replicas.iter().all(|r| r.role == Role::Backup));
             }
         }
+    }
+
+    #[test]
+    fn a_drain_under_way_is_not_held_back_by_the_learners_it_placed() {
+        // RF 2 on 3 members, member 1 failing: once a learner of its partitions is placed on
+        // a healthy member, that member is no longer spare, but the learner will stand in.
+        let spec = spec(3, 2);
+        let members = states(&[Healthy, Failing, Healthy]);
+        let map = spec.initial_map();
+        let (map, _) = plan(&spec, &map, &members).change.expect("a handover first");
+        let placeable = |m: usize| members[m].placeable();
+        let with = with_learners(&spec, &map, placeable, |m| m != 1).expect("learners");
+        let plan = plan(&spec, &with, &members);
+        assert_eq!((plan.draining, plan.holding_back), (vec![1], Vec::<String>::new()));
     }
 
     #[test]
