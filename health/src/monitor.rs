@@ -145,6 +145,11 @@ impl Monitor {
 }
 
 fn all_clear(readings: &Readings) -> String {
+    if readings.devices.is_empty() && readings.edac.is_empty() {
+        return "no warning, but no evidence either: no device and no EDAC counter could be read \
+                (see the notes)"
+            .to_owned();
+    }
     let edac = match readings.edac.len() {
         0 => "no EDAC counters".to_owned(),
         n => format!("{n} EDAC counters below their limits"),
