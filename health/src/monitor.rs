@@ -61,6 +61,10 @@ impl HostReport {
     }
 }
 
+/// A host's verdict gets better after this many consecutive better readings unless the caller
+/// chooses otherwise: long enough that one quiet reading between two bad ones does not count.
+pub const SETTLE_READINGS_DEFAULT: u32 = 3;
+
 /// Remembers the previous reading of every device (by its key: model and serial number, or
 /// name) and every EDAC counter, and settles the host's verdict.
 #[derive(Clone, Debug)]
