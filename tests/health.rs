@@ -104,7 +104,9 @@ fn with_smartctl_it_scans_and_reads_every_device_and_says_which_has_no_smart() {
     std::fs::write(
         d.join("scan.json"),
         r#"{"devices": [{"name": "/dev/sda", "type": "sat", "protocol": "ATA"},
-                        {"name": "/dev/sdb", "type": "sat", "protocol": "ATA"}]}"#,
+                        {"name": "/dev/sdb", "type": "sat", "protocol": "ATA"},
+                        {"name": "/dev/sdc", "type": "scsi", "open_error": "Permission denied"},
+                        {"name": "/dev/sdd", "type": "sat", "protocol": "ATA"}]}"#,
     )
     .expect("written");
     std::fs::copy(format!("{FIXTURES}/ST3500418AS_11.json"), d.join("sda.json")).expect("copied");
@@ -116,11 +118,18 @@ fn with_smartctl_it_scans_and_reads_every_device_and_says_which_has_no_smart() {
             "model_name": "USB BRIDGE", "smart_support": {"available": false}}"#,
     )
     .expect("written");
+    std::fs::write(
+        d.join("sdd.json"),
+        r#"{"smartctl": {"exit_status": 2, "messages": [{"string": "Smartctl open device: /dev/sdd failed: No such device", "severity": "error"}]},
+            "device": {"name": "/dev/sdd", "type": "sat", "protocol": "ATA"}}"#,
+    )
+    .expect("written");
     let script = format!(
         "#!/bin/sh\ncase \"$*\" in\n\
          \"--scan-open --json\") exec cat {0}/scan.json ;;\n\
          \"--json -a -d sat /dev/sda\") cat {0}/sda.json; exit 0 ;;\n\
          \"--json -a -d sat /dev/sdb\") cat {0}/sdb.json; exit 4 ;;\n\
+         \"--json -a -d sat /dev/sdd\") cat {0}/sdd.json; exit 2 ;;\n\
          esac\necho \"unexpected: $*\" >&2\nexit 1\n",
         d.display()
     );
@@ -145,5 +154,10 @@ fn with_smartctl_it_scans_and_reads_every_device_and_says_which_has_no_smart() {
     let notes = report["notes"].to_string();
     assert!(notes.contains("USB BRIDGE): the device has no SMART"), "{notes}");
     assert!(notes.contains("Read SMART Data failed"), "{notes}");
+    assert!(notes.contains("smartctl cannot open /dev/sdc: Permission denied"), "{notes}");
+    assert!(
+        notes.contains("/dev/sdd: smartctl says: Smartctl open device: /dev/sdd failed"),
+        "{notes}"
+    );
     assert!(!notes.contains("not installed"), "{notes}");
 }

@@ -121,8 +121,7 @@ impl Monitor {
                 format!("held at {verdict}: better for {seen} of the {needed} readings needed"),
             );
         }
-        let mut notes = readings.errors.iter().map(|e| format!("error: {e}")).collect::<Vec<_>>();
-        notes.extend(readings.notes.iter().cloned());
+        let notes = readings.notes.clone();
         HostReport { verdict, reasons, devices, measured, notes }
     }
 
