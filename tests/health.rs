@@ -113,14 +113,16 @@ fn with_smartctl_it_scans_and_reads_every_device_and_says_which_has_no_smart() {
     std::fs::write(
         d.join("sdb.json"),
         r#"{"json_format_version": [1, 0],
-            "smartctl": {"exit_status": 4, "messages": [{"string": "Read SMART Data failed", "severity": "error"}]},
+            "smartctl": {"exit_status": 4,
+                         "messages": [{"string": "Read SMART Data failed", "severity": "error"}]},
             "device": {"name": "/dev/sdb", "type": "sat", "protocol": "ATA"},
             "model_name": "USB BRIDGE", "smart_support": {"available": false}}"#,
     )
     .expect("written");
     std::fs::write(
         d.join("sdd.json"),
-        r#"{"smartctl": {"exit_status": 2, "messages": [{"string": "Smartctl open device: /dev/sdd failed: No such device", "severity": "error"}]},
+        r#"{"smartctl": {"exit_status": 2, "messages": [{"severity": "error",
+                "string": "Smartctl open device: /dev/sdd failed: No such device"}]},
             "device": {"name": "/dev/sdd", "type": "sat", "protocol": "ATA"}}"#,
     )
     .expect("written");
