@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 pub struct DeviceReport {
     /// The device's name (`DEVICE (MODEL)`).
     pub name: String,
+    /// Its identity across readings (model and serial number, or name).
+    pub key: String,
     /// Its verdict at this reading (no hysteresis: that is the host's).
     pub verdict: Verdict,
     /// The sentences that decided it, each naming a counter and its value.
@@ -101,7 +103,8 @@ impl Monitor {
             );
             let reasons = findings.into_iter().map(|f| f.reason).collect();
             let notes = device.notes.clone();
-            devices.push(DeviceReport { name: device.name.clone(), verdict, reasons, notes });
+            let (name, key) = (device.name.clone(), device.key.clone());
+            devices.push(DeviceReport { name, key, verdict, reasons, notes });
         }
         host.extend(self.vanished(readings));
         host.extend(rules::judge_edac(&readings.edac, &self.edac));
