@@ -5,6 +5,7 @@ mod bulk;
 mod commands;
 mod config;
 mod demo;
+mod health;
 mod health_watch;
 mod io;
 mod metrics;
@@ -133,6 +134,9 @@ enum Command {
     },
     /// Load a cradle or memcached server and report throughput and latency percentiles.
     Bench(loadgen::BenchArgs),
+    /// Judge this machine's disks (smartctl) and memory (EDAC) healthy, suspect or failing,
+    /// with the counters that decided it; or saved smartctl JSON with --smartctl-json.
+    Health(health::HealthArgs),
 }
 
 fn main() -> ExitCode {
@@ -174,6 +178,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(&args),
         Command::Demo { single_node } => demo::run(single_node),
         Command::Bench(args) => loadgen::run(&args),
+        Command::Health(args) => health::run(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -29,7 +29,7 @@ mod smartctl;
 mod verdict;
 
 pub use edac::{EdacCounter, EdacKind};
-pub use monitor::{DeviceReport, HostReport, Monitor};
+pub use monitor::{DeviceReport, HostReport, Monitor, SETTLE_READINGS_DEFAULT};
 pub use own::OwnSignals;
 pub use read::{read, Readings, Sources};
 pub use rules::{thresholds, Threshold};

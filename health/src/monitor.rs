@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 pub struct DeviceReport {
     /// The device's name (`DEVICE (MODEL)`).
     pub name: String,
+    /// Its identity across readings (model and serial number, or name).
+    pub key: String,
     /// Its verdict at this reading (no hysteresis: that is the host's).
     pub verdict: Verdict,
     /// The sentences that decided it, each naming a counter and its value.
@@ -61,6 +63,10 @@ impl HostReport {
     }
 }
 
+/// A host's verdict gets better after this many consecutive better readings unless the caller
+/// chooses otherwise: long enough that one quiet reading between two bad ones does not count.
+pub const SETTLE_READINGS_DEFAULT: u32 = 3;
+
 /// Remembers the previous reading of every device (by its key: model and serial number, or
 /// name) and every EDAC counter, and settles the host's verdict.
 #[derive(Clone, Debug)]
@@ -97,7 +103,8 @@ impl Monitor {
             );
             let reasons = findings.into_iter().map(|f| f.reason).collect();
             let notes = device.notes.clone();
-            devices.push(DeviceReport { name: device.name.clone(), verdict, reasons, notes });
+            let (name, key) = (device.name.clone(), device.key.clone());
+            devices.push(DeviceReport { name, key, verdict, reasons, notes });
         }
         host.extend(self.vanished(readings));
         host.extend(rules::judge_edac(&readings.edac, &self.edac));
@@ -117,8 +124,7 @@ impl Monitor {
                 format!("held at {verdict}: better for {seen} of the {needed} readings needed"),
             );
         }
-        let mut notes = readings.errors.iter().map(|e| format!("error: {e}")).collect::<Vec<_>>();
-        notes.extend(readings.notes.iter().cloned());
+        let notes = readings.notes.clone();
         HostReport { verdict, reasons, devices, measured, notes }
     }
 
@@ -145,6 +151,11 @@ impl Monitor {
 }
 
 fn all_clear(readings: &Readings) -> String {
+    if readings.devices.is_empty() && readings.edac.is_empty() {
+        return "no warning, but no evidence either: no device and no EDAC counter could be read \
+                (see the notes)"
+            .to_owned();
+    }
     let edac = match readings.edac.len() {
         0 => "no EDAC counters".to_owned(),
         n => format!("{n} EDAC counters below their limits"),

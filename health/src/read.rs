@@ -27,9 +27,11 @@ pub struct Readings {
     pub devices: Vec<DeviceReading>,
     /// Every EDAC counter found.
     pub edac: Vec<EdacCounter>,
-    /// What could not be read from the machine, or is not understood.
+    /// What could not be read, or is not understood; each of `errors` is here too, first, as
+    /// `error: ...`.
     pub notes: Vec<String>,
-    /// Sources given explicitly that could not be read or parsed, each naming its path.
+    /// Sources given explicitly that could not be read or parsed, each naming its path (so a
+    /// command line tool can fail on them).
     pub errors: Vec<String>,
 }
 
@@ -55,6 +57,8 @@ pub fn read(sources: &Sources) -> Readings {
     let (counters, notes) = edac::read_edac(&root);
     readings.edac = counters;
     readings.notes.extend(notes);
+    let errors = readings.errors.iter().map(|e| format!("error: {e}"));
+    readings.notes = errors.chain(std::mem::take(&mut readings.notes)).collect();
     readings
 }
 
@@ -104,7 +108,7 @@ fn probe(readings: &mut Readings) {
         Ok(output) => output,
         Err(note) => return readings.notes.push(note),
     };
-    let devices = match scanned_devices(&scan) {
+    let devices = match scanned_devices(&scan, &mut readings.notes) {
         Ok(devices) => devices,
         Err(note) => return readings.notes.push(note),
     };
@@ -126,22 +130,41 @@ fn probe(readings: &mut Readings) {
         args.push(&name);
         let source = format!("smartctl {}", args.join(" "));
         match run_smartctl(&args).and_then(|out| parse_smartctl(&out, &source)) {
+            // Nothing was read from a device smartctl could not open: not a device of this
+            // reading, only what smartctl said about it.
+            Ok(device) if device.exit_status.is_some_and(|s| s & 0x02 != 0) => {
+                let notes = device.notes.iter().map(|n| format!("{name}: {n}"));
+                readings.notes.extend(notes);
+            }
             Ok(device) => readings.devices.push(device),
             Err(note) => readings.notes.push(note),
         }
     }
 }
 
-/// The `(name, type)` of each device in `smartctl --scan-open --json` output.
-fn scanned_devices(output: &[u8]) -> Result<Vec<(String, Option<String>)>, String> {
+/// The `(name, type)` of each device in `smartctl --scan-open --json` output; smartctl's
+/// messages and the devices it could not open are notes.
+fn scanned_devices(
+    output: &[u8],
+    notes: &mut Vec<String>,
+) -> Result<Vec<(String, Option<String>)>, String> {
     let value: Value = serde_json::from_slice(output)
         .map_err(|e| format!("smartctl --scan-open --json: not JSON: {e}"))?;
+    let messages = value.get("smartctl").and_then(|s| s.get("messages")).and_then(Value::as_array);
+    let texts = messages.into_iter().flatten().filter_map(|m| m.get("string")?.as_str());
+    notes.extend(texts.map(|t| format!("smartctl --scan-open says: {t}")));
     let devices = value.get("devices").and_then(Value::as_array).cloned().unwrap_or_default();
-    let scanned = devices.iter().filter_map(|d| {
-        let name = d.get("name")?.as_str()?.to_owned();
-        Some((name, d.get("type").and_then(Value::as_str).map(str::to_owned)))
-    });
-    Ok(scanned.collect())
+    let mut scanned = Vec::new();
+    for device in &devices {
+        let Some(name) = device.get("name").and_then(Value::as_str) else { continue };
+        if let Some(error) = device.get("open_error").and_then(Value::as_str) {
+            notes.push(format!("smartctl cannot open {name}: {error}"));
+            continue;
+        }
+        let kind = device.get("type").and_then(Value::as_str).map(str::to_owned);
+        scanned.push((name.to_owned(), kind));
+    }
+    Ok(scanned)
 }
 
 /// Runs `smartctl ARGS` and returns its standard output (its exit status is a bit mask of

@@ -145,7 +145,9 @@ fn judge_nvme(nvme: &NvmeHealth) -> Vec<Finding> {
         }
     }
     if let Some(used) = nvme.percentage_used.filter(|&u| u >= PERCENTAGE_USED_SUSPECT) {
-        let reason = format!("NVMe percentage_used {used}% (>= {PERCENTAGE_USED_SUSPECT}: rated endurance nearly spent)");
+        let limit = PERCENTAGE_USED_SUSPECT;
+        let reason =
+            format!("NVMe percentage_used {used}% (>= {limit}: rated endurance nearly spent)");
         findings.push(Finding::new(Verdict::Suspect, reason));
     }
     findings
@@ -193,8 +195,10 @@ pub(crate) fn judge_edac(
                 findings.push(Finding::new(Verdict::Failing, format!("{label} {value} (> 0)")));
             }
             EdacKind::Corrected if grown >= EDAC_CE_GROWTH_FAILING => {
+                let storm = EDAC_CE_GROWTH_FAILING;
                 let reason = format!(
-                    "{label} grew from {before} to {value} since the last reading (>= {EDAC_CE_GROWTH_FAILING} at once)"
+                    "{label} grew from {before} to {value} since the last reading \
+                     (>= {storm} at once)"
                 );
                 findings.push(Finding::new(Verdict::Failing, reason));
             }

@@ -159,6 +159,7 @@ pub fn parse_smartctl(bytes: &[u8], source: &str) -> Result<DeviceReading, Strin
     let mut reading = identify(&top, source);
     reading.notes.extend(smartctl_messages(&top));
     reading.notes.extend(unknown_fields(&top));
+    reading.notes.extend(format_version(&top));
     read_status(&top, &mut reading);
     match reading.protocol {
         Protocol::Ata => read_ata(&top, &mut reading),
@@ -225,6 +226,13 @@ fn unknown_fields(top: &Map<String, Value>) -> Vec<String> {
         .filter(|k| !KNOWN_PREFIXES.iter().any(|p| k.starts_with(p)))
         .map(|k| format!("unknown field {k:?} not judged"))
         .collect()
+}
+
+/// A note when smartctl's JSON format is not the 1.x this parser was written for.
+fn format_version(top: &Map<String, Value>) -> Option<String> {
+    let version = top.get("json_format_version")?;
+    let major = version.get(0).and_then(Value::as_u64);
+    (major != Some(1)).then(|| format!("json_format_version {version} is not 1.x: read as 1.x"))
 }
 
 fn read_status(top: &Map<String, Value>, reading: &mut DeviceReading) {

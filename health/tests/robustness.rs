@@ -51,6 +51,10 @@ fn unknown_fields_and_devices_are_notes() {
     let device = parse_smartctl(output.to_string().as_bytes(), "x.json").expect("parses");
     assert_eq!(device.notes, ["unknown field \"flux_capacitor\" not judged"]);
 
+    output["json_format_version"] = json!([2, 0]);
+    let device = parse_smartctl(output.to_string().as_bytes(), "x.json").expect("parses");
+    assert!(device.notes.iter().any(|n| n.contains("[2,0] is not 1.x")), "{:?}", device.notes);
+
     output["device"]["protocol"] = json!("Carrier Pigeon");
     output["smart_status"]["passed"] = json!(false);
     let device = parse_smartctl(output.to_string().as_bytes(), "x.json").expect("parses");
