@@ -303,7 +303,7 @@ fn health_options(
             sysfs_root: flags.health_sysfs_root.clone().or(file.sysfs_root),
         },
         interval: Duration::from_millis(interval_ms),
-        settle_readings: file.settle_readings.unwrap_or(3),
+        settle_readings: file.settle_readings.unwrap_or(health::SETTLE_READINGS_DEFAULT),
     }))
 }
 
