@@ -112,6 +112,7 @@ pub(crate) fn render(stats: &NodeStats, node: &NodeInfo) -> String {
         }
     }
     render_latency(&mut page, &snapshot.latency);
+    render_health(&mut page, &snapshot);
     render_endpoints(&mut page, stats, snapshot.cores.len() as u32);
     render_node(&mut page, node);
     page
@@ -165,6 +166,45 @@ fn render_node(page: &mut String, node: &NodeInfo) {
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         gauge(page, "process_open_fds", "Open file descriptors.", fds.count() as f64);
+    }
+}
+
+/// The host's hardware verdict, and in a cluster each member's and whether it is draining
+/// (absent before the first reading, or with `--no-health`).
+fn render_health(page: &mut String, snapshot: &control::StatsSnapshot) {
+    let level = |verdict: &serde_json::Value| match verdict.as_str() {
+        Some("healthy") => Some(0),
+        Some("suspect") => Some(1),
+        Some("failing") => Some(2),
+        _ => None,
+    };
+    let host = snapshot.health.as_ref().and_then(|h| level(&h["host"]["verdict"]));
+    if let Some(host) = host {
+        let help = "This host's hardware verdict: 0 healthy, 1 suspect, 2 failing.";
+        gauge(page, "cradle_health_verdict", help, f64::from(host));
+    }
+    let members = snapshot.cluster.as_ref().and_then(|c| c["members"].as_array().cloned());
+    let Some(members) = members else { return };
+    let name = "cradle_cluster_member_health_verdict";
+    let _ = writeln!(
+        page,
+        "# HELP {name} Each member's hardware verdict as its heartbeats say: 0 healthy, 1 \
+         suspect, 2 failing.\n# TYPE {name} gauge"
+    );
+    for m in &members {
+        if let Some(v) = level(&m["health"]) {
+            let _ = writeln!(page, "{name}{{member=\"{}\"}} {v}", m["member"]);
+        }
+    }
+    let name = "cradle_cluster_member_draining";
+    let _ = writeln!(
+        page,
+        "# HELP {name} 1 while the member is being drained for failing hardware.\n# TYPE \
+         {name} gauge"
+    );
+    for m in &members {
+        let draining = u8::from(m["draining"] == true);
+        let _ = writeln!(page, "{name}{{member=\"{}\"}} {draining}", m["member"]);
     }
 }
 
@@ -326,6 +366,7 @@ mod tests {
         let counters = CoreCounters { gets: 7, get_hits: 5, get_misses: 2, ..Default::default() };
         stats.publish(0, &counters, &control::LatencyHistogram::default());
         stats.count_endpoint_request(0, 2);
+        stats.set_health(serde_json::json!({"host": {"verdict": "suspect", "reasons": ["x"]}}));
         let page = render(&stats, &NodeInfo::now("flushed"));
         let lines = page.lines().map(|l| Ok(l.to_string()));
         let scrape = prometheus_parse::Scrape::parse(lines).expect("the page parses");
@@ -364,6 +405,8 @@ mod tests {
         assert_eq!(info.labels.get("durability"), Some("flushed"));
         assert!(find("process_resident_memory_bytes", None).is_some());
         assert!(find("cradle_service_seconds", None).is_some(), "the histogram");
+        let health = find("cradle_health_verdict", None).expect("the health verdict");
+        assert!(matches!(health.value, prometheus_parse::Value::Gauge(1.0)));
     }
 
     #[test]
