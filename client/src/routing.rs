@@ -157,11 +157,21 @@ impl Router {
         other_host.or_else(|| self.servers.iter().filter(usable).find(|s| **s != addr)).copied()
     }
 
-    /// (Servers of another cluster are skipped.)
+    /// (Servers of another cluster are skipped; servers on a host the known map names come
+    /// first: a host the map left is most likely down.)
     pub(crate) fn next_server(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
         let usable =
             |server: &SocketAddr| !tried.contains(server) && !self.foreign.contains_key(server);
-        self.servers.iter().copied().find(usable)
+        let named = |server: &SocketAddr| {
+            self.map.as_ref().is_none_or(|map| {
+                map.entries.iter().any(|e| {
+                    e.addr.ip() == server.ip()
+                        || e.replicas.iter().any(|r| r.addr.ip() == server.ip())
+                })
+            })
+        };
+        let first = self.servers.iter().copied().find(|s| usable(s) && named(s));
+        first.or_else(|| self.servers.iter().copied().find(usable))
     }
 
     /// The token to put in requests to `addr` (0: none known).

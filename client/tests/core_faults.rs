@@ -176,13 +176,16 @@ fn failover_reaches_a_live_server() {
 }
 
 #[test]
-fn busy_is_retried_and_reported_after_the_budget() {
+fn busy_is_retried_for_a_second_and_then_reported() {
     let mut sim = Sim::new(1, config(1));
     sim.servers[0].busy = true;
     let id = sim.submit(put("k", b"v"));
-    let (_, result) = sim.run_until(id, EVENTS_MAX);
+    let (elapsed, result) = sim.run_until(id, EVENTS_MAX);
     assert!(matches!(result, Err(Error::Status(Status::Busy))), "{result:?}");
-    assert_eq!(sim.servers[0].requests.len(), 8);
+    // Pauses of 1, 2, 4, … 32 ms, then 32 ms each, for a second.
+    assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+    let asked = sim.servers[0].requests.len();
+    assert!((30..=40).contains(&asked), "asked {asked} times");
 }
 
 #[test]

@@ -55,6 +55,8 @@ pub(crate) struct InFlight {
     pub(crate) token_retry_used: bool,
     /// WRONG_OWNER came without a hint: route again by the map at the next occasion.
     pub(crate) reroute: bool,
+    /// The current server answers BUSY: since when, and how many times.
+    pub(crate) busy: Option<(Instant, u32)>,
     /// Failing over to `target`, a configured server not yet known to be of the client's
     /// cluster: nothing is sent to it until its map says it is (`ClientCore::vouch`).
     pub(crate) awaiting_vouch: bool,
@@ -153,6 +155,7 @@ impl InFlight {
         self.attempts_total += 1;
         self.token_retry_used = false;
         self.last_status = None;
+        self.busy = None;
         self.progress = false;
         match &mut self.phase {
             Phase::Single => {}

@@ -320,6 +320,7 @@ impl ClientCore {
             window_start: now,
             rtt_sample_open: false,
             progress: false,
+            busy: None,
             last_status: None,
             phase,
         };

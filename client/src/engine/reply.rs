@@ -1,6 +1,7 @@
 //! Replies: matching them to requests and acting on their status.
 
 use super::inflight::Phase;
+use super::timeout::BUSY_FOR_MAX;
 use super::ClientCore;
 use crate::assembly::{fragments_covering, Assembly, Inserted, RANGE_FRAGMENTS_MAX};
 use crate::error::Error;
@@ -161,21 +162,28 @@ impl ClientCore {
 
     /// BUSY: the server is there and answered, so this is no lost datagram to back the timer
     /// off for: ask again after a short pause that doubles with each BUSY on this server (1 ms,
-    /// 2 ms, … at most 32 ms and the current timeout). A BUSY counts against the server's
-    /// attempt budget all the same, so a server that stays BUSY (a primary cut off from its
-    /// backups) is left for the next one, which knows the new map. BUSY is the error if every
-    /// server's budget runs out.
+    /// 2 ms, … at most 32 ms), for up to `BUSY_FOR_MAX`. A server is BUSY while it waits to
+    /// serve a partition it was just given (a new primary's promotion wait), while a backup it
+    /// waits for is being failed over, or while it is cut off from its backups: from the
+    /// second BUSY on, the client also asks the other nodes for the map every `MAP_WATCH`
+    /// (`watch_map`), and goes to the new owner as soon as a map names one. A server BUSY for
+    /// longer is left for the next configured one; BUSY is the error if none is left.
     fn on_busy(&mut self, now: Instant, id: RequestId) {
-        let attempts_max = self.config.attempts_per_server;
         let request = self.requests.get_mut(&id).expect("matched request");
         request.last_status = Some(Status::Busy);
-        if request.attempts_on_server >= attempts_max {
+        let (since, times) = request.busy.get_or_insert((now, 0));
+        if now.saturating_duration_since(*since) >= BUSY_FOR_MAX {
             return self.fail_over(now, id, Some(Status::Busy));
         }
-        request.attempts_on_server += 1;
+        *times += 1;
+        let shift = (*times).clamp(1, 6) - 1;
+        let watch = *times >= 2 && request.request.server().is_none();
         request.attempts_total += 1;
-        let shift = request.attempts_on_server.clamp(1, 6) - 1;
-        let pause = Duration::from_millis(1 << shift).min(request.rto);
+        let pause = Duration::from_millis(1 << shift);
+        if watch {
+            self.map_watch_at.get_or_insert(now + super::timeout::MAP_WATCH);
+        }
+        let request = self.requests.get_mut(&id).expect("matched request");
         request.progress = true; // (its expiry resends without counting a lost attempt)
         let at = request.timer_at(now + pause);
         self.timers.set(id, request.deadline, at);

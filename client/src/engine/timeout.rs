@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 /// whatever the requests' own timers have backed off to. Each poll is one small MAP request.
 pub(crate) const MAP_WATCH: Duration = Duration::from_millis(5);
 
+/// How long a server may answer BUSY before a request leaves it for the next configured
+/// server (`ClientCore::on_busy`): longer than a promotion wait plus a failover of a backup.
+pub(crate) const BUSY_FOR_MAX: Duration = Duration::from_secs(1);
+
 impl ClientCore {
     /// Advances time to `now`: every request whose timer expired is resent, moved to the next
     /// server, or failed when its budget on every server is spent.
@@ -172,7 +176,8 @@ impl ClientCore {
         let mut suspects: Vec<SocketAddr> = self
             .requests
             .values()
-            .filter(|r| !r.internal && r.request.server().is_none() && r.attempts_on_server >= 2)
+            .filter(|r| !r.internal && r.request.server().is_none())
+            .filter(|r| r.attempts_on_server >= 2 || r.busy.is_some_and(|(_, times)| times >= 2))
             .filter(|r| self.router.route_request(&r.request).addr == r.target)
             .map(|r| r.target)
             .collect();
