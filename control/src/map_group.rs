@@ -11,7 +11,9 @@
 //!
 //! Replays are exact: raft-rs draws election timeouts from `thread_rng` in
 //! `[min_election_tick, max_election_tick)`, so each member gets a range one tick wide (its own
-//! tick count, so members do not time out together).
+//! tick count, `ELECTION_TICKS + 3·(id − 1)`, so members do not time out together), while the
+//! base `election_tick` (how long a member that heard a leader refuses to vote) is
+//! `ELECTION_TICKS` for all.
 
 use crate::config::ConfigError;
 use protobuf::Message as _;
@@ -84,7 +86,12 @@ impl MapGroup {
         let election = ELECTION_TICKS + 3 * (id as usize).saturating_sub(1);
         let config = Config {
             id,
-            election_tick: election,
+            // Every member's vote is free again ELECTION_TICKS after it last heard the
+            // leader (raft-rs's lease under check_quorum), sooner than any member campaigns:
+            // the first to campaign after a leader's death wins at once. (With the lease as
+            // long as each member's own timeout, member 2's first campaign came before member
+            // 3 would vote, and the election took two of member 2's timeouts.)
+            election_tick: ELECTION_TICKS,
             heartbeat_tick: HEARTBEAT_TICKS,
             min_election_tick: election,
             max_election_tick: election + 1,
