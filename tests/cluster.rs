@@ -694,23 +694,39 @@ fn a_degrading_host_hands_over_its_primaries_then_is_drained_under_load_losing_n
     drop(cluster.nodes.remove(victim));
 }
 
-/// Two of three members at RF 3 turn failing at once: their primaries go to the healthy
-/// one, but the cluster refuses to drain them (every partition would keep fewer than three
-/// replicas) and says why in `cradle status`; every partition keeps its three replicas.
+/// Two of three members at RF 3 turn suspect at once, then failing: their primaries go to the
+/// healthy one, but the cluster refuses to drain them (every partition would keep fewer than
+/// three replicas) and says why in `cradle status`; every partition keeps its three replicas.
 #[test]
-fn two_failing_hosts_at_rf_3_are_not_drained_below_the_replication_factor_and_status_says_why() {
+fn two_unhealthy_hosts_at_rf_3_are_not_drained_below_the_replication_factor_and_status_says_why() {
     let health = HealthDirs::new(3);
     let cluster = Cluster::start_each(6, cluster_port() + 13, |m| health.flags(m));
     let mut client = cluster.client();
     for i in 0..50 {
         client.put(format!("k{i}").as_bytes(), b"v").expect("PUT");
     }
-    health.disk(1, FAILING_DISK);
-    health.disk(2, FAILING_DISK);
     let server = cluster.members[0].to_string();
-    wait_for_map(&server, Duration::from_secs(20), "handed over", |map| {
+    let full_sets = |map: &serde_json::Value| {
+        map["partitions"].as_array().unwrap().iter().all(|p| {
+            let replicas = p["replicas"].as_array().unwrap();
+            let roles: Vec<&str> = replicas.iter().map(|r| r["role"].as_str().unwrap()).collect();
+            roles == ["primary", "backup", "backup"]
+        })
+    };
+    // Suspect: every primary on the healthy member, nothing leaves the map.
+    health.disk(1, SUSPECT_DISK);
+    health.disk(2, SUSPECT_DISK);
+    let (map, _) = wait_for_map(&server, Duration::from_secs(20), "handed over", |map| {
         holdings(&cluster, map)[0].0 == 6
     });
+    assert!(full_sets(&map), "{map}");
+    let status = try_status_json(&server).expect("cradle status");
+    let members = status["cluster"]["members"].as_array().unwrap();
+    let verdicts: Vec<&str> = members.iter().map(|m| m["health"].as_str().unwrap()).collect();
+    assert_eq!(verdicts, ["healthy", "suspect", "suspect"], "{status}");
+    // Failing: still nothing leaves, and status says why.
+    health.disk(1, FAILING_DISK);
+    health.disk(2, FAILING_DISK);
     let began = Instant::now();
     let status = loop {
         let status = try_status_json(&server).expect("cradle status");
@@ -733,11 +749,8 @@ fn two_failing_hosts_at_rf_3_are_not_drained_below_the_replication_factor_and_st
     // A while later still nothing left: three replicas each, all in sync.
     std::thread::sleep(Duration::from_millis(1500));
     let map = map_json(&server);
-    for p in map["partitions"].as_array().unwrap() {
-        let roles: Vec<&str> =
-            p["replicas"].as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap()).collect();
-        assert_eq!(roles, ["primary", "backup", "backup"], "{p}");
-    }
+    assert!(full_sets(&map), "{map}");
+    assert_eq!(holdings(&cluster, &map)[0].0, 6, "{map}");
     let text = common::run(&["status", "--server", &server], b"");
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("holding back: member 2") && text.contains("hardware failing"), "{text}");
