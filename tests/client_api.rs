@@ -67,3 +67,32 @@ fn multi_gets_started_without_blocking_against_a_real_node() {
     }
     assert_eq!(shared.in_flight(), 0);
 }
+
+/// A port nothing listens on: the kernel answers ICMP port unreachable, and the client takes
+/// it (IP_RECVERR) instead of spending its whole retry budget (#13). Alone, it fails with the
+/// refusal after one transmission; listed before a live node, it is left for that node at
+/// once: no retransmission either way.
+#[test]
+fn a_closed_port_is_refused_at_once_and_left_for_the_next_server() {
+    let closed = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap()
+    }; // (dropped: closed)
+    let began = std::time::Instant::now();
+    let error = Client::connect(ClientConfig::new(vec![closed])).map(drop).unwrap_err();
+    let elapsed = began.elapsed();
+    match &error {
+        client::Error::Io(e) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{error}");
+            assert!(e.to_string().contains(&closed.to_string()), "{error}");
+        }
+        other => panic!("not the refusal: {other:?} after {elapsed:?}"),
+    }
+    let node = NodeProcess::start(1, 16, &[]);
+    let mut client = Client::connect(ClientConfig::new(vec![closed, node.addr])).expect("connect");
+    client.put(b"k", b"v").expect("PUT through the live node");
+    assert_eq!(client.get(b"k").expect("GET").map(|v| v.bytes), Some(b"v".to_vec()));
+    let stats = client.client_stats();
+    assert_eq!((stats.retransmits, stats.timeouts), (0, 0), "{stats:?}");
+    eprintln!("refused after {elapsed:?}; failover to the live node with no retransmission");
+}

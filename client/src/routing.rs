@@ -35,6 +35,8 @@ pub(crate) struct Router {
     vouched: HashSet<SocketAddr>,
     /// Servers whose map named another cluster (and which): never sent anything again.
     foreign: HashMap<SocketAddr, u64>,
+    /// Servers that answered something (a refusal from one of them may be a restart).
+    answered: HashSet<SocketAddr>,
 }
 
 /// A map from a server of another cluster than the client's.
@@ -60,6 +62,7 @@ impl Router {
             cluster: None,
             vouched: HashSet::new(),
             foreign: HashMap::new(),
+            answered: HashSet::new(),
         }
     }
 
@@ -172,6 +175,18 @@ impl Router {
         };
         let first = self.servers.iter().copied().find(|s| usable(s) && named(s));
         first.or_else(|| self.servers.iter().copied().find(usable))
+    }
+
+    /// Notes that `addr` answered a request.
+    pub(crate) fn note_answer(&mut self, addr: SocketAddr) {
+        if !self.answered.contains(&addr) {
+            self.answered.insert(addr);
+        }
+    }
+
+    /// Whether `addr` ever answered.
+    pub(crate) fn has_answered(&self, addr: SocketAddr) -> bool {
+        self.answered.contains(&addr)
     }
 
     /// The token to put in requests to `addr` (0: none known).

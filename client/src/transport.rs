@@ -1,5 +1,7 @@
 //! The datagram transport under the blocking driver: a narrow trait and its UDP socket.
 
+use nix::libc;
+use nix::sys::socket::{setsockopt, sockopt};
 use proto::DATAGRAM_BYTES_MAX;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -29,6 +31,12 @@ pub trait Transport {
         buf: &mut [u8],
         timeout: Duration,
     ) -> io::Result<Option<(usize, SocketAddr)>>;
+
+    /// A server that refused a datagram sent to it (ICMP port or host unreachable) since the
+    /// last call, if the transport learns of such things (the default does not).
+    fn take_refused(&mut self) -> Option<SocketAddr> {
+        None
+    }
 }
 
 /// A UDP socket on an ephemeral port. Its address family is fixed at bind time, so every
@@ -39,6 +47,8 @@ pub struct UdpTransport {
     /// The wait the socket is configured for (`None`: non-blocking), to skip redundant
     /// system calls.
     wait: Option<Duration>,
+    /// Destinations the kernel said refused a datagram, not yet taken (`take_refused`).
+    refused: Vec<SocketAddr>,
 }
 
 impl UdpTransport {
@@ -46,7 +56,53 @@ impl UdpTransport {
     pub fn bind(local: SocketAddr) -> io::Result<Self> {
         let socket = UdpSocket::bind(local)?;
         socket.set_nonblocking(true)?;
-        Ok(UdpTransport { socket, wait: None })
+        // ICMP errors for our sends go to the socket's error queue, naming the destination
+        // (Linux's IP_RECVERR; an unconnected socket hears of none otherwise). Where the
+        // option is refused, refusals are timeouts as before.
+        let _ = match local {
+            SocketAddr::V4(_) => setsockopt(&socket, sockopt::Ipv4RecvErr, &true),
+            SocketAddr::V6(_) => setsockopt(&socket, sockopt::Ipv6RecvErr, &true),
+        };
+        Ok(UdpTransport { socket, wait: None, refused: Vec::new() })
+    }
+
+    /// Reads the socket's error queue: each ICMP "port unreachable" or "host unreachable"
+    /// for a datagram we sent names its destination (the error queue's `msg_name`).
+    fn read_errors(&mut self) {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+        for _ in 0..64 {
+            let mut payload = [0u8; 64];
+            let mut iov = [std::io::IoSliceMut::new(&mut payload)];
+            let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
+            let flags = MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT;
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&self.socket);
+            let Ok(message) = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), flags)
+            else {
+                return; // (empty)
+            };
+            let refusal = |e: &libc::sock_extended_err| {
+                matches!(e.ee_origin, libc::SO_EE_ORIGIN_ICMP | libc::SO_EE_ORIGIN_ICMP6)
+                    && matches!(e.ee_errno as i32, libc::ECONNREFUSED | libc::EHOSTUNREACH)
+            };
+            let refused = message.cmsgs().into_iter().flatten().any(|c| match c {
+                ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _) => {
+                    refusal(&e)
+                }
+                _ => false,
+            });
+            let to = message.address.as_ref().and_then(|a| {
+                match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+                    (Some(v4), _) => Some(SocketAddr::from(std::net::SocketAddrV4::from(*v4))),
+                    (_, Some(v6)) => Some(SocketAddr::from(std::net::SocketAddrV6::from(*v6))),
+                    _ => None,
+                }
+            });
+            if let (true, Some(to)) = (refused, to) {
+                if !self.refused.contains(&to) {
+                    self.refused.push(to);
+                }
+            }
+        }
     }
 
     /// Binds an ephemeral port on the wildcard address of `server`'s family
@@ -117,10 +173,24 @@ impl Transport for UdpTransport {
         self.configure_wait(timeout)?;
         match self.socket.recv_from(buf) {
             Ok(received) => Ok(Some(received)),
+            Err(error) if is_refusal(&error) => {
+                self.read_errors();
+                Ok(None)
+            }
             Err(error) if is_no_datagram(&error) => Ok(None),
             Err(error) => Err(error),
         }
     }
+
+    fn take_refused(&mut self) -> Option<SocketAddr> {
+        self.refused.pop()
+    }
+}
+
+/// The error a receive returns once an ICMP error for an earlier send arrived.
+fn is_refusal(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::HostUnreachable)
+        || error.raw_os_error() == Some(libc::EHOSTUNREACH)
 }
 
 /// Errors that only mean "nothing arrived": a timeout, or an ICMP error some systems report

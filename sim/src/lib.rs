@@ -168,6 +168,12 @@ enum Event {
     Heal(usize),
     /// Some node's health verdict changes.
     Health,
+    /// The kernel tells client `client` that `server` refused a datagram (a crashed node's
+    /// port is closed: ICMP port unreachable).
+    Refused {
+        client: usize,
+        server: SocketAddr,
+    },
     Tick,
 }
 
@@ -469,6 +475,11 @@ impl Simulation {
                 self.schedule_crash();
             }
             Event::Health => self.change_health(),
+            Event::Refused { client, server } => {
+                let now = self.instant();
+                self.clients[client].core.handle_refused(now, server);
+                self.after_client(client);
+            }
             Event::Tick => {
                 for n in 0..self.nodes.len() {
                     let sent = self.nodes[n].tick(self.now_ns);
@@ -485,6 +496,15 @@ impl Simulation {
             self.clients[i].core.handle_datagram(now, packet.from, &packet.bytes);
             self.after_client(i);
         } else if let Some(n) = self.nodes.iter().position(|node| node.owns(packet.to)) {
+            let client = self.clients.iter().position(|c| c.addr == packet.from);
+            if let (false, Some(client)) = (self.nodes[n].is_up(), client) {
+                // (Like the datagram, the ICMP error may be lost; it takes the way back.)
+                if !self.rng.chance(self.options.loss) {
+                    let delay = self.between(self.options.delay_us) * 1_000;
+                    self.schedule(delay, Event::Refused { client, server: packet.to });
+                }
+                return;
+            }
             let between_nodes = node_of(packet.from).is_some();
             let cut = between_nodes
                 && (self.isolated[n] || node_of(packet.from).is_some_and(|m| self.isolated[m]));

@@ -189,6 +189,11 @@ impl Node {
         self.view = None;
     }
 
+    /// Whether it runs (not crashed).
+    pub(crate) fn is_up(&self) -> bool {
+        self.cores.is_some()
+    }
+
     /// Its health monitor's verdict from now on.
     pub(crate) fn set_health(&mut self, health: Health) {
         self.health = health;

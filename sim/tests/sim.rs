@@ -27,7 +27,9 @@ fn every_seed_is_linearizable_across_crashes_loss_and_duplication() {
         seeds.len()
     );
     // The runs did what they are for: crashes inside the resend window, answers across them.
-    assert!(crashes >= seeds.len() as u64, "{crashes} crashes");
+    // (Since clients are told at once that a crashed node's ports are closed, they finish
+    // sooner and the runs see fewer crashes: about 0.85 a seed, from 2.)
+    assert!(2 * crashes >= seeds.len() as u64, "{crashes} crashes");
     assert!(answered > 10 * unknown, "{answered} answered, {unknown} unknown");
 }
 

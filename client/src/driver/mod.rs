@@ -279,6 +279,9 @@ impl<T: Transport> Client<T> {
             }
             wait = Duration::ZERO;
         }
+        while let Some(server) = self.transport.take_refused() {
+            self.core.handle_refused(Instant::now(), server);
+        }
         self.core.handle_timeout(Instant::now());
         self.collect();
         received

@@ -57,6 +57,8 @@ pub(crate) struct InFlight {
     pub(crate) reroute: bool,
     /// The current server answers BUSY: since when, and how many times.
     pub(crate) busy: Option<(Instant, u32)>,
+    /// The last server tried refused it (ICMP unreachable: nothing listens there).
+    pub(crate) refused: bool,
     /// Failing over to `target`, a configured server not yet known to be of the client's
     /// cluster: nothing is sent to it until its map says it is (`ClientCore::vouch`).
     pub(crate) awaiting_vouch: bool,
@@ -156,6 +158,7 @@ impl InFlight {
         self.token_retry_used = false;
         self.last_status = None;
         self.busy = None;
+        self.refused = false;
         self.progress = false;
         match &mut self.phase {
             Phase::Single => {}

@@ -321,6 +321,7 @@ impl ClientCore {
             rtt_sample_open: false,
             progress: false,
             busy: None,
+            refused: false,
             last_status: None,
             phase,
         };

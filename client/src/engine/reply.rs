@@ -56,6 +56,7 @@ impl ClientCore {
     /// What any reply teaches: the sender's token, a newer map epoch, a round-trip sample.
     fn learn_from(&mut self, now: Instant, id: RequestId, from: SocketAddr, header: &HeaderFields) {
         let request = self.requests.get_mut(&id).expect("matched request");
+        self.router.note_answer(request.target);
         self.router.remember_token(from, header.token);
         if from != request.target {
             // A server may answer from another address than the one we use for it.

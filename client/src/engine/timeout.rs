@@ -98,6 +98,51 @@ impl ClientCore {
         self.send_again(now, id, true);
     }
 
+    /// The transport says `server` refused a datagram (ICMP port or host unreachable: nothing
+    /// listens there, so it is down or never was). Requests on it do not wait out their
+    /// timers: one whose key the known map still places there waits for a newer map, which
+    /// is asked of another node at once and then every `MAP_WATCH`; any other goes to the
+    /// next configured server. With none left, a request fails with the refusal at once if
+    /// the server never answered (a wrong address), and otherwise goes on as if the datagram
+    /// were lost (a server that answered before may be restarting). A map refresh or a vouch
+    /// asked of it ends (the next goes elsewhere).
+    pub fn handle_refused(&mut self, now: Instant, server: SocketAddr) {
+        let mut on_it: Vec<RequestId> =
+            self.requests.iter().filter(|(_, r)| r.target == server).map(|(&id, _)| id).collect();
+        on_it.sort_unstable();
+        for id in on_it {
+            let request = self.requests.get_mut(&id).expect("in flight");
+            request.refused = true;
+            if request.internal {
+                self.finish(id, Err(Error::Cancelled)); // (internal: nobody is told)
+                self.map_watch_at = Some(now);
+                continue;
+            }
+            let routed_there = request.request.server().is_none()
+                && self.router.map().is_some()
+                && self.router.route_request(&request.request).addr == server;
+            let mut tried = request.tried.clone();
+            tried.push(server);
+            let elsewhere =
+                request.request.server().is_none() && self.router.next_server(&tried).is_some();
+            if routed_there && self.router.another_node(server).is_some() {
+                let request = self.requests.get_mut(&id).expect("in flight");
+                request.reroute = true;
+                request.attempts_on_server = request.attempts_on_server.max(2);
+                self.map_watch_at = Some(now);
+            } else if elsewhere || !self.router.has_answered(server) {
+                self.fail_over(now, id, None);
+            } else {
+                // (Its timer resends; the window decides when it is given up.)
+                self.requests.get_mut(&id).expect("in flight").refused = false;
+            }
+        }
+        self.settle_vouches(now);
+        if self.map_watch_at.is_some_and(|at| at <= now) {
+            self.watch_map(now);
+        }
+    }
+
     /// The current server is done with (budget spent or `status` UNAVAILABLE): try the next
     /// configured server, or fail. Requests about one server have no other to try.
     pub(super) fn fail_over(&mut self, now: Instant, id: RequestId, status: Option<Status>) {
@@ -121,6 +166,10 @@ impl ClientCore {
             (None, Some(f)) => {
                 Error::ForeignCluster { server: f.server, cluster: f.cluster, expected: f.expected }
             }
+            (None, None) if request.refused => Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!("{} refused the request: nothing listens on that port", request.target),
+            )),
             (None, None) => {
                 Error::Timeout { attempts: request.attempts_total, server: request.target }
             }
