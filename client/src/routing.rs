@@ -137,19 +137,21 @@ impl Router {
         self.cluster.is_none() || self.vouched.contains(&addr)
     }
 
-    /// The `turn`-th configured server (cycling) on another host than every one of `avoid`
-    /// (else any server not in `avoid`), skipping servers of another cluster.
+    /// The `turn`-th configured server (cycling) not in `avoid`, skipping servers of another
+    /// cluster: on a host the map names other than every one of `avoid`'s, else on any host
+    /// the map names, else any.
     pub(crate) fn server_in_turn(&self, turn: usize, avoid: &[SocketAddr]) -> Option<SocketAddr> {
         let usable = |s: &&SocketAddr| !self.foreign.contains_key(*s) && !avoid.contains(*s);
-        let other_host: Vec<SocketAddr> = (self.servers.iter().filter(usable))
-            .filter(|s| avoid.iter().all(|a| a.ip() != s.ip()))
-            .copied()
-            .collect();
-        let candidates = match other_host.is_empty() {
-            false => other_host,
-            true => self.servers.iter().filter(usable).copied().collect(),
-        };
-        (!candidates.is_empty()).then(|| candidates[turn % candidates.len()])
+        let other_host = |s: &&SocketAddr| avoid.iter().all(|a| a.ip() != s.ip());
+        let named = |s: &&SocketAddr| self.names_host(s);
+        // Another host the map names, else any host the map names, else any.
+        let picks: [&dyn Fn(&&SocketAddr) -> bool; 3] =
+            [&|s| other_host(s) && named(s), &|s| named(s), &|_| true];
+        picks.iter().find_map(|pick| {
+            let candidates: Vec<SocketAddr> =
+                self.servers.iter().filter(usable).filter(|s| pick(s)).copied().collect();
+            (!candidates.is_empty()).then(|| candidates[turn % candidates.len()])
+        })
     }
 
     /// The first configured server not in `tried`.
@@ -165,16 +167,17 @@ impl Router {
     pub(crate) fn next_server(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
         let usable =
             |server: &SocketAddr| !tried.contains(server) && !self.foreign.contains_key(server);
-        let named = |server: &SocketAddr| {
-            self.map.as_ref().is_none_or(|map| {
-                map.entries.iter().any(|e| {
-                    e.addr.ip() == server.ip()
-                        || e.replicas.iter().any(|r| r.addr.ip() == server.ip())
-                })
-            })
-        };
-        let first = self.servers.iter().copied().find(|s| usable(s) && named(s));
+        let first = self.servers.iter().copied().find(|s| usable(s) && self.names_host(s));
         first.or_else(|| self.servers.iter().copied().find(usable))
+    }
+
+    /// Whether the known map (if any) names a core on `server`'s host.
+    fn names_host(&self, server: &SocketAddr) -> bool {
+        self.map.as_ref().is_none_or(|map| {
+            map.entries.iter().any(|e| {
+                e.addr.ip() == server.ip() || e.replicas.iter().any(|r| r.addr.ip() == server.ip())
+            })
+        })
     }
 
     /// Notes that `addr` answered a request.

@@ -162,6 +162,14 @@ impl UdpTransport {
 
 impl Transport for UdpTransport {
     fn send_to(&mut self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        // A pending refusal (of an earlier send, to any destination) fails the next send
+        // unsent: read it, and send again.
+        for _ in 0..REFUSALS_PER_RECEIVE_MAX {
+            match self.socket.send_to(datagram, to) {
+                Err(error) if is_refusal(&error) => self.read_errors(),
+                sent => return sent.map(drop),
+            }
+        }
         self.socket.send_to(datagram, to).map(drop)
     }
 
@@ -171,21 +179,27 @@ impl Transport for UdpTransport {
         timeout: Duration,
     ) -> io::Result<Option<(usize, SocketAddr)>> {
         self.configure_wait(timeout)?;
-        match self.socket.recv_from(buf) {
-            Ok(received) => Ok(Some(received)),
-            Err(error) if is_refusal(&error) => {
-                self.read_errors();
-                Ok(None)
+        // A refusal is reported once per ICMP error, ahead of the datagrams queued: it must
+        // not hide them (a client polling a dead node would read no reply at all).
+        for _ in 0..REFUSALS_PER_RECEIVE_MAX {
+            match self.socket.recv_from(buf) {
+                Ok(received) => return Ok(Some(received)),
+                Err(error) if is_refusal(&error) => self.read_errors(),
+                Err(error) if is_no_datagram(&error) => return Ok(None),
+                Err(error) => return Err(error),
             }
-            Err(error) if is_no_datagram(&error) => Ok(None),
-            Err(error) => Err(error),
         }
+        Ok(None)
     }
 
     fn take_refused(&mut self) -> Option<SocketAddr> {
         self.refused.pop()
     }
 }
+
+/// Refusals one `recv_from` reads past before it says nothing came (or one `send_to` before
+/// it gives up).
+const REFUSALS_PER_RECEIVE_MAX: usize = 64;
 
 /// The error a receive returns once an ICMP error for an earlier send arrived.
 fn is_refusal(error: &io::Error) -> bool {
@@ -223,6 +237,31 @@ mod tests {
         a.send_to(b"hello", b.local_addr().unwrap()).unwrap();
         let (len, from) = b.recv_from(&mut buf, Duration::from_secs(5)).unwrap().unwrap();
         assert_eq!((&buf[..len], from), (&b"hello"[..], a.local_addr().unwrap()));
+    }
+
+    /// Sends to closed ports are refused (ICMP port unreachable, named by the error queue),
+    /// and the refusals never hide a datagram queued behind them (found by the failover
+    /// benchmark: a client polling a dead node for maps read no reply at all).
+    #[test]
+    fn refusals_are_named_and_do_not_hide_datagrams() {
+        let closed: Vec<SocketAddr> =
+            (0..3).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()).collect(); // (each socket dropped: its port is closed)
+        let mut client = UdpTransport::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut server = UdpTransport::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        for &to in &closed {
+            client.send_to(b"anyone?", to).unwrap();
+        }
+        server.send_to(b"reply", client.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(20)); // (the ICMP errors come back)
+        let mut buf = [0u8; 64];
+        let (len, from) = client.recv_from(&mut buf, Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!((&buf[..len], from), (&b"reply"[..], server.local_addr().unwrap()));
+        assert!(client.recv_from(&mut buf, Duration::ZERO).unwrap().is_none());
+        let mut refused: Vec<SocketAddr> = std::iter::from_fn(|| client.take_refused()).collect();
+        refused.sort();
+        let mut expected = closed.clone();
+        expected.sort();
+        assert_eq!(refused, expected);
     }
 
     /// The buffer sized for `n` requests in flight holds `n` full reply datagrams sent while
