@@ -96,9 +96,14 @@ pub struct CoreCounters {
     pub incr_below_floor: u64,
     /// TOUCH requests.
     pub touches: u64,
+    /// Client datagrams refused UNAUTHENTICATED (auth on: not sealed, unknown key, bad MAC,
+    /// stale).
+    pub unauthenticated: u64,
+    /// Requests refused FORBIDDEN: their key's role may not ask for them.
+    pub forbidden: u64,
 }
 
-const FIELDS: usize = 45;
+const FIELDS: usize = 47;
 
 /// The JSON and metric names of the fields, in `to_array` order.
 pub(crate) const NAMES: [&str; FIELDS] = [
@@ -147,6 +152,8 @@ pub(crate) const NAMES: [&str; FIELDS] = [
     "incrs",
     "incr_below_floor",
     "touches",
+    "unauthenticated",
+    "forbidden",
 ];
 
 impl CoreCounters {
@@ -197,6 +204,8 @@ impl CoreCounters {
             self.incrs,
             self.incr_below_floor,
             self.touches,
+            self.unauthenticated,
+            self.forbidden,
         ]
     }
 
@@ -247,6 +256,8 @@ impl CoreCounters {
             incrs: a[42],
             incr_below_floor: a[43],
             touches: a[44],
+            unauthenticated: a[45],
+            forbidden: a[46],
         }
     }
 
