@@ -23,6 +23,16 @@ pub(crate) struct FileConfig {
     memcache: MemcacheSection,
     #[serde(default)]
     io: IoSection,
+    #[serde(default)]
+    auth: AuthSection,
+}
+
+/// `[auth]`: client authentication (off unless a key file is given; see `control::auth`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    /// The key file: `ID NAME ROLE SECRET` lines.
+    keys: Option<PathBuf>,
 }
 
 /// `[io]`: the packet I/O (sockets unless `backend` says otherwise; see `crate::io`).
@@ -45,6 +55,8 @@ struct MemcacheSection {
     flush_all: Option<bool>,
     udp_allow: Option<Vec<String>>,
     connections_max: Option<usize>,
+    /// Serve the door although client authentication is on (it cannot carry a MAC).
+    without_auth: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +154,14 @@ pub(crate) struct Flags {
     /// With `--io af-xdp`: the queue of core 0 (core i takes queue Q + i) [default: 0].
     #[arg(long)]
     pub(crate) xdp_queue: Option<u32>,
+    /// Require every request to be sealed with a client key of this file (`ID NAME ROLE
+    /// SECRET` lines; `cradle keygen` makes one) [default: no authentication].
+    #[arg(long)]
+    pub(crate) auth_keys: Option<PathBuf>,
+    /// With --auth-keys: serve the memcached door anyway (it cannot authenticate: anyone who
+    /// reaches its port may read and write everything).
+    #[arg(long)]
+    pub(crate) memcache_without_auth: bool,
 }
 
 /// Most partitions a node accepts (each costs ~100 bytes per core even when empty, and the
@@ -170,7 +190,20 @@ impl FileConfig {
         let n = self.node;
         let memcache = memcache_options(&self.memcache, flags.memcache_port)?;
         let io = io_options(self.io, &flags)?;
+        let auth = match flags.auth_keys.as_ref().or(self.auth.keys.as_ref()) {
+            None => None,
+            Some(path) => Some(std::sync::Arc::new(control::KeyTable::load(path)?)),
+        };
+        let door_without_auth =
+            flags.memcache_without_auth || self.memcache.without_auth.unwrap_or(false);
+        if auth.is_some() && memcache.is_some() && !door_without_auth {
+            return Err("the memcached door cannot authenticate its clients: with --auth-keys \
+                        drop --memcache-port, or give --memcache-without-auth ([memcache] \
+                        without_auth = true) and firewall its port"
+                .into());
+        }
         let options = NodeOptions {
+            auth,
             io,
             memcache,
             listen: flags.listen.or(n.listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7000))),
@@ -422,6 +455,35 @@ mod tests {
         let door = format!("{xdp}[memcache]\nport = 11211\n");
         let e = parse(&door).unwrap().resolve(Flags::default()).unwrap_err();
         assert!(e.contains("memcached door") || e.contains("--features af-xdp"), "{e}");
+    }
+
+    #[test]
+    fn auth_is_off_unless_a_key_file_is_given_in_the_file_or_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("node.keys");
+        std::fs::write(
+            &keys,
+            format!("1 app read {}\n2 ops admin {}\n", "1".repeat(64), "2".repeat(64)),
+        )
+        .unwrap();
+        let o = parse("[node]\ndata_dir = \"/d\"\n").unwrap().resolve(Flags::default()).unwrap();
+        assert!(o.auth.is_none());
+        let text = format!("[node]\ndata_dir = \"/d\"\n[auth]\nkeys = {:?}\n", keys.display());
+        let o = parse(&text).unwrap().resolve(Flags::default()).unwrap();
+        assert_eq!(o.auth.map(|t| t.len()), Some(2));
+        let flags = Flags {
+            auth_keys: Some(dir.path().join("missing")),
+            data_dir: Some("/d".into()),
+            ..Flags::default()
+        };
+        let e = FileConfig::default().resolve(flags).unwrap_err();
+        assert!(e.contains("cannot read the key file"), "{e}");
+        let door = format!("{text}[memcache]\nport = 11211\n");
+        let e = parse(&door).unwrap().resolve(Flags::default()).unwrap_err();
+        assert!(e.contains("memcached door cannot authenticate"), "{e}");
+        let allowed = format!("{door}without_auth = true\n");
+        let o = parse(&allowed).unwrap().resolve(Flags::default()).unwrap();
+        assert!(o.auth.is_some() && o.memcache.is_some());
     }
 
     #[test]

@@ -132,6 +132,19 @@ enum Command {
     },
     /// Load a cradle or memcached server and report throughput and latency percentiles.
     Bench(loadgen::BenchArgs),
+    /// Print a client key line (`ID NAME ROLE SECRET`, a fresh 32-byte secret) for a node's
+    /// --auth-keys file; the client gets the same line in its own --key-file.
+    Keygen {
+        /// The key's id (unique in the node's file).
+        #[arg(long)]
+        id: u32,
+        /// Who holds it (one word).
+        #[arg(long)]
+        name: String,
+        /// read, write or admin.
+        #[arg(long)]
+        role: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -173,6 +186,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(&args),
         Command::Demo { single_node } => demo::run(single_node),
         Command::Bench(args) => loadgen::run(&args),
+        Command::Keygen { id, name, role } => commands::keygen(id, &name, &role),
     };
     match outcome {
         Ok(code) => code,

@@ -48,6 +48,8 @@ pub(crate) struct NodeOptions {
     pub(crate) cluster: Option<ClusterOptions>,
     /// The packet I/O: sockets, DPDK or AF_XDP (`crate::io`).
     pub(crate) io: crate::io::IoOptions,
+    /// The client keys every request must be sealed with (`--auth-keys`); none: no auth.
+    pub(crate) auth: Option<Arc<control::KeyTable>>,
 }
 
 /// `cradle node --cluster ... --cluster-key ... [--replicas R]`.
@@ -228,6 +230,7 @@ impl Node {
                     factor: m.spec.replicas,
                     ..ReplicationConfig::new(m.key.clone())
                 }),
+                auth: options.auth.clone(),
                 ..CoreConfig::new(core, layout.clone(), secret)
             };
             let mut handler = Core::with_storage(config, stats.clone(), map.clone(), storage)
