@@ -34,6 +34,15 @@ const METRICS: &[Metric] = &[
     }),
     ("cradle_busy_total", "Requests answered BUSY.", false, |c| c.busy),
     (
+        "cradle_unauthenticated_total",
+        "Client datagrams refused UNAUTHENTICATED (auth on: no valid seal).",
+        false,
+        |c| c.unauthenticated,
+    ),
+    ("cradle_forbidden_total", "Requests refused FORBIDDEN by their key's role.", false, |c| {
+        c.forbidden
+    }),
+    (
         "cradle_loop_stalls_total",
         "Loop iterations over the stall budget (1 ms): every request behind them waited.",
         false,
