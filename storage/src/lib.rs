@@ -29,7 +29,7 @@ mod syncfs;
 
 pub use blob::{BlobReport, BlobStore, Hash, HASH_BYTES};
 pub use catchup::{Snapshot, SnapshotRead};
-pub use config::{ConfigError, StoreConfig};
+pub use config::{ConfigError, StoreConfig, CHUNK_BYTES_MAX, CHUNK_BYTES_MIN};
 pub use device::{Faults, FaultyVolume, LogDevice, MemoryVolume, Volume};
 pub use error::{Corruption, StoreError};
 pub use file::FileVolume;
