@@ -7,7 +7,7 @@ use crate::read_cache::ReadCache;
 use crate::reassembly::Reassemblies;
 use crate::replies::Replies;
 use crate::routes::{Routes, Slots, Target};
-use crate::stats::{CoreCounters, LatencyHistogram, NodeStats};
+use crate::stats::{CoreCounters, CoreMetrics, LatencyHistogram, NodeStats, OPERATIONS};
 use crate::validation::Tokens;
 use dataplane::{Handler, Transmit};
 use proto::{
@@ -125,6 +125,11 @@ pub struct Core {
     awaiting_map: bool,
     /// What the datagram being handled may ask for (`crate::auth`; Admin with auth off).
     role: proto::auth::Role,
+    /// Latency per operation and replies by status, published every `METRICS_INTERVAL_NS`.
+    metrics: Box<CoreMetrics>,
+    /// Requests per opcode in the burst being handled (their latency is the burst's).
+    burst_ops: [u32; OPERATIONS],
+    last_metrics_ns: u64,
 }
 
 /// The parts of a request every handler needs.
@@ -230,6 +235,9 @@ impl Core {
             quarantines_reported: 0,
             map_inbox: None,
             role: proto::auth::Role::Admin,
+            metrics: Box::default(),
+            burst_ops: [0; OPERATIONS],
+            last_metrics_ns: 0,
         })
     }
 
@@ -253,6 +261,7 @@ impl Core {
     pub fn counters(&self) -> CoreCounters {
         let mut c = self.counters;
         c.reply_datagrams = self.replies.datagrams;
+        c.reply_bytes = self.replies.bytes;
         c.retry_token = self.replies.retry_token;
         c.completion_records = self.completions.len() as u64;
         c.reassemblies_active = self.reassemblies.len() as u64;
@@ -313,6 +322,7 @@ impl Core {
             }
             Opcode::Stats => {
                 self.stats.publish(self.config.core, &self.counters(), &self.latency);
+                self.publish_metrics();
                 let node = crate::stats::NodeFacts {
                     version: env!("CARGO_PKG_VERSION"),
                     uptime_ns: now_ns,
@@ -336,6 +346,7 @@ impl Core {
     }
 
     fn count_operation(&mut self, opcode: Opcode) {
+        self.burst_ops[opcode as usize - 1] += 1;
         let c = &mut self.counters;
         match opcode {
             Opcode::Get => c.gets += 1,
@@ -711,6 +722,14 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Copies the latency histograms and status counts out for STATS and `/metrics`.
+    fn publish_metrics(&mut self) {
+        self.metrics.statuses = self.replies.statuses;
+        self.stats.publish_metrics(self.config.core, &self.metrics);
+    }
+}
+
 impl Endpoint {
     fn new(partition: u32, store: Store) -> Endpoint {
         Endpoint { partition, store, dirty: false, queued_for_compaction: false, replica: None }
@@ -726,6 +745,8 @@ impl Handler for Core {
         tx: &mut dyn Transmit,
     ) {
         self.now_ns = now_ns;
+        self.counters.datagrams_in += 1;
+        self.counters.bytes_in += datagram.len() as u64;
         if crate::cluster::Agent::claims(datagram) {
             let wall = self.wall_ns();
             match self.agent.as_deref_mut() {
@@ -767,10 +788,20 @@ impl Handler for Core {
         }
         self.refresh_sizes(now_ns);
         self.stats.publish(self.config.core, &self.counters(), &self.latency);
+        if now_ns.saturating_sub(self.last_metrics_ns) >= crate::stats::METRICS_INTERVAL_NS {
+            self.last_metrics_ns = now_ns;
+            self.publish_metrics();
+        }
     }
 
     fn burst_done(&mut self, datagrams: usize, service_ns: u64) {
         self.latency.record(datagrams as u64, service_ns);
+        for (op, requests) in self.burst_ops.iter_mut().enumerate() {
+            if *requests > 0 {
+                self.metrics.latency[op].record(u64::from(*requests), service_ns);
+                *requests = 0;
+            }
+        }
     }
 
     fn iteration_done(&mut self, spent_ns: u64, stalled: bool) {

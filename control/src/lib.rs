@@ -34,7 +34,8 @@ pub use config::{ConfigError, CoreConfig, COMPLETION_RECORDS_DEFAULT, COMPLETION
 pub use durable::{CoreStorage, Durability, SyncClock};
 pub use layout::NodeLayout;
 pub use stats::{
-    CoreCounters, Lagging, LatencyHistogram, NodeFacts, NodeStats, StatsSnapshot, LATENCY_BOUNDS_NS,
+    CoreCounters, CoreMetrics, Lagging, LatencyHistogram, NodeFacts, NodeStats, StatsSnapshot,
+    LATENCY_BOUNDS_NS, OPERATIONS, STATUS_SLOTS,
 };
 
 /// Slack for the wall clocks that stamp writes: the loop's clock starts a little after the

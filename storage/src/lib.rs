@@ -21,6 +21,7 @@ mod device;
 mod error;
 mod file;
 mod index;
+pub mod latency;
 mod log;
 mod record;
 mod recover;
