@@ -255,6 +255,26 @@ mod tests {
         assert!(!is_sealed(&[0x63, 0x52]), "a plain datagram");
     }
 
+    proptest::proptest! {
+        /// Sealing then parsing gives back what was sealed, and the MAC holds.
+        #[test]
+        fn seal_and_parse_round_trip(
+            key_id: u32,
+            sent_at: u64,
+            secret: [u8; 32],
+            messages in proptest::collection::vec(proptest::num::u8::ANY, 0..1500),
+        ) {
+            let secret = ClientSecret::from_bytes(&secret);
+            let mut sealed = Vec::new();
+            seal(key_id, &secret, sent_at, &messages, &mut sealed);
+            let view = Sealed::parse(&sealed).unwrap();
+            proptest::prop_assert_eq!(view.key_id(), key_id);
+            proptest::prop_assert_eq!(view.sent_at_ns(), sent_at);
+            proptest::prop_assert_eq!(view.messages(), &messages[..]);
+            proptest::prop_assert!(view.verify(&secret));
+        }
+    }
+
     #[test]
     fn key_files_are_parsed_with_errors_naming_the_line() {
         let text = format!("# clients\n\n1 bidder read {SECRET}\n2 ops admin {SECRET} # rotated\n");
