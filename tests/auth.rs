@@ -207,3 +207,23 @@ fn the_memcached_door_is_refused_with_auth_unless_allowed_and_bad_key_files_are_
     let out = run(&args, b"");
     assert!(stderr_of(&out).contains("line 1: role \"superuser\""), "{}", stderr_of(&out));
 }
+
+#[test]
+fn the_library_clients_seal_with_a_configured_key() {
+    let keys = Keys::new();
+    let node = keys.node();
+    let config = |key: &str| {
+        let mut config = client::ClientConfig::new(vec![node.addr]);
+        config.key = Some(client::ClientKey::load(std::path::Path::new(&keys.path(key))).unwrap());
+        config
+    };
+    let shared = client::SharedClient::connect(config("writer.key")).unwrap();
+    assert!(shared.put(b"shared", b"sealed").unwrap() > 0);
+    let mut reader = client::Client::connect(config("reader.key")).unwrap();
+    assert_eq!(reader.get(b"shared").unwrap().unwrap().bytes, b"sealed");
+    let refused = reader.put(b"shared", b"no");
+    assert!(matches!(refused, Err(client::Error::Status(Status::Forbidden))), "{refused:?}");
+    // Without a key the library is told at connect.
+    let plain = client::Client::connect(client::ClientConfig::new(vec![node.addr]));
+    assert!(matches!(plain, Err(client::Error::Status(Status::Unauthenticated))), "{plain:?}");
+}
