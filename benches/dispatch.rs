@@ -39,21 +39,38 @@ fn request(op: Opcode, tracking_id: u64, token: u64, keys: &[Vec<u8>], value: &[
     out
 }
 
-fn setup(keys: usize) -> (Core, Sink, u64, Vec<Vec<u8>>) {
+/// The key line the `_sealed` cases' node accepts and their datagrams are sealed with.
+const KEY_LINE: &str =
+    "1 bench admin 0707070707070707070707070707070707070707070707070707070707070707";
+
+/// `datagram` sealed with `KEY_LINE`'s key at wall time 0 (the bench core's clock).
+fn sealed(datagram: &[u8]) -> Vec<u8> {
+    let entry = &proto::auth::parse_key_file(KEY_LINE).unwrap()[0];
+    let mut out = Vec::new();
+    proto::auth::seal(entry.id, &entry.secret, 0, datagram, &mut out);
+    out
+}
+
+fn setup(keys: usize, auth: bool) -> (Core, Sink, u64, Vec<Vec<u8>>) {
     let layout =
         Arc::new(NodeLayout::new(1024, vec![SocketAddr::from(([127, 0, 0, 1], 7000))]).unwrap());
     let map: Arc<[u8]> = layout.map().encode().into();
-    let mut core =
-        Core::new(CoreConfig::new(0, layout, [3; 32]), Arc::new(NodeStats::new(1)), map).unwrap();
+    let config = CoreConfig {
+        auth: auth.then(|| Arc::new(control::KeyTable::parse(KEY_LINE).unwrap())),
+        ..CoreConfig::new(0, layout, [3; 32])
+    };
+    let mut core = Core::new(config, Arc::new(NodeStats::new(1)), map).unwrap();
+    let seal = |d: Vec<u8>| if auth { sealed(&d) } else { d };
     let mut sink = Sink(Vec::with_capacity(2048));
-    core.handle_datagram(0, PEER, &request(Opcode::Ping, 0, 0, &[Vec::new()], b""), &mut sink);
+    let ping = seal(request(Opcode::Ping, 0, 0, &[Vec::new()], b""));
+    core.handle_datagram(0, PEER, &ping, &mut sink);
     let token = proto::Messages::new(&sink.0).next().unwrap().unwrap().header.token;
     let names: Vec<Vec<u8>> = (0..keys).map(|i| format!("key:{i:08}").into_bytes()).collect();
     for (i, key) in names.iter().enumerate() {
         core.handle_datagram(
             0,
             PEER,
-            &request(Opcode::Put, 1 + i as u64, token, std::slice::from_ref(key), &[7; 32]),
+            &seal(request(Opcode::Put, 1 + i as u64, token, std::slice::from_ref(key), &[7; 32])),
             &mut sink,
         );
     }
@@ -61,7 +78,7 @@ fn setup(keys: usize) -> (Core, Sink, u64, Vec<Vec<u8>>) {
 }
 
 fn bench(c: &mut Criterion) {
-    let (mut core, mut sink, token, names) = setup(100_000);
+    let (mut core, mut sink, token, names) = setup(100_000, false);
     let gets: Vec<Vec<u8>> = (0..4096)
         .map(|i| request(Opcode::Get, 0, token, &[names[(i * 7919) % names.len()].clone()], b""))
         .collect();
@@ -95,6 +112,25 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
     assert_eq!(core.counters().busy, 0, "the benchmark measured BUSY replies");
+    // The same GETs to a node with `--auth-keys`, each datagram sealed (one BLAKE3 pass).
+    let (mut core, mut sink, token, names) = setup(100_000, true);
+    let gets: Vec<Vec<u8>> = (0..4096)
+        .map(|i| {
+            sealed(&request(Opcode::Get, 0, token, &[names[(i * 7919) % names.len()].clone()], b""))
+        })
+        .collect();
+    let mut group = c.benchmark_group("dispatch");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    group.bench_function("get_hit_32B_sealed", |b| {
+        b.iter(|| {
+            i = (i + 1) % gets.len();
+            core.handle_datagram(black_box(1), PEER, black_box(&gets[i]), &mut sink);
+        })
+    });
+    group.finish();
+    let c = core.counters();
+    assert_eq!((c.unauthenticated, c.get_misses), (0, 0), "every sealed GET served and a hit");
 }
 
 #[allow(missing_docs)]

@@ -14,6 +14,10 @@ pub(crate) struct Servers {
     /// A node's HOST:PORT; repeat to name several (tried in order on failure).
     #[arg(long = "server", required = true)]
     server: Vec<String>,
+    /// Seal every request with the key in this file (one `ID NAME ROLE SECRET` line), for
+    /// nodes started with --auth-keys.
+    #[arg(long)]
+    key_file: Option<std::path::PathBuf>,
 }
 
 impl Servers {
@@ -31,7 +35,8 @@ impl Servers {
     }
 
     fn connect(&self) -> Result<Client, String> {
-        let config = ClientConfig::new(self.resolve()?);
+        let mut config = ClientConfig::new(self.resolve()?);
+        config.key = self.key_file.as_deref().map(client::ClientKey::load).transpose()?;
         Client::connect(config).map_err(|e| e.to_string())
     }
 }
@@ -66,6 +71,12 @@ pub(crate) fn node(options: &NodeOptions) -> Result<ExitCode, String> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
+    }
+    if let Some(keys) = &options.auth {
+        eprintln!(
+            "cradle: client authentication on: {} key(s); unsealed requests get UNAUTHENTICATED",
+            keys.len()
+        );
     }
     let node = Node::start(options, stop.clone())?;
     if let Some(view) = &node.cluster {
@@ -382,5 +393,22 @@ pub(crate) fn export(servers: &Servers) -> Result<ExitCode, String> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     let summary = crate::bulk::export(&mut client, &mut out)?;
     eprintln!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cradle keygen`: a key file line with a fresh secret from the system's random source.
+pub(crate) fn keygen(id: u32, name: &str, role: &str) -> Result<ExitCode, String> {
+    if proto::auth::Role::parse(role).is_none() {
+        return Err(format!("role {role:?} is not one of read, write, admin"));
+    }
+    if name.is_empty() || name.contains(char::is_whitespace) || name.contains('#') {
+        return Err(format!("the name {name:?} must be one word without '#'"));
+    }
+    let mut secret = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut secret))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    println!("{id} {name} {role} {hex}");
     Ok(ExitCode::SUCCESS)
 }

@@ -25,6 +25,8 @@ pub(crate) struct FileConfig {
     io: IoSection,
     #[serde(default)]
     health: HealthSection,
+    #[serde(default)]
+    auth: AuthSection,
 }
 
 /// `[health]`: the hardware-health watch (on by default; see `crate::health_watch`).
@@ -36,6 +38,14 @@ struct HealthSection {
     sysfs_root: Option<PathBuf>,
     interval_ms: Option<u64>,
     settle_readings: Option<u32>,
+}
+
+/// `[auth]`: client authentication (off unless a key file is given; see `control::auth`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    /// The key file: `ID NAME ROLE SECRET` lines.
+    keys: Option<PathBuf>,
 }
 
 /// `[io]`: the packet I/O (sockets unless `backend` says otherwise; see `crate::io`).
@@ -58,6 +68,8 @@ struct MemcacheSection {
     flush_all: Option<bool>,
     udp_allow: Option<Vec<String>>,
     connections_max: Option<usize>,
+    /// Serve the door although client authentication is on (it cannot carry a MAC).
+    without_auth: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,7 +86,7 @@ struct StorageSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NodeSection {
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     cores: Option<u32>,
     data_dir: Option<PathBuf>,
     partitions: Option<u32>,
@@ -88,14 +100,14 @@ struct NodeSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MetricsSection {
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
 }
 
 /// What the command line said (None: not given; the file or the default decides).
 #[derive(Debug, Default, clap::Args)]
 pub(crate) struct Flags {
-    /// Address of core 0 [default: 127.0.0.1:7000].
-    #[arg(long)]
+    /// Address of core 0, HOST:PORT (a name resolves at start) [default: 127.0.0.1:7000].
+    #[arg(long, value_parser = resolve_addr)]
     pub(crate) listen: Option<SocketAddr>,
     /// Serving cores [default: 1].
     #[arg(long)]
@@ -112,8 +124,8 @@ pub(crate) struct Flags {
     /// Do not pin core i's loop to CPU i.
     #[arg(long)]
     pub(crate) no_pin: bool,
-    /// Serve Prometheus metrics over HTTP on this address.
-    #[arg(long)]
+    /// Serve Prometheus metrics over HTTP on this address (HOST:PORT).
+    #[arg(long, value_parser = resolve_addr)]
     pub(crate) metrics_listen: Option<SocketAddr>,
     /// When writes are acknowledged: `flushed` (after the batch's fdatasync) or `memory`
     /// [default: flushed].
@@ -124,7 +136,7 @@ pub(crate) struct Flags {
     pub(crate) no_udp_offload: bool,
     /// Be a member of the cluster whose bootstrap members listen (core 0) on these
     /// comma-separated addresses; `--listen` must be one of them.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = resolve_addr)]
     pub(crate) cluster: Vec<SocketAddr>,
     /// The cluster's shared secret (a file of at least 32 bytes, the same on every member).
     #[arg(long)]
@@ -169,6 +181,14 @@ pub(crate) struct Flags {
     /// No hardware-health watch (a suspect or failing host is then never drained).
     #[arg(long)]
     pub(crate) no_health: bool,
+    /// Require every request to be sealed with a client key of this file (`ID NAME ROLE
+    /// SECRET` lines; `cradle keygen` makes one) [default: no authentication].
+    #[arg(long)]
+    pub(crate) auth_keys: Option<PathBuf>,
+    /// With --auth-keys: serve the memcached door anyway (it cannot authenticate: anyone who
+    /// reaches its port may read and write everything).
+    #[arg(long)]
+    pub(crate) memcache_without_auth: bool,
 }
 
 /// Most partitions a node accepts (each costs ~100 bytes per core even when empty, and the
@@ -198,11 +218,30 @@ impl FileConfig {
         let memcache = memcache_options(&self.memcache, flags.memcache_port)?;
         let io = io_options(self.io, &flags)?;
         let health = health_options(self.health, &flags)?;
+        let auth = match flags.auth_keys.as_ref().or(self.auth.keys.as_ref()) {
+            None => None,
+            Some(path) => Some(std::sync::Arc::new(control::KeyTable::load(path)?)),
+        };
+        let door_without_auth =
+            flags.memcache_without_auth || self.memcache.without_auth.unwrap_or(false);
+        if auth.is_some() && memcache.is_some() && !door_without_auth {
+            return Err("the memcached door cannot authenticate its clients: with --auth-keys \
+                        drop --memcache-port, or give --memcache-without-auth ([memcache] \
+                        without_auth = true) and firewall its port"
+                .into());
+        }
         let options = NodeOptions {
+            auth,
             io,
             health,
             memcache,
-            listen: flags.listen.or(n.listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7000))),
+            listen: match (flags.listen, &n.listen) {
+                (Some(addr), _) => addr,
+                (None, Some(name)) => {
+                    resolve_addr(name).map_err(|e| format!("[node] listen: {e}"))?
+                }
+                (None, None) => SocketAddr::from(([127, 0, 0, 1], 7000)),
+            },
             cores: flags.cores.or(n.cores).unwrap_or(1),
             data_dir: flags
                 .data_dir
@@ -211,7 +250,13 @@ impl FileConfig {
             partitions: flags.partitions.or(n.partitions).unwrap_or(256),
             spin: Duration::from_micros(flags.spin_us.or(n.spin_us).unwrap_or(200)),
             pin: !flags.no_pin && n.pin.unwrap_or(true),
-            metrics: flags.metrics_listen.or(self.metrics.listen),
+            metrics: match (flags.metrics_listen, &self.metrics.listen) {
+                (Some(addr), _) => Some(addr),
+                (None, Some(name)) => {
+                    Some(resolve_addr(name).map_err(|e| format!("[metrics] listen: {e}"))?)
+                }
+                (None, None) => None,
+            },
             store: {
                 let st = &self.storage;
                 let d = StoreConfig::default();
@@ -249,9 +294,38 @@ impl FileConfig {
                 })?,
             },
         };
-        validate(&options)?;
+        validate(&options, available_cpus())?;
         Ok(options)
     }
+}
+
+/// `HOST:PORT` as an address: an IP address as written, or a name resolved now (the first
+/// IPv4 address it has, else its first address), so `localhost:7000` works.
+pub(crate) fn resolve_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    if !text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    {
+        return Err(format!("{text:?} is not HOST:PORT (e.g. 127.0.0.1:7000 or localhost:7000)"));
+    }
+    let addrs: Vec<SocketAddr> =
+        text.to_socket_addrs().map_err(|e| format!("cannot resolve {text:?}: {e}"))?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+/// CPUs this process may run on (the machine, its affinity mask and cgroup quota); `None`
+/// when the system does not say.
+fn available_cpus() -> Option<usize> {
+    std::thread::available_parallelism().ok().map(usize::from)
 }
 
 /// The door's port and settings, if it is on (a port from the flag or the file).
@@ -326,7 +400,16 @@ fn io_options(file: IoSection, flags: &Flags) -> Result<crate::io::IoOptions, St
     Ok(io)
 }
 
-fn validate(o: &NodeOptions) -> Result<(), String> {
+fn validate(o: &NodeOptions, cpus: Option<usize>) -> Result<(), String> {
+    if let Some(cpus) = cpus.filter(|&cpus| o.cores as usize > cpus) {
+        // Each core is a loop that spins `spin_us` and is pinned to its own CPU: more loops
+        // than CPUs only take turns on them (and pinning to a CPU that is not there fails).
+        return Err(format!(
+            "cores = {} but this process may run on {cpus} CPU(s) (the machine, its affinity \
+             mask and cgroup quota): give at most {cpus}",
+            o.cores
+        ));
+    }
     if o.memcache.is_some() && o.io.backend != crate::io::IoBackend::Socket {
         return Err("the memcached door runs on kernel sockets: drop --memcache-port or use \
                     --io socket"
@@ -482,6 +565,114 @@ mod tests {
     }
 
     #[test]
+    fn auth_is_off_unless_a_key_file_is_given_in_the_file_or_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("node.keys");
+        std::fs::write(
+            &keys,
+            format!("1 app read {}\n2 ops admin {}\n", "1".repeat(64), "2".repeat(64)),
+        )
+        .unwrap();
+        let o = parse("[node]\ndata_dir = \"/d\"\n").unwrap().resolve(Flags::default()).unwrap();
+        assert!(o.auth.is_none());
+        let text = format!("[node]\ndata_dir = \"/d\"\n[auth]\nkeys = {:?}\n", keys.display());
+        let o = parse(&text).unwrap().resolve(Flags::default()).unwrap();
+        assert_eq!(o.auth.map(|t| t.len()), Some(2));
+        let flags = Flags {
+            auth_keys: Some(dir.path().join("missing")),
+            data_dir: Some("/d".into()),
+            ..Flags::default()
+        };
+        let e = FileConfig::default().resolve(flags).unwrap_err();
+        assert!(e.contains("cannot read the key file"), "{e}");
+        let door = format!("{text}[memcache]\nport = 11211\n");
+        let e = parse(&door).unwrap().resolve(Flags::default()).unwrap_err();
+        assert!(e.contains("memcached door cannot authenticate"), "{e}");
+        let allowed = format!("{door}without_auth = true\n");
+        let o = parse(&allowed).unwrap().resolve(Flags::default()).unwrap();
+        assert!(o.auth.is_some() && o.memcache.is_some());
+    }
+
+    #[test]
+    fn cores_beyond_the_cpus_are_refused() {
+        let flags = |cores| Flags {
+            data_dir: Some("/d".into()),
+            cores: Some(cores),
+            partitions: Some(64),
+            ..Flags::default()
+        };
+        let o = FileConfig::default().resolve(flags(1)).unwrap();
+        assert!(validate(&o, Some(1)).is_ok());
+        let o = NodeOptions { cores: 64, ..o };
+        let e = validate(&o, Some(2)).unwrap_err();
+        assert!(
+            e.contains("cores = 64") && e.contains("2 CPU(s)") && e.contains("at most 2"),
+            "{e}"
+        );
+        assert!(validate(&o, None).is_ok(), "unknown CPUs: not refused");
+        let e = FileConfig::default().resolve(flags(4096)).unwrap_err();
+        assert!(e.contains("cores = 4096"), "the machine's own count: {e}");
+    }
+
+    #[test]
+    fn names_resolve_and_bad_addresses_say_what_is_wanted() {
+        assert_eq!(
+            resolve_addr("127.0.0.1:7000").unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 7000))
+        );
+        let local = resolve_addr("localhost:7000").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 7000, "{local}");
+        assert!(local.is_ipv4(), "IPv4 first: {local}");
+        assert_eq!(resolve_addr("[::1]:9").unwrap().port(), 9);
+        assert!(resolve_addr("localhost").unwrap_err().contains("HOST:PORT"));
+        assert!(resolve_addr("localhost:99999").unwrap_err().contains("HOST:PORT"));
+        assert!(resolve_addr("no-such-host.invalid:7000").unwrap_err().contains("cannot resolve"));
+        let text = "[node]\nlisten = \"localhost:7100\"\ndata_dir = \"/d\"\n[metrics]\nlisten = \"localhost:9100\"\n";
+        let o = parse(text).unwrap().resolve(Flags::default()).unwrap();
+        assert_eq!(
+            (o.listen, o.metrics),
+            (
+                SocketAddr::from(([127, 0, 0, 1], 7100)),
+                Some(SocketAddr::from(([127, 0, 0, 1], 9100)))
+            )
+        );
+        let e = parse("[node]\nlisten = \"nowhere\"\ndata_dir = \"/d\"\n").unwrap();
+        assert!(e.resolve(Flags::default()).unwrap_err().contains("[node] listen"));
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: Flags,
+        }
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "localhost:7200",
+            "--cluster",
+            "localhost:1,127.0.0.2:2",
+        ])
+        .unwrap();
+        assert_eq!(cli.flags.listen, Some(SocketAddr::from(([127, 0, 0, 1], 7200))));
+        assert_eq!(cli.flags.cluster[0], SocketAddr::from(([127, 0, 0, 1], 1)));
+    }
+
+    #[test]
+    fn nonsensical_store_sizes_are_refused_with_the_allowed_range() {
+        let e = parse("[node]\ndata_dir = \"/d\"\n[storage]\nchunk_bytes = 3\n").unwrap();
+        let e = e.resolve(Flags::default()).unwrap_err();
+        assert!(e.contains("chunk_bytes must be in 4096..=4194304") && e.contains("not 3"), "{e}");
+        let e = parse("[node]\ndata_dir = \"/d\"\n[storage]\nblob_threshold_bytes = 0\n").unwrap();
+        assert!(e
+            .resolve(Flags::default())
+            .unwrap_err()
+            .contains("blob_threshold_bytes must be in 1.."));
+        let e = parse("[node]\ndata_dir = \"/d\"\n[storage]\nsegment_bytes = 3\n").unwrap();
+        assert!(e.resolve(Flags::default()).unwrap_err().contains("16 KiB..512 MiB"));
+        let ok = parse("[node]\ndata_dir = \"/d\"\n[storage]\nchunk_bytes = 4096\n").unwrap();
+        assert!(ok.resolve(Flags::default()).is_ok());
+    }
+
+    #[test]
     fn mistakes_get_one_clear_error() {
         let e = parse("[node]\ncorez = 2\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("unknown field `corez`"), "{e}");
@@ -493,16 +684,14 @@ mod tests {
         assert!(e.contains("line 2"), "{e}");
         let e = FileConfig::default().resolve(Flags::default()).unwrap_err();
         assert!(e.contains("data"), "{e}");
-        let flags = |partitions| Flags {
-            data_dir: Some("/d".into()),
-            cores: Some(4),
-            partitions: Some(partitions),
-            ..Flags::default()
-        };
-        assert!(FileConfig::default().resolve(flags(3)).unwrap_err().contains("partitions"));
-        assert!(FileConfig::default().resolve(flags(4)).is_ok());
-        let high_port = Flags { listen: Some("127.0.0.1:65535".parse().unwrap()), ..flags(4) };
-        assert!(FileConfig::default().resolve(high_port).unwrap_err().contains("ports"));
+        // Four cores, on a machine said to have as many CPUs as asked (None).
+        let flags = Flags { data_dir: Some("/d".into()), ..Flags::default() };
+        let o = NodeOptions { cores: 4, ..FileConfig::default().resolve(flags).unwrap() };
+        let with = |partitions| NodeOptions { partitions, ..o.clone() };
+        assert!(validate(&with(3), None).unwrap_err().contains("partitions"));
+        assert!(validate(&with(4), None).is_ok());
+        let high_port = NodeOptions { listen: "127.0.0.1:65535".parse().unwrap(), ..with(4) };
+        assert!(validate(&high_port, None).unwrap_err().contains("ports"));
         assert!(FileConfig::load(Path::new("/nonexistent/cradle.toml"))
             .unwrap_err()
             .contains("cannot read"));

@@ -38,6 +38,7 @@ pub(crate) fn run(single_node: bool) -> Result<ExitCode, String> {
         udp_offload: true,
         completion_records: control::COMPLETION_RECORDS_DEFAULT,
         memcache: None,
+        auth: None,
         cluster: None,
         io: crate::io::IoOptions::default(),
         health: None,

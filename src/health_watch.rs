@@ -92,17 +92,23 @@ fn watch(
 
 /// The node's own evidence about its host, from its counters. A log poisoned by a failed
 /// write or flush is the node's I/O error; a log quarantined at recovery is a checksum that
-/// did not match. (Slow fsyncs are not counted yet: on a shared VM they say more about the
-/// neighbours than the disk.)
+/// did not match; an fdatasync that took longer than `FSYNC_OUTLIER` is an outlier (a loaded
+/// VM's disk takes up to a few hundred milliseconds; a dying one, seconds).
 fn own_signals(stats: &NodeStats) -> health::OwnSignals {
     let total = stats.snapshot().total();
+    let syncs = storage::latency::sync_latency();
+    let first_slow = storage::latency::bucket_of(FSYNC_OUTLIER.as_nanos() as u64) + 1;
     health::OwnSignals {
         io_errors: 0,
         checksum_failures: total.quarantined,
         poisoned_logs: total.poisoned,
-        fsync_outliers: 0,
+        fsync_outliers: syncs.counts[first_slow..].iter().sum(),
     }
 }
+
+/// An fdatasync slower than this counts against the host (rounded up to a histogram bucket:
+/// more than 1.05 s).
+const FSYNC_OUTLIER: Duration = Duration::from_secs(1);
 
 /// The cluster's name for a verdict.
 fn of(verdict: health::Verdict) -> Health {

@@ -137,6 +137,19 @@ enum Command {
     /// Judge this machine's disks (smartctl) and memory (EDAC) healthy, suspect or failing,
     /// with the counters that decided it; or saved smartctl JSON with --smartctl-json.
     Health(health::HealthArgs),
+    /// Print a client key line (`ID NAME ROLE SECRET`, a fresh 32-byte secret) for a node's
+    /// --auth-keys file; the client gets the same line in its own --key-file.
+    Keygen {
+        /// The key's id (unique in the node's file).
+        #[arg(long)]
+        id: u32,
+        /// Who holds it (one word).
+        #[arg(long)]
+        name: String,
+        /// read, write or admin.
+        #[arg(long)]
+        role: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -179,6 +192,7 @@ fn main() -> ExitCode {
         Command::Demo { single_node } => demo::run(single_node),
         Command::Bench(args) => loadgen::run(&args),
         Command::Health(args) => health::run(&args),
+        Command::Keygen { id, name, role } => commands::keygen(id, &name, &role),
     };
     match outcome {
         Ok(code) => code,

@@ -34,6 +34,15 @@ const METRICS: &[Metric] = &[
     }),
     ("cradle_busy_total", "Requests answered BUSY.", false, |c| c.busy),
     (
+        "cradle_unauthenticated_total",
+        "Client datagrams refused UNAUTHENTICATED (auth on: no valid seal).",
+        false,
+        |c| c.unauthenticated,
+    ),
+    ("cradle_forbidden_total", "Requests refused FORBIDDEN by their key's role.", false, |c| {
+        c.forbidden
+    }),
+    (
         "cradle_loop_stalls_total",
         "Loop iterations over the stall budget (1 ms): every request behind them waited.",
         false,
@@ -47,6 +56,16 @@ const METRICS: &[Metric] = &[
     ),
     ("cradle_wrong_owner_total", "Requests answered WRONG_OWNER.", false, |c| c.wrong_owner),
     ("cradle_reply_datagrams_total", "Reply datagrams sent.", false, |c| c.reply_datagrams),
+    ("cradle_reply_bytes_total", "Bytes of the reply datagrams sent to clients.", false, |c| {
+        c.reply_bytes
+    }),
+    (
+        "cradle_datagrams_received_total",
+        "Datagrams received (client, node-to-node, malformed).",
+        false,
+        |c| c.datagrams_in,
+    ),
+    ("cradle_received_bytes_total", "Bytes of the datagrams received.", false, |c| c.bytes_in),
     (
         "cradle_reassemblies_expired_total",
         "Fragmented writes abandoned by their sender.",
@@ -113,9 +132,131 @@ pub(crate) fn render(stats: &NodeStats, node: &NodeInfo) -> String {
     }
     render_latency(&mut page, &snapshot.latency);
     render_health(&mut page, &snapshot);
+    render_errors(&mut page, &snapshot.metrics);
+    render_operation_latency(&mut page, &snapshot.metrics);
+    let help = "fdatasync of endpoint logs and blob files (the group commit's wait).";
+    let syncs = storage::latency::sync_latency();
+    render_histogram(&mut page, "cradle_fsync_seconds", help, &[("", syncs)]);
+    render_socket_drops(&mut page);
     render_endpoints(&mut page, stats, snapshot.cores.len() as u32);
     render_node(&mut page, node);
     page
+}
+
+/// `NotFound` → `not_found`.
+fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// Reply messages by status other than OK, per core (NOT_FOUND and VERSION_MISMATCH are
+/// answers, not failures: they are here for the dashboard to tell apart).
+fn render_errors(page: &mut String, metrics: &[control::CoreMetrics]) {
+    let name = "cradle_errors_total";
+    let help = "Reply messages with a status other than OK, by status.";
+    let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (core, m) in metrics.iter().enumerate() {
+        for &status in proto::Status::ALL.iter().filter(|&&s| s != proto::Status::Ok) {
+            let label = snake_case(&format!("{status:?}"));
+            let count = m.statuses[status as usize];
+            let _ = writeln!(page, "{name}{{core=\"{core}\",status=\"{label}\"}} {count}");
+        }
+    }
+}
+
+/// Request latency per operation, summed over cores (a series set per operation, whatever
+/// the core count).
+fn render_operation_latency(page: &mut String, metrics: &[control::CoreMetrics]) {
+    let mut per_op = Vec::new();
+    for (op, opcode) in proto::Opcode::ALL.iter().enumerate() {
+        let mut sum = storage::latency::LogHistogram::default();
+        for m in metrics {
+            for (total, count) in sum.counts.iter_mut().zip(m.latency[op].counts) {
+                *total += count;
+            }
+            sum.sum_ns += m.latency[op].sum_ns;
+        }
+        per_op.push((format!("op=\"{}\"", snake_case(&format!("{opcode:?}"))), sum));
+    }
+    let per_op: Vec<(&str, _)> = per_op.iter().map(|(l, h)| (l.as_str(), *h)).collect();
+    let help = "Request latency by operation: receipt to reply hand-off of the burst it came in \
+                (group commit included), per request.";
+    render_histogram(page, "cradle_request_duration_seconds", help, &per_op);
+}
+
+/// One Prometheus histogram of `storage::latency` buckets, one series per `(labels, h)`.
+fn render_histogram(
+    page: &mut String,
+    name: &str,
+    help: &str,
+    series: &[(&str, storage::latency::LogHistogram)],
+) {
+    use storage::latency::{bucket_bound_ns, LATENCY_BUCKETS};
+    let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (labels, h) in series {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (k, count) in h.counts.iter().enumerate().take(LATENCY_BUCKETS) {
+            cumulative += count;
+            let le = bucket_bound_ns(k) as f64 / 1e9;
+            let _ = writeln!(page, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
+        }
+        cumulative += h.counts[LATENCY_BUCKETS];
+        let _ = writeln!(page, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(page, "{name}_sum{braces} {}", h.sum_ns as f64 / 1e9);
+        let _ = writeln!(page, "{name}_count{braces} {cumulative}");
+    }
+}
+
+/// Datagrams the kernel dropped for this process's UDP sockets (a full receive buffer: the
+/// loop fell behind), per local port: `/proc/net/udp{,6}`'s `drops` of the sockets whose
+/// inodes `/proc/self/fd` holds. Read at scrape time, never by a serving loop.
+fn render_socket_drops(page: &mut String) {
+    let name = "cradle_socket_drops_total";
+    let help = "UDP datagrams the kernel dropped for the node's sockets (receive buffer full).";
+    let _ = writeln!(page, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (port, drops) in socket_drops() {
+        let _ = writeln!(page, "{name}{{port=\"{port}\"}} {drops}");
+    }
+}
+
+/// `(local port, drops)` of this process's UDP sockets, by port.
+fn socket_drops() -> std::collections::BTreeMap<u16, u64> {
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc/self/fd").into_iter().flatten().flatten() {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        let target = target.to_string_lossy();
+        if let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
+            inodes.insert(inode.to_string());
+        }
+    }
+    let mut drops = std::collections::BTreeMap::new();
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            // sl local rem st tx:rx tr:when retr uid timeout inode ref pointer drops
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(inode), Some(dropped)) =
+                (fields.get(1), fields.get(9), fields.get(12))
+            else {
+                continue;
+            };
+            let port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if let (Some(port), true, Ok(dropped)) =
+                (port, inodes.contains(*inode), dropped.parse::<u64>())
+            {
+                *drops.entry(port).or_insert(0) += dropped;
+            }
+        }
+    }
+    drops
 }
 
 /// What the page says about the node itself.
@@ -293,7 +434,7 @@ pub(crate) fn serve(
                     Ok((stream, _)) => {
                         let healthy =
                             serving.load(Ordering::Acquire) && !stop.load(Ordering::Relaxed);
-                        answer(stream, &stats, &node, healthy)
+                        answer(stream, &stats, &node, healthy, &stop)
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
@@ -302,12 +443,30 @@ pub(crate) fn serve(
         .map_err(|e| format!("cannot start the metrics thread: {e}"))
 }
 
-fn answer(mut stream: TcpStream, stats: &NodeStats, node: &NodeInfo, healthy: bool) {
-    // A scrape is tiny; a slow or silent client must not hold the thread.
+/// How long a connection may take to send its request (a scrape is tiny).
+const REQUEST_WAIT_MAX: Duration = Duration::from_secs(1);
+/// How often a wait for a request looks at the stop flag: a silent connection must not hold
+/// up the node's stop (it used to, for its whole second).
+const STOP_POLL: Duration = Duration::from_millis(20);
+
+fn answer(
+    mut stream: TcpStream,
+    stats: &NodeStats,
+    node: &NodeInfo,
+    healthy: bool,
+    stop: &AtomicBool,
+) {
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.set_read_timeout(Some(STOP_POLL));
     let mut request = [0u8; 1024];
-    let n = stream.read(&mut request).unwrap_or(0);
+    let began = std::time::Instant::now();
+    let n = loop {
+        match stream.read(&mut request) {
+            Ok(n) => break n,
+            Err(_) if stop.load(Ordering::Relaxed) || began.elapsed() >= REQUEST_WAIT_MAX => return,
+            Err(_) => continue,
+        }
+    };
     let request = &request[..n];
     let head = request.starts_with(b"HEAD ");
     let path = request.split(|&b| b == b' ').nth(1).unwrap_or_default();
@@ -344,7 +503,17 @@ mod tests {
         assert!(page.contains("cradle_requests_total{core=\"1\"} 5\n"), "{page}");
         assert!(page.contains("cradle_keys{core=\"0\"} 0\n"));
         assert!(page.contains("# TYPE cradle_keys gauge"));
-        let labelled = ["service", "endpoint_requests", "operations", "build_info", "uptime"];
+        let labelled = [
+            "service",
+            "endpoint_requests",
+            "operations",
+            "build_info",
+            "uptime",
+            "errors_total",
+            "request_duration",
+            "fsync_seconds",
+            "socket_drops",
+        ];
         let plain = page
             .lines()
             .filter(|l| l.starts_with("cradle_") && !labelled.iter().any(|name| l.contains(name)));
@@ -365,6 +534,10 @@ mod tests {
         let stats = NodeStats::for_layout(&control::NodeLayout::new(4, addrs).unwrap());
         let counters = CoreCounters { gets: 7, get_hits: 5, get_misses: 2, ..Default::default() };
         stats.publish(0, &counters, &control::LatencyHistogram::default());
+        let mut metrics = control::CoreMetrics::default();
+        metrics.latency[proto::Opcode::Get as usize - 1].record(7, 3_000);
+        metrics.statuses[proto::Status::NotFound as usize] = 2;
+        stats.publish_metrics(0, &metrics);
         stats.count_endpoint_request(0, 2);
         stats.set_health(serde_json::json!({"host": {"verdict": "suspect", "reasons": ["x"]}}));
         let page = render(&stats, &NodeInfo::now("flushed"));
@@ -407,6 +580,42 @@ mod tests {
         assert!(find("cradle_service_seconds", None).is_some(), "the histogram");
         let health = find("cradle_health_verdict", None).expect("the health verdict");
         assert!(matches!(health.value, prometheus_parse::Value::Gauge(1.0)));
+        let misses = find("cradle_errors_total", Some(("status", "not_found"))).expect("errors");
+        assert!(matches!(misses.value, prometheus_parse::Value::Counter(2.0)));
+        assert!(find("cradle_errors_total", Some(("status", "ok"))).is_none(), "OK is no error");
+        let gets = find("cradle_request_duration_seconds", Some(("op", "get"))).expect("latency");
+        let prometheus_parse::Value::Histogram(buckets) = &gets.value else {
+            panic!("{:?}", gets.value)
+        };
+        let at = |le: f64| buckets.iter().find(|b| b.less_than == le).map(|b| b.count);
+        assert_eq!(
+            (at(0.000002), at(0.000004), at(f64::INFINITY)),
+            (Some(0.0), Some(7.0), Some(7.0))
+        );
+        let count = find("cradle_request_duration_seconds_count", Some(("op", "get")));
+        assert!(count.is_some_and(|c| matches!(c.value, prometheus_parse::Value::Untyped(7.0))));
+        assert!(page.contains("# TYPE cradle_request_duration_seconds histogram\n"));
+        assert!(page.contains(
+            "# TYPE cradle_fsync_seconds histogram\ncradle_fsync_seconds_bucket{le=\"0.000001\"}"
+        ));
+        assert!(page.contains("# TYPE cradle_socket_drops_total counter\n"));
+        assert!(find("cradle_datagrams_received_total", None).is_some());
+    }
+
+    /// A UDP socket of this process that the kernel dropped datagrams for shows them.
+    #[test]
+    fn socket_drops_are_read_for_this_process_sockets() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Nobody reads: the default receive buffer (at most a few MiB) overflows.
+        for _ in 0..20_000 {
+            let _ = sender.send_to(&[0u8; 1400], ("127.0.0.1", port));
+        }
+        let drops = socket_drops();
+        assert!(drops.get(&port).is_some_and(|&d| d > 0), "{drops:?} for port {port}");
+        let quiet = sender.local_addr().unwrap().port();
+        assert_eq!(drops.get(&quiet).copied().unwrap_or(0), 0, "the sender dropped nothing");
     }
 
     #[test]
@@ -458,7 +667,12 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 200 OK") && head.ends_with("\r\n\r\n"), "{head}");
         assert!(head.contains("Content-Length: 8\r\n"), "the GET's length, no body: {head}");
         assert!(ask("GET /nothing HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+        // A connection that never sends its request does not hold up the stop.
+        let _silent = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(100)); // accepted, waiting for a request
         stop.store(true, Ordering::Relaxed);
+        let stopping = std::time::Instant::now();
         handle.join().unwrap();
+        assert!(stopping.elapsed() < Duration::from_millis(500), "{:?}", stopping.elapsed());
     }
 }

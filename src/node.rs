@@ -50,6 +50,8 @@ pub(crate) struct NodeOptions {
     pub(crate) io: crate::io::IoOptions,
     /// The hardware-health watch, if on (`crate::health_watch`).
     pub(crate) health: Option<crate::health_watch::HealthOptions>,
+    /// The client keys every request must be sealed with (`--auth-keys`); none: no auth.
+    pub(crate) auth: Option<Arc<control::KeyTable>>,
 }
 
 /// `cradle node --cluster ... --cluster-key ... [--replicas R]`.
@@ -231,6 +233,7 @@ impl Node {
                     factor: m.spec.replicas,
                     ..ReplicationConfig::new(m.key.clone())
                 }),
+                auth: options.auth.clone(),
                 ..CoreConfig::new(core, layout.clone(), secret)
             };
             let mut handler = Core::with_storage(config, stats.clone(), map.clone(), storage)

@@ -104,7 +104,56 @@ fn install_script_dry_run_prints_every_step_and_changes_nothing() {
     let out = std::process::Command::new("bash").arg(script).arg("--dry-run").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("install -m 0755 target/release/cradle /usr/local/bin/cradle"), "{text}");
+    assert!(
+        text.contains("useradd --system") || text.contains("kept the existing cradle user"),
+        "the node's user is made: {text}"
+    );
+    assert!(text.contains("-o cradle -g cradle /var/lib/cradle"), "it owns its data: {text}");
     assert!(!std::path::Path::new("/etc/cradle/cradle.toml").exists() || text.contains("kept"));
+}
+
+/// The packaged unit runs the node as `cradle`, with no capability and the file system
+/// read-only but for its data; `systemd-analyze` checks it where it is installed.
+#[test]
+fn the_systemd_unit_is_unprivileged_and_sandboxed() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/cradle.service");
+    let unit = std::fs::read_to_string(path).unwrap();
+    let settings: Vec<&str> = unit.lines().filter(|l| !l.starts_with('#')).collect();
+    for wanted in [
+        "User=cradle",
+        "CapabilityBoundingSet=",
+        "AmbientCapabilities=",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=cradle",
+        "PrivateDevices=yes",
+        "SystemCallFilter=@system-service",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+    ] {
+        assert!(settings.contains(&wanted), "{wanted} missing from {path}");
+    }
+    let analyze = std::process::Command::new("systemd-analyze").arg("--version").output();
+    if analyze.is_err() {
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    }
+    // Its ExecStart must exist for `verify`: check a copy that runs /bin/true.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("cradle.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/cradle", "/bin/true")).unwrap();
+    let verify = std::process::Command::new("systemd-analyze").arg("verify").arg(&copy).output();
+    let verify = verify.unwrap();
+    assert!(verify.status.success() && verify.stderr.is_empty(), "{}", stderr_of(&verify));
+    let security = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        security.status.success(),
+        "exposure above 2.0: {}",
+        String::from_utf8_lossy(&security.stdout)
+    );
 }
 
 #[test]
@@ -134,4 +183,43 @@ fn the_demo_kills_a_node_of_its_cluster_checks_every_write_and_rebuilds_it() {
     // The restart went through learners (a map with some) to backups only.
     assert!(text.contains(" learners of 12 partitions"), "{text}");
     assert!(text.contains("24 backups and 0 learners of 12 partitions"), "{text}");
+}
+
+#[test]
+fn node_settings_are_checked_against_the_machine_and_names_resolve() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let out = run(&["node", "--cores", "4096", "--no-pin", "--data-dir", dir], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("cores = 4096 but this process may run on"),
+        "{}",
+        stderr_of(&out)
+    );
+    let config = data.path().join("cradle.toml");
+    std::fs::write(&config, format!("[node]\ndata_dir = {dir:?}\n[storage]\nchunk_bytes = 3\n"))
+        .unwrap();
+    let out = run(&["node", "--config", config.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("chunk_bytes must be in 4096..=4194304"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = run(&["node", "--listen", "nowhere.invalid:7000", "--data-dir", dir], b"");
+    assert!(
+        stderr_of(&out).contains("cannot resolve \"nowhere.invalid:7000\""),
+        "{}",
+        stderr_of(&out)
+    );
+    // A name is resolved, not refused as "invalid socket address syntax".
+    let mut command = common::cradle();
+    command
+        .args(["node", "--listen", "localhost:0", "--no-pin", "--data-dir", dir])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    let node = NodeProcess::spawn(command, tempfile::tempdir().unwrap());
+    assert!(node.addr.ip().is_loopback(), "{}", node.addr);
+    let out = run(&["put", "--server", &format!("localhost:{}", node.addr.port()), "a", "b"], b"");
+    assert!(out.status.success(), "{}", stderr_of(&out));
 }

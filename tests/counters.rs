@@ -150,6 +150,30 @@ fn the_metrics_port_answers_healthz_while_the_node_serves() {
     assert_eq!(value("cradle_get_misses_total", None), 1.0);
     assert!(value("cradle_uptime_seconds", None) > 0.0);
     assert!(value("process_resident_memory_bytes", None) > 1e6);
+    // #16 point 9's rest: errors by status, latency per operation and of fdatasync, bytes
+    // in and out, socket drops (none here), each of its Prometheus type.
+    assert!(value("cradle_errors_total", Some(("status", "not_found"))) >= 1.0, "the absent GET");
+    assert!(value("cradle_errors_total", Some(("status", "below_floor"))) >= 1.0);
+    assert!(value("cradle_datagrams_received_total", None) >= 5.0);
+    assert!(value("cradle_received_bytes_total", None) >= 5.0 * 72.0);
+    assert!(value("cradle_reply_bytes_total", None) >= 5.0 * 72.0);
+    let histogram = |name: &str, label: Option<(&str, &str)>| {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)));
+        match sample.map(|s| &s.value) {
+            Some(prometheus_parse::Value::Histogram(buckets)) => {
+                buckets.iter().find(|b| b.less_than.is_infinite()).map_or(0.0, |b| b.count)
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    assert_eq!(histogram("cradle_request_duration_seconds", Some(("op", "incr"))), 3.0);
+    assert!(histogram("cradle_request_duration_seconds", Some(("op", "get"))) >= 2.0);
+    assert!(histogram("cradle_fsync_seconds", None) >= 1.0, "flushed: the INCRs were synced");
+    let port = node.addr.port().to_string();
+    assert_eq!(value("cradle_socket_drops_total", Some(("port", &port))), 0.0);
     let status = run(&["status", "--server", &s], b"");
     let first = String::from_utf8_lossy(&status.stdout).lines().next().unwrap_or("").to_string();
     let version = env!("CARGO_PKG_VERSION");

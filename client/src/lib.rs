@@ -55,6 +55,7 @@
 mod assembly;
 #[cfg(feature = "tokio")]
 mod async_client;
+mod auth;
 mod config;
 mod driver;
 mod encode;
@@ -74,6 +75,7 @@ mod write_window;
 
 #[cfg(feature = "tokio")]
 pub use async_client::AsyncClient;
+pub use auth::ClientKey;
 pub use config::ClientConfig;
 
 pub use driver::{Client, MultiGet};

@@ -7,16 +7,30 @@ use std::net::SocketAddr;
 /// Encoded messages per destination, in order. Destinations take turns, and each datagram
 /// carries as many of one destination's queued messages, back to back, as fit in
 /// `DATAGRAM_BYTES_MAX` (several small GETs become one multi-get datagram).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Outbox {
     queues: HashMap<SocketAddr, VecDeque<Vec<u8>>>,
     turns: VecDeque<SocketAddr>,
+    /// Bytes of messages one datagram may carry (less than `DATAGRAM_BYTES_MAX` when the
+    /// datagrams are sealed on their way out).
+    datagram_bytes_max: usize,
+}
+
+impl Default for Outbox {
+    fn default() -> Outbox {
+        Outbox::with_limit(DATAGRAM_BYTES_MAX)
+    }
 }
 
 impl Outbox {
-    /// Queues one encoded message (at most `DATAGRAM_BYTES_MAX` bytes) for `to`.
+    /// An outbox packing at most `datagram_bytes_max` bytes of messages per datagram.
+    pub(crate) fn with_limit(datagram_bytes_max: usize) -> Outbox {
+        Outbox { queues: HashMap::new(), turns: VecDeque::new(), datagram_bytes_max }
+    }
+
+    /// Queues one encoded message (at most the limit) for `to`.
     pub(crate) fn push(&mut self, to: SocketAddr, message: Vec<u8>) {
-        assert!(message.len() <= DATAGRAM_BYTES_MAX, "message of {} bytes", message.len());
+        assert!(message.len() <= self.datagram_bytes_max, "message of {} bytes", message.len());
         let queue = self.queues.entry(to).or_default();
         if queue.is_empty() {
             self.turns.push_back(to);
@@ -30,7 +44,7 @@ impl Outbox {
         let queue = self.queues.get_mut(&to).expect("a turn has a queue");
         let mut datagram = queue.pop_front().expect("a turn has a message");
         while let Some(next) = queue.front() {
-            if datagram.len() + next.len() > DATAGRAM_BYTES_MAX {
+            if datagram.len() + next.len() > self.datagram_bytes_max {
                 break;
             }
             datagram.extend_from_slice(next);

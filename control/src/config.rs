@@ -37,6 +37,9 @@ pub struct CoreConfig {
     /// Replication with the other replicas of this core's partitions (a cluster member);
     /// `None` on a single node.
     pub replication: Option<crate::core::ReplicationConfig>,
+    /// The client keys every request must be sealed with (`crate::auth`); `None`: no
+    /// authentication, every sender may do everything (loopback and development use).
+    pub auth: Option<Arc<crate::auth::KeyTable>>,
 }
 
 /// Completion records per core unless configured: 2^22 (256 MiB at most, 840,000 writes/s
@@ -60,6 +63,7 @@ impl CoreConfig {
             reassembly_timeout_ns: 10_000_000_000,
             wall_clock_start_ns: 0,
             replication: None,
+            auth: None,
         }
     }
 
@@ -81,6 +85,15 @@ impl CoreConfig {
             return Err(ConfigError(format!(
                 "completion_records_max {} is above {RECORDS_MAX}",
                 self.completion_records_max
+            )));
+        }
+        if self.auth.is_some() && self.completion_ttl_ns <= 2 * crate::auth::AUTH_FRESHNESS_NS {
+            // A replayed sealed write must find its completion record (see `crate::auth`).
+            return Err(ConfigError(format!(
+                "with authentication on, completion_ttl_ns must exceed twice the freshness \
+                 window ({} ns), not {}",
+                2 * crate::auth::AUTH_FRESHNESS_NS,
+                self.completion_ttl_ns
             )));
         }
         if self.reassembly_bytes_max < proto::VALUE_BYTES_MAX as u64 {

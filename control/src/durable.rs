@@ -143,10 +143,12 @@ pub(crate) fn status_of(error: StoreError) -> proto::Status {
 
 /// Sends held replies, packing consecutive ones to the same peer into one datagram; returns
 /// the datagrams sent.
-pub(crate) fn send_acks(acks: &[PendingAck], buf: &mut [u8], tx: &mut dyn Transmit) -> u64 {
+/// Sends the held write replies `acks`, packed per peer; the datagrams and bytes sent.
+pub(crate) fn send_acks(acks: &[PendingAck], buf: &mut [u8], tx: &mut dyn Transmit) -> (u64, u64) {
     let mut len = 0;
     let mut peer = None;
     let mut datagrams = 0;
+    let mut bytes = 0;
     for ack in acks {
         let count = ack.count.map(proto::encode_count);
         let value = count.as_ref().map_or(&[][..], |c| &c[..]);
@@ -154,6 +156,7 @@ pub(crate) fn send_acks(acks: &[PendingAck], buf: &mut [u8], tx: &mut dyn Transm
         if len > 0 && (peer != Some(ack.peer) || full) {
             tx.send(peer.expect("set with len"), &buf[..len]);
             datagrams += 1;
+            bytes += len as u64;
             len = 0;
         }
         peer = Some(ack.peer);
@@ -162,8 +165,9 @@ pub(crate) fn send_acks(acks: &[PendingAck], buf: &mut [u8], tx: &mut dyn Transm
     if let (Some(peer), true) = (peer, len > 0) {
         tx.send(peer, &buf[..len]);
         datagrams += 1;
+        bytes += len as u64;
     }
-    datagrams
+    (datagrams, bytes)
 }
 
 #[cfg(test)]
@@ -214,12 +218,12 @@ mod tests {
         let acks: Vec<PendingAck> = [a, a, a, b, a, a].into_iter().map(ack).collect();
         let mut wire = Wire(Vec::new());
         let mut buf = [0u8; proto::DATAGRAM_BYTES_MAX];
-        assert_eq!(send_acks(&acks, &mut buf, &mut wire), 3);
+        assert_eq!(send_acks(&acks, &mut buf, &mut wire).0, 3);
         assert_eq!(wire.0, vec![(a, 3), (b, 1), (a, 2)]);
         // 20 headers of 72 bytes fit one 1,472-byte datagram; the 21st starts another.
         let many: Vec<PendingAck> = (0..21).map(|_| ack(a)).collect();
         let mut wire = Wire(Vec::new());
-        assert_eq!(send_acks(&many, &mut buf, &mut wire), 2);
+        assert_eq!(send_acks(&many, &mut buf, &mut wire).0, 2);
         assert_eq!(wire.0, vec![(a, 20), (a, 1)]);
     }
 }

@@ -9,6 +9,7 @@
 //! This crate must never read a clock, do I/O of its own, or take a lock on the request path.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cluster;
 mod completions;
 mod config;
@@ -28,11 +29,13 @@ mod validation;
 pub use crate::core::{
     Core, ItemPut, ItemSlot, KeyOwner, MapChange, MapInbox, MapOutcome, ReplicationConfig,
 };
+pub use auth::KeyTable;
 pub use config::{ConfigError, CoreConfig, COMPLETION_RECORDS_DEFAULT, COMPLETION_TTL_NS_DEFAULT};
 pub use durable::{CoreStorage, Durability, SyncClock};
 pub use layout::NodeLayout;
 pub use stats::{
-    CoreCounters, Lagging, LatencyHistogram, NodeFacts, NodeStats, StatsSnapshot, LATENCY_BOUNDS_NS,
+    CoreCounters, CoreMetrics, Lagging, LatencyHistogram, NodeFacts, NodeStats, StatsSnapshot,
+    LATENCY_BOUNDS_NS, OPERATIONS, STATUS_SLOTS,
 };
 
 /// Slack for the wall clocks that stamp writes: the loop's clock starts a little after the

@@ -22,6 +22,10 @@ pub(crate) struct Replies {
     rest: usize,
     pub(crate) datagrams: u64,
     pub(crate) retry_token: u64,
+    /// Bytes of the datagrams sent.
+    pub(crate) bytes: u64,
+    /// Reply messages by status (`crate::stats::STATUS_SLOTS`).
+    pub(crate) statuses: [u64; crate::stats::STATUS_SLOTS],
 }
 
 impl Replies {
@@ -34,6 +38,8 @@ impl Replies {
             rest: 0,
             datagrams: 0,
             retry_token: 0,
+            bytes: 0,
+            statuses: [0; crate::stats::STATUS_SLOTS],
         }
     }
 
@@ -98,6 +104,12 @@ impl Replies {
         let written = encode_message(&mut self.buf[self.len..], header, key, value)
             .expect("space checked above");
         self.len += written;
+        self.count_status(header.status);
+    }
+
+    /// Counts one reply message of status `status` (a wire number; the parser knows < 16).
+    pub(crate) fn count_status(&mut self, status: u16) {
+        self.statuses[usize::from(status) % crate::stats::STATUS_SLOTS] += 1;
     }
 
     /// Takes `bytes` from an unvalidated sender's budget for a reply sent later (a write's
@@ -116,6 +128,7 @@ impl Replies {
         if self.len > 0 {
             tx.send(self.peer, &self.buf[..self.len]);
             self.datagrams += 1;
+            self.bytes += self.len as u64;
             self.len = 0;
         }
     }

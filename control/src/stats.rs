@@ -2,6 +2,7 @@
 //! A core counts in plain integers and copies them into its atomic slot once per batch.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use storage::latency::{LogHistogram, LATENCY_BUCKETS};
 
 /// One core's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -96,9 +97,21 @@ pub struct CoreCounters {
     pub incr_below_floor: u64,
     /// TOUCH requests.
     pub touches: u64,
+    /// Client datagrams refused UNAUTHENTICATED (auth on: not sealed, unknown key, bad MAC,
+    /// stale).
+    pub unauthenticated: u64,
+    /// Requests refused FORBIDDEN: their key's role may not ask for them.
+    pub forbidden: u64,
+    /// Datagrams received (client, node-to-node and malformed alike).
+    pub datagrams_in: u64,
+    /// Bytes of the datagrams received (UDP payloads).
+    pub bytes_in: u64,
+    /// Bytes of the reply datagrams sent to clients (`reply_datagrams` counts them;
+    /// node-to-node datagrams are in neither).
+    pub reply_bytes: u64,
 }
 
-const FIELDS: usize = 45;
+const FIELDS: usize = 50;
 
 /// The JSON and metric names of the fields, in `to_array` order.
 pub(crate) const NAMES: [&str; FIELDS] = [
@@ -147,6 +160,11 @@ pub(crate) const NAMES: [&str; FIELDS] = [
     "incrs",
     "incr_below_floor",
     "touches",
+    "unauthenticated",
+    "forbidden",
+    "datagrams_in",
+    "bytes_in",
+    "reply_bytes",
 ];
 
 impl CoreCounters {
@@ -197,6 +215,11 @@ impl CoreCounters {
             self.incrs,
             self.incr_below_floor,
             self.touches,
+            self.unauthenticated,
+            self.forbidden,
+            self.datagrams_in,
+            self.bytes_in,
+            self.reply_bytes,
         ]
     }
 
@@ -247,6 +270,11 @@ impl CoreCounters {
             incrs: a[42],
             incr_below_floor: a[43],
             touches: a[44],
+            unauthenticated: a[45],
+            forbidden: a[46],
+            datagrams_in: a[47],
+            bytes_in: a[48],
+            reply_bytes: a[49],
         }
     }
 
@@ -298,10 +326,52 @@ impl LatencyHistogram {
     }
 }
 
+/// Reply messages counted by status: index = the status's wire number.
+pub const STATUS_SLOTS: usize = 16;
+
+/// Request opcodes, index = wire number − 1 (`Opcode::ALL` order).
+pub const OPERATIONS: usize = proto::Opcode::ALL.len();
+
+/// A core's per-operation latency (`storage::latency` buckets) and replies by status: what
+/// it publishes besides `CoreCounters`, at most every `METRICS_INTERVAL_NS`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoreMetrics {
+    /// Per opcode (wire number − 1): requests by the service time of the burst they came in
+    /// (receipt to the replies' hand-off, the group commit included: an upper bound for each).
+    pub latency: [LogHistogram; OPERATIONS],
+    /// Reply messages by status (wire number).
+    pub statuses: [u64; STATUS_SLOTS],
+}
+
+/// How often a core copies its `CoreMetrics` out (besides every STATS request).
+pub(crate) const METRICS_INTERVAL_NS: u64 = 1_000_000;
+
+const METRIC_SLOTS: usize = OPERATIONS * (LATENCY_BUCKETS + 2) + STATUS_SLOTS;
+
+impl CoreMetrics {
+    fn to_slots(&self) -> impl Iterator<Item = u64> + '_ {
+        let latency = self.latency.iter().flat_map(|h| h.counts.iter().copied().chain([h.sum_ns]));
+        latency.chain(self.statuses.iter().copied())
+    }
+
+    fn from_slots(slots: &[AtomicU64]) -> CoreMetrics {
+        let at = |i: usize| slots[i].load(Relaxed);
+        let per_op = LATENCY_BUCKETS + 2;
+        CoreMetrics {
+            latency: std::array::from_fn(|op| LogHistogram {
+                counts: std::array::from_fn(|k| at(op * per_op + k)),
+                sum_ns: at(op * per_op + LATENCY_BUCKETS + 1),
+            }),
+            statuses: std::array::from_fn(|s| at(OPERATIONS * per_op + s)),
+        }
+    }
+}
+
 /// The node's counters: one slot per core, and a request counter per endpoint.
 #[derive(Debug)]
 pub struct NodeStats {
     slots: Vec<[AtomicU64; FIELDS]>,
+    metrics: Vec<Box<[AtomicU64]>>,
     latency: Vec<[AtomicU64; BUCKETS + 1]>,
     endpoint_requests: Vec<Box<[AtomicU64]>>,
     /// Quarantined partitions and where their logs are corrupt (file, byte offset, reason).
@@ -342,6 +412,8 @@ pub struct StatsSnapshot {
     pub cluster: Option<serde_json::Value>,
     /// The hardware health monitor's last report (`health::HostReport::to_json`).
     pub health: Option<serde_json::Value>,
+    /// Per core, in core order: latency per operation and replies by status.
+    pub metrics: Vec<CoreMetrics>,
 }
 
 impl NodeStats {
@@ -349,6 +421,9 @@ impl NodeStats {
     pub fn new(cores: u32) -> NodeStats {
         NodeStats {
             slots: (0..cores).map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect(),
+            metrics: (0..cores)
+                .map(|_| (0..METRIC_SLOTS).map(|_| AtomicU64::new(0)).collect())
+                .collect(),
             latency: (0..cores).map(|_| Default::default()).collect(),
             endpoint_requests: (0..cores).map(|_| Box::default()).collect(),
             quarantines: Default::default(),
@@ -403,6 +478,13 @@ impl NodeStats {
         }
     }
 
+    /// Core `core` publishes its latency histograms and status counts.
+    pub fn publish_metrics(&self, core: u32, metrics: &CoreMetrics) {
+        for (slot, value) in self.metrics[core as usize].iter().zip(metrics.to_slots()) {
+            slot.store(value, Relaxed);
+        }
+    }
+
     /// Counts a request for core `core`'s endpoint of `partition`. Only that core calls this,
     /// so a load and a store suffice (no locked instruction on the request path).
     pub fn count_endpoint_request(&self, core: u32, partition: u32) {
@@ -440,7 +522,8 @@ impl NodeStats {
             .collect();
         let cluster = self.cluster.get().map(|view| view.to_json());
         let health = self.health.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        StatsSnapshot { cores, latency, quarantines, lagging, cluster, health }
+        let metrics = self.metrics.iter().map(|slots| CoreMetrics::from_slots(slots)).collect();
+        StatsSnapshot { cores, latency, quarantines, lagging, cluster, health, metrics }
     }
 }
 
@@ -531,6 +614,19 @@ mod tests {
             (json["cores"].as_u64(), json["dropped_malformed"].as_u64()),
             (Some(2), Some(1))
         );
+    }
+
+    #[test]
+    fn core_metrics_round_trip_through_the_published_slots() {
+        let stats = NodeStats::new(2);
+        let mut m = CoreMetrics::default();
+        m.latency[0].record(5, 3_000);
+        m.latency[proto::Opcode::Touch as usize - 1].record(2, 9_000_000_000_000);
+        m.statuses[proto::Status::Forbidden as usize] = 7;
+        stats.publish_metrics(1, &m);
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.metrics[1], m);
+        assert_eq!(snapshot.metrics[0], CoreMetrics::default());
     }
 
     #[test]

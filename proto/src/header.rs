@@ -150,6 +150,13 @@ wire_enum! {
         /// The endpoint cannot do what the request asks, for now: an expiry (EXPIRES, TOUCH)
         /// on a replicated partition (replication does not carry expiries yet). Not applied.
         Unsupported = 13,
+        /// The node requires authenticated requests (`--auth-keys`) and this datagram is not
+        /// sealed, names an unknown key, fails its MAC or is stale: nothing in it was done.
+        /// Only its first request is answered, with a bare header.
+        Unauthenticated = 14,
+        /// The request's key has a role that may not do this (e.g. a `read` key's PUT, a
+        /// `write` key's SCAN); nothing was done.
+        Forbidden = 15,
     }
 }
 
@@ -171,6 +178,8 @@ impl Status {
             Status::BelowFloor => "below floor",
             Status::NotACounter => "the value is not a counter",
             Status::Unsupported => "not supported on this partition",
+            Status::Unauthenticated => "unauthenticated (the node needs a valid key)",
+            Status::Forbidden => "forbidden for this key's role",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! byte slice either checks or returns an error, never panics.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 mod header;
 mod incr;
 mod map;

@@ -3,6 +3,12 @@
 use crate::index::{OFFSET_MAX, SLOTS_MAX};
 use std::fmt;
 
+/// Smallest blob chunk: below a page, a chunk's 32-byte hash and its file block cost more than
+/// the dedup saves.
+pub const CHUNK_BYTES_MIN: usize = 4 << 10;
+/// Largest blob chunk: a chunk is read whole to serve any part of it.
+pub const CHUNK_BYTES_MAX: usize = 4 << 20;
+
 /// Settings of every endpoint store and the blob store of one core.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoreConfig {
@@ -65,8 +71,19 @@ impl StoreConfig {
         if record_max * 2 > self.segment_bytes {
             return fail("segment_bytes must hold two records of blob_threshold_bytes");
         }
-        if self.chunk_bytes == 0 || self.blob_threshold_bytes == 0 {
-            return fail("chunk_bytes and blob_threshold_bytes must be positive");
+        if !(CHUNK_BYTES_MIN..=CHUNK_BYTES_MAX).contains(&self.chunk_bytes) {
+            return Err(ConfigError(format!(
+                "chunk_bytes must be in {CHUNK_BYTES_MIN}..={CHUNK_BYTES_MAX} (4 KiB to 4 MiB), \
+                 not {}",
+                self.chunk_bytes
+            )));
+        }
+        if self.blob_threshold_bytes == 0 || self.blob_threshold_bytes > proto::VALUE_BYTES_MAX {
+            return Err(ConfigError(format!(
+                "blob_threshold_bytes must be in 1..={} (the largest value), not {}",
+                proto::VALUE_BYTES_MAX,
+                self.blob_threshold_bytes
+            )));
         }
         if !self.blob_segment_bytes.is_multiple_of(4096)
             || self.blob_segment_bytes < 4 * (self.chunk_bytes as u64 + 4096)

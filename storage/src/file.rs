@@ -262,7 +262,10 @@ impl LogDevice for FileDevice {
 
     fn sync(&mut self) -> io::Result<()> {
         // Covers the stores through the map as well (see the module comment).
-        self.file.sync_data()
+        let began = std::time::Instant::now();
+        let synced = self.file.sync_data();
+        crate::latency::record_sync(began.elapsed().as_nanos() as u64);
+        synced
     }
 
     fn punch(&mut self, offset: u64, len: u64) -> io::Result<()> {

@@ -21,6 +21,7 @@ mod device;
 mod error;
 mod file;
 mod index;
+pub mod latency;
 mod log;
 mod record;
 mod recover;
@@ -29,7 +30,7 @@ mod syncfs;
 
 pub use blob::{BlobReport, BlobStore, Hash, HASH_BYTES};
 pub use catchup::{Snapshot, SnapshotRead};
-pub use config::{ConfigError, StoreConfig};
+pub use config::{ConfigError, StoreConfig, CHUNK_BYTES_MAX, CHUNK_BYTES_MIN};
 pub use device::{Faults, FaultyVolume, LogDevice, MemoryVolume, Volume};
 pub use error::{Corruption, StoreError};
 pub use file::FileVolume;

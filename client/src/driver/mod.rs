@@ -165,6 +165,7 @@ impl<T: Transport> Client<T> {
     /// Sends what is queued.
     pub fn flush(&mut self) {
         while let Some((to, datagram)) = self.core.poll_transmit() {
+            let datagram = crate::auth::sealed(self.core.config().key.as_ref(), &datagram);
             if self.transport.send_to(&datagram, to).is_err() {
                 self.core.note_send_error();
             }

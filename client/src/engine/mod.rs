@@ -16,7 +16,7 @@ use crate::stats::ClientStats;
 use crate::timers::Timers;
 use crate::write_window::WriteWindow;
 use inflight::{InFlight, Phase, ReadState};
-use proto::{fits_unfragmented, PartitionMap, KEY_BYTES_MAX};
+use proto::{PartitionMap, HEADER_BYTES, KEY_BYTES_MAX};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -60,6 +60,7 @@ impl ClientCore {
         config.validate()?;
         let fresh = RttEstimator::new(config.rto_initial, config.rto_min, config.rto_max);
         let stats = ClientStats { rto: fresh.rto(), ..ClientStats::default() };
+        let outbox = Outbox::with_limit(crate::auth::message_bytes_max(config.key.as_ref()));
         Ok(ClientCore {
             client_id: client_id_from(config.seed),
             router: Router::new(config.servers.clone(), fresh),
@@ -69,7 +70,7 @@ impl ClientCore {
             requests: HashMap::new(),
             by_tracking: HashMap::new(),
             timers: Timers::default(),
-            outbox: Outbox::default(),
+            outbox,
             completions: VecDeque::new(),
             map_refresh: None,
             map_watch_at: None,
@@ -294,7 +295,7 @@ impl ClientCore {
         let route = self.router.route_request(&request);
         let target = request.server().unwrap_or(route.addr);
         let tracking_id = self.new_tracking_id(id);
-        let phase = phase_of(&request);
+        let phase = phase_of(&request, crate::auth::message_bytes_max(self.config.key.as_ref()));
         let class = RttClass::of(&request);
         let rto = self.router.rto(target, class);
         let in_flight = InFlight {
@@ -384,13 +385,15 @@ impl ClientCore {
     }
 }
 
-fn phase_of(request: &Request) -> Phase {
+/// How `request` is exchanged, when a datagram may carry `datagram_bytes_max` bytes of
+/// messages: a write that does not fit one goes in fragments.
+fn phase_of(request: &Request, datagram_bytes_max: usize) -> Phase {
     match request {
         Request::Put { key, value }
         | Request::Cas { key, value, .. }
         | Request::PutWith { key, value, .. }
         | Request::CasWith { key, value, .. }
-            if !fits_unfragmented(key.len(), value.len()) =>
+            if HEADER_BYTES + key.len() + value.len() > datagram_bytes_max =>
         {
             Phase::Write(WriteWindow::new(value.len() as u32))
         }

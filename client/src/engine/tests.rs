@@ -315,3 +315,30 @@ fn a_request_on_a_silent_server_moves_within_a_map_poll_of_the_failover() {
         assert!(polls <= most, "{polls} map polls in {failover_ms} ms");
     }
 }
+
+/// With a key, datagrams leave packed to 1,440 bytes so that sealed they stay within
+/// `DATAGRAM_BYTES_MAX`, and a PUT that fits 1,472 bytes but not 1,440 goes in fragments.
+#[test]
+fn with_a_key_every_sealed_datagram_stays_within_the_limit() {
+    let line = format!("4 app write {}", "ab".repeat(32));
+    let mut config = ClientConfig::new(vec![addr(7000)]);
+    config.key = Some(crate::ClientKey::parse(&line).unwrap());
+    let key = config.key.clone();
+    let mut core = ClientCore::new(config).unwrap();
+    let now = Instant::now();
+    let long = "k".repeat(200);
+    for i in 0..20 {
+        core.submit(now, get(&format!("{long}{i:02}")));
+    }
+    let value = vec![1u8; DATAGRAM_BYTES_MAX - HEADER_BYTES - 3 - 10];
+    core.submit(now, Request::Put { key: b"put".to_vec(), value });
+    let mut fragments = 0;
+    while let Some((_, datagram)) = core.poll_transmit() {
+        let sealed = crate::auth::sealed(key.as_ref(), &datagram);
+        assert!(sealed.len() <= DATAGRAM_BYTES_MAX, "{} bytes sealed", sealed.len());
+        assert_eq!(sealed.len(), datagram.len() + proto::auth::AUTH_OVERHEAD_BYTES);
+        let first = Messages::new(&datagram).next().unwrap().unwrap();
+        fragments += usize::from(first.header.has(flags::FRAGMENT));
+    }
+    assert_eq!(fragments, 2, "the PUT of 1,387 value bytes went as two fragments");
+}

@@ -71,6 +71,8 @@ struct Inner {
     stop: AtomicBool,
     /// The driver thread panicked (a bug): nothing would complete a new request.
     dead: AtomicBool,
+    /// What every datagram is sealed with as it leaves (`ClientConfig::key`).
+    key: Option<crate::ClientKey>,
 }
 
 struct State {
@@ -116,6 +118,7 @@ impl SharedClient {
         transport.set_recv_buffer_bytes(recv_buffer_bytes_for(config.in_flight_max))?;
         let local = transport.local_addr()?;
         let socket = transport.into_socket()?;
+        let key = config.key.clone();
         let state =
             State { core: ClientCore::new(config)?, sinks: HashMap::new(), driver_wakes_at: None };
         let inner = Arc::new(Inner {
@@ -124,6 +127,7 @@ impl SharedClient {
             wake_addr: loopback(local),
             stop: AtomicBool::new(false),
             dead: AtomicBool::new(false),
+            key,
         });
         let thread = driver_thread::spawn(inner.clone())?;
         Ok(SharedClient {
@@ -329,7 +333,8 @@ impl Inner {
     fn send_all(&self, datagrams: &[(SocketAddr, Vec<u8>)]) {
         let mut failed = 0;
         for (to, datagram) in datagrams {
-            if self.socket.send_to(datagram, *to).is_err() {
+            let datagram = crate::auth::sealed(self.key.as_ref(), datagram);
+            if self.socket.send_to(&datagram, *to).is_err() {
                 failed += 1;
             }
         }

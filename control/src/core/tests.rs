@@ -603,6 +603,7 @@ fn a_memory_class_write_that_failed_to_reach_the_file_frees_no_chunk() {
     assert_eq!(h.core.blobs.blob_chunks(), 2, "no chunk freed for a write that never landed");
 }
 
+mod auth;
 mod counters;
 mod exactly_once;
 mod map_changes;

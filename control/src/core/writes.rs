@@ -465,7 +465,12 @@ impl Core {
                 }
             }
         }
-        self.replies.datagrams += send_acks(&self.pending, &mut self.ack_buf[..], tx);
+        let (datagrams, bytes) = send_acks(&self.pending, &mut self.ack_buf[..], tx);
+        self.replies.datagrams += datagrams;
+        self.replies.bytes += bytes;
+        for ack in &self.pending {
+            self.replies.count_status(ack.reply.status);
+        }
         self.pending.clear();
     }
 
