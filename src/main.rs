@@ -25,6 +25,8 @@ struct Cli {
     command: Command,
 }
 
+// (Parsed once per run: the node's many flags make its variant big, and that costs nothing.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve: one pinned loop per core, core i on port PORT+i; prints `cradle ready` once serving.
