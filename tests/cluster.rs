@@ -761,3 +761,37 @@ fn two_unhealthy_hosts_at_rf_3_are_not_drained_below_the_replication_factor_and_
         );
     }
 }
+
+/// Expiry on replicated partitions (#16): a TTL travels with its write to the backups, so
+/// after the primary is killed its successor still lets the short-lived key expire and keeps
+/// the long-lived one, and a TOUCH made before the kill holds there too.
+#[test]
+fn expiries_survive_a_failover_of_the_primary() {
+    let mut cluster = Cluster::start_with(6, cluster_port() + 15, &["--failover-after-ms", "200"]);
+    let mut client = cluster.client();
+    let began = Instant::now();
+    for i in 0..6 {
+        client.put_with_ttl(format!("short-{i}").as_bytes(), b"s", 2).expect("PUT --ttl 2");
+        client.put_with_ttl(format!("long-{i}").as_bytes(), b"l", 600).expect("PUT --ttl 600");
+        client.put_with_ttl(format!("touched-{i}").as_bytes(), b"t", 600).expect("PUT");
+        assert!(client.touch(format!("touched-{i}").as_bytes(), 2).expect("TOUCH"));
+    }
+    let victim = busiest(&cluster, &mut client);
+    cluster.nodes[victim].kill();
+    for i in 0..6 {
+        let long = client.get(format!("long-{i}").as_bytes()).expect("GET after the failover");
+        assert_eq!(long.map(|v| v.bytes), Some(b"l".to_vec()), "long-{i}");
+    }
+    let map = client.map().expect("MAP");
+    assert!(map.entries.iter().all(|e| e.addr.ip() != cluster.members[victim].ip()));
+    std::thread::sleep(
+        Duration::from_secs(2).saturating_sub(began.elapsed()) + Duration::from_millis(300),
+    );
+    for i in 0..6 {
+        for key in [format!("short-{i}"), format!("touched-{i}")] {
+            assert_eq!(client.get(key.as_bytes()).expect("GET").map(|v| v.bytes), None, "{key}");
+        }
+        let long = client.get(format!("long-{i}").as_bytes()).expect("GET");
+        assert_eq!(long.map(|v| v.bytes), Some(b"l".to_vec()), "long-{i}");
+    }
+}

@@ -269,6 +269,15 @@ impl Core {
     }
 
     /// Calls `f` with every live key of this core's endpoints, its value and version.
+    /// The version and metadata (flags, expiry) of `key`'s live value here, if any (tests).
+    #[cfg(test)]
+    pub(crate) fn item_meta(&mut self, key: &[u8]) -> Option<(u64, storage::Meta)> {
+        self.endpoints.iter_mut().find_map(|e| {
+            let item = e.store.get_item(&mut self.blobs, key).ok().flatten()?;
+            Some((item.version, item.meta))
+        })
+    }
+
     pub fn for_each_entry(
         &mut self,
         mut f: impl FnMut(&[u8], &[u8], u64),

@@ -37,6 +37,11 @@ pub const FORWARD_HEADER_BYTES: usize = 1 + 4 + 8 + 8 + 8 + 2;
 pub const SNAPSHOT_HEADER_BYTES: usize = 1 + 4 + 8 * 5 + 1 + 2;
 /// Bytes of a record besides its key and value.
 pub const RECORD_HEADER_BYTES: usize = 8 + 1 + 8 * 4 + 2 + 4;
+/// Bytes a put's item metadata adds to its record (flags u32, expires at u64), only when not
+/// zero (the record's op byte is then `PUT_WITH_META`).
+pub const RECORD_META_BYTES: usize = 4 + 8;
+/// The op byte of a put whose record carries item metadata.
+const PUT_WITH_META: u8 = 3;
 
 /// What a replicated write did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,12 +71,25 @@ pub struct WriteRecord<'a> {
     pub key: &'a [u8],
     /// The value (empty for a delete).
     pub value: &'a [u8],
+    /// A put's item flags (memcached's client flags; 0 for a delete).
+    pub item_flags: u32,
+    /// A put's expiry, wall-clock ns since the Unix epoch (0: never; 0 for a delete).
+    pub expires_at_ns: u64,
 }
 
 impl WriteRecord<'_> {
     /// Encoded length.
     pub fn len(&self) -> usize {
-        RECORD_HEADER_BYTES + self.key.len() + self.value.len()
+        RECORD_HEADER_BYTES + self.meta_len() + self.key.len() + self.value.len()
+    }
+
+    fn meta_len(&self) -> usize {
+        let meta = self.op == WriteOp::Put && (self.item_flags, self.expires_at_ns) != (0, 0);
+        if meta {
+            RECORD_META_BYTES
+        } else {
+            0
+        }
     }
 
     /// Whether it has neither key nor value (never, for a real write).
@@ -82,12 +100,17 @@ impl WriteRecord<'_> {
     /// Appends the encoded record.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.lsn.to_le_bytes());
-        out.push(self.op as u8);
+        let meta = self.meta_len() > 0;
+        out.push(if meta { PUT_WITH_META } else { self.op as u8 });
         for field in [self.client_id, self.tracking_id, self.fingerprint, self.at_ns] {
             out.extend_from_slice(&field.to_le_bytes());
         }
         out.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
         out.extend_from_slice(&(self.value.len() as u32).to_le_bytes());
+        if meta {
+            out.extend_from_slice(&self.item_flags.to_le_bytes());
+            out.extend_from_slice(&self.expires_at_ns.to_le_bytes());
+        }
         out.extend_from_slice(self.key);
         out.extend_from_slice(self.value);
     }
@@ -130,14 +153,24 @@ fn decode_record(b: &[u8]) -> Result<(WriteRecord<'_>, &[u8]), Malformed> {
     if b.len() < RECORD_HEADER_BYTES {
         return Err(Malformed::Truncated);
     }
-    let op = match b[8] {
-        1 => WriteOp::Put,
-        2 => WriteOp::Delete,
+    let (op, meta) = match b[8] {
+        1 => (WriteOp::Put, false),
+        2 => (WriteOp::Delete, false),
+        PUT_WITH_META => (WriteOp::Put, true),
         _ => return Err(Malformed::BadOpcode),
     };
     let key_len = u16::from_le_bytes([b[41], b[42]]) as usize;
     let value_len = u32::from_le_bytes(b[43..47].try_into().expect("4 bytes")) as usize;
-    let rest = &b[RECORD_HEADER_BYTES..];
+    let mut rest = &b[RECORD_HEADER_BYTES..];
+    let (mut item_flags, mut expires_at_ns) = (0, 0);
+    if meta {
+        if rest.len() < RECORD_META_BYTES {
+            return Err(Malformed::Truncated);
+        }
+        item_flags = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+        expires_at_ns = u64_at(rest, 4);
+        rest = &rest[RECORD_META_BYTES..];
+    }
     if rest.len() < key_len + value_len {
         return Err(Malformed::Truncated);
     }
@@ -153,6 +186,8 @@ fn decode_record(b: &[u8]) -> Result<(WriteRecord<'_>, &[u8]), Malformed> {
         at_ns: u64_at(b, 33),
         key: &rest[..key_len],
         value: &rest[key_len..key_len + value_len],
+        item_flags,
+        expires_at_ns,
     };
     Ok((record, &rest[key_len + value_len..]))
 }
@@ -419,18 +454,24 @@ mod tests {
             at_ns: 4,
             key,
             value,
+            item_flags: 0,
+            expires_at_ns: 0,
         }
     }
 
     #[test]
     fn every_payload_round_trips_and_damage_is_refused() {
-        let writes = [record(7, b"k", b"value"), record(8, b"k", b"")];
+        // (The second carries item metadata: 12 more bytes, its own op byte.)
+        let with_meta =
+            WriteRecord { item_flags: 7, expires_at_ns: 1 << 60, ..record(8, b"m", b"v") };
+        assert_eq!(with_meta.len(), record(8, b"m", b"v").len() + RECORD_META_BYTES);
+        let writes = [record(7, b"k", b"value"), with_meta, record(9, b"k", b"")];
         let mut out = Vec::new();
         encode_forward_header(&mut out, false, 5, 9, 100, 6, 0);
         for w in &writes {
             w.encode(&mut out);
         }
-        set_forward_count(&mut out, 2);
+        set_forward_count(&mut out, 3);
         let Replication::Forward { partition, epoch, sent_ns, committed, records } =
             Replication::decode(&out).unwrap()
         else {

@@ -41,6 +41,8 @@ pub enum SnapshotRead<'a> {
         value: &'a [u8],
         /// Its version (the LSN that wrote it).
         lsn: u64,
+        /// Its flags and expiry.
+        meta: Meta,
     },
     /// Overwritten, deleted or expired since the snapshot: the writes that did it are newer
     /// than the snapshot, so whoever reads it learns of them another way.
@@ -92,12 +94,14 @@ impl Store {
                 key: record.key,
                 value: record.payload,
                 lsn: record.lsn,
+                meta: record.meta,
             });
         }
         // (The chunks are read twice: the borrow checker cannot end the first borrow on the
         // error path.)
         let value = blobs.read(record.payload).expect("read just now");
-        Ok(SnapshotRead::Live { key: record.key, value, lsn: record.lsn })
+        let meta = self.log.read(loc).expect("read just now").meta;
+        Ok(SnapshotRead::Live { key: record.key, value, lsn: record.lsn, meta })
     }
 
     /// Applies a write out of LSN order, as a replica being built does with a snapshot's
@@ -115,17 +119,20 @@ impl Store {
         let key = match write {
             Applied::Put { key, .. } | Applied::Delete { key } => key,
         };
-        let current = self.version(key)?;
+        // (Against the newest record, expired or not: an older put of a key whose newer
+        // value has expired must not bring it back.)
+        let current = self.newest_version(key)?;
         if current >= lsn {
             return Ok(false);
         }
+        let current_live = self.version(key)?;
         let last = self.last_version;
         let changed = match write {
-            Applied::Put { key, value } => {
-                self.put_at(blobs, lsn, key, value, &Meta::NONE, stamp)?;
+            Applied::Put { key, value, meta } => {
+                self.put_at(blobs, lsn, key, value, &meta, stamp)?;
                 true
             }
-            Applied::Delete { .. } if current == 0 => false,
+            Applied::Delete { .. } if current_live == 0 => false,
             Applied::Delete { key } => {
                 self.delete_at(blobs, lsn, key, stamp)?;
                 true

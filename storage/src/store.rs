@@ -36,6 +36,8 @@ pub enum Applied<'a> {
         key: &'a [u8],
         /// Its new value.
         value: &'a [u8],
+        /// Its flags and expiry.
+        meta: Meta,
     },
     /// `key` was deleted.
     Delete {
@@ -254,6 +256,18 @@ impl Store {
     pub fn version(&mut self, key: &[u8]) -> Result<u64, StoreError> {
         Ok(self.locate(key)?.map_or(0, |(_, _, lsn)| lsn))
     }
+
+    /// The version of the newest record of `key`, expired or not (0: none; a delete's
+    /// tombstone counts): what a replica applying writes out of order compares with.
+    pub(crate) fn newest_version(&mut self, key: &[u8]) -> Result<u64, StoreError> {
+        if self.quarantine.is_some() {
+            return Err(StoreError::Quarantined);
+        }
+        match self.find(key) {
+            Ok(found) => Ok(found.map_or(0, |(_, r)| r.lsn)),
+            Err((loc, bad)) => Err(self.quarantine_at(loc, bad.describe())),
+        }
+    }
     /// Writes `value` under `key`; returns the new version. Applied (readable) at once;
     /// durable after the next successful [`Store::flush`]. `stamp` (who asked, kept in the
     /// record) comes back from replay in [`crate::RecoveryReport::stamps`].
@@ -291,8 +305,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         assert_eq!(lsn, self.last_version + 1, "writes apply in LSN order");
         match write {
-            // (Replication does not carry `Meta` yet: a replica's copy has no flags/expiry.)
-            Applied::Put { key, value } => self.put_at(blobs, lsn, key, value, &Meta::NONE, stamp),
+            Applied::Put { key, value, meta } => self.put_at(blobs, lsn, key, value, &meta, stamp),
             Applied::Delete { key } => self.delete_at(blobs, lsn, key, stamp).map(|_| lsn),
         }
     }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::value;
-use storage::{Applied, BlobStore, FileVolume, Stamp, Store, StoreConfig};
+use storage::{Applied, BlobStore, FileVolume, Meta, Stamp, Store, StoreConfig};
 
 fn open(dir: &std::path::Path, name: &str, config: &StoreConfig) -> (Store, BlobStore) {
     let (mut blobs, _) =
@@ -40,7 +40,7 @@ fn a_replica_applying_in_lsn_order_matches_its_primary_and_keeps_the_sequence() 
             }
         };
         let applied = match value {
-            Some(value) => Applied::Put { key, value },
+            Some(value) => Applied::Put { key, value, meta: Meta::NONE },
             None => Applied::Delete { key },
         };
         let got = replica.apply_at(&mut replica_blobs, lsn, applied, Some(&stamp)).unwrap();
@@ -72,5 +72,10 @@ fn a_gap_in_the_sequence_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig::default();
     let (mut replica, mut blobs) = open(dir.path(), "replica", &config);
-    let _ = replica.apply_at(&mut blobs, 2, Applied::Put { key: b"a", value: b"1" }, None);
+    let _ = replica.apply_at(
+        &mut blobs,
+        2,
+        Applied::Put { key: b"a", value: b"1", meta: Meta::NONE },
+        None,
+    );
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::{open, small_config, value};
 use std::collections::HashMap;
-use storage::{Applied, BlobStore, MemoryVolume, SnapshotRead, Store};
+use storage::{Applied, BlobStore, MemoryVolume, Meta, SnapshotRead, Store};
 use testkit::Rng;
 
 /// A new store and its blob store, with their volumes (to open them again).
@@ -58,13 +58,20 @@ impl Building {
         if self.deleted.get(key).is_some_and(|&d| d > lsn) {
             return;
         }
-        store.install(blobs, lsn, Applied::Put { key, value: v }, None).unwrap();
+        store.install(blobs, lsn, Applied::Put { key, value: v, meta: Meta::NONE }, None).unwrap();
     }
 
     fn forwarded(&mut self, store: &mut Store, blobs: &mut BlobStore, w: &Write) {
         match &w.value {
             Some(v) => {
-                store.install(blobs, w.lsn, Applied::Put { key: &w.key, value: v }, None).unwrap();
+                store
+                    .install(
+                        blobs,
+                        w.lsn,
+                        Applied::Put { key: &w.key, value: v, meta: Meta::NONE },
+                        None,
+                    )
+                    .unwrap();
             }
             None => {
                 store.install(blobs, w.lsn, Applied::Delete { key: &w.key }, None).unwrap();
@@ -106,7 +113,7 @@ fn a_snapshot_read_while_writes_go_on_plus_those_writes_rebuilds_the_source_exac
             if read < snapshot.len() && rng.chance(0.5) {
                 let last = source.last_lsn();
                 match source.snapshot_entry(&mut source_blobs, &snapshot, read).unwrap() {
-                    SnapshotRead::Live { key, value, lsn } => {
+                    SnapshotRead::Live { key, value, lsn, .. } => {
                         assert!(lsn <= last);
                         entries.push((key.to_vec(), value.to_vec(), lsn));
                     }
@@ -184,7 +191,9 @@ fn a_cleared_store_is_empty_also_after_a_restart_and_takes_writes_again() {
     assert_eq!((store.len(), store.last_lsn(), store.live_bytes()), (0, 0, 0));
     assert_eq!(store.get(&mut blobs, b"k1").unwrap(), None);
     assert_eq!(store.snapshot_entry(&mut blobs, &snapshot, 0).unwrap(), SnapshotRead::Stale);
-    store.install(&mut blobs, 9, Applied::Put { key: b"new", value: b"v" }, None).unwrap();
+    store
+        .install(&mut blobs, 9, Applied::Put { key: b"new", value: b"v", meta: Meta::NONE }, None)
+        .unwrap();
     store.flush(&mut blobs).unwrap();
     drop(store);
     let (mut again, mut again_blobs, report) = reopen(log);
@@ -198,7 +207,9 @@ fn a_cleared_store_is_empty_also_after_a_restart_and_takes_writes_again() {
 fn install_keeps_the_newest_version_of_a_key_whatever_the_order() {
     let (mut store, mut blobs, _) = fresh("i");
     let put = |store: &mut Store, blobs: &mut BlobStore, lsn, v: &[u8]| {
-        store.install(blobs, lsn, Applied::Put { key: b"k", value: v }, None).unwrap()
+        store
+            .install(blobs, lsn, Applied::Put { key: b"k", value: v, meta: Meta::NONE }, None)
+            .unwrap()
     };
     assert!(put(&mut store, &mut blobs, 5, b"five"));
     assert!(!put(&mut store, &mut blobs, 3, b"three"), "older: ignored");

@@ -212,7 +212,7 @@ impl Core {
                 while next < len && next < first + SNAPSHOT_SPAN {
                     let i = next as usize;
                     match endpoint.store.snapshot_entry(&mut self.blobs, &catchup.snapshot, i) {
-                        Ok(SnapshotRead::Live { key, value, lsn }) => {
+                        Ok(SnapshotRead::Live { key, value, lsn, meta }) => {
                             let record = WriteRecord {
                                 lsn,
                                 op: WriteOp::Put,
@@ -222,6 +222,8 @@ impl Core {
                                 at_ns: 0,
                                 key,
                                 value,
+                                item_flags: meta.flags,
+                                expires_at_ns: meta.expires_at_ns,
                             };
                             if link.payload.len() + record.len() > PAYLOAD_BYTES_MAX {
                                 if count == 0 {
@@ -362,7 +364,8 @@ impl Core {
                 continue;
             }
             self.read_cache.forget(slot, r.key);
-            let put = Applied::Put { key: r.key, value: r.value };
+            let put =
+                Applied::Put { key: r.key, value: r.value, meta: super::replica::meta_of(&r) };
             if store.install(&mut self.blobs, r.lsn, put, None).is_err() {
                 return; // (its store failed: see above)
             }

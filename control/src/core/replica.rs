@@ -464,10 +464,15 @@ pub(super) fn decoded<'a>(r: &WriteRecord<'a>) -> (Stamp, Applied<'a>) {
         at_ns: r.at_ns,
     };
     let applied = match r.op {
-        WriteOp::Put => Applied::Put { key: r.key, value: r.value },
+        WriteOp::Put => Applied::Put { key: r.key, value: r.value, meta: meta_of(r) },
         WriteOp::Delete => Applied::Delete { key: r.key },
     };
     (stamp, applied)
+}
+
+/// A forwarded put's item flags and expiry.
+pub(super) fn meta_of(r: &WriteRecord<'_>) -> storage::Meta {
+    storage::Meta { flags: r.item_flags, expires_at_ns: r.expires_at_ns }
 }
 
 /// After a replica applied forwarded record `r`: its completion record (a resend of the
@@ -519,6 +524,7 @@ impl Core {
         op: WriteOp,
         key: &[u8],
         value: &[u8],
+        meta: &storage::Meta,
         stamp: &Stamp,
     ) {
         let Some(replica) = self.endpoints[slot].replica.as_deref_mut() else { return };
@@ -531,6 +537,8 @@ impl Core {
             at_ns: stamp.at_ns,
             key,
             value,
+            item_flags: meta.flags,
+            expires_at_ns: meta.expires_at_ns,
         };
         let mut bytes = Vec::with_capacity(record.len());
         record.encode(&mut bytes);

@@ -142,17 +142,12 @@ impl Core {
     }
 
     /// Why a new write cannot be taken at all, before anything is reserved or applied: an
-    /// INCR whose value is not its arguments, an expiry on a replicated partition
-    /// (replication does not carry expiries yet: a backup's copy would never expire), or a
-    /// TOUCH of a blob value from a sender without a token (it rewrites the whole value: up
-    /// to 16 MiB for a forged 72-byte request).
+    /// INCR whose value is not its arguments, or a TOUCH of a blob value from a sender
+    /// without a token (it rewrites the whole value: up to 16 MiB for a forged 72-byte
+    /// request).
     fn refusal(&mut self, slot: usize, m: &Message<'_>, validated: bool) -> Option<Status> {
         if m.opcode() == Opcode::Incr && IncrArgs::decode(m.value).is_none() {
             return Some(Status::Malformed);
-        }
-        let expires = m.header.has(flags::EXPIRES) || m.opcode() == Opcode::Touch;
-        if expires && self.endpoints[slot].replica.is_some() {
-            return Some(Status::Unsupported);
         }
         if m.opcode() == Opcode::Touch && !validated {
             let store = &mut self.endpoints[slot].store;
@@ -336,15 +331,30 @@ impl Core {
         let c = &mut self.counters;
         c.cas_mismatches += u64::from(status == Status::VersionMismatch);
         c.incr_below_floor += u64::from(status == Status::BelowFloor);
-        // A replicated INCR reaches the backups as a PUT of the count it wrote.
+        // A replicated INCR reaches the backups as a PUT of the count it wrote, a TOUCH as a
+        // PUT of the value it kept; both with the item's flags and expiry as they are now.
+        let replicated = endpoint.replica.is_some();
+        let mut kept = Vec::new();
         let written = match (write.opcode, status) {
-            (Opcode::Put | Opcode::Cas, Status::Ok) => Some((WriteOp::Put, value, version)),
-            (Opcode::Incr, Status::Ok) => Some((WriteOp::Put, counted.as_bytes(), version)),
-            (Opcode::Delete, Status::Ok) => Some((WriteOp::Delete, &[][..], store.last_lsn())),
+            _ if !replicated => None,
+            (Opcode::Put | Opcode::Cas, Status::Ok) => Some((WriteOp::Put, value, version, meta)),
+            (Opcode::Incr | Opcode::Touch, Status::Ok) => match store.get_item(blobs, key) {
+                Ok(Some(item)) => {
+                    kept.extend_from_slice(item.value);
+                    Some((WriteOp::Put, &kept[..], version, item.meta))
+                }
+                // Expired as it was written (a TTL of 0), which reads as a delete; or a store
+                // failing now, which fails everything after. Either way the backups must get
+                // this LSN, or they would wait for it for ever.
+                _ => Some((WriteOp::Delete, &[][..], version, Meta::NONE)),
+            },
+            (Opcode::Delete, Status::Ok) => {
+                Some((WriteOp::Delete, &[][..], store.last_lsn(), Meta::NONE))
+            }
             _ => None,
         };
-        if let Some((op, value, lsn)) = written {
-            self.record_applied(slot, lsn, op, key, value, &stamp);
+        if let Some((op, value, lsn, meta)) = written {
+            self.record_applied(slot, lsn, op, key, value, &meta, &stamp);
         }
         Outcome { record: Record { status, version, fingerprint: stamp.fingerprint }, count }
     }

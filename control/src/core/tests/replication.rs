@@ -298,7 +298,7 @@ fn a_sole_replica_in_a_cluster_answers_after_the_promotion_wait_then_at_once_or_
 }
 
 #[test]
-fn an_incr_replicates_as_a_put_of_its_count_and_an_expiry_is_refused() {
+fn an_incr_replicates_as_a_put_of_its_count_and_expiries_replicate_with_their_writes() {
     let mut pair = Pair::new();
     let args = proto::IncrArgs { delta: -3, floor: None }.encode();
     let incr = request(Opcode::Incr, 1, b"budget", &args);
@@ -312,20 +312,39 @@ fn an_incr_replicates_as_a_put_of_its_count_and_an_expiry_is_refused() {
         .for_each_entry(|k, v, version| on_backup.push((k.to_vec(), v.to_vec(), version)))
         .unwrap();
     assert_eq!(on_backup, vec![(b"budget".to_vec(), b"-3".to_vec(), replies[0].1)]);
-    // Replication does not carry expiries yet: refused, not applied without one.
-    let mut put = HeaderFields {
-        opcode: Opcode::Put as u8,
-        client_id: 77,
-        tracking_id: 2,
-        total_len: 1,
-        ..HeaderFields::default()
+    // A TTL travels with its write: the backup's copy expires when the primary's does, so
+    // a failover brings no expired key back. A TOUCH replicates as a put of the value kept.
+    let with_ttl = |opcode: Opcode, tracking_id: u64, key: &[u8], value: &[u8], ttl| {
+        let mut h = HeaderFields {
+            opcode: opcode as u8,
+            client_id: 77,
+            tracking_id,
+            total_len: value.len() as u32,
+            ..HeaderFields::default()
+        };
+        h.set_ttl_secs(ttl);
+        let mut d = vec![0u8; HEADER_BYTES + key.len() + value.len()];
+        encode_message(&mut d, &h, key, value).unwrap();
+        d
     };
-    put.set_ttl_secs(Some(60));
-    let mut d = vec![0u8; HEADER_BYTES + 2];
-    encode_message(&mut d, &put, b"k", b"v").unwrap();
-    let refused = statuses(&pair.deliver(CLIENT, A, &d));
-    assert_eq!(refused, vec![(Status::Unsupported as u16, 0, Vec::new())]);
-    let touch = request(Opcode::Touch, 3, b"budget", b"");
-    let refused = statuses(&pair.deliver(CLIENT, A, &touch));
-    assert_eq!(refused, vec![(Status::Unsupported as u16, 0, Vec::new())]);
+    let same_on_both = |pair: &mut Pair, key: &[u8]| {
+        let (on_a, on_b) = (pair.a.item_meta(key), pair.b.item_meta(key));
+        assert_eq!(on_a, on_b, "primary and backup");
+        on_a.expect("present")
+    };
+    let put = with_ttl(Opcode::Put, 2, b"k", b"v", Some(60));
+    assert_eq!(statuses(&pair.deliver(CLIENT, A, &put))[0].0, Status::Ok as u16);
+    let (_, meta) = same_on_both(&mut pair, b"k");
+    assert!(meta.expires_at_ns > 0, "{meta:?}");
+    let touch = with_ttl(Opcode::Touch, 3, b"k", b"", None);
+    assert_eq!(statuses(&pair.deliver(CLIENT, A, &touch))[0].0, Status::Ok as u16);
+    assert_eq!(same_on_both(&mut pair, b"k").1.expires_at_ns, 0, "TOUCH without a TTL");
+    let touch = with_ttl(Opcode::Touch, 4, b"budget", b"", Some(5));
+    assert_eq!(statuses(&pair.deliver(CLIENT, A, &touch))[0].0, Status::Ok as u16);
+    let (version, meta) = same_on_both(&mut pair, b"budget");
+    assert!(meta.expires_at_ns > 0 && version > replies[0].1, "{meta:?} at {version}");
+    // An INCR keeps the key's expiry, on the backup too.
+    let incr = request(Opcode::Incr, 5, b"budget", &args);
+    assert_eq!(statuses(&pair.deliver(CLIENT, A, &incr))[0].0, Status::Ok as u16);
+    assert_eq!(same_on_both(&mut pair, b"budget").1, meta);
 }
