@@ -138,15 +138,15 @@ impl Router {
     }
 
     /// The `turn`-th configured server (cycling) not in `avoid`, skipping servers of another
-    /// cluster: on a host the map names other than every one of `avoid`'s, else on any host
-    /// the map names, else any.
+    /// cluster: on a host the map names other than every one of `avoid`'s, else on another
+    /// host, else on any host the map names, else any.
     pub(crate) fn server_in_turn(&self, turn: usize, avoid: &[SocketAddr]) -> Option<SocketAddr> {
         let usable = |s: &&SocketAddr| !self.foreign.contains_key(*s) && !avoid.contains(*s);
         let other_host = |s: &&SocketAddr| avoid.iter().all(|a| a.ip() != s.ip());
         let named = |s: &&SocketAddr| self.names_host(s);
-        // Another host the map names, else any host the map names, else any.
-        let picks: [&dyn Fn(&&SocketAddr) -> bool; 3] =
-            [&|s| other_host(s) && named(s), &|s| named(s), &|_| true];
+        // Another host the map names, else another host, else any the map names, else any.
+        let picks: [&dyn Fn(&&SocketAddr) -> bool; 4] =
+            [&|s| other_host(s) && named(s), &|s| other_host(s), &|s| named(s), &|_| true];
         picks.iter().find_map(|pick| {
             let candidates: Vec<SocketAddr> =
                 self.servers.iter().filter(usable).filter(|s| pick(s)).copied().collect();

@@ -268,7 +268,6 @@ impl Core {
         c
     }
 
-    /// Calls `f` with every live key of this core's endpoints, its value and version.
     /// The version and metadata (flags, expiry) of `key`'s live value here, if any (tests).
     #[cfg(test)]
     pub(crate) fn item_meta(&mut self, key: &[u8]) -> Option<(u64, storage::Meta)> {
@@ -278,6 +277,7 @@ impl Core {
         })
     }
 
+    /// Calls `f` with every live key of this core's endpoints, its value and version.
     pub fn for_each_entry(
         &mut self,
         mut f: impl FnMut(&[u8], &[u8], u64),

@@ -521,13 +521,14 @@ impl Core {
         &mut self,
         slot: usize,
         lsn: u64,
-        op: WriteOp,
-        key: &[u8],
-        value: &[u8],
-        meta: &storage::Meta,
+        write: Applied<'_>,
         stamp: &Stamp,
     ) {
         let Some(replica) = self.endpoints[slot].replica.as_deref_mut() else { return };
+        let (op, key, value, meta) = match write {
+            Applied::Put { key, value, meta } => (WriteOp::Put, key, value, meta),
+            Applied::Delete { key } => (WriteOp::Delete, key, &[][..], storage::Meta::NONE),
+        };
         let record = WriteRecord {
             lsn,
             op,

@@ -6,9 +6,8 @@ use crate::completions::{fingerprint, same_shape, shape, Record, RequestId};
 use crate::counter;
 use crate::durable::send_acks;
 use crate::reassembly::Refused;
-use proto::replication::WriteOp;
 use proto::{encode_count, IncrArgs, COUNT_BYTES, VALUE_BYTES_MAX};
-use storage::{BlobStore, CasOutcome, Meta, Stamp};
+use storage::{Applied, BlobStore, CasOutcome, Meta, Stamp};
 
 /// How often a `Durability::Memory` core without a background sync flushes one endpoint it
 /// wrote (oldest first): it frees blob chunks a delete or overwrite released and bounds what a
@@ -337,24 +336,24 @@ impl Core {
         let mut kept = Vec::new();
         let written = match (write.opcode, status) {
             _ if !replicated => None,
-            (Opcode::Put | Opcode::Cas, Status::Ok) => Some((WriteOp::Put, value, version, meta)),
+            (Opcode::Put | Opcode::Cas, Status::Ok) => {
+                Some((version, Applied::Put { key, value, meta }))
+            }
             (Opcode::Incr | Opcode::Touch, Status::Ok) => match store.get_item(blobs, key) {
                 Ok(Some(item)) => {
                     kept.extend_from_slice(item.value);
-                    Some((WriteOp::Put, &kept[..], version, item.meta))
+                    Some((version, Applied::Put { key, value: &kept[..], meta: item.meta }))
                 }
                 // Expired as it was written (a TTL of 0), which reads as a delete; or a store
                 // failing now, which fails everything after. Either way the backups must get
                 // this LSN, or they would wait for it for ever.
-                _ => Some((WriteOp::Delete, &[][..], version, Meta::NONE)),
+                _ => Some((version, Applied::Delete { key })),
             },
-            (Opcode::Delete, Status::Ok) => {
-                Some((WriteOp::Delete, &[][..], store.last_lsn(), Meta::NONE))
-            }
+            (Opcode::Delete, Status::Ok) => Some((store.last_lsn(), Applied::Delete { key })),
             _ => None,
         };
-        if let Some((op, value, lsn, meta)) = written {
-            self.record_applied(slot, lsn, op, key, value, &meta, &stamp);
+        if let Some((lsn, applied)) = written {
+            self.record_applied(slot, lsn, applied, &stamp);
         }
         Outcome { record: Record { status, version, fingerprint: stamp.fingerprint }, count }
     }
