@@ -253,6 +253,76 @@ fn wait_for_full_replica_sets(server: &str, lag_max: u64, limit: Duration) -> Du
     }
 }
 
+/// Clients that each keep a CAS counter and PUT new keys of their own until stopped: every
+/// acknowledged write is checked at the end (`Load::check`).
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<LoadResult>>,
+}
+
+/// One client's acknowledged counter, acknowledged PUTs (key, value) and failed PUTs.
+type LoadResult = (Counters, Vec<(String, u64)>, u64);
+
+impl Load {
+    fn start(members: &[SocketAddr], clients: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = (0..clients)
+            .map(|w| {
+                let (members, stop) = (members.to_vec(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut client = Client::connect(ClientConfig::new(members)).expect("client");
+                    let key = format!("w{w}-counter");
+                    let mut counters = Counters::new(0);
+                    counters.known.insert(key.clone(), (0, 0));
+                    let (mut puts, mut put_errors, mut i) = (Vec::new(), 0, 0u64);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        i += 1;
+                        if i.is_multiple_of(3) {
+                            let put_key = format!("w{w}-put-{i}");
+                            match client.put(put_key.as_bytes(), &i.to_le_bytes()) {
+                                Ok(_) => puts.push((put_key, i)),
+                                Err(_) => put_errors += 1,
+                            }
+                        } else {
+                            counters.increment(&mut client, &key);
+                        }
+                    }
+                    (counters, puts, put_errors)
+                })
+            })
+            .collect();
+        Load { stop, workers }
+    }
+
+    /// Stops the clients, then `settle` (e.g. waits for the replicas to catch up), then reads
+    /// every acknowledged write through `probe`: (increments, PUTs, client errors).
+    fn check(self, probe: &mut Client, settle: impl FnOnce()) -> (u64, usize, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let results: Vec<_> = self.workers.into_iter().map(|w| w.join()).collect();
+        settle();
+        let (mut increments, mut put_count, mut errors) = (0, 0, 0);
+        for result in results {
+            let (counters, puts, put_errors) =
+                result.expect("a worker (a CAS applied twice panics)");
+            errors += counters.errors + put_errors;
+            for (key, (value, _)) in &counters.known {
+                let read = probe.get(key.as_bytes()).expect("GET").expect("counter present");
+                let n: u64 = std::str::from_utf8(&read.bytes).unwrap().parse().unwrap();
+                assert_eq!(n, *value, "{key}: an acknowledged increment lost or doubled");
+                assert_eq!(n, counters.acknowledged, "{key}");
+                increments += n;
+            }
+            for (key, value) in &puts {
+                let read = probe.get(key.as_bytes()).expect("GET");
+                assert_eq!(read.map(|v| v.bytes), Some(value.to_le_bytes().to_vec()), "{key} lost");
+            }
+            put_count += puts.len();
+        }
+        assert!(increments > 0 && put_count > 0, "the load ran");
+        (increments, put_count, errors)
+    }
+}
+
 /// The acceptance run of the cluster: 16 clients (each a CAS counter and PUTs of keys of its
 /// own, 16 requests in flight) while the node with the most primaries is killed with SIGKILL
 /// and restarted, `KILLS` times in a row (3 by default; 20 for the record): no acknowledged
@@ -264,37 +334,10 @@ fn wait_for_full_replica_sets(server: &str, lag_max: u64, limit: Duration) -> Du
 /// `KILLS=20 cargo test --release --test cluster -- --nocapture killed_and_restarted`
 #[test]
 fn the_busiest_node_killed_and_restarted_again_and_again_loses_nothing_and_rejoins() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let kills: usize = std::env::var("KILLS").map_or(3, |n| n.parse().expect("KILLS"));
     let flags = ["--failover-after-ms", "200"];
     let mut cluster = Cluster::start_with(12, cluster_port() + 7, &flags);
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..16)
-        .map(|w| {
-            let (members, stop) = (cluster.members.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut client = Client::connect(ClientConfig::new(members)).expect("client");
-                let key = format!("w{w}-counter");
-                let mut counters = Counters::new(0);
-                counters.known.insert(key.clone(), (0, 0));
-                // PUTs of new keys: (key, value) acknowledged.
-                let mut puts = Vec::new();
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    if i.is_multiple_of(3) {
-                        let put_key = format!("w{w}-put-{i}");
-                        if client.put(put_key.as_bytes(), &i.to_le_bytes()).is_ok() {
-                            puts.push((put_key, i));
-                        }
-                    } else {
-                        counters.increment(&mut client, &key);
-                    }
-                }
-                (counters, puts)
-            })
-        })
-        .collect();
+    let load = Load::start(&cluster.members, 16);
     let survivor_of = |victim: usize| cluster.members[(victim + 1) % 3].to_string();
     let mut rejoins = Vec::new();
     for round in 0..kills {
@@ -316,27 +359,11 @@ fn the_busiest_node_killed_and_restarted_again_and_again_loses_nothing_and_rejoi
         );
         rejoins.push(since_restart);
     }
-    stop.store(true, Ordering::Relaxed);
     let mut probe = cluster.client();
-    let (mut increments, mut put_count) = (0, 0);
-    let workers: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
-    let quiet = wait_for_full_replica_sets(&survivor_of(0), 0, Duration::from_secs(10));
-    eprintln!("load stopped: every replica at lag 0 after {quiet:?}");
-    for worker in workers {
-        let (counters, puts) = worker.expect("a worker (a CAS applied twice panics)");
-        for (key, (value, _)) in &counters.known {
-            let read = probe.get(key.as_bytes()).expect("GET").expect("counter present");
-            let n: u64 = std::str::from_utf8(&read.bytes).unwrap().parse().unwrap();
-            assert_eq!(n, *value, "{key}: an acknowledged increment lost or doubled");
-            assert_eq!(n, counters.acknowledged, "{key}");
-            increments += n;
-        }
-        for (key, value) in &puts {
-            let read = probe.get(key.as_bytes()).expect("GET");
-            assert_eq!(read.map(|v| v.bytes), Some(value.to_le_bytes().to_vec()), "{key} lost");
-        }
-        put_count += puts.len();
-    }
+    let (increments, put_count, _) = load.check(&mut probe, || {
+        let quiet = wait_for_full_replica_sets(&survivor_of(0), 0, Duration::from_secs(10));
+        eprintln!("load stopped: every replica at lag 0 after {quiet:?}");
+    });
     rejoins.sort();
     eprintln!(
         "{kills} kills and restarts: {increments} increments and {put_count} PUTs acknowledged, \
@@ -344,7 +371,6 @@ fn the_busiest_node_killed_and_restarted_again_and_again_loses_nothing_and_rejoi
         rejoins[rejoins.len() / 2],
         rejoins[rejoins.len() - 1]
     );
-    assert!(increments > 0 && put_count > 0, "the load ran");
 }
 
 /// `cradle map --server SERVER --json`, parsed.
@@ -580,39 +606,13 @@ fn wait_for_map(
 /// sees an error, and the time from the failing verdict to an empty host is reported.
 #[test]
 fn a_degrading_host_hands_over_its_primaries_then_is_drained_under_load_losing_nothing() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let health = HealthDirs::new(3);
     let mut cluster = Cluster::start_each(12, cluster_port() + 11, |m| {
         let mut flags = health.flags(m);
         flags.extend(["--replicas", "2", "--failover-after-ms", "300"].map(String::from));
         flags
     });
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..8)
-        .map(|w| {
-            let (members, stop) = (cluster.members.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut client = Client::connect(ClientConfig::new(members)).expect("client");
-                let key = format!("w{w}-counter");
-                let mut counters = Counters::new(0);
-                counters.known.insert(key.clone(), (0, 0));
-                let (mut puts, mut put_errors, mut i) = (Vec::new(), 0, 0u64);
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    if i.is_multiple_of(3) {
-                        let put_key = format!("w{w}-put-{i}");
-                        match client.put(put_key.as_bytes(), &i.to_le_bytes()) {
-                            Ok(_) => puts.push((put_key, i)),
-                            Err(_) => put_errors += 1,
-                        }
-                    } else {
-                        counters.increment(&mut client, &key);
-                    }
-                }
-                (counters, puts, put_errors)
-            })
-        })
-        .collect();
+    let load = Load::start(&cluster.members, 8);
     std::thread::sleep(Duration::from_millis(500));
     let survivor = |victim: usize| cluster.members[(victim + 1) % 3].to_string();
     let map = map_json(&cluster.members[0].to_string());
@@ -668,29 +668,13 @@ fn a_degrading_host_hands_over_its_primaries_then_is_drained_under_load_losing_n
         assert_eq!(p["replicas"].as_array().unwrap().len(), 2, "RF 2 kept: {p}");
     }
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-
     let mut probe = cluster.client();
-    let (mut increments, mut put_count, mut errors) = (0, 0, 0);
-    for worker in workers {
-        let (counters, puts, put_errors) =
-            worker.join().expect("a worker (a CAS applied twice panics)");
-        errors += counters.errors + put_errors;
-        for (key, (value, _)) in &counters.known {
-            let read = probe.get(key.as_bytes()).expect("GET").expect("counter present");
-            let n: u64 = std::str::from_utf8(&read.bytes).unwrap().parse().unwrap();
-            assert_eq!(n, *value, "{key}: an acknowledged increment lost or doubled");
-            increments += n;
-        }
-        for (key, value) in &puts {
-            let read = probe.get(key.as_bytes()).expect("GET");
-            assert_eq!(read.map(|v| v.bytes), Some(value.to_le_bytes().to_vec()), "{key} lost");
-        }
-        put_count += puts.len();
-    }
-    eprintln!("{increments} increments and {put_count} PUTs acknowledged, all there; {errors} client errors");
+    let (increments, put_count, errors) = load.check(&mut probe, || ());
+    eprintln!(
+        "{increments} increments and {put_count} PUTs acknowledged, all there; {errors} client \
+         errors"
+    );
     assert_eq!(errors, 0, "clients saw errors across the handover and the drain");
-    assert!(increments > 0 && put_count > 0, "the load ran");
     drop(cluster.nodes.remove(victim));
 }
 
