@@ -416,8 +416,7 @@ impl Core {
             }
             building.received = r.lsn;
             self.counters.replicated_records += 1;
-            let version = if r.op == WriteOp::Delete { 0 } else { r.lsn };
-            super::replica::remember(&mut self.completions, &mut replica.tail, now_ns, &r, version);
+            super::replica::remember(&mut self.completions, &mut replica.tail, now_ns, &r);
         }
         let received = building.received;
         replica.heard_from_primary(committed.min(received), sent_ns);

@@ -476,15 +476,17 @@ pub(super) fn meta_of(r: &WriteRecord<'_>) -> storage::Meta {
 }
 
 /// After a replica applied forwarded record `r`: its completion record (a resend of the
-/// write after a failover is answered `version`) and its place in the replica's tail.
+/// write after a failover is answered as the primary answered it: a put with its LSN, a
+/// delete with version 0) and its place in the replica's tail.
 pub(super) fn remember(
     completions: &mut crate::completions::Completions,
     tail: &mut VecDeque<(u64, Vec<u8>)>,
     now_ns: u64,
     r: &WriteRecord<'_>,
-    version: u64,
 ) {
     let id = (r.client_id, r.tracking_id);
+    // (A delete is answered version 0, as its primary answered it.)
+    let version = if r.op == WriteOp::Delete { 0 } else { r.lsn };
     if completions.get(id).is_none() && completions.has_room(now_ns) {
         let done =
             crate::completions::Record { status: Status::Ok, version, fingerprint: r.fingerprint };
@@ -720,7 +722,7 @@ impl Core {
             }
             self.counters.keys = self.counters.keys + store.len() as u64 - keys_before;
             self.counters.replicated_records += 1;
-            remember(&mut self.completions, &mut replica.tail, now_ns, &r, r.lsn);
+            remember(&mut self.completions, &mut replica.tail, now_ns, &r);
             if self.durability == Durability::Memory {
                 replica.durable = r.lsn;
             }
