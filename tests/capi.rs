@@ -57,6 +57,8 @@ fn run_example(program: &Path, node: &NodeProcess, library_path: Option<&Path>) 
         stdout.contains("get_many c:greeting c:absent c:other -> \"bye\", absent, \"42\""),
         "{stdout}"
     );
+    assert!(stdout.contains("incr c:budget 5, -3, -2 -> 0; -1 -> below the floor"), "{stdout}");
+    assert!(stdout.contains("put_ttl c:brief 1 s -> read, then gone"), "{stdout}");
     assert!(stdout.trim_end().ends_with("kv: ok"), "{stdout}");
 }
 

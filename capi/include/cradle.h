@@ -14,6 +14,7 @@
 #define CRADLE_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -26,6 +27,7 @@ enum cradle_status {
     CRADLE_NOT_FOUND = 1,         /* GET, DELETE: no such key (an answer) */
     CRADLE_VERSION_MISMATCH = 2,  /* CAS: another version (an answer) */
     CRADLE_BUFFER_TOO_SMALL = 3,  /* GET: *value_len says how large a buffer it takes */
+    CRADLE_BELOW_FLOOR = 4,       /* INCR: the count would go below the floor (an answer) */
     CRADLE_TIMEOUT = 10,          /* no answer within the retry budget of every server */
     CRADLE_DEADLINE_EXCEEDED = 11,/* the call's timeout (call_timeout_ms) passed first */
     CRADLE_IN_FLIGHT_FULL = 12,   /* too many requests in flight on this handle; not sent */
@@ -76,6 +78,17 @@ typedef struct cradle_value {
 int32_t cradle_get_many(const cradle_client *client, size_t count, const uint8_t *const *keys,
                         const size_t *key_lens, uint8_t *buf, size_t buf_cap,
                         cradle_value *results);
+
+/* cradle_put of a value that lives ttl_secs seconds (0: for good). */
+int32_t cradle_put_ttl(const cradle_client *client, const uint8_t *key, size_t key_len,
+                       const uint8_t *value, size_t value_len, uint32_t ttl_secs,
+                       uint64_t *version);
+
+/* Adds by (negative: subtracts) to the count key holds (absent: 0), exactly once: CRADLE_OK
+ * with the new count in *count; with has_floor, CRADLE_BELOW_FLOOR when the count would go
+ * below floor (nothing written, the current count in *count). *count may be NULL. */
+int32_t cradle_incr(const cradle_client *client, const uint8_t *key, size_t key_len, int64_t by,
+                    bool has_floor, int64_t floor, int64_t *count);
 
 /* Removes key: CRADLE_OK if it existed, CRADLE_NOT_FOUND if not. */
 int32_t cradle_delete(const cradle_client *client, const uint8_t *key, size_t key_len);

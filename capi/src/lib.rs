@@ -11,7 +11,9 @@ mod status;
 
 pub use status::*;
 
-use client::{CasOutcome, ClientConfig, Error, Outcome, Request, RequestOptions, SharedClient};
+use client::{
+    CasOutcome, ClientConfig, Error, IncrOutcome, Outcome, Request, RequestOptions, SharedClient,
+};
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -161,6 +163,67 @@ pub unsafe extern "C" fn cradle_put(
         // SAFETY: the caller promises `version` is NULL or writable.
         unsafe { write_opt(version, written) };
         Ok(CRADLE_OK)
+    })
+}
+
+/// `cradle_put` of a value that lives `ttl_secs` seconds (0: for good): it reads as absent
+/// from then on, and its space is reclaimed.
+///
+/// # Safety
+/// As `cradle_put`.
+#[no_mangle]
+pub unsafe extern "C" fn cradle_put_ttl(
+    client: *const CradleClient,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    ttl_secs: u32,
+    version: *mut u64,
+) -> i32 {
+    guarded(|| {
+        // SAFETY: the caller's promises, passed on (see `# Safety`).
+        let (client, key, value) =
+            unsafe { (handle(client)?, bytes(key, key_len)?, bytes(value, value_len)?) };
+        let request =
+            Request::PutWith { key: key.to_vec(), value: value.to_vec(), ttl_secs: Some(ttl_secs) };
+        let written = client.call(request).into_version()?;
+        // SAFETY: the caller promises `version` is NULL or writable.
+        unsafe { write_opt(version, written) };
+        Ok(CRADLE_OK)
+    })
+}
+
+/// Adds `by` (negative: subtracts) to the count `key` holds (absent: 0), exactly once:
+/// `CRADLE_OK` with the new count in `*count`; with `has_floor`, `CRADLE_BELOW_FLOOR` when
+/// the count would go below `floor`, nothing written and the current count in `*count`
+/// (when not NULL). A key that holds no count is refused (`CRADLE_REFUSED`).
+///
+/// # Safety
+/// `client` is a live handle; `key` points to `key_len` readable bytes; `count` is NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn cradle_incr(
+    client: *const CradleClient,
+    key: *const u8,
+    key_len: usize,
+    by: i64,
+    has_floor: bool,
+    floor: i64,
+    count: *mut i64,
+) -> i32 {
+    guarded(|| {
+        // SAFETY: the caller's promises, passed on (see `# Safety`).
+        let (client, key) = unsafe { (handle(client)?, bytes(key, key_len)?) };
+        let floor = has_floor.then_some(floor);
+        let request = Request::Incr { key: key.to_vec(), by, floor, ttl_secs: None };
+        let (code, now) = match client.call(request).into_count()? {
+            IncrOutcome::Counted { count } => (CRADLE_OK, count),
+            IncrOutcome::BelowFloor { count } => (CRADLE_BELOW_FLOOR, count),
+        };
+        // SAFETY: the caller promises `count` is NULL or writable.
+        unsafe { write_opt(count, now) };
+        Ok(code)
     })
 }
 

@@ -11,6 +11,8 @@ pub const CRADLE_NOT_FOUND: i32 = 1;
 pub const CRADLE_VERSION_MISMATCH: i32 = 2;
 /// GET: the value is longer than the buffer; its length was written.
 pub const CRADLE_BUFFER_TOO_SMALL: i32 = 3;
+/// INCR: the count would have gone below the floor; nothing was written (an answer).
+pub const CRADLE_BELOW_FLOOR: i32 = 4;
 /// No answer within the retry budget of every server (a write may have been applied).
 pub const CRADLE_TIMEOUT: i32 = 10;
 /// The call's timeout (`call_timeout_ms`) passed first (a write may have been applied).
@@ -58,6 +60,7 @@ pub(crate) fn name_of(code: i32) -> &'static CStr {
         CRADLE_NOT_FOUND => c"CRADLE_NOT_FOUND",
         CRADLE_VERSION_MISMATCH => c"CRADLE_VERSION_MISMATCH",
         CRADLE_BUFFER_TOO_SMALL => c"CRADLE_BUFFER_TOO_SMALL",
+        CRADLE_BELOW_FLOOR => c"CRADLE_BELOW_FLOOR",
         CRADLE_TIMEOUT => c"CRADLE_TIMEOUT",
         CRADLE_DEADLINE_EXCEEDED => c"CRADLE_DEADLINE_EXCEEDED",
         CRADLE_IN_FLIGHT_FULL => c"CRADLE_IN_FLIGHT_FULL",

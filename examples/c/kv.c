@@ -1,5 +1,6 @@
 /*
- * kv.c: connect, put, get, compare-and-swap, a multi-get, delete through cradle's C ABI.
+ * kv.c: connect, put, get, compare-and-swap, a multi-get, a counter with a floor, a value with
+ * a TTL, delete through cradle's C ABI.
  *
  *   cc -Wall -Wextra -Werror -o kv examples/c/kv.c -Icapi/include \
  *       target/release/libcradle.a -lpthread -ldl -lm
@@ -8,8 +9,10 @@
  * Prints what it did and "kv: ok" and exits 0 when every step behaved; otherwise says which
  * step failed and exits 1.
  */
+#define _POSIX_C_SOURCE 199309L /* nanosleep */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "cradle.h"
 
@@ -94,6 +97,29 @@ int main(int argc, char **argv) {
     status = cradle_get(client, KEY("c:greeting"), buf, sizeof buf, &len, NULL);
     if (status != CRADLE_NOT_FOUND) return fail("get after delete", status);
     printf("delete c:greeting -> gone\n");
+
+    /* A budget of 5 that never goes below 0: 3 + 2 taken, the next 1 refused. */
+    int64_t count = 0;
+    status = cradle_incr(client, KEY("c:budget"), 5, false, 0, &count);
+    if (status != CRADLE_OK || count != 5) return fail("incr by 5", status);
+    status = cradle_incr(client, KEY("c:budget"), -3, true, 0, &count);
+    if (status != CRADLE_OK || count != 2) return fail("incr by -3", status);
+    status = cradle_incr(client, KEY("c:budget"), -2, true, 0, &count);
+    if (status != CRADLE_OK || count != 0) return fail("incr by -2", status);
+    status = cradle_incr(client, KEY("c:budget"), -1, true, 0, &count);
+    if (status != CRADLE_BELOW_FLOOR || count != 0) return fail("incr below the floor", status);
+    printf("incr c:budget 5, -3, -2 -> 0; -1 -> below the floor\n");
+
+    /* A value that lives one second. */
+    status = cradle_put_ttl(client, KEY("c:brief"), (const uint8_t *)"x", 1, 1, NULL);
+    if (status != CRADLE_OK) return fail("put_ttl", status);
+    status = cradle_get(client, KEY("c:brief"), buf, sizeof buf, &len, NULL);
+    if (status != CRADLE_OK) return fail("get before the expiry", status);
+    struct timespec wait = {1, 200000000};
+    nanosleep(&wait, NULL);
+    status = cradle_get(client, KEY("c:brief"), buf, sizeof buf, &len, NULL);
+    if (status != CRADLE_NOT_FOUND) return fail("get after the expiry", status);
+    printf("put_ttl c:brief 1 s -> read, then gone\n");
 
     char long_key[300];
     memset(long_key, 'k', sizeof long_key);
