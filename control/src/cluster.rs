@@ -372,6 +372,8 @@ pub struct Agent {
     heard: Vec<Heard>,
     /// Since when (agent clock) this member's verdict has been failing while it held replicas.
     failing_since_ns: Option<u64>,
+    /// How long it then took until it held none (ms), once it does.
+    drained_after_ms: Option<u64>,
     /// The health policy's hold-backs last said on stderr.
     held_back: Vec<String>,
 }
@@ -501,6 +503,7 @@ impl Agent {
             fresh,
             heard: vec![Heard::default(); n],
             failing_since_ns: None,
+            drained_after_ms: None,
             held_back: Vec::new(),
             spec,
             group,
@@ -782,28 +785,26 @@ impl Agent {
         }
         self.held_back.clone_from(&plan.holding_back);
         let me = self.spec.me;
-        let holds = self.holds_replicas(map, me);
-        let mut drained_after_ms = None;
-        if members[me].health == Health::Failing {
+        if members[me].health != Health::Failing {
+            (self.failing_since_ns, self.drained_after_ms) = (None, None);
+        } else if self.holds_replicas(map, me) {
+            self.failing_since_ns.get_or_insert(now_ns);
+            self.drained_after_ms = None;
+        } else if self.drained_after_ms.is_none() {
             let since = *self.failing_since_ns.get_or_insert(now_ns);
-            if !holds {
-                let ms = (now_ns - since) / 1_000_000;
-                drained_after_ms = Some(ms);
-                if self.view.health_state.lock().is_ok_and(|h| h.drained_after_ms.is_none()) {
-                    eprintln!("cradle: this member is failing and holds no replica now: drained in {ms} ms");
-                }
-            }
-        } else {
-            self.failing_since_ns = None;
+            let ms = (now_ns - since) / 1_000_000;
+            eprintln!(
+                "cradle: this member is failing and holds no replica now: drained in {ms} ms"
+            );
+            self.drained_after_ms = Some(ms);
         }
-        if let Ok(mut state) = self.view.health_state.lock() {
-            let drained_after_ms = state.drained_after_ms.filter(|_| !holds).or(drained_after_ms);
+        // Never waits on the loop: a reader holding the lock skips one publication.
+        if let Ok(mut state) = self.view.health_state.try_lock() {
             *state = HealthState {
                 verdicts: members.iter().map(|s| s.health).collect(),
                 draining: plan.draining,
                 holding_back: plan.holding_back,
-                drained_after_ms: drained_after_ms
-                    .filter(|_| members[me].health == Health::Failing),
+                drained_after_ms: self.drained_after_ms,
             };
         }
     }
