@@ -57,6 +57,10 @@ pub struct Options {
     /// Rebuild completion records from the log at restart. `false` injects the bug #14 found
     /// (a resend after a restart applied again): the checker must catch it.
     pub rebuild_completions: bool,
+    /// Keep completion records only this long (ns), instead of the clients' resend window
+    /// and more. `Some(1)` injects a server that forgets every write at once, so a resend
+    /// or a duplicated datagram is applied again: the checker must catch it.
+    pub completion_ttl_ns: Option<u64>,
     /// Nodes. With more than one they form a cluster, run by its own agents (map group,
     /// heartbeats, failover): every partition has a replica on each of `replicas` nodes, and
     /// a node that fails (crashes, or is cut off from the other nodes but not from the
@@ -93,6 +97,7 @@ impl Default for Options {
             up_ms: Some((5, 60)),
             down_ms: (1, 300),
             rebuild_completions: true,
+            completion_ttl_ns: None,
             nodes: 1,
             replicas: 1,
             isolation: 0.0,
@@ -275,6 +280,7 @@ impl Simulation {
                     spec,
                 );
                 node.durability = options.durability;
+                node.completion_ttl_ns = options.completion_ttl_ns.unwrap_or(COMPLETION_TTL_NS);
                 node
             })
             .collect();

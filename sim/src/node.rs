@@ -64,6 +64,8 @@ pub(crate) struct Node {
     membership: Option<(ClusterSpec, MapDisk)>,
     /// When the cores answer writes.
     pub(crate) durability: Durability,
+    /// How long its cores keep completion records.
+    pub(crate) completion_ttl_ns: u64,
     /// The hardware verdict its health monitor gives (it outlives crashes, as hardware does).
     health: Health,
     /// Its agent's view, while it runs (where the verdict goes).
@@ -105,6 +107,7 @@ impl Node {
             replication,
             membership,
             durability: Durability::Flushed,
+            completion_ttl_ns: crate::COMPLETION_TTL_NS,
             health: Health::Healthy,
             view: None,
         }
@@ -153,7 +156,7 @@ impl Node {
             let config = CoreConfig {
                 wall_clock_start_ns: wall_ns,
                 completion_records_max: 1 << 14,
-                completion_ttl_ns: crate::COMPLETION_TTL_NS,
+                completion_ttl_ns: self.completion_ttl_ns,
                 replication: self.replication.clone(),
                 ..CoreConfig::new(core, self.layout.clone(), [core as u8; 32])
             };

@@ -40,6 +40,19 @@ fn a_seed_replays_exactly() {
 }
 
 #[test]
+fn the_checker_catches_a_server_that_forgets_its_completion_records_at_once() {
+    // Deterministic where the real-thread mutant of `tests/faults_mem.rs` was not: with
+    // records kept 1 ns, a resent or duplicated write is applied again.
+    let options = Options { completion_ttl_ns: Some(1), up_ms: None, ..Options::default() };
+    let caught = (0..200).find(|&seed| run(seed, &options).is_err());
+    let seed = caught.expect("no seed of 200 caught a write applied twice");
+    eprintln!(
+        "the forgetful server is caught at seed {seed}: {}",
+        run(seed, &options).unwrap_err()
+    );
+}
+
+#[test]
 fn the_checker_catches_the_injected_bug_of_resends_applied_again_after_a_restart() {
     // Without rebuilt completion records a resend that crosses a restart is applied twice.
     let options = Options { rebuild_completions: false, ..Options::default() };
