@@ -29,7 +29,7 @@ use super::*;
 use crate::peer::{ClusterKey, PeerKind, PeerOpener, PeerSealer, MAC_BYTES, PEER_HEADER_BYTES};
 use proto::replication::{
     encode_ack, encode_forward_header, encode_probe, set_forward_count, Replication, WriteOp,
-    WriteRecord, FORWARD_HEADER_BYTES, RECORD_HEADER_BYTES,
+    WriteRecord, FORWARD_HEADER_BYTES, RECORD_HEADER_BYTES, RECORD_META_BYTES,
 };
 use proto::Role;
 use storage::{Applied, Stamp};
@@ -81,9 +81,10 @@ pub(super) const TAIL_RECORDS_MAX: usize = 4096;
 /// Replies held for their commit at once; more requests get BUSY.
 const HELD_MAX: usize = 8192;
 
-/// The largest key + value a replicated write may carry (its record fits one datagram).
+/// The largest key + value a replicated write may carry (its record fits one datagram, with
+/// item metadata too: a later TOUCH or INCR forwards the value with it).
 pub(crate) const REPLICATED_VALUE_BYTES_MAX: usize =
-    PAYLOAD_BYTES_MAX - FORWARD_HEADER_BYTES - RECORD_HEADER_BYTES;
+    PAYLOAD_BYTES_MAX - FORWARD_HEADER_BYTES - RECORD_HEADER_BYTES - RECORD_META_BYTES;
 
 /// A replica's identity in the node-to-node envelope: its core's address.
 pub(crate) fn peer_id(addr: SocketAddr) -> u64 {

@@ -348,3 +348,31 @@ fn an_incr_replicates_as_a_put_of_its_count_and_expiries_replicate_with_their_wr
     assert_eq!(statuses(&pair.deliver(CLIENT, A, &incr))[0].0, Status::Ok as u16);
     assert_eq!(same_on_both(&mut pair, b"budget").1, meta);
 }
+
+#[test]
+fn the_largest_replicated_write_fits_its_datagram_with_an_expiry_and_one_byte_more_is_refused() {
+    let mut pair = Pair::new();
+    let max = crate::core::replica::REPLICATED_VALUE_BYTES_MAX;
+    let put = |tracking_id: u64, value: &[u8]| {
+        let mut h = HeaderFields {
+            opcode: Opcode::Put as u8,
+            client_id: 77,
+            tracking_id,
+            total_len: value.len() as u32,
+            ..HeaderFields::default()
+        };
+        h.set_ttl_secs(Some(60));
+        let mut d = vec![0u8; HEADER_BYTES + 1 + value.len()];
+        encode_message(&mut d, &h, b"k", value).unwrap();
+        d
+    };
+    let fits = vec![7u8; max - 1];
+    assert_eq!(statuses(&pair.deliver(CLIENT, A, &put(1, &fits)))[0].0, Status::Ok as u16);
+    let mut on_backup = Vec::new();
+    pair.b.for_each_entry(|k, v, _| on_backup.push((k.to_vec(), v.len()))).unwrap();
+    assert_eq!(on_backup, vec![(b"k".to_vec(), max - 1)], "forwarded, metadata and all");
+    assert_eq!(pair.a.item_meta(b"k"), pair.b.item_meta(b"k"));
+    let over = vec![7u8; max];
+    let refused = statuses(&pair.deliver(CLIENT, A, &put(2, &over)));
+    assert_eq!(refused[0].0, Status::TooLarge as u16, "{refused:?}");
+}
