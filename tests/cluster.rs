@@ -516,7 +516,8 @@ const SUSPECT_DISK: &str = "ST3500418AS_11.json";
 const FAILING_DISK: &str = "ST3500418AS_12.json";
 
 /// Per member, a directory its health watch reads smartctl JSON from (every 200 ms), holding
-/// one healthy disk, and an empty sysfs root (no EDAC).
+/// one healthy disk, and an EDAC memory controller that counts 9 corrected errors (fewer
+/// than suspect).
 struct HealthDirs {
     dirs: Vec<tempfile::TempDir>,
 }
@@ -532,6 +533,7 @@ impl HealthDirs {
         let health = HealthDirs { dirs };
         for m in 0..members {
             health.disk(m, HEALTHY_DISK);
+            health.memory(m, 9, 0);
         }
         health
     }
@@ -546,6 +548,15 @@ impl HealthDirs {
             "--health-sysfs-root".into(),
             dir.join("sys").display().to_string(),
         ]
+    }
+
+    /// Member `m`'s memory controller counts `ce` corrected and `ue` uncorrected errors from
+    /// now on (EDAC sysfs under its root).
+    fn memory(&self, m: usize, ce: u64, ue: u64) {
+        let mc = self.dirs[m].path().join("sys/sys/devices/system/edac/mc/mc0");
+        std::fs::create_dir_all(&mc).expect("an EDAC controller");
+        std::fs::write(mc.join("ce_count"), format!("{ce}\n")).expect("ce_count");
+        std::fs::write(mc.join("ue_count"), format!("{ue}\n")).expect("ue_count");
     }
 
     /// Member `m`'s disk reads as `name` from now on (written whole, then renamed in).
@@ -599,8 +610,9 @@ fn wait_for_map(
     }
 }
 
-/// Issue #10's acceptance: a host whose disk degrades under load (the health watch of one
-/// member of three, RF 2, reads a drive that grew 1 reallocated sector, then 304) first hands
+/// Issue #10's acceptance: a host whose disk and memory degrade under load (the health watch
+/// of one member of three, RF 2, reads a drive that grew 1 reallocated sector, then 304, and
+/// a memory controller whose 9 corrected errors become 12, then one uncorrected) first hands
 /// its primaries to backups elsewhere and takes no new replica, then is drained: learners
 /// built on the others, its replicas out of the map. No acknowledged write is lost, no client
 /// sees an error, and the time from the failing verdict to an empty host is reported.
@@ -621,6 +633,7 @@ fn a_degrading_host_hands_over_its_primaries_then_is_drained_under_load_losing_n
     assert!(held[victim].0 > 0, "{held:?}");
 
     // Suspect: its primaries go to backups on the others; it keeps its backups.
+    health.memory(victim, 12, 0);
     health.disk(victim, SUSPECT_DISK);
     let (map, handed_in) =
         wait_for_map(&survivor(victim), Duration::from_secs(20), "handed over", |map| {
@@ -644,6 +657,7 @@ fn a_degrading_host_hands_over_its_primaries_then_is_drained_under_load_losing_n
 
     // Failing: drained.
     let failing_at = Instant::now();
+    health.memory(victim, 12, 1);
     health.disk(victim, FAILING_DISK);
     let (map, drained_in) =
         wait_for_map(&survivor(victim), Duration::from_secs(60), "drained", |map| {
@@ -659,6 +673,10 @@ fn a_degrading_host_hands_over_its_primaries_then_is_drained_under_load_losing_n
         assert!(failing_at.elapsed() < Duration::from_secs(70), "no drain reported: {status:?}");
         std::thread::sleep(Duration::from_millis(50));
     };
+    let status = try_status_json(&cluster.members[victim].to_string()).expect("cradle status");
+    let reasons = status["health"]["host"]["reasons"].to_string();
+    assert_eq!(status["health"]["host"]["verdict"], "failing", "{status}");
+    assert!(reasons.contains("ue_count") && reasons.contains("Reallocated"), "{reasons}");
     eprintln!(
         "member {} failing: empty after {drained_in:?} (the map), reported drained in {reported} \
          ms by its status",
