@@ -536,7 +536,7 @@ mod tests {
             let number = rest.trim().split(|c: char| !c.is_ascii_digit()).next().unwrap();
             declared.push((name.trim().to_string(), number.parse::<i32>().unwrap()));
         }
-        assert_eq!(declared.len(), 15, "{declared:?}");
+        assert_eq!(declared.len(), 16, "{declared:?}");
         for (name, number) in &declared {
             assert_eq!(status::name_of(*number).to_str().unwrap(), name, "code {number}");
         }
@@ -544,7 +544,9 @@ mod tests {
             "cradle_connect(",
             "cradle_close(",
             "cradle_put(",
+            "cradle_put_ttl(",
             "cradle_get(",
+            "cradle_incr(",
             "cradle_delete(",
             "cradle_cas(",
             "cradle_last_error(",
