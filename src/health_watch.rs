@@ -46,11 +46,15 @@ impl HealthWatch {
         Ok(HealthWatch { thread, stop })
     }
 
-    /// Ends the thread.
+    /// Ends the thread: at once if it waits for its next reading, after the reading if it is
+    /// taking one. The node does not wait for that (a smartctl run on a dying disk may take
+    /// its whole 30 s timeout; the thread writes nothing that must outlive the node).
     pub(crate) fn finish(self) {
         self.stop.store(true, Ordering::Release);
         self.thread.thread().unpark();
-        let _ = self.thread.join();
+        if self.thread.is_finished() {
+            let _ = self.thread.join();
+        }
     }
 }
 
