@@ -182,9 +182,7 @@ impl Router {
 
     /// Notes that `addr` answered a request.
     pub(crate) fn note_answer(&mut self, addr: SocketAddr) {
-        if !self.answered.contains(&addr) {
-            self.answered.insert(addr);
-        }
+        self.answered.insert(addr);
     }
 
     /// Whether `addr` ever answered.

@@ -720,7 +720,7 @@ impl Agent {
             eprintln!("cradle: {what} (epoch {})", next.epoch);
         };
         let name = |m: usize| format!("member {} ({})", m + 1, spec.members[m]);
-        let silent = members.clone().filter(|&m| m != spec.me && self.holds_replicas(map, m));
+        let silent = members.clone().filter(|&m| m != spec.me && health::holds_any(spec, map, m));
         for m in silent.filter(|&m| !alive(m)) {
             if let Some(next) = without_member(spec, map, m, &fresh) {
                 let ms = silent_for(m).checked_div(1_000_000);
@@ -787,7 +787,7 @@ impl Agent {
         let me = self.spec.me;
         if members[me].health != Health::Failing {
             (self.failing_since_ns, self.drained_after_ms) = (None, None);
-        } else if self.holds_replicas(map, me) {
+        } else if health::holds_any(&self.spec, map, me) {
             self.failing_since_ns.get_or_insert(now_ns);
             self.drained_after_ms = None;
         } else if self.drained_after_ms.is_none() {
@@ -807,13 +807,6 @@ impl Agent {
                 drained_after_ms: self.drained_after_ms,
             };
         }
-    }
-
-    fn holds_replicas(&self, map: &PartitionMap, member: usize) -> bool {
-        map.entries.iter().any(|e| {
-            self.spec.member_of(e.addr) == Some(member)
-                || e.replicas.iter().any(|r| self.spec.member_of(r.addr) == Some(member))
-        })
     }
 
     fn flush(&mut self, wall_ns: u64, tx: &mut dyn Transmit) {

@@ -367,12 +367,7 @@ impl Simulation {
             2 => Health::Suspect,
             _ => Health::Failing,
         };
-        let freshest = self.nodes.iter().filter_map(Node::map).max_by_key(|m| m.epoch);
-        let holds = freshest.is_some_and(|map| {
-            map.entries.iter().any(|e| {
-                node_of(e.addr) == Some(n) || e.replicas.iter().any(|r| node_of(r.addr) == Some(n))
-            })
-        });
+        let holds = self.holders().contains(&n);
         if self.health[n] == Health::Failing && health != Health::Failing && !holds {
             self.report.drained += 1;
         }
@@ -543,17 +538,7 @@ impl Simulation {
         }
         // One node fails at a time (the next failure comes after its restart or heal), so
         // the map group keeps a majority; the last node holding replicas never fails.
-        let freshest = self.nodes.iter().filter_map(Node::map).max_by_key(|m| m.epoch);
-        let holders: Vec<usize> = (0..self.nodes.len())
-            .filter(|&n| {
-                freshest.as_ref().is_some_and(|map| {
-                    map.entries.iter().any(|e| {
-                        node_of(e.addr) == Some(n)
-                            || e.replicas.iter().any(|r| node_of(r.addr) == Some(n))
-                    })
-                })
-            })
-            .collect();
+        let holders = self.holders();
         let n = self.rng.below(self.nodes.len() as u64) as usize;
         if holders.len() <= 1 && holders.contains(&n) {
             return self.schedule_crash();
@@ -568,6 +553,21 @@ impl Simulation {
             self.report.crashes += 1;
             self.schedule(down, Event::Restart(n));
         }
+    }
+
+    /// The nodes the freshest map any node serves by places a replica on.
+    fn holders(&self) -> Vec<usize> {
+        let freshest = self.nodes.iter().filter_map(Node::map).max_by_key(|m| m.epoch);
+        (0..self.nodes.len())
+            .filter(|&n| {
+                freshest.as_ref().is_some_and(|map| {
+                    map.entries.iter().any(|e| {
+                        node_of(e.addr) == Some(n)
+                            || e.replicas.iter().any(|r| node_of(r.addr) == Some(n))
+                    })
+                })
+            })
+            .collect()
     }
 
     /// What a client wants sent, and what it completed.

@@ -149,7 +149,8 @@ fn holders<'a>(
     primary.into_iter().chain(others)
 }
 
-fn holds_any(spec: &ClusterSpec, map: &PartitionMap, m: usize) -> bool {
+/// Whether member `m` holds any replica (primary, backup or learner) by `map`.
+pub(super) fn holds_any(spec: &ClusterSpec, map: &PartitionMap, m: usize) -> bool {
     map.entries.iter().any(|e| holders(spec, e).any(|(x, _)| x == m))
 }
 
