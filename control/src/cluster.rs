@@ -374,6 +374,8 @@ pub struct Agent {
     failing_since_ns: Option<u64>,
     /// How long it then took until it held none (ms), once it does.
     drained_after_ms: Option<u64>,
+    /// When `follow_health` last ran (agent clock).
+    health_viewed_ns: u64,
     /// The health policy's hold-backs last said on stderr.
     held_back: Vec<String>,
 }
@@ -389,6 +391,10 @@ struct Heard {
     /// (partition, learner address) its primaries built.
     built: Vec<(u32, SocketAddr)>,
 }
+
+/// How often a member works out the health policy for its status (it walks the whole map:
+/// not at every heartbeat, on the loop).
+const HEALTH_VIEW_NS: u64 = 100_000_000;
 
 /// Learners a heartbeat reports at most (the rest wait for the next change).
 const HEARD_BUILT_MAX: usize = 48;
@@ -504,6 +510,7 @@ impl Agent {
             heard: vec![Heard::default(); n],
             failing_since_ns: None,
             drained_after_ms: None,
+            health_viewed_ns: 0,
             held_back: Vec::new(),
             spec,
             group,
@@ -596,7 +603,10 @@ impl Agent {
             self.heard[me].fresh = self.fresh;
             self.heard[me].health =
                 Health::from_u8(self.view.health.load(Ordering::Relaxed)).unwrap_or_default();
-            self.follow_health(now_ns);
+            if now_ns >= self.health_viewed_ns + HEALTH_VIEW_NS {
+                self.health_viewed_ns = now_ns;
+                self.follow_health(now_ns);
+            }
             let mut payload = Vec::new();
             self.heard[me].encode(&mut payload);
             for m in 0..self.spec.members.len() {
@@ -772,8 +782,9 @@ impl Agent {
             .collect()
     }
 
-    /// At each heartbeat: the health policy as this member sees it, for `cradle status` and
-    /// stderr (what it holds back, and, on a failing member, when it holds nothing more).
+    /// Every `HEALTH_VIEW_NS`, at a heartbeat: the health policy as this member sees it, for
+    /// `cradle status` and stderr (what it holds back, and, on a failing member, when it
+    /// holds nothing more).
     fn follow_health(&mut self, now_ns: u64) {
         let Some(map) = &self.map else { return };
         let members = self.member_states(now_ns);
