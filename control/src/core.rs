@@ -597,8 +597,11 @@ fn rebuild_completions(
     for write in newest {
         let id = (write.stamp.client_id, write.stamp.tracking_id);
         if completions.get(id).is_none() {
+            let status = write.status.map_or(Status::Ok, |s| {
+                Status::from_wire(s).unwrap_or(Status::Malformed) // (a note of a later version)
+            });
             let record = crate::completions::Record {
-                status: Status::Ok,
+                status,
                 version: write.version,
                 fingerprint: write.stamp.fingerprint,
             };

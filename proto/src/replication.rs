@@ -50,7 +50,13 @@ pub enum WriteOp {
     Put = 1,
     /// The key was deleted.
     Delete = 2,
+    /// The write changed nothing: its value is how it was answered (its status, u16, then
+    /// the version, u64), so the replicas hold its completion record too.
+    Note = 4,
 }
+
+/// The value of a NOTE record: status, version.
+pub const NOTE_VALUE_BYTES: usize = 2 + 8;
 
 /// One write as the primary made it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +163,7 @@ fn decode_record(b: &[u8]) -> Result<(WriteRecord<'_>, &[u8]), Malformed> {
         1 => (WriteOp::Put, false),
         2 => (WriteOp::Delete, false),
         PUT_WITH_META => (WriteOp::Put, true),
+        4 => (WriteOp::Note, false),
         _ => return Err(Malformed::BadOpcode),
     };
     let key_len = u16::from_le_bytes([b[41], b[42]]) as usize;
@@ -174,7 +181,12 @@ fn decode_record(b: &[u8]) -> Result<(WriteRecord<'_>, &[u8]), Malformed> {
     if rest.len() < key_len + value_len {
         return Err(Malformed::Truncated);
     }
-    if key_len == 0 || key_len > crate::KEY_BYTES_MAX || (op == WriteOp::Delete && value_len > 0) {
+    let value_fits = match op {
+        WriteOp::Put => true,
+        WriteOp::Delete => value_len == 0,
+        WriteOp::Note => value_len == NOTE_VALUE_BYTES,
+    };
+    if key_len == 0 || key_len > crate::KEY_BYTES_MAX || !value_fits {
         return Err(Malformed::BadFragment);
     }
     let record = WriteRecord {
@@ -465,13 +477,16 @@ mod tests {
         let with_meta =
             WriteRecord { item_flags: 7, expires_at_ns: 1 << 60, ..record(8, b"m", b"v") };
         assert_eq!(with_meta.len(), record(8, b"m", b"v").len() + RECORD_META_BYTES);
-        let writes = [record(7, b"k", b"value"), with_meta, record(9, b"k", b"")];
+        // (The fourth is a note: a write that changed nothing, answered status 3, version 0.)
+        let answer = &[3, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let note = WriteRecord { op: WriteOp::Note, ..record(10, b"n", answer) };
+        let writes = [record(7, b"k", b"value"), with_meta, record(9, b"k", b""), note];
         let mut out = Vec::new();
         encode_forward_header(&mut out, false, 5, 9, 100, 6, 0);
         for w in &writes {
             w.encode(&mut out);
         }
-        set_forward_count(&mut out, 3);
+        set_forward_count(&mut out, 4);
         let Replication::Forward { partition, epoch, sent_ns, committed, records } =
             Replication::decode(&out).unwrap()
         else {
@@ -480,6 +495,14 @@ mod tests {
         assert_eq!((partition, epoch, sent_ns, committed), (5, 9, 100, 6));
         let got: Vec<WriteRecord<'_>> = records.map(|r| r.unwrap()).collect();
         assert_eq!(got, writes);
+        // A note's value is its answer, exactly.
+        let mut short = Vec::new();
+        encode_forward_header(&mut short, false, 5, 9, 100, 6, 1);
+        WriteRecord { op: WriteOp::Note, ..record(11, b"n", b"123456789") }.encode(&mut short);
+        let Ok(Replication::Forward { mut records, .. }) = Replication::decode(&short) else {
+            panic!("header intact")
+        };
+        assert_eq!(records.next(), Some(Err(Malformed::BadFragment)));
         // Cut anywhere inside the records: the record there fails, none is invented.
         for cut in FORWARD_HEADER_BYTES..out.len() {
             let Ok(Replication::Forward { records, .. }) = Replication::decode(&out[..cut]) else {

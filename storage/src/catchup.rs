@@ -118,6 +118,11 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let key = match write {
             Applied::Put { key, .. } | Applied::Delete { key } => key,
+            // (A learner keeps no completion record of its own: nothing to install.)
+            Applied::Note { .. } => {
+                self.raise_lsn(lsn);
+                return Ok(false);
+            }
         };
         // (Against the newest record, expired or not: an older put of a key whose newer
         // value has expired must not bring it back.)
@@ -137,6 +142,7 @@ impl Store {
                 self.delete_at(blobs, lsn, key, stamp)?;
                 true
             }
+            Applied::Note { .. } => unreachable!("returned above"),
         };
         self.last_version = self.last_version.max(last);
         Ok(changed)

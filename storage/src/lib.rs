@@ -36,5 +36,5 @@ pub use error::{Corruption, StoreError};
 pub use file::FileVolume;
 pub use record::{Meta, Stamp};
 pub use recover::{RecoveryReport, ShortValue, StampedWrite, TornTail, SHORT_VALUE_BYTES_MAX};
-pub use store::{Applied, CasOutcome, Item, Store, StoreStats, ValueRef};
+pub use store::{note_payload, parse_note, Applied, CasOutcome, Item, Store, StoreStats, ValueRef};
 pub use syncfs::sync_file_system;

@@ -110,6 +110,10 @@ pub(crate) enum Kind {
     Blob = 3,
     /// The payload is the number of the oldest segment that must exist (u64).
     Marker = 4,
+    /// A write of the key that changed nothing: the payload is how it was answered (its status,
+    /// u16, then the version, u64), so its completion record comes back on replay and
+    /// reaches the backups like any write's (see [`crate::Store::note`]).
+    Note = 5,
 }
 
 impl Kind {
@@ -119,6 +123,7 @@ impl Kind {
             2 => Some(Kind::Tombstone),
             3 => Some(Kind::Blob),
             4 => Some(Kind::Marker),
+            5 => Some(Kind::Note),
             _ => None,
         }
     }

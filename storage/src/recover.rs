@@ -62,6 +62,9 @@ pub struct StampedWrite {
     /// the value said (an INCR's count) can be rebuilt from it. `None` for deletes, blob
     /// values and values over `SHORT_VALUE_BYTES_MAX`.
     pub value: Option<ShortValue>,
+    /// How a write that changed nothing was answered (a note's status, see
+    /// [`crate::Store::note`]); `None` for a write that changed the store (answered OK).
+    pub status: Option<u16>,
 }
 
 /// Longest value a [`StampedWrite`] keeps (the text of an i64 count takes at most 20).
@@ -220,6 +223,8 @@ impl Store {
                 (record.span as u64, record.kind, record.lsn, record.stamp());
             let meta = record.meta;
             let short = if kind == Kind::Put { ShortValue::of(record.payload) } else { None };
+            let note =
+                if kind == Kind::Note { crate::store::parse_note(record.payload) } else { None };
             if kind == Kind::Marker {
                 let (oldest, next) = parse_marker(record.payload).unwrap_or((0, 0));
                 scan.required_oldest = scan.required_oldest.max(oldest);
@@ -229,8 +234,13 @@ impl Store {
                 let segment = self.log.segment_mut(slot);
                 segment.stamped_at_max = segment.stamped_at_max.max(Some(stamp.at_ns));
                 if stamp.at_ns >= stamps_since_ns {
-                    let version = if kind == Kind::Tombstone { 0 } else { lsn };
-                    report.stamps.push(StampedWrite { stamp, version, value: short });
+                    let version = match kind {
+                        Kind::Tombstone => 0,
+                        Kind::Note => note.map_or(0, |(_, v)| v),
+                        _ => lsn,
+                    };
+                    let status = note.map(|(s, _)| s);
+                    report.stamps.push(StampedWrite { stamp, version, value: short, status });
                 }
             }
             self.log.segment_mut(slot).note_expiry(kind, &meta);
@@ -271,7 +281,7 @@ impl Store {
         let old = match kind {
             Kind::Put | Kind::Blob => self.index.insert(hash, loc, is_key).expect("index room"),
             Kind::Tombstone => self.index.remove(hash, is_key),
-            Kind::Marker => None,
+            Kind::Marker | Kind::Note => None,
         };
         if let Some(old) = old {
             let old_record = self.log.read(old).expect("indexed record reads");
@@ -281,7 +291,7 @@ impl Store {
         }
         match kind {
             Kind::Put | Kind::Blob => self.live_bytes += live,
-            Kind::Tombstone | Kind::Marker => self.log.mark_dead(loc, span),
+            Kind::Tombstone | Kind::Marker | Kind::Note => self.log.mark_dead(loc, span),
         }
     }
 

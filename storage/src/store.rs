@@ -44,6 +44,30 @@ pub enum Applied<'a> {
         /// The key.
         key: &'a [u8],
     },
+    /// A write of `key` changed nothing (see [`Store::note`]).
+    Note {
+        /// The key.
+        key: &'a [u8],
+        /// How the write was answered: its status (the wire's number).
+        status: u16,
+        /// The version the answer said.
+        version: u64,
+    },
+}
+
+/// A note's payload (and a replicated note's value): its status, then its version.
+pub fn note_payload(status: u16, version: u64) -> [u8; 10] {
+    let mut payload = [0; 10];
+    payload[..2].copy_from_slice(&status.to_le_bytes());
+    payload[2..].copy_from_slice(&version.to_le_bytes());
+    payload
+}
+
+/// The status and version of a note's payload (another length reads as none).
+pub fn parse_note(payload: &[u8]) -> Option<(u16, u64)> {
+    let payload: &[u8; 10] = payload.try_into().ok()?;
+    let status = u16::from_le_bytes([payload[0], payload[1]]);
+    Some((status, u64::from_le_bytes(payload[2..].try_into().expect("8 bytes"))))
 }
 
 /// Where a value lives (see [`Store::get_reference`]).
@@ -307,7 +331,45 @@ impl Store {
         match write {
             Applied::Put { key, value, meta } => self.put_at(blobs, lsn, key, value, &meta, stamp),
             Applied::Delete { key } => self.delete_at(blobs, lsn, key, stamp).map(|_| lsn),
+            Applied::Note { key, status, version } => {
+                self.note_at(lsn, key, stamp, status, version).map(|()| lsn)
+            }
         }
+    }
+
+    /// Records, at the next LSN, that a write of `key` stamped `stamp` changed nothing and
+    /// was answered `status` (its wire number) with `version`: a delete of an absent key, a
+    /// CAS that did not match. A replicated partition writes one, so that its backups hold
+    /// the write's completion record too: a resend that reaches a new primary after a
+    /// failover is answered as the first attempt was, not applied (found by the simulation:
+    /// a delayed copy of a delete answered "not found" deleted the key written since). The
+    /// record is garbage from birth, like a tombstone. Returns its LSN.
+    pub fn note(
+        &mut self,
+        key: &[u8],
+        stamp: &Stamp,
+        status: u16,
+        version: u64,
+    ) -> Result<u64, StoreError> {
+        let lsn = self.last_version + 1;
+        self.note_at(lsn, key, Some(stamp), status, version)?;
+        Ok(lsn)
+    }
+
+    fn note_at(
+        &mut self,
+        lsn: u64,
+        key: &[u8],
+        stamp: Option<&Stamp>,
+        status: u16,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        let payload = note_payload(status, version);
+        let loc = self.log.append(Kind::Note, lsn, stamp, &Meta::NONE, key, &payload)?;
+        self.last_version = lsn;
+        let span = self.log.read(loc).expect("just appended").span as u64;
+        self.log.mark_dead(loc, span);
+        Ok(())
     }
 
     /// The LSN of the last write (every record written takes the next one; 0: none yet).

@@ -54,9 +54,14 @@ fn replay_returns_the_stamps_since_the_given_time_in_log_order() {
 
     let (mut store, mut blobs, report) = open(dir.path(), &config, 200);
     let expected = vec![
-        StampedWrite { stamp: stamp(2, 200), version: blob, value: None },
-        StampedWrite { stamp: stamp(3, 300), version: cas, value: ShortValue::of(b"2") },
-        StampedWrite { stamp: stamp(6, 600), version: 0, value: None },
+        StampedWrite { stamp: stamp(2, 200), version: blob, value: None, status: None },
+        StampedWrite {
+            stamp: stamp(3, 300),
+            version: cas,
+            value: ShortValue::of(b"2"),
+            status: None,
+        },
+        StampedWrite { stamp: stamp(6, 600), version: 0, value: None, status: None },
     ];
     assert_eq!(report.stamps, expected, "since 200, deletes with version 0");
     assert_eq!(store.get(&mut blobs, b"c").unwrap().unwrap().0, &big[..]);
@@ -66,6 +71,37 @@ fn replay_returns_the_stamps_since_the_given_time_in_log_order() {
     assert!(report.stamps.is_empty());
     let (_, _, report) = open(dir.path(), &config, 0);
     assert_eq!(report.stamps.len(), 4);
+}
+
+#[test]
+fn a_note_takes_the_next_lsn_changes_no_key_and_replays_with_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::default();
+    let (mut store, mut blobs, _) = open(dir.path(), &config, u64::MAX);
+    let put = store.put(&mut blobs, b"a", b"1", Some(&stamp(1, 100))).unwrap();
+    // A CAS that did not match (status 9, say), answered with the current version.
+    let note = store.note(b"a", &stamp(2, 200), 9, put).unwrap();
+    assert_eq!((note, store.last_lsn()), (put + 1, put + 1));
+    assert_eq!(store.get(&mut blobs, b"a").unwrap().unwrap(), (&b"1"[..], put));
+    assert_eq!(store.len(), 1);
+    // A delete of an absent key (status 3): still absent.
+    store.note(b"nobody", &stamp(3, 300), 3, 0).unwrap();
+    assert_eq!(store.get(&mut blobs, b"nobody").unwrap(), None);
+    let next = store.put(&mut blobs, b"b", b"2", None).unwrap();
+    assert_eq!(next, put + 3, "notes take LSNs like any write");
+    store.flush(&mut blobs).unwrap();
+    drop((store, blobs));
+
+    let (mut store, mut blobs, report) = open(dir.path(), &config, 200);
+    let expected = vec![
+        StampedWrite { stamp: stamp(2, 200), version: put, value: None, status: Some(9) },
+        StampedWrite { stamp: stamp(3, 300), version: 0, value: None, status: Some(3) },
+    ];
+    assert_eq!(report.stamps, expected);
+    assert_eq!(store.last_lsn(), next);
+    assert_eq!(store.len(), 2);
+    assert_eq!(store.get(&mut blobs, b"a").unwrap().unwrap(), (&b"1"[..], put));
+    assert_eq!(store.get(&mut blobs, b"nobody").unwrap(), None);
 }
 
 #[test]

@@ -467,6 +467,10 @@ pub(super) fn decoded<'a>(r: &WriteRecord<'a>) -> (Stamp, Applied<'a>) {
     let applied = match r.op {
         WriteOp::Put => Applied::Put { key: r.key, value: r.value, meta: meta_of(r) },
         WriteOp::Delete => Applied::Delete { key: r.key },
+        WriteOp::Note => {
+            let (status, version) = storage::parse_note(r.value).expect("checked by proto");
+            Applied::Note { key: r.key, status, version }
+        }
     };
     (stamp, applied)
 }
@@ -486,11 +490,17 @@ pub(super) fn remember(
     r: &WriteRecord<'_>,
 ) {
     let id = (r.client_id, r.tracking_id);
-    // (A delete is answered version 0, as its primary answered it.)
-    let version = if r.op == WriteOp::Delete { 0 } else { r.lsn };
+    // (A delete is answered version 0, a note as its primary answered it.)
+    let (status, version) = match r.op {
+        WriteOp::Put => (Status::Ok, r.lsn),
+        WriteOp::Delete => (Status::Ok, 0),
+        WriteOp::Note => {
+            let (status, version) = storage::parse_note(r.value).expect("checked by proto");
+            (Status::from_wire(status).unwrap_or(Status::Malformed), version)
+        }
+    };
     if completions.get(id).is_none() && completions.has_room(now_ns) {
-        let done =
-            crate::completions::Record { status: Status::Ok, version, fingerprint: r.fingerprint };
+        let done = crate::completions::Record { status, version, fingerprint: r.fingerprint };
         completions.insert(now_ns, id, done);
     }
     let mut bytes = Vec::with_capacity(r.len());
@@ -528,9 +538,14 @@ impl Core {
         stamp: &Stamp,
     ) {
         let Some(replica) = self.endpoints[slot].replica.as_deref_mut() else { return };
+        let answer;
         let (op, key, value, meta) = match write {
             Applied::Put { key, value, meta } => (WriteOp::Put, key, value, meta),
             Applied::Delete { key } => (WriteOp::Delete, key, &[][..], storage::Meta::NONE),
+            Applied::Note { key, status, version } => {
+                answer = storage::note_payload(status, version);
+                (WriteOp::Note, key, &answer[..], storage::Meta::NONE)
+            }
         };
         let record = WriteRecord {
             lsn,

@@ -259,7 +259,10 @@ impl Core {
     }
 
     /// Applies a write. Its record in the log carries the request's stamp, so its completion
-    /// record comes back on replay; a write that changes nothing writes no record.
+    /// record comes back on replay; a write that changes nothing writes no record, except on
+    /// a replicated partition: there it writes a note of its answer (`Store::note`), which
+    /// the backups get like any write, so a resend that reaches a new primary is answered
+    /// from it rather than applied.
     fn apply(&mut self, slot: usize, id: RequestId, write: &Write<'_>) -> Outcome {
         let stamp = Stamp {
             client_id: id.0,
@@ -307,6 +310,17 @@ impl Core {
             Opcode::Touch => touch(store, blobs, key, expires_at_ns, s),
             _ => unreachable!("apply is only called for writes"),
         };
+        let replicated = endpoint.replica.is_some();
+        let mut noted = None;
+        let outcome = match outcome {
+            Ok((status, version)) if replicated && status != Status::Ok => {
+                store.note(key, &stamp, status as u16, version).map(|lsn| {
+                    noted = Some(lsn);
+                    (status, version)
+                })
+            }
+            other => other,
+        };
         // `memory`: the record is in the page cache before its reply exists, so an answered
         // write survives a crash of the process. A failure poisons the store and answers
         // this write (the flushed class answers its batch's writes likewise).
@@ -332,10 +346,12 @@ impl Core {
         c.incr_below_floor += u64::from(status == Status::BelowFloor);
         // A replicated INCR reaches the backups as a PUT of the count it wrote, a TOUCH as a
         // PUT of the value it kept; both with the item's flags and expiry as they are now.
-        let replicated = endpoint.replica.is_some();
         let mut kept = Vec::new();
         let written = match (write.opcode, status) {
             _ if !replicated => None,
+            _ if noted.is_some() => {
+                noted.map(|lsn| (lsn, Applied::Note { key, status: status as u16, version }))
+            }
             (Opcode::Put | Opcode::Cas, Status::Ok) => {
                 Some((version, Applied::Put { key, value, meta }))
             }

@@ -376,3 +376,68 @@ fn the_largest_replicated_write_fits_its_datagram_with_an_expiry_and_one_byte_mo
     let refused = statuses(&pair.deliver(CLIENT, A, &put(2, &over)));
     assert_eq!(refused[0].0, Status::TooLarge as u16, "{refused:?}");
 }
+
+#[test]
+fn a_write_that_changed_nothing_replicates_its_answer_so_a_resend_after_a_failover_is_not_applied()
+{
+    let mut pair = Pair::new();
+    let delete = request(Opcode::Delete, 1, b"gone", b"");
+    assert_eq!(
+        statuses(&pair.deliver(CLIENT, A, &delete)),
+        vec![(Status::NotFound as u16, 0, vec![])]
+    );
+    let put = request(Opcode::Put, 2, b"k", b"v1");
+    let put = statuses(&pair.deliver(CLIENT, A, &put));
+    assert_eq!(put[0].0, Status::Ok as u16);
+    let h = HeaderFields {
+        opcode: Opcode::Cas as u8,
+        client_id: 77,
+        tracking_id: 3,
+        version: 99,
+        total_len: 2,
+        ..HeaderFields::default()
+    }
+    .with_key_value(b"k", b"v2");
+    let mut cas = vec![0u8; HEADER_BYTES + 1 + 2];
+    encode_message(&mut cas, &h, b"k", b"v2").unwrap();
+    let mismatch = statuses(&pair.deliver(CLIENT, A, &cas));
+    assert_eq!(mismatch, vec![(Status::VersionMismatch as u16, put[0].1, vec![])]);
+    // Both answers reached the backup as notes: they took LSNs and changed no key.
+    assert_eq!(pair.b.counters().replicated_records, 3);
+    assert_eq!(pair.b.counters().keys, 1);
+
+    // The primary dies: B alone serves, and the key deleted-when-absent is written anew.
+    let entries = (0..4)
+        .map(|p| {
+            let (start, end) = proto::partition_range(p, 4);
+            MapEntry::single(start, end, p, B)
+        })
+        .collect();
+    let map = PartitionMap { epoch: 3, cluster: 1, entries };
+    pair.b.handle_map(MapChange { map, added: Vec::new() }, &mut Net::default()).unwrap();
+    let mut waited = Net::default();
+    for _ in 0..100 {
+        pair.now += 1_000_000;
+        pair.b.end_batch(pair.now, &mut waited);
+    }
+    let other = HeaderFields {
+        opcode: Opcode::Put as u8,
+        client_id: 78,
+        tracking_id: 1,
+        total_len: 2,
+        ..HeaderFields::default()
+    }
+    .with_key_value(b"gone", b"v9");
+    let mut d = vec![0u8; HEADER_BYTES + 4 + 2];
+    encode_message(&mut d, &other, b"gone", b"v9").unwrap();
+    assert_eq!(statuses(&pair.deliver(CLIENT, B, &d))[0].0, Status::Ok as u16);
+    // Late copies of the first two requests are answered as they were, and applied never.
+    assert_eq!(
+        statuses(&pair.deliver(CLIENT, B, &delete)),
+        vec![(Status::NotFound as u16, 0, vec![])]
+    );
+    assert_eq!(statuses(&pair.deliver(CLIENT, B, &cas)), mismatch);
+    assert_eq!(pair.b.counters().duplicates_answered, 2);
+    let get = request(Opcode::Get, 4, b"gone", b"");
+    assert_eq!(statuses(&pair.deliver(CLIENT, B, &get))[0].2, b"v9".to_vec());
+}
