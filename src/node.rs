@@ -93,7 +93,7 @@ impl Membership {
             cluster_id: key.cluster_id(),
             key: key.clone(),
             detect_ns: cluster.failover_after.as_nanos() as u64,
-            tick_ns: 5_000_000,
+            tick_ns: ClusterSpec::tick_for(cluster.failover_after.as_nanos() as u64),
             heartbeat_ns: 2_000_000,
         };
         spec.validate().map_err(|e| e.to_string())?;
@@ -231,7 +231,7 @@ impl Node {
                 wall_clock_start_ns: wall_clock_ns(),
                 replication: membership.as_ref().map(|m| ReplicationConfig {
                     factor: m.spec.replicas,
-                    ..ReplicationConfig::new(m.key.clone())
+                    ..ReplicationConfig::for_detection(m.key.clone(), m.spec.detect_ns)
                 }),
                 auth: options.auth.clone(),
                 ..CoreConfig::new(core, layout.clone(), secret)
@@ -244,11 +244,15 @@ impl Node {
                     handler.set_agent(agent.take().expect("made for a member"));
                 }
             }
-            let runner = RunnerConfig {
+            let mut runner = RunnerConfig {
                 core: options.pin.then_some(core as usize),
                 spin: options.spin,
                 ..RunnerConfig::default()
             };
+            if let Some(m) = &membership {
+                // An idle member's loop still keeps the map group's clock and its leases.
+                runner.block_max = runner.block_max.min(Duration::from_nanos(m.spec.tick_ns));
+            }
             let stop = stop.clone();
             let thread = std::thread::Builder::new().name(format!("cradle-core-{core}"));
             let door = (!doors.is_empty()).then(|| doors.remove(0));

@@ -112,6 +112,9 @@ pub struct Core {
     forward_due: Vec<usize>,
     /// Backups owing their primary an ack at the batch's end.
     acks_due: Vec<usize>,
+    /// Probes from a new primary that came before the map naming it: answered once it is
+    /// here, not at the probe's resend.
+    early_probes: Vec<replica::EarlyProbe>,
     /// Replicated primaries the datagram being handled read or wrote.
     touched: Vec<usize>,
     /// Replies waiting for what they observed to be committed.
@@ -194,6 +197,7 @@ impl Core {
             replicated: Vec::new(),
             forward_due: Vec::new(),
             acks_due: Vec::new(),
+            early_probes: Vec::new(),
             touched: Vec::new(),
             held: Vec::new(),
             capture: Capture::default(),

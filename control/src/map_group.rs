@@ -11,7 +11,7 @@
 //!
 //! Replays are exact: raft-rs draws election timeouts from `thread_rng` in
 //! `[min_election_tick, max_election_tick)`, so each member gets a range one tick wide (its own
-//! tick count, `ELECTION_TICKS + 3·(id − 1)`, so members do not time out together), while the
+//! tick count, `ELECTION_TICKS + 4·(id − 1)`, so members do not time out together), while the
 //! base `election_tick` (how long a member that heard a leader refuses to vote) is
 //! `ELECTION_TICKS` for all.
 
@@ -74,8 +74,14 @@ impl std::fmt::Debug for MapGroup {
     }
 }
 
-/// Ticks without a leader's word before a member campaigns: `ELECTION_TICKS + 3·(id − 1)`.
-pub const ELECTION_TICKS: usize = 10;
+/// Ticks without a leader's word before a member campaigns: `ELECTION_TICKS + 4·(id − 1)`
+/// (a cluster's tick is a twentieth of its failure detection, see `ClusterSpec::tick_for`:
+/// member 2 campaigns after 0.8 of it, so a dead leader is replaced by the time the new
+/// one may fail it over; 4 ticks apart, members 2 and 3 did not time out together, while 2
+/// ticks apart they sometimes did and split the vote).
+pub const ELECTION_TICKS: usize = 12;
+/// Ticks in a cluster's failure detection period.
+pub const DETECTION_TICKS: u64 = 20;
 /// Ticks between a leader's heartbeats.
 pub const HEARTBEAT_TICKS: usize = 3;
 
@@ -83,7 +89,7 @@ impl MapGroup {
     /// Starts member `id` on `disk`, replaying its committed log; the map is `initial` at
     /// epoch 0 until a change is applied.
     pub fn start(id: u64, disk: &MapDisk, initial: Vec<u8>) -> Result<MapGroup, ConfigError> {
-        let election = ELECTION_TICKS + 3 * (id as usize).saturating_sub(1);
+        let election = ELECTION_TICKS + 4 * (id as usize).saturating_sub(1);
         let config = Config {
             id,
             // Every member's vote is free again ELECTION_TICKS after it last heard the

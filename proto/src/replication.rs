@@ -230,6 +230,10 @@ pub enum Replication<'a> {
         echo_ns: u64,
         /// The replica holds every write through this LSN (durably as its class says).
         lsn: u64,
+        /// In a probe's answer, how long ago (on the replica's clock) it last acked a
+        /// primary: the old primary's lease runs out a lease after that, so the new one
+        /// knows when it may serve. 0 in an ack of a FORWARD.
+        quiet_ns: u64,
     },
     /// A primary asks a replica for its LSN, or for its records from `from` on.
     Probe {
@@ -361,11 +365,18 @@ pub fn set_forward_count(out: &mut [u8], count: u16) {
     out[FORWARD_HEADER_BYTES - 2..FORWARD_HEADER_BYTES].copy_from_slice(&count.to_le_bytes());
 }
 
-/// Appends an ACK.
-pub fn encode_ack(out: &mut Vec<u8>, partition: u32, epoch: u64, echo_ns: u64, lsn: u64) {
+/// Appends an ACK (`quiet_ns`: see `Replication::Ack`).
+pub fn encode_ack(
+    out: &mut Vec<u8>,
+    partition: u32,
+    epoch: u64,
+    echo_ns: u64,
+    lsn: u64,
+    quiet_ns: u64,
+) {
     out.push(2);
     out.extend_from_slice(&partition.to_le_bytes());
-    for field in [epoch, echo_ns, lsn] {
+    for field in [epoch, echo_ns, lsn, quiet_ns] {
         out.extend_from_slice(&field.to_le_bytes());
     }
 }
@@ -403,9 +414,10 @@ impl Replication<'_> {
                 })
             }
             2 => {
-                fixed(29)?;
+                fixed(37)?;
                 let (epoch, echo_ns, lsn) = (u64_at(b, 5), u64_at(b, 13), u64_at(b, 21));
-                Ok(Replication::Ack { partition: partition(1), epoch, echo_ns, lsn })
+                let quiet_ns = u64_at(b, 29);
+                Ok(Replication::Ack { partition: partition(1), epoch, echo_ns, lsn, quiet_ns })
             }
             3 => {
                 fixed(29)?;
@@ -511,12 +523,12 @@ mod tests {
             assert!(records.clone().any(|r| r.is_err()), "cut at {cut}");
         }
         let mut ack = Vec::new();
-        encode_ack(&mut ack, 5, 9, 100, 8);
+        encode_ack(&mut ack, 5, 9, 100, 8, 7);
         assert!(matches!(
             Replication::decode(&ack).unwrap(),
-            Replication::Ack { partition: 5, epoch: 9, echo_ns: 100, lsn: 8 }
+            Replication::Ack { partition: 5, epoch: 9, echo_ns: 100, lsn: 8, quiet_ns: 7 }
         ));
-        assert!(Replication::decode(&ack[..28]).is_err());
+        assert!(Replication::decode(&ack[..36]).is_err());
         let mut probe = Vec::new();
         encode_probe(&mut probe, 5, 9, 100, 3);
         assert!(matches!(

@@ -265,7 +265,7 @@ impl Simulation {
                 cluster_id: key.cluster_id(),
                 key,
                 detect_ns: DETECT_NS,
-                tick_ns: 5_000_000,
+                tick_ns: ClusterSpec::tick_for(DETECT_NS),
                 heartbeat_ns: 2_000_000,
             }
         };

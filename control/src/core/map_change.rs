@@ -189,7 +189,9 @@ impl Core {
     /// Applies the changes waiting in the inbox, if any.
     pub(super) fn take_map_changes(&mut self, tx: &mut dyn Transmit) {
         let Some(inbox) = self.map_inbox.take() else { return };
+        let mut changed = false;
         while let Ok(change) = inbox.changes.try_recv() {
+            changed = true;
             let outcome = match self.handle_map(change, tx) {
                 Ok(dropped) => MapOutcome::Applied { epoch: self.routes.epoch(), dropped },
                 Err(error) => MapOutcome::Refused(error),
@@ -198,5 +200,10 @@ impl Core {
             let _ = inbox.outcomes.send(outcome);
         }
         self.map_inbox = Some(inbox);
+        if changed {
+            // New primaries probe now, and the probes that came first are answered.
+            self.scan_replicas(self.now_ns, tx);
+            self.answer_early_probes(tx);
+        }
     }
 }

@@ -17,9 +17,12 @@
 //! - **Becoming primary** (a fresh map, a promotion, even as the sole replica): the new
 //!   primary asks every in-sync backup for its LSN (PROBE), pulls the records any of them has
 //!   beyond its own (they come from the old primary's sequence, of which every replica holds a
-//!   prefix), then waits `promotion_wait_ns` (more than a lease) so the old primary's lease
-//!   has run out before it serves. A backup answers a probe only once it has the map that
-//!   names the asker primary, and from then on takes no forward from the old one.
+//!   prefix), and serves once `promotion_wait_ns` (more than a lease) has passed since the
+//!   last ack any of them (itself included) sent a primary: the old primary's lease, which
+//!   needs those acks, has run out by then. A backup answers a probe only once it has the map
+//!   that names the asker primary, and from then on takes no forward from the old one; its
+//!   answer says how long ago it last acked (`quiet_ns`, on its own clock), so a failover
+//!   that took longer than the wait to detect serves as soon as the probes are answered.
 //!
 //! Not yet: a replica that lags beyond what the primary still holds in memory (`tail`), i.e.
 //! catch-up from the store and snapshots for new replicas (learners are not sent to); values
@@ -45,9 +48,9 @@ pub struct ReplicationConfig {
     pub heartbeat_ns: u64,
     /// How long a forward or probe waits for its answer before it is sent again.
     pub resend_ns: u64,
-    /// How long a new primary waits, once it has probed its backups, before it serves: more
-    /// than `lease_ns`, so the old primary's lease has run out (1.5 × the lease by default).
-    /// Less breaks linearizability when a cut-off primary still serves reads.
+    /// How long after the last ack its replicas sent a primary a new primary starts serving:
+    /// more than `lease_ns`, so the old primary's lease has run out (1.5 × the lease by
+    /// default). Less breaks linearizability when a cut-off primary still serves reads.
     pub promotion_wait_ns: u64,
     /// The cluster's replication factor. Above 1, a `memory`-class primary left without an
     /// in-sync backup commits on its own flush (no other memory holds its writes); at 1 the
@@ -59,17 +62,30 @@ impl ReplicationConfig {
     /// Defaults: a 50 ms lease, heartbeats every 5 ms, resends after 10 ms (a backup's flush
     /// on a loaded disk takes milliseconds: sooner resends only add work).
     pub fn new(key: ClusterKey) -> ReplicationConfig {
-        let lease_ns = 50_000_000;
+        ReplicationConfig::with_lease(key, LEASE_NS_MAX)
+    }
+
+    /// A cluster that fails a member over after `detect_ns` of silence: a lease of half that
+    /// (at most the default 50 ms), so a promoted backup's wait is over by the time the map
+    /// group has decided, with heartbeats five times a lease (at most every 5 ms).
+    pub fn for_detection(key: ClusterKey, detect_ns: u64) -> ReplicationConfig {
+        ReplicationConfig::with_lease(key, (detect_ns / 2).min(LEASE_NS_MAX))
+    }
+
+    fn with_lease(key: ClusterKey, lease_ns: u64) -> ReplicationConfig {
         ReplicationConfig {
             key,
             lease_ns,
-            heartbeat_ns: 5_000_000,
+            heartbeat_ns: (lease_ns / 5).clamp(1_000_000, 5_000_000),
             resend_ns: 10_000_000,
             promotion_wait_ns: lease_ns + lease_ns / 2,
             factor: 1,
         }
     }
 }
+
+/// The longest lease (the default).
+const LEASE_NS_MAX: u64 = 50_000_000;
 
 /// Room for the payload of one replication datagram.
 pub(super) const PAYLOAD_BYTES_MAX: usize = DATAGRAM_BYTES_MAX - PEER_HEADER_BYTES - MAC_BYTES;
@@ -149,6 +165,9 @@ pub(super) struct Peer {
     pub(super) progress_ns: u64,
     /// Its LSN as its probe answer said (becoming primary), if it answered.
     reported: Option<u64>,
+    /// Its probe answer's bound on its last ack to a primary, on this core's clock: it has
+    /// acked none since (it takes no forward from an old primary once it answers).
+    quiet_from_ns: u64,
     /// A learner being built (none: an in-sync backup, which the commit point and the lease
     /// wait for; a learner counts for neither).
     pub(super) catchup: Option<Box<super::catchup::Catchup>>,
@@ -164,6 +183,7 @@ impl Peer {
             last_send_ns: 0,
             progress_ns: 0,
             reported: None,
+            quiet_from_ns: 0,
             catchup: None,
         }
     }
@@ -198,6 +218,19 @@ pub(super) enum Part {
     Learner(Box<super::catchup::Building>),
 }
 
+/// A PROBE for a map epoch this core does not have yet.
+#[derive(Debug)]
+pub(crate) struct EarlyProbe {
+    from: SocketAddr,
+    partition: u32,
+    epoch: u64,
+    sent_ns: u64,
+    first: u64,
+}
+
+/// Early probes kept at once (a new primary resends the others).
+const EARLY_PROBES_MAX: usize = 1024;
+
 /// A replicated endpoint's replication state.
 #[derive(Debug)]
 pub(crate) struct ReplicaState {
@@ -214,6 +247,10 @@ pub(crate) struct ReplicaState {
     pub(super) last_echo: u64,
     /// A backup: the durable LSN its last ack said.
     pub(super) reported: u64,
+    /// When (this core's loop clock) it last acked a primary's forward: a primary's lease
+    /// needs its backups' acks, so a new primary learns from this how soon the old one's
+    /// lease has run out (see `Peer::quiet_from_ns`). Kept across map changes.
+    pub(super) acked_ns: u64,
 }
 
 impl ReplicaState {
@@ -357,9 +394,11 @@ pub(crate) fn state_for(
         return None;
     }
     let role = entry.role_of(me);
-    let (tail, committed, old_part) = match old {
-        Some(old) => (old.tail, old.committed, Some(old.part)),
-        None => (VecDeque::new(), 0, None),
+    // (Without a state before, this life of the core acked no primary for this partition
+    // since it was last named: 0, "at the loop clock's start", bounds it.)
+    let (tail, committed, acked_ns, old_part) = match old {
+        Some(old) => (old.tail, old.committed, old.acked_ns, Some(old.part)),
+        None => (VecDeque::new(), 0, 0, None),
     };
     let state = |part, tail, committed| {
         Some(Box::new(ReplicaState {
@@ -369,6 +408,7 @@ pub(crate) fn state_for(
             durable: last_lsn,
             last_echo: 0,
             reported: 0,
+            acked_ns,
         }))
     };
     if entry.addr == me {
@@ -653,8 +693,8 @@ impl Core {
             Replication::Pulled { partition, epoch, records, .. } => {
                 self.on_forward(from, partition, epoch, 0, 0, records, true, tx)
             }
-            Replication::Ack { partition, echo_ns, lsn, .. } => {
-                self.on_ack(from, partition, echo_ns, lsn)
+            Replication::Ack { partition, echo_ns, lsn, quiet_ns, .. } => {
+                self.on_ack(from, partition, echo_ns, lsn, quiet_ns)
             }
             Replication::Probe { partition, epoch, sent_ns, from: first } => {
                 self.on_probe(from, partition, epoch, sent_ns, first, tx)
@@ -752,6 +792,7 @@ impl Core {
             self.compaction_queue.push_back(slot);
         }
         if pulled {
+            self.last_replica_scan_ns = 0; // (as for a probe's answer)
             return;
         }
         replica.heard_from_primary(committed.min(store.last_lsn()), sent_ns);
@@ -760,8 +801,9 @@ impl Core {
         }
     }
 
-    /// A backup's ack (while probing: its probe answer): its LSN and the send time it echoes.
-    fn on_ack(&mut self, from: SocketAddr, partition: u32, echo_ns: u64, lsn: u64) {
+    /// A backup's ack (while probing: its probe answer, which says how long ago it last
+    /// acked a primary): its LSN and the send time it echoes.
+    fn on_ack(&mut self, from: SocketAddr, partition: u32, echo_ns: u64, lsn: u64, quiet_ns: u64) {
         let Some(slot) = self.all_slots.get(partition) else { return };
         let now_ns = self.now_ns;
         let last = self.endpoints[slot].store.last_lsn();
@@ -769,8 +811,11 @@ impl Core {
         let Part::Primary { peers, probing, .. } = &mut replica.part else { return };
         let Some(peer) = peers.iter_mut().find(|p| p.addr == from) else { return };
         if *probing {
-            // While probing, an ack answers a probe: its LSN is what the backup holds.
+            // While probing, an ack answers a probe: its LSN is what the backup holds. It was
+            // sent before now, so its last ack to a primary was before `now − quiet`.
             peer.reported = Some(lsn);
+            peer.quiet_from_ns = now_ns.saturating_sub(quiet_ns);
+            self.last_replica_scan_ns = 0; // (the promotion may go on at this batch's end)
         } else if lsn <= last {
             if lsn > peer.acked {
                 peer.acked = lsn;
@@ -793,6 +838,19 @@ impl Core {
         tx: &mut dyn Transmit,
     ) {
         let my_epoch = self.routes.epoch();
+        if epoch > my_epoch {
+            // Its map is on the way (the asker's agent and this one install it about at
+            // once): answered when it lands.
+            let probe = EarlyProbe { from, partition, epoch, sent_ns, first };
+            let same = |p: &EarlyProbe| p.from == from && p.partition == partition;
+            let kept = &mut self.early_probes;
+            match kept.iter().position(same) {
+                Some(i) => kept[i] = probe,
+                None if kept.len() < EARLY_PROBES_MAX => kept.push(probe),
+                None => {}
+            }
+            return;
+        }
         let Some(slot) = self.all_slots.get(partition) else { return };
         let wall = self.wall_ns();
         let endpoint = &self.endpoints[slot];
@@ -800,13 +858,15 @@ impl Core {
         // Only once this core's map names the asker primary: from then on it takes nothing
         // from the old one.
         let Part::Backup { primary } = &replica.part else { return };
-        if *primary != from || epoch > my_epoch {
+        if *primary != from {
             return;
         }
         let link = self.link.as_mut().expect("replicated endpoints have a link");
         link.payload.clear();
         if first == 0 {
-            encode_ack(&mut link.payload, partition, my_epoch, sent_ns, endpoint.store.last_lsn());
+            let quiet_ns = self.now_ns.saturating_sub(replica.acked_ns);
+            let lsn = endpoint.store.last_lsn();
+            encode_ack(&mut link.payload, partition, my_epoch, sent_ns, lsn, quiet_ns);
         } else {
             encode_forward_header(&mut link.payload, true, partition, my_epoch, sent_ns, 0, 0);
             let mut count = 0u16;
@@ -823,6 +883,18 @@ impl Core {
             set_forward_count(&mut link.payload, count);
         }
         link.send(wall, from, tx);
+    }
+
+    /// After a map change: the probes that came before it, answered if it is the map they
+    /// wanted (a later one may still be on the way: those wait on).
+    pub(super) fn answer_early_probes(&mut self, tx: &mut dyn Transmit) {
+        let epoch = self.routes.epoch();
+        if self.early_probes.iter().all(|p| p.epoch > epoch) {
+            return;
+        }
+        for p in std::mem::take(&mut self.early_probes) {
+            self.on_probe(p.from, p.partition, p.epoch, p.sent_ns, p.first, tx);
+        }
     }
 
     /// The batch's replication work before its group commit: new records go out now, so the
@@ -866,6 +938,12 @@ impl Core {
         if now_ns.saturating_sub(self.last_replica_scan_ns) < heartbeat_ns / 2 {
             return;
         }
+        self.scan_replicas(now_ns, tx);
+    }
+
+    /// Every replicated endpoint's upkeep (see `upkeep`); at least every half heartbeat, and
+    /// at once where a promotion waits for it (a map change, a probe answered).
+    pub(super) fn scan_replicas(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
         self.last_replica_scan_ns = now_ns;
         for i in 0..self.replicated.len() {
             let slot = self.replicated[i];
@@ -903,9 +981,10 @@ impl Core {
         }
         let Part::Backup { primary } = replica.part else { return };
         replica.reported = replica.durable;
+        replica.acked_ns = self.now_ns;
         let link = self.link.as_mut().expect("replicated endpoints have a link");
         link.payload.clear();
-        encode_ack(&mut link.payload, partition, epoch, replica.last_echo, replica.durable);
+        encode_ack(&mut link.payload, partition, epoch, replica.last_echo, replica.durable, 0);
         link.send(wall, primary, tx);
     }
 
@@ -1023,12 +1102,17 @@ impl Core {
         let answered = peers.iter().filter(|p| p.in_sync()).all(|p| p.reported.is_some());
         let highest = peers.iter().filter_map(|p| p.reported).max().unwrap_or(0);
         if answered && last >= highest {
+            // The old primary's lease needed acks of these replicas (this one too, if it was
+            // a backup), none of which acked it since `quiet`: it has run out `wait_ns`
+            // after that (a lease and a margin).
+            let mut quiet = replica.acked_ns;
             for peer in peers.iter_mut().filter(|p| p.in_sync()) {
                 peer.sent = peer.reported.take().expect("answered");
                 peer.acked = peer.acked.min(peer.sent);
+                quiet = quiet.max(peer.quiet_from_ns);
             }
             *probing = false;
-            *serving_from_ns = now_ns + wait_ns;
+            *serving_from_ns = quiet + wait_ns;
             *last_heartbeat_ns = 0;
             replica.tail.retain(|(lsn, _)| *lsn <= last);
             replica.recompute_committed();

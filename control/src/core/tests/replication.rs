@@ -407,14 +407,7 @@ fn a_write_that_changed_nothing_replicates_its_answer_so_a_resend_after_a_failov
     assert_eq!(pair.b.counters().keys, 1);
 
     // The primary dies: B alone serves, and the key deleted-when-absent is written anew.
-    let entries = (0..4)
-        .map(|p| {
-            let (start, end) = proto::partition_range(p, 4);
-            MapEntry::single(start, end, p, B)
-        })
-        .collect();
-    let map = PartitionMap { epoch: 3, cluster: 1, entries };
-    pair.b.handle_map(MapChange { map, added: Vec::new() }, &mut Net::default()).unwrap();
+    pair.b.handle_map(b_alone(3), &mut Net::default()).unwrap();
     let mut waited = Net::default();
     for _ in 0..100 {
         pair.now += 1_000_000;
@@ -440,4 +433,40 @@ fn a_write_that_changed_nothing_replicates_its_answer_so_a_resend_after_a_failov
     assert_eq!(pair.b.counters().duplicates_answered, 2);
     let get = request(Opcode::Get, 4, b"gone", b"");
     assert_eq!(statuses(&pair.deliver(CLIENT, B, &get))[0].2, b"v9".to_vec());
+}
+
+/// The map that makes B the sole replica of every partition (A has failed).
+fn b_alone(epoch: u64) -> MapChange {
+    let entries = (0..4)
+        .map(|p| {
+            let (start, end) = proto::partition_range(p, 4);
+            MapEntry::single(start, end, p, B)
+        })
+        .collect();
+    MapChange { map: PartitionMap { epoch, cluster: 1, entries }, added: Vec::new() }
+}
+
+#[test]
+fn a_promoted_backup_waits_out_the_old_lease_from_its_last_ack_not_from_its_promotion() {
+    let wait = ReplicationConfig::new(key(9)).promotion_wait_ns;
+    // Promoted just after it acked A: it serves only a promotion wait later.
+    let mut pair = Pair::new();
+    pair.b.handle_map(b_alone(3), &mut Net::default()).unwrap();
+    pair.run(3_000_000); // (its probing ends at its next scan of its replicas)
+    let get = request(Opcode::Get, 1, b"k", b"");
+    assert_eq!(statuses(&pair.deliver(CLIENT, B, &get))[0].0, Status::Busy as u16);
+    pair.now += wait;
+    assert_eq!(statuses(&pair.deliver(CLIENT, B, &get))[0].0, Status::NotFound as u16);
+
+    // Cut off from A for longer than the wait before the map comes (a failover takes its
+    // detection): it serves at once.
+    let mut pair = Pair::new();
+    let mut ignored = Net::default();
+    for _ in 0..(wait / 1_000_000 + 1) {
+        pair.now += 1_000_000;
+        pair.b.end_batch(pair.now, &mut ignored);
+    }
+    pair.b.handle_map(b_alone(3), &mut Net::default()).unwrap();
+    pair.run(3_000_000);
+    assert_eq!(statuses(&pair.deliver(CLIENT, B, &get))[0].0, Status::NotFound as u16);
 }
