@@ -96,20 +96,27 @@ print("\n".join(l for l in lines if l.startswith("|") or l.startswith("- ")))
 
 # Latency-percentile plot: x = percentile on a log(1/(1-p)) axis, y = latency on a log axis.
 pct = [("p50_us", 0.5), ("p90_us", 0.9), ("p99_us", 0.99), ("p999_us", 0.999), ("p9999_us", 0.9999)]
-W, H, L, R, T, B = 760, 440, 70, 200, 40, 50
+# One colour per run (op), one stroke per system: cradle solid, a peer dashed, the bare echo
+# dotted; the legend's column is as wide as its longest name (about 7 px a character).
+colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+def stroke(system):
+    return "" if system == "cradle" else ' stroke-dasharray="2,3"' if system == "echo" else ' stroke-dasharray="7,4"'
 series = []
-for label, systems in runs.items():
+for i, (label, systems) in enumerate(runs.items()):
     for system, rs in systems.items():
         pts = [(q, med(rs, k)) for k, q in pct if not math.isnan(med(rs, k)) and med(rs, k) > 0]
         if pts:
-            series.append((f"{system} {label}", pts))
-ys = [y for _, pts in series for _, y in pts] or [1.0]
+            series.append((f"{system} {label}", pts, colors[i % len(colors)], stroke(system)))
+W, H, L, T, B = 760, 440, 70, 40, 50
+R = 60 + 7 * max([len(name) for name, *_ in series] or [10])
+W += max(0, R - 200)
+H = max(H, T + B + 18 * len(series))
+ys = [y for _, pts, *_ in series for _, y in pts] or [1.0]
 ylo = 10 ** math.floor(math.log10(min(ys))); yhi = 10 ** math.ceil(math.log10(max(ys)))
 if yhi <= ylo: yhi = ylo * 10
 xmax = math.log10(1 / (1 - 0.9999))
 def sx(q): return L + (math.log10(1 / (1 - q)) - math.log10(2)) / (xmax - math.log10(2)) * (W - L - R)
 def sy(v): return T + (1 - (math.log10(v) - math.log10(ylo)) / (math.log10(yhi) - math.log10(ylo))) * (H - T - B)
-colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
        f'<rect width="{W}" height="{H}" fill="white"/>',
        f'<text x="{L}" y="22" font-size="14">{title}: latency by percentile (medians of rounds)</text>',
@@ -125,9 +132,7 @@ while d <= yhi * 1.0001:
     svg.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W-R}" y2="{y:.1f}" stroke="#ddd"/>')
     svg.append(f'<text x="{L-6}" y="{y+4:.1f}" text-anchor="end">{d:g} µs</text>')
     d *= 10
-for i, (name, pts) in enumerate(series):
-    c = colors[i % len(colors)]
-    dash = ' stroke-dasharray="5,3"' if not name.startswith("cradle") else ""
+for i, (name, pts, c, dash) in enumerate(series):
     path = " ".join(f"{sx(q):.1f},{sy(v):.1f}" for q, v in pts)
     svg.append(f'<polyline points="{path}" fill="none" stroke="{c}" stroke-width="2"{dash}/>')
     for q, v in pts:

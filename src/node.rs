@@ -151,14 +151,9 @@ impl Node {
             NodeLayout::new(options.partitions, addrs.clone()).map_err(|e| e.to_string())?,
         );
         let lock = crate::recovery::claim(&options.data_dir, &layout)?;
-        let background_sync = options.durability == Durability::Memory && syncfs_reports_errors();
-        if options.durability == Durability::Memory && !background_sync {
-            eprintln!(
-                "cradle: syncfs does not report write errors before Linux 5.8: the memory class \
-                 flushes from the serving loops instead of a sync thread"
-            );
-        }
+        let background_sync = options.durability == Durability::Memory;
         let sync_clock = background_sync.then(|| Arc::new(SyncClock::default()));
+        let sync_set = background_sync.then(|| Arc::new(storage::SyncSet::default()));
         let mut storages = Vec::new();
         // Writes a client may still resend across this restart: their completion records
         // are rebuilt from the log, so a resend is answered and never applied twice.
@@ -171,6 +166,7 @@ impl Node {
                 core,
                 &options.store,
                 stamps_since,
+                sync_set.as_ref(),
             )?;
             storage.durability = options.durability;
             storage.compaction_step_bytes = options.compaction_step_bytes;
@@ -275,15 +271,15 @@ impl Node {
             loops.push(handle);
         }
         // Last, so that no error above leaves it running; if it cannot start, the loops stop.
-        let syncer = match &sync_clock {
-            Some(clock) => match Syncer::spawn(&options.data_dir, options.sync_interval, clock) {
+        let syncer = match (&sync_clock, sync_set) {
+            (Some(clock), Some(set)) => match Syncer::spawn(set, options.sync_interval, clock) {
                 Ok(syncer) => Some(syncer),
                 Err(e) => {
                     stop.store(true, Ordering::Relaxed);
                     return Err(e);
                 }
             },
-            None => None,
+            _ => None,
         };
         // (A host whose health cannot be watched still serves: it says so.)
         let health = options.health.clone().and_then(|o| {
@@ -380,8 +376,8 @@ fn bind_ports(listen: SocketAddr, cores: u32, udp: &UdpConfig) -> Result<Vec<Udp
     Err(last_error)
 }
 
-/// The `memory` class's background sync: a thread that runs `syncfs` on the data directory's
-/// file system every `interval`, so the loops hand writes to the kernel and never wait for the
+/// The `memory` class's background sync: a thread that `fdatasync`s the stores' files written
+/// since its last round (`storage::SyncSet`) every `interval`, so the loops hand writes to the kernel and never wait for the
 /// disk, and a power cut loses about the last `interval` of acknowledged writes. Each sync
 /// moves the `SyncClock` on, which lets the loops free the blob chunks their writes dropped;
 /// a failed one fails the clock, and the loops then refuse writes.
@@ -392,21 +388,19 @@ struct Syncer {
 
 impl Syncer {
     fn spawn(
-        dir: &std::path::Path,
+        files: Arc<storage::SyncSet>,
         interval: Duration,
         clock: &Arc<SyncClock>,
     ) -> Result<Syncer, String> {
-        let directory = std::fs::File::open(dir)
-            .map_err(|e| format!("cannot open {} for syncing: {e}", dir.display()))?;
         let finish = Arc::new(AtomicBool::new(false));
-        let (clock, last, shown) = (clock.clone(), finish.clone(), dir.display().to_string());
+        let (clock, last) = (clock.clone(), finish.clone());
         let thread = std::thread::Builder::new().name("cradle-sync".into());
         let thread = thread
             .spawn(move || loop {
                 let finishing = last.load(Ordering::Acquire);
-                if let Err(e) = clock.sync_with(|| storage::sync_file_system(&directory)) {
+                if let Err(e) = clock.sync_with(|| files.sync()) {
                     eprintln!(
-                        "cradle: sync of {shown} failed: {e}; writes acknowledged since the last \
+                        "cradle: background sync failed: {e}; writes acknowledged since the last \
                          good sync may not survive a power cut, so writes are refused from now \
                          on (restart after fixing the disk)"
                     );
@@ -427,14 +421,6 @@ impl Syncer {
         self.thread.thread().unpark();
         let _ = self.thread.join();
     }
-}
-
-/// Whether `syncfs` reports writeback errors (Linux 5.8 and later); before, a failed sync
-/// looked like a good one.
-fn syncfs_reports_errors() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit()).map(str::parse::<u32>);
-    matches!((numbers.next(), numbers.next()), (Some(Ok(major)), Some(Ok(minor))) if (major, minor) >= (5, 8))
 }
 
 /// Nanoseconds since the Unix epoch.

@@ -4,8 +4,9 @@
 use control::{CoreStorage, Durability, NodeLayout};
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use storage::{BlobStore, FileVolume, Store, StoreConfig};
+use storage::{BlobStore, FileVolume, Store, StoreConfig, SyncSet};
 
 /// Names the partition count a data directory was made with: its files are per partition,
 /// and a node with another count would find keys in the wrong endpoints.
@@ -75,16 +76,22 @@ pub(crate) fn node_id(data_dir: &Path) -> Result<u64, String> {
 /// Opens core `core`'s blob store and endpoint stores, replaying their logs. Prints a line
 /// per torn tail and per quarantined endpoint, and progress every second on long replays.
 /// Writes stamped since `stamps_since_ns` (wall clock) come back in `recovered`, to rebuild
-/// their completion records.
+/// their completion records. With `sync_set`, every file of the stores is tracked in it for
+/// the `memory` class's background sync.
 pub(crate) fn open_core(
     data_dir: &Path,
     layout: &NodeLayout,
     core: u32,
     config: &StoreConfig,
     stamps_since_ns: u64,
+    sync_set: Option<&Arc<SyncSet>>,
 ) -> Result<CoreStorage, String> {
+    let volume = |dir: &Path| match sync_set {
+        Some(set) => FileVolume::tracked(dir, set.clone()),
+        None => FileVolume::new(dir),
+    };
     let blobs_dir = data_dir.join(format!("blobs-core-{core}"));
-    let (mut blobs, _) = BlobStore::open(Box::new(FileVolume::new(&blobs_dir)), config)
+    let (mut blobs, _) = BlobStore::open(Box::new(volume(&blobs_dir)), config)
         .map_err(|e| format!("cannot open blob store {}: {e}", blobs_dir.display()))?;
     let endpoints = layout.endpoints_on(core);
     let mut stores = Vec::with_capacity(endpoints);
@@ -93,7 +100,7 @@ pub(crate) fn open_core(
     let mut recovered = Vec::new();
     for (slot, partition) in layout.partitions_on(core).enumerate() {
         let dir = data_dir.join(format!("partition-{partition:07}"));
-        let volume = Box::new(FileVolume::new(&dir));
+        let volume = Box::new(volume(&dir));
         let (store, mut report) = Store::open(volume, config, &mut blobs, stamps_since_ns)
             .map_err(|e| format!("cannot open partition {partition} in {}: {e}", dir.display()))?;
         replayed += report.bytes_replayed;

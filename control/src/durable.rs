@@ -51,8 +51,8 @@ pub struct CoreStorage {
     pub recovered: Vec<StampedWrite>,
 }
 
-/// Durable points made by a thread that syncs a whole file system in a loop (`syncfs`), so
-/// the `memory` class never waits for a disk on the serving loop. A ticket taken now is
+/// Durable points made by a thread that syncs the stores' written files in a loop
+/// (`storage::SyncSet`), so the `memory` class never waits for a disk on the serving loop. A ticket taken now is
 /// reached once a sync that started after now has finished: everything written before the
 /// ticket is then durable. One failed sync fails the clock for good: Linux marks pages whose
 /// writeback failed clean, so a later sync that succeeds proves nothing about them.

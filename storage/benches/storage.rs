@@ -97,7 +97,7 @@ fn replay(c: &mut Criterion) {
 }
 
 fn index_size(_: &mut Criterion) {
-    for n in [1_000_000u64, 10_000_000] {
+    for n in [100_000u64, 1_000_000, 10_000_000] {
         let dir = tempfile::tempdir().unwrap();
         drop(fill(dir.path(), n));
     }

@@ -20,12 +20,14 @@
 #![allow(unsafe_code)]
 
 use crate::device::{span, LogDevice, Volume};
+use crate::sync_set::{SyncSet, Tracked};
 use memmap2::MmapMut;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 /// A directory of segment files, created on the first write (an idle endpoint has none).
 ///
@@ -34,12 +36,42 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub struct FileVolume {
     dir: PathBuf,
+    /// Where its files and its directory are tracked for a background sync, if anywhere.
+    sync_set: Option<Arc<SyncSet>>,
+    /// The directory, once it exists, in `sync_set`: raised when a file is created or removed.
+    dir_tracked: OnceLock<Arc<Tracked>>,
 }
 
 impl FileVolume {
     /// The volume at `dir`; nothing is created until a device is.
     pub fn new(dir: impl Into<PathBuf>) -> FileVolume {
-        FileVolume { dir: dir.into() }
+        FileVolume { dir: dir.into(), sync_set: None, dir_tracked: OnceLock::new() }
+    }
+
+    /// The volume at `dir`, whose files (and the directory's entries) `sync_set` syncs once
+    /// they are written: the `memory` class's background sync.
+    pub fn tracked(dir: impl Into<PathBuf>, sync_set: Arc<SyncSet>) -> FileVolume {
+        FileVolume { sync_set: Some(sync_set), ..FileVolume::new(dir) }
+    }
+
+    /// Tracks the file `name` in the sync set (a description of its own, see `sync_set`).
+    fn track(&self, name: &str) -> io::Result<Option<Arc<Tracked>>> {
+        let Some(set) = &self.sync_set else { return Ok(None) };
+        Ok(Some(set.track(File::open(self.dir.join(name))?)))
+    }
+
+    /// The directory's entries changed (a file created or removed).
+    fn note_entries_changed(&self) -> io::Result<()> {
+        let Some(set) = &self.sync_set else { return Ok(()) };
+        match self.dir_tracked.get() {
+            Some(dir) => dir.note_written(),
+            None => {
+                // Raised from the start: the first round syncs it.
+                let dir = set.track(File::open(&self.dir)?);
+                let _ = self.dir_tracked.set(dir);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -60,7 +92,8 @@ impl Volume for FileVolume {
 
     fn open(&self, name: &str) -> io::Result<Box<dyn LogDevice>> {
         let file = OpenOptions::new().read(true).write(true).open(self.dir.join(name))?;
-        Ok(Box::new(FileDevice::new(file, false)?))
+        let tracked = self.track(name)?;
+        Ok(Box::new(FileDevice::new(file, false, tracked)?))
     }
 
     fn create(&self, name: &str, len: u64) -> io::Result<Box<dyn LogDevice>> {
@@ -69,11 +102,14 @@ impl Volume for FileVolume {
             OpenOptions::new().read(true).write(true).create_new(true).open(self.dir.join(name))?;
         // Sparse: the blocks are allocated by the writes (`reserve`), where ENOSPC shows.
         file.set_len(len)?;
-        Ok(Box::new(FileDevice::new(file, true)?))
+        let tracked = self.track(name)?;
+        self.note_entries_changed()?;
+        Ok(Box::new(FileDevice::new(file, true, tracked)?))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        fs::remove_file(self.dir.join(name))
+        fs::remove_file(self.dir.join(name))?;
+        self.note_entries_changed()
     }
 
     fn sync(&self) -> io::Result<()> {
@@ -128,11 +164,13 @@ struct FileDevice {
     /// The map is advised `MADV_RANDOM`: set for a new file and at the first write into an
     /// opened one (see `advise_random`).
     random: bool,
+    /// Raised after every change when a background sync tracks the file.
+    tracked: Option<Arc<Tracked>>,
 }
 
 impl FileDevice {
     /// `written`: the file is being written (a new one), see `random`.
-    fn new(file: File, written: bool) -> io::Result<FileDevice> {
+    fn new(file: File, written: bool, tracked: Option<Arc<Tracked>>) -> io::Result<FileDevice> {
         let mut device = FileDevice {
             file,
             map: None,
@@ -141,6 +179,7 @@ impl FileDevice {
             reserved_end: 0,
             pwrite_only: false,
             random: written,
+            tracked,
         };
         device.pwrite_only = copies_on_write(&device.file)?;
         device.remap()?;
@@ -203,6 +242,12 @@ impl FileDevice {
         Ok(())
     }
 
+    fn note_written(&self) {
+        if let Some(tracked) = &self.tracked {
+            tracked.note_written();
+        }
+    }
+
     /// `fallocate` of `offset..end` (mode 0: the file size does not change).
     fn allocate(&self, offset: u64, end: u64) -> io::Result<()> {
         let (offset, len) = (offset as libc::off_t, (end - offset) as libc::off_t);
@@ -241,14 +286,16 @@ impl LogDevice for FileDevice {
             }
         }
         if self.pwrite_only {
-            return self.file.write_all_at(bytes, offset);
+            self.file.write_all_at(bytes, offset)?;
+        } else {
+            if !self.random {
+                self.advise_random()?;
+            }
+            // Unmapped with bytes only after a failed `set_len`, which reported its error.
+            let map = self.map.as_mut().ok_or_else(|| io::Error::other("segment not mapped"))?;
+            map[range].copy_from_slice(bytes);
         }
-        if !self.random {
-            self.advise_random()?;
-        }
-        // Unmapped with bytes only after a failed `set_len`, which reported its error.
-        let map = self.map.as_mut().ok_or_else(|| io::Error::other("segment not mapped"))?;
-        map[range].copy_from_slice(bytes);
+        self.note_written();
         Ok(())
     }
 
@@ -256,6 +303,7 @@ impl LogDevice for FileDevice {
         // A truncation deallocates everything past the new end.
         self.reserved_end = self.reserved_end.min(len);
         self.reserved_start = self.reserved_start.min(self.reserved_end);
+        self.note_written(); // (raised first: a failed call may have changed the size)
         self.file.set_len(len)?;
         self.remap()
     }
@@ -275,6 +323,7 @@ impl LogDevice for FileDevice {
         if offset < self.reserved_end && offset + len > self.reserved_start {
             self.reserved_end = offset.max(self.reserved_start);
         }
+        self.note_written();
         let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         // SAFETY: fallocate reads no memory of ours; the descriptor is open for the call.
         let rc = unsafe {

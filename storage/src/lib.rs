@@ -26,7 +26,7 @@ mod log;
 mod record;
 mod recover;
 mod store;
-mod syncfs;
+mod sync_set;
 
 pub use blob::{BlobReport, BlobStore, Hash, HASH_BYTES};
 pub use catchup::{Snapshot, SnapshotRead};
@@ -37,4 +37,4 @@ pub use file::FileVolume;
 pub use record::{Meta, Stamp};
 pub use recover::{RecoveryReport, ShortValue, StampedWrite, TornTail, SHORT_VALUE_BYTES_MAX};
 pub use store::{note_payload, parse_note, Applied, CasOutcome, Item, Store, StoreStats, ValueRef};
-pub use syncfs::sync_file_system;
+pub use sync_set::SyncSet;

@@ -12,11 +12,12 @@ use std::process::Command;
 fn create(path: &Path, len: u64) -> FileDevice {
     let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).unwrap();
     file.set_len(len).unwrap();
-    FileDevice::new(file, true).unwrap()
+    FileDevice::new(file, true, None).unwrap()
 }
 
 fn reopen(path: &Path) -> FileDevice {
-    FileDevice::new(OpenOptions::new().read(true).write(true).open(path).unwrap(), false).unwrap()
+    FileDevice::new(OpenOptions::new().read(true).write(true).open(path).unwrap(), false, None)
+        .unwrap()
 }
 
 /// 100 bytes (a typical record) that differ for every `i`.
@@ -240,4 +241,49 @@ fn a_first_write_reads_no_read_ahead_window_into_memory() {
     assert!(!device.random, "a file opened to be read keeps read-ahead (replay)");
     device.write(200, &record(2)).unwrap();
     assert!(device.random, "and loses it once written to");
+}
+
+/// The background sync's set follows exactly the files a tracked volume writes: a created
+/// file and its directory are raised, a round clears them, a write or a removal raises only
+/// what it changed, and a file no device uses leaves the set once clean.
+#[test]
+fn a_tracked_volume_raises_what_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = Arc::new(SyncSet::default());
+    let volume = FileVolume::tracked(dir.path().join("endpoint"), set.clone());
+    let untracked = FileVolume::new(dir.path().join("other"));
+    let mut other = untracked.create("b", 1 << 16).unwrap();
+    other.write(8, b"not ours").unwrap();
+    assert_eq!((set.len(), set.pending()), (0, 0), "an untracked volume adds nothing");
+
+    let mut device = volume.create("a", 1 << 16).unwrap();
+    assert_eq!((set.len(), set.pending()), (2, 2), "the new file and its directory");
+    set.sync().unwrap();
+    assert_eq!(set.pending(), 0);
+    set.sync().unwrap();
+    assert_eq!(set.len(), 2, "both still in use");
+
+    device.write(64, &record(1)).unwrap();
+    assert_eq!(set.pending(), 1, "the written file only");
+    set.sync().unwrap();
+    device.punch(0, 4096).unwrap();
+    assert_eq!(set.pending(), 1, "a punch changes the file too");
+    set.sync().unwrap();
+    device.set_len(1 << 15).unwrap();
+    assert_eq!(set.pending(), 1, "so does a truncation");
+    set.sync().unwrap();
+
+    drop(device);
+    volume.remove("a").unwrap();
+    assert_eq!(set.pending(), 1, "the removal raises the directory");
+    set.sync().unwrap();
+    assert_eq!((set.len(), set.pending()), (1, 0), "the file left, the directory stays");
+
+    let reopened = FileVolume::tracked(dir.path().join("other"), set.clone());
+    let mut device = reopened.open("b").unwrap();
+    assert_eq!(set.pending(), 1, "an opened file is tracked from its opening");
+    assert_eq!(device.read(8, 8).unwrap(), b"not ours");
+    set.sync().unwrap();
+    device.write(16, b"ours now").unwrap();
+    assert_eq!(set.pending(), 1);
 }
