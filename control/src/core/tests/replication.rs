@@ -126,14 +126,16 @@ impl Pair {
 }
 
 fn request(op: Opcode, tracking_id: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
-    let h = HeaderFields {
-        opcode: op as u8,
-        client_id: 77,
-        tracking_id,
-        total_len: value.len() as u32,
-        ..HeaderFields::default()
-    }
-    .with_key_value(key, value);
+    encoded(
+        HeaderFields { opcode: op as u8, client_id: 77, tracking_id, ..Default::default() },
+        key,
+        value,
+    )
+}
+
+/// The request of header `h` (its lengths set from `key` and `value`).
+fn encoded(h: HeaderFields, key: &[u8], value: &[u8]) -> Vec<u8> {
+    let h = HeaderFields { total_len: value.len() as u32, ..h }.with_key_value(key, value);
     let mut d = vec![0u8; HEADER_BYTES + key.len() + value.len()];
     encode_message(&mut d, &h, key, value).unwrap();
     d
@@ -394,12 +396,9 @@ fn a_write_that_changed_nothing_replicates_its_answer_so_a_resend_after_a_failov
         client_id: 77,
         tracking_id: 3,
         version: 99,
-        total_len: 2,
-        ..HeaderFields::default()
-    }
-    .with_key_value(b"k", b"v2");
-    let mut cas = vec![0u8; HEADER_BYTES + 1 + 2];
-    encode_message(&mut cas, &h, b"k", b"v2").unwrap();
+        ..Default::default()
+    };
+    let cas = encoded(h, b"k", b"v2");
     let mismatch = statuses(&pair.deliver(CLIENT, A, &cas));
     assert_eq!(mismatch, vec![(Status::VersionMismatch as u16, put[0].1, vec![])]);
     // Both answers reached the backup as notes: they took LSNs and changed no key.
@@ -417,13 +416,10 @@ fn a_write_that_changed_nothing_replicates_its_answer_so_a_resend_after_a_failov
         opcode: Opcode::Put as u8,
         client_id: 78,
         tracking_id: 1,
-        total_len: 2,
-        ..HeaderFields::default()
-    }
-    .with_key_value(b"gone", b"v9");
-    let mut d = vec![0u8; HEADER_BYTES + 4 + 2];
-    encode_message(&mut d, &other, b"gone", b"v9").unwrap();
-    assert_eq!(statuses(&pair.deliver(CLIENT, B, &d))[0].0, Status::Ok as u16);
+        ..Default::default()
+    };
+    let put = encoded(other, b"gone", b"v9");
+    assert_eq!(statuses(&pair.deliver(CLIENT, B, &put))[0].0, Status::Ok as u16);
     // Late copies of the first two requests are answered as they were, and applied never.
     assert_eq!(
         statuses(&pair.deliver(CLIENT, B, &delete)),
