@@ -812,18 +812,22 @@ impl Core {
         let Some(peer) = peers.iter_mut().find(|p| p.addr == from) else { return };
         if *probing {
             // While probing, an ack answers a probe: its LSN is what the backup holds. It was
-            // sent before now, so its last ack to a primary was before `now − quiet`.
+            // sent before now, so its last ack to a primary was before `now − quiet`. It
+            // renews no lease: only acks of forwards do, which are what the backup's
+            // `acked_ns` (and so a later primary's wait) counts.
             peer.reported = Some(lsn);
             peer.quiet_from_ns = now_ns.saturating_sub(quiet_ns);
             self.last_replica_scan_ns = 0; // (the promotion may go on at this batch's end)
-        } else if lsn <= last {
-            if lsn > peer.acked {
-                peer.acked = lsn;
-                peer.progress_ns = now_ns;
+        } else {
+            if lsn <= last {
+                if lsn > peer.acked {
+                    peer.acked = lsn;
+                    peer.progress_ns = now_ns;
+                }
+                peer.sent = peer.sent.max(lsn);
             }
-            peer.sent = peer.sent.max(lsn);
+            peer.echo_ns = peer.echo_ns.max(echo_ns);
         }
-        peer.echo_ns = peer.echo_ns.max(echo_ns);
         replica.recompute_committed();
     }
 
