@@ -590,6 +590,31 @@ fn holdings(cluster: &Cluster, map: &serde_json::Value) -> Vec<(usize, usize)> {
     held
 }
 
+/// Polls `cradle status --json` on `server` until `done` says yes of it (within 2 s: status
+/// publishes the members' verdicts every 100 ms, so it may lag a map change that shows them);
+/// returns the status.
+fn wait_for_status(
+    server: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let began = Instant::now();
+    loop {
+        let status = try_status_json(server).expect("cradle status");
+        if done(&status) {
+            return status;
+        }
+        assert!(began.elapsed() < Duration::from_secs(2), "not {what}: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The members' health verdicts as `cradle status --json` says them.
+fn verdicts(status: &serde_json::Value) -> Vec<String> {
+    let members = status["cluster"]["members"].as_array().expect("members");
+    members.iter().map(|m| m["health"].as_str().expect("a verdict").to_string()).collect()
+}
+
 /// Polls `cradle map --json` on `server` until `done` says yes of it; returns the map and how
 /// long it took.
 fn wait_for_map(
@@ -646,8 +671,7 @@ fn a_degrading_host_hands_over_its_primaries_then_is_drained_under_load_losing_n
         held[victim].0,
         suspect_replicas
     );
-    let status = try_status_json(&survivor(victim)).expect("cradle status");
-    assert_eq!(status["cluster"]["members"][victim]["health"], "suspect", "{status}");
+    wait_for_status(&survivor(victim), "said suspect", |s| verdicts(s)[victim] == "suspect");
     std::thread::sleep(Duration::from_millis(1000));
     let map = map_json(&survivor(victim));
     assert!(
@@ -722,20 +746,9 @@ fn two_unhealthy_hosts_at_rf_3_are_not_drained_below_the_replication_factor_and_
         holdings(&cluster, map)[0].0 == 6
     });
     assert!(full_sets(&map), "{map}");
-    // (Status publishes the verdicts every 100 ms: it may lag the decision by as much.)
-    let verdicts = |status: &serde_json::Value| -> Vec<String> {
-        let members = status["cluster"]["members"].as_array().unwrap();
-        members.iter().map(|m| m["health"].as_str().unwrap().to_string()).collect()
-    };
-    let began = Instant::now();
-    loop {
-        let status = try_status_json(&server).expect("cradle status");
-        if verdicts(&status) == ["healthy", "suspect", "suspect"] {
-            break;
-        }
-        assert!(began.elapsed() < Duration::from_secs(2), "verdicts not said: {status}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_status(&server, "two said suspect", |s| {
+        verdicts(s) == ["healthy", "suspect", "suspect"]
+    });
     // Failing: still nothing leaves, and status says why.
     health.disk(1, FAILING_DISK);
     health.disk(2, FAILING_DISK);
