@@ -118,9 +118,12 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let key = match write {
             Applied::Put { key, .. } | Applied::Delete { key } => key,
-            // (A learner keeps no completion record of its own: nothing to install.)
-            Applied::Note { .. } => {
-                self.raise_lsn(lsn);
+            // (Written like a backup's, so the learner holds its completion record too, and
+            // has something to flush for that LSN.)
+            Applied::Note { key, status, version } => {
+                let last = self.last_version;
+                self.note_at(lsn, key, stamp, status, version)?;
+                self.last_version = self.last_version.max(last);
                 return Ok(false);
             }
         };

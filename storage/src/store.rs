@@ -356,7 +356,7 @@ impl Store {
         Ok(lsn)
     }
 
-    fn note_at(
+    pub(crate) fn note_at(
         &mut self,
         lsn: u64,
         key: &[u8],

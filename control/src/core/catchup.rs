@@ -433,6 +433,12 @@ impl Core {
         if memory && endpoint.store.write_out().is_ok() {
             replica.durable = endpoint.store.last_lsn();
         }
+        if !endpoint.store.needs_flush() {
+            // Nothing left to flush: the LSNs that changed nothing here (a delete of an
+            // absent key) are as durable as the rest, or a joining learner's acks stop short
+            // of them and hold its primary's commit point (and every reply) for good.
+            replica.durable = replica.durable.max(endpoint.store.last_lsn());
+        }
         if endpoint.store.needs_flush() && !endpoint.dirty {
             endpoint.dirty = true;
             self.dirty.push(slot);
