@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 if [[ $(id -u) == 0 ]]; then
     need=()
     pkg-config --exists libdpdk 2>/dev/null || need+=(dpdk dpdk-dev libdpdk-dev pkg-config)
-    [[ -e /usr/lib/llvm-14/lib/libclang.so || -n $(ls /usr/lib/x86_64-linux-gnu/libclang*.so* 2>/dev/null) ]] \
+    # (libclang itself: libclang-cpp, which llvm packages bring, is not what bindgen loads.)
+    compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null \
+        || compgen -G '/usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so*' >/dev/null \
         || need+=(libclang-dev)
     command -v ip >/dev/null || need+=(iproute2)
     command -v ethtool >/dev/null || need+=(ethtool)
