@@ -34,6 +34,13 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 /// A request's identity: (client id, tracking id).
 pub(crate) type RequestId = (u64, u64);
 
+/// The status a note of a write that changed nothing records (`storage::Store::note`), as
+/// its wire number; one this version does not know (a note of a later one) reads as
+/// MALFORMED.
+pub(crate) fn noted(status: u16) -> Status {
+    Status::from_wire(status).unwrap_or(Status::Malformed)
+}
+
 /// What a write ended with, and which request it was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Record {

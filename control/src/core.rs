@@ -601,9 +601,7 @@ fn rebuild_completions(
     for write in newest {
         let id = (write.stamp.client_id, write.stamp.tracking_id);
         if completions.get(id).is_none() {
-            let status = write.status.map_or(Status::Ok, |s| {
-                Status::from_wire(s).unwrap_or(Status::Malformed) // (a note of a later version)
-            });
+            let status = write.status.map_or(Status::Ok, crate::completions::noted);
             let record = crate::completions::Record {
                 status,
                 version: write.version,

@@ -6,6 +6,7 @@ use crate::index::{Index, Loc};
 use crate::log::{Log, SEGMENT_HEADER_BYTES};
 use crate::record::{Bad, Kind, Meta, Record, Stamp};
 use crate::StoreConfig;
+use proto::replication::NOTE_VALUE_BYTES;
 use std::cell::Cell;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -56,8 +57,8 @@ pub enum Applied<'a> {
 }
 
 /// A note's payload (and a replicated note's value): its status, then its version.
-pub fn note_payload(status: u16, version: u64) -> [u8; 10] {
-    let mut payload = [0; 10];
+pub fn note_payload(status: u16, version: u64) -> [u8; NOTE_VALUE_BYTES] {
+    let mut payload = [0; NOTE_VALUE_BYTES];
     payload[..2].copy_from_slice(&status.to_le_bytes());
     payload[2..].copy_from_slice(&version.to_le_bytes());
     payload
@@ -65,7 +66,7 @@ pub fn note_payload(status: u16, version: u64) -> [u8; 10] {
 
 /// The status and version of a note's payload (another length reads as none).
 pub fn parse_note(payload: &[u8]) -> Option<(u16, u64)> {
-    let payload: &[u8; 10] = payload.try_into().ok()?;
+    let payload: &[u8; NOTE_VALUE_BYTES] = payload.try_into().ok()?;
     let status = u16::from_le_bytes([payload[0], payload[1]]);
     Some((status, u64::from_le_bytes(payload[2..].try_into().expect("8 bytes"))))
 }

@@ -531,13 +531,10 @@ pub(super) fn remember(
 ) {
     let id = (r.client_id, r.tracking_id);
     // (A delete is answered version 0, a note as its primary answered it.)
-    let (status, version) = match r.op {
-        WriteOp::Put => (Status::Ok, r.lsn),
-        WriteOp::Delete => (Status::Ok, 0),
-        WriteOp::Note => {
-            let (status, version) = storage::parse_note(r.value).expect("checked by proto");
-            (Status::from_wire(status).unwrap_or(Status::Malformed), version)
-        }
+    let (status, version) = match decoded(r).1 {
+        Applied::Put { .. } => (Status::Ok, r.lsn),
+        Applied::Delete { .. } => (Status::Ok, 0),
+        Applied::Note { status, version, .. } => (crate::completions::noted(status), version),
     };
     if completions.get(id).is_none() && completions.has_room(now_ns) {
         let done = crate::completions::Record { status, version, fingerprint: r.fingerprint };
