@@ -54,9 +54,13 @@ fn wait_for_the_cluster_map(
         if stop.load(Ordering::Relaxed) {
             return Err("stopped before the cluster's map arrived".into());
         }
+        if let Some(why) = view.refused.lock().ok().and_then(|r| r.clone()) {
+            return Err(why);
+        }
         if !told && began.elapsed() > std::time::Duration::from_secs(2) {
             eprintln!(
-                "cradle: waiting for the cluster's map (a majority of the members must be up)"
+                "cradle: waiting for the cluster's map (a majority of the members must be up; \
+                 a joining node, for the member it joins through to answer)"
             );
             told = true;
         }

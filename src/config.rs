@@ -138,6 +138,11 @@ pub(crate) struct Flags {
     /// comma-separated addresses; `--listen` must be one of them.
     #[arg(long, value_delimiter = ',', value_parser = resolve_addr)]
     pub(crate) cluster: Vec<SocketAddr>,
+    /// Join a running cluster through this member (its core 0: any member; one that does not
+    /// lead the map group relays). Give the cluster's `--cores`, `--partitions` and
+    /// `--replicas`; the map may then place replicas here.
+    #[arg(long, value_parser = resolve_addr, conflicts_with = "cluster")]
+    pub(crate) join: Option<SocketAddr>,
     /// The cluster's shared secret (a file of at least 32 bytes, the same on every member).
     #[arg(long)]
     pub(crate) cluster_key: Option<PathBuf>,
@@ -272,18 +277,22 @@ impl FileConfig {
             sync_interval: Duration::from_millis(self.storage.sync_interval_ms.unwrap_or(100)),
             udp_offload: !flags.no_udp_offload && n.udp_offload.unwrap_or(true),
             completion_records: n.completion_records.unwrap_or(COMPLETION_RECORDS_DEFAULT),
-            cluster: match (flags.cluster.is_empty(), flags.cluster_key) {
+            cluster: match (flags.cluster.is_empty() && flags.join.is_none(), flags.cluster_key) {
                 (true, None) => None,
-                (true, Some(_)) => return Err("--cluster-key needs --cluster".into()),
+                (true, Some(_)) => return Err("--cluster-key needs --cluster or --join".into()),
                 (false, None) => {
-                    return Err("--cluster needs --cluster-key FILE (the members' shared \
-                                secret, at least 32 bytes)"
+                    return Err("--cluster and --join need --cluster-key FILE (the members' \
+                                shared secret, at least 32 bytes)"
                         .into())
                 }
                 (false, Some(key_file)) => Some(ClusterOptions {
-                    replicas: flags.replicas.unwrap_or(flags.cluster.len().min(3)),
+                    replicas: flags.replicas.unwrap_or(match flags.join {
+                        Some(_) => 3,
+                        None => flags.cluster.len().min(3),
+                    }),
                     failover_after: Duration::from_millis(flags.failover_after_ms.unwrap_or(500)),
                     members: flags.cluster,
+                    join: flags.join,
                     key_file,
                 }),
             },

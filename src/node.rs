@@ -57,8 +57,10 @@ pub(crate) struct NodeOptions {
 /// `cradle node --cluster ... --cluster-key ... [--replicas R]`.
 #[derive(Clone, Debug)]
 pub(crate) struct ClusterOptions {
-    /// Core 0 of each bootstrap member.
+    /// Core 0 of each bootstrap member (none for a node that joins).
     pub(crate) members: Vec<SocketAddr>,
+    /// Join the running cluster through this member's core 0 (`--join`).
+    pub(crate) join: Option<SocketAddr>,
     /// The shared secret's file.
     pub(crate) key_file: PathBuf,
     /// Replicas per partition.
@@ -71,7 +73,8 @@ pub(crate) struct ClusterOptions {
 struct Membership {
     key: control::peer::ClusterKey,
     spec: ClusterSpec,
-    disk: MapDisk,
+    /// The map group's journal (none for a node that joins: it holds no seat in the group).
+    disk: Option<MapDisk>,
 }
 
 impl Membership {
@@ -81,12 +84,20 @@ impl Membership {
             format!("cannot read the cluster key {}: {e}", cluster.key_file.display())
         })?;
         let key = control::peer::ClusterKey::from_file_bytes(&bytes)?;
-        let me = cluster.members.iter().position(|m| *m == core0).ok_or_else(|| {
-            format!("--listen {core0} is not one of the --cluster members {:?}", cluster.members)
-        })?;
+        let me = match cluster.join {
+            Some(_) => 0, // (the group says, once it admits this node)
+            None => cluster.members.iter().position(|m| *m == core0).ok_or_else(|| {
+                format!(
+                    "--listen {core0} is not one of the --cluster members {:?}",
+                    cluster.members
+                )
+            })?,
+        };
         let spec = ClusterSpec {
             members: cluster.members.clone(),
+            voters: cluster.members.len(),
             me,
+            join: cluster.join.map(|via| control::cluster::Join { via, addr: core0 }),
             cores: options.cores,
             partitions: options.partitions,
             replicas: cluster.replicas,
@@ -97,6 +108,9 @@ impl Membership {
             heartbeat_ns: 2_000_000,
         };
         spec.validate().map_err(|e| e.to_string())?;
+        if spec.join.is_some() {
+            return Ok(Some(Membership { key, spec, disk: None }));
+        }
         let volume = storage::FileVolume::new(options.data_dir.join("cluster"));
         let ids: Vec<u64> = (1..=cluster.members.len() as u64).collect();
         let disk = match storage::Volume::open(&volume, "map-group") {
@@ -108,7 +122,7 @@ impl Membership {
             Err(e) => Err(e),
         }
         .map_err(|e| format!("the map group's journal in {}: {e}", options.data_dir.display()))?;
-        Ok(Some(Membership { key, spec, disk }))
+        Ok(Some(Membership { key, spec, disk: Some(disk) }))
     }
 }
 
@@ -208,9 +222,13 @@ impl Node {
         // A member's cores take the cluster's maps from their inboxes; core 0 hosts the agent.
         let (mut agent, mut inboxes) = match (&membership, &view) {
             (Some(m), Some(view)) => {
-                let (agent, inboxes) =
-                    Agent::with_inboxes(m.spec.clone(), &m.disk, wall_clock_ns(), view.clone())
-                        .map_err(|e| e.to_string())?;
+                let (agent, inboxes) = Agent::with_inboxes(
+                    m.spec.clone(),
+                    m.disk.as_ref(),
+                    wall_clock_ns(),
+                    view.clone(),
+                )
+                .map_err(|e| e.to_string())?;
                 (Some(agent), inboxes.into_iter().map(Some).collect())
             }
             _ => (None, Vec::new()),

@@ -818,3 +818,90 @@ fn expiries_survive_a_failover_of_the_primary() {
         assert_eq!(long.map(|v| v.bytes), Some(b"l".to_vec()), "long-{i}");
     }
 }
+
+/// `cradle node --join`: a fourth host joins a running cluster of three (RF 3) and is admitted
+/// (status lists it, outside the map group); when member 3 dies under load and never comes
+/// back, its replicas are rebuilt on the joined host (learners, then backups), so every
+/// partition is on three live hosts again. No acknowledged write is lost or applied twice.
+/// A host with other cores than the cluster's is refused with a reason.
+#[test]
+fn a_host_that_joins_takes_the_place_of_a_dead_member_under_load_losing_nothing() {
+    let port = cluster_port() + 11;
+    let flags = ["--failover-after-ms", "200"];
+    let mut cluster = Cluster::start_with(8, port, &flags);
+    let key_file = cluster._key.path().join("cluster.key");
+    let joiner = SocketAddr::from(([127, 0, 0, 4], port));
+    let join = |cores: &str, data_dir: &tempfile::TempDir| {
+        let mut command = common::cradle();
+        command
+            .args(["node", "--no-pin", "--cores", cores, "--listen", &joiner.to_string()])
+            .args(["--partitions", "8", "--join", &cluster.members[1].to_string()])
+            .args(flags)
+            .arg("--cluster-key")
+            .arg(&key_file)
+            .arg("--data-dir")
+            .arg(data_dir.path());
+        command
+    };
+    // Refused: its cores are not the cluster's.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let refused = join("2", &dir).output().expect("cradle node");
+    let said = common::stderr_of(&refused);
+    assert!(!refused.status.success(), "a node with 2 cores joined a cluster of 1: {said}");
+    assert!(said.contains("refused the join") && said.contains("cores (2)"), "{said}");
+
+    let dir = tempfile::tempdir().expect("temp dir"); // (the refused node laid out 2 cores)
+    let mut command = join("1", &dir);
+    command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut joined = Starting::spawn(command, dir).ready();
+    let server = cluster.members[0].to_string();
+    let status = wait_for_status(&server, "showing the joined host", |s| {
+        let members = s["cluster"]["members"].as_array().expect("members");
+        members.len() == 4
+            && members[3]["addr"] == joiner.to_string()
+            && members[3]["voter"] == false
+            && members[3]["state"] == "alive"
+    });
+    eprintln!("joined: {}", status["cluster"]["members"]);
+
+    let mut everyone = cluster.members.clone();
+    everyone.push(joiner);
+    let load = Load::start(&everyone, 8);
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.nodes[2].kill();
+    let on = |r: &serde_json::Value, host: SocketAddr| {
+        r["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok()).map(|a| a.ip())
+            == Some(host.ip())
+    };
+    let full_on_joiner = |m: &serde_json::Value| {
+        m["partitions"].as_array().expect("partitions").iter().all(|p| {
+            let replicas = p["replicas"].as_array().expect("replicas");
+            let roles: Vec<&str> = replicas.iter().map(|r| r["role"].as_str().unwrap()).collect();
+            roles == ["primary", "backup", "backup"]
+                && replicas.iter().any(|r| on(r, joiner))
+                && !replicas.iter().any(|r| on(r, cluster.members[2]))
+        })
+    };
+    let limit = Duration::from_secs(40);
+    let (map, took) = wait_for_map(&server, limit, "rebuilt on the joiner", full_on_joiner);
+    eprintln!(
+        "member 3 killed: every partition on members 1, 2 and the joined host after {took:?} \
+         (epoch {})",
+        map["epoch"]
+    );
+    // The joined host restarts (same command): it asks again, is shed and rebuilt.
+    joined.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    joined.restart();
+    let before = map["epoch"].as_u64().expect("epoch");
+    let (map, took) = wait_for_map(&server, limit, "rebuilt after its restart", |m| {
+        m["epoch"].as_u64().expect("epoch") > before + 1 && full_on_joiner(m)
+    });
+    eprintln!("the joined host restarted: rebuilt after {took:?} (epoch {})", map["epoch"]);
+    let mut probe = Client::connect(ClientConfig::new(everyone)).expect("client");
+    let (increments, puts, errors) = load.check(&mut probe, || {});
+    eprintln!(
+        "{increments} increments and {puts} PUTs acknowledged, all there once ({errors} client \
+         errors)"
+    );
+}

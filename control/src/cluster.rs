@@ -28,8 +28,19 @@
 //!   failing is drained (learners built elsewhere, then its replicas leave the map), unless
 //!   that would leave a partition short of replicas: then the leader holds back and says why.
 //!
-//! One change at a time, in that order of urgency. Not yet: the group's members are fixed
-//! at the bootstrap list, and primaries are not moved back to a node that rejoined.
+//! - **join** (`cradle node --join H:P`): a new host asks any member (one that does not lead
+//!   relays to the leader); the leader checks it has the cluster's cores, partitions and
+//!   replication factor (else it is refused with the reason, which `cradle node` prints and
+//!   exits on) and, when no more urgent change waits, admits it: the group's state
+//!   (`Committed`) lists the bootstrap members, which are the group's voters, then the nodes
+//!   that joined. A joined node holds no seat in the group (the voters stay the bootstrap
+//!   list): the leader pushes it the state (`PeerKind::MapPush`) when its heartbeats say it
+//!   lags. From then on it is a member like the others for heartbeats, failover, learners
+//!   and health; a restarted one asks again and is shed and rebuilt as any restarted member.
+//!
+//! One change at a time, in that order of urgency. Not yet: the map group's voters are the
+//! bootstrap list for good (a dead voter is not replaced), and primaries are not moved back
+//! to a node that rejoined.
 
 mod health;
 
@@ -46,13 +57,19 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
-/// How a member node takes part in its cluster.
+/// How a node takes part in its cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
-    /// Core 0 of each bootstrap member, in the order given (member id = index + 1).
+    /// Core 0 of each node, in member order (member id = index + 1): the bootstrap members,
+    /// then the nodes that joined, in the order the group admitted them (a joiner learns the
+    /// list from the map group's state).
     pub members: Vec<SocketAddr>,
-    /// This node's index in `members`.
+    /// How many of `members` (the first ones) are the map group's: the bootstrap members.
+    pub voters: usize,
+    /// This node's index in `members` (a joiner: once admitted).
     pub me: usize,
+    /// A node that joins a running cluster instead of being a bootstrap member.
+    pub join: Option<Join>,
     /// Cores per node (the same on every member).
     pub cores: u32,
     /// Partitions of the key space.
@@ -71,17 +88,29 @@ pub struct ClusterSpec {
     pub heartbeat_ns: u64,
 }
 
+/// How a node that is not a bootstrap member joins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Join {
+    /// Core 0 of a running member (one that does not lead relays the request to the leader).
+    pub via: SocketAddr,
+    /// This node's core 0.
+    pub addr: SocketAddr,
+}
+
 impl ClusterSpec {
     /// Checks the spec; the error says what to change.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let n = self.members.len();
-        if !(1..=5).contains(&n) {
+        let n = self.voters;
+        if self.join.is_some() {
+            // (The members are the group's to say; the leader checks the rest on admission.)
+            if self.replicas == 0 || self.replicas > 5 {
+                return Err(ConfigError(format!("--replicas {} is not 1 to 5", self.replicas)));
+            }
+        } else if !(1..=5).contains(&n) || n != self.members.len() {
             return Err(ConfigError(format!("a cluster has 1 to 5 bootstrap members, not {n}")));
-        }
-        if self.me >= n {
+        } else if self.me >= n {
             return Err(ConfigError("this node's address is not among the members".into()));
-        }
-        if self.replicas == 0 || self.replicas > n.min(5) {
+        } else if self.replicas == 0 || self.replicas > n.min(5) {
             return Err(ConfigError(format!(
                 "--replicas {} needs as many members ({n} listed; at most 5)",
                 self.replicas
@@ -124,7 +153,7 @@ impl ClusterSpec {
 
     /// The first map: see the module comment.
     pub fn initial_map(&self) -> PartitionMap {
-        let n = self.members.len();
+        let n = self.voters;
         let entries = (0..self.partitions)
             .map(|p| {
                 let (start, end) = partition_range(p, self.partitions);
@@ -150,6 +179,99 @@ const TICKS_CAUGHT_UP_MAX: u64 = crate::map_group::ELECTION_TICKS as u64 / 2;
 
 /// The epoch of the first map (1 is a single node's layout).
 const FIRST_EPOCH: u64 = 2;
+
+/// What the map group holds: its members (the voters first, then the nodes that joined) and
+/// the partition map. Layout: u8 voters, u16 nodes, each node's core-0 address
+/// (`proto::encode_addr`), then the map (`PartitionMap::encode`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// How many of `nodes` are the group's voters.
+    pub voters: usize,
+    /// Core 0 of each node, in member order.
+    pub nodes: Vec<SocketAddr>,
+    /// The partition map.
+    pub map: PartitionMap,
+}
+
+/// Nodes a cluster holds at most (bootstrap members and joined nodes).
+pub const NODES_MAX: usize = 64;
+
+impl Committed {
+    /// The bytes the group holds.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![self.voters as u8];
+        out.extend_from_slice(&(self.nodes.len() as u16).to_le_bytes());
+        for &node in &self.nodes {
+            proto::encode_addr(node, &mut out);
+        }
+        out.extend_from_slice(&self.map.encode());
+        out
+    }
+
+    /// Reads what `encode` wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Committed, proto::Malformed> {
+        let truncated = proto::Malformed::Truncated;
+        let (&voters, rest) = bytes.split_first().ok_or(truncated)?;
+        let count = u16::from_le_bytes(rest.get(..2).ok_or(truncated)?.try_into().expect("2"));
+        let mut rest = &rest[2..];
+        let mut nodes = Vec::with_capacity(usize::from(count).min(NODES_MAX));
+        for _ in 0..count {
+            let (node, after) = proto::decode_addr(rest)?;
+            nodes.push(node);
+            rest = after;
+        }
+        if usize::from(voters) > nodes.len() || nodes.len() > NODES_MAX {
+            return Err(proto::Malformed::BadFlags);
+        }
+        Ok(Committed { voters: voters.into(), nodes, map: PartitionMap::decode(rest)? })
+    }
+}
+
+/// A joiner's envelope id until it is admitted (then it is its member id, as everyone's):
+/// derived from its address, apart from the small member ids.
+pub fn joiner_id(addr: SocketAddr) -> u64 {
+    crate::core::peer_id(addr) | 1 << 62
+}
+
+/// What a JOIN says: the joiner's core 0, and its cores, partitions and replication factor
+/// (which must be the cluster's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct JoinRequest {
+    addr: SocketAddr,
+    cores: u32,
+    partitions: u32,
+    replicas: u8,
+}
+
+impl JoinRequest {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        proto::encode_addr(self.addr, &mut out);
+        out.extend_from_slice(&self.cores.to_le_bytes());
+        out.extend_from_slice(&self.partitions.to_le_bytes());
+        out.push(self.replicas);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<JoinRequest> {
+        let (addr, rest) = proto::decode_addr(bytes).ok()?;
+        let rest: &[u8; 9] = rest.try_into().ok()?;
+        let cores = u32::from_le_bytes(rest[..4].try_into().expect("4"));
+        let partitions = u32::from_le_bytes(rest[4..8].try_into().expect("4"));
+        Some(JoinRequest { addr, cores, partitions, replicas: rest[8] })
+    }
+}
+
+/// A MAP PUSH: the group's state at a group epoch (tag 0, u64 epoch, `Committed` bytes), or
+/// why a join was refused (tag 1, UTF-8 text).
+const PUSH_STATE: u8 = 0;
+const PUSH_REFUSED: u8 = 1;
+
+/// How often the leader pushes the state to one node at most, and a joiner asks to join.
+const PUSH_EVERY_NS: u64 = 20_000_000;
+
+/// Nodes the leader keeps asking to join at once (more wait for their next request).
+const JOINING_MAX: usize = 8;
 
 /// The map without member `gone`'s replicas (a backup promoted where it was primary, not on
 /// a member `fresh` says restarted if another will do), or `None` if a partition would be
@@ -267,8 +389,12 @@ pub fn with_learners(
 /// What the agent knows, for `cradle status` (read by other threads).
 #[derive(Debug, Default)]
 pub struct ClusterView {
-    /// Core 0 of each member, in member order.
-    pub members: Vec<SocketAddr>,
+    /// Core 0 of each member, in member order (joined nodes after the group's voters).
+    pub members: Mutex<Vec<SocketAddr>>,
+    /// How many of `members` are the map group's voters.
+    pub voters: AtomicU64,
+    /// Why the cluster refused this node's join (it cannot serve: `cradle node` says so).
+    pub refused: Mutex<Option<String>>,
     /// A member silent this long is failed over.
     pub detect_ns: u64,
     /// The newest map epoch handed to the cores (0: none yet).
@@ -304,7 +430,8 @@ impl ClusterView {
     /// The view of a member of `spec`'s cluster, before its agent published anything.
     pub fn for_spec(spec: &ClusterSpec) -> ClusterView {
         ClusterView {
-            members: spec.members.clone(),
+            members: Mutex::new(spec.members.clone()),
+            voters: AtomicU64::new(spec.voters as u64),
             detect_ns: spec.detect_ns,
             ..ClusterView::default()
         }
@@ -318,8 +445,9 @@ impl ClusterView {
         let leader = self.leader.load(Ordering::Relaxed) as usize;
         let silent = self.silent_ns.lock().map(|s| s.clone()).unwrap_or_default();
         let health = self.health_state.lock().map(|h| h.clone()).unwrap_or_default();
-        let members: Vec<serde_json::Value> = self
-            .members
+        let nodes = self.members.lock().map(|m| m.clone()).unwrap_or_default();
+        let voters = self.voters.load(Ordering::Relaxed) as usize;
+        let members: Vec<serde_json::Value> = nodes
             .iter()
             .enumerate()
             .map(|(i, addr)| {
@@ -334,14 +462,14 @@ impl ClusterView {
                 let silent_ms = (ns != u64::MAX).then_some(ns / 1_000_000);
                 let verdict = health.verdicts.get(i).copied().unwrap_or_default();
                 serde_json::json!({ "member": i + 1, "addr": addr.to_string(), "state": state,
-                    "silent_ms": silent_ms, "health": verdict.as_str(),
+                    "voter": i < voters, "silent_ms": silent_ms, "health": verdict.as_str(),
                     "draining": health.draining.contains(&i) })
             })
             .collect();
         serde_json::json!({
             "epoch": self.installed_epoch.load(Ordering::Acquire),
             "serving_epoch": self.serving_epoch.load(Ordering::Acquire),
-            "leader": (leader >= 1).then(|| self.members.get(leader - 1).map(ToString::to_string)).flatten(),
+            "leader": (leader >= 1).then(|| nodes.get(leader - 1).map(ToString::to_string)).flatten(),
             "members": members,
             "health": {
                 "verdict": Health::from_u8(self.health.load(Ordering::Relaxed)).unwrap_or_default().as_str(),
@@ -355,7 +483,19 @@ impl ClusterView {
 /// The agent of one member node.
 pub struct Agent {
     spec: ClusterSpec,
-    group: MapGroup,
+    /// This node's seat in the map group (none on a joined node: the leader pushes it the
+    /// group's state instead, `pushed`).
+    group: Option<MapGroup>,
+    /// A node outside the group: the newest state the leader pushed (group epoch, bytes).
+    pushed: Option<(u64, Vec<u8>)>,
+    /// The push being reassembled: (sender, message number, pieces).
+    push_assembling: (u64, Pieces),
+    /// The leader: nodes that asked to join, not admitted yet.
+    joining: Vec<SocketAddr>,
+    /// The leader: when it last pushed the state to each member (agent clock).
+    pushed_ns: Vec<u64>,
+    /// A joiner: when it last asked to join (agent clock).
+    asked_ns: Option<u64>,
     sealer: PeerSealer,
     opener: PeerOpener,
     last_heard: Vec<Option<u64>>,
@@ -371,8 +511,8 @@ pub struct Agent {
     was_leader: bool,
     view: Arc<ClusterView>,
     sealed: Vec<u8>,
-    /// Per member, the Raft message being reassembled from pieces: (message number, pieces).
-    assembling: Vec<(u64, Vec<Option<Vec<u8>>>)>,
+    /// Per member, the Raft message being reassembled from pieces.
+    assembling: Vec<Pieces>,
     next_message: u64,
     /// Datagrams refused by the envelope (MAC, replay, staleness).
     pub dropped: u64,
@@ -391,10 +531,15 @@ pub struct Agent {
     held_back: Vec<String>,
 }
 
+/// A message being reassembled from its pieces: (message number, pieces so far).
+type Pieces = (u64, Vec<Option<Vec<u8>>>);
+
 /// What a member's heartbeat says besides that it lives.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Heard {
     fresh: bool,
+    /// The newest map epoch it installed (the leader pushes a newer one to a joined node).
+    map: u64,
     /// Its hardware verdict.
     health: Health,
     /// The map epoch its cores served when they built `built`.
@@ -414,6 +559,7 @@ impl Heard {
     fn encode(&self, out: &mut Vec<u8>) {
         out.clear();
         out.push(u8::from(self.fresh) | (self.health as u8) << 1);
+        out.extend_from_slice(&self.map.to_le_bytes());
         out.extend_from_slice(&self.epoch.to_le_bytes());
         let built = &self.built[..self.built.len().min(HEARD_BUILT_MAX)];
         out.extend_from_slice(&(built.len() as u16).to_le_bytes());
@@ -425,12 +571,13 @@ impl Heard {
 
     fn decode(bytes: &[u8]) -> Option<Heard> {
         let health = Health::from_u8(bytes.first()? >> 1)?;
-        if bytes.len() < 11 {
+        if bytes.len() < 19 {
             return None;
         }
-        let epoch = u64::from_le_bytes(bytes[1..9].try_into().expect("8 bytes"));
-        let count = u16::from_le_bytes([bytes[9], bytes[10]]) as usize;
-        let mut rest = &bytes[11..];
+        let map = u64::from_le_bytes(bytes[1..9].try_into().expect("8 bytes"));
+        let epoch = u64::from_le_bytes(bytes[9..17].try_into().expect("8 bytes"));
+        let count = u16::from_le_bytes([bytes[17], bytes[18]]) as usize;
+        let mut rest = &bytes[19..];
         let mut built = Vec::with_capacity(count.min(HEARD_BUILT_MAX));
         for _ in 0..count {
             let partition = u32::from_le_bytes(rest.get(..4)?.try_into().expect("4 bytes"));
@@ -438,7 +585,7 @@ impl Heard {
             built.push((partition, addr));
             rest = after;
         }
-        rest.is_empty().then_some(Heard { fresh: bytes[0] & 1 == 1, health, epoch, built })
+        rest.is_empty().then_some(Heard { fresh: bytes[0] & 1 == 1, map, health, epoch, built })
     }
 }
 
@@ -462,12 +609,13 @@ fn member_id(index: usize) -> u64 {
 }
 
 impl Agent {
-    /// The agent of `spec.me` on its map-group disk, and the inbox of each of the node's
-    /// `spec.cores` cores (in core order: give each to its core, `Core::set_map_inbox`; the
-    /// agent goes to core 0, `Core::set_agent`).
+    /// The agent of `spec.me` on its map-group disk (none for a joiner: it holds no seat in
+    /// the group), and the inbox of each of the node's `spec.cores` cores (in core order:
+    /// give each to its core, `Core::set_map_inbox`; the agent goes to core 0,
+    /// `Core::set_agent`).
     pub fn with_inboxes(
         spec: ClusterSpec,
-        disk: &MapDisk,
+        disk: Option<&MapDisk>,
         wall_start_ns: u64,
         view: Arc<ClusterView>,
     ) -> Result<(Agent, Vec<crate::MapInbox>), ConfigError> {
@@ -486,23 +634,36 @@ impl Agent {
     /// per core's inbox; their outcomes come back on `outcomes`).
     fn new(
         spec: ClusterSpec,
-        disk: &MapDisk,
+        disk: Option<&MapDisk>,
         cores: Vec<Sender<MapChange>>,
         outcomes: Receiver<CoreOutcome>,
         wall_start_ns: u64,
         view: Arc<ClusterView>,
     ) -> Result<Agent, ConfigError> {
         spec.validate()?;
-        let me = member_id(spec.me);
-        let group = MapGroup::start(me, disk, Vec::new())?;
+        let (me, group) = match (spec.join, disk) {
+            (Some(join), _) => (joiner_id(join.addr), None),
+            (None, Some(disk)) => {
+                let me = member_id(spec.me);
+                (me, Some(MapGroup::start(me, disk, Vec::new())?))
+            }
+            (None, None) => {
+                return Err(ConfigError("a bootstrap member needs its map disk".into()))
+            }
+        };
         // A member is fresh when it lived in the cluster before (its disk has a map): its
         // stores are not trusted. One that never did is placed by the first map, or fresh
-        // too if its first map is a later one (a member whose disk was replaced).
-        let fresh = group.map().0 != 0;
+        // too if its first map is a later one (a member whose disk was replaced, a joiner).
+        let fresh = group.as_ref().is_some_and(|g| g.map().0 != 0);
         let n = spec.members.len();
         Ok(Agent {
             sealer: PeerSealer::new(spec.key.clone(), me, wall_start_ns),
             opener: PeerOpener::new(spec.key.clone(), me),
+            pushed: None,
+            push_assembling: (0, (0, Vec::new())),
+            joining: Vec::new(),
+            pushed_ns: vec![0; n],
+            asked_ns: None,
             last_heard: vec![None; n],
             map: None,
             cores,
@@ -528,14 +689,17 @@ impl Agent {
         })
     }
 
-    /// Whether `datagram` is for the agent (a map-group or heartbeat node datagram).
+    /// Whether `datagram` is for the agent (a map-group, heartbeat, join or map-push node
+    /// datagram).
     pub fn claims(datagram: &[u8]) -> bool {
+        use PeerKind::{Heartbeat, Join, MapGroup, MapPush};
+        let kinds = [MapGroup, Heartbeat, Join, MapPush];
         datagram.starts_with(&crate::peer::MAGIC.to_le_bytes())
-            && matches!(datagram.get(3), Some(&k) if k == PeerKind::MapGroup as u8 || k == PeerKind::Heartbeat as u8)
+            && matches!(datagram.get(3), Some(&k) if kinds.iter().any(|&kind| k == kind as u8))
     }
 
-    /// A datagram `claims` took: authenticated, then handed to the group or noted as a sign
-    /// of life.
+    /// A datagram `claims` took: authenticated, then handed to the group, noted as a sign
+    /// of life, or taken as a join or as the group's state.
     pub fn handle_datagram(
         &mut self,
         now_ns: u64,
@@ -550,6 +714,22 @@ impl Agent {
                 return;
             }
         };
+        match opened.kind {
+            PeerKind::Join => {
+                // From the joiner itself (not a member yet) or relayed by a member.
+                match JoinRequest::decode(opened.payload) {
+                    Some(request) => self.handle_join(now_ns, wall_ns, request, tx),
+                    None => self.dropped += 1,
+                }
+                return;
+            }
+            PeerKind::MapPush => {
+                let (from, payload) = (opened.from, opened.payload.to_vec());
+                self.handle_push(from, &payload);
+                return;
+            }
+            _ => {}
+        }
         let Some(from) =
             (opened.from as usize).checked_sub(1).filter(|&i| i < self.spec.members.len())
         else {
@@ -559,47 +739,146 @@ impl Agent {
         self.last_heard[from] = Some(now_ns);
         if opened.kind == PeerKind::Heartbeat {
             match Heard::decode(opened.payload) {
-                Some(heard) => self.heard[from] = heard,
+                Some(heard) => {
+                    let behind = self.map.as_ref().is_some_and(|m| heard.map < m.epoch);
+                    self.heard[from] = heard;
+                    if behind && from >= self.spec.voters {
+                        self.push(now_ns, wall_ns, from, member_id(from), tx);
+                    }
+                }
                 None => self.dropped += 1,
             }
         }
         if opened.kind == PeerKind::MapGroup {
             let payload = opened.payload.to_vec();
-            if let Some(message) = self.reassemble(from, &payload) {
+            let message = reassemble(&mut self.assembling[from], &payload);
+            match (message, &mut self.group) {
                 // Authenticated bytes only reach raft-rs's parser.
-                if self.group.handle_message(&message).is_err() {
-                    self.dropped += 1;
+                (Ok(Some(message)), Some(group)) => {
+                    if group.handle_message(&message).is_err() {
+                        self.dropped += 1;
+                    }
                 }
+                (Ok(_), _) => {}
+                (Err(()), _) => self.dropped += 1,
             }
         }
         self.flush(wall_ns, tx);
     }
 
-    /// A piece of a Raft message from member `from` (message u64, index u16, count u16,
-    /// bytes): the whole message once every piece is in.
-    fn reassemble(&mut self, from: usize, piece: &[u8]) -> Option<Vec<u8>> {
-        if piece.len() < 12 {
-            self.dropped += 1;
-            return None;
+    /// A node asks to join: the leader admits it (a change of the group's state, `decide`)
+    /// or, once it is a member, pushes it the state; a member that does not lead relays the
+    /// request to the leader.
+    fn handle_join(
+        &mut self,
+        now_ns: u64,
+        wall_ns: u64,
+        request: JoinRequest,
+        tx: &mut dyn Transmit,
+    ) {
+        let Some(group) = &self.group else { return };
+        if !group.is_leader() {
+            let Some(leader) = group.leader().filter(|&l| l != member_id(self.spec.me)) else {
+                return; // (no leader known: the joiner asks again)
+            };
+            let Some(&addr) = self.spec.members.get(leader as usize - 1) else { return };
+            self.sealer.seal(leader, PeerKind::Join, wall_ns, &request.encode(), &mut self.sealed);
+            tx.send(addr, &self.sealed);
+            return;
         }
-        let message = u64::from_le_bytes(piece[..8].try_into().expect("8 bytes"));
-        let index = u16::from_le_bytes([piece[8], piece[9]]) as usize;
-        let count = u16::from_le_bytes([piece[10], piece[11]]) as usize;
-        if count == 0 || index >= count {
-            self.dropped += 1;
-            return None;
+        if let Some(why) = self.refusal(&request) {
+            let mut payload = vec![PUSH_REFUSED];
+            payload.extend_from_slice(format!("the cluster refused the join: {why}").as_bytes());
+            let to = (joiner_id(request.addr), request.addr);
+            self.send_pieces(to, PeerKind::MapPush, &payload, wall_ns, tx);
+            return;
         }
-        let (current, pieces) = &mut self.assembling[from];
-        if *current != message || pieces.len() != count {
-            // A newer message replaces one left incomplete.
-            (*current, *pieces) = (message, vec![None; count]);
+        match self.spec.members.iter().position(|&m| m == request.addr) {
+            Some(m) => self.push(now_ns, wall_ns, m, joiner_id(request.addr), tx),
+            None if !self.joining.contains(&request.addr) && self.joining.len() < JOINING_MAX => {
+                self.joining.push(request.addr);
+            }
+            None => {}
         }
-        pieces[index] = Some(piece[12..].to_vec());
-        if pieces.iter().any(Option::is_none) {
-            return None;
+    }
+
+    /// Why the leader does not admit `request`'s node, if it does not.
+    fn refusal(&self, request: &JoinRequest) -> Option<String> {
+        let spec = &self.spec;
+        let unlike = |what: &str, theirs: u64, ours: u64| {
+            (theirs != ours)
+                .then(|| format!("its {what} ({theirs}) are not the cluster's ({ours})"))
+        };
+        let overlap = |m: &SocketAddr| {
+            *m != request.addr
+                && m.ip() == request.addr.ip()
+                && m.port().abs_diff(request.addr.port()) < spec.cores as u16
+        };
+        unlike("cores", request.cores.into(), spec.cores.into())
+            .or_else(|| unlike("partitions", request.partitions.into(), spec.partitions.into()))
+            .or_else(|| unlike("replicas", request.replicas.into(), spec.replicas as u64))
+            .or_else(|| {
+                spec.members
+                    .iter()
+                    .any(overlap)
+                    .then(|| "its cores' ports overlap a member's".to_string())
+            })
+            .or_else(|| {
+                (spec.members.len() >= NODES_MAX && !spec.members.contains(&request.addr))
+                    .then(|| format!("the cluster has its {NODES_MAX} nodes"))
+            })
+    }
+
+    /// The leader: the group's state to member `m` (outside the group), sealed to `to`, at
+    /// most every `PUSH_EVERY_NS`.
+    fn push(&mut self, now_ns: u64, wall_ns: u64, m: usize, to: u64, tx: &mut dyn Transmit) {
+        let Some(group) = self.group.as_ref().filter(|g| g.is_leader()) else { return };
+        if self.pushed_ns[m] != 0 && now_ns < self.pushed_ns[m] + PUSH_EVERY_NS {
+            return;
         }
-        let whole = pieces.drain(..).flatten().flatten().collect();
-        Some(whole)
+        self.pushed_ns[m] = now_ns;
+        let (epoch, bytes) = group.map();
+        let mut payload = vec![PUSH_STATE];
+        payload.extend_from_slice(&epoch.to_le_bytes());
+        payload.extend_from_slice(bytes);
+        let addr = self.spec.members[m];
+        self.send_pieces((to, addr), PeerKind::MapPush, &payload, wall_ns, tx);
+    }
+
+    /// A piece of a push from the leader: on a node outside the group, the newest state is
+    /// kept for `install`, or the refusal of its join published.
+    fn handle_push(&mut self, from: u64, piece: &[u8]) {
+        if self.group.is_some() {
+            self.dropped += 1; // (a member has the group's own state)
+            return;
+        }
+        let (sender, pieces) = &mut self.push_assembling;
+        if *sender != from {
+            (*sender, *pieces) = (from, (0, Vec::new()));
+        }
+        let payload = match reassemble(pieces, piece) {
+            Ok(Some(payload)) => payload,
+            Ok(None) => return,
+            Err(()) => {
+                self.dropped += 1;
+                return;
+            }
+        };
+        match payload.split_first() {
+            Some((&PUSH_STATE, rest)) if rest.len() >= 8 => {
+                let epoch = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes"));
+                if self.pushed.as_ref().is_none_or(|(e, _)| epoch > *e) {
+                    self.pushed = Some((epoch, rest[8..].to_vec()));
+                }
+            }
+            Some((&PUSH_REFUSED, why)) => {
+                let why = String::from_utf8_lossy(why).into_owned();
+                if let Ok(mut refused) = self.view.refused.lock() {
+                    refused.get_or_insert(why);
+                }
+            }
+            _ => self.dropped += 1,
+        }
     }
 
     /// Timers, the leader's decisions, and installing what the group committed.
@@ -609,17 +888,47 @@ impl Agent {
         // leader's messages it just read would count for nothing.
         let behind = now_ns.saturating_sub(self.last_tick_ns) / self.spec.tick_ns;
         for _ in 0..behind.min(TICKS_CAUGHT_UP_MAX) {
-            self.group.tick();
+            self.group.as_mut().map(MapGroup::tick);
         }
         if behind > TICKS_CAUGHT_UP_MAX {
             self.last_tick_ns = now_ns;
         } else {
             self.last_tick_ns += behind * self.spec.tick_ns;
         }
+        if !self.admitted() {
+            // A joiner asks until the leader's push names it a member.
+            if let Some(join) = self
+                .spec
+                .join
+                .filter(|_| self.asked_ns.is_none_or(|at| now_ns >= at + PUSH_EVERY_NS))
+            {
+                self.asked_ns = Some(now_ns);
+                let request = JoinRequest {
+                    addr: join.addr,
+                    cores: self.spec.cores,
+                    partitions: self.spec.partitions,
+                    replicas: self.spec.replicas as u8,
+                };
+                let payload = request.encode();
+                let sealed = &mut self.sealed;
+                self.sealer.seal(
+                    crate::peer::ANY_MEMBER,
+                    PeerKind::Join,
+                    wall_ns,
+                    &payload,
+                    sealed,
+                );
+                tx.send(join.via, &self.sealed);
+            }
+            self.install();
+            self.publish(now_ns);
+            return;
+        }
         if now_ns >= self.last_heartbeat_ns + self.spec.heartbeat_ns {
             self.last_heartbeat_ns = now_ns;
             let me = self.spec.me;
             self.heard[me].fresh = self.fresh;
+            self.heard[me].map = self.map.as_ref().map_or(0, |m| m.epoch);
             self.heard[me].health =
                 Health::from_u8(self.view.health.load(Ordering::Relaxed)).unwrap_or_default();
             if now_ns >= self.health_viewed_ns + HEALTH_VIEW_NS {
@@ -642,7 +951,7 @@ impl Agent {
             }
         }
         self.last_heard[self.spec.me] = Some(now_ns);
-        while let Some((id, _outcome)) = self.group.poll_outcome() {
+        while let Some((id, _outcome)) = self.group.as_mut().and_then(MapGroup::poll_outcome) {
             if self.proposal.is_some_and(|(p, _)| p == id) {
                 self.proposal = None;
             }
@@ -672,7 +981,7 @@ impl Agent {
             }
         }
         self.install();
-        let leader = self.group.is_leader();
+        let leader = self.is_leader();
         if leader && !self.was_leader {
             // A new leader gives a member it never heard from a detection period before
             // judging it; one it heard from (every member heartbeats every other) it judges by
@@ -689,16 +998,69 @@ impl Agent {
         self.publish(now_ns);
     }
 
+    /// Whether this node leads the map group.
+    fn is_leader(&self) -> bool {
+        self.group.as_ref().is_some_and(MapGroup::is_leader)
+    }
+
+    /// Whether this node is a member (a joiner: once the group's state names it).
+    fn admitted(&self) -> bool {
+        self.spec.join.is_none_or(|join| self.spec.members.get(self.spec.me) == Some(&join.addr))
+    }
+
+    /// The group's state: its epoch (0: none yet) and bytes; a node outside the group has
+    /// the newest the leader pushed it.
+    fn committed(&self) -> (u64, &[u8]) {
+        match (&self.group, &self.pushed) {
+            (Some(group), _) => group.map(),
+            (None, Some((epoch, bytes))) => (*epoch, bytes),
+            (None, None) => (0, &[]),
+        }
+    }
+
+    /// The group's members as `state` lists them: nodes that joined get their place in
+    /// every per-member table (and a joiner its member id).
+    fn adopt_members(&mut self, state: &Committed) {
+        let spec = &mut self.spec;
+        if state.nodes.len() <= spec.members.len() && state.voters == spec.voters {
+            return; // (members are only ever added)
+        }
+        spec.members.clone_from(&state.nodes);
+        spec.voters = state.voters;
+        let n = spec.members.len();
+        self.last_heard.resize(n, None);
+        self.heard.resize(n, Heard::default());
+        self.assembling.resize(n, (0, Vec::new()));
+        self.pushed_ns.resize(n, 0);
+        self.joining.retain(|a| !state.nodes.contains(a));
+        if let Some(join) = spec.join {
+            if let Some(me) = spec.members.iter().position(|&m| m == join.addr) {
+                spec.me = me;
+                self.sealer.rename(member_id(me));
+                self.opener.rename(member_id(me));
+            }
+        }
+        if let Ok(mut members) = self.view.members.lock() {
+            members.clone_from(&spec.members);
+        }
+        self.view.voters.store(spec.voters as u64, Ordering::Relaxed);
+    }
+
     /// The group's map, if newer than the one installed: to every core.
     fn install(&mut self) {
-        let (group_epoch, bytes) = self.group.map();
+        let (group_epoch, bytes) = self.committed();
         if group_epoch == 0 || self.map.as_ref().is_some_and(|m| m.epoch > group_epoch) {
             return;
         }
-        let map = match PartitionMap::decode(bytes) {
-            Ok(map) => map,
-            Err(e) => panic!("the map group committed an undecodable map: {e:?}"),
+        let state = match Committed::decode(bytes) {
+            Ok(state) => state,
+            Err(e) => panic!("the map group committed an undecodable state: {e:?}"),
         };
+        self.adopt_members(&state);
+        if !self.admitted() {
+            return;
+        }
+        let map = state.map;
         let first = self.map.is_none();
         if first && map.epoch > FIRST_EPOCH {
             self.fresh = true;
@@ -717,7 +1079,8 @@ impl Agent {
         self.map = Some(map);
     }
 
-    /// The leader's decisions: the first map, then failovers (one proposal at a time).
+    /// The leader's decisions: the first map, then failovers and the rest (`change`), then
+    /// admitting a node that asked to join (one proposal at a time).
     fn decide(&mut self, now_ns: u64) {
         if let Some((_, at)) = self.proposal {
             if now_ns < at + 20 * self.spec.tick_ns {
@@ -725,15 +1088,24 @@ impl Agent {
             }
             self.proposal = None;
         }
-        let (group_epoch, _) = self.group.map();
+        let Some(group) = &self.group else { return };
+        let (group_epoch, _) = group.map();
+        let mut nodes = self.spec.members.clone();
         let next = match &self.map {
             None if group_epoch == 0 => Some(self.spec.initial_map()),
             None => None, // committed but not installed yet: next poll
-            Some(map) => self.change(map, now_ns),
+            Some(map) => self.change(map, now_ns).or_else(|| {
+                let joiner = *self.joining.first()?;
+                eprintln!("cradle: node {joiner} joins the cluster as member {}", nodes.len() + 1);
+                nodes.push(joiner);
+                Some(map.clone())
+            }),
         };
         let Some(mut next) = next else { return };
         next.epoch = group_epoch + 2; // (map epochs run one ahead of the group's: 1 is the layout)
-        if let Ok(id) = self.group.propose(group_epoch, next.encode()) {
+        let state = Committed { voters: self.spec.voters, nodes, map: next };
+        let group = self.group.as_mut().expect("a member leads");
+        if let Ok(id) = group.propose(group_epoch, state.encode()) {
             self.proposal = Some((id, now_ns));
         }
     }
@@ -808,7 +1180,7 @@ impl Agent {
         let Some(map) = &self.map else { return };
         let members = self.member_states(now_ns);
         let plan = health::plan(&self.spec, map, &members);
-        if plan.holding_back != self.held_back && self.group.is_leader() {
+        if plan.holding_back != self.held_back && self.is_leader() {
             for why in plan.holding_back.iter().filter(|w| !self.held_back.contains(w)) {
                 eprintln!("cradle: {why}");
             }
@@ -840,29 +1212,44 @@ impl Agent {
     }
 
     fn flush(&mut self, wall_ns: u64, tx: &mut dyn Transmit) {
-        while let Some((to, bytes)) = self.group.poll_transmit() {
-            let Some(addr) = (to as usize).checked_sub(1).and_then(|i| self.spec.members.get(i))
+        while let Some((to, bytes)) = self.group.as_mut().and_then(MapGroup::poll_transmit) {
+            let Some(&addr) = (to as usize).checked_sub(1).and_then(|i| self.spec.members.get(i))
             else {
                 continue;
             };
-            self.next_message += 1;
-            let count = bytes.len().div_ceil(PIECE_BYTES).max(1);
-            let mut piece = Vec::with_capacity(12 + PIECE_BYTES);
-            for index in 0..count {
-                piece.clear();
-                piece.extend_from_slice(&self.next_message.to_le_bytes());
-                piece.extend_from_slice(&(index as u16).to_le_bytes());
-                piece.extend_from_slice(&(count as u16).to_le_bytes());
-                let end = ((index + 1) * PIECE_BYTES).min(bytes.len());
-                piece.extend_from_slice(&bytes[index * PIECE_BYTES..end]);
-                self.sealer.seal(to, PeerKind::MapGroup, wall_ns, &piece, &mut self.sealed);
-                tx.send(*addr, &self.sealed);
-            }
+            self.send_pieces((to, addr), PeerKind::MapGroup, &bytes, wall_ns, tx);
+        }
+    }
+
+    /// `bytes` to node (id, address) in pieces of at most `PIECE_BYTES`, each sealed.
+    fn send_pieces(
+        &mut self,
+        (to, addr): (u64, SocketAddr),
+        kind: PeerKind,
+        bytes: &[u8],
+        wall_ns: u64,
+        tx: &mut dyn Transmit,
+    ) {
+        self.next_message += 1;
+        let count = bytes.len().div_ceil(PIECE_BYTES).max(1);
+        let mut piece = Vec::with_capacity(12 + PIECE_BYTES);
+        for index in 0..count {
+            piece.clear();
+            piece.extend_from_slice(&self.next_message.to_le_bytes());
+            piece.extend_from_slice(&(index as u16).to_le_bytes());
+            piece.extend_from_slice(&(count as u16).to_le_bytes());
+            let end = ((index + 1) * PIECE_BYTES).min(bytes.len());
+            piece.extend_from_slice(&bytes[index * PIECE_BYTES..end]);
+            self.sealer.seal(to, kind, wall_ns, &piece, &mut self.sealed);
+            tx.send(addr, &self.sealed);
         }
     }
 
     fn publish(&self, now_ns: u64) {
-        self.view.leader.store(self.group.leader().unwrap_or(0), Ordering::Relaxed);
+        // (A node outside the group knows the leader by its pushes.)
+        let leader = self.group.as_ref().map_or(Some(self.push_assembling.0), MapGroup::leader);
+        let leader = leader.unwrap_or(0);
+        self.view.leader.store(leader, Ordering::Relaxed);
         // Never waits on the loop: a reader holding the lock skips one publication.
         if let Ok(mut silent) = self.view.silent_ns.try_lock() {
             *silent = self
@@ -871,5 +1258,115 @@ impl Agent {
                 .map(|t| t.map_or(u64::MAX, |t| now_ns.saturating_sub(t)))
                 .collect();
         }
+    }
+}
+
+/// A piece of a message (message u64, index u16, count u16, bytes) into `slot`: the whole
+/// message once every piece is in; `Err` for a piece that cannot be one.
+fn reassemble(slot: &mut Pieces, piece: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+    if piece.len() < 12 {
+        return Err(());
+    }
+    let message = u64::from_le_bytes(piece[..8].try_into().expect("8 bytes"));
+    let index = u16::from_le_bytes([piece[8], piece[9]]) as usize;
+    let count = u16::from_le_bytes([piece[10], piece[11]]) as usize;
+    if count == 0 || index >= count {
+        return Err(());
+    }
+    let (current, pieces) = slot;
+    if *current != message || pieces.len() != count {
+        // A newer message replaces one left incomplete.
+        (*current, *pieces) = (message, vec![None; count]);
+    }
+    pieces[index] = Some(piece[12..].to_vec());
+    if pieces.iter().any(Option::is_none) {
+        return Ok(None);
+    }
+    Ok(Some(pieces.drain(..).flatten().flatten().collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(members: usize) -> ClusterSpec {
+        let key = ClusterKey::from_file_bytes(&[7; 32]).expect("32 bytes");
+        ClusterSpec {
+            members: (0..members)
+                .map(|n| SocketAddr::from(([127, 0, 0, 1 + n as u8], 7000)))
+                .collect(),
+            voters: members,
+            me: 0,
+            join: None,
+            cores: 2,
+            partitions: 4,
+            replicas: members.min(3),
+            cluster_id: key.cluster_id(),
+            key,
+            detect_ns: 100_000_000,
+            tick_ns: 5_000_000,
+            heartbeat_ns: 2_000_000,
+        }
+    }
+
+    #[test]
+    fn the_groups_state_round_trips_and_every_cut_of_it_is_refused() {
+        let spec = spec(3);
+        let mut nodes = spec.members.clone();
+        nodes.push("[::1]:7000".parse().unwrap());
+        let state = Committed { voters: 3, nodes, map: spec.initial_map() };
+        let bytes = state.encode();
+        assert_eq!(Committed::decode(&bytes), Ok(state));
+        for cut in 0..bytes.len() {
+            assert!(Committed::decode(&bytes[..cut]).is_err(), "cut at {cut} decoded");
+        }
+        let mut more_voters = bytes.clone();
+        more_voters[0] = 5; // (4 nodes)
+        assert!(Committed::decode(&more_voters).is_err());
+    }
+
+    #[test]
+    fn a_join_request_round_trips_and_a_longer_or_shorter_one_is_refused() {
+        let request = JoinRequest {
+            addr: "127.0.0.9:7000".parse().unwrap(),
+            cores: 2,
+            partitions: 64,
+            replicas: 3,
+        };
+        let bytes = request.encode();
+        assert_eq!(JoinRequest::decode(&bytes), Some(request));
+        assert_eq!(JoinRequest::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(JoinRequest::decode(&[&bytes[..], &[0]].concat()), None);
+    }
+
+    #[test]
+    fn a_joiner_outside_the_group_is_placed_where_a_partition_is_short() {
+        // Members 1-3 hold every partition at RF 3; member 3 leaves; the joined member 4 is
+        // the one that gets the learners.
+        let mut spec = spec(3);
+        let map = spec.initial_map();
+        spec.members.push(SocketAddr::from(([127, 0, 0, 4], 7000)));
+        let fresh = vec![false; 4];
+        let without = without_member(&spec, &map, 2, &fresh).expect("a map without member 3");
+        let next = with_learners(&spec, &without, |m| m != 2, |m| m != 2).expect("learners");
+        for entry in &next.entries {
+            let learner = entry.replicas.iter().find(|r| r.role == Role::Learner);
+            let core = entry.partition % spec.cores;
+            assert_eq!(learner.map(|r| r.addr), Some(spec.core_addr(3, core)), "{entry:?}");
+        }
+    }
+
+    #[test]
+    fn a_joiner_spec_needs_no_members_but_a_member_spec_needs_itself_among_them() {
+        let mut joiner = spec(0);
+        joiner.replicas = 3;
+        joiner.join = Some(Join {
+            via: "127.0.0.1:7000".parse().unwrap(),
+            addr: "127.0.0.4:7000".parse().unwrap(),
+        });
+        assert!(joiner.validate().is_ok());
+        let mut member = spec(3);
+        member.me = 3;
+        assert!(member.validate().is_err());
     }
 }

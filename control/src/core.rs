@@ -28,6 +28,7 @@ mod writes;
 
 pub use items::{ItemPut, ItemSlot, KeyOwner};
 pub use map_change::{MapChange, MapInbox, MapOutcome};
+pub(crate) use replica::peer_id;
 pub use replica::ReplicationConfig;
 use replica::{Capture, Held, PeerLink, ReplicaState};
 

@@ -9,7 +9,7 @@
 //! ```text
 //! 0   u16  magic 0x5063 ("cP"; the client protocol's is 0x5263)
 //! 2   u8   version 1
-//! 3   u8   kind (1 map group, 2 replication, 3 heartbeat)
+//! 3   u8   kind (1 map group, 2 replication, 3 heartbeat, 4 join, 5 map push)
 //! 4   u32  payload length
 //! 8   u64  sender node id
 //! 16  u64  receiver node id
@@ -20,8 +20,9 @@
 //! end 16   MAC: BLAKE3 keyed with the cluster key over everything before it, first 16 bytes
 //! ```
 //!
-//! Replays: per sender the receiver keeps the newest incarnation and a window of the last 64
-//! sequence numbers seen in it (IPsec's anti-replay window), so reordering within the window
+//! Replays: per sender (and receiver id: a joined node answers to the id it asked to join by
+//! and to its member id, numbered apart) the receiver keeps the newest incarnation and a
+//! window of the last 64 sequence numbers seen in it (IPsec's anti-replay window), so reordering within the window
 //! is accepted once and everything older or seen is not. An older incarnation is refused, and
 //! so is a datagram sent more than `FRESHNESS_NS` from the receiver's clock: after the
 //! receiver itself restarts (and forgot its windows) an old capture is still stale. What is
@@ -43,6 +44,9 @@ pub const MAC_BYTES: usize = 16;
 pub const FRESHNESS_NS: u64 = 10_000_000_000;
 /// Sequence numbers a receiver remembers below the highest it saw.
 const WINDOW: u64 = 64;
+/// The receiver id of a JOIN: a node that joins does not know the member ids yet, so a member
+/// opens a JOIN addressed to any member (and nothing else addressed so).
+pub const ANY_MEMBER: u64 = u64::MAX;
 /// Shortest key file accepted.
 pub const CLUSTER_KEY_FILE_BYTES_MIN: usize = 32;
 
@@ -55,6 +59,11 @@ pub enum PeerKind {
     Replication = 2,
     /// Liveness.
     Heartbeat = 3,
+    /// A node asking to join the cluster (sent to any member: see `ANY_MEMBER`).
+    Join = 4,
+    /// The committed map state, sent by the map group's leader to a node outside the group
+    /// (a joined node), or a joiner's refusal.
+    MapPush = 5,
 }
 
 impl PeerKind {
@@ -63,6 +72,8 @@ impl PeerKind {
             1 => Some(PeerKind::MapGroup),
             2 => Some(PeerKind::Replication),
             3 => Some(PeerKind::Heartbeat),
+            4 => Some(PeerKind::Join),
+            5 => Some(PeerKind::MapPush),
             _ => None,
         }
     }
@@ -158,6 +169,11 @@ impl PeerSealer {
         PeerSealer { key, me, incarnation: incarnation_ns, next: BTreeMap::new() }
     }
 
+    /// Seals as node `me` from now on (a joined node, once it has its member id).
+    pub fn rename(&mut self, me: u64) {
+        self.me = me;
+    }
+
     /// The datagram carrying `payload` to node `to`, sent at wall-clock `now_ns`, into `out`.
     pub fn seal(
         &mut self,
@@ -222,14 +238,27 @@ impl Window {
 pub struct PeerOpener {
     key: ClusterKey,
     me: u64,
-    windows: BTreeMap<u64, Window>,
+    /// Another id this node answers to (a joined node: the one it asked to join by).
+    alias: Option<u64>,
+    /// Per (sender, receiver id): a sender numbers its datagrams per receiver id, and a
+    /// renamed node answers to two.
+    windows: BTreeMap<(u64, u64), Window>,
     counters: PeerCounters,
 }
 
 impl PeerOpener {
     /// Node `me` of the cluster keyed `key`.
     pub fn new(key: ClusterKey, me: u64) -> PeerOpener {
-        PeerOpener { key, me, windows: BTreeMap::new(), counters: PeerCounters::default() }
+        let counters = PeerCounters::default();
+        PeerOpener { key, me, alias: None, windows: BTreeMap::new(), counters }
+    }
+
+    /// Opens datagrams to `me` from now on, and to the id it had before.
+    pub fn rename(&mut self, me: u64) {
+        if me != self.me {
+            self.alias = Some(self.me);
+            self.me = me;
+        }
     }
 
     /// What this opener accepted and refused.
@@ -274,14 +303,18 @@ impl PeerOpener {
         let kind = PeerKind::from_byte(body[3]).ok_or(Refused::Malformed)?;
         let (from, to, incarnation, sequence, sent) =
             (field(8), field(16), field(24), field(32), field(40));
-        if to != self.me {
+        let any = to == ANY_MEMBER && kind == PeerKind::Join;
+        if to != self.me && Some(to) != self.alias && !any {
             return Err(Refused::Malformed);
         }
         if now_ns.abs_diff(sent) > FRESHNESS_NS {
             return Err(Refused::Stale);
         }
-        let window =
-            self.windows.entry(from).or_insert(Window { incarnation: 0, highest: 0, seen: 0 });
+        let window = self.windows.entry((from, to)).or_insert(Window {
+            incarnation: 0,
+            highest: 0,
+            seen: 0,
+        });
         if !window.admit(incarnation, sequence) {
             return Err(Refused::Replayed);
         }
@@ -329,6 +362,27 @@ mod tests {
         assert!(c.dropped_unauthenticated >= 1 && c.dropped_malformed >= 1);
         // A client datagram (magic 0x5263) never passes.
         assert_eq!(bob.open(T, &[0x63, 0x52, 1, 1, 0, 0, 0, 0]), Err(Refused::Malformed));
+    }
+
+    #[test]
+    fn only_a_join_opens_addressed_to_any_member_and_a_renamed_node_opens_both_ids() {
+        let mut joiner = PeerSealer::new(key(1), 99, T);
+        let mut member = PeerOpener::new(key(1), 1);
+        let mut datagram = Vec::new();
+        joiner.seal(ANY_MEMBER, PeerKind::Join, T, b"join", &mut datagram);
+        assert_eq!(member.open(T, &datagram).map(|o| o.from), Ok(99));
+        for kind in [PeerKind::MapGroup, PeerKind::Heartbeat, PeerKind::MapPush] {
+            joiner.seal(ANY_MEMBER, kind, T, b"x", &mut datagram);
+            assert_eq!(member.open(T, &datagram), Err(Refused::Malformed), "{kind:?}");
+        }
+        // Admitted as member 4: datagrams to its old id and to 4 open; to others not.
+        let mut leader = PeerSealer::new(key(1), 1, T);
+        let mut joined = PeerOpener::new(key(1), 99);
+        joined.rename(4);
+        for (to, opens) in [(99, true), (4, true), (5, false)] {
+            leader.seal(to, PeerKind::MapPush, T, b"state", &mut datagram);
+            assert_eq!(joined.open(T, &datagram).is_ok(), opens, "to {to}");
+        }
     }
 
     #[test]

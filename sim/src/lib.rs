@@ -69,6 +69,10 @@ pub struct Options {
     pub nodes: usize,
     /// Replicas per partition (at most `nodes`).
     pub replicas: usize,
+    /// Nodes that join the cluster (`--join` through node 0) as it forms: outside the map
+    /// group, failing and restarting like the others, given replicas where a partition is
+    /// short of them.
+    pub joiners: usize,
     /// Chance that a cluster failure cuts the node off instead of crashing it.
     pub isolation: f64,
     /// When the nodes answer writes (a crash of a `memory` node loses what its file had not
@@ -100,6 +104,7 @@ impl Default for Options {
             completion_ttl_ns: None,
             nodes: 1,
             replicas: 1,
+            joiners: 0,
             isolation: 0.0,
             durability: control::Durability::Flushed,
             stale_lease: false,
@@ -154,6 +159,10 @@ pub struct Report {
     pub unknown: u64,
     /// Simulated time the run took.
     pub elapsed: Duration,
+    /// Joiners the cluster admitted (as its freshest member knows them).
+    pub joiners_admitted: u64,
+    /// Joiners the freshest map places a replica on at the end.
+    pub joiners_holding: u64,
 }
 
 /// A datagram in flight.
@@ -256,9 +265,17 @@ impl Simulation {
         });
         let spec = |me: usize| {
             let key = control::peer::ClusterKey::from_file_bytes(&[7; 32]).expect("32 bytes");
+            let joins = me >= options.nodes;
+            let join =
+                control::cluster::Join { via: node::core_addr(0, 0), addr: node::core_addr(me, 0) };
             ClusterSpec {
-                members: (0..options.nodes).map(|n| node::core_addr(n, 0)).collect(),
-                me,
+                members: match joins {
+                    true => Vec::new(),
+                    false => (0..options.nodes).map(|n| node::core_addr(n, 0)).collect(),
+                },
+                voters: options.nodes,
+                me: if joins { 0 } else { me },
+                join: joins.then_some(join),
                 cores: options.cores,
                 partitions: node::PARTITIONS,
                 replicas: options.replicas,
@@ -269,7 +286,7 @@ impl Simulation {
                 heartbeat_ns: 2_000_000,
             }
         };
-        let nodes: Vec<Node> = (0..options.nodes)
+        let nodes: Vec<Node> = (0..options.nodes + options.joiners)
             .map(|n| {
                 let spec = (options.nodes > 1).then(|| spec(n));
                 let mut node = Node::new(
@@ -304,7 +321,7 @@ impl Simulation {
                 }
             })
             .collect();
-        let count = options.nodes;
+        let count = options.nodes + options.joiners;
         let mut sim = Simulation {
             options,
             rng,
@@ -402,6 +419,11 @@ impl Simulation {
         // The first cluster map has epoch 2; each failover made one more.
         let freshest = self.nodes.iter().filter_map(|n| n.map()).map(|m| m.epoch).max();
         self.report.failovers = freshest.map_or(0, |epoch| epoch.saturating_sub(2));
+        let members = self.nodes.iter().map(Node::members).max_by_key(Vec::len).unwrap_or_default();
+        self.report.joiners_admitted = members.len().saturating_sub(self.options.nodes) as u64;
+        let holders = self.holders();
+        self.report.joiners_holding =
+            holders.iter().filter(|&&n| n >= self.options.nodes).count() as u64;
         let checked =
             linearizability::check(&self.history).map_err(|failure| failure.to_string())?;
         self.report.checked = checked;

@@ -61,7 +61,7 @@ pub(crate) struct Node {
     replication: Option<ReplicationConfig>,
     /// A cluster member's seat: its agent's settings and its map-group disk (which outlives
     /// crashes, as a journal on disk does).
-    membership: Option<(ClusterSpec, MapDisk)>,
+    membership: Option<(ClusterSpec, Option<MapDisk>)>,
     /// When the cores answer writes.
     pub(crate) durability: Durability,
     /// How long its cores keep completion records.
@@ -96,8 +96,10 @@ impl Node {
             })
             .collect();
         let membership = spec.map(|spec| {
+            // (A joiner holds no seat in the map group: no disk for it.)
             let ids: Vec<u64> = (1..=spec.members.len() as u64).collect();
-            (spec, MapDisk::new(&ids))
+            let disk = spec.join.is_none().then(|| MapDisk::new(&ids));
+            (spec, disk)
         });
         Node {
             layout,
@@ -170,7 +172,7 @@ impl Node {
             let view = Arc::new(ClusterView::for_spec(spec));
             view.health.store(self.health as u8, Ordering::Relaxed);
             self.view = Some(view.clone());
-            let (agent, inboxes) = Agent::with_inboxes(spec.clone(), disk, wall_ns, view)
+            let (agent, inboxes) = Agent::with_inboxes(spec.clone(), disk.as_ref(), wall_ns, view)
                 .expect("a valid cluster spec");
             for ((core, _), inbox) in cores.iter_mut().zip(inboxes) {
                 core.set_map_inbox(inbox);
@@ -181,6 +183,12 @@ impl Node {
     }
 
     /// The map the node's first core serves by (none while down).
+    /// The cluster's members as its agent knows them (none while it is down).
+    pub(crate) fn members(&self) -> Vec<SocketAddr> {
+        let view = self.view.as_ref();
+        view.and_then(|v| v.members.lock().ok().map(|m| m.clone())).unwrap_or_default()
+    }
+
     pub(crate) fn map(&self) -> Option<PartitionMap> {
         let (core, _) = self.cores.as_ref()?.first()?;
         PartitionMap::decode(core.map_payload()).ok()

@@ -153,3 +153,23 @@ fn unhealthy_nodes_hand_over_their_primaries_and_are_drained_while_nodes_fail() 
         }
     }
 }
+
+#[test]
+fn a_node_that_joins_is_admitted_and_takes_the_replicas_of_failed_nodes() {
+    // Three bootstrap members and one node that joins through member 1 while the cluster
+    // forms (`--join`): the leader admits it, pushes it the group's state (it holds no seat
+    // in the group), and places learners on it where a failed member left a partition short;
+    // it fails and restarts like the others.
+    let options = Options { joiners: 1, operations_per_client: 200, ..Options::cluster() };
+    let seeds = seeds();
+    let seeds = &seeds[..seeds.len().div_ceil(10)];
+    let reports = all_pass("join", seeds, &options);
+    let admitted = reports.iter().filter(|r| r.joiners_admitted == 1).count();
+    let holding = reports.iter().filter(|r| r.joiners_holding == 1).count();
+    eprintln!(
+        "{} seeds: joiner admitted in {admitted}, holding replicas in {holding}",
+        seeds.len()
+    );
+    assert_eq!(admitted, seeds.len(), "every run admits its joiner");
+    assert!(holding * 2 >= seeds.len(), "the joiner holds replicas at the end of {holding} runs");
+}

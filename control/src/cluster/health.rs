@@ -242,7 +242,9 @@ mod tests {
             members: (0..nodes)
                 .map(|n| SocketAddr::from(([127, 0, 0, 1 + n as u8], 7000)))
                 .collect(),
+            voters: nodes,
             me: 0,
+            join: None,
             cores: 1,
             partitions: 6,
             replicas,
