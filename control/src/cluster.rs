@@ -494,6 +494,8 @@ pub struct Agent {
     joining: Vec<SocketAddr>,
     /// The leader: when it last pushed the state to each member (agent clock).
     pushed_ns: Vec<u64>,
+    /// The leader: the group epoch whose state went to every member outside the group.
+    pushed_epoch: u64,
     /// A joiner: when it last asked to join (agent clock).
     asked_ns: Option<u64>,
     sealer: PeerSealer,
@@ -663,6 +665,7 @@ impl Agent {
             push_assembling: (0, (0, Vec::new())),
             joining: Vec::new(),
             pushed_ns: vec![0; n],
+            pushed_epoch: 0,
             asked_ns: None,
             last_heard: vec![None; n],
             map: None,
@@ -824,16 +827,22 @@ impl Agent {
                     .then(|| "its cores' ports overlap a member's".to_string())
             })
             .or_else(|| {
+                spec.members[..spec.voters].contains(&request.addr).then(|| {
+                    "it is a bootstrap member: start it with --cluster, as before".to_string()
+                })
+            })
+            .or_else(|| {
                 (spec.members.len() >= NODES_MAX && !spec.members.contains(&request.addr))
                     .then(|| format!("the cluster has its {NODES_MAX} nodes"))
             })
     }
 
     /// The leader: the group's state to member `m` (outside the group), sealed to `to`, at
-    /// most every `PUSH_EVERY_NS`.
+    /// most every `PUSH_EVERY_NS` (asked for; a new state goes out at once, `poll`).
     fn push(&mut self, now_ns: u64, wall_ns: u64, m: usize, to: u64, tx: &mut dyn Transmit) {
         let Some(group) = self.group.as_ref().filter(|g| g.is_leader()) else { return };
-        if self.pushed_ns[m] != 0 && now_ns < self.pushed_ns[m] + PUSH_EVERY_NS {
+        let fresh_state = self.pushed_epoch < group.map().0;
+        if !fresh_state && self.pushed_ns[m] != 0 && now_ns < self.pushed_ns[m] + PUSH_EVERY_NS {
             return;
         }
         self.pushed_ns[m] = now_ns;
@@ -982,6 +991,14 @@ impl Agent {
         }
         self.install();
         let leader = self.is_leader();
+        if leader && self.pushed_epoch < self.committed().0 {
+            // A new state goes to the members outside the group as it commits (they would
+            // ask with their next heartbeat).
+            for m in self.spec.voters..self.spec.members.len() {
+                self.push(now_ns, wall_ns, m, member_id(m), tx);
+            }
+            self.pushed_epoch = self.committed().0;
+        }
         if leader && !self.was_leader {
             // A new leader gives a member it never heard from a detection period before
             // judging it; one it heard from (every member heartbeats every other) it judges by
