@@ -176,7 +176,7 @@ impl Store {
     }
 
     /// The index entry of `key` and its record; a record that fails its checks is an error.
-    fn find(&self, key: &[u8]) -> Result<Option<(Loc, Record<'_>)>, (Loc, Bad)> {
+    pub(crate) fn find(&self, key: &[u8]) -> Result<Option<(Loc, Record<'_>)>, (Loc, Bad)> {
         let (bad, found) = (Cell::new(None), Cell::new(None));
         self.index.get(key_hash(key), |loc| match self.log.read(loc) {
             Ok(r) if r.key == key => {
@@ -355,6 +355,20 @@ impl Store {
         let lsn = self.last_version + 1;
         self.note_at(lsn, key, Some(stamp), status, version)?;
         Ok(lsn)
+    }
+
+    /// The same for an endpoint with no replicas, where the note only has to bring its
+    /// completion record back on replay (a resend or duplicate after a restart is answered,
+    /// not applied): it takes no LSN (it carries the last one again), so the versions a
+    /// client sees do not move for writes that changed nothing.
+    pub fn note_unnumbered(
+        &mut self,
+        key: &[u8],
+        stamp: &Stamp,
+        status: u16,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        self.note_at(self.last_version, key, Some(stamp), status, version)
     }
 
     pub(crate) fn note_at(

@@ -259,10 +259,12 @@ impl Core {
     }
 
     /// Applies a write. Its record in the log carries the request's stamp, so its completion
-    /// record comes back on replay; a write that changes nothing writes no record, except on
-    /// a replicated partition: there it writes a note of its answer (`Store::note`), which
-    /// the backups get like any write, so a resend that reaches a new primary is answered
-    /// from it rather than applied.
+    /// record comes back on replay; a write that changes nothing (a delete of an absent key,
+    /// a CAS that did not match, an INCR below its floor) writes a note of its answer
+    /// (`Store::note`), so that a resend, or a duplicate, after a restart is answered from
+    /// it too rather than applied late (a delete answered NOT_FOUND must not delete the key
+    /// written since); on a replicated partition the backups get the note like any write, so
+    /// a resend that reaches a new primary is answered from it as well.
     fn apply(&mut self, slot: usize, id: RequestId, write: &Write<'_>) -> Outcome {
         let stamp = Stamp {
             client_id: id.0,
@@ -313,7 +315,10 @@ impl Core {
         let replicated = endpoint.replica.is_some();
         let mut noted = None;
         let outcome = match outcome {
-            Ok((status, version)) if replicated && status != Status::Ok => {
+            Ok((status, version)) if status != Status::Ok && !replicated => store
+                .note_unnumbered(key, &stamp, status as u16, version)
+                .map(|()| (status, version)),
+            Ok((status, version)) if status != Status::Ok => {
                 store.note(key, &stamp, status as u16, version).map(|lsn| {
                     noted = Some(lsn);
                     (status, version)

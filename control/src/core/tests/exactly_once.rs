@@ -211,3 +211,38 @@ fn a_resent_incr_after_a_restart_gets_its_count_and_is_not_counted_again() {
     }
     assert_eq!(get(&mut h, b"n").2, b"6", "neither counted twice");
 }
+
+#[test]
+fn a_write_that_changed_nothing_is_answered_alike_after_a_restart_never_applied_late() {
+    // A delete of an absent key answered NOT_FOUND, a CAS that did not match, an INCR below
+    // its floor: each leaves a note of its answer, so a duplicate of it arriving after a
+    // restart (the first reply was received) is answered the same and changes nothing,
+    // although the key was written since.
+    let disk = Restartable::new();
+    let start_ns = 1_700_000_000_000_000_000;
+    let mut h = disk.start(start_ns);
+    let delete = h.request(Opcode::Delete, b"d", b"");
+    assert_eq!(write(&mut h, delete, b"d", b"").status, Status::NotFound as u16);
+    let mut cas = h.request(Opcode::Cas, b"c", b"new");
+    (cas.version, cas.total_len) = (1 << 40, 3);
+    assert_eq!(write(&mut h, cas, b"c", b"new").status, Status::VersionMismatch as u16);
+    let args = proto::IncrArgs { delta: -5, floor: Some(0) }.encode();
+    let mut incr = h.request(Opcode::Incr, b"n", &args);
+    incr.total_len = 16;
+    assert_eq!(write(&mut h, incr, b"n", &args).status, Status::BelowFloor as u16);
+    // Written since, by others.
+    for (key, value) in [(&b"d"[..], &b"kept"[..]), (b"c", b"kept"), (b"n", b"3")] {
+        let request = put(&mut h, key, value);
+        assert_eq!(write(&mut h, request, key, value).status, 0);
+    }
+    let before: Vec<_> = [b"d", b"c", b"n"].iter().map(|k| get(&mut h, &k[..])).collect();
+    drop(h); // kill -9
+
+    let mut h = disk.start(start_ns + 300_000_000);
+    assert_eq!(write(&mut h, delete, b"d", b"").status, Status::NotFound as u16, "its answer");
+    assert_eq!(write(&mut h, cas, b"c", b"new").status, Status::VersionMismatch as u16, "its answer");
+    assert_eq!(write(&mut h, incr, b"n", &args).status, Status::BelowFloor as u16, "its answer");
+    assert_eq!(h.core.counters().duplicates_answered, 3);
+    let after: Vec<_> = [b"d", b"c", b"n"].iter().map(|k| get(&mut h, &k[..])).collect();
+    assert_eq!(after, before, "nothing applied late");
+}
