@@ -371,6 +371,26 @@ fn the_busiest_node_killed_and_restarted_again_and_again_loses_nothing_and_rejoi
         rejoins[rejoins.len() / 2],
         rejoins[rejoins.len() - 1]
     );
+    // A restarted node kept its logs: its primaries built it on them (digests for what it
+    // kept), not from whole snapshots.
+    let counter = |name: &str| -> u64 {
+        let members = cluster.members.iter();
+        members
+            .filter_map(|m| try_status_json(&m.to_string()))
+            .map(|s| s[name].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let (catchups, own, digests, refused) = (
+        counter("catchups_started"),
+        counter("catchups_from_own_log"),
+        counter("snapshot_digests"),
+        counter("own_log_refused"),
+    );
+    eprintln!(
+        "catch-ups: {catchups}, {own} on the learner's own log ({digests} entries sent as \
+         digests, {refused} own logs refused)"
+    );
+    assert!(own > 0 && digests > 0, "no restarted node was built on its own log");
 }
 
 /// `cradle map --server SERVER --json`, parsed.
@@ -394,7 +414,7 @@ fn try_map_json(server: &str) -> Option<serde_json::Value> {
 fn cradle_up_starts_a_local_cluster_and_stops_every_node_on_sigterm() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = (cluster_port() + 7).to_string();
+    let port = (cluster_port() + 9).to_string(); // (apart from every other test's cluster)
     let mut up = common::cradle()
         .args(["up", "--nodes", "3", "--partitions", "16", "--port", &port, "--data-dir"])
         .arg(dir.path())
@@ -826,7 +846,7 @@ fn expiries_survive_a_failover_of_the_primary() {
 /// A host with other cores than the cluster's is refused with a reason.
 #[test]
 fn a_host_that_joins_takes_the_place_of_a_dead_member_under_load_losing_nothing() {
-    let port = cluster_port() + 11;
+    let port = cluster_port() + 17;
     let flags = ["--failover-after-ms", "200"];
     let mut cluster = Cluster::start_with(8, port, &flags);
     let key_file = cluster._key.path().join("cluster.key");

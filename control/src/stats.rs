@@ -109,9 +109,17 @@ pub struct CoreCounters {
     /// Bytes of the reply datagrams sent to clients (`reply_datagrams` counts them;
     /// node-to-node datagrams are in neither).
     pub reply_bytes: u64,
+    /// Catch-ups a primary started from a learner's own log (it kept its store: only what
+    /// it lacks is sent, see `core::catchup`).
+    pub catchups_from_own_log: u64,
+    /// Snapshot entries a primary sent as a digest (the learner's own copy was checked).
+    pub snapshot_digests: u64,
+    /// Times a learner found its own log disagreeing with its primary's (a record the primary
+    /// never had): its store is emptied and it is built from a whole snapshot.
+    pub own_log_refused: u64,
 }
 
-const FIELDS: usize = 50;
+const FIELDS: usize = 53;
 
 /// The JSON and metric names of the fields, in `to_array` order.
 pub(crate) const NAMES: [&str; FIELDS] = [
@@ -165,6 +173,9 @@ pub(crate) const NAMES: [&str; FIELDS] = [
     "datagrams_in",
     "bytes_in",
     "reply_bytes",
+    "catchups_from_own_log",
+    "snapshot_digests",
+    "own_log_refused",
 ];
 
 impl CoreCounters {
@@ -220,6 +231,9 @@ impl CoreCounters {
             self.datagrams_in,
             self.bytes_in,
             self.reply_bytes,
+            self.catchups_from_own_log,
+            self.snapshot_digests,
+            self.own_log_refused,
         ]
     }
 
@@ -275,6 +289,9 @@ impl CoreCounters {
             datagrams_in: a[47],
             bytes_in: a[48],
             reply_bytes: a[49],
+            catchups_from_own_log: a[50],
+            snapshot_digests: a[51],
+            own_log_refused: a[52],
         }
     }
 

@@ -5,13 +5,15 @@
 //! ```text
 //! FORWARD 1 / PULLED 4: partition u32, epoch u64, sent_ns u64, committed u64, count u16,
 //!                       then `count` records
-//! record:               lsn u64, op u8 (1 put, 2 delete), client_id u64, tracking_id u64,
-//!                       fingerprint u64, at_ns u64, key_len u16, value_len u32, key, value
+//! record:               lsn u64, op u8 (1 put, 2 delete, 3 put with item meta, 4 note,
+//!                       6 digest), client_id u64, tracking_id u64, fingerprint u64,
+//!                       at_ns u64, key_len u16, value_len u32, key, value
 //! ACK 2:                partition u32, epoch u64, echo_ns u64, lsn u64
 //! PROBE 3:              partition u32, epoch u64, sent_ns u64, from u64
 //! SNAPSHOT 5:           partition u32, epoch u64, generation u64, base u64, first u64,
-//!                       next u64, last u8 (1: `next` ends the snapshot), count u16, then
-//!                       `count` records (puts; client_id, tracking_id, fingerprint, at_ns 0)
+//!                       next u64, last u8 (1: `next` ends the snapshot), count u16,
+//!                       own_log u64, then `count` records (puts or digests; client_id,
+//!                       tracking_id, fingerprint, at_ns 0)
 //! BUILT 6:              partition u32, epoch u64, echo_ns u64, generation u64, lsn u64,
 //!                       durable u64, entries u64, consistent u8
 //! ```
@@ -27,14 +29,17 @@
 //! `next` (those of them still live when it was sent), alongside the FORWARDs of every write after `base`. Its BUILT says how
 //! far it got: forwarded writes applied through `lsn` (`durable` of them under its class),
 //! snapshot entries `0..entries` applied, and whether it now holds the partition exactly
-//! (`consistent`).
+//! (`consistent`). A learner that kept its own store through LSN L says so in a BUILT of
+//! generation 0 and `lsn` L (0: it holds nothing); its primary may then send the entries at
+//! or below L as DIGESTs (the key, and a 16-byte digest of the record as value) and set
+//! `own_log` to L: the learner checks its own copy against each (see `control::core::catchup`).
 
 use crate::Malformed;
 
 /// Bytes before a FORWARD's or PULLED's records.
 pub const FORWARD_HEADER_BYTES: usize = 1 + 4 + 8 + 8 + 8 + 2;
 /// Bytes before a SNAPSHOT's records.
-pub const SNAPSHOT_HEADER_BYTES: usize = 1 + 4 + 8 * 5 + 1 + 2;
+pub const SNAPSHOT_HEADER_BYTES: usize = 1 + 4 + 8 * 5 + 1 + 2 + 8;
 /// Bytes of a record besides its key and value.
 pub const RECORD_HEADER_BYTES: usize = 8 + 1 + 8 * 4 + 2 + 4;
 /// Bytes a put's item metadata adds to its record (flags u32, expires at u64), only when not
@@ -53,7 +58,13 @@ pub enum WriteOp {
     /// The write changed nothing: its value is how it was answered (its status, u16, then
     /// the version, u64), so the replicas hold its completion record too.
     Note = 4,
+    /// In a snapshot for a learner that kept its own log: the entry's key and, as its value,
+    /// a digest of the record (`DIGEST_BYTES`) for the learner to check its own copy against.
+    Digest = 6,
 }
+
+/// The value of a DIGEST record.
+pub const DIGEST_BYTES: usize = 16;
 
 /// The value of a NOTE record: status, version.
 pub const NOTE_VALUE_BYTES: usize = 2 + 8;
@@ -164,6 +175,7 @@ fn decode_record(b: &[u8]) -> Result<(WriteRecord<'_>, &[u8]), Malformed> {
         2 => (WriteOp::Delete, false),
         PUT_WITH_META => (WriteOp::Put, true),
         4 => (WriteOp::Note, false),
+        6 => (WriteOp::Digest, false),
         _ => return Err(Malformed::BadOpcode),
     };
     let key_len = u16::from_le_bytes([b[41], b[42]]) as usize;
@@ -185,6 +197,7 @@ fn decode_record(b: &[u8]) -> Result<(WriteRecord<'_>, &[u8]), Malformed> {
         WriteOp::Put => true,
         WriteOp::Delete => value_len == 0,
         WriteOp::Note => value_len == NOTE_VALUE_BYTES,
+        WriteOp::Digest => value_len == DIGEST_BYTES,
     };
     if key_len == 0 || key_len > crate::KEY_BYTES_MAX || !value_fits {
         return Err(Malformed::BadFragment);
@@ -275,7 +288,10 @@ pub enum Replication<'a> {
         next: u64,
         /// Whether `next` is the snapshot's end.
         last: bool,
-        /// The entries: puts at their versions.
+        /// The learner's own log through this LSN stands for the entries at or below it,
+        /// which come as digests (0: every entry is a put).
+        own_log: u64,
+        /// The entries: puts at their versions, or digests.
         records: Records<'a>,
     },
     /// How far a learner got.
@@ -296,7 +312,7 @@ pub fn encode_snapshot_header(
     epoch: u64,
     generation: u64,
     base: u64,
-    first: u64,
+    (first, own_log): (u64, u64),
 ) {
     out.push(5);
     out.extend_from_slice(&partition.to_le_bytes());
@@ -305,6 +321,7 @@ pub fn encode_snapshot_header(
     }
     out.push(0);
     out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&own_log.to_le_bytes());
 }
 
 /// Sets the end, the `last` flag and the record count of a SNAPSHOT encoded at the start of
@@ -440,6 +457,7 @@ impl Replication<'_> {
                     first: u64_at(b, 29),
                     next: u64_at(b, 37),
                     last: b[45] == 1,
+                    own_log: u64_at(b, 48),
                     records,
                 })
             }
@@ -537,7 +555,7 @@ mod tests {
         ));
         assert!(Replication::decode(&[9]).is_err());
         let mut snapshot = Vec::new();
-        encode_snapshot_header(&mut snapshot, 5, 9, 77, 40, 12);
+        encode_snapshot_header(&mut snapshot, 5, 9, 77, 40, (12, 33));
         writes[0].encode(&mut snapshot);
         finish_snapshot(&mut snapshot, 15, true, 1);
         let Replication::Snapshot {
@@ -548,13 +566,14 @@ mod tests {
             first,
             next,
             last,
+            own_log,
             records,
         } = Replication::decode(&snapshot).unwrap()
         else {
             panic!("a snapshot")
         };
         assert_eq!((partition, epoch, generation, base), (5, 9, 77, 40));
-        assert_eq!((first, next, last), (12, 15, true));
+        assert_eq!((first, next, last, own_log), (12, 15, true, 33));
         assert_eq!(records.map(|r| r.unwrap()).collect::<Vec<_>>(), vec![writes[0]]);
         assert!(Replication::decode(&snapshot[..SNAPSHOT_HEADER_BYTES - 1]).is_err());
         let progress = Progress {

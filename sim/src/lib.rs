@@ -146,6 +146,12 @@ pub struct Report {
     pub catchups: u64,
     /// Learners built on nodes still up that became in-sync backups.
     pub learners_joined: u64,
+    /// Of the catch-ups, those built on the learner's own log (digests for what it kept).
+    pub catchups_from_own_log: u64,
+    /// Snapshot entries sent as digests.
+    pub snapshot_digests: u64,
+    /// Times a learner's own log disagreed with a digest (emptied, built whole).
+    pub own_log_refused: u64,
     /// Endpoints still up that became primary after probing their backups.
     pub promotions: u64,
     /// Health verdicts changed (`Options::health_every_ms`).
@@ -546,6 +552,9 @@ impl Simulation {
             self.report.promotions += c.promotions;
             self.report.catchups += c.catchups_started;
             self.report.learners_joined += c.learners_joined;
+            self.report.catchups_from_own_log += c.catchups_from_own_log;
+            self.report.snapshot_digests += c.snapshot_digests;
+            self.report.own_log_refused += c.own_log_refused;
         }
     }
 

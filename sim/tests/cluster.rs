@@ -99,10 +99,18 @@ fn failed_nodes_rejoin_as_learners_and_are_built_into_backups() {
     let reports = all_pass("rejoin", seeds, &options);
     let catchups: u64 = reports.iter().map(|r| r.catchups).sum();
     let joined: u64 = reports.iter().map(|r| r.learners_joined).sum();
-    eprintln!("{} long seeds: {catchups} catch-ups, {joined} learners joined", seeds.len());
+    let own: u64 = reports.iter().map(|r| r.catchups_from_own_log).sum();
+    let digests: u64 = reports.iter().map(|r| r.snapshot_digests).sum();
+    let refused: u64 = reports.iter().map(|r| r.own_log_refused).sum();
+    eprintln!(
+        "{} long seeds: {catchups} catch-ups ({own} on the learner's own log, {digests} \
+         entries sent as digests, {refused} own logs refused), {joined} learners joined",
+        seeds.len()
+    );
     if seeds.len() >= 10 {
         assert!(joined >= seeds.len() as u64, "{joined} learners joined");
         assert!(catchups >= joined, "{catchups} catch-ups for {joined} joins");
+        assert!(own > 0 && digests > 0, "no catch-up was built on a learner's own log");
     }
 }
 
@@ -172,4 +180,27 @@ fn a_node_that_joins_is_admitted_and_takes_the_replicas_of_failed_nodes() {
     );
     assert_eq!(admitted, seeds.len(), "every run admits its joiner");
     assert!(holding * 2 >= seeds.len(), "the joiner holds replicas at the end of {holding} runs");
+}
+
+#[test]
+fn learners_built_on_their_own_logs_keep_only_what_a_digest_vouches_for() {
+    // More keys than the other runs, so that a node that comes back holds many records of
+    // its own: its primaries send digests for what it kept (and the values of the rest), it
+    // drops its own records no digest named, and empties its store where one does not match.
+    let options = Options { keys: 40, operations_per_client: 400, ..Options::cluster() };
+    let seeds = seeds();
+    let seeds = &seeds[..seeds.len().div_ceil(20)];
+    let reports = all_pass("own log", seeds, &options);
+    let own: u64 = reports.iter().map(|r| r.catchups_from_own_log).sum();
+    let digests: u64 = reports.iter().map(|r| r.snapshot_digests).sum();
+    let refused: u64 = reports.iter().map(|r| r.own_log_refused).sum();
+    let catchups: u64 = reports.iter().map(|r| r.catchups).sum();
+    eprintln!(
+        "{} seeds, 40 keys: {catchups} catch-ups, {own} on the learner's own log, {digests} \
+         entries sent as digests, {refused} own logs refused",
+        seeds.len()
+    );
+    if seeds.len() >= 10 {
+        assert!(own > 0 && digests > own, "{own} catch-ups on own logs, {digests} digests");
+    }
 }

@@ -1,7 +1,8 @@
 //! What building one replica from another needs of a store (`control::core::replica`'s
 //! catch-up): a snapshot of the live records, read a few at a time while the store goes on
-//! serving; writes applied out of LSN order, the newest version of a key winning; and a
-//! store emptied to start again.
+//! serving; writes applied out of LSN order, the newest version of a key winning; a store
+//! emptied to start again; and, for a replica built on what its own log kept, digests of
+//! records to check its copies against and the keys of its own records.
 
 use crate::blob::{self, BlobStore};
 use crate::error::StoreError;
@@ -52,7 +53,69 @@ pub enum SnapshotRead<'a> {
     Stale,
 }
 
+/// Bytes of a record's digest.
+pub const DIGEST_BYTES: usize = 16;
+
+/// The digest two replicas compare a record by: its key, LSN, value and metadata.
+pub fn record_digest(key: &[u8], value: &[u8], lsn: u64, meta: &Meta) -> [u8; DIGEST_BYTES] {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&lsn.to_le_bytes());
+    hasher.update(&(key.len() as u64).to_le_bytes());
+    hasher.update(key);
+    hasher.update(&meta.flags.to_le_bytes());
+    hasher.update(&meta.expires_at_ns.to_le_bytes());
+    hasher.update(value);
+    hasher.digest128().to_le_bytes()
+}
+
 impl Store {
+    /// The value record of `key` (expired or not): its LSN and digest (`record_digest`).
+    /// None: the key holds no value (never written, or deleted).
+    pub fn newest_digest(
+        &mut self,
+        blobs: &mut BlobStore,
+        key: &[u8],
+    ) -> Result<Option<(u64, [u8; DIGEST_BYTES])>, StoreError> {
+        self.usable()?;
+        let (loc, kind, lsn, meta) = match self.find(key) {
+            Ok(None) => return Ok(None),
+            Ok(Some((loc, r))) => (loc, r.kind, r.lsn, r.meta),
+            Err((loc, bad)) => return Err(self.quarantine_at(loc, bad.describe())),
+        };
+        let payload = self.log.read(loc).expect("read just now").payload;
+        let value = match kind {
+            Kind::Put => payload,
+            Kind::Blob => match blobs.read(payload) {
+                Ok(value) => value,
+                Err(_) => return Err(self.quarantine_at(loc, "blob chunk missing or corrupt")),
+            },
+            _ => return Ok(None), // (only values are indexed)
+        };
+        Ok(Some((lsn, record_digest(key, value, lsn, &meta))))
+    }
+
+    /// The keys whose value (expired or not) was written at or below `lsn`.
+    pub fn keys_through(&mut self, lsn: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.usable()?;
+        let (mut keys, mut bad) = (Vec::new(), None);
+        for loc in self.index.locations() {
+            match self.log.read(loc) {
+                Ok(r) if matches!(r.kind, Kind::Put | Kind::Blob) && r.lsn <= lsn => {
+                    keys.push(r.key.to_vec());
+                }
+                Ok(_) => {}
+                Err(b) => {
+                    bad = Some((loc, b));
+                    break;
+                }
+            }
+        }
+        match bad {
+            Some((loc, b)) => Err(self.quarantine_at(loc, b.describe())),
+            None => Ok(keys),
+        }
+    }
+
     /// The locations of every live record now. Reading them later is right only as long as
     /// no segment is deleted meanwhile ([`SnapshotRead::Stale`] says when one was).
     pub fn snapshot(&self) -> Snapshot {

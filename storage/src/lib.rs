@@ -29,7 +29,7 @@ mod store;
 mod sync_set;
 
 pub use blob::{BlobReport, BlobStore, Hash, HASH_BYTES};
-pub use catchup::{Snapshot, SnapshotRead};
+pub use catchup::{record_digest, Snapshot, SnapshotRead, DIGEST_BYTES};
 pub use config::{ConfigError, StoreConfig, CHUNK_BYTES_MAX, CHUNK_BYTES_MIN};
 pub use device::{Faults, FaultyVolume, LogDevice, MemoryVolume, Volume};
 pub use error::{Corruption, StoreError};

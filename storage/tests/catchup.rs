@@ -223,3 +223,27 @@ fn install_keeps_the_newest_version_of_a_key_whatever_the_order() {
     store.raise_lsn(9);
     assert_eq!(store.last_lsn(), 9);
 }
+
+#[test]
+fn a_records_digest_names_its_key_lsn_value_and_expiry_and_a_deleted_key_has_none() {
+    let (mut store, mut blobs, _) = fresh("digests");
+    let meta = Meta { flags: 7, expires_at_ns: 0 };
+    let v1 = store.put_with(&mut blobs, b"k", b"one", &meta, None).unwrap();
+    store.put(&mut blobs, b"other", b"x", None).unwrap();
+    let digest = storage::record_digest(b"k", b"one", v1, &meta);
+    assert_eq!(store.newest_digest(&mut blobs, b"k").unwrap(), Some((v1, digest)));
+    for (key, value, lsn, meta) in [
+        (&b"j"[..], &b"one"[..], v1, meta),
+        (b"k", b"onE", v1, meta),
+        (b"k", b"one", v1 + 1, meta),
+        (b"k", b"one", v1, Meta { flags: 7, expires_at_ns: 1 }),
+    ] {
+        assert_ne!(storage::record_digest(key, value, lsn, &meta), digest, "{key:?} {lsn}");
+    }
+    assert_eq!(store.newest_digest(&mut blobs, b"absent").unwrap(), None);
+    let through = store.last_lsn();
+    store.delete(&mut blobs, b"k", None).unwrap();
+    assert_eq!(store.newest_digest(&mut blobs, b"k").unwrap(), None, "deleted");
+    store.put(&mut blobs, b"later", b"y", None).unwrap();
+    assert_eq!(store.keys_through(through).unwrap(), vec![b"other".to_vec()]);
+}

@@ -114,8 +114,11 @@ fn spawn_lines(command: &mut Command) -> (Child, mpsc::Receiver<String>) {
     (child, rx)
 }
 
-/// A node process started but not yet ready (cluster members become ready together).
-pub(crate) struct Starting {
+/// A node process started but not yet ready (cluster members become ready together). One
+/// dropped before it was ready (a test failing while its cluster starts) is killed.
+pub(crate) struct Starting(Option<StartingParts>);
+
+struct StartingParts {
     child: Child,
     rx: mpsc::Receiver<String>,
     data_dir: tempfile::TempDir,
@@ -128,13 +131,26 @@ impl Starting {
         let program = command.get_program().to_owned();
         let args = command.get_args().map(OsString::from).collect();
         let (child, rx) = spawn_lines(&mut command);
-        Starting { child, rx, data_dir, command: (program, args) }
+        Starting(Some(StartingParts { child, rx, data_dir, command: (program, args) }))
     }
 
     /// Waits for its `cradle ready` line.
-    pub(crate) fn ready(self) -> NodeProcess {
-        let (child, addr, stdout_lines) = wait_ready(self.child, self.rx);
-        NodeProcess { child, addr, data_dir: self.data_dir, stdout_lines, command: self.command }
+    pub(crate) fn ready(mut self) -> NodeProcess {
+        let parts = self.0.take().expect("not ready yet");
+        let (child, addr, stdout_lines) = wait_ready(parts.child, parts.rx);
+        let (data_dir, command) = (parts.data_dir, parts.command);
+        NodeProcess { child, addr, data_dir, stdout_lines, command }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(parts) = &mut self.0 {
+            if let Ok(None) = parts.child.try_wait() {
+                signal(parts.child.id(), "KILL");
+                let _ = parts.child.wait();
+            }
+        }
     }
 }
 

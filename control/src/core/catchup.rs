@@ -10,8 +10,19 @@
 //! - **Generations.** Each catch-up has its own generation: a learner that hears a new one
 //!   empties its store and starts over (its primary restarted the catch-up: a snapshot gone
 //!   stale under compaction, the learner fallen behind what the tail keeps, a new primary).
-//!   A learner empties its store when it becomes one too: what it held before (a replica of a
-//!   previous life, perhaps with writes the others never committed) is not trusted.
+//! - **Its own log.** A learner whose store holds records of its own (a replica that
+//!   restarted, or came back from being cut off) keeps them, and tells its primary the LSN L
+//!   they go to (a BUILT of generation 0; 0: it holds nothing). Those records are not
+//!   trusted (a power cut may have taken answered writes; an old primary's log may hold writes
+//!   never committed), so they are checked, not believed: the primary sends each entry at or
+//!   below L as a *digest* of its record (key, LSN, value, metadata) instead of the value, and
+//!   the entries above L whole. The learner keeps a record of its own only where a digest
+//!   vouches for it, and once the snapshot is in, deletes its own records no digest named
+//!   (the primary no longer has them). A digest its own copy does not match (a record the
+//!   primary never had, or lost) empties the store and starts a whole snapshot over. Only a
+//!   store untouched since the learner began qualifies (after any generation it is emptied),
+//!   and only if L is not past the primary's LSN at the snapshot: every write after that
+//!   comes forwarded with a newer LSN than any of its own, so the newest version still wins.
 //! - **Flow.** At most `SNAPSHOT_WINDOW` entries beyond what the learner confirmed are in
 //!   flight, at most `SNAPSHOT_BURST` datagrams per learner per scan; entries not confirmed
 //!   `resend_ns` after the last progress are sent again. Compaction of the partition waits
@@ -28,8 +39,15 @@ use super::*;
 use proto::replication::{
     encode_built, encode_snapshot_header, finish_snapshot, Progress, Records, WriteOp, WriteRecord,
 };
-use std::collections::HashMap;
-use storage::{Applied, Snapshot, SnapshotRead};
+use std::collections::{HashMap, HashSet};
+use storage::{record_digest, Applied, BlobStore, Snapshot, SnapshotRead, StoreError};
+
+/// How a learner remembers a key a digest vouched for.
+fn key_digest(key: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(key)
+}
+
+const _: () = assert!(storage::DIGEST_BYTES == proto::replication::DIGEST_BYTES);
 
 /// Snapshot entries sent beyond what the learner confirmed.
 const SNAPSHOT_WINDOW: u64 = 512;
@@ -62,6 +80,12 @@ pub(crate) struct Catchup {
     started_ns: u64,
     /// The map epoch at which it was last reported joinable (0: never).
     reported_epoch: u64,
+    /// What the learner said its own log holds (its LSN; 0: nothing), none: not heard yet.
+    heard: Option<u64>,
+    /// The learner's own log stands for the entries through this LSN (0: none does).
+    own_log: u64,
+    /// When the catch-up was first due: the learner's word is awaited a little (`resend_ns`).
+    due_ns: u64,
 }
 
 impl Catchup {
@@ -91,8 +115,18 @@ impl Catchup {
 pub(crate) struct Building {
     /// The primary it is built from.
     primary: SocketAddr,
-    /// Its store was emptied for this (the core does it when the map makes it a learner).
-    pub(super) cleared: bool,
+    /// Its store may be built on: emptied, or kept (`kept`). The core sees to it when the
+    /// map makes it a learner.
+    pub(super) ready: bool,
+    /// Its store holds its own records through this LSN, untouched since it became a learner
+    /// (see the module comment); none once a catch-up began or the store was emptied.
+    pub(super) kept: Option<u64>,
+    /// The catch-up it follows counts on its own records through this LSN (0: none).
+    own_log: u64,
+    /// Its own keys a digest vouched for (hashed), until the snapshot is in.
+    vouched: HashSet<u128>,
+    /// When it last told its primary what its own log holds (core clock).
+    told_ns: u64,
     /// The catch-up it follows (none heard yet).
     generation: Option<u64>,
     /// Forwarded writes applied through this LSN.
@@ -110,7 +144,11 @@ impl Building {
     pub(super) fn new(primary: SocketAddr) -> Building {
         Building {
             primary,
-            cleared: false,
+            ready: false,
+            kept: None,
+            own_log: 0,
+            vouched: HashSet::new(),
+            told_ns: 0,
             generation: None,
             received: 0,
             entries: 0,
@@ -130,13 +168,28 @@ impl Building {
     }
 
     /// Consistent once it has every snapshot entry and every write through the newest LSN
-    /// it holds; its LSN is then the forwarded writes'.
-    fn check(&mut self, store: &mut Store) {
-        if !self.consistent && self.snapshot_done && self.received >= store.last_lsn() {
+    /// it holds; its LSN is then the forwarded writes'. Built on its own log, it first drops
+    /// its own records no digest vouched for.
+    fn check(&mut self, store: &mut Store, blobs: &mut BlobStore) -> Result<(), StoreError> {
+        if self.consistent || !self.snapshot_done {
+            return Ok(());
+        }
+        if self.own_log > 0 {
+            for key in store.keys_through(self.own_log)? {
+                if !self.vouched.contains(&key_digest(&key)) {
+                    // (At its own log's end: newer than any record of its own, older than
+                    // every write forwarded since the snapshot.)
+                    store.install(blobs, self.own_log, Applied::Delete { key: &key }, None)?;
+                }
+            }
+            (self.own_log, self.vouched) = (0, HashSet::new());
+        }
+        if self.received >= store.last_lsn() {
             store.raise_lsn(self.received);
             self.consistent = true;
             self.deleted = HashMap::new();
         }
+        Ok(())
     }
 }
 
@@ -168,19 +221,31 @@ impl Core {
         for peer in peers.iter_mut() {
             let Some(catchup) = peer.catchup.as_deref_mut() else { continue };
             if catchup.generation == 0 {
+                if catchup.due_ns == 0 {
+                    catchup.due_ns = now_ns;
+                }
+                if catchup.heard.is_none() && now_ns < catchup.due_ns + resend_ns {
+                    continue; // (the learner says what its own log holds first)
+                }
                 // (Unique per core: the wall clock at the start, never 0.)
                 let generation = wall.max(1);
                 let base = endpoint.store.last_lsn();
+                // A learner whose own log runs past this primary's holds writes it never had.
+                let own_log = catchup.heard.filter(|&lsn| lsn <= base).unwrap_or(0);
                 *catchup = Catchup {
                     generation,
                     base,
                     snapshot: endpoint.store.snapshot(),
                     progress_ns: now_ns,
                     started_ns: now_ns,
+                    heard: catchup.heard,
+                    own_log,
+                    due_ns: catchup.due_ns,
                     ..Catchup::default()
                 };
                 (peer.sent, peer.acked, peer.progress_ns) = (base, base, now_ns);
                 self.counters.catchups_started += 1;
+                self.counters.catchups_from_own_log += u64::from(own_log > 0);
             }
             if catchup.entries < catchup.sent && now_ns >= catchup.progress_ns + resend_ns {
                 catchup.sent = catchup.entries; // send again what it did not confirm
@@ -198,13 +263,14 @@ impl Core {
             {
                 link.payload.clear();
                 let (generation, base, first) = (catchup.generation, catchup.base, catchup.sent);
+                let own_log = catchup.own_log;
                 encode_snapshot_header(
                     &mut link.payload,
                     partition,
                     epoch,
                     generation,
                     base,
-                    first,
+                    (first, own_log),
                 );
                 let mut count = 0u16;
                 let mut next = first;
@@ -213,9 +279,18 @@ impl Core {
                     let i = next as usize;
                     match endpoint.store.snapshot_entry(&mut self.blobs, &catchup.snapshot, i) {
                         Ok(SnapshotRead::Live { key, value, lsn, meta }) => {
+                            // (What the learner's own log may hold goes as its digest.)
+                            let digest;
+                            let (op, value) = if lsn <= own_log {
+                                digest = record_digest(key, value, lsn, &meta);
+                                self.counters.snapshot_digests += 1;
+                                (WriteOp::Digest, &digest[..])
+                            } else {
+                                (WriteOp::Put, value)
+                            };
                             let record = WriteRecord {
                                 lsn,
-                                op: WriteOp::Put,
+                                op,
                                 client_id: 0,
                                 tracking_id: 0,
                                 fingerprint: 0,
@@ -285,10 +360,15 @@ impl Core {
         let Some(peer) = peers.iter_mut().find(|p| p.addr == from) else { return };
         let Some(catchup) = peer.catchup.as_deref_mut() else { return };
         if progress.generation == 0 {
-            // It holds nothing (`ask_restart`): if it said otherwise before, that was an
-            // earlier life of it (emptied when the map made it a learner again, in a change
-            // this primary did not see), and the catch-up starts over.
-            if catchup.entries > 0 || catchup.consistent || catchup.joining {
+            // It follows no catch-up yet, and its own log holds `lsn` (`tell_primary`): if it
+            // said otherwise before, that was an earlier life of it (emptied when the map
+            // made it a learner again, in a change this primary did not see), and the
+            // catch-up starts over; so it does if it began on another word of its own log
+            // (the learner's came late, or it emptied its store since).
+            catchup.heard = Some(progress.lsn);
+            let behind = catchup.entries > 0 || catchup.consistent || catchup.joining;
+            let wanted = if progress.lsn <= catchup.base { progress.lsn } else { 0 };
+            if behind || (catchup.started() && catchup.own_log != wanted) {
                 catchup.restart();
             }
             return;
@@ -321,7 +401,7 @@ impl Core {
         epoch: u64,
         generation: u64,
         base: u64,
-        (first, next, last): (u64, u64, bool),
+        (first, next, last, own_log): (u64, u64, bool, u64),
         records: Records<'_>,
         tx: &mut dyn Transmit,
     ) {
@@ -329,7 +409,7 @@ impl Core {
         let endpoint = &mut self.endpoints[slot];
         let Some(replica) = endpoint.replica.as_deref_mut() else { return };
         let Part::Learner(building) = &mut replica.part else { return };
-        if building.primary != from || epoch > self.routes.epoch() || !building.cleared {
+        if building.primary != from || epoch > self.routes.epoch() || !building.ready {
             self.counters.replication_refused += 1;
             return;
         }
@@ -339,15 +419,27 @@ impl Core {
                 // across map changes it did not see): only one from the start will do.
                 return self.ask_restart(slot, tx);
             }
-            if building.generation.is_some() && endpoint.store.clear(&mut self.blobs).is_err() {
+            let own = own_log > 0 && building.kept == Some(own_log);
+            let emptied = building.generation.is_none() && building.kept.is_none();
+            if !own && !emptied && endpoint.store.clear(&mut self.blobs).is_err() {
+                building.ready = false;
                 return; // (its store failed: it confirms nothing, its primary notices)
             }
             let primary = building.primary;
             **building = Building::new(primary);
-            (building.cleared, building.generation, building.received) =
-                (true, Some(generation), base);
+            building.ready = true;
             replica.tail.clear();
             replica.durable = 0;
+            if own_log > 0 && !own {
+                // Its primary counts on an own log it does not hold (any more): it says it
+                // holds nothing, and a whole snapshot comes.
+                return self.ask_restart(slot, tx);
+            }
+            (building.generation, building.received, building.own_log) =
+                (Some(generation), base, own_log);
+            if own {
+                self.read_cache = ReadCache::default(); // (its own records may go)
+            }
         }
         // Once it has the whole snapshot it takes no entry again: the deletes it remembered
         // are forgotten, and an old entry coming late could bring a key back.
@@ -361,6 +453,34 @@ impl Core {
                 return;
             };
             if building.deleted.get(r.key).is_some_and(|&d| d > r.lsn) {
+                continue;
+            }
+            if r.op == WriteOp::Digest {
+                // Its own copy, checked: the same record, or one this catch-up wrote since.
+                let own_log = building.own_log;
+                let vouched = match store.newest_digest(&mut self.blobs, r.key) {
+                    _ if own_log == 0 || r.lsn > own_log => false, // (not one to digest)
+                    Ok(Some((lsn, _))) if lsn > own_log => true,
+                    Ok(Some((lsn, digest))) => lsn == r.lsn && digest[..] == *r.value,
+                    Ok(None) => false,
+                    Err(_) => return, // (its store failed: see above)
+                };
+                if !vouched {
+                    // A record its primary never had, or lost: no trusting the rest.
+                    self.counters.own_log_refused += 1;
+                    if store.clear(&mut self.blobs).is_err() {
+                        building.ready = false;
+                        return;
+                    }
+                    self.read_cache = ReadCache::default();
+                    let primary = building.primary;
+                    **building = Building::new(primary);
+                    building.ready = true;
+                    replica.tail.clear();
+                    replica.durable = 0;
+                    return self.ask_restart(slot, tx);
+                }
+                building.vouched.insert(key_digest(r.key));
                 continue;
             }
             self.read_cache.forget(slot, r.key);
@@ -395,7 +515,7 @@ impl Core {
         }
         let store = &mut endpoint.store;
         for record in records {
-            let Ok(r) = record else {
+            let Some(r) = record.ok().filter(super::replica::is_write) else {
                 self.counters.dropped_malformed += 1;
                 break;
             };
@@ -429,7 +549,9 @@ impl Core {
         let endpoint = &mut self.endpoints[slot];
         let Some(replica) = endpoint.replica.as_deref_mut() else { return };
         let Part::Learner(building) = &mut replica.part else { return };
-        building.check(&mut endpoint.store);
+        if building.check(&mut endpoint.store, &mut self.blobs).is_err() {
+            return; // (its store failed: it confirms nothing more)
+        }
         if memory && endpoint.store.write_out().is_ok() {
             replica.durable = endpoint.store.last_lsn();
         }
@@ -452,8 +574,25 @@ impl Core {
         }
     }
 
-    /// A BUILT of generation 0: this learner holds nothing of any catch-up, and its primary
-    /// starts over if it thought otherwise.
+    /// A learner that follows no catch-up yet tells its primary what its own log holds,
+    /// every `resend_ns` until one begins (the primary waits for it a little).
+    pub(super) fn tell_primary(&mut self, slot: usize, now_ns: u64, tx: &mut dyn Transmit) {
+        let resend_ns = self.link.as_ref().expect("replicated").config.resend_ns;
+        let Some(ReplicaState { part: Part::Learner(building), .. }) =
+            self.endpoints[slot].replica.as_deref_mut()
+        else {
+            return;
+        };
+        if building.generation.is_some() || !building.ready || now_ns < building.told_ns + resend_ns
+        {
+            return;
+        }
+        building.told_ns = now_ns;
+        self.ask_restart(slot, tx);
+    }
+
+    /// A BUILT of generation 0: this learner holds nothing of any catch-up, only its own log
+    /// through `lsn` (0: nothing), and its primary starts over if it thought otherwise.
     fn ask_restart(&mut self, slot: usize, tx: &mut dyn Transmit) {
         let wall = self.wall_ns();
         let epoch = self.routes.epoch();
@@ -462,7 +601,7 @@ impl Core {
         else {
             return;
         };
-        let progress = Progress::default();
+        let progress = Progress { lsn: building.kept.unwrap_or(0), ..Progress::default() };
         let link = self.link.as_mut().expect("replicated endpoints have a link");
         link.payload.clear();
         encode_built(&mut link.payload, endpoint.partition, epoch, &progress);

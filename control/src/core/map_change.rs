@@ -157,10 +157,17 @@ impl Core {
             if was_learner && endpoint.replica.as_deref().is_some_and(ReplicaState::is_backup) {
                 self.counters.learners_joined += 1;
             }
-            if let Some(building) = endpoint.replica.as_deref_mut().and_then(|r| r.building()) {
-                if !building.cleared {
+            let building = endpoint.replica.as_deref_mut().and_then(|r| r.building());
+            if let Some(building) = building.filter(|b| !b.ready) {
+                let store = &endpoint.store;
+                let healthy = store.failure().is_none() && store.quarantine().is_none();
+                if store.last_lsn() > 0 && healthy {
+                    // Its own records are kept, to be checked against its primary's
+                    // (`core::catchup`): only what they lack is sent.
+                    (building.ready, building.kept) = (true, Some(store.last_lsn()));
+                } else {
                     // (A store that fails to empty stays unbuilt: it confirms nothing.)
-                    building.cleared = endpoint.store.clear(&mut self.blobs).is_ok();
+                    building.ready = endpoint.store.clear(&mut self.blobs).is_ok();
                     self.read_cache = ReadCache::default();
                 }
             }

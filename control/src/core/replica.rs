@@ -381,7 +381,7 @@ pub(super) fn note_flushed(endpoint: &mut Endpoint) {
 /// must wait out a lease another may still hold (found by the simulation: a backup promoted
 /// to sole replica served at once, while the cut-off old primary still answered reads), and
 /// its replies wait for its own durability like any committed point.
-/// A learner's state says whether its store must be emptied first (`Building::cleared`).
+/// A learner's state says whether its store must be emptied first (`Building::ready`).
 pub(crate) fn state_for(
     entry: &proto::MapEntry,
     me: SocketAddr,
@@ -511,8 +511,14 @@ pub(super) fn decoded<'a>(r: &WriteRecord<'a>) -> (Stamp, Applied<'a>) {
             let (status, version) = storage::parse_note(r.value).expect("checked by proto");
             Applied::Note { key: r.key, status, version }
         }
+        WriteOp::Digest => unreachable!("a digest is a snapshot's only (`is_write`)"),
     };
     (stamp, applied)
+}
+
+/// Whether a record received as a write is one (a digest only belongs in a snapshot).
+pub(super) fn is_write(r: &WriteRecord<'_>) -> bool {
+    r.op != WriteOp::Digest
 }
 
 /// A forwarded put's item flags and expiry.
@@ -704,9 +710,10 @@ impl Core {
                 first,
                 next,
                 last,
+                own_log,
                 records,
             } => {
-                let range = (first, next, last);
+                let range = (first, next, last, own_log);
                 self.on_snapshot(from, partition, epoch, generation, base, range, records, tx)
             }
             Replication::Built { partition, progress, .. } => {
@@ -750,7 +757,7 @@ impl Core {
         }
         let store = &mut endpoint.store;
         for record in records {
-            let Ok(r) = record else {
+            let Some(r) = record.ok().filter(is_write) else {
                 self.counters.dropped_malformed += 1;
                 break;
             };
@@ -1080,6 +1087,9 @@ impl Core {
         let partition = endpoint.partition;
         let last = endpoint.store.last_lsn();
         let Some(replica) = endpoint.replica.as_deref_mut() else { return };
+        if replica.is_learner() {
+            return self.tell_primary(slot, now_ns, tx);
+        }
         let Part::Primary { peers, probing, serving_from_ns, last_heartbeat_ns } =
             &mut replica.part
         else {

@@ -240,7 +240,11 @@ fn a_write_that_changed_nothing_is_answered_alike_after_a_restart_never_applied_
 
     let mut h = disk.start(start_ns + 300_000_000);
     assert_eq!(write(&mut h, delete, b"d", b"").status, Status::NotFound as u16, "its answer");
-    assert_eq!(write(&mut h, cas, b"c", b"new").status, Status::VersionMismatch as u16, "its answer");
+    assert_eq!(
+        write(&mut h, cas, b"c", b"new").status,
+        Status::VersionMismatch as u16,
+        "its answer"
+    );
     assert_eq!(write(&mut h, incr, b"n", &args).status, Status::BelowFloor as u16, "its answer");
     assert_eq!(h.core.counters().duplicates_answered, 3);
     let after: Vec<_> = [b"d", b"c", b"n"].iter().map(|k| get(&mut h, &k[..])).collect();

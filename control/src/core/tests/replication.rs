@@ -61,6 +61,8 @@ struct Pair {
     a: Core,
     b: Core,
     now: u64,
+    /// B is cut off: nothing between A and B arrives.
+    cut: bool,
     /// Everything A and B sent each other, in order (for replays).
     between: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
 }
@@ -72,7 +74,7 @@ impl Pair {
             let change = MapChange { map: replicated_map(), added: Vec::new() };
             core.handle_map(change, &mut Net::default()).unwrap();
         }
-        let mut pair = Pair { a, b, now: 1_000, between: Vec::new() };
+        let mut pair = Pair { a, b, now: 1_000, cut: false, between: Vec::new() };
         // The primary probes its backup and waits out a lease before it serves.
         pair.run(100_000_000);
         pair
@@ -96,6 +98,9 @@ impl Pair {
         while let Some((from, to, datagram)) = queue.pop_front() {
             if to != A && to != B {
                 to_clients.0.push((to, datagram));
+                continue;
+            }
+            if self.cut {
                 continue;
             }
             self.between.push((from, to, datagram.clone()));
@@ -465,4 +470,73 @@ fn a_promoted_backup_waits_out_the_old_lease_from_its_last_ack_not_from_its_prom
     pair.b.handle_map(b_alone(3), &mut Net::default()).unwrap();
     pair.run(3_000_000);
     assert_eq!(statuses(&pair.deliver(CLIENT, B, &get))[0].0, Status::NotFound as u16);
+}
+
+/// Every partition on A, with B in `b` (none: not in the map).
+fn a_with(epoch: u64, b: Option<Role>) -> MapChange {
+    let mut map = replicated_map();
+    map.epoch = epoch;
+    for entry in &mut map.entries {
+        entry.replicas = b.map(|role| vec![Replica { addr: B, role }]).unwrap_or_default();
+    }
+    MapChange { map, added: Vec::new() }
+}
+
+/// The value `core`'s store holds for `key`.
+fn stored(core: &mut Core, key: &[u8]) -> Option<Vec<u8>> {
+    let slot = core.all_slots.get(partition_of(key_hash(key), 4)).expect("an endpoint");
+    let value = core.endpoints[slot].store.get(&mut core.blobs, key).expect("readable");
+    value.map(|(v, _)| v.to_vec())
+}
+
+#[test]
+fn a_learner_is_built_on_its_own_log_where_digests_vouch_for_it_and_emptied_where_not() {
+    let keys: Vec<Vec<u8>> = (0..48).map(|i| format!("key-{i}").into_bytes()).collect();
+    let mut pair = Pair::new();
+    let mut tracking = 0;
+    let mut write = |pair: &mut Pair, op: Opcode, key: &[u8], value: &[u8]| {
+        tracking += 1;
+        let answered = statuses(&pair.deliver(CLIENT, A, &request(op, tracking, key, value)));
+        pair.run(2_000_000);
+        answered
+    };
+    for key in &keys[..40] {
+        assert_eq!(write(&mut pair, Opcode::Put, key, b"first")[0].0, 0);
+    }
+    // B is cut off (it keeps its store, as a restart would); A goes on alone: overwrites,
+    // deletes and new keys, while 15 keys keep the records B has too.
+    pair.cut = true;
+    pair.a.handle_map(a_with(3, None), &mut Net::default()).unwrap();
+    pair.run(100_000_000); // (alone, it waits out the old lease)
+    for key in &keys[..20] {
+        assert_eq!(write(&mut pair, Opcode::Put, key, b"second")[0].0, 0);
+    }
+    for key in &keys[20..25] {
+        assert_eq!(write(&mut pair, Opcode::Delete, key, b"")[0].0, 0);
+    }
+    for key in &keys[40..] {
+        assert_eq!(write(&mut pair, Opcode::Put, key, b"new")[0].0, 0);
+    }
+    // B's own log holds one write A never had (an old primary's uncommitted write).
+    let slot = pair.b.all_slots.get(partition_of(key_hash(&keys[30]), 4)).unwrap();
+    let b = &mut pair.b;
+    b.endpoints[slot].store.put(&mut b.blobs, &keys[30], b"never committed", None).unwrap();
+
+    // B comes back as A's learner.
+    pair.cut = false;
+    for core in [&mut pair.a, &mut pair.b] {
+        core.handle_map(a_with(4, Some(Role::Learner)), &mut Net::default()).unwrap();
+    }
+    pair.run(200_000_000);
+    let (a, b) = (pair.a.counters(), pair.b.counters());
+    assert_eq!(a.catchups_from_own_log, 4, "every partition built on B's own log first");
+    assert!(a.snapshot_digests >= 10, "{} entries sent as digests", a.snapshot_digests);
+    assert_eq!(b.own_log_refused, 1, "the partition with the write A never had");
+    assert_eq!(a.catchups_started, 5, "that one again, whole");
+    for key in &keys {
+        let (on_a, on_b) = (stored(&mut pair.a, key), stored(&mut pair.b, key));
+        assert_eq!(on_a, on_b, "{}", String::from_utf8_lossy(key));
+    }
+    assert_eq!(stored(&mut pair.b, &keys[21]), None, "deleted while B was away");
+    assert_eq!(stored(&mut pair.b, &keys[30]), Some(b"first".to_vec()), "A's, not B's own");
 }
