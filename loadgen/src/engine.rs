@@ -452,3 +452,108 @@ pub(super) fn exchange<P: Port>(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{KeyChooser, RandomFeed};
+    use dataplane::MemNetwork;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// Requests are `id` (8 bytes) and their keys (4 bytes each); an answer is `id`, `part`
+    /// (4 bytes, `u32::MAX` for the remaining parts) and an outcome byte (0 ok, 1 miss).
+    struct TestCodec {
+        server: SocketAddr,
+    }
+
+    impl Codec for TestCodec {
+        fn encode(&self, _: Op, keys: &[u32], id: u64, out: &mut [u8]) -> usize {
+            out[..8].copy_from_slice(&id.to_le_bytes());
+            for (i, key) in keys.iter().enumerate() {
+                out[8 + 4 * i..12 + 4 * i].copy_from_slice(&key.to_le_bytes());
+            }
+            8 + 4 * keys.len()
+        }
+        fn peer(&self, _: u32) -> SocketAddr {
+            self.server
+        }
+        fn decode(&self, datagram: &[u8], done: &mut dyn FnMut(u64, u32, Outcome)) -> u64 {
+            let id = u64::from_le_bytes(datagram[..8].try_into().unwrap());
+            let part = u32::from_le_bytes(datagram[8..12].try_into().unwrap());
+            done(id, part, if datagram[12] == 0 { Outcome::Ok } else { Outcome::Miss });
+            0
+        }
+        fn id_mask(&self) -> u64 {
+            u64::MAX
+        }
+        fn request_bytes_max(&self) -> usize {
+            8 + 4 * KEYS_PER_REQUEST_MAX
+        }
+        fn error_name(&self, code: u16) -> String {
+            code.to_string()
+        }
+    }
+
+    /// Answers each request of 3 keys in 4 datagrams, last part first and one duplicate of it;
+    /// for an odd id, key 1 is missing and said so by a "remaining parts" answer.
+    fn serve(mut port: dataplane::MemPort, stop: Arc<AtomicBool>) {
+        let mut buf = [0u8; 256];
+        while !stop.load(Ordering::Relaxed) {
+            let Some((len, from)) = port.recv_from(&mut buf, Duration::from_millis(10)).unwrap()
+            else {
+                continue;
+            };
+            assert_eq!(len, 8 + 4 * 3, "three keys per request");
+            let id = &buf[..8];
+            let odd = buf[0] % 2 == 1;
+            let answer =
+                |part: u32, outcome: u8| [id, &part.to_le_bytes()[..], &[outcome]].concat();
+            let mut answers = vec![answer(2, 0), answer(2, 0), answer(0, 0)];
+            answers.push(if odd { answer(REMAINING_PARTS, 1) } else { answer(1, 0) });
+            for datagram in answers {
+                port.send_to(&datagram, from);
+            }
+        }
+    }
+
+    #[test]
+    fn a_multi_get_ends_when_all_its_keys_are_answered() {
+        let network = MemNetwork::new();
+        let server = network.bind("127.0.0.1:9000".parse().unwrap());
+        let client = network.bind("127.0.0.1:0".parse().unwrap());
+        let codec = TestCodec { server: "127.0.0.1:9000".parse().unwrap() };
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = std::thread::spawn({
+            let stop = stop.clone();
+            move || serve(server, stop)
+        });
+        let plan = Plan {
+            in_flight: 4,
+            keys_per_get: 3,
+            rate: None,
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(300),
+            timeout: Duration::from_secs(1),
+            busy_poll: true,
+            progress: None,
+            seed: 1,
+        };
+        let mut feed = RandomFeed::new(1, KeyChooser::Uniform { n: 100 }, 1.0);
+        let mut engine = Engine::new(&codec, client);
+        let c = engine.run(&plan, &mut feed).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+        let requests = c.ok + c.misses;
+        assert!(requests > 50, "{requests}");
+        // Half the requests (odd ids) missed one key each; every key of each was counted.
+        // (Ids alternate; at most the requests in flight at the window's end are unpaired.)
+        assert!(c.ok.abs_diff(c.misses) <= 4, "{} ok, {} missed", c.ok, c.misses);
+        assert_eq!(c.keys, 3 * requests);
+        assert_eq!(c.key_misses, c.misses);
+        // The duplicate answer of each request is malformed (replies drained after the end
+        // count there too); none came after its request ended.
+        assert!(c.malformed >= requests, "{} malformed of {requests}", c.malformed);
+        assert_eq!((c.late, c.errors, c.timeouts), (0, 0, 0));
+    }
+}
