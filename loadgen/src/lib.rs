@@ -7,8 +7,10 @@
 //! from pre-encoded templates, a preallocated ring of
 //! request slots indexed by id, no resends: a request unanswered after `--timeout-ms` is
 //! counted as a timeout and its slot freed. Closed loop (`--in-flight` requests always out)
-//! or open loop (`--rate`, Poisson arrivals, latency from the intended send time). Every run
-//! is bounded by `--warmup` + `--duration` and stops by itself.
+//! or open loop (`--rate`, Poisson arrivals, latency from the intended send time). A GET may
+//! read several keys in one datagram (`--keys-per-request`); it is done when every key is
+//! answered, and the report counts keys as well as requests. Every run is bounded by
+//! `--warmup` + `--duration` and stops by itself.
 //!
 //! It must never resend (a timeout is a measurement), never allocate per request while
 //! measuring, and never run without a bound on its time.

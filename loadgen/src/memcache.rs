@@ -42,7 +42,7 @@ struct Partial {
 }
 
 /// The reassembly table, and the buffer a reply is put together in. Buffers are kept and
-/// reused, so only a reply bigger than any before allocates.
+/// reused: an entry allocates only when it holds more frames or bytes than it did before.
 #[derive(Debug)]
 struct Reassembly {
     partials: Vec<Partial>,
