@@ -164,7 +164,7 @@ if ((${#need[@]})); then
     echo "installing ${need[*]}" >&2
     apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-[[ -x $CRADLE ]] || cargo build --release --quiet --bin cradle
+cargo build --release --quiet --bin cradle # (into CARGO_TARGET_DIR, where CRADLE points)
 [[ -z $BASELINE || -x $BASELINE ]] || { echo "BASELINE $BASELINE is not a program" >&2; exit 1; }
 rm -rf "$OUT"
 mkdir -p "$OUT/results"
