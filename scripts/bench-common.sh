@@ -1,6 +1,7 @@
 # Process handling shared by the bench-vs-* scripts (sourced, not run): every server they
 # start is recorded in PIDS and ended, by PID, on exit; scratch files live in TMP.
-# Needs SERVER_CPU, CRADLE and CRADLE_PORT set by the sourcing script; OFFLOAD=0 runs cradle
+# Needs SERVER_CPU, CRADLE and CRADLE_PORT set by the sourcing script (CRADLE_NODE, if set, is
+# the binary start_cradle runs instead of CRADLE); OFFLOAD=0 runs cradle
 # with one datagram per message (no UDP GSO/GRO), as GENERATOR_FLAGS does for the generator.
 
 PIDS=()
@@ -30,7 +31,7 @@ stop_server() {
 
 start_cradle() {
     rm -rf "$TMP/data"
-    taskset -c "$SERVER_CPU" "$CRADLE" node --cores 1 --listen "127.0.0.1:$CRADLE_PORT" \
+    taskset -c "$SERVER_CPU" "${CRADLE_NODE:-$CRADLE}" node --cores 1 --listen "127.0.0.1:$CRADLE_PORT" \
         --durability "${DURABILITY:-memory}" --data-dir "$TMP/data" "${NODE_FLAGS[@]}" \
         >"$TMP/cradle.log" 2>&1 &
     PIDS+=($!)

@@ -22,6 +22,11 @@ const TOKEN: std::ops::Range<usize> = 64..72;
 const WRONG_LENGTH: u16 = 13;
 /// Error code for a GET whose value has the right length but other bytes than were set.
 const WRONG_VALUE: u16 = 14;
+/// Low bits of a message's tracking id: the key's index in its request, so the GETs of one
+/// multi-get (one request of the generator's) have distinct tracking ids, as the client
+/// library's have.
+const PART_BITS: u32 = 5;
+const _: () = assert!(1 << PART_BITS == super::engine::KEYS_PER_REQUEST_MAX);
 
 /// Requests and replies of the cradle protocol.
 pub(super) struct CradleCodec {
@@ -29,6 +34,8 @@ pub(super) struct CradleCodec {
     /// Per key: index into `targets`, and its partition.
     routes: Vec<(u16, u32)>,
     targets: Vec<SocketAddr>,
+    /// Per target: the keys it owns (the keys a multi-get to it may read).
+    keys_of_target: Vec<Vec<u32>>,
     /// The address-validation token each target gave this generator's socket.
     tokens: Vec<u64>,
     client_id: u64,
@@ -50,6 +57,10 @@ impl CradleCodec {
             .map_err(|e| format!("cannot reach {server}: {e}"))?;
         client.map().map_err(|e| format!("cannot fetch the partition map from {server}: {e}"))
     }
+
+    /// Most GETs of `KEY_BYTES`-byte keys that fit one datagram, back to back.
+    pub(super) const GETS_PER_DATAGRAM_MAX: usize =
+        proto::DATAGRAM_BYTES_MAX / (HEADER_BYTES + KEY_BYTES);
 
     /// Routes every key by `map`. Tokens are filled in by `handshake`.
     pub(super) fn new(
@@ -81,6 +92,10 @@ impl CradleCodec {
             };
             routes.push((target as u16, entry.partition));
         }
+        let mut keys_of_target = vec![Vec::new(); targets.len()];
+        for (i, &(target, _)) in routes.iter().enumerate() {
+            keys_of_target[usize::from(target)].push(i as u32);
+        }
         let header = |opcode: Opcode| HeaderFields {
             opcode: opcode as u8,
             client_id,
@@ -101,6 +116,7 @@ impl CradleCodec {
             routes,
             tokens: vec![0; targets.len()],
             targets,
+            keys_of_target,
             client_id,
             value_bytes,
             get_template: template(Opcode::Get, &[]),
@@ -141,26 +157,43 @@ impl CradleCodec {
 }
 
 impl Codec for CradleCodec {
-    fn encode(&self, op: Op, key: u32, id: u64, out: &mut [u8]) -> usize {
+    /// One message per key, back to back in one datagram, as the client library packs the
+    /// GETs of a multi-get (`client::Outbox`): each a whole message with its own header.
+    fn encode(&self, op: Op, keys: &[u32], id: u64, out: &mut [u8]) -> usize {
         let template = match op {
             Op::Get => &self.get_template,
             Op::Set => &self.set_template,
         };
-        let out = &mut out[..template.len()];
-        out.copy_from_slice(template);
-        let (target, partition) = self.routes[key as usize];
-        out[TRACKING_ID].copy_from_slice(&id.to_le_bytes());
-        out[PARTITION].copy_from_slice(&partition.to_le_bytes());
-        out[TOKEN].copy_from_slice(&self.tokens[usize::from(target)].to_le_bytes());
-        out[HEADER_BYTES..HEADER_BYTES + KEY_BYTES].copy_from_slice(self.keys.get(key));
-        template.len()
+        assert!(keys.len() <= Self::GETS_PER_DATAGRAM_MAX && (op == Op::Get || keys.len() == 1));
+        let mut len = 0;
+        for (part, &key) in keys.iter().enumerate() {
+            let message = &mut out[len..len + template.len()];
+            message.copy_from_slice(template);
+            let (target, partition) = self.routes[key as usize];
+            let tracking_id = id << PART_BITS | part as u64;
+            message[TRACKING_ID].copy_from_slice(&tracking_id.to_le_bytes());
+            message[PARTITION].copy_from_slice(&partition.to_le_bytes());
+            message[TOKEN].copy_from_slice(&self.tokens[usize::from(target)].to_le_bytes());
+            message[HEADER_BYTES..HEADER_BYTES + KEY_BYTES].copy_from_slice(self.keys.get(key));
+            len += template.len();
+        }
+        len
+    }
+
+    fn same_peer_key(&self, first: u32, key: u32) -> u32 {
+        let target = self.routes[first as usize].0;
+        if self.routes[key as usize].0 == target {
+            return key;
+        }
+        let owned = &self.keys_of_target[usize::from(target)];
+        owned[key as usize % owned.len()]
     }
 
     fn peer(&self, key: u32) -> SocketAddr {
         self.targets[usize::from(self.routes[key as usize].0)]
     }
 
-    fn decode(&self, datagram: &[u8], done: &mut dyn FnMut(u64, Outcome)) -> u64 {
+    fn decode(&self, datagram: &[u8], done: &mut dyn FnMut(u64, u32, Outcome)) -> u64 {
         let mut malformed = 0;
         for message in Messages::new(datagram) {
             let Ok(m) = message else {
@@ -185,17 +218,18 @@ impl Codec for CradleCodec {
                 Status::NotFound => Outcome::Miss,
                 other => Outcome::Error(other as u16),
             };
-            done(h.tracking_id, outcome);
+            let part = (h.tracking_id & ((1 << PART_BITS) - 1)) as u32;
+            done(h.tracking_id >> PART_BITS, part, outcome);
         }
         malformed
     }
 
     fn id_mask(&self) -> u64 {
-        u64::MAX
+        u64::MAX >> PART_BITS
     }
 
     fn request_bytes_max(&self) -> usize {
-        self.set_template.len()
+        self.set_template.len().max(self.get_template.len() * Self::GETS_PER_DATAGRAM_MAX)
     }
 
     fn error_name(&self, code: u16) -> String {
@@ -211,6 +245,7 @@ impl Codec for CradleCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::{MapEntry, Message};
 
     #[test]
     fn patched_offsets_match_the_encoder() {
@@ -226,5 +261,78 @@ mod tests {
         assert_eq!(buf[TRACKING_ID], header.tracking_id.to_le_bytes());
         assert_eq!(buf[PARTITION], header.partition.to_le_bytes());
         assert_eq!(buf[TOKEN], header.token.to_le_bytes());
+    }
+
+    fn two_core_codec() -> CradleCodec {
+        let a: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let half = u64::MAX / 2;
+        let entries =
+            vec![MapEntry::single(0, half, 0, a), MapEntry::single(half + 1, u64::MAX, 1, b)];
+        let map = PartitionMap::new(3, entries);
+        let mut codec = CradleCodec::new(a, &map, Keys::new(100), 8, 42).unwrap();
+        codec.tokens = vec![0x7070, 0x7171];
+        codec
+    }
+
+    fn reply(request: &Message<'_>, status: Status, value: &[u8]) -> Vec<u8> {
+        let header = HeaderFields { flags: flags::REPLY, status: status as u16, ..request.header };
+        let mut out = vec![0; HEADER_BYTES + request.key.len() + value.len()];
+        encode_message(&mut out, &header, request.key, value).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_multi_get_is_one_message_per_key_and_its_replies_name_their_keys() {
+        let codec = two_core_codec();
+        // Keys of one datagram all go to the first key's core.
+        let first = 0;
+        let target = codec.routes[first as usize].0;
+        let keys: Vec<u32> =
+            [first, 1, 2, 3].iter().map(|&k| codec.same_peer_key(first, k)).collect();
+        assert!(keys.iter().all(|&k| codec.routes[k as usize].0 == target), "{keys:?}");
+        assert!((0..100).any(|k| codec.routes[k as usize].0 != target), "both cores own keys");
+        let mut out = vec![0; codec.request_bytes_max()];
+        let len = codec.encode(Op::Get, &keys, 9, &mut out);
+        assert_eq!(len, 4 * (HEADER_BYTES + KEY_BYTES));
+        let messages: Vec<_> = Messages::new(&out[..len]).map(|m| m.unwrap()).collect();
+        assert_eq!(messages.len(), 4);
+        for (part, (m, &key)) in messages.iter().zip(&keys).enumerate() {
+            assert_eq!(m.opcode(), Opcode::Get);
+            assert_eq!(m.key, codec.keys.get(key));
+            assert_eq!(m.header.tracking_id, 9 << PART_BITS | part as u64);
+            assert_eq!(m.header.client_id, 42);
+            assert_eq!(m.header.partition, codec.routes[key as usize].1);
+            assert_eq!(m.header.token, codec.tokens[usize::from(target)]);
+        }
+        // The replies, in two datagrams, out of order, one key missing and one wrong.
+        let mut first_datagram = reply(&messages[2], Status::Ok, &codec.value);
+        first_datagram.extend(reply(&messages[0], Status::NotFound, &[]));
+        let mut second_datagram = reply(&messages[1], Status::Ok, b"abcdefgX");
+        second_datagram.extend(reply(&messages[3], Status::Ok, &codec.value));
+        let mut seen = Vec::new();
+        let mut done = |id, part, outcome| seen.push((id, part, outcome));
+        assert_eq!(codec.decode(&first_datagram, &mut done), 0);
+        assert_eq!(codec.decode(&second_datagram, &mut done), 0);
+        assert_eq!(
+            seen,
+            [
+                (9, 2, Outcome::Ok),
+                (9, 0, Outcome::Miss),
+                (9, 1, Outcome::Error(WRONG_VALUE)),
+                (9, 3, Outcome::Ok)
+            ]
+        );
+    }
+
+    #[test]
+    fn sixteen_gets_fit_one_datagram() {
+        let codec = two_core_codec();
+        assert_eq!(CradleCodec::GETS_PER_DATAGRAM_MAX, 16);
+        let keys = [0u32; 16];
+        let mut out = vec![0; codec.request_bytes_max()];
+        let len = codec.encode(Op::Get, &keys, 1, &mut out);
+        assert!(len <= proto::DATAGRAM_BYTES_MAX);
+        assert_eq!(Messages::new(&out[..len]).filter(|m| m.is_ok()).count(), 16);
     }
 }

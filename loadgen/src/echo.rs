@@ -33,7 +33,7 @@ impl EchoCodec {
 }
 
 impl Codec for EchoCodec {
-    fn encode(&self, _: Op, _: u32, id: u64, out: &mut [u8]) -> usize {
+    fn encode(&self, _: Op, _: &[u32], id: u64, out: &mut [u8]) -> usize {
         let out = &mut out[..self.template.len()];
         out.copy_from_slice(&self.template);
         out[ID].copy_from_slice(&id.to_le_bytes());
@@ -44,13 +44,13 @@ impl Codec for EchoCodec {
         self.server
     }
 
-    fn decode(&self, datagram: &[u8], done: &mut dyn FnMut(u64, Outcome)) -> u64 {
+    fn decode(&self, datagram: &[u8], done: &mut dyn FnMut(u64, u32, Outcome)) -> u64 {
         if datagram.len() != self.template.len() || !datagram.starts_with(MAGIC) {
             return 1;
         }
         let id = u64::from_le_bytes(datagram[ID].try_into().expect("8 bytes"));
         let exact = datagram[ID.end..] == self.template[ID.end..];
-        done(id, if exact { Outcome::Ok } else { Outcome::Error(CHANGED) });
+        done(id, 0, if exact { Outcome::Ok } else { Outcome::Error(CHANGED) });
         0
     }
 
@@ -78,12 +78,12 @@ mod tests {
     fn an_exact_echo_is_ok_and_a_changed_one_is_not() {
         let codec = EchoCodec::new("127.0.0.1:9".parse().unwrap(), 32).unwrap();
         let mut buf = vec![0; 2048];
-        let len = codec.encode(Op::Get, 0, 77, &mut buf);
+        let len = codec.encode(Op::Get, &[0], 77, &mut buf);
         let mut seen = Vec::new();
-        assert_eq!(codec.decode(&buf[..len], &mut |id, o| seen.push((id, o))), 0);
+        assert_eq!(codec.decode(&buf[..len], &mut |id, _, o| seen.push((id, o))), 0);
         buf[len - 1] ^= 1;
-        assert_eq!(codec.decode(&buf[..len], &mut |id, o| seen.push((id, o))), 0);
+        assert_eq!(codec.decode(&buf[..len], &mut |id, _, o| seen.push((id, o))), 0);
         assert_eq!(seen, [(77, Outcome::Ok), (77, Outcome::Error(CHANGED))]);
-        assert_eq!(codec.decode(&buf[..len - 1], &mut |_, _| panic!()), 1);
+        assert_eq!(codec.decode(&buf[..len - 1], &mut |_, _, _| panic!()), 1);
     }
 }

@@ -5,7 +5,7 @@
 //! freed up; in an open loop it is the Poisson arrival time, so a stall on either side shows
 //! up in the percentiles instead of delaying the arrivals (no coordinated omission).
 
-use super::report::{Counters, Progress, Recorder};
+use super::report::{self, Counters, Progress, Recorder};
 use super::workload::Arrivals;
 use dataplane::{Buffer, Port, BATCH};
 use std::net::SocketAddr;
@@ -20,6 +20,11 @@ pub(super) const IN_FLIGHT_MAX: usize = SLOTS / 4;
 const SENDS_PER_ITERATION_MAX: usize = 4 * BATCH;
 /// Idle waits in blocking mode are at most this long (poll(2) has millisecond resolution).
 const BLOCK_MAX: Duration = Duration::from_millis(1);
+/// Most keys one multi-get request reads (its answers are tracked in a 32-bit mask).
+pub(super) const KEYS_PER_REQUEST_MAX: usize = 32;
+/// The `part` a codec passes to say "every part of this request not answered yet" (a
+/// memcached multi-get reply lists the keys it found and says nothing of the others).
+pub(super) const REMAINING_PARTS: u32 = u32::MAX;
 
 /// A request kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,23 +44,26 @@ pub(super) enum Outcome {
     Miss,
     /// Answered with a failure; the code is the protocol's (see `Codec::error_name`).
     Error(u16),
-    /// One datagram of a reply of `total` datagrams.
-    Part {
-        /// Datagrams of the whole reply.
-        total: u16,
-    },
     /// No answer within the timeout.
     Timeout,
 }
 
 /// A wire protocol: encodes requests, decodes replies. No I/O.
 pub(super) trait Codec {
-    /// Writes the request for `op` on `key` with wire id `id` into `out`; returns its length.
-    fn encode(&self, op: Op, key: u32, id: u64, out: &mut [u8]) -> usize;
+    /// Writes the request for `op` on `keys` (one, or several for a multi-get, all with the
+    /// same `peer`) with wire id `id` into `out`; returns its length.
+    fn encode(&self, op: Op, keys: &[u32], id: u64, out: &mut [u8]) -> usize;
     /// Where the request for `key` goes.
     fn peer(&self, key: u32) -> SocketAddr;
-    /// Calls `done(id, outcome)` for each reply in `datagram`; returns malformed messages.
-    fn decode(&self, datagram: &[u8], done: &mut dyn FnMut(u64, Outcome)) -> u64;
+    /// A key to read in the same request as `first`: `key` if it has the same peer, else one
+    /// that has (a datagram goes to one server).
+    fn same_peer_key(&self, first: u32, key: u32) -> u32 {
+        let _ = first;
+        key
+    }
+    /// Calls `done(id, part, outcome)` for each answer in `datagram` (`part` is the key's
+    /// index in its request, or `REMAINING_PARTS`); returns malformed messages.
+    fn decode(&self, datagram: &[u8], done: &mut dyn FnMut(u64, u32, Outcome)) -> u64;
     /// The bits of the sequence number the wire carries.
     fn id_mask(&self) -> u64;
     /// Largest request in bytes.
@@ -68,6 +76,10 @@ pub(super) trait Codec {
 pub(super) trait Feed {
     /// The next request, or `None` when there is nothing to send now.
     fn next(&mut self) -> Option<(Op, u32)>;
+    /// One more key for the multi-get `next` just began.
+    fn next_key(&mut self) -> Option<u32> {
+        self.next().map(|(_, key)| key)
+    }
     /// A request of this feed ended.
     fn completed(&mut self, key: u32, outcome: Outcome) {
         let _ = (key, outcome);
@@ -83,6 +95,8 @@ pub(super) trait Feed {
 pub(super) struct Plan {
     /// Requests kept in flight (closed loop) or the cap on outstanding ones (open loop).
     pub(super) in_flight: usize,
+    /// Keys each GET reads, in one datagram (1..=`KEYS_PER_REQUEST_MAX`).
+    pub(super) keys_per_get: usize,
     /// Open loop at this many requests per second; closed loop when `None`.
     pub(super) rate: Option<f64>,
     /// Run this long before measuring.
@@ -102,7 +116,14 @@ pub(super) struct Plan {
 #[derive(Clone, Copy, Debug, Default)]
 struct Slot {
     live: bool,
-    parts: u16,
+    /// Keys the request reads (1 but for a multi-get).
+    parts: u8,
+    /// Bit i: key i was answered.
+    answered: u32,
+    /// Keys answered "no such key".
+    misses: u8,
+    /// The first failure among the answers.
+    error: Option<u16>,
     key: u32,
     seq: u64,
     intended_ns: u64,
@@ -178,8 +199,8 @@ impl<'c, C: Codec, P: Port> Engine<'c, C, P> {
             let mut sent = 0;
             if drain_until.is_none() {
                 sent = match arrivals.as_mut() {
-                    None => self.fill_closed(plan.in_flight, &mut *state.feed, now),
-                    Some(a) => self.fill_open(plan.in_flight, &mut *state.feed, a, now),
+                    None => self.fill_closed(plan, &mut *state.feed, now),
+                    Some(a) => self.fill_open(plan, &mut *state.feed, a, now),
                 };
             }
             self.flush()?;
@@ -221,34 +242,51 @@ impl<'c, C: Codec, P: Port> Engine<'c, C, P> {
         Ok(got)
     }
 
-    /// Ends the requests one reply datagram answers.
+    /// Takes the answers of one reply datagram; a request ends when all its keys are answered.
     fn complete(&mut self, datagram: &[u8], state: &mut RunState<'_>, now: u64, mask: u64) {
         let slots = &mut self.slots;
         let outstanding = &mut self.outstanding;
-        let malformed = self.codec.decode(datagram, &mut |id, outcome| {
+        let mut duplicates = 0;
+        let malformed = self.codec.decode(datagram, &mut |id, part, outcome| {
             let slot = &mut slots[id as usize & (SLOTS - 1)];
             if !slot.live || slot.seq & mask != id {
                 state.recorder.counters.late += 1;
                 return;
             }
-            if let Outcome::Part { total } = outcome {
-                slot.parts += 1;
-                if slot.parts < total {
-                    return;
-                }
+            let all = ((1u64 << slot.parts) - 1) as u32;
+            let bits = match part {
+                REMAINING_PARTS => all & !slot.answered,
+                part if part < u32::from(slot.parts) => 1 << part,
+                _ => 0,
+            };
+            if bits == 0 || slot.answered & bits != 0 {
+                duplicates += 1;
+                return;
             }
-            let outcome = match outcome {
-                Outcome::Part { .. } => Outcome::Ok,
-                other => other,
+            slot.answered |= bits;
+            match outcome {
+                Outcome::Miss => slot.misses += bits.count_ones() as u8,
+                Outcome::Error(code) => slot.error = slot.error.or(Some(code)),
+                Outcome::Ok | Outcome::Timeout => {}
+            }
+            if slot.answered != all {
+                return;
+            }
+            let outcome = match (slot.error, slot.misses) {
+                (Some(code), _) => Outcome::Error(code),
+                (None, 0) => Outcome::Ok,
+                (None, _) => Outcome::Miss,
             };
             slot.live = false;
             *outstanding -= 1;
             let latency_ns = now.saturating_sub(slot.intended_ns);
             let in_window = now < state.end_ns;
-            state.recorder.record(outcome, latency_ns, state.measuring, in_window);
+            let keys = report::Keys { read: slot.parts, missed: slot.misses };
+            state.recorder.record(outcome, keys, latency_ns, state.measuring, in_window);
             state.feed.completed(slot.key, outcome);
         });
-        state.recorder.counters.malformed += malformed;
+        // An answer for a key the request did not ask, or twice for one, is malformed.
+        state.recorder.counters.malformed += malformed + duplicates;
     }
 
     /// Frees the slots of requests older than `timeout_ns`, oldest first.
@@ -270,10 +308,10 @@ impl<'c, C: Codec, P: Port> Engine<'c, C, P> {
         }
     }
 
-    fn fill_closed(&mut self, in_flight: usize, feed: &mut dyn Feed, now: u64) -> usize {
+    fn fill_closed(&mut self, plan: &Plan, feed: &mut dyn Feed, now: u64) -> usize {
         let mut sent = 0;
-        while self.outstanding < in_flight && sent < SENDS_PER_ITERATION_MAX {
-            if !self.queue(feed, now, now) {
+        while self.outstanding < plan.in_flight && sent < SENDS_PER_ITERATION_MAX {
+            if !self.queue(feed, plan.keys_per_get, now, now) {
                 break;
             }
             sent += 1;
@@ -283,17 +321,17 @@ impl<'c, C: Codec, P: Port> Engine<'c, C, P> {
 
     fn fill_open(
         &mut self,
-        cap: usize,
+        plan: &Plan,
         feed: &mut dyn Feed,
         arrivals: &mut Arrivals,
         now: u64,
     ) -> usize {
         let mut sent = 0;
         while arrivals.next_ns <= now as f64
-            && self.outstanding < cap
+            && self.outstanding < plan.in_flight
             && sent < SENDS_PER_ITERATION_MAX
         {
-            if !self.queue(feed, arrivals.next_ns as u64, now) {
+            if !self.queue(feed, plan.keys_per_get, arrivals.next_ns as u64, now) {
                 break;
             }
             arrivals.advance();
@@ -302,8 +340,15 @@ impl<'c, C: Codec, P: Port> Engine<'c, C, P> {
         sent
     }
 
-    /// Encodes the feed's next request into a port buffer; false if nothing could be queued.
-    fn queue(&mut self, feed: &mut dyn Feed, intended_ns: u64, now: u64) -> bool {
+    /// Encodes the feed's next request (a GET of `keys_per_get` keys, or a SET) into a port
+    /// buffer; false if nothing could be queued.
+    fn queue(
+        &mut self,
+        feed: &mut dyn Feed,
+        keys_per_get: usize,
+        intended_ns: u64,
+        now: u64,
+    ) -> bool {
         let seq = self.next_seq;
         let index = seq as usize & (SLOTS - 1);
         if self.slots[index].live {
@@ -317,11 +362,28 @@ impl<'c, C: Codec, P: Port> Engine<'c, C, P> {
             self.port.release(buf);
             return false;
         };
-        let len = self.codec.encode(op, key, seq & self.codec.id_mask(), buf.capacity_mut());
+        let mut keys = [key; KEYS_PER_REQUEST_MAX];
+        let count = if op == Op::Get { keys_per_get } else { 1 };
+        for slot in &mut keys[1..count] {
+            let other = feed.next_key().unwrap_or(key);
+            *slot = self.codec.same_peer_key(key, other);
+        }
+        let keys = &keys[..count];
+        let len = self.codec.encode(op, keys, seq & self.codec.id_mask(), buf.capacity_mut());
         buf.set_len(len);
         buf.set_peer(self.codec.peer(key));
         self.tx.push(buf);
-        self.slots[index] = Slot { live: true, parts: 0, key, seq, intended_ns, sent_ns: now };
+        self.slots[index] = Slot {
+            live: true,
+            parts: count as u8,
+            answered: 0,
+            misses: 0,
+            error: None,
+            key,
+            seq,
+            intended_ns,
+            sent_ns: now,
+        };
         self.next_seq += 1;
         self.outstanding += 1;
         true
@@ -389,4 +451,109 @@ pub(super) fn exchange<P: Port>(
         port.wait_readable(BLOCK_MAX).map_err(|e| format!("poll: {e}"))?;
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{KeyChooser, RandomFeed};
+    use dataplane::MemNetwork;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// Requests are `id` (8 bytes) and their keys (4 bytes each); an answer is `id`, `part`
+    /// (4 bytes, `u32::MAX` for the remaining parts) and an outcome byte (0 ok, 1 miss).
+    struct TestCodec {
+        server: SocketAddr,
+    }
+
+    impl Codec for TestCodec {
+        fn encode(&self, _: Op, keys: &[u32], id: u64, out: &mut [u8]) -> usize {
+            out[..8].copy_from_slice(&id.to_le_bytes());
+            for (i, key) in keys.iter().enumerate() {
+                out[8 + 4 * i..12 + 4 * i].copy_from_slice(&key.to_le_bytes());
+            }
+            8 + 4 * keys.len()
+        }
+        fn peer(&self, _: u32) -> SocketAddr {
+            self.server
+        }
+        fn decode(&self, datagram: &[u8], done: &mut dyn FnMut(u64, u32, Outcome)) -> u64 {
+            let id = u64::from_le_bytes(datagram[..8].try_into().unwrap());
+            let part = u32::from_le_bytes(datagram[8..12].try_into().unwrap());
+            done(id, part, if datagram[12] == 0 { Outcome::Ok } else { Outcome::Miss });
+            0
+        }
+        fn id_mask(&self) -> u64 {
+            u64::MAX
+        }
+        fn request_bytes_max(&self) -> usize {
+            8 + 4 * KEYS_PER_REQUEST_MAX
+        }
+        fn error_name(&self, code: u16) -> String {
+            code.to_string()
+        }
+    }
+
+    /// Answers each request of 3 keys in 4 datagrams, last part first and one duplicate of it;
+    /// for an odd id, key 1 is missing and said so by a "remaining parts" answer.
+    fn serve(mut port: dataplane::MemPort, stop: Arc<AtomicBool>) {
+        let mut buf = [0u8; 256];
+        while !stop.load(Ordering::Relaxed) {
+            let Some((len, from)) = port.recv_from(&mut buf, Duration::from_millis(10)).unwrap()
+            else {
+                continue;
+            };
+            assert_eq!(len, 8 + 4 * 3, "three keys per request");
+            let id = &buf[..8];
+            let odd = buf[0] % 2 == 1;
+            let answer =
+                |part: u32, outcome: u8| [id, &part.to_le_bytes()[..], &[outcome]].concat();
+            let mut answers = vec![answer(2, 0), answer(2, 0), answer(0, 0)];
+            answers.push(if odd { answer(REMAINING_PARTS, 1) } else { answer(1, 0) });
+            for datagram in answers {
+                port.send_to(&datagram, from);
+            }
+        }
+    }
+
+    #[test]
+    fn a_multi_get_ends_when_all_its_keys_are_answered() {
+        let network = MemNetwork::new();
+        let server = network.bind("127.0.0.1:9000".parse().unwrap());
+        let client = network.bind("127.0.0.1:0".parse().unwrap());
+        let codec = TestCodec { server: "127.0.0.1:9000".parse().unwrap() };
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = std::thread::spawn({
+            let stop = stop.clone();
+            move || serve(server, stop)
+        });
+        let plan = Plan {
+            in_flight: 4,
+            keys_per_get: 3,
+            rate: None,
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(300),
+            timeout: Duration::from_secs(1),
+            busy_poll: true,
+            progress: None,
+            seed: 1,
+        };
+        let mut feed = RandomFeed::new(1, KeyChooser::Uniform { n: 100 }, 1.0);
+        let mut engine = Engine::new(&codec, client);
+        let c = engine.run(&plan, &mut feed).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+        let requests = c.ok + c.misses;
+        assert!(requests > 50, "{requests}");
+        // Half the requests (odd ids) missed one key each; every key of each was counted.
+        // (Ids alternate; at most the requests in flight at the window's end are unpaired.)
+        assert!(c.ok.abs_diff(c.misses) <= 4, "{} ok, {} missed", c.ok, c.misses);
+        assert_eq!(c.keys, 3 * requests);
+        assert_eq!(c.key_misses, c.misses);
+        // The duplicate answer of each request is malformed (replies drained after the end
+        // count there too); none came after its request ended.
+        assert!(c.malformed >= requests, "{} malformed of {requests}", c.malformed);
+        assert_eq!((c.late, c.errors, c.timeouts), (0, 0, 0));
+    }
 }

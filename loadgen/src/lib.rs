@@ -7,8 +7,10 @@
 //! from pre-encoded templates, a preallocated ring of
 //! request slots indexed by id, no resends: a request unanswered after `--timeout-ms` is
 //! counted as a timeout and its slot freed. Closed loop (`--in-flight` requests always out)
-//! or open loop (`--rate`, Poisson arrivals, latency from the intended send time). Every run
-//! is bounded by `--warmup` + `--duration` and stops by itself.
+//! or open loop (`--rate`, Poisson arrivals, latency from the intended send time). A GET may
+//! read several keys in one datagram (`--keys-per-request`); it is done when every key is
+//! answered, and the report counts keys as well as requests. Every run is bounded by
+//! `--warmup` + `--duration` and stops by itself.
 //!
 //! It must never resend (a timeout is a measurement), never allocate per request while
 //! measuring, and never run without a bound on its time.
@@ -23,7 +25,7 @@ mod transport;
 mod workload;
 
 use dataplane::Port;
-use engine::{Codec, Engine, Feed, Plan, IN_FLIGHT_MAX};
+use engine::{Codec, Engine, Feed, Plan, IN_FLIGHT_MAX, KEYS_PER_REQUEST_MAX};
 use report::{Counters, Percentiles};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -76,6 +78,11 @@ pub struct BenchArgs {
     /// Distinct keys (16 bytes each: `bench:` and ten digits).
     #[arg(long, default_value_t = 10_000)]
     keys: u32,
+    /// Keys each GET reads, in one datagram: for cradle that many GET messages packed back
+    /// to back (as the client library's `get_many` sends them, at most 16), for memcached one
+    /// `get k1 … kN` line. A request counts as done when every key was answered.
+    #[arg(long, default_value_t = 1)]
+    keys_per_request: usize,
     /// Bytes per value.
     #[arg(long, default_value_t = 32)]
     value_bytes: usize,
@@ -148,6 +155,18 @@ impl BenchArgs {
         if self.keys == 0 {
             return Err("--keys must be at least 1".into());
         }
+        if self.keys_per_request == 0 || self.keys_per_request > KEYS_PER_REQUEST_MAX {
+            return Err(format!("--keys-per-request must be in 1..={KEYS_PER_REQUEST_MAX}"));
+        }
+        let cradle_max = cradle::CradleCodec::GETS_PER_DATAGRAM_MAX;
+        if self.protocol == Protocol::Cradle && self.keys_per_request > cradle_max {
+            return Err(format!(
+                "--keys-per-request: at most {cradle_max} GETs fit one cradle datagram"
+            ));
+        }
+        if self.keys_per_request > 1 && self.protocol == Protocol::Echo {
+            return Err("--keys-per-request is for cradle and memcache-udp".into());
+        }
         if self.in_flight == 0 || self.in_flight > IN_FLIGHT_MAX {
             return Err(format!("--in-flight must be in 1..={IN_FLIGHT_MAX}"));
         }
@@ -186,6 +205,7 @@ impl BenchArgs {
     fn plan(&self, seed: u64) -> Plan {
         Plan {
             in_flight: self.in_flight,
+            keys_per_get: self.keys_per_request,
             rate: self.rate,
             warmup: Duration::from_secs_f64(self.warmup),
             duration: Duration::from_secs_f64(self.duration),
@@ -279,7 +299,12 @@ fn run_on<P: Port>(args: &BenchArgs, server: SocketAddr, mut port: P) -> Result<
             drive(&codec, port, args, seed)?
         }
         Protocol::MemcacheUdp => {
-            let codec = memcache::MemcacheCodec::new(server, keys, args.value_bytes)?;
+            let codec = memcache::MemcacheCodec::new(
+                server,
+                keys,
+                args.value_bytes,
+                args.keys_per_request,
+            )?;
             drive(&codec, port, args, seed)?
         }
         Protocol::Echo => {
@@ -360,6 +385,7 @@ fn preload<C: Codec, P: Port>(
     let mut feed = PreloadFeed::new(args.keys as usize, 3);
     let plan = Plan {
         in_flight: args.in_flight.clamp(1, 64),
+        keys_per_get: 1,
         rate: None,
         warmup: Duration::ZERO,
         // Bounded like every load: generous for the key count, still finite.
@@ -410,8 +436,12 @@ fn print_result(args: &BenchArgs, c: &Counters, errors_by_kind: &[(String, u64)]
             "warmup": args.warmup,
             "busy_poll": args.busy_poll,
             "udp_offload": !args.no_udp_offload,
+            "keys_per_request": args.keys_per_request,
             "ops": c.ok + c.misses,
             "ops_per_sec": c.ops_per_sec().round(),
+            "keys_read": c.keys,
+            "keys_per_sec": c.keys_per_sec().round(),
+            "key_misses": c.key_misses,
             "p50_us": round(p.p50),
             "p90_us": round(p.p90),
             "p99_us": round(p.p99),
@@ -441,6 +471,15 @@ fn print_result(args: &BenchArgs, c: &Counters, errors_by_kind: &[(String, u64)]
         c.seconds()
     );
     println!("  {:.0} ops/s ({} ops)", c.ops_per_sec(), c.ok + c.misses);
+    if args.keys_per_request > 1 {
+        println!(
+            "  {:.0} keys/s ({} keys, {} per GET, {} not found)",
+            c.keys_per_sec(),
+            c.keys,
+            args.keys_per_request,
+            c.key_misses
+        );
+    }
     println!(
         "  latency µs: p50 {:.1}  p99 {:.1}  p99.9 {:.1}  p99.99 {:.1}  max {:.1}  mean {:.1}",
         p.p50, p.p99, p.p999, p.p9999, p.max, p.mean

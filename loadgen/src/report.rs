@@ -9,13 +9,27 @@ pub(super) const ERROR_CODES: usize = 16;
 /// Largest latency recorded exactly (60 s); longer ones are clamped.
 const LATENCY_NS_MAX: u64 = 60_000_000_000;
 
+/// The keys of one answered request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Keys {
+    /// Keys the request read (1 but for a multi-get).
+    pub(super) read: u8,
+    /// Of those, answered "no such key".
+    pub(super) missed: u8,
+}
+
 /// Counts of one measured run.
 #[derive(Clone, Debug)]
 pub(super) struct Counters {
     /// Successful replies that arrived inside the measured window.
     pub(super) ok: u64,
-    /// GETs answered "no such key" inside the window.
+    /// GETs answered "no such key" inside the window (for a multi-get: at least one of its
+    /// keys; the others were found).
     pub(super) misses: u64,
+    /// Keys answered (found or not) by the `ok` and `misses` requests.
+    pub(super) keys: u64,
+    /// Of those, keys answered "no such key".
+    pub(super) key_misses: u64,
     /// Replies with a failure status, in the window.
     pub(super) errors: u64,
     /// Failures by protocol error code.
@@ -48,6 +62,15 @@ impl Counters {
         }
         (self.ok + self.misses) as f64 / seconds
     }
+
+    /// Keys of the completed (answered) operations per second in the window.
+    pub(super) fn keys_per_sec(&self) -> f64 {
+        let seconds = self.seconds();
+        if seconds <= 0.0 {
+            return 0.0;
+        }
+        self.keys as f64 / seconds
+    }
 }
 
 /// Records completions into the run's histogram and into a per-second one.
@@ -69,6 +92,8 @@ impl Recorder {
             counters: Counters {
                 ok: 0,
                 misses: 0,
+                keys: 0,
+                key_misses: 0,
                 errors: 0,
                 error_codes: [0; ERROR_CODES],
                 timeouts: 0,
@@ -93,12 +118,13 @@ impl Recorder {
         self.counters.started_ns = now_ns;
     }
 
-    /// One answered request. Every one shows in the progress line; `measuring` is false
-    /// during the warm-up, and `in_window` false for replies drained after the end (their
-    /// latency counts, their throughput does not).
+    /// One answered request (of `keys`). Every one shows in the progress line; `measuring`
+    /// is false during the warm-up, and `in_window` false for replies drained after the end
+    /// (their latency counts, their throughput does not).
     pub(super) fn record(
         &mut self,
         outcome: Outcome,
+        keys: Keys,
         latency_ns: u64,
         measuring: bool,
         in_window: bool,
@@ -114,8 +140,12 @@ impl Recorder {
             return;
         }
         let c = &mut self.counters;
+        if matches!(outcome, Outcome::Ok | Outcome::Miss) {
+            c.keys += u64::from(keys.read);
+            c.key_misses += u64::from(keys.missed);
+        }
         match outcome {
-            Outcome::Ok | Outcome::Part { .. } => c.ok += 1,
+            Outcome::Ok => c.ok += 1,
             Outcome::Miss => c.misses += 1,
             Outcome::Error(code) => {
                 c.errors += 1;

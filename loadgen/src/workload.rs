@@ -153,6 +153,10 @@ impl Feed for RandomFeed {
         let op = if (self.rng.next_u64() >> 32) < self.get_threshold { Op::Get } else { Op::Set };
         Some((op, self.keys.next(&mut self.rng)))
     }
+
+    fn next_key(&mut self) -> Option<u32> {
+        Some(self.keys.next(&mut self.rng))
+    }
 }
 
 /// The preload: a SET of every key, each retried until stored or out of attempts.
