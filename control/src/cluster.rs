@@ -785,8 +785,7 @@ impl Agent {
                 return; // (no leader known: the joiner asks again)
             };
             let Some(&addr) = self.spec.members.get(leader as usize - 1) else { return };
-            self.sealer.seal(leader, PeerKind::Join, wall_ns, &request.encode(), &mut self.sealed);
-            tx.send(addr, &self.sealed);
+            self.send_sealed((leader, addr), PeerKind::Join, &request.encode(), wall_ns, tx);
             return;
         }
         if let Some(why) = self.refusal(&request) {
@@ -837,14 +836,17 @@ impl Agent {
             })
     }
 
-    /// The leader: the group's state to member `m` (outside the group), sealed to `to`, at
-    /// most every `PUSH_EVERY_NS` (asked for; a new state goes out at once, `poll`).
+    /// The leader: the group's state to member `m` (outside the group), sealed to `to`, when
+    /// asked for (a lagging heartbeat, a JOIN), at most every `PUSH_EVERY_NS`.
     fn push(&mut self, now_ns: u64, wall_ns: u64, m: usize, to: u64, tx: &mut dyn Transmit) {
-        let Some(group) = self.group.as_ref().filter(|g| g.is_leader()) else { return };
-        let fresh_state = self.pushed_epoch < group.map().0;
-        if !fresh_state && self.pushed_ns[m] != 0 && now_ns < self.pushed_ns[m] + PUSH_EVERY_NS {
-            return;
+        if self.pushed_ns[m] == 0 || now_ns >= self.pushed_ns[m] + PUSH_EVERY_NS {
+            self.send_state(now_ns, wall_ns, m, to, tx);
         }
+    }
+
+    /// The leader: the group's state to member `m`, sealed to `to`, now.
+    fn send_state(&mut self, now_ns: u64, wall_ns: u64, m: usize, to: u64, tx: &mut dyn Transmit) {
+        let Some(group) = self.group.as_ref().filter(|g| g.is_leader()) else { return };
         self.pushed_ns[m] = now_ns;
         let (epoch, bytes) = group.map();
         let mut payload = vec![PUSH_STATE];
@@ -918,16 +920,8 @@ impl Agent {
                     partitions: self.spec.partitions,
                     replicas: self.spec.replicas as u8,
                 };
-                let payload = request.encode();
-                let sealed = &mut self.sealed;
-                self.sealer.seal(
-                    crate::peer::ANY_MEMBER,
-                    PeerKind::Join,
-                    wall_ns,
-                    &payload,
-                    sealed,
-                );
-                tx.send(join.via, &self.sealed);
+                let to = (crate::peer::ANY_MEMBER, join.via);
+                self.send_sealed(to, PeerKind::Join, &request.encode(), wall_ns, tx);
             }
             self.install();
             self.publish(now_ns);
@@ -946,17 +940,9 @@ impl Agent {
             }
             let mut payload = Vec::new();
             self.heard[me].encode(&mut payload);
-            for m in 0..self.spec.members.len() {
-                if m != me {
-                    self.sealer.seal(
-                        member_id(m),
-                        PeerKind::Heartbeat,
-                        wall_ns,
-                        &payload,
-                        &mut self.sealed,
-                    );
-                    tx.send(self.spec.members[m], &self.sealed);
-                }
+            for m in (0..self.spec.members.len()).filter(|&m| m != me) {
+                let to = (member_id(m), self.spec.members[m]);
+                self.send_sealed(to, PeerKind::Heartbeat, &payload, wall_ns, tx);
             }
         }
         self.last_heard[self.spec.me] = Some(now_ns);
@@ -995,7 +981,7 @@ impl Agent {
             // A new state goes to the members outside the group as it commits (they would
             // ask with their next heartbeat).
             for m in self.spec.voters..self.spec.members.len() {
-                self.push(now_ns, wall_ns, m, member_id(m), tx);
+                self.send_state(now_ns, wall_ns, m, member_id(m), tx);
             }
             self.pushed_epoch = self.committed().0;
         }
@@ -1257,9 +1243,21 @@ impl Agent {
             piece.extend_from_slice(&(count as u16).to_le_bytes());
             let end = ((index + 1) * PIECE_BYTES).min(bytes.len());
             piece.extend_from_slice(&bytes[index * PIECE_BYTES..end]);
-            self.sealer.seal(to, kind, wall_ns, &piece, &mut self.sealed);
-            tx.send(addr, &self.sealed);
+            self.send_sealed((to, addr), kind, &piece, wall_ns, tx);
         }
+    }
+
+    /// `payload` sealed for node id `to` and sent to `addr`.
+    fn send_sealed(
+        &mut self,
+        (to, addr): (u64, SocketAddr),
+        kind: PeerKind,
+        payload: &[u8],
+        wall_ns: u64,
+        tx: &mut dyn Transmit,
+    ) {
+        self.sealer.seal(to, kind, wall_ns, payload, &mut self.sealed);
+        tx.send(addr, &self.sealed);
     }
 
     fn publish(&self, now_ns: u64) {
@@ -1306,24 +1304,9 @@ fn reassemble(slot: &mut Pieces, piece: &[u8]) -> Result<Option<Vec<u8>>, ()> {
 mod tests {
     use super::*;
 
+    /// The health tests' cluster, on 2 cores with 4 partitions.
     fn spec(members: usize) -> ClusterSpec {
-        let key = ClusterKey::from_file_bytes(&[7; 32]).expect("32 bytes");
-        ClusterSpec {
-            members: (0..members)
-                .map(|n| SocketAddr::from(([127, 0, 0, 1 + n as u8], 7000)))
-                .collect(),
-            voters: members,
-            me: 0,
-            join: None,
-            cores: 2,
-            partitions: 4,
-            replicas: members.min(3),
-            cluster_id: key.cluster_id(),
-            key,
-            detect_ns: 100_000_000,
-            tick_ns: 5_000_000,
-            heartbeat_ns: 2_000_000,
-        }
+        ClusterSpec { cores: 2, partitions: 4, ..health::tests::spec(members, members.min(3)) }
     }
 
     #[test]

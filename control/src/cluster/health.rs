@@ -230,13 +230,14 @@ fn drain(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::{with_backups, with_learners};
     use super::*;
     use crate::peer::ClusterKey;
     use std::net::SocketAddr;
 
-    fn spec(nodes: usize, replicas: usize) -> ClusterSpec {
+    /// A bootstrap cluster of `nodes` on 127.0.0.1, .2, … (one core, 6 partitions).
+    pub(in crate::cluster) fn spec(nodes: usize, replicas: usize) -> ClusterSpec {
         let key = ClusterKey::from_file_bytes(&[7; 32]).expect("32 bytes");
         ClusterSpec {
             members: (0..nodes)
