@@ -162,6 +162,11 @@ impl Building {
         self.primary
     }
 
+    /// Back to a learner that follows no catch-up, its (emptied) store ready to build on.
+    fn start_over(&mut self) {
+        *self = Building { ready: true, ..Building::new(self.primary) };
+    }
+
     /// Whether it holds the partition exactly (a backup from then on, if the map says so).
     pub(super) fn consistent(&self) -> bool {
         self.consistent
@@ -425,9 +430,7 @@ impl Core {
                 building.ready = false;
                 return; // (its store failed: it confirms nothing, its primary notices)
             }
-            let primary = building.primary;
-            **building = Building::new(primary);
-            building.ready = true;
+            building.start_over();
             replica.tail.clear();
             replica.durable = 0;
             if own_log > 0 && !own {
@@ -473,9 +476,7 @@ impl Core {
                         return;
                     }
                     self.read_cache = ReadCache::default();
-                    let primary = building.primary;
-                    **building = Building::new(primary);
-                    building.ready = true;
+                    building.start_over();
                     replica.tail.clear();
                     replica.durable = 0;
                     return self.ask_restart(slot, tx);
