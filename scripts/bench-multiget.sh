@@ -47,29 +47,6 @@ LIMIT=$(python3 -c "print(int($WARMUP + $SECS + 60))")
 
 source scripts/bench-common.sh # (the script runs from the repository root)
 
-start_memcached() {
-    local user=()
-    [[ $(id -u) == 0 ]] && user=(-u root)
-    taskset -c "$SERVER_CPU" memcached -U "$MEMCACHED_PORT" -p 0 -t 1 -m 1024 -l 127.0.0.1 \
-        "${user[@]}" >"$TMP/memcached.log" 2>&1 &
-    PIDS+=($!)
-    sleep 0.3
-    kill -0 "${PIDS[-1]}" 2>/dev/null || { cat "$TMP/memcached.log" >&2; exit 1; }
-}
-
-start_redis() {
-    taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
-        --appendonly no --daemonize no --dir "$TMP" >"$TMP/redis.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return 0
-        sleep 0.05
-    done
-    cat "$TMP/redis.log" >&2
-    echo "redis-server did not start" >&2
-    exit 1
-}
-
 note_command() {
     grep -qxF -- "$*" "$OUT/commands.txt" 2>/dev/null || echo "$*" >>"$OUT/commands.txt"
 }

@@ -155,16 +155,6 @@ fi
 # ---------------------------------------------------------------------------- processes
 source scripts/bench-common.sh # (the script runs from the repository root)
 
-start_memcached() {
-    local user=()
-    [[ $(id -u) == 0 ]] && user=(-u root)
-    taskset -c "$SERVER_CPU" memcached -U "$MEMCACHED_PORT" -p 0 -t 1 -m 1024 -l 127.0.0.1 \
-        "${user[@]}" >"$TMP/memcached.log" 2>&1 &
-    PIDS+=($!)
-    sleep 0.3
-    kill -0 "${PIDS[-1]}" 2>/dev/null || { cat "$TMP/memcached.log" >&2; exit 1; }
-}
-
 start_echo() {
     taskset -c "$SERVER_CPU" "$ECHO" socket "127.0.0.1:$ECHO_PORT" 3600 >"$TMP/echo.log" 2>&1 &
     PIDS+=($!)

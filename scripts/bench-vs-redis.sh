@@ -32,19 +32,6 @@ CRADLE=target/release/cradle
 
 source scripts/bench-common.sh # (the script runs from the repository root)
 
-start_redis() {
-    taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
-        --appendonly no --daemonize no --dir "$TMP" >"$TMP/redis.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return 0
-        sleep 0.05
-    done
-    cat "$TMP/redis.log" >&2
-    echo "redis-server did not start" >&2
-    exit 1
-}
-
 show() {
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); a=sys.argv; print("  %-15s %-4s r%s: %9.0f ops/s  p50 %7.1f  p99 %7.1f us" % (a[2], a[3], a[4], r["ops_per_sec"], r["p50_us"], r["p99_us"]))' "$@"
 }
