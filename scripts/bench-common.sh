@@ -8,6 +8,9 @@ PIDS=()
 TMP=$(mktemp -d)
 NODE_FLAGS=()
 GENERATOR_FLAGS=()
+# SPIN_US: how long cradle's loop busy-polls before it blocks (`--spin-us`; the node's default
+# when unset).
+[[ -n ${SPIN_US:-} ]] && NODE_FLAGS+=(--spin-us "$SPIN_US")
 if [[ ${OFFLOAD:-1} == 0 ]]; then
     NODE_FLAGS+=(--no-udp-offload)
     GENERATOR_FLAGS+=(--no-udp-offload)

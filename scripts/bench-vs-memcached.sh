@@ -7,8 +7,8 @@
 # Server (cradle or memcached, one thread/core) pinned to SERVER_CPU, generator to CLIENT_CPU.
 # Each server runs only during its own measurement; the two alternate for ROUNDS rounds of
 # GET and SET (closed loop), then an open-loop GET run at OPEN_SHARE of memcached's median
-# peak for both. Prints a table of medians and writes target/bench-report/report.md plus a
-# latency-percentile SVG. Kills only the processes it started.
+# peak for cradle, memcached and the echo. Prints a table of medians and writes
+# target/bench-report/report.md plus a latency-percentile SVG. Kills only the processes it started.
 #
 #   scripts/bench-vs-memcached.sh                 # 5 rounds x 10 s
 #   ROUNDS=3 SECS=5 scripts/bench-vs-memcached.sh
@@ -83,9 +83,10 @@ for label, systems in runs.items():
     for peer in [n for n in names if n != "cradle"] if "cradle" in systems else []:
         a, b = systems["cradle"], systems[peer]
         ops = med(a, "ops_per_sec") / med(b, "ops_per_sec") if med(b, "ops_per_sec") else float("nan")
-        p99 = med(a, "p99_us") / med(b, "p99_us") if med(b, "p99_us") else float("nan")
+        tail = ", ".join(f"{n} **{med(a, k) / med(b, k):.2f}x**" if med(b, k) else f"{n} n/a"
+                         for k, n in [("p99_us", "p99"), ("p999_us", "p99.9"), ("p9999_us", "p99.99")])
         what = " (the kernel path's limit)" if peer == "echo" else ""
-        ratios.append(f"- **{label}**: cradle/{peer}{what} throughput **{ops:.2f}x**, p99 **{p99:.2f}x**")
+        ratios.append(f"- **{label}**: cradle/{peer}{what} throughput **{ops:.2f}x**, {tail}")
 lines += ["", "Ratios of medians:", ""] + ratios + ["", "![latency percentiles](latency.svg)", ""]
 cmds = os.path.join(out, "commands.txt")
 if os.path.exists(cmds):
@@ -243,7 +244,8 @@ fi
 for round in $(seq "$ROUNDS"); do
     order=(cradle memcached)
     ((round % 2 == 0)) && order=(memcached cradle)
-    for system in "${order[@]}"; do
+    # The bare echo under the same offered load: what the VM's stalls cost every server.
+    for system in "${order[@]}" echo; do
         bench "$system" "get-open$rate" "$round" --op get --rate "$rate" --in-flight "$OPEN_CAP"
     done
 done
