@@ -85,6 +85,12 @@ const METRICS: &[Metric] = &[
     ("cradle_index_bytes", "Bytes of the in-memory indexes.", true, |c| c.index_bytes),
     ("cradle_quarantined_endpoints", "Endpoints with a corrupt log.", true, |c| c.quarantined),
     ("cradle_poisoned_endpoints", "Endpoints stopped by an I/O error.", true, |c| c.poisoned),
+    (
+        "cradle_limit_refusals_total",
+        "Writes refused BUSY at a process limit (open files, memory maps, memory); stderr names it.",
+        false,
+        |c| c.limit_refusals,
+    ),
     ("cradle_get_hits_total", "GETs answered with a value.", false, |c| c.get_hits),
     ("cradle_get_misses_total", "GETs answered NOT_FOUND.", false, |c| c.get_misses),
     ("cradle_cas_mismatches_total", "CAS writes that found another version.", false, |c| {

@@ -102,7 +102,16 @@ pub(crate) fn open_core(
         let dir = data_dir.join(format!("partition-{partition:07}"));
         let volume = Box::new(volume(&dir));
         let (store, mut report) = Store::open(volume, config, &mut blobs, stamps_since_ns)
-            .map_err(|e| format!("cannot open partition {partition} in {}: {e}", dir.display()))?;
+            .map_err(|e| {
+                let limit = storage::Limit::of(&e).map_or(String::new(), |limit| {
+                    format!(
+                        " (out of {}: each endpoint with data holds a descriptor and a map per \
+                         segment file; raise the limit and start again, nothing is lost)",
+                        limit.describe()
+                    )
+                });
+                format!("cannot open partition {partition} in {}: {e}{limit}", dir.display())
+            })?;
         replayed += report.bytes_replayed;
         recovered.append(&mut report.stamps);
         if let Some(torn) = &report.torn_tail {

@@ -29,8 +29,27 @@ struct Node {
 
 impl Node {
     fn start(data_dir: &Path, cores: u32, partitions: u32, extra: &[&str]) -> Node {
+        Node::spawn(common::cradle(), data_dir, cores, partitions, extra)
+    }
+
+    /// The same under a soft and hard limit of `files` open files (`ulimit -n`).
+    fn start_limited(data_dir: &Path, partitions: u32, files: u32) -> Node {
+        let mut shell = Command::new("sh");
+        let script = format!("ulimit -n {files} && exec \"$0\" \"$@\"");
+        shell.args(["-c", &script, env!("CARGO_BIN_EXE_cradle")]);
+        Node::spawn(shell, data_dir, 1, partitions, &[])
+    }
+
+    /// Runs `command` (`cradle`, or what execs it) with a node's arguments.
+    fn spawn(
+        mut command: Command,
+        data_dir: &Path,
+        cores: u32,
+        partitions: u32,
+        extra: &[&str],
+    ) -> Node {
         let started = Instant::now();
-        let mut child = common::cradle()
+        let mut child = command
             .args(["node", "--listen", "127.0.0.1:0", "--no-pin"])
             .args(["--cores", &cores.to_string(), "--partitions", &partitions.to_string()])
             .arg("--data-dir")
@@ -649,6 +668,72 @@ fn a_full_disk_answers_no_space_loses_nothing_and_serves_again_after_space_is_fr
     let status = node.status_json();
     assert_eq!(status["quarantined"], 0, "{status}");
     assert_eq!(status["poisoned"], 0, "{status}");
+    let exit = node.terminate(Duration::from_secs(10));
+    assert!(exit.success(), "node exited with {exit}");
+}
+
+/// A node under `ulimit -n 64` with 400 partitions runs out of descriptors as its endpoints
+/// get their segment files (today one file, descriptor and map per endpoint with data). The
+/// writes that need one are refused BUSY, one line on stderr names the limit, status counts
+/// them, nothing is poisoned and nothing acknowledged is lost; restarted with the normal
+/// limit, the node has every acknowledged write and takes the refused ones.
+#[test]
+fn out_of_descriptors_answers_busy_names_the_limit_and_serves_after_a_restart_with_a_higher_one() {
+    const PARTITIONS: u32 = 400;
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut node = Node::start_limited(data_dir.path(), PARTITIONS, 64);
+    let mut client = node.client();
+    let value = |i: u64| format!("value-{i}-{}", "x".repeat(40)).into_bytes();
+    let (mut acked, mut refused, mut other) = (BTreeMap::new(), Vec::new(), Vec::new());
+    // (The client asks again for a second before it reports BUSY: 8 refusals are enough.)
+    for i in 0..1200u64 {
+        if refused.len() == 8 {
+            break;
+        }
+        let key = format!("limit-{i}").into_bytes();
+        match client.put(&key, &value(i)) {
+            Ok(version) => {
+                acked.insert(key, (i, version));
+            }
+            Err(client::Error::Status(proto::Status::Busy)) => refused.push(i),
+            Err(e) => other.push(format!("limit-{i}: {e}")),
+        }
+    }
+    eprintln!("under ulimit -n 64: {} acknowledged, {} refused BUSY", acked.len(), refused.len());
+    assert!(other.is_empty(), "writes failed other than BUSY: {other:?}");
+    assert!(!refused.is_empty() && !acked.is_empty(), "the limit was never reached, or always");
+    let stderr = node.stderr_until("out of open files");
+    assert!(
+        stderr.contains("out of open files (ulimit -n is 64)") && stderr.contains("refused BUSY"),
+        "no line on stderr names the limit:\n{stderr}"
+    );
+    let status = node.status_json();
+    assert!(status["limit_refusals"].as_u64().unwrap_or(0) >= refused.len() as u64, "{status}");
+    assert_eq!((status["poisoned"].as_u64(), status["quarantined"].as_u64()), (Some(0), Some(0)));
+    let check = |client: &mut Client, acked: &BTreeMap<Vec<u8>, (u64, u64)>, when: &str| {
+        for (key, &(i, version)) in acked {
+            let name = String::from_utf8_lossy(key);
+            let got = client.get(key).unwrap_or_else(|e| panic!("{when}: GET {name}: {e}"));
+            let got = got.unwrap_or_else(|| panic!("{when}: acknowledged {name} is gone"));
+            assert_eq!((got.bytes, got.version), (value(i), version), "{when}: {name}");
+        }
+    };
+    check(&mut client, &acked, "under the limit");
+    let exit = node.terminate(Duration::from_secs(10));
+    assert!(exit.success(), "node exited with {exit}");
+    drop(client);
+
+    let mut node = Node::start(data_dir.path(), 1, PARTITIONS, &[]);
+    let mut client = node.client();
+    check(&mut client, &acked, "after the restart");
+    for &i in &refused {
+        let key = format!("limit-{i}").into_bytes();
+        let version = client.put(&key, &value(i)).unwrap_or_else(|e| panic!("limit-{i}: {e}"));
+        acked.insert(key, (i, version));
+    }
+    check(&mut client, &acked, "after writing the refused keys");
+    let status = node.status_json();
+    assert_eq!(status["limit_refusals"], 0, "{status}");
     let exit = node.terminate(Duration::from_secs(10));
     assert!(exit.success(), "node exited with {exit}");
 }

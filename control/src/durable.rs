@@ -138,6 +138,9 @@ pub(crate) fn status_of(error: StoreError) -> proto::Status {
     match error {
         StoreError::NoSpace => proto::Status::NoSpace,
         StoreError::Poisoned | StoreError::Quarantined => proto::Status::Unavailable,
+        // (Out of descriptors or maps: another endpoint's file closing, or a restart with a
+        // higher limit, lifts it.)
+        StoreError::Exhausted(_) => proto::Status::Busy,
     }
 }
 

@@ -117,9 +117,12 @@ pub struct CoreCounters {
     /// Times a learner found its own log disagreeing with its primary's (a record the primary
     /// never had): its store is emptied and it is built from a whole snapshot.
     pub own_log_refused: u64,
+    /// Writes refused BUSY because the process ran into a limit making a segment file (open
+    /// files, memory maps, memory); the node's stderr names the limit.
+    pub limit_refusals: u64,
 }
 
-const FIELDS: usize = 53;
+const FIELDS: usize = 54;
 
 /// The JSON and metric names of the fields, in `to_array` order.
 pub(crate) const NAMES: [&str; FIELDS] = [
@@ -176,6 +179,7 @@ pub(crate) const NAMES: [&str; FIELDS] = [
     "catchups_from_own_log",
     "snapshot_digests",
     "own_log_refused",
+    "limit_refusals",
 ];
 
 impl CoreCounters {
@@ -234,6 +238,7 @@ impl CoreCounters {
             self.catchups_from_own_log,
             self.snapshot_digests,
             self.own_log_refused,
+            self.limit_refusals,
         ]
     }
 
@@ -292,6 +297,7 @@ impl CoreCounters {
             catchups_from_own_log: a[50],
             snapshot_digests: a[51],
             own_log_refused: a[52],
+            limit_refusals: a[53],
         }
     }
 

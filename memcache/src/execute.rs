@@ -85,6 +85,9 @@ pub(crate) fn store_error(error: StoreError) -> &'static [u8] {
         StoreError::NoSpace => b"SERVER_ERROR out of memory storing object\r\n",
         StoreError::Poisoned => b"SERVER_ERROR the key's store stopped after a disk error\r\n",
         StoreError::Quarantined => b"SERVER_ERROR the key's store is quarantined (corrupt)\r\n",
+        StoreError::Exhausted(_) => {
+            b"SERVER_ERROR busy: the server ran out of open files or memory maps, try again\r\n"
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 //! its chunks. Refcounts live only in memory: recovery rebuilds them from the endpoint logs.
 
 use crate::device::Volume;
-use crate::error::{is_no_space, StoreError};
+use crate::error::{failure_of, StoreError};
 use crate::log::{parse_segment_header, segment_header, segment_name, segment_number};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -247,12 +247,15 @@ impl BlobStore {
         Ok(())
     }
 
+    /// A full disk or a limit (open files, maps) is a clean refusal; anything else poisons.
     fn fail(&mut self, e: &io::Error) -> StoreError {
-        if is_no_space(e) {
-            return StoreError::NoSpace;
+        match failure_of(e) {
+            StoreError::Poisoned => {
+                self.failure = Some(StoreError::Poisoned);
+                StoreError::Poisoned
+            }
+            clean => clean,
         }
-        self.failure = Some(StoreError::Poisoned);
-        StoreError::Poisoned
     }
 
     /// The segment to append `bytes` to, creating one if the last is full.
@@ -382,8 +385,7 @@ impl BlobStore {
         }
         for segment in self.segments.values_mut().filter(|s| !s.synced) {
             if let Err(e) = segment.device.sync() {
-                let failure =
-                    if is_no_space(&e) { StoreError::NoSpace } else { StoreError::Poisoned };
+                let failure = failure_of(&e);
                 self.failure = Some(failure);
                 return Err(failure);
             }
@@ -393,7 +395,7 @@ impl BlobStore {
     }
 
     fn poison(&mut self, e: &io::Error) -> StoreError {
-        let failure = if is_no_space(e) { StoreError::NoSpace } else { StoreError::Poisoned };
+        let failure = failure_of(e);
         self.failure = Some(failure);
         failure
     }

@@ -188,6 +188,8 @@ pub struct Faults {
     space_bytes: AtomicU64,
     /// When the countdown fires on a write, the first half of it lands anyway (a torn write).
     torn: AtomicU64,
+    /// An OS error every `create` fails with while set (0: none), e.g. EMFILE.
+    create_error: AtomicI64,
 }
 
 impl Faults {
@@ -214,10 +216,17 @@ impl Faults {
         self.space_bytes.store(bytes, Ordering::Relaxed);
     }
 
+    /// Every `create` fails with OS error `errno` (e.g. `libc::EMFILE`: out of descriptors)
+    /// until healed; nothing else fails.
+    pub fn refuse_creates(&self, errno: i32) {
+        self.create_error.store(i64::from(errno), Ordering::Relaxed);
+    }
+
     /// Clears every fault.
     pub fn heal(&self) {
         self.countdown.store(-1, Ordering::Relaxed);
         self.space_bytes.store(u64::MAX, Ordering::Relaxed);
+        self.create_error.store(0, Ordering::Relaxed);
     }
 
     fn tick(&self) -> io::Result<()> {
@@ -271,6 +280,10 @@ impl<V: Volume> Volume for FaultyVolume<V> {
     }
 
     fn create(&self, name: &str, len: u64) -> io::Result<Box<dyn LogDevice>> {
+        match self.faults.create_error.load(Ordering::Relaxed) {
+            0 => {}
+            errno => return Err(io::Error::from_raw_os_error(errno as i32)),
+        }
         self.faults.tick()?;
         let inner = self.inner.create(name, len)?;
         let faults = self.faults.clone();

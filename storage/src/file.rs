@@ -98,13 +98,24 @@ impl Volume for FileVolume {
 
     fn create(&self, name: &str, len: u64) -> io::Result<Box<dyn LogDevice>> {
         fs::create_dir_all(&self.dir)?;
-        let file =
-            OpenOptions::new().read(true).write(true).create_new(true).open(self.dir.join(name))?;
-        // Sparse: the blocks are allocated by the writes (`reserve`), where ENOSPC shows.
-        file.set_len(len)?;
-        let tracked = self.track(name)?;
-        self.note_entries_changed()?;
-        Ok(Box::new(FileDevice::new(file, true, tracked)?))
+        let path = self.dir.join(name);
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+        let made = (|| {
+            // Sparse: the blocks are allocated by the writes (`reserve`), where ENOSPC shows.
+            file.set_len(len)?;
+            let tracked = self.track(name)?;
+            self.note_entries_changed()?;
+            FileDevice::new(file, true, tracked)
+        })();
+        match made {
+            Ok(device) => Ok(Box::new(device)),
+            Err(e) => {
+                // Out of maps or descriptors half-way: the file goes, so the next write
+                // (after the limit lifts) can create it again.
+                let _ = fs::remove_file(&path);
+                Err(e)
+            }
+        }
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -123,6 +134,15 @@ impl Volume for FileVolume {
     fn describe(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
+}
+
+/// The process's soft limit of open files (RLIMIT_NOFILE), read without a descriptor (the
+/// moment it matters, none is left to read `/proc/self/limits` with).
+pub(crate) fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a writable rlimit that outlives the call.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 /// Bytes of blocks one `fallocate` allocates from a write's offset on (or the write's own

@@ -32,7 +32,7 @@ pub use blob::{BlobReport, BlobStore, Hash, HASH_BYTES};
 pub use catchup::{record_digest, Snapshot, SnapshotRead, DIGEST_BYTES};
 pub use config::{ConfigError, StoreConfig, CHUNK_BYTES_MAX, CHUNK_BYTES_MIN};
 pub use device::{Faults, FaultyVolume, LogDevice, MemoryVolume, Volume};
-pub use error::{Corruption, StoreError};
+pub use error::{Corruption, Limit, StoreError};
 pub use file::FileVolume;
 pub use record::{Meta, Stamp};
 pub use recover::{RecoveryReport, ShortValue, StampedWrite, TornTail, SHORT_VALUE_BYTES_MAX};

@@ -9,7 +9,7 @@
 //! one.
 
 use crate::device::{LogDevice, Volume};
-use crate::error::{is_no_space, StoreError};
+use crate::error::{failure_of, StoreError};
 use crate::index::{Loc, SEGMENTS_MAX};
 use crate::record::{self, Bad, Kind, Meta, Record, Stamp};
 use std::collections::VecDeque;
@@ -173,9 +173,9 @@ impl Log {
         self.failure.map_or(Ok(()), Err)
     }
 
-    /// Stops the log for good (until a restart); `io` decides NoSpace or Poisoned.
+    /// Stops the log for good (until a restart); `e` decides NoSpace, Exhausted or Poisoned.
     fn poison(&mut self, e: &io::Error) -> StoreError {
-        let failure = if is_no_space(e) { StoreError::NoSpace } else { StoreError::Poisoned };
+        let failure = failure_of(e);
         self.failure = Some(failure);
         failure
     }
@@ -269,12 +269,24 @@ impl Log {
         // segment is named by no seal: its directory entry is made durable with its records
         // (`sync`, or the memory class's background sync), not on the loop here (a fresh
         // node's first writes paid a directory fsync per endpoint, about 0.4 ms each).
-        let device = self
-            .volume
-            .create(&segment_name(number), self.segment_bytes)
-            .map_err(|e| if is_no_space(&e) { StoreError::NoSpace } else { self.poison(&e) })?;
+        // A full disk or a limit (open files, maps) here changed nothing: the write is
+        // refused and the next one tries again. Anything else poisons.
+        let name = segment_name(number);
+        let device =
+            self.volume.create(&name, self.segment_bytes).map_err(|e| match failure_of(&e) {
+                StoreError::Poisoned => self.poison(&e),
+                clean => clean,
+            })?;
         if self.active().is_some() {
-            self.volume.sync().map_err(|e| self.poison(&e))?;
+            if let Err(e) = self.volume.sync() {
+                if failure_of(&e) == StoreError::Poisoned {
+                    return Err(self.poison(&e));
+                }
+                // (Its directory could not even be opened: the new file goes again.)
+                drop(device);
+                self.volume.remove(&name).map_err(|e| self.poison(&e))?;
+                return Err(failure_of(&e));
+            }
         }
         if let Some(active) = self.active() {
             let oldest = self.segment(self.order[0]).number;

@@ -1,7 +1,7 @@
 //! One endpoint's store: the index over its log, the writes, group commit and compaction.
 
 use crate::blob::{self, BlobStore, Hash};
-use crate::error::{Corruption, StoreError};
+use crate::error::{Corruption, Limit, StoreError};
 use crate::index::{Index, Loc};
 use crate::log::{Log, SEGMENT_HEADER_BYTES};
 use crate::record::{Bad, Kind, Meta, Record, Stamp};
@@ -97,6 +97,8 @@ pub struct StoreStats {
     pub segments: u64,
     /// 1 if the endpoint is quarantined.
     pub quarantined: u64,
+    /// Writes refused because the process ran into a limit ([`StoreError::Exhausted`]).
+    pub limit_refusals: u64,
 }
 
 /// A live value with everything the store keeps of it.
@@ -138,6 +140,9 @@ pub struct Store {
     pub(crate) segments_retired: u64,
     /// Wall-clock nanoseconds by which expiry is judged (`set_clock`); 0 until set.
     pub(crate) clock_ns: u64,
+    /// Writes refused for a limit, and the last limit.
+    limit_refusals: u64,
+    limit: Option<Limit>,
 }
 
 impl Store {
@@ -154,7 +159,23 @@ impl Store {
             compaction: None,
             segments_retired: 0,
             clock_ns: 0,
+            limit_refusals: 0,
+            limit: None,
         }
+    }
+
+    /// Counts a write refused for a limit (`StoreStats::limit_refusals`).
+    fn counted(&mut self, e: StoreError) -> StoreError {
+        if let StoreError::Exhausted(limit) = e {
+            self.limit_refusals += 1;
+            self.limit = Some(limit);
+        }
+        e
+    }
+
+    /// The limit the last write refused for one ran into (see [`StoreError::Exhausted`]).
+    pub fn limit(&self) -> Option<Limit> {
+        self.limit
     }
 
     pub(crate) fn usable(&self) -> Result<(), StoreError> {
@@ -204,7 +225,7 @@ impl Store {
     }
 
     fn previous(&mut self, key: &[u8]) -> Result<Option<Previous>, StoreError> {
-        self.usable()?;
+        self.usable().map_err(|e| self.counted(e))?;
         let now = self.clock_ns;
         match self.find(key) {
             Ok(found) => Ok(found.map(|(loc, r)| previous_of(loc, &r, now))),
@@ -380,7 +401,8 @@ impl Store {
         version: u64,
     ) -> Result<(), StoreError> {
         let payload = note_payload(status, version);
-        let loc = self.log.append(Kind::Note, lsn, stamp, &Meta::NONE, key, &payload)?;
+        let appended = self.log.append(Kind::Note, lsn, stamp, &Meta::NONE, key, &payload);
+        let loc = appended.map_err(|e| self.counted(e))?;
         self.last_version = lsn;
         let span = self.log.read(loc).expect("just appended").span as u64;
         self.log.mark_dead(loc, span);
@@ -421,7 +443,7 @@ impl Store {
             self.log.append(Kind::Put, version, stamp, meta, key, value)
         };
         self.scratch = reference;
-        let loc = appended?;
+        let loc = appended.map_err(|e| self.counted(e))?;
         self.last_version = version;
         self.link(blobs, key, loc, previous);
         self.live_bytes += (key.len() + value.len()) as u64;
@@ -478,7 +500,7 @@ impl Store {
         meta: &Meta,
         stamp: Option<&Stamp>,
     ) -> Result<CasOutcome, StoreError> {
-        self.usable()?;
+        self.usable().map_err(|e| self.counted(e))?;
         let current = self.version(key)?;
         if current != expected {
             return Ok(CasOutcome::Mismatch(current));
@@ -495,7 +517,7 @@ impl Store {
         meta: &Meta,
         stamp: Option<&Stamp>,
     ) -> Result<Option<u64>, StoreError> {
-        self.usable()?;
+        self.usable().map_err(|e| self.counted(e))?;
         let mut copy = Vec::new();
         match self.get(blobs, key)? {
             Some((value, _)) => copy.extend_from_slice(value),
@@ -530,7 +552,8 @@ impl Store {
         stamp: Option<&Stamp>,
     ) -> Result<bool, StoreError> {
         let previous = self.previous(key)?;
-        let loc = self.log.append(Kind::Tombstone, version, stamp, &Meta::NONE, key, &[])?;
+        let appended = self.log.append(Kind::Tombstone, version, stamp, &Meta::NONE, key, &[]);
+        let loc = appended.map_err(|e| self.counted(e))?;
         self.last_version = version;
         let existed = previous.as_ref().is_some_and(|p| !p.expired);
         if let Some(previous) = previous {
@@ -610,7 +633,7 @@ impl Store {
         self.quarantine.as_ref()
     }
 
-    /// The failure that stopped the log (`NoSpace` or `Poisoned`), if any.
+    /// The failure that stopped the log (`NoSpace`, `Exhausted` or `Poisoned`), if any.
     pub fn failure(&self) -> Option<StoreError> {
         self.log.failure()
     }
@@ -626,6 +649,7 @@ impl Store {
             index_bytes: self.index.bytes() as u64,
             segments: self.log.segment_count() as u64,
             quarantined: u64::from(self.quarantine.is_some()),
+            limit_refusals: self.limit_refusals,
         }
     }
 

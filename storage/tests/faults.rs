@@ -5,7 +5,7 @@ mod common;
 
 use common::{open, small_config, value};
 use std::collections::BTreeMap;
-use storage::{Faults, FaultyVolume, MemoryVolume, StoreError};
+use storage::{Faults, FaultyVolume, Limit, MemoryVolume, StoreError};
 
 type Acked = BTreeMap<Vec<u8>, Vec<u8>>;
 type Pending = Vec<(Vec<u8>, Vec<u8>)>;
@@ -96,5 +96,65 @@ fn full_disk_is_no_space_then_serves_after_space_is_freed() {
         assert_eq!(error, StoreError::NoSpace, "space {space}");
         faults.heal();
         check_after_restart(&log, &blob, &acked, &pending);
+    }
+}
+
+/// Out of descriptors (EMFILE) or maps (ENOMEM) where a segment is made: the write is refused
+/// as `Exhausted`, nothing changed, reads go on, nothing is poisoned; once the limit lifts the
+/// same store takes writes again, and a restart finds every acknowledged write.
+#[test]
+fn a_limit_at_a_new_segment_refuses_the_write_cleanly_and_lifts() {
+    for (errno, limit) in [(libc::EMFILE, Limit::OpenFiles), (libc::ENFILE, Limit::SystemOpenFiles)]
+    {
+        let (log, blob) = (MemoryVolume::new("log"), MemoryVolume::new("blob"));
+        let faults = Faults::new();
+        let config = small_config();
+        let faulty = |v: &MemoryVolume| Box::new(FaultyVolume::new(v.clone(), faults.clone()));
+        let (mut store, mut blobs, _) = open(faulty(&log), faulty(&blob), &config);
+        faults.refuse_creates(errno);
+        // The first write needs the first segment: refused, and every retry too.
+        for _ in 0..3 {
+            let refused = store.put(&mut blobs, b"first", b"v", None);
+            assert_eq!(refused, Err(StoreError::Exhausted(limit)));
+        }
+        assert_eq!(store.failure(), None, "a limit does not poison");
+        assert_eq!((store.stats().limit_refusals, store.limit()), (3, Some(limit)));
+        faults.heal();
+        let mut acked = BTreeMap::new();
+        let mut refused_at_roll = 0;
+        for i in 0..400u64 {
+            let k = format!("k{}", i % 50).into_bytes();
+            let v = value(i, 300);
+            // A limit again from the 100th write on, for 100 writes: some need a segment.
+            if i == 100 {
+                faults.refuse_creates(errno);
+            }
+            if i == 200 {
+                faults.heal();
+            }
+            match store.put(&mut blobs, &k, &v, None) {
+                Ok(_) => {
+                    store.flush(&mut blobs).expect("flush");
+                    acked.insert(k, v);
+                }
+                Err(e) => {
+                    assert_eq!(e, StoreError::Exhausted(limit), "write {i}");
+                    assert!((100..200).contains(&i), "refused only while limited: {i}");
+                    refused_at_roll += 1;
+                    // Reads are served meanwhile.
+                    let (k0, v0) = acked.iter().next().expect("some acknowledged");
+                    let got = store.get(&mut blobs, k0).unwrap().map(|(v, _)| v.to_vec());
+                    assert_eq!(got.as_ref(), Some(v0));
+                }
+            }
+        }
+        assert!(refused_at_roll > 0, "some write of 100..200 needed a new segment");
+        assert_eq!(store.failure(), None);
+        for (k, v) in &acked {
+            let got = store.get(&mut blobs, k).unwrap().map(|(v, _)| v.to_vec());
+            assert_eq!(got.as_ref(), Some(v));
+        }
+        drop(store);
+        check_after_restart(&log, &blob, &acked, &[]);
     }
 }

@@ -20,6 +20,8 @@ const GROUP_COMMIT_WAIT_NS: u64 = 1_000_000;
 
 /// How often store sizes are summed for the counters (visits every endpoint).
 const SIZES_INTERVAL_NS: u64 = 250_000_000;
+/// At most one line on stderr per this long about writes refused for a limit.
+const LIMIT_LINE_INTERVAL_NS: u64 = 10_000_000_000;
 
 /// A write as [`Core::apply`] takes it.
 struct Write<'a> {
@@ -103,7 +105,7 @@ impl Core {
             let write =
                 Write { opcode, key: m.key, value: m.value, expected: h.version, ttl_secs: ttl };
             let outcome = self.apply(slot, id, &write);
-            self.completions.insert_counted(now_ns, id, outcome.record, outcome.count);
+            self.remember(now_ns, id, &outcome);
             return self.answer_write(tx, request, slot, outcome, false);
         }
         if h.total_len as usize > VALUE_BYTES_MAX {
@@ -134,9 +136,18 @@ impl Core {
                     ttl_secs: r.ttl_secs,
                 };
                 let outcome = self.apply(slot, id, &write);
-                self.completions.insert(now_ns, id, outcome.record);
+                self.remember(now_ns, id, &outcome);
                 self.answer_write(tx, request, slot, outcome, false);
             }
+        }
+    }
+
+    /// Keeps a write's outcome for its resends, unless it was refused BUSY: the store ran
+    /// into a limit and changed nothing, so a resend must try again (the limit may have
+    /// lifted), not be answered BUSY from the record for the TTL.
+    fn remember(&mut self, now_ns: u64, id: RequestId, outcome: &Outcome) {
+        if outcome.record.status != Status::Busy {
+            self.completions.insert_counted(now_ns, id, outcome.record, outcome.count);
         }
     }
 
@@ -557,6 +568,8 @@ impl Core {
         let wall_ns = self.wall_ns();
         let c = &mut self.counters;
         (c.log_bytes, c.live_bytes, c.index_bytes, c.quarantined, c.poisoned) = (0, 0, 0, 0, 0);
+        c.limit_refusals = 0;
+        let mut limits = std::collections::BTreeSet::new();
         for (slot, endpoint) in self.endpoints.iter_mut().enumerate() {
             // Values with a TTL expire without a write: an endpoint whose oldest segment
             // holds only expired ones is due for compaction though nothing wrote to it.
@@ -571,9 +584,13 @@ impl Core {
             c.index_bytes += s.index_bytes;
             c.quarantined += s.quarantined;
             c.poisoned += u64::from(endpoint.store.failure() == Some(StoreError::Poisoned));
+            c.limit_refusals += s.limit_refusals;
+            limits.extend(endpoint.store.limit().filter(|_| s.limit_refusals > 0));
         }
         c.blob_bytes = self.blobs.blob_bytes();
         c.blob_chunks = self.blobs.blob_chunks();
+        self.report_limits(now_ns, &limits);
+        let c = &self.counters;
         if c.quarantined != self.quarantines_reported {
             self.quarantines_reported = c.quarantined;
             for endpoint in &self.endpoints {
@@ -582,6 +599,29 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// One line on stderr, at most every `LIMIT_LINE_INTERVAL_NS`, when writes were refused
+    /// for a limit since the last one: which limit, how many, and what lifts it. Running out
+    /// of descriptors or maps is an operating error the operator must see, not only a BUSY.
+    fn report_limits(&mut self, now_ns: u64, limits: &std::collections::BTreeSet<storage::Limit>) {
+        let refusals = self.counters.limit_refusals;
+        let due = self.limit_reported_ns == 0
+            || now_ns.saturating_sub(self.limit_reported_ns) >= LIMIT_LINE_INTERVAL_NS;
+        if refusals <= self.limit_refusals_reported || !due {
+            return;
+        }
+        let names: Vec<String> = limits.iter().map(|l| l.describe()).collect();
+        eprintln!(
+            "cradle: core {}: out of {}: {} writes refused BUSY so far; nothing acknowledged is \
+             lost. Each endpoint with data holds a descriptor and a map per segment file: raise \
+             the limit and restart, or use fewer partitions",
+            self.config.core,
+            names.join(" and "),
+            refusals,
+        );
+        self.limit_refusals_reported = refusals;
+        self.limit_reported_ns = now_ns.max(1);
     }
 }
 
