@@ -91,6 +91,12 @@ const METRICS: &[Metric] = &[
         false,
         |c| c.limit_refusals,
     ),
+    (
+        "cradle_no_space_refusals_total",
+        "Writes refused NO_SPACE (a full disk, or an endpoint's key or segment limit).",
+        false,
+        |c| c.no_space_refusals,
+    ),
     ("cradle_get_hits_total", "GETs answered with a value.", false, |c| c.get_hits),
     ("cradle_get_misses_total", "GETs answered NOT_FOUND.", false, |c| c.get_misses),
     ("cradle_cas_mismatches_total", "CAS writes that found another version.", false, |c| {

@@ -101,9 +101,9 @@ pub struct Core {
     now_ns: u64,
     /// Quarantined endpoints already reported to `stats`.
     quarantines_reported: u64,
-    /// Writes refused for a limit when stderr last said so, and when (`refresh_sizes`).
-    limit_refusals_reported: u64,
-    limit_reported_ns: u64,
+    /// What stderr last said of writes refused for a limit, and for space (`refresh_sizes`).
+    limit_reported: writes::Reported,
+    no_space_reported: writes::Reported,
     /// Where map changes come from, if anywhere.
     map_inbox: Option<MapInbox>,
     /// Node-to-node traffic (a cluster member); none on a single node.
@@ -241,8 +241,8 @@ impl Core {
             pending_since_ns: 0,
             now_ns: 0,
             quarantines_reported: 0,
-            limit_refusals_reported: 0,
-            limit_reported_ns: 0,
+            limit_reported: writes::Reported::default(),
+            no_space_reported: writes::Reported::default(),
             map_inbox: None,
             role: proto::auth::Role::Admin,
             metrics: Box::default(),

@@ -120,9 +120,12 @@ pub struct CoreCounters {
     /// Writes refused BUSY because the process ran into a limit making a segment file (open
     /// files, memory maps, memory); the node's stderr names the limit.
     pub limit_refusals: u64,
+    /// Writes refused NO_SPACE by the stores (a full disk, or an endpoint's key or segment
+    /// limit); the node's stderr says so.
+    pub no_space_refusals: u64,
 }
 
-const FIELDS: usize = 54;
+const FIELDS: usize = 55;
 
 /// The JSON and metric names of the fields, in `to_array` order.
 pub(crate) const NAMES: [&str; FIELDS] = [
@@ -180,6 +183,7 @@ pub(crate) const NAMES: [&str; FIELDS] = [
     "snapshot_digests",
     "own_log_refused",
     "limit_refusals",
+    "no_space_refusals",
 ];
 
 impl CoreCounters {
@@ -239,6 +243,7 @@ impl CoreCounters {
             self.snapshot_digests,
             self.own_log_refused,
             self.limit_refusals,
+            self.no_space_refusals,
         ]
     }
 
@@ -298,6 +303,7 @@ impl CoreCounters {
             snapshot_digests: a[51],
             own_log_refused: a[52],
             limit_refusals: a[53],
+            no_space_refusals: a[54],
         }
     }
 

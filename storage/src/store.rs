@@ -99,6 +99,8 @@ pub struct StoreStats {
     pub quarantined: u64,
     /// Writes refused because the process ran into a limit ([`StoreError::Exhausted`]).
     pub limit_refusals: u64,
+    /// Writes refused `NoSpace`: a full disk, or the endpoint's key or segment limit.
+    pub no_space_refusals: u64,
 }
 
 /// A live value with everything the store keeps of it.
@@ -143,6 +145,7 @@ pub struct Store {
     /// Writes refused for a limit, and the last limit.
     limit_refusals: u64,
     limit: Option<Limit>,
+    no_space_refusals: u64,
 }
 
 impl Store {
@@ -161,14 +164,20 @@ impl Store {
             clock_ns: 0,
             limit_refusals: 0,
             limit: None,
+            no_space_refusals: 0,
         }
     }
 
-    /// Counts a write refused for a limit (`StoreStats::limit_refusals`).
+    /// Counts a write refused for a limit or for space (`StoreStats::limit_refusals`,
+    /// `no_space_refusals`).
     fn counted(&mut self, e: StoreError) -> StoreError {
-        if let StoreError::Exhausted(limit) = e {
-            self.limit_refusals += 1;
-            self.limit = Some(limit);
+        match e {
+            StoreError::Exhausted(limit) => {
+                self.limit_refusals += 1;
+                self.limit = Some(limit);
+            }
+            StoreError::NoSpace => self.no_space_refusals += 1,
+            _ => {}
         }
         e
     }
@@ -426,7 +435,7 @@ impl Store {
         assert!(key.len() <= proto::KEY_BYTES_MAX, "proto bounds keys");
         let previous = self.previous(key)?;
         if previous.is_none() && self.index.len() >= self.config.keys_max {
-            return Err(StoreError::NoSpace);
+            return Err(self.counted(StoreError::NoSpace));
         }
         let mut reference = std::mem::take(&mut self.scratch);
         let blob = value.len() >= self.config.blob_threshold_bytes;
@@ -650,6 +659,7 @@ impl Store {
             segments: self.log.segment_count() as u64,
             quarantined: u64::from(self.quarantine.is_some()),
             limit_refusals: self.limit_refusals,
+            no_space_refusals: self.no_space_refusals,
         }
     }
 

@@ -20,8 +20,29 @@ const GROUP_COMMIT_WAIT_NS: u64 = 1_000_000;
 
 /// How often store sizes are summed for the counters (visits every endpoint).
 const SIZES_INTERVAL_NS: u64 = 250_000_000;
-/// At most one line on stderr per this long about writes refused for a limit.
-const LIMIT_LINE_INTERVAL_NS: u64 = 10_000_000_000;
+/// At most one line on stderr per this long about writes refused for a limit or for space.
+const REFUSALS_LINE_INTERVAL_NS: u64 = 10_000_000_000;
+
+/// A count of refused writes as stderr last gave it, and when.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Reported {
+    count: u64,
+    at_ns: u64,
+}
+
+impl Reported {
+    /// Whether a line is due for `count` refusals now: more than last time, and none for
+    /// `REFUSALS_LINE_INTERVAL_NS`. Taken as said when it is.
+    fn due(&mut self, now_ns: u64, count: u64) -> bool {
+        let quiet =
+            self.at_ns == 0 || now_ns.saturating_sub(self.at_ns) >= REFUSALS_LINE_INTERVAL_NS;
+        if count <= self.count || !quiet {
+            return false;
+        }
+        *self = Reported { count, at_ns: now_ns.max(1) };
+        true
+    }
+}
 
 /// A write as [`Core::apply`] takes it.
 struct Write<'a> {
@@ -568,7 +589,7 @@ impl Core {
         let wall_ns = self.wall_ns();
         let c = &mut self.counters;
         (c.log_bytes, c.live_bytes, c.index_bytes, c.quarantined, c.poisoned) = (0, 0, 0, 0, 0);
-        c.limit_refusals = 0;
+        (c.limit_refusals, c.no_space_refusals) = (0, 0);
         let mut limits = std::collections::BTreeSet::new();
         for (slot, endpoint) in self.endpoints.iter_mut().enumerate() {
             // Values with a TTL expire without a write: an endpoint whose oldest segment
@@ -585,6 +606,7 @@ impl Core {
             c.quarantined += s.quarantined;
             c.poisoned += u64::from(endpoint.store.failure() == Some(StoreError::Poisoned));
             c.limit_refusals += s.limit_refusals;
+            c.no_space_refusals += s.no_space_refusals;
             limits.extend(endpoint.store.limit().filter(|_| s.limit_refusals > 0));
         }
         c.blob_bytes = self.blobs.blob_bytes();
@@ -601,27 +623,31 @@ impl Core {
         }
     }
 
-    /// One line on stderr, at most every `LIMIT_LINE_INTERVAL_NS`, when writes were refused
-    /// for a limit since the last one: which limit, how many, and what lifts it. Running out
-    /// of descriptors or maps is an operating error the operator must see, not only a BUSY.
+    /// One line on stderr, at most every `REFUSALS_LINE_INTERVAL_NS` for each, when writes
+    /// were refused for a limit, or for space, since the last one: which limit, how many, and
+    /// what lifts it. Running out of descriptors, maps or disk is an operating error the
+    /// operator must see, not only a BUSY or NO_SPACE a client gets.
     fn report_limits(&mut self, now_ns: u64, limits: &std::collections::BTreeSet<storage::Limit>) {
-        let refusals = self.counters.limit_refusals;
-        let due = self.limit_reported_ns == 0
-            || now_ns.saturating_sub(self.limit_reported_ns) >= LIMIT_LINE_INTERVAL_NS;
-        if refusals <= self.limit_refusals_reported || !due {
-            return;
+        let (core, c) = (self.config.core, &self.counters);
+        if self.limit_reported.due(now_ns, c.limit_refusals) {
+            let names: Vec<String> = limits.iter().map(|l| l.describe()).collect();
+            eprintln!(
+                "cradle: core {core}: out of {}: {} writes refused BUSY so far; nothing \
+                 acknowledged is lost. Each endpoint with data holds a descriptor and a map per \
+                 segment file: raise the limit and restart, or use fewer partitions",
+                names.join(" and "),
+                c.limit_refusals,
+            );
         }
-        let names: Vec<String> = limits.iter().map(|l| l.describe()).collect();
-        eprintln!(
-            "cradle: core {}: out of {}: {} writes refused BUSY so far; nothing acknowledged is \
-             lost. Each endpoint with data holds a descriptor and a map per segment file: raise \
-             the limit and restart, or use fewer partitions",
-            self.config.core,
-            names.join(" and "),
-            refusals,
-        );
-        self.limit_refusals_reported = refusals;
-        self.limit_reported_ns = now_ns.max(1);
+        if self.no_space_reported.due(now_ns, c.no_space_refusals) {
+            eprintln!(
+                "cradle: core {core}: no space: {} writes refused NO_SPACE so far (the disk under \
+                 the data directory is full, or an endpoint reached its key or segment limit); \
+                 nothing acknowledged is lost. Free space and the writes are taken again (a \
+                 store stopped by a failed flush needs a restart)",
+                c.no_space_refusals,
+            );
+        }
     }
 }
 
