@@ -339,7 +339,14 @@ impl Log {
         let result = segment.device.write(start, &self.tail);
         segment.synced = false;
         if let Err(e) = result {
-            return Err(self.poison(&e));
+            // Records already applied did not reach the file: never a clean `Exhausted`
+            // refusal, which the core answers as a write that changed nothing.
+            let failure = match failure_of(&e) {
+                StoreError::Exhausted(_) => StoreError::Poisoned,
+                other => other,
+            };
+            self.failure = Some(failure);
+            return Err(failure);
         }
         self.tail_start += self.tail.len() as u64;
         self.tail.clear();

@@ -164,8 +164,10 @@ impl Core {
     }
 
     /// Keeps a write's outcome for its resends, unless it was refused BUSY: the store ran
-    /// into a limit and changed nothing, so a resend must try again (the limit may have
-    /// lifted), not be answered BUSY from the record for the TTL.
+    /// into a limit and changed nothing (what `apply` gets as `StoreError::Exhausted` is a
+    /// refusal before anything was written; a flush that runs into a limit answers the writes
+    /// it held through `flush_dirty`, whose records then say BUSY), so a resend must try
+    /// again (the limit may have lifted), not be answered BUSY from the record for the TTL.
     fn remember(&mut self, now_ns: u64, id: RequestId, outcome: &Outcome) {
         if outcome.record.status != Status::Busy {
             self.completions.insert_counted(now_ns, id, outcome.record, outcome.count);
