@@ -97,9 +97,11 @@ pub struct StoreStats {
     pub segments: u64,
     /// 1 if the endpoint is quarantined.
     pub quarantined: u64,
-    /// Writes refused because the process ran into a limit ([`StoreError::Exhausted`]).
+    /// Writes (and failed flushes) refused because the process ran into a limit
+    /// ([`StoreError::Exhausted`]).
     pub limit_refusals: u64,
-    /// Writes refused `NoSpace`: a full disk, or the endpoint's key or segment limit.
+    /// Writes and flushes refused `NoSpace`: a full disk, or the endpoint's key or segment
+    /// limit (a flush that failed counts once, whatever number of writes it answered).
     pub no_space_refusals: u64,
 }
 
@@ -589,6 +591,7 @@ impl Store {
         if let Err(e) = result {
             // Whatever failed, this endpoint's writes were not made durable: stop it.
             self.log.stop(e);
+            self.counted(e);
         }
         result
     }
