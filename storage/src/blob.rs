@@ -15,7 +15,7 @@
 //! its chunks. Refcounts live only in memory: recovery rebuilds them from the endpoint logs.
 
 use crate::device::Volume;
-use crate::error::{failure_of, StoreError};
+use crate::error::{failure_of, refusal_or_stop, StoreError};
 use crate::log::{parse_segment_header, segment_header, segment_name, segment_number};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -249,13 +249,7 @@ impl BlobStore {
 
     /// A full disk or a limit (open files, maps) is a clean refusal; anything else poisons.
     fn fail(&mut self, e: &io::Error) -> StoreError {
-        match failure_of(e) {
-            StoreError::Poisoned => {
-                self.failure = Some(StoreError::Poisoned);
-                StoreError::Poisoned
-            }
-            clean => clean,
-        }
+        refusal_or_stop(&mut self.failure, e)
     }
 
     /// The segment to append `bytes` to, creating one if the last is full.

@@ -120,6 +120,16 @@ pub(crate) fn is_no_space(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == std::io::ErrorKind::StorageFull
 }
 
+/// What `e` means for an operation that changed nothing yet: a full disk or a limit is a clean
+/// refusal (the next operation tries again), anything else also stops the store (`failure`).
+pub(crate) fn refusal_or_stop(failure: &mut Option<StoreError>, e: &std::io::Error) -> StoreError {
+    let refusal = failure_of(e);
+    if refusal == StoreError::Poisoned {
+        *failure = Some(refusal);
+    }
+    refusal
+}
+
 /// Classifies an I/O error: a full disk is `NoSpace`, a limit `Exhausted`, anything else
 /// `Poisoned`.
 pub(crate) fn failure_of(e: &std::io::Error) -> StoreError {

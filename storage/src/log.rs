@@ -9,7 +9,7 @@
 //! one.
 
 use crate::device::{LogDevice, Volume};
-use crate::error::{failure_of, StoreError};
+use crate::error::{failure_of, refusal_or_stop, StoreError};
 use crate::index::{Loc, SEGMENTS_MAX};
 use crate::record::{self, Bad, Kind, Meta, Record, Stamp};
 use std::collections::VecDeque;
@@ -272,20 +272,19 @@ impl Log {
         // A full disk or a limit (open files, maps) here changed nothing: the write is
         // refused and the next one tries again. Anything else poisons.
         let name = segment_name(number);
-        let device =
-            self.volume.create(&name, self.segment_bytes).map_err(|e| match failure_of(&e) {
-                StoreError::Poisoned => self.poison(&e),
-                clean => clean,
-            })?;
+        let device = self
+            .volume
+            .create(&name, self.segment_bytes)
+            .map_err(|e| refusal_or_stop(&mut self.failure, &e))?;
         if self.active().is_some() {
             if let Err(e) = self.volume.sync() {
-                if failure_of(&e) == StoreError::Poisoned {
-                    return Err(self.poison(&e));
+                let failure = refusal_or_stop(&mut self.failure, &e);
+                if failure != StoreError::Poisoned {
+                    // (Its directory could not even be opened: the new file goes again.)
+                    drop(device);
+                    self.volume.remove(&name).map_err(|e| self.poison(&e))?;
                 }
-                // (Its directory could not even be opened: the new file goes again.)
-                drop(device);
-                self.volume.remove(&name).map_err(|e| self.poison(&e))?;
-                return Err(failure_of(&e));
+                return Err(failure);
             }
         }
         if let Some(active) = self.active() {

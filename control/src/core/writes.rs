@@ -609,7 +609,7 @@ impl Core {
             c.poisoned += u64::from(endpoint.store.failure() == Some(StoreError::Poisoned));
             c.limit_refusals += s.limit_refusals;
             c.no_space_refusals += s.no_space_refusals;
-            limits.extend(endpoint.store.limit().filter(|_| s.limit_refusals > 0));
+            limits.extend(endpoint.store.limit());
         }
         c.blob_bytes = self.blobs.blob_bytes();
         c.blob_chunks = self.blobs.blob_chunks();
