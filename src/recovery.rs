@@ -1,15 +1,16 @@
 //! Opening a node's data directory: the layout it was made with, a lock so two nodes never
-//! share it, and each core's stores, replayed with progress and a report of what was found.
+//! share it, and each core's log, replayed into its endpoints' stores with a report of what
+//! was found.
 
 use control::{CoreStorage, Durability, NodeLayout};
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use storage::{BlobStore, FileVolume, Store, StoreConfig, SyncSet};
+use storage::{BlobStore, FileVolume, Shelf, StoreConfig, SyncSet};
 
-/// Names the partition count a data directory was made with: its files are per partition,
-/// and a node with another count would find keys in the wrong endpoints.
+/// Names the partition count a data directory was made with: the records of a core's log name
+/// their endpoints by slot, and a node with another count would find keys in the wrong ones.
 const LAYOUT_FILE: &str = "cradle-layout";
 
 /// Locks `data_dir` for this process (released when the returned file closes) and checks it
@@ -22,6 +23,7 @@ pub(crate) fn claim(data_dir: &Path, layout: &NodeLayout) -> Result<File, String
         .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
     lock.try_lock()
         .map_err(|_| format!("data dir {} is in use by another cradle node", data_dir.display()))?;
+    refuse_per_endpoint_layout(data_dir)?;
     let wanted = format!("partitions {}\ncores {}\n", layout.partitions(), layout.cores());
     let path = data_dir.join(LAYOUT_FILE);
     match std::fs::read_to_string(&path) {
@@ -39,6 +41,27 @@ pub(crate) fn claim(data_dir: &Path, layout: &NodeLayout) -> Result<File, String
         }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
+}
+
+/// Refuses a data directory in the layout before one log per core (a directory per
+/// partition, `partition-NNNNNNN/`): its records cannot be read by this version, and starting
+/// over them would look like an empty node. Says how to carry the data over.
+fn refuse_per_endpoint_layout(data_dir: &Path) -> Result<(), String> {
+    let entries = std::fs::read_dir(data_dir)
+        .map_err(|e| format!("cannot list data dir {}: {e}", data_dir.display()))?;
+    let old =
+        entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("partition-"));
+    let count = old.count();
+    if count == 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "data dir {} holds {count} per-partition directories (partition-NNNNNNN/), the layout of \
+         cradle before one log per core; this version cannot read them and changed nothing. To \
+         carry the data over: start the previous version on it and `cradle export` its keys, then \
+         start this version on an empty data dir and `cradle import` them (see docs/OPERATIONS.md)",
+        data_dir.display()
+    ))
 }
 
 /// The file naming a single node's data set (its partition maps' `cluster`).
@@ -73,11 +96,11 @@ pub(crate) fn node_id(data_dir: &Path) -> Result<u64, String> {
     }
 }
 
-/// Opens core `core`'s blob store and endpoint stores, replaying their logs. Prints a line
-/// per torn tail and per quarantined endpoint, and progress every second on long replays.
-/// Writes stamped since `stamps_since_ns` (wall clock) come back in `recovered`, to rebuild
-/// their completion records. With `sync_set`, every file of the stores is tracked in it for
-/// the `memory` class's background sync.
+/// Opens core `core`'s blob store and its log, replaying it into its endpoints' stores.
+/// Prints a line per torn tail and per quarantined endpoint, and progress every second on
+/// long replays. Writes stamped since `stamps_since_ns` (wall clock) come back in
+/// `recovered`, to rebuild their completion records. With `sync_set`, every file of the core
+/// is tracked in it for the `memory` class's background sync.
 pub(crate) fn open_core(
     data_dir: &Path,
     layout: &NodeLayout,
@@ -91,73 +114,64 @@ pub(crate) fn open_core(
         None => FileVolume::new(dir),
     };
     let blobs_dir = data_dir.join(format!("blobs-core-{core}"));
-    let (mut blobs, _) = BlobStore::open(Box::new(volume(&blobs_dir)), config)
+    let (blobs, _) = BlobStore::open(Box::new(volume(&blobs_dir)), config)
         .map_err(|e| format!("cannot open blob store {}: {e}", blobs_dir.display()))?;
     let endpoints = layout.endpoints_on(core);
-    let mut stores = Vec::with_capacity(endpoints);
-    let (started, mut last_progress) = (Instant::now(), Instant::now());
-    let (mut replayed, mut quarantined) = (0u64, 0);
-    let mut recovered = Vec::new();
-    for (slot, partition) in layout.partitions_on(core).enumerate() {
-        let dir = data_dir.join(format!("partition-{partition:07}"));
-        let volume = Box::new(volume(&dir));
-        let (store, mut report) = Store::open(volume, config, &mut blobs, stamps_since_ns)
-            .map_err(|e| {
-                let limit = storage::Limit::of(&e).map_or(String::new(), |limit| {
-                    format!(
-                        " (out of {}: each endpoint with data holds a descriptor and a map per \
-                         segment file; raise the limit and start again, nothing is lost)",
-                        limit.describe()
-                    )
-                });
-                format!("cannot open partition {partition} in {}: {e}{limit}", dir.display())
-            })?;
-        replayed += report.bytes_replayed;
-        recovered.append(&mut report.stamps);
-        if let Some(torn) = &report.torn_tail {
-            eprintln!(
-                "cradle: partition {partition}: torn tail truncated at {} byte {} ({})",
-                torn.file, torn.offset, torn.reason
-            );
-        }
-        if let Some(corruption) = &report.quarantine {
-            quarantined += 1;
-            eprintln!(
-                "cradle: partition {partition} QUARANTINED: {corruption}; it answers UNAVAILABLE \
-                 and no file was changed"
-            );
-        }
-        stores.push(store);
-        if last_progress.elapsed() >= Duration::from_secs(1) {
-            last_progress = Instant::now();
-            eprintln!(
-                "cradle: core {core}: opened {}/{endpoints} endpoints, {} MiB replayed",
-                slot + 1,
-                replayed >> 20
-            );
-        }
+    let partitions: Vec<u32> = layout.partitions_on(core).collect();
+    let started = Instant::now();
+    let log_dir = data_dir.join(format!("core-{core}"));
+    let opened =
+        Shelf::open(Box::new(volume(&log_dir)), blobs, config, endpoints as u32, stamps_since_ns);
+    let (mut shelf, stores, mut report) = opened.map_err(|e| {
+        let limit = storage::Limit::of(&e).map_or(String::new(), |limit| {
+            format!(
+                " (out of {}: the core's log holds a descriptor and a map per segment file; \
+                 raise the limit and start again, nothing is lost)",
+                limit.describe()
+            )
+        });
+        format!("cannot open core {core}'s log in {}: {e}{limit}", log_dir.display())
+    })?;
+    if let Some(torn) = &report.torn_tail {
+        eprintln!(
+            "cradle: core {core}: torn tail truncated at {} byte {} ({})",
+            torn.file, torn.offset, torn.reason
+        );
+    }
+    for (slot, corruption) in &report.quarantined {
+        let partition = partitions[*slot as usize];
+        eprintln!(
+            "cradle: partition {partition} QUARANTINED: {corruption}; it answers UNAVAILABLE \
+             and no file was changed"
+        );
     }
     // Chunks no live key references are garbage only if every endpoint's references were
     // read; a quarantined endpoint's were not.
-    if quarantined == 0 {
-        blobs.reclaim_unreferenced().map_err(|e| format!("core {core}: blob reclaim: {e}"))?;
+    if report.quarantined.is_empty() {
+        shelf
+            .blobs_mut()
+            .reclaim_unreferenced()
+            .map_err(|e| format!("core {core}: blob reclaim: {e}"))?;
     }
+    let recovered = std::mem::take(&mut report.stamps);
     if !recovered.is_empty() {
         eprintln!(
-            "cradle: core {core}: {} recent writes found in the logs; a resend of one is answered \
+            "cradle: core {core}: {} recent writes found in the log; a resend of one is answered \
              from its rebuilt completion record",
             recovered.len()
         );
     }
     if started.elapsed() >= Duration::from_secs(1) {
+        let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "cradle: core {core}: {endpoints} endpoints open, {} MiB replayed in {:.1} s",
-            replayed >> 20,
-            started.elapsed().as_secs_f64()
+            "cradle: core {core}: {endpoints} endpoints open, {} MiB of log replayed in {secs:.1} s \
+             ({:.0} MiB/s)",
+            report.bytes_replayed >> 20,
+            (report.bytes_replayed >> 20) as f64 / secs
         );
     }
     Ok(CoreStorage {
-        blobs,
+        shelf,
         stores,
         durability: Durability::default(),
         compaction_step_bytes: 256 << 10,

@@ -18,7 +18,7 @@ use proto::{
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use storage::{BlobStore, Store, StoreConfig, StoreError, ValueRef};
+use storage::{Shelf, Store, StoreConfig, StoreError, ValueRef};
 
 mod catchup;
 mod items;
@@ -53,8 +53,6 @@ struct Endpoint {
     store: Store,
     /// Written since its last flush (and listed in `Core::dirty`).
     dirty: bool,
-    /// Listed in `Core::compaction_queue`.
-    queued_for_compaction: bool,
     /// Its part in its partition's replication (none: the partition's only replica).
     replica: Option<Box<ReplicaState>>,
 }
@@ -75,7 +73,10 @@ pub struct Core {
     /// The partition map as this core routes by it.
     routes: Routes,
     last_sweep_ns: u64,
-    blobs: BlobStore,
+    shelf: Shelf,
+    /// The slot of each endpoint of the core's log, by the slot its records name (they
+    /// differ once a map change dropped endpoints): what cleaning routes records by.
+    slot_of: Vec<usize>,
     durability: Durability,
     compaction_step_bytes: u64,
     /// Endpoints written since their last flush.
@@ -83,7 +84,6 @@ pub struct Core {
     /// Write replies waiting for the group commit (`Durability::Flushed`).
     pending: Vec<PendingAck>,
     ack_buf: Box<[u8; DATAGRAM_BYTES_MAX]>,
-    compaction_queue: VecDeque<usize>,
     last_flush_ns: u64,
     /// The background syncs of the `memory` class (see `CoreStorage::sync_clock`).
     sync_clock: Option<Arc<SyncClock>>,
@@ -222,11 +222,11 @@ impl Core {
             map_payload,
             routes,
             dirty: Vec::with_capacity(endpoints.len()),
-            compaction_queue: VecDeque::with_capacity(endpoints.len()),
+            slot_of: slots_by_record_id(&endpoints),
             endpoints,
             config,
             last_sweep_ns: 0,
-            blobs: storage.blobs,
+            shelf: storage.shelf,
             durability: storage.durability,
             compaction_step_bytes: storage.compaction_step_bytes,
             pending: Vec::with_capacity(PENDING_ACKS_MAX + 1),
@@ -282,7 +282,7 @@ impl Core {
     #[cfg(test)]
     pub(crate) fn item_meta(&mut self, key: &[u8]) -> Option<(u64, storage::Meta)> {
         self.endpoints.iter_mut().find_map(|e| {
-            let item = e.store.get_item(&mut self.blobs, key).ok().flatten()?;
+            let item = e.store.get_item(&mut self.shelf, key).ok().flatten()?;
             Some((item.version, item.meta))
         })
     }
@@ -293,7 +293,7 @@ impl Core {
         mut f: impl FnMut(&[u8], &[u8], u64),
     ) -> Result<(), StoreError> {
         for endpoint in &mut self.endpoints {
-            endpoint.store.for_each(&mut self.blobs, &mut f)?;
+            endpoint.store.for_each(&mut self.shelf, &mut f)?;
         }
         Ok(())
     }
@@ -426,7 +426,7 @@ impl Core {
         let after = request.message.key;
         // The smallest keys after the cursor: a max-heap holding at most a page's worth.
         let mut smallest = std::collections::BinaryHeap::new();
-        let listed = self.endpoints[slot].store.for_each_key(|key| {
+        let listed = self.endpoints[slot].store.for_each_key(&self.shelf, |key| {
             if key > after
                 && (smallest.len() < SCAN_KEYS_MAX
                     || smallest.peek().is_some_and(|top: &Vec<u8>| key < top.as_slice()))
@@ -457,7 +457,7 @@ impl Core {
         tx: &mut dyn Transmit,
     ) {
         let key = request.message.key;
-        let reference = self.endpoints[slot].store.get_reference(key);
+        let reference = self.endpoints[slot].store.get_reference(&self.shelf, key);
         count_get(&mut self.counters, request.message, &reference);
         let status = match reference {
             Ok(Some((ValueRef::Inline(value), version))) => {
@@ -468,7 +468,7 @@ impl Core {
                     value_len: u64::from_le_bytes(
                         stored[..8].try_into().expect("reference length"),
                     ),
-                    chunk_bytes: self.blobs.chunk_bytes() as u32,
+                    chunk_bytes: self.shelf.blobs().chunk_bytes() as u32,
                     hashes: stored[8..]
                         .chunks_exact(32)
                         .map(|h| h.try_into().expect("32"))
@@ -487,7 +487,7 @@ impl Core {
     /// budget decides), a blob value (at least 16 KiB, always over 3x) is refused before it is
     /// assembled, so a forged 100-byte request cannot make the loop read 16 MiB.
     fn handle_unvalidated_get(&mut self, request: Request<'_>, slot: usize, tx: &mut dyn Transmit) {
-        let reference = self.endpoints[slot].store.get_reference(request.message.key);
+        let reference = self.endpoints[slot].store.get_reference(&self.shelf, request.message.key);
         count_get(&mut self.counters, request.message, &reference);
         let status = match reference {
             Ok(Some((ValueRef::Inline(value), version))) => {
@@ -508,7 +508,7 @@ impl Core {
         let Ok(hash) = <[u8; 32]>::try_from(request.message.key) else {
             return self.answer(tx, &request, Status::Malformed);
         };
-        match self.blobs.chunk(&hash) {
+        match self.shelf.blobs_mut().chunk(&hash) {
             Some(bytes) => send_value(&mut self.replies, tx, &request, bytes, 0),
             None => self.answer(tx, &request, Status::NotFound),
         }
@@ -558,7 +558,7 @@ impl Core {
         if m.header.has(flags::RANGE) {
             // A pull continues a read of one version: if the key has another by now (or
             // none), the read must start again (VERSION_MISMATCH); no copy outlives it.
-            let live = match self.endpoints[slot].store.version(m.key) {
+            let live = match self.endpoints[slot].store.version(&self.shelf, m.key) {
                 Ok(live) => live,
                 Err(error) => return self.answer(tx, &request, status_of(error)),
             };
@@ -570,7 +570,7 @@ impl Core {
             }
         }
         let ranged = m.header.has(flags::RANGE);
-        let status = match self.endpoints[slot].store.get(&mut self.blobs, m.key) {
+        let status = match self.endpoints[slot].store.get(&mut self.shelf, m.key) {
             Ok(Some((value, version))) => {
                 self.counters.get_hits += u64::from(!ranged);
                 if !fits_unfragmented(m.key.len(), value.len()) {
@@ -758,9 +758,32 @@ impl Core {
     }
 }
 
+/// The slots of `endpoints` by the slot their records name (`usize::MAX`: none now).
+fn slots_by_record_id(endpoints: &[Endpoint]) -> Vec<usize> {
+    let ids = endpoints.iter().map(|e| e.store.endpoint() as usize + 1).max().unwrap_or(0);
+    let mut slot_of = vec![usize::MAX; ids];
+    for (slot, endpoint) in endpoints.iter().enumerate() {
+        slot_of[endpoint.store.endpoint() as usize] = slot;
+    }
+    slot_of
+}
+
+/// A core's endpoints as cleaning finds them: by the slot their records name.
+struct EndpointStores<'a> {
+    endpoints: &'a mut [Endpoint],
+    slot_of: &'a [usize],
+}
+
+impl storage::Stores for EndpointStores<'_> {
+    fn store(&mut self, id: u32) -> Option<&mut Store> {
+        let slot = *self.slot_of.get(id as usize)?;
+        self.endpoints.get_mut(slot).map(|e| &mut e.store)
+    }
+}
+
 impl Endpoint {
     fn new(partition: u32, store: Store) -> Endpoint {
-        Endpoint { partition, store, dirty: false, queued_for_compaction: false, replica: None }
+        Endpoint { partition, store, dirty: false, replica: None }
     }
 }
 

@@ -5,7 +5,7 @@ use proto::HeaderFields;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use storage::{BlobStore, MemoryVolume, StampedWrite, Store, StoreConfig, StoreError};
+use storage::{BlobStore, MemoryVolume, Shelf, StampedWrite, Store, StoreConfig, StoreError};
 
 /// When a write is answered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -14,8 +14,8 @@ pub enum Durability {
     /// process crash; a power cut loses what was written since the last sync (a background
     /// thread's, see [`SyncClock`], or the loop's own).
     Memory,
-    /// After the batch's group commit (one `fdatasync` per dirty endpoint per loop
-    /// iteration). Survives a power cut.
+    /// After the batch's group commit (one `fdatasync` of the core's log per loop iteration,
+    /// whatever number of endpoints the batch wrote). Survives a power cut.
     #[default]
     Flushed,
 }
@@ -31,16 +31,16 @@ impl Durability {
     }
 }
 
-/// A core's stores: one per endpoint, and the blob store they share.
+/// A core's stores: one per endpoint, and the log and blob store they share.
 #[derive(Debug)]
 pub struct CoreStorage {
-    /// Content-addressed chunks of big values.
-    pub blobs: BlobStore,
+    /// The core's log and its content-addressed chunks of big values.
+    pub shelf: Shelf,
     /// One per endpoint, in slot order.
     pub stores: Vec<Store>,
     /// When writes are answered.
     pub durability: Durability,
-    /// Bytes of log one compaction step may copy (bounded work per loop iteration).
+    /// Bytes of log one cleaning step may examine (bounded work per loop iteration).
     pub compaction_step_bytes: u64,
     /// The `memory` class's background syncs of the volume these stores live on. Without
     /// one, the loop itself flushes one written endpoint every few milliseconds.
@@ -101,19 +101,14 @@ impl CoreStorage {
     /// Stores in memory volumes (tests, benchmarks, `cradle demo`): nothing survives the
     /// process.
     pub fn in_memory(endpoints: usize, config: &StoreConfig) -> CoreStorage {
-        let (mut blobs, _) = BlobStore::open(Box::new(MemoryVolume::new("blobs")), config)
+        let (blobs, _) = BlobStore::open(Box::new(MemoryVolume::new("blobs")), config)
             .expect("a memory volume cannot fail to open");
-        let stores = (0..endpoints)
-            .map(|slot| {
-                let volume = Box::new(MemoryVolume::new(&format!("endpoint-{slot}")));
-                let stamps_since = u64::MAX; // (a new memory volume holds no writes)
-                Store::open(volume, config, &mut blobs, stamps_since)
-                    .expect("a memory volume cannot fail")
-                    .0
-            })
-            .collect();
+        let volume = Box::new(MemoryVolume::new("log"));
+        let stamps_since = u64::MAX; // (a new memory volume holds no writes)
+        let (shelf, stores, _) = Shelf::open(volume, blobs, config, endpoints as u32, stamps_since)
+            .expect("a memory volume cannot fail");
         CoreStorage {
-            blobs,
+            shelf,
             stores,
             durability: Durability::Memory,
             compaction_step_bytes: 256 << 10,

@@ -94,19 +94,15 @@ fn file_backed_core(
     map: Arc<[u8]>,
     dir: &tempfile::TempDir,
 ) -> Core {
-    use storage::{BlobStore, FileVolume, Store, StoreConfig};
+    use storage::{BlobStore, FileVolume, Shelf, StoreConfig};
     let store_config = StoreConfig::default();
-    let volume = |name: String| Box::new(FileVolume::new(dir.path().join(name)));
-    let (mut blobs, _) = BlobStore::open(volume("blobs".into()), &store_config).unwrap();
-    let stores = (0..config.layout.endpoints_on(config.core))
-        .map(|slot| {
-            Store::open(volume(format!("ep-{slot}")), &store_config, &mut blobs, u64::MAX)
-                .unwrap()
-                .0
-        })
-        .collect();
+    let volume = |name: &str| Box::new(FileVolume::new(dir.path().join(name)));
+    let (blobs, _) = BlobStore::open(volume("blobs"), &store_config).unwrap();
+    let endpoints = config.layout.endpoints_on(config.core) as u32;
+    let (shelf, stores, _) =
+        Shelf::open(volume("log"), blobs, &store_config, endpoints, u64::MAX).unwrap();
     let storage = control::CoreStorage {
-        blobs,
+        shelf,
         stores,
         durability: control::Durability::Flushed,
         compaction_step_bytes: 256 << 10,

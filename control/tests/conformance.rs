@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use storage::{BlobStore, Faults, FaultyVolume, MemoryVolume, Store, StoreConfig};
+use storage::{BlobStore, Faults, FaultyVolume, MemoryVolume, Shelf, StoreConfig};
 
 const CLIENT_ID: u64 = 0x0102_0304_0506_0708;
 const PARTITIONS: u32 = 16;
@@ -59,15 +59,12 @@ impl Node {
         let store_config = StoreConfig { keys_max: 2, ..StoreConfig::default() };
         let volume =
             |name: &str| Box::new(FaultyVolume::new(MemoryVolume::new(name), faults.clone()));
-        let (mut blobs, _) = BlobStore::open(volume("blobs"), &store_config).unwrap();
-        let stores = (0..layout.endpoints_on(0))
-            .map(|slot| {
-                let volume = volume(&format!("ep-{slot}"));
-                Store::open(volume, &store_config, &mut blobs, u64::MAX).unwrap().0
-            })
-            .collect();
+        let (blobs, _) = BlobStore::open(volume("blobs"), &store_config).unwrap();
+        let endpoints = layout.endpoints_on(0) as u32;
+        let (shelf, stores, _) =
+            Shelf::open(volume("log"), blobs, &store_config, endpoints, u64::MAX).unwrap();
         let storage = CoreStorage {
-            blobs,
+            shelf,
             stores,
             durability: Durability::Memory,
             compaction_step_bytes: 256 << 10,

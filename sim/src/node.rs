@@ -12,7 +12,7 @@ use proto::PartitionMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use storage::{BlobStore, MemoryVolume, Store, StoreConfig};
+use storage::{BlobStore, MemoryVolume, Shelf, StoreConfig};
 
 use crate::Packet;
 
@@ -47,7 +47,8 @@ impl Transmit for Outbox<'_> {
 
 /// The disks of one core.
 struct Disk {
-    endpoints: Vec<MemoryVolume>,
+    /// The core's log, shared by its endpoints.
+    log: MemoryVolume,
     blobs: MemoryVolume,
 }
 
@@ -89,9 +90,7 @@ impl Node {
         let layout = Arc::new(NodeLayout::new(PARTITIONS, addrs).expect("a valid layout"));
         let disks = (0..cores)
             .map(|core| Disk {
-                endpoints: (0..layout.endpoints_on(core))
-                    .map(|slot| MemoryVolume::new(&format!("core-{core}/ep-{slot}")))
-                    .collect(),
+                log: MemoryVolume::new(&format!("core-{core}/log")),
                 blobs: MemoryVolume::new(&format!("core-{core}/blobs")),
             })
             .collect();
@@ -128,27 +127,20 @@ impl Node {
         let mut cores = Vec::new();
         for (core, disk) in (0u32..).zip(&self.disks) {
             let config = store_config();
-            let (mut blobs, _) =
+            let (blobs, _) =
                 BlobStore::open(Box::new(disk.blobs.clone()), &config).expect("memory opens");
-            let mut recovered = Vec::new();
-            let stores = disk
-                .endpoints
-                .iter()
-                .map(|volume| {
-                    let (store, mut report) =
-                        Store::open(Box::new(volume.clone()), &config, &mut blobs, since)
-                            .expect("memory opens");
-                    assert!(report.quarantine.is_none(), "{:?}", report.quarantine);
-                    recovered.append(&mut report.stamps);
-                    store
-                })
-                .collect();
-            blobs.reclaim_unreferenced().expect("memory frees");
+            let endpoints = self.layout.endpoints_on(core) as u32;
+            let (mut shelf, stores, report) =
+                Shelf::open(Box::new(disk.log.clone()), blobs, &config, endpoints, since)
+                    .expect("memory opens");
+            assert!(report.quarantined.is_empty(), "{:?}", report.quarantined);
+            let mut recovered = report.stamps;
+            shelf.blobs_mut().reclaim_unreferenced().expect("memory frees");
             if !self.rebuild_completions {
                 recovered.clear(); // the injected bug
             }
             let storage = CoreStorage {
-                blobs,
+                shelf,
                 stores,
                 durability: self.durability,
                 compaction_step_bytes: 256 << 10,

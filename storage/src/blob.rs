@@ -16,7 +16,7 @@
 
 use crate::device::Volume;
 use crate::error::{failure_of, refusal_or_stop, StoreError};
-use crate::log::{parse_segment_header, segment_header, segment_name, segment_number};
+use crate::log::{segment_header, segment_name, segment_number, valid_segment_header};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use xxhash_rust::xxh3::xxh3_64;
@@ -115,11 +115,8 @@ impl BlobStore {
     fn scan_segment(&mut self, number: u64, report: &mut BlobReport) -> io::Result<()> {
         let device = self.volume.open(&segment_name(number))?;
         let len = device.len();
-        let header_ok = device
-            .read(0, 32.min(len as usize))
-            .ok()
-            .and_then(|h| parse_segment_header(h, number))
-            .is_some();
+        let header_ok =
+            device.read(0, 32.min(len as usize)).is_ok_and(|h| valid_segment_header(h, number));
         if !header_ok {
             // Never synced (a chunk is durable only after its segment header is), or
             // damaged: no chunk in it is trusted. Left in place for an operator.
@@ -263,7 +260,7 @@ impl BlobStore {
         let size = self.segment_bytes.max(bytes + BLOCK);
         let mut device =
             self.volume.create(&segment_name(number), size).map_err(|e| self.fail(&e))?;
-        device.write(0, &segment_header(number, 0)).map_err(|e| self.fail(&e))?;
+        device.write(0, &segment_header(number)).map_err(|e| self.fail(&e))?;
         self.segments.insert(number, BlobSegment { device, end: BLOCK, chunks: 0, synced: false });
         self.new_files = true;
         self.active = Some(number);

@@ -4,10 +4,11 @@
 //! emptied to start again; and, for a replica built on what its own log kept, digests of
 //! records to check its copies against and the keys of its own records.
 
-use crate::blob::{self, BlobStore};
+use crate::blob;
 use crate::error::StoreError;
 use crate::index::{Index, Loc};
 use crate::record::{Kind, Meta, Stamp};
+use crate::shelf::Shelf;
 use crate::store::{key_hash, Applied, Store};
 
 /// The live records of a store when [`Store::snapshot`] took it: their locations (8 bytes a
@@ -15,7 +16,7 @@ use crate::store::{key_hash, Applied, Store};
 #[derive(Debug, Default)]
 pub struct Snapshot {
     locs: Vec<Loc>,
-    /// `Store::segments_retired` when taken: a later deletion may have taken records along.
+    /// `Shelf::retired` when taken: a later deletion may have taken records along.
     retired: u64,
 }
 
@@ -48,8 +49,9 @@ pub enum SnapshotRead<'a> {
     /// Overwritten, deleted or expired since the snapshot: the writes that did it are newer
     /// than the snapshot, so whoever reads it learns of them another way.
     Superseded,
-    /// A segment was deleted since the snapshot (compaction moved records, or `clear`): its
-    /// locations may be gone, so it must be taken again. Hold compaction off while reading.
+    /// A segment was deleted since the snapshot (cleaning moved records), or the store was
+    /// emptied: its locations may be gone, so it must be taken again. Hold cleaning off while
+    /// reading.
     Stale,
 }
 
@@ -73,21 +75,27 @@ impl Store {
     /// None: the key holds no value (never written, or deleted).
     pub fn newest_digest(
         &mut self,
-        blobs: &mut BlobStore,
+        shelf: &mut Shelf,
         key: &[u8],
     ) -> Result<Option<(u64, [u8; DIGEST_BYTES])>, StoreError> {
-        self.usable()?;
-        let (loc, kind, lsn, meta) = match self.find(key) {
+        self.usable(&shelf.log)?;
+        let (loc, kind, lsn, meta) = match self.find(&shelf.log, key) {
             Ok(None) => return Ok(None),
             Ok(Some((loc, r))) => (loc, r.kind, r.lsn, r.meta),
-            Err((loc, bad)) => return Err(self.quarantine_at(loc, bad.describe())),
+            Err((loc, bad)) => return Err(self.quarantine_at(&shelf.log, loc, bad.describe())),
         };
-        let payload = self.log.read(loc).expect("read just now").payload;
+        let payload = shelf.log.read(loc).expect("read just now").payload;
         let value = match kind {
             Kind::Put => payload,
-            Kind::Blob => match blobs.read(payload) {
+            Kind::Blob => match shelf.blobs.read(payload) {
                 Ok(value) => value,
-                Err(_) => return Err(self.quarantine_at(loc, "blob chunk missing or corrupt")),
+                Err(_) => {
+                    return Err(self.quarantine_at(
+                        &shelf.log,
+                        loc,
+                        "blob chunk missing or corrupt",
+                    ))
+                }
             },
             _ => return Ok(None), // (only values are indexed)
         };
@@ -95,11 +103,11 @@ impl Store {
     }
 
     /// The keys whose value (expired or not) was written at or below `lsn`.
-    pub fn keys_through(&mut self, lsn: u64) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.usable()?;
+    pub fn keys_through(&mut self, shelf: &Shelf, lsn: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.usable(&shelf.log)?;
         let (mut keys, mut bad) = (Vec::new(), None);
         for loc in self.index.locations() {
-            match self.log.read(loc) {
+            match shelf.log.read(loc) {
                 Ok(r) if matches!(r.kind, Kind::Put | Kind::Blob) && r.lsn <= lsn => {
                     keys.push(r.key.to_vec());
                 }
@@ -111,47 +119,52 @@ impl Store {
             }
         }
         match bad {
-            Some((loc, b)) => Err(self.quarantine_at(loc, b.describe())),
+            Some((loc, b)) => Err(self.quarantine_at(&shelf.log, loc, b.describe())),
             None => Ok(keys),
         }
     }
 
     /// The locations of every live record now. Reading them later is right only as long as
     /// no segment is deleted meanwhile ([`SnapshotRead::Stale`] says when one was).
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot { locs: self.index.locations().collect(), retired: self.segments_retired }
+    pub fn snapshot(&self, shelf: &Shelf) -> Snapshot {
+        Snapshot { locs: self.index.locations().collect(), retired: self.retired(shelf) }
+    }
+
+    /// Changes when a segment is deleted or this store is emptied.
+    fn retired(&self, shelf: &Shelf) -> u64 {
+        shelf.retired + self.clears
     }
 
     /// Entry `i` of `snapshot` (below its `len`).
     pub fn snapshot_entry<'a>(
         &'a mut self,
-        blobs: &'a mut BlobStore,
+        shelf: &'a mut Shelf,
         snapshot: &Snapshot,
         i: usize,
     ) -> Result<SnapshotRead<'a>, StoreError> {
-        self.usable()?;
-        if snapshot.retired != self.segments_retired {
+        self.usable(&shelf.log)?;
+        if snapshot.retired != self.retired(shelf) {
             return Ok(SnapshotRead::Stale);
         }
         let loc = snapshot.locs[i];
-        let (kind, live) = match self.log.read(loc) {
+        let (kind, live) = match shelf.log.read(loc) {
             Ok(record) => {
                 let current = self.index.get(key_hash(record.key), |l| l == loc).is_some();
                 let value = matches!(record.kind, Kind::Put | Kind::Blob);
                 (record.kind, current && value && !record.meta.expired(self.clock_ns))
             }
-            Err(bad) => return Err(self.quarantine_at(loc, bad.describe())),
+            Err(bad) => return Err(self.quarantine_at(&shelf.log, loc, bad.describe())),
         };
         if !live {
             return Ok(SnapshotRead::Superseded);
         }
         if kind == Kind::Blob {
-            let readable = blobs.read(self.log.read(loc).expect("read just now").payload).is_ok();
-            if !readable {
-                return Err(self.quarantine_at(loc, "blob chunk missing or corrupt"));
+            let payload = shelf.log.read(loc).expect("read just now").payload;
+            if shelf.blobs.read(payload).is_err() {
+                return Err(self.quarantine_at(&shelf.log, loc, "blob chunk missing or corrupt"));
             }
         }
-        let record = self.log.read(loc).expect("read just now");
+        let record = shelf.log.read(loc).expect("read just now");
         if kind == Kind::Put {
             return Ok(SnapshotRead::Live {
                 key: record.key,
@@ -162,8 +175,8 @@ impl Store {
         }
         // (The chunks are read twice: the borrow checker cannot end the first borrow on the
         // error path.)
-        let value = blobs.read(record.payload).expect("read just now");
-        let meta = self.log.read(loc).expect("read just now").meta;
+        let value = shelf.blobs.read(record.payload).expect("read just now");
+        let meta = shelf.log.read(loc).expect("read just now").meta;
         Ok(SnapshotRead::Live { key: record.key, value, lsn: record.lsn, meta })
     }
 
@@ -174,7 +187,7 @@ impl Store {
     /// it remembers the delete itself).
     pub fn install(
         &mut self,
-        blobs: &mut BlobStore,
+        shelf: &mut Shelf,
         lsn: u64,
         write: Applied<'_>,
         stamp: Option<&Stamp>,
@@ -185,27 +198,27 @@ impl Store {
             // has something to flush for that LSN.)
             Applied::Note { key, status, version } => {
                 let last = self.last_version;
-                self.note_at(lsn, key, stamp, status, version)?;
+                self.note_at(&mut shelf.log, lsn, key, stamp, status, version)?;
                 self.last_version = self.last_version.max(last);
                 return Ok(false);
             }
         };
         // (Against the newest record, expired or not: an older put of a key whose newer
         // value has expired must not bring it back.)
-        let current = self.newest_version(key)?;
+        let current = self.newest_version(&shelf.log, key)?;
         if current >= lsn {
             return Ok(false);
         }
-        let current_live = self.version(key)?;
+        let current_live = self.version(shelf, key)?;
         let last = self.last_version;
         let changed = match write {
             Applied::Put { key, value, meta } => {
-                self.put_at(blobs, lsn, key, value, &meta, stamp)?;
+                self.put_at(shelf, lsn, key, value, &meta, stamp)?;
                 true
             }
             Applied::Delete { .. } if current_live == 0 => false,
             Applied::Delete { key } => {
-                self.delete_at(blobs, lsn, key, stamp)?;
+                self.delete_at(shelf, lsn, key, stamp)?;
                 true
             }
             Applied::Note { .. } => unreachable!("returned above"),
@@ -215,34 +228,50 @@ impl Store {
     }
 
     /// Raises the store's LSN to `lsn` (a replica that applied every write through it, some
-    /// of which changed nothing here).
-    pub fn raise_lsn(&mut self, lsn: u64) {
-        self.last_version = self.last_version.max(lsn);
-        self.log.note_lsn(lsn);
+    /// of which changed nothing here), durably: a floor record, so that a restart does not
+    /// bring the LSN back below it.
+    pub fn raise_lsn(&mut self, shelf: &mut Shelf, lsn: u64) -> Result<(), StoreError> {
+        if lsn <= self.last_version {
+            return Ok(());
+        }
+        self.usable(&shelf.log)?;
+        self.floor(&mut shelf.log, lsn)?;
+        self.last_version = lsn;
+        Ok(())
     }
 
-    /// Empties the store: every segment file deleted, an empty one started, the index, the
-    /// LSN and a quarantine forgotten; blob chunks it referred to are freed after the next
-    /// flush. For a replica about to be built again from another: a crash in the middle may
-    /// leave a store that replays part of the old records (or is quarantined for a missing
-    /// segment), which is why only a replica that is built again afterwards may call it.
-    pub fn clear(&mut self, blobs: &mut BlobStore) -> Result<(), StoreError> {
-        if self.quarantine.is_none() && self.log.failure().is_none() {
-            let locs: Vec<Loc> = self.index.locations().collect();
-            for loc in locs {
-                let Ok(record) = self.log.read(loc) else { continue };
-                if record.kind == Kind::Blob {
-                    blobs.detach(blob::hashes(record.payload));
-                    self.released.extend(blob::hashes(record.payload));
-                }
+    /// Empties the store: a drop record (replay forgets the endpoint's earlier records, and
+    /// cleaning frees them), then the index, the LSN and a quarantine are forgotten; blob
+    /// chunks it referred to are freed after the next flush. For a replica about to be built
+    /// again from another. No file is deleted: the other endpoints of the core share them.
+    pub fn clear(&mut self, shelf: &mut Shelf) -> Result<(), StoreError> {
+        if let Some(failure) = shelf.log.failure() {
+            return Err(failure);
+        }
+        let drop = self.append(&mut shelf.log, Kind::Drop, 0, None, &Meta::NONE, &[], &[])?;
+        shelf.log.mark_dead_record(drop);
+        self.dropped_at = Some(shelf.log.position(drop));
+        self.forget(shelf, self.quarantine.is_none());
+        self.quarantine = None;
+        self.failure = None;
+        self.clears += 1;
+        Ok(())
+    }
+
+    /// Forgets every record of the index (each dead from now on), and with `release`, lets
+    /// go of their blob chunks once the next flush makes this durable.
+    pub(crate) fn forget(&mut self, shelf: &mut Shelf, release: bool) {
+        for loc in self.index.locations() {
+            let Ok(record) = shelf.log.read(loc) else { continue };
+            if release && record.kind == Kind::Blob {
+                shelf.blobs.detach(blob::hashes(record.payload));
+                self.released.extend(blob::hashes(record.payload));
             }
+            let span = record.span as u64;
+            shelf.log.mark_dead(loc, span);
         }
         self.index = Index::default();
         self.last_version = 0;
         self.live_bytes = 0;
-        self.quarantine = None;
-        self.compaction = None;
-        self.segments_retired += 1;
-        self.log.clear()
     }
 }

@@ -1,10 +1,11 @@
 //! The endpoint store: what one endpoint (one replica of one partition) keeps, durably.
 //!
-//! Each endpoint has an append log of segment files (checksummed records, tombstones,
-//! incremental compaction, replay on restart) and an in-memory index from key hash to
-//! record location (8 bytes a slot). Values at or above a threshold go to the core's
-//! [`BlobStore`]: content-addressed (BLAKE3), reference-counted chunks in their own files,
-//! so identical values are stored once. All I/O goes through the narrow [`LogDevice`] and
+//! The endpoints of a core share one append log of segment files, the core's [`Shelf`]
+//! (checksummed records that each name their endpoint, tombstones, incremental cleaning,
+//! one replay on restart); each endpoint's [`Store`] keeps its own LSNs and an in-memory
+//! index from key hash to record location (8 bytes a slot). Values at or above a threshold
+//! go to the core's [`BlobStore`]: content-addressed (BLAKE3), reference-counted chunks in
+//! their own files, so identical values are stored once. All I/O goes through the narrow [`LogDevice`] and
 //! [`Volume`] traits: a real one (files read and written through a shared mmap, blocks
 //! allocated ahead with `fallocate`), one in memory and one that injects faults. See
 //! `README.md` for the formats, the crash outcomes and the costs.
@@ -25,6 +26,7 @@ pub mod latency;
 mod log;
 mod record;
 mod recover;
+mod shelf;
 mod store;
 mod sync_set;
 
@@ -36,5 +38,6 @@ pub use error::{Corruption, Limit, StoreError};
 pub use file::FileVolume;
 pub use record::{Meta, Stamp};
 pub use recover::{RecoveryReport, ShortValue, StampedWrite, TornTail, SHORT_VALUE_BYTES_MAX};
+pub use shelf::{Shelf, ShelfStats, Stores};
 pub use store::{note_payload, parse_note, Applied, CasOutcome, Item, Store, StoreStats, ValueRef};
 pub use sync_set::SyncSet;

@@ -1,15 +1,16 @@
-//! One endpoint's append log: numbered segment files on a volume, a tail buffer, group
-//! commit, poisoning. The first file is created by the first append, so an endpoint that
-//! never wrote costs no file, no map and no descriptor.
+//! A core's append log, shared by all its endpoints: numbered segment files on a volume, a
+//! tail buffer, group commit, poisoning. Each record names its endpoint; each endpoint keeps
+//! its own logical log (LSNs, index) over it (see `shelf.rs`). The first file is created by
+//! the first append, so a core that never wrote costs no file, no map and no descriptor.
 //!
-//! A segment starts with a 32-byte header (magic, number, LSN floor, checksum) and holds
+//! A segment starts with a 32-byte header (magic, number, reserved, checksum) and holds
 //! records (see `record.rs`) up to a zero header. When a segment is full, a marker record
 //! naming the next segment ends it ("seal"); compaction writes a marker naming the oldest
 //! segment that must still exist. Recovery uses both to tell a missing file from a deleted
 //! one.
 
 use crate::device::{LogDevice, Volume};
-use crate::error::{failure_of, refusal_or_stop, StoreError};
+use crate::error::{failure_of, refusal_or_stop, Corruption, StoreError};
 use crate::index::{Loc, SEGMENTS_MAX};
 use crate::record::{self, Bad, Kind, Meta, Record, Stamp};
 use std::collections::VecDeque;
@@ -17,7 +18,7 @@ use std::io;
 use xxhash_rust::xxh3::xxh3_64;
 
 pub(crate) const SEGMENT_HEADER_BYTES: u64 = 32;
-const MAGIC: &[u8; 8] = b"CRDLSEG1";
+const MAGIC: &[u8; 8] = b"CRDLSEG2";
 /// Room always kept free at the end of a segment for its seal.
 const SEAL_BYTES: u64 = record::HEADER_BYTES as u64 + 16;
 
@@ -43,23 +44,23 @@ pub(crate) fn segment_number(name: &str) -> Option<u64> {
     name.strip_suffix(".seg")?.parse().ok()
 }
 
-pub(crate) fn segment_header(number: u64, lsn_floor: u64) -> [u8; 32] {
+pub(crate) fn segment_header(number: u64) -> [u8; 32] {
     let mut h = [0; 32];
     h[..8].copy_from_slice(MAGIC);
     h[8..16].copy_from_slice(&number.to_le_bytes());
-    h[16..24].copy_from_slice(&lsn_floor.to_le_bytes());
+    // (16..24 reserved, 0: per-endpoint LSN floors are records of their own, `Kind::Floor`.)
     let checksum = xxh3_64(&h[..24]);
     h[24..].copy_from_slice(&checksum.to_le_bytes());
     h
 }
 
-/// The LSN floor of a valid header for segment `number`.
-pub(crate) fn parse_segment_header(h: &[u8], number: u64) -> Option<u64> {
-    let valid = h.len() >= 32
+/// Whether `h` is a valid header for segment `number`.
+pub(crate) fn valid_segment_header(h: &[u8], number: u64) -> bool {
+    h.len() >= 32
         && &h[..8] == MAGIC
         && h[8..16] == number.to_le_bytes()
-        && h[24..32] == xxh3_64(&h[..24]).to_le_bytes();
-    valid.then(|| u64::from_le_bytes(h[16..24].try_into().expect("8 bytes")))
+        && h[16..24] == [0; 8]
+        && h[24..32] == xxh3_64(&h[..24]).to_le_bytes()
 }
 
 /// One open segment.
@@ -103,7 +104,7 @@ impl Segment {
     }
 }
 
-/// The log of one endpoint.
+/// The log of one core.
 #[derive(Debug)]
 pub(crate) struct Log {
     volume: Box<dyn Volume>,
@@ -117,7 +118,6 @@ pub(crate) struct Log {
     tail: Vec<u8>,
     tail_start: u64,
     new_files: bool,
-    lsn_high: u64,
     failure: Option<StoreError>,
 }
 
@@ -133,7 +133,6 @@ impl Log {
             tail: Vec::new(),
             tail_start: 0,
             new_files: false,
-            lsn_high: 0,
             failure: None,
         }
     }
@@ -142,18 +141,10 @@ impl Log {
         &*self.volume
     }
 
-    /// Raises the highest LSN the log has seen to `lsn` (after replay: the records' LSNs, not
-    /// only the segment floors), so that the floor written into the next segment header and
-    /// compaction markers never falls below a version already given out.
-    pub(crate) fn note_lsn(&mut self, lsn: u64) {
-        self.lsn_high = self.lsn_high.max(lsn);
-    }
-
     /// Adopts a recovered segment (oldest first); the last one adopted is the active one.
-    pub(crate) fn adopt(&mut self, segment: Segment, lsn_high: u64) -> u16 {
+    pub(crate) fn adopt(&mut self, segment: Segment) -> u16 {
         self.next_number = segment.number + 1;
         self.tail_start = segment.end;
-        self.lsn_high = self.lsn_high.max(lsn_high);
         let slot = self.free_slot().expect("recovery checks the segment count");
         self.slots[slot as usize] = Some(segment);
         self.order.push_back(slot);
@@ -201,10 +192,12 @@ impl Log {
         self.order.back().copied()
     }
 
-    /// Appends a record; it is readable at once and durable after `sync`.
+    /// Appends a record of `endpoint`; it is readable at once and durable after `sync`.
+    #[allow(clippy::too_many_arguments)] // (a record's fields)
     pub(crate) fn append(
         &mut self,
         kind: Kind,
+        endpoint: u32,
         lsn: u64,
         stamp: Option<&Stamp>,
         meta: &Meta,
@@ -219,14 +212,15 @@ impl Log {
         if !fits {
             self.roll()?;
         }
-        self.lsn_high = self.lsn_high.max(lsn);
-        Ok(self.push(kind, lsn, stamp, meta, key, payload))
+        Ok(self.push(kind, endpoint, lsn, stamp, meta, key, payload))
     }
 
     /// Encodes into the tail of the active segment (which has room).
+    #[allow(clippy::too_many_arguments)] // (a record's fields)
     fn push(
         &mut self,
         kind: Kind,
+        endpoint: u32,
         lsn: u64,
         stamp: Option<&Stamp>,
         meta: &Meta,
@@ -235,7 +229,7 @@ impl Log {
     ) -> Loc {
         let slot = self.active().expect("an active segment");
         let offset = self.segment(slot).end;
-        record::encode(&mut self.tail, kind, lsn, stamp, meta, key, payload);
+        record::encode(&mut self.tail, kind, endpoint, lsn, stamp, meta, key, payload);
         let end = self.tail_start + self.tail.len() as u64;
         assert!(end <= self.segment_bytes, "the caller made room");
         let segment = self.segment_mut(slot);
@@ -265,10 +259,9 @@ impl Log {
         let slot = self.free_slot().ok_or(StoreError::NoSpace)?;
         let number = self.next_number;
         // The new file exists durably before the seal that names it can reach the disk,
-        // so recovery may treat a named-but-absent segment as lost data. An endpoint's first
+        // so recovery may treat a named-but-absent segment as lost data. A core's first
         // segment is named by no seal: its directory entry is made durable with its records
-        // (`sync`, or the memory class's background sync), not on the loop here (a fresh
-        // node's first writes paid a directory fsync per endpoint, about 0.4 ms each).
+        // (`sync`, or the memory class's background sync), not on the loop here.
         // A full disk or a limit (open files, maps) here changed nothing: the write is
         // refused and the next one tries again. Anything else poisons.
         let name = segment_name(number);
@@ -291,7 +284,8 @@ impl Log {
             let oldest = self.segment(self.order[0]).number;
             self.push(
                 Kind::Marker,
-                self.lsn_high,
+                record::NO_ENDPOINT,
+                0,
                 None,
                 &Meta::NONE,
                 &[],
@@ -307,7 +301,7 @@ impl Log {
         self.order.push_back(slot);
         self.new_files = true;
         self.tail_start = 0;
-        self.tail.extend_from_slice(&segment_header(number, self.lsn_high));
+        self.tail.extend_from_slice(&segment_header(number));
         self.segment_mut(slot).end = SEGMENT_HEADER_BYTES;
         Ok(())
     }
@@ -322,6 +316,18 @@ impl Log {
         let len = segment.device.len().saturating_sub(offset) as usize;
         let bytes = segment.device.read(offset, len).map_err(|_| Bad::Truncated)?;
         record::decode(bytes)
+    }
+
+    /// The owner and span of the record at `loc` if its header is sound, whatever its
+    /// payload (see `record::owner`).
+    pub(crate) fn owner(&self, loc: Loc) -> Option<(u32, usize)> {
+        let offset = u64::from(loc.offset);
+        if Some(loc.segment) == self.active() && offset >= self.tail_start {
+            return record::owner(&self.tail[(offset - self.tail_start) as usize..]);
+        }
+        let device = &self.segment(loc.segment).device;
+        let len = device.len().saturating_sub(offset) as usize;
+        record::owner(device.read(offset, len).ok()?)
     }
 
     /// Writes the tail to the active file (page cache; durable after `sync`).
@@ -377,6 +383,27 @@ impl Log {
         Ok(())
     }
 
+    /// Marks the whole record at `loc` dead (one dead from birth: a tombstone, a note).
+    pub(crate) fn mark_dead_record(&mut self, loc: Loc) {
+        let span = self.read(loc).expect("a record just appended reads").span as u64;
+        self.mark_dead(loc, span);
+    }
+
+    /// Where `loc` is in log order: (segment number, offset).
+    pub(crate) fn position(&self, loc: Loc) -> (u64, u32) {
+        (self.segment(loc.segment).number, loc.offset)
+    }
+
+    /// Where `loc` is, for a report of a damaged record there.
+    pub(crate) fn corruption(&self, loc: Loc, reason: &str) -> Corruption {
+        let number = self.segment(loc.segment).number;
+        Corruption {
+            file: self.volume.describe(&segment_name(number)),
+            offset: u64::from(loc.offset),
+            reason: reason.to_string(),
+        }
+    }
+
     pub(crate) fn mark_dead(&mut self, loc: Loc, bytes: u64) {
         let segment = self.segment_mut(loc.segment);
         segment.dead += bytes;
@@ -397,38 +424,17 @@ impl Log {
         }
     }
 
-    /// The same log with every file closed, for a quarantined endpoint.
-    pub(crate) fn into_closed(self) -> Log {
-        Log::new(self.volume, self.segment_bytes, self.tail_bytes_max)
+    /// The same log with every file closed and appends refused with `failure`, for a core
+    /// whose log cannot be trusted (no file is changed).
+    pub(crate) fn into_closed(self, failure: StoreError) -> Log {
+        let mut log = Log::new(self.volume, self.segment_bytes, self.tail_bytes_max);
+        log.failure = Some(failure);
+        log
     }
 
     /// Bytes in use and dead bytes of the active segment.
     pub(crate) fn active_usage(&self) -> (u64, u64) {
         self.active().map_or((0, 0), |a| (self.segment(a).end, self.segment(a).dead))
-    }
-
-    /// Deletes every segment file of the volume and starts an empty segment (numbers go
-    /// on from the highest deleted); the failure, if any, is forgotten. Not crash-atomic:
-    /// see `Store::clear`.
-    pub(crate) fn clear(&mut self) -> Result<(), StoreError> {
-        // The devices first (their maps go), then the files, this log's or not (a closed log
-        // of a quarantined store no longer knows them).
-        self.slots.clear();
-        self.order.clear();
-        self.tail.clear();
-        self.tail_start = 0;
-        self.lsn_high = 0;
-        self.failure = None;
-        let names = self.volume.list().map_err(|e| self.poison(&e))?;
-        for name in names {
-            let Some(number) = segment_number(&name) else { continue };
-            self.next_number = self.next_number.max(number + 1);
-            self.volume.remove(&name).map_err(|e| self.poison(&e))?;
-        }
-        // The removals are durable before anything is written again (a crash must not bring
-        // the old segments back next to the new one).
-        self.volume.sync().map_err(|e| self.poison(&e))?;
-        self.roll()
     }
 
     /// Deletes the oldest segment, whose live records were copied forward: first a durable
@@ -438,7 +444,8 @@ impl Log {
         let next_oldest = self.segment(self.order[1]).number;
         self.append(
             Kind::Marker,
-            self.lsn_high,
+            record::NO_ENDPOINT,
+            0,
             None,
             &Meta::NONE,
             &[],

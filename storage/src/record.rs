@@ -3,12 +3,17 @@
 //! ```text
 //! 0   u64  checksum: xxh3-64 of bytes 8..len
 //! 8   u32  len: header + key + payload (padding not counted)
-//! 12  u8   kind: 1 put, 2 tombstone, 3 blob reference, 4 compaction marker
+//! 12  u8   kind: 1 put, 2 tombstone, 3 blob reference, 4 segment marker, 5 note, 6 floor,
+//!          7 drop
 //! 13  u8   flags: bit 0 STAMPED (a request stamp follows the header), bit 1 META (item
 //!          metadata follows the stamp); other bits 0
 //! 14  u16  key length
 //! 16  u64  LSN (= the version the write got)
-//! 24  ..   if STAMPED: client id u64, tracking id u64, fingerprint u64, applied at u64
+//! 24  u32  endpoint: whose record it is (its slot on the core; `NO_ENDPOINT` for markers)
+//! 28  u32  header check: the low 32 bits of xxh3-64 of bytes 8..28, so that a record whose
+//!          payload is damaged still tells its extent and its owner (recovery then
+//!          quarantines that endpoint alone)
+//! 32  ..   if STAMPED: client id u64, tracking id u64, fingerprint u64, applied at u64
 //!          (wall-clock ns); then if META: item flags u32, reserved u32 (0), expires at u64
 //!          (wall-clock ns, 0 never); then key, then payload (value, blob reference, or marker)
 //! ```
@@ -18,7 +23,9 @@
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Bytes of the fixed header.
-pub(crate) const HEADER_BYTES: usize = 24;
+pub(crate) const HEADER_BYTES: usize = 32;
+/// The endpoint of a record that belongs to none (a segment marker).
+pub(crate) const NO_ENDPOINT: u32 = u32::MAX;
 /// Bytes of a request stamp.
 pub(crate) const STAMP_BYTES: usize = 32;
 /// Bytes of item metadata.
@@ -114,6 +121,11 @@ pub(crate) enum Kind {
     /// u16, then the version, u64), so its completion record comes back on replay and
     /// reaches the backups like any write's (see [`crate::Store::note`]).
     Note = 5,
+    /// The endpoint's LSN was at least this record's (cleaning dropped the record that held
+    /// it, or a replica raised it without a record): versions never go back on replay.
+    Floor = 6,
+    /// The endpoint was emptied here (`Store::clear`): replay forgets its earlier records.
+    Drop = 7,
 }
 
 impl Kind {
@@ -124,6 +136,8 @@ impl Kind {
             3 => Some(Kind::Blob),
             4 => Some(Kind::Marker),
             5 => Some(Kind::Note),
+            6 => Some(Kind::Floor),
+            7 => Some(Kind::Drop),
             _ => None,
         }
     }
@@ -134,6 +148,8 @@ impl Kind {
 pub(crate) struct Record<'a> {
     pub(crate) kind: Kind,
     pub(crate) lsn: u64,
+    /// Whose record it is (`NO_ENDPOINT`: a marker's).
+    pub(crate) endpoint: u32,
     /// The request stamp's bytes (empty when unstamped; read with `stamp()`, off the read
     /// path: only replay needs it).
     stamp_bytes: &'a [u8],
@@ -190,9 +206,11 @@ fn extras_len(stamped: bool, meta: &Meta) -> usize {
 }
 
 /// Appends one record (padded) to `out`. Asserts the result reads back.
+#[allow(clippy::too_many_arguments)] // (a record's fields, in the order they are laid out)
 pub(crate) fn encode(
     out: &mut Vec<u8>,
     kind: Kind,
+    endpoint: u32,
     lsn: u64,
     stamp: Option<&Stamp>,
     meta: &Meta,
@@ -210,6 +228,9 @@ pub(crate) fn encode(
     out.extend_from_slice(&[kind as u8, flags]);
     out.extend_from_slice(&(key.len() as u16).to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&endpoint.to_le_bytes());
+    let check = header_check(&out[start + 8..start + 28]);
+    out.extend_from_slice(&check.to_le_bytes());
     if let Some(stamp) = stamp {
         stamp.encode(out);
     }
@@ -225,6 +246,25 @@ pub(crate) fn encode(
     let back = decode(&out[start..]).expect("an encoded record decodes");
     assert_eq!(back.span, out.len() - start);
     assert_eq!((back.lsn, back.stamp().as_ref(), &back.meta), (lsn, stamp, meta));
+    assert_eq!(back.endpoint, endpoint);
+}
+
+fn header_check(fields: &[u8]) -> u32 {
+    xxh3_64(fields) as u32
+}
+
+/// The owner and span of the record at the start of `bytes` when its header is sound (its
+/// header check matches and it fits in `bytes`), whatever its payload: what recovery needs
+/// to quarantine one endpoint for a damaged record and read on past it.
+pub(crate) fn owner(bytes: &[u8]) -> Option<(u32, usize)> {
+    let header = bytes.get(..HEADER_BYTES)?;
+    let check = u32::from_le_bytes(header[28..32].try_into().expect("4 bytes"));
+    if header_check(&header[8..28]) != check {
+        return None;
+    }
+    let len = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")) as usize;
+    let endpoint = u32::from_le_bytes(header[24..28].try_into().expect("4 bytes"));
+    (len >= HEADER_BYTES && len <= bytes.len()).then_some((endpoint, len.next_multiple_of(ALIGN)))
 }
 
 /// The record at the start of `bytes` (which may run on to the end of the segment).
@@ -244,7 +284,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, Bad> {
     let meta_len = if flags & META != 0 { META_BYTES } else { 0 };
     let meta_at = HEADER_BYTES + stamp_len;
     let key_at = meta_at + meta_len;
-    if len < key_at + key_len || flags & !(STAMPED | META) != 0 || kind.is_none() {
+    let check = u32::from_le_bytes(header[28..32].try_into().expect("4 bytes"));
+    let malformed = len < key_at + key_len || flags & !(STAMPED | META) != 0 || kind.is_none();
+    if malformed || header_check(&header[8..28]) != check {
         return Err(Bad::Malformed);
     }
     let Some(body) = bytes.get(..len) else {
@@ -260,6 +302,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, Bad> {
     Ok(Record {
         kind: kind.expect("checked above"),
         lsn: u64::from_le_bytes(header[16..24].try_into().expect("8 bytes")),
+        endpoint: u32::from_le_bytes(header[24..28].try_into().expect("4 bytes")),
         stamp_bytes: &body[HEADER_BYTES..meta_at],
         meta,
         key: &body[key_at..key_at + key_len],
@@ -275,7 +318,7 @@ mod tests {
     #[test]
     fn round_trip_and_every_flip_is_caught() {
         let mut out = Vec::new();
-        encode(&mut out, Kind::Put, 7, None, &Meta::NONE, b"key", b"value");
+        encode(&mut out, Kind::Put, 3, 7, None, &Meta::NONE, b"key", b"value");
         assert_eq!(out.len() % ALIGN, 0);
         let r = decode(&out).unwrap();
         assert_eq!((r.kind, r.lsn, r.key, r.payload), (Kind::Put, 7, &b"key"[..], &b"value"[..]));
@@ -286,16 +329,37 @@ mod tests {
             bad[bit / 8] ^= 1 << (bit % 8);
             assert!(decode(&bad).is_err(), "flip of bit {bit} went unnoticed");
         }
+        assert_eq!(r.endpoint, 3);
         assert_eq!(decode(&[0; 40]).unwrap_err(), Bad::End);
         assert_eq!(decode(&out[..20]).unwrap_err(), Bad::Truncated);
-        assert_eq!(decode(&out[..30]).unwrap_err(), Bad::Truncated);
+        assert_eq!(decode(&out[..36]).unwrap_err(), Bad::Truncated);
+    }
+
+    #[test]
+    fn a_damaged_payload_still_names_its_owner_and_extent_and_a_damaged_header_does_not() {
+        let mut out = Vec::new();
+        encode(&mut out, Kind::Put, 41, 7, None, &Meta::NONE, b"key", b"value");
+        encode(&mut out, Kind::Put, 42, 8, None, &Meta::NONE, b"key", b"value");
+        let first = span_of(false, &Meta::NONE, 3, 5);
+        assert_eq!(owner(&out), Some((41, first)));
+        let mut payload = out.clone();
+        payload[HEADER_BYTES + 4] ^= 1;
+        assert_eq!(decode(&payload).unwrap_err(), Bad::Checksum);
+        assert_eq!(owner(&payload), Some((41, first)));
+        assert_eq!(decode(&payload[first..]).unwrap().endpoint, 42);
+        for byte in 8..HEADER_BYTES {
+            let mut header = out.clone();
+            header[byte] ^= 1;
+            assert!(decode(&header).is_err());
+            assert_eq!(owner(&header), None, "a flip in header byte {byte} went unnoticed");
+        }
     }
 
     #[test]
     fn a_stamp_round_trips_and_is_checksummed() {
         let stamp = Stamp { client_id: 1, tracking_id: 2, fingerprint: 3, at_ns: 4 };
         let mut out = Vec::new();
-        encode(&mut out, Kind::Tombstone, 9, Some(&stamp), &Meta::NONE, b"k", b"");
+        encode(&mut out, Kind::Tombstone, 0, 9, Some(&stamp), &Meta::NONE, b"k", b"");
         assert_eq!(out.len(), span_of(true, &Meta::NONE, 1, 0));
         assert_eq!(out.len(), (HEADER_BYTES + STAMP_BYTES + 1).next_multiple_of(ALIGN));
         let r = decode(&out).unwrap();
@@ -308,6 +372,8 @@ mod tests {
         // An unknown flag bit is malformed, not a record.
         let mut unknown = out.clone();
         unknown[13] |= 4;
+        let check = header_check(&unknown[8..28]);
+        unknown[28..32].copy_from_slice(&check.to_le_bytes());
         assert_eq!(decode(&unknown).unwrap_err(), Bad::Malformed);
     }
 
@@ -317,7 +383,7 @@ mod tests {
         let meta = Meta { flags: 0xdead_beef, expires_at_ns: 1_700_000_000_000_000_000 };
         for stamp in [None, Some(&stamp)] {
             let mut out = Vec::new();
-            encode(&mut out, Kind::Put, 5, stamp, &meta, b"key", b"value");
+            encode(&mut out, Kind::Put, 1, 5, stamp, &meta, b"key", b"value");
             assert_eq!(out.len(), span_of(stamp.is_some(), &meta, 3, 5));
             let r = decode(&out).unwrap();
             assert_eq!(
@@ -333,7 +399,7 @@ mod tests {
         }
         // Metadata of zeros is not written at all: a record without it reads as Meta::NONE.
         let mut plain = Vec::new();
-        encode(&mut plain, Kind::Put, 5, None, &Meta::NONE, b"key", b"value");
+        encode(&mut plain, Kind::Put, 1, 5, None, &Meta::NONE, b"key", b"value");
         assert_eq!(plain[13], 0);
         assert_eq!(plain.len(), span_of(false, &Meta::NONE, 3, 5));
     }

@@ -1,23 +1,28 @@
-//! Restart: replay an endpoint's segments, rebuild its index, decide what a damaged log
-//! means. The outcomes (also in README.md):
+//! Restart: replay a core's segments once, oldest first, route each record to its endpoint's
+//! index, decide what a damaged log means. The outcomes (also in README.md):
 //!
 //! - torn tail (a bad or partial record in the newest segment with no valid record after
 //!   it): the bytes from there on are zeroed, the log continues there, the report says
 //!   where and how much;
-//! - any other bad record or segment header, a missing segment, a too-short older segment:
-//!   the endpoint is quarantined with file and byte offset, and no file is touched;
+//! - a record whose payload is damaged under a sound header (its extent and its endpoint
+//!   known): that endpoint alone is quarantined, with file and byte offset, and replay reads
+//!   on past it; a later drop record of the endpoint (it was emptied) lifts it;
+//! - a damaged header or segment header, a missing segment, a too-short older segment:
+//!   nothing can say whose records were lost, so every endpoint of the core is quarantined;
+//! - no file is touched in any quarantine;
 //! - an empty newest segment (created, never synced): re-initialised and reported as a torn
 //!   tail at offset 0.
 
 use crate::blob::{self, BlobStore};
 use crate::device::Volume;
-use crate::error::Corruption;
+use crate::error::{Corruption, StoreError};
 use crate::index::{Loc, SEGMENTS_MAX};
 use crate::log::{
-    parse_marker, parse_segment_header, segment_header, segment_name, segment_number, Log, Segment,
+    parse_marker, segment_header, segment_name, segment_number, valid_segment_header, Log, Segment,
     SEGMENT_HEADER_BYTES,
 };
 use crate::record::{self, Bad, Kind, Record, Stamp};
+use crate::shelf::Shelf;
 use crate::store::{key_hash, Store};
 use crate::StoreConfig;
 use std::io;
@@ -33,7 +38,7 @@ pub struct TornTail {
     pub reason: String,
 }
 
-/// What opening an endpoint store found and did.
+/// What opening a core's log found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
     /// Segment files found.
@@ -44,11 +49,19 @@ pub struct RecoveryReport {
     pub bytes_replayed: u64,
     /// The torn tail cut off, if any.
     pub torn_tail: Option<TornTail>,
-    /// Why the endpoint is quarantined, if it is (the store then answers `Quarantined`).
-    pub quarantine: Option<Corruption>,
+    /// The endpoints quarantined (they answer `Quarantined`), each with why; all of them
+    /// when the core's log itself is damaged.
+    pub quarantined: Vec<(u32, Corruption)>,
     /// The stamped writes replayed whose stamp is at or after the `stamps_since_ns` given to
-    /// [`Store::open`], in log order: the completion records to rebuild.
+    /// [`Shelf::open`], in log order: the completion records to rebuild.
     pub stamps: Vec<StampedWrite>,
+}
+
+impl RecoveryReport {
+    /// Why endpoint `slot` is quarantined, if it is.
+    pub fn quarantine(&self, slot: u32) -> Option<&Corruption> {
+        self.quarantined.iter().find(|(s, _)| *s == slot).map(|(_, c)| c)
+    }
 }
 
 /// A replayed write and who asked for it.
@@ -94,158 +107,201 @@ impl ShortValue {
 /// What the scan of the segments learnt, before anything is changed.
 #[derive(Default)]
 struct Scan {
-    /// The oldest segment a compaction marker says must exist.
+    /// The oldest segment a marker says must exist.
     required_oldest: u64,
     /// The segment the newest one's seal names (it must exist).
     sealed_into: Option<u64>,
-    /// Newest segment: its slot, where its valid part ends, and whether it was torn.
-    torn_at: Option<(u16, u64, Bad)>,
+    /// The newest segment replayed: its slot, number, where its valid part ends, and
+    /// whether it was torn.
+    torn_at: Option<(u16, u64, u64, Bad)>,
+    /// The first of the newest segments that were never synced (zeros, header included):
+    /// its slot and number; it is made the active one again.
+    never_synced: Option<(u16, u64)>,
+    /// The never-synced segments after it, removed.
+    removed: Vec<u64>,
 }
 
-impl Store {
-    /// Opens the endpoint store on `volume`, replaying its log. An endpoint that never wrote
-    /// has no files and opening it costs a directory lookup. Open the core's [`BlobStore`]
-    /// first; `config` must have passed [`StoreConfig::validate`]. I/O errors while reading
-    /// are returned; corruption is not an error but a quarantined store (see the report).
-    /// Writes stamped at or after `stamps_since_ns` (wall clock; `u64::MAX`: none) are
-    /// listed in the report's `stamps`.
+/// A core's log being replayed into its endpoints' stores.
+struct Replay {
+    shelf: Shelf,
+    stores: Vec<Store>,
+    stamps_since_ns: u64,
+    report: RecoveryReport,
+}
+
+/// Replay found the core's log itself damaged (or reading it failed).
+type Stop = io::Result<Corruption>;
+
+impl Shelf {
+    /// Opens core's log on `volume` and replays it into one store per endpoint (`endpoints`
+    /// of them, by slot). A core that never wrote has no files and opening it costs a
+    /// directory listing. Open the core's [`BlobStore`] first; `config` must have passed
+    /// [`StoreConfig::validate`]. I/O errors while reading are returned; corruption is not an
+    /// error but quarantined stores (see the report). Writes stamped at or after
+    /// `stamps_since_ns` (wall clock; `u64::MAX`: none) are listed in the report's `stamps`.
+    /// Call [`BlobStore::reclaim_unreferenced`] afterwards if no endpoint was quarantined.
     pub fn open(
         volume: Box<dyn Volume>,
+        blobs: BlobStore,
         config: &StoreConfig,
-        blobs: &mut BlobStore,
+        endpoints: u32,
         stamps_since_ns: u64,
-    ) -> io::Result<(Store, RecoveryReport)> {
+    ) -> io::Result<(Shelf, Vec<Store>, RecoveryReport)> {
         assert_eq!(config.validate(), Ok(()), "validated at start-up");
+        assert!(endpoints < record::NO_ENDPOINT, "endpoint slots fit a record");
         let mut numbers: Vec<u64> =
             volume.list()?.iter().filter_map(|n| segment_number(n)).collect();
         numbers.sort_unstable();
         let log = Log::new(volume, config.segment_bytes, config.tail_bytes_max);
-        let mut store = Store::empty(log, config);
-        let mut report = RecoveryReport { segments: numbers.len() as u64, ..Default::default() };
-        let outcome = store.replay(&numbers, stamps_since_ns, &mut report);
-        let corruption = match outcome {
-            Ok(scan) => store.finish(&numbers, scan, &mut report)?.err(),
-            Err(e) => Some(e?),
+        let mut replay = Replay {
+            shelf: Shelf::new(log, blobs, config),
+            stores: (0..endpoints).map(|slot| Store::empty(slot, config)).collect(),
+            stamps_since_ns,
+            report: RecoveryReport { segments: numbers.len() as u64, ..Default::default() },
         };
-        if let Some(corruption) = corruption {
-            return Ok(store.quarantined(corruption, report));
+        let outcome = match replay.segments(&numbers) {
+            Ok(scan) => replay.finish(&numbers, scan)?,
+            Err(stop) => Err(stop?),
+        };
+        if let Err(corruption) = outcome {
+            return Ok(replay.quarantine_core(corruption));
         }
-        if let Err(corruption) = store.adopt_blobs(blobs) {
-            return Ok(store.quarantined(corruption, report));
-        }
-        Ok((store, report))
+        replay.adopt_blobs();
+        let Replay { mut shelf, stores, mut report, .. } = replay;
+        shelf.set_endpoints(endpoints);
+        report.quarantined =
+            stores.iter().filter_map(|s| Some((s.endpoint, s.quarantine.clone()?))).collect();
+        Ok((shelf, stores, report))
     }
+}
 
-    fn quarantined(
-        self,
-        corruption: Corruption,
-        mut report: RecoveryReport,
-    ) -> (Store, RecoveryReport) {
-        report.quarantine = Some(corruption.clone());
-        let mut store = Store::empty(self.log.into_closed(), &self.config);
-        store.quarantine = Some(corruption);
-        (store, report)
-    }
-
+impl Replay {
     fn corruption(&self, number: u64, offset: u64, reason: &str) -> Corruption {
         Corruption {
-            file: self.log.volume().describe(&segment_name(number)),
+            file: self.shelf.log.volume().describe(&segment_name(number)),
             offset,
             reason: reason.to_string(),
         }
     }
 
-    /// Reads every segment, oldest first, into the index. Changes no file.
-    fn replay(
-        &mut self,
-        numbers: &[u64],
-        stamps_since_ns: u64,
-        report: &mut RecoveryReport,
-    ) -> Result<Scan, io::Result<Corruption>> {
+    /// Every endpoint quarantined for damage to the core's log, and the log closed.
+    fn quarantine_core(self, corruption: Corruption) -> (Shelf, Vec<Store>, RecoveryReport) {
+        let Replay { shelf, stores, mut report, .. } = self;
+        let config = shelf.config.clone();
+        let log = shelf.log.into_closed(StoreError::Quarantined);
+        let mut shelf = Shelf::new(log, shelf.blobs, &config);
+        shelf.set_endpoints(stores.len() as u32);
+        let stores: Vec<Store> = (0..stores.len() as u32)
+            .map(|slot| {
+                let mut store = Store::empty(slot, &config);
+                store.quarantine = Some(corruption.clone());
+                store
+            })
+            .collect();
+        report.quarantined = stores.iter().map(|s| (s.endpoint, corruption.clone())).collect();
+        (shelf, stores, report)
+    }
+
+    /// Reads every segment, oldest first, into the indexes. Changes no file.
+    ///
+    /// A roll makes the next segment before the one it seals is synced, so after a power cut
+    /// the newest segments may be zeros, headers included. Nothing in them was durable (a
+    /// sync makes a segment's header durable with its first records): the log ends at the
+    /// last segment with a header, the first of the zero ones is made the active one again
+    /// and the others are removed. A zero header before a valid one is damage.
+    fn segments(&mut self, numbers: &[u64]) -> Result<Scan, Stop> {
         if numbers.len() > SEGMENTS_MAX {
-            return Err(Ok(self.corruption(
-                numbers[0],
-                0,
-                "more segments than an endpoint may have",
-            )));
+            let reason = "more segments than a core's log may have";
+            return Err(Ok(self.corruption(numbers[0], 0, reason)));
         }
-        let mut scan = Scan::default();
-        for (i, &number) in numbers.iter().enumerate() {
-            let newest = i + 1 == numbers.len();
-            let device = self.log.volume().open(&segment_name(number)).map_err(Err)?;
+        let mut devices = Vec::with_capacity(numbers.len());
+        for &number in numbers {
+            let device = self.shelf.log.volume().open(&segment_name(number)).map_err(Err)?;
             let len = device.len();
-            report.bytes_replayed += len;
             let header = device.read(0, len.min(SEGMENT_HEADER_BYTES) as usize).map_err(Err)?;
-            let floor = match parse_segment_header(header, number) {
-                Some(floor) => floor,
-                None if newest && header.iter().all(|&b| b == 0) => {
-                    let slot =
-                        self.log.adopt(Segment::new(number, device, SEGMENT_HEADER_BYTES), 0);
-                    scan.torn_at = Some((slot, 0, Bad::End));
-                    continue;
-                }
-                None => return Err(Ok(self.corruption(number, 0, "bad segment header"))),
-            };
-            self.last_version = self.last_version.max(floor);
-            let slot = self.log.adopt(Segment::new(number, device, len), floor);
-            let end =
-                self.replay_segment(slot, number, newest, stamps_since_ns, &mut scan, report)?;
-            self.log.set_end(slot, end);
+            let (valid, zero) =
+                (valid_segment_header(header, number), header.iter().all(|&b| b == 0));
+            self.report.bytes_replayed += len;
+            devices.push((device, valid, zero));
+        }
+        let synced =
+            devices.iter().rposition(|(_, valid, zero)| *valid || !*zero).map_or(0, |i| i + 1);
+        let mut scan = Scan::default();
+        let mut devices = devices.into_iter();
+        for (i, &number) in numbers[..synced].iter().enumerate() {
+            let (device, valid, _) = devices.next().expect("one per number");
+            if !valid {
+                return Err(Ok(self.corruption(number, 0, "bad segment header")));
+            }
+            let len = device.len();
+            let slot = self.shelf.log.adopt(Segment::new(number, device, len));
+            let end = self.segment(slot, number, i + 1 == synced, &mut scan)?;
+            self.shelf.log.set_end(slot, end);
+        }
+        if let Some((device, _, _)) = devices.next() {
+            let number = numbers[synced];
+            let slot = self.shelf.log.adopt(Segment::new(number, device, SEGMENT_HEADER_BYTES));
+            scan.never_synced = Some((slot, number));
+            scan.removed = numbers[synced + 1..].to_vec();
         }
         Ok(scan)
     }
 
     /// Replays one segment; returns where its valid records end.
-    fn replay_segment(
+    fn segment(
         &mut self,
         slot: u16,
         number: u64,
         newest: bool,
-        stamps_since_ns: u64,
         scan: &mut Scan,
-        report: &mut RecoveryReport,
-    ) -> Result<u64, io::Result<Corruption>> {
+    ) -> Result<u64, Stop> {
         let mut offset = SEGMENT_HEADER_BYTES;
         let mut sealed_into = None;
-        let len = self.log.segment(slot).device.len().min(crate::index::OFFSET_MAX);
+        let len = self.shelf.log.segment(slot).device.len().min(crate::index::OFFSET_MAX);
         while offset < len {
             let loc = Loc { segment: slot, offset: offset as u32 };
-            let record = match self.log.read(loc) {
+            let record = match self.shelf.log.read(loc) {
                 Ok(record) => record,
                 Err(Bad::End) => break,
                 Err(bad) if newest && !self.valid_after(slot, offset, len) => {
-                    scan.torn_at = Some((slot, offset, bad));
+                    scan.torn_at = Some((slot, number, offset, bad));
                     break;
                 }
-                Err(bad) => return Err(Ok(self.corruption(number, offset, bad.describe()))),
+                Err(bad) => match self.shelf.log.owner(loc) {
+                    // A damaged payload under a sound header: its endpoint alone.
+                    Some((owner, span)) if owner < self.stores.len() as u32 => {
+                        let corruption = self.corruption(number, offset, bad.describe());
+                        let store = &mut self.stores[owner as usize];
+                        store.quarantine.get_or_insert(corruption);
+                        offset += span as u64;
+                        continue;
+                    }
+                    _ => return Err(Ok(self.corruption(number, offset, bad.describe()))),
+                },
             };
-            let (span, kind, lsn, stamp) =
-                (record.span as u64, record.kind, record.lsn, record.stamp());
-            let meta = record.meta;
-            let short = if kind == Kind::Put { ShortValue::of(record.payload) } else { None };
-            let note =
-                if kind == Kind::Note { crate::store::parse_note(record.payload) } else { None };
-            if kind == Kind::Marker {
+            let span = record.span as u64;
+            if record.kind == Kind::Marker {
                 let (oldest, next) = parse_marker(record.payload).unwrap_or((0, 0));
                 scan.required_oldest = scan.required_oldest.max(oldest);
                 sealed_into = (next != 0).then_some(next);
-            }
-            if let Some(stamp) = stamp {
-                let segment = self.log.segment_mut(slot);
-                segment.stamped_at_max = segment.stamped_at_max.max(Some(stamp.at_ns));
-                if stamp.at_ns >= stamps_since_ns {
-                    let version = match kind {
-                        Kind::Tombstone => 0,
-                        Kind::Note => note.map_or(0, |(_, v)| v),
-                        _ => lsn,
-                    };
-                    let status = note.map(|(s, _)| s);
-                    report.stamps.push(StampedWrite { stamp, version, value: short, status });
+                self.shelf.log.mark_dead(loc, span);
+            } else if record.endpoint >= self.stores.len() as u32 {
+                let reason = "record of an endpoint this core does not have";
+                return Err(Ok(self.corruption(number, offset, reason)));
+            } else {
+                let (kind, meta) = (record.kind, record.meta);
+                let stamp = record.stamp().map(|s| (s, stamped_write(&record, s)));
+                let segment = self.shelf.log.segment_mut(slot);
+                segment.note_expiry(kind, &meta);
+                if let Some((stamp, write)) = stamp {
+                    segment.stamped_at_max = segment.stamped_at_max.max(Some(stamp.at_ns));
+                    if stamp.at_ns >= self.stamps_since_ns {
+                        self.report.stamps.push(write);
+                    }
                 }
+                self.apply(loc, span);
             }
-            self.log.segment_mut(slot).note_expiry(kind, &meta);
-            self.apply(loc, span);
-            report.records += 1;
+            self.report.records += 1;
             offset += span;
         }
         if newest {
@@ -256,7 +312,7 @@ impl Store {
 
     /// Whether any valid record starts after `offset` (then a bad record is not a torn tail).
     fn valid_after(&self, slot: u16, offset: u64, len: u64) -> bool {
-        let device = &self.log.segment(slot).device;
+        let device = &self.shelf.log.segment(slot).device;
         let Ok(rest) = device.read(offset, (len - offset) as usize) else {
             return false;
         };
@@ -265,102 +321,151 @@ impl Store {
             .any(|i| record::decode(&rest[i..]).is_ok())
     }
 
-    /// Applies one replayed record to the index: the last record of a key in log order is
-    /// its current one (compaction copies forward only live records, so this holds).
+    /// Applies one replayed record to its endpoint's index: the last record of a key in log
+    /// order is its current one (cleaning copies forward only live records, so this holds).
     fn apply(&mut self, loc: Loc, span: u64) {
-        let record = self.log.read(loc).expect("replayed record reads");
-        self.last_version = self.last_version.max(record.lsn);
-        let kind = record.kind;
+        let record = self.shelf.log.read(loc).expect("replayed record reads");
+        let (kind, endpoint) = (record.kind, record.endpoint as usize);
+        if kind == Kind::Drop {
+            // (Its blob references were never adopted: nothing to release.)
+            let store = &mut self.stores[endpoint];
+            store.forget(&mut self.shelf, false);
+            store.quarantine = None;
+            store.dropped_at = Some(self.shelf.log.position(loc));
+            self.shelf.log.mark_dead(loc, span);
+            return;
+        }
+        let record = self.shelf.log.read(loc).expect("replayed record reads");
+        let store = &mut self.stores[endpoint];
+        store.last_version = store.last_version.max(record.lsn);
         let live = live_of(&record);
         let hash = key_hash(record.key);
-        let log = &self.log;
+        let log = &self.shelf.log;
         let is_key = |l: Loc| {
             let other = log.read(l).expect("indexed record reads");
             other.key == log.read(loc).expect("replayed record reads").key
         };
         let old = match kind {
-            Kind::Put | Kind::Blob => self.index.insert(hash, loc, is_key).expect("index room"),
-            Kind::Tombstone => self.index.remove(hash, is_key),
-            Kind::Marker | Kind::Note => None,
+            Kind::Put | Kind::Blob => store.index.insert(hash, loc, is_key).expect("index room"),
+            Kind::Tombstone => store.index.remove(hash, is_key),
+            Kind::Marker | Kind::Note | Kind::Floor | Kind::Drop => None,
         };
         if let Some(old) = old {
-            let old_record = self.log.read(old).expect("indexed record reads");
+            let old_record = log.read(old).expect("indexed record reads");
             let (old_span, old_live) = (old_record.span as u64, live_of(&old_record));
-            self.live_bytes -= old_live;
-            self.log.mark_dead(old, old_span);
+            store.live_bytes -= old_live;
+            self.shelf.log.mark_dead(old, old_span);
         }
         match kind {
-            Kind::Put | Kind::Blob => self.live_bytes += live,
-            Kind::Tombstone | Kind::Marker | Kind::Note => self.log.mark_dead(loc, span),
+            Kind::Put | Kind::Blob => store.live_bytes += live,
+            Kind::Tombstone | Kind::Marker | Kind::Note | Kind::Drop => {
+                self.shelf.log.mark_dead(loc, span);
+            }
+            Kind::Floor => {} // (counted live: see `Store::floor`)
         }
     }
 
     /// Checks the scan for missing segments, then (only if all is well) cuts the torn tail.
-    fn finish(
-        &mut self,
-        numbers: &[u64],
-        scan: Scan,
-        report: &mut RecoveryReport,
-    ) -> io::Result<Result<(), Corruption>> {
-        // Compaction may later drop the record holding the highest LSN (a tombstone): the
-        // floors it writes must remember it.
-        self.log.note_lsn(self.last_version);
-        let Some(&newest) = numbers.last() else {
+    fn finish(&mut self, numbers: &[u64], scan: Scan) -> io::Result<Result<(), Corruption>> {
+        let kept = &numbers[..numbers.len() - scan.removed.len()];
+        let Some(&newest) = kept.last() else {
             return Ok(Ok(()));
         };
-        let expected_oldest = scan.required_oldest.max(numbers[0]);
+        let expected_oldest = scan.required_oldest.max(kept[0]);
         for number in expected_oldest..=newest {
-            if numbers.binary_search(&number).is_err() {
+            if kept.binary_search(&number).is_err() {
                 return Ok(Err(self.corruption(number, 0, "segment missing")));
             }
         }
-        if let Some(next) = scan.sealed_into {
+        if let Some(next) = scan.sealed_into.filter(|next| kept.binary_search(next).is_err()) {
             return Ok(Err(self.corruption(next, 0, "segment missing (named by a seal)")));
         }
-        if let Some((slot, offset, bad)) = scan.torn_at {
-            report.torn_tail = Some(TornTail {
-                file: self.log.volume().describe(&segment_name(newest)),
+        if let Some((slot, number, offset, bad)) = scan.torn_at {
+            self.report.torn_tail = Some(TornTail {
+                file: self.shelf.log.volume().describe(&segment_name(number)),
                 offset,
                 reason: bad.describe().to_string(),
             });
-            self.cut_tail(slot, newest, offset)?;
+            self.cut_tail(slot, number, offset)?;
+        }
+        if let Some((slot, number)) = scan.never_synced {
+            let removed = scan.removed.len();
+            self.report.torn_tail.get_or_insert_with(|| TornTail {
+                file: self.shelf.log.volume().describe(&segment_name(number)),
+                offset: 0,
+                reason: format!(
+                    "never synced ({removed} newer segments, never synced either, removed)"
+                ),
+            });
+            self.cut_tail(slot, number, 0)?;
+            for &number in &scan.removed {
+                self.shelf.log.volume().remove(&segment_name(number))?;
+            }
+            self.shelf.log.volume().sync()?;
         }
         Ok(Ok(()))
     }
 
     /// Zeroes the newest segment from `offset` (0: re-initialise it) and makes it durable.
     fn cut_tail(&mut self, slot: u16, number: u64, offset: u64) -> io::Result<()> {
-        let segment_bytes = self.config.segment_bytes;
-        let device = &mut self.log.segment_mut(slot).device;
+        let segment_bytes = self.shelf.config.segment_bytes;
+        let device = &mut self.shelf.log.segment_mut(slot).device;
         if device.len() < segment_bytes {
             device.set_len(segment_bytes)?;
         }
         let from = offset.max(SEGMENT_HEADER_BYTES);
         device.punch(from, device.len() - from)?;
         if offset == 0 {
-            device.write(0, &segment_header(number, 0))?;
+            device.write(0, &segment_header(number))?;
         }
         device.sync()?;
-        self.log.set_end(slot, from);
+        self.shelf.log.set_end(slot, from);
         Ok(())
     }
 
-    /// Takes the blob references of the live keys.
-    fn adopt_blobs(&mut self, blobs: &mut BlobStore) -> Result<(), Corruption> {
-        let locations: Vec<Loc> = self.index.locations().collect();
-        for loc in locations {
-            let record = self.log.read(loc).expect("indexed record reads");
-            if record.kind != Kind::Blob {
+    /// Takes the blob references of each endpoint's live keys; one naming a missing chunk
+    /// quarantines its endpoint. A quarantined endpoint's index is emptied (reads answer
+    /// `Quarantined` anyway, and cleaning leaves its records alone).
+    fn adopt_blobs(&mut self) {
+        let (log, blobs) = (&self.shelf.log, &mut self.shelf.blobs);
+        for store in &mut self.stores {
+            if store.quarantine.is_some() {
+                store.index = Default::default();
+                store.live_bytes = 0;
                 continue;
             }
-            if !blob::is_reference(record.payload) || blobs.adopt(record.payload).is_err() {
-                let number = self.log.segment(loc.segment).number;
-                let reason = "blob reference to a missing chunk";
-                return Err(self.corruption(number, u64::from(loc.offset), reason));
+            for loc in store.index.locations() {
+                let record = log.read(loc).expect("indexed record reads");
+                if record.kind != Kind::Blob {
+                    continue;
+                }
+                if !blob::is_reference(record.payload) || blobs.adopt(record.payload).is_err() {
+                    let corruption = log.corruption(loc, "blob reference to a missing chunk");
+                    store.quarantine = Some(corruption);
+                    break;
+                }
+            }
+            if store.quarantine.is_some() {
+                store.index = Default::default();
+                store.live_bytes = 0;
             }
         }
-        Ok(())
     }
+}
+
+/// The completion record a stamped record rebuilds.
+fn stamped_write(record: &Record<'_>, stamp: Stamp) -> StampedWrite {
+    let note = match record.kind {
+        Kind::Note => crate::store::parse_note(record.payload),
+        _ => None,
+    };
+    let version = match record.kind {
+        Kind::Tombstone => 0,
+        Kind::Note => note.map_or(0, |(_, v)| v),
+        _ => record.lsn,
+    };
+    let value = if record.kind == Kind::Put { ShortValue::of(record.payload) } else { None };
+    StampedWrite { stamp, version, value, status: note.map(|(s, _)| s) }
 }
 
 /// Bytes of key and value a record keeps alive.

@@ -1,10 +1,13 @@
-//! One endpoint's store: the index over its log, the writes, group commit and compaction.
+//! One endpoint's store: its index over the core's log (the records it wrote there), its
+//! LSNs, and the writes. The log, the blob tier, group commit and cleaning are the core's
+//! [`Shelf`], which every call takes.
 
-use crate::blob::{self, BlobStore, Hash};
+use crate::blob::{self, Hash};
 use crate::error::{Corruption, Limit, StoreError};
 use crate::index::{Index, Loc};
-use crate::log::{Log, SEGMENT_HEADER_BYTES};
+use crate::log::Log;
 use crate::record::{Bad, Kind, Meta, Record, Stamp};
+use crate::shelf::Shelf;
 use crate::StoreConfig;
 use proto::replication::NOTE_VALUE_BYTES;
 use std::cell::Cell;
@@ -85,16 +88,10 @@ pub enum ValueRef<'a> {
 pub struct StoreStats {
     /// Live keys.
     pub keys: u64,
-    /// Bytes in use in the log's segments (records and headers, live or dead).
-    pub log_bytes: u64,
-    /// Bytes of records superseded or deleted, reclaimed by compaction.
-    pub dead_bytes: u64,
     /// Bytes of live keys and values (blob values at their full length).
     pub live_bytes: u64,
     /// Bytes of the in-memory index.
     pub index_bytes: u64,
-    /// Segment files.
-    pub segments: u64,
     /// 1 if the endpoint is quarantined.
     pub quarantined: u64,
     /// Writes (and failed flushes) refused because the process ran into a limit
@@ -126,10 +123,11 @@ struct Previous {
     expired: bool,
 }
 
-/// One endpoint's keys: an index in memory over an append log on a volume.
+/// One endpoint's keys: an index in memory over its records in the core's log.
 #[derive(Debug)]
 pub struct Store {
-    pub(crate) log: Log,
+    /// Its slot on the core: what its records are named by.
+    pub(crate) endpoint: u32,
     pub(crate) index: Index,
     pub(crate) last_version: u64,
     pub(crate) live_bytes: u64,
@@ -138,10 +136,15 @@ pub struct Store {
     /// Blob chunks whose last reference here was dropped; released after the next sync.
     pub(crate) released: Vec<Hash>,
     scratch: Vec<u8>,
-    pub(crate) compaction: Option<u64>,
-    /// Segments deleted so far (compaction, `clear`): a [`crate::Snapshot`] taken before
-    /// one was deleted may name records that are gone.
-    pub(crate) segments_retired: u64,
+    /// Appended since its last flush.
+    dirty: bool,
+    /// Stopped from outside (`stop`), or by a flush that failed.
+    pub(crate) failure: Option<StoreError>,
+    /// Times it was emptied (`clear`): a snapshot taken before is stale.
+    pub(crate) clears: u64,
+    /// Where its last drop record is (segment number, offset): its records before it are
+    /// dead, whatever they hold (cleaning drops them unread, a damaged one included).
+    pub(crate) dropped_at: Option<(u64, u32)>,
     /// Wall-clock nanoseconds by which expiry is judged (`set_clock`); 0 until set.
     pub(crate) clock_ns: u64,
     /// Writes refused for a limit, and the last limit.
@@ -151,9 +154,9 @@ pub struct Store {
 }
 
 impl Store {
-    pub(crate) fn empty(log: Log, config: &StoreConfig) -> Store {
+    pub(crate) fn empty(endpoint: u32, config: &StoreConfig) -> Store {
         Store {
-            log,
+            endpoint,
             index: Index::default(),
             last_version: 0,
             live_bytes: 0,
@@ -161,8 +164,10 @@ impl Store {
             config: config.clone(),
             released: Vec::new(),
             scratch: Vec::new(),
-            compaction: None,
-            segments_retired: 0,
+            dirty: false,
+            failure: None,
+            clears: 0,
+            dropped_at: None,
             clock_ns: 0,
             limit_refusals: 0,
             limit: None,
@@ -184,33 +189,55 @@ impl Store {
         e
     }
 
+    /// Its slot on the core's log (what its records are named by).
+    pub fn endpoint(&self) -> u32 {
+        self.endpoint
+    }
+
     /// The limit the last write refused for one ran into (see [`StoreError::Exhausted`]).
     pub fn limit(&self) -> Option<Limit> {
         self.limit
     }
 
-    pub(crate) fn usable(&self) -> Result<(), StoreError> {
+    pub(crate) fn usable(&self, log: &Log) -> Result<(), StoreError> {
         if self.quarantine.is_some() {
             return Err(StoreError::Quarantined);
         }
-        self.log.failure().map_or(Ok(()), Err)
+        self.failure.or(log.failure()).map_or(Ok(()), Err)
     }
 
     /// Marks the endpoint corrupt at `loc` (a record failed its checks on the way out).
-    pub(crate) fn quarantine_at(&mut self, loc: Loc, bad: &str) -> StoreError {
-        let number = self.log.segment(loc.segment).number;
-        self.quarantine = Some(Corruption {
-            file: self.log.volume().describe(&crate::log::segment_name(number)),
-            offset: u64::from(loc.offset),
-            reason: bad.to_string(),
-        });
+    pub(crate) fn quarantine_at(&mut self, log: &Log, loc: Loc, bad: &str) -> StoreError {
+        self.quarantine = Some(log.corruption(loc, bad));
         StoreError::Quarantined
     }
 
+    /// Appends a record of this endpoint to the core's log.
+    #[allow(clippy::too_many_arguments)] // (a record's fields)
+    pub(crate) fn append(
+        &mut self,
+        log: &mut Log,
+        kind: Kind,
+        lsn: u64,
+        stamp: Option<&Stamp>,
+        meta: &Meta,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<Loc, StoreError> {
+        let loc = log.append(kind, self.endpoint, lsn, stamp, meta, key, payload);
+        let loc = loc.map_err(|e| self.counted(e))?;
+        self.dirty = true;
+        Ok(loc)
+    }
+
     /// The index entry of `key` and its record; a record that fails its checks is an error.
-    pub(crate) fn find(&self, key: &[u8]) -> Result<Option<(Loc, Record<'_>)>, (Loc, Bad)> {
+    pub(crate) fn find<'a>(
+        &self,
+        log: &'a Log,
+        key: &[u8],
+    ) -> Result<Option<(Loc, Record<'a>)>, (Loc, Bad)> {
         let (bad, found) = (Cell::new(None), Cell::new(None));
-        self.index.get(key_hash(key), |loc| match self.log.read(loc) {
+        self.index.get(key_hash(key), |loc| match log.read(loc) {
             Ok(r) if r.key == key => {
                 found.set(Some((loc, r)));
                 true
@@ -235,73 +262,67 @@ impl Store {
         self.clock_ns = self.clock_ns.max(now_ns);
     }
 
-    fn previous(&mut self, key: &[u8]) -> Result<Option<Previous>, StoreError> {
-        self.usable().map_err(|e| self.counted(e))?;
+    fn previous(&mut self, log: &Log, key: &[u8]) -> Result<Option<Previous>, StoreError> {
+        self.usable(log).map_err(|e| self.counted(e))?;
         let now = self.clock_ns;
-        match self.find(key) {
+        match self.find(log, key) {
             Ok(found) => Ok(found.map(|(loc, r)| previous_of(loc, &r, now))),
-            Err((loc, bad)) => Err(self.quarantine_at(loc, bad.describe())),
+            Err((loc, bad)) => Err(self.quarantine_at(log, loc, bad.describe())),
         }
     }
 
     /// Where the live record of `key` is, its kind and version (an expired one is absent); a
     /// record that fails its checks quarantines the endpoint.
-    fn locate(&mut self, key: &[u8]) -> Result<Option<(Loc, Kind, u64)>, StoreError> {
+    fn locate(&mut self, log: &Log, key: &[u8]) -> Result<Option<(Loc, Kind, u64)>, StoreError> {
         if self.quarantine.is_some() {
             return Err(StoreError::Quarantined);
         }
         let now = self.clock_ns;
-        match self.find(key) {
+        match self.find(log, key) {
             Ok(found) => {
                 Ok(found.filter(|(_, r)| !r.meta.expired(now)).map(|(loc, r)| (loc, r.kind, r.lsn)))
             }
-            Err((loc, bad)) => Err(self.quarantine_at(loc, bad.describe())),
+            Err((loc, bad)) => Err(self.quarantine_at(log, loc, bad.describe())),
         }
     }
 
     /// The value and version of `key`. A small value is borrowed from the log (no copy, no
     /// allocation); a blob value is assembled in the blob store's buffer.
     pub fn get<'a>(
-        &'a mut self,
-        blobs: &'a mut BlobStore,
+        &mut self,
+        shelf: &'a mut Shelf,
         key: &[u8],
     ) -> Result<Option<(&'a [u8], u64)>, StoreError> {
-        let Some((loc, kind, lsn)) = self.locate(key)? else { return Ok(None) };
-        if kind == Kind::Put {
-            let record = self.log.read(loc).expect("read just now");
-            return Ok(Some((record.payload, lsn)));
-        }
-        let record = self.log.read(loc).expect("read just now");
-        match blobs.read(record.payload) {
-            Ok(value) => Ok(Some((value, lsn))),
-            Err(_) => Err(self.quarantine_at(loc, "blob chunk missing or corrupt")),
-        }
+        Ok(self.get_item(shelf, key)?.map(|item| (item.value, item.version)))
     }
 
     /// The value of `key` with its version and metadata (flags, expiry).
     pub fn get_item<'a>(
-        &'a mut self,
-        blobs: &'a mut BlobStore,
+        &mut self,
+        shelf: &'a mut Shelf,
         key: &[u8],
     ) -> Result<Option<Item<'a>>, StoreError> {
-        let Some((loc, kind, version)) = self.locate(key)? else { return Ok(None) };
-        if kind == Kind::Put {
-            let record = self.log.read(loc).expect("read just now");
-            return Ok(Some(Item { value: record.payload, version, meta: record.meta }));
-        }
-        let record = self.log.read(loc).expect("read just now");
+        let Some((loc, kind, version)) = self.locate(&shelf.log, key)? else { return Ok(None) };
+        let record = shelf.log.read(loc).expect("read just now");
         let meta = record.meta;
-        match blobs.read(record.payload) {
+        if kind == Kind::Put {
+            return Ok(Some(Item { value: record.payload, version, meta }));
+        }
+        match shelf.blobs.read(record.payload) {
             Ok(value) => Ok(Some(Item { value, version, meta })),
-            Err(_) => Err(self.quarantine_at(loc, "blob chunk missing or corrupt")),
+            Err(_) => Err(self.quarantine_at(&shelf.log, loc, "blob chunk missing or corrupt")),
         }
     }
 
     /// Where the value of `key` lives, without assembling a blob: its bytes when it is in
     /// the log, or the blob reference (value length u64, then the chunk hashes).
-    pub fn get_reference(&mut self, key: &[u8]) -> Result<Option<(ValueRef<'_>, u64)>, StoreError> {
-        let Some((loc, kind, lsn)) = self.locate(key)? else { return Ok(None) };
-        let record = self.log.read(loc).expect("read just now");
+    pub fn get_reference<'a>(
+        &mut self,
+        shelf: &'a Shelf,
+        key: &[u8],
+    ) -> Result<Option<(ValueRef<'a>, u64)>, StoreError> {
+        let Some((loc, kind, lsn)) = self.locate(&shelf.log, key)? else { return Ok(None) };
+        let record = shelf.log.read(loc).expect("read just now");
         let value = match kind {
             Kind::Put => ValueRef::Inline(record.payload),
             _ => ValueRef::Blob(record.payload),
@@ -310,44 +331,45 @@ impl Store {
     }
 
     /// The version of `key`, 0 if absent.
-    pub fn version(&mut self, key: &[u8]) -> Result<u64, StoreError> {
-        Ok(self.locate(key)?.map_or(0, |(_, _, lsn)| lsn))
+    pub fn version(&mut self, shelf: &Shelf, key: &[u8]) -> Result<u64, StoreError> {
+        Ok(self.locate(&shelf.log, key)?.map_or(0, |(_, _, lsn)| lsn))
     }
 
     /// The version of the newest record of `key`, expired or not (0: none; a delete's
     /// tombstone counts): what a replica applying writes out of order compares with.
-    pub(crate) fn newest_version(&mut self, key: &[u8]) -> Result<u64, StoreError> {
+    pub(crate) fn newest_version(&mut self, log: &Log, key: &[u8]) -> Result<u64, StoreError> {
         if self.quarantine.is_some() {
             return Err(StoreError::Quarantined);
         }
-        match self.find(key) {
+        match self.find(log, key) {
             Ok(found) => Ok(found.map_or(0, |(_, r)| r.lsn)),
-            Err((loc, bad)) => Err(self.quarantine_at(loc, bad.describe())),
+            Err((loc, bad)) => Err(self.quarantine_at(log, loc, bad.describe())),
         }
     }
+
     /// Writes `value` under `key`; returns the new version. Applied (readable) at once;
     /// durable after the next successful [`Store::flush`]. `stamp` (who asked, kept in the
     /// record) comes back from replay in [`crate::RecoveryReport::stamps`].
     pub fn put(
         &mut self,
-        blobs: &mut BlobStore,
+        shelf: &mut Shelf,
         key: &[u8],
         value: &[u8],
         stamp: Option<&Stamp>,
     ) -> Result<u64, StoreError> {
-        self.put_with(blobs, key, value, &Meta::NONE, stamp)
+        self.put_with(shelf, key, value, &Meta::NONE, stamp)
     }
 
     /// [`Store::put`] with metadata (flags, expiry) kept in the value's record.
     pub fn put_with(
         &mut self,
-        blobs: &mut BlobStore,
+        shelf: &mut Shelf,
         key: &[u8],
         value: &[u8],
         meta: &Meta,
         stamp: Option<&Stamp>,
     ) -> Result<u64, StoreError> {
-        self.put_at(blobs, self.last_version + 1, key, value, meta, stamp)
+        self.put_at(shelf, self.last_version + 1, key, value, meta, stamp)
     }
 
     /// A replica applies, in order, what its primary wrote: the write at `lsn` (the version
@@ -355,17 +377,17 @@ impl Store {
     /// Returns the version, as [`Store::put`] and [`Store::delete`] do.
     pub fn apply_at(
         &mut self,
-        blobs: &mut BlobStore,
+        shelf: &mut Shelf,
         lsn: u64,
         write: Applied<'_>,
         stamp: Option<&Stamp>,
     ) -> Result<u64, StoreError> {
         assert_eq!(lsn, self.last_version + 1, "writes apply in LSN order");
         match write {
-            Applied::Put { key, value, meta } => self.put_at(blobs, lsn, key, value, &meta, stamp),
-            Applied::Delete { key } => self.delete_at(blobs, lsn, key, stamp).map(|_| lsn),
+            Applied::Put { key, value, meta } => self.put_at(shelf, lsn, key, value, &meta, stamp),
+            Applied::Delete { key } => self.delete_at(shelf, lsn, key, stamp).map(|_| lsn),
             Applied::Note { key, status, version } => {
-                self.note_at(lsn, key, stamp, status, version).map(|()| lsn)
+                self.note_at(&mut shelf.log, lsn, key, stamp, status, version).map(|()| lsn)
             }
         }
     }
@@ -379,13 +401,14 @@ impl Store {
     /// record is garbage from birth, like a tombstone. Returns its LSN.
     pub fn note(
         &mut self,
+        shelf: &mut Shelf,
         key: &[u8],
         stamp: &Stamp,
         status: u16,
         version: u64,
     ) -> Result<u64, StoreError> {
         let lsn = self.last_version + 1;
-        self.note_at(lsn, key, Some(stamp), status, version)?;
+        self.note_at(&mut shelf.log, lsn, key, Some(stamp), status, version)?;
         Ok(lsn)
     }
 
@@ -395,29 +418,37 @@ impl Store {
     /// client sees do not move for writes that changed nothing.
     pub fn note_unnumbered(
         &mut self,
+        shelf: &mut Shelf,
         key: &[u8],
         stamp: &Stamp,
         status: u16,
         version: u64,
     ) -> Result<(), StoreError> {
-        self.note_at(self.last_version, key, Some(stamp), status, version)
+        self.note_at(&mut shelf.log, self.last_version, key, Some(stamp), status, version)
     }
 
     pub(crate) fn note_at(
         &mut self,
+        log: &mut Log,
         lsn: u64,
         key: &[u8],
         stamp: Option<&Stamp>,
         status: u16,
         version: u64,
     ) -> Result<(), StoreError> {
+        self.usable(log).map_err(|e| self.counted(e))?;
         let payload = note_payload(status, version);
-        let appended = self.log.append(Kind::Note, lsn, stamp, &Meta::NONE, key, &payload);
-        let loc = appended.map_err(|e| self.counted(e))?;
+        let loc = self.append(log, Kind::Note, lsn, stamp, &Meta::NONE, key, &payload)?;
         self.last_version = lsn;
-        let span = self.log.read(loc).expect("just appended").span as u64;
-        self.log.mark_dead(loc, span);
+        log.mark_dead_record(loc);
         Ok(())
+    }
+
+    /// Writes a floor: replay raises the endpoint's LSN to at least `lsn`. It is counted
+    /// live, never dead (cleaning carries it forward while it still holds the LSN, so a log
+    /// of floors alone must not look like garbage to clean again and again).
+    pub(crate) fn floor(&mut self, log: &mut Log, lsn: u64) -> Result<(), StoreError> {
+        self.append(log, Kind::Floor, lsn, None, &Meta::NONE, &[], &[]).map(drop)
     }
 
     /// The LSN of the last write (every record written takes the next one; 0: none yet).
@@ -427,7 +458,7 @@ impl Store {
 
     pub(crate) fn put_at(
         &mut self,
-        blobs: &mut BlobStore,
+        shelf: &mut Shelf,
         version: u64,
         key: &[u8],
         value: &[u8],
@@ -435,28 +466,33 @@ impl Store {
         stamp: Option<&Stamp>,
     ) -> Result<u64, StoreError> {
         assert!(key.len() <= proto::KEY_BYTES_MAX, "proto bounds keys");
-        let previous = self.previous(key)?;
+        let previous = self.previous(&shelf.log, key)?;
         if previous.is_none() && self.index.len() >= self.config.keys_max {
             return Err(self.counted(StoreError::NoSpace));
         }
         let mut reference = std::mem::take(&mut self.scratch);
         let blob = value.len() >= self.config.blob_threshold_bytes;
         let appended = if blob {
-            blobs.put(value, &mut reference).and_then(|()| {
-                let appended = self.log.append(Kind::Blob, version, stamp, meta, key, &reference);
-                if appended.is_err() {
-                    let taken: Vec<Hash> = blob::hashes(&reference).collect();
-                    blobs.drop_refs(&taken)?;
+            match shelf.blobs.put(value, &mut reference) {
+                Ok(()) => {
+                    let log = &mut shelf.log;
+                    let appended =
+                        self.append(log, Kind::Blob, version, stamp, meta, key, &reference);
+                    if appended.is_err() {
+                        let taken: Vec<Hash> = blob::hashes(&reference).collect();
+                        shelf.blobs.drop_refs(&taken).map_err(|e| self.counted(e))?;
+                    }
+                    appended
                 }
-                appended
-            })
+                Err(e) => Err(self.counted(e)),
+            }
         } else {
-            self.log.append(Kind::Put, version, stamp, meta, key, value)
+            self.append(&mut shelf.log, Kind::Put, version, stamp, meta, key, value)
         };
         self.scratch = reference;
-        let loc = appended.map_err(|e| self.counted(e))?;
+        let loc = appended?;
         self.last_version = version;
-        self.link(blobs, key, loc, previous);
+        self.link(shelf, key, loc, previous);
         self.live_bytes += (key.len() + value.len()) as u64;
         Ok(version)
     }
@@ -464,7 +500,7 @@ impl Store {
     /// Points the index at a new record and retires the previous one, which `find` located:
     /// the key's slot is the one holding that location (none if there was none), so no
     /// record is read again.
-    fn link(&mut self, blobs: &mut BlobStore, key: &[u8], loc: Loc, previous: Option<Previous>) {
+    fn link(&mut self, shelf: &mut Shelf, key: &[u8], loc: Loc, previous: Option<Previous>) {
         let old = previous.as_ref().map(|p| p.loc);
         let replaced = self
             .index
@@ -472,18 +508,18 @@ impl Store {
             .expect("keys_max keeps the index below its limit");
         assert_eq!(replaced, previous.as_ref().map(|p| p.loc));
         if let Some(p) = previous {
-            self.retire(blobs, p);
+            self.retire(shelf, p);
         }
     }
 
     /// The previous record of a key is dead: its blob chunks stop being readable at once and
     /// are freed once this write is durable.
-    fn retire(&mut self, blobs: &mut BlobStore, previous: Previous) {
-        self.log.mark_dead(previous.loc, previous.span);
+    fn retire(&mut self, shelf: &mut Shelf, previous: Previous) {
+        shelf.log.mark_dead(previous.loc, previous.span);
         self.live_bytes -= previous.live;
         if previous.blob {
-            let record = self.log.read(previous.loc).expect("a live record reads");
-            blobs.detach(blob::hashes(record.payload));
+            let record = shelf.log.read(previous.loc).expect("a live record reads");
+            shelf.blobs.detach(blob::hashes(record.payload));
             self.released.extend(blob::hashes(record.payload));
         }
     }
@@ -492,49 +528,49 @@ impl Store {
     /// writes nothing (and keeps no stamp: it changed nothing, so doing it again is harmless).
     pub fn cas(
         &mut self,
-        blobs: &mut BlobStore,
+        shelf: &mut Shelf,
         key: &[u8],
         expected: u64,
         value: &[u8],
         stamp: Option<&Stamp>,
     ) -> Result<CasOutcome, StoreError> {
-        self.cas_with(blobs, key, expected, value, &Meta::NONE, stamp)
+        self.cas_with(shelf, key, expected, value, &Meta::NONE, stamp)
     }
 
     /// [`Store::cas`] with metadata for the new value. An expired value has version 0.
     pub fn cas_with(
         &mut self,
-        blobs: &mut BlobStore,
+        shelf: &mut Shelf,
         key: &[u8],
         expected: u64,
         value: &[u8],
         meta: &Meta,
         stamp: Option<&Stamp>,
     ) -> Result<CasOutcome, StoreError> {
-        self.usable().map_err(|e| self.counted(e))?;
-        let current = self.version(key)?;
+        self.usable(&shelf.log).map_err(|e| self.counted(e))?;
+        let current = self.version(shelf, key)?;
         if current != expected {
             return Ok(CasOutcome::Mismatch(current));
         }
-        self.put_with(blobs, key, value, meta, stamp).map(CasOutcome::Swapped)
+        self.put_with(shelf, key, value, meta, stamp).map(CasOutcome::Swapped)
     }
 
     /// Gives the live value of `key` new metadata (its bytes unchanged, a new version):
     /// memcached's `touch`. Returns the new version, or `None` when the key is absent.
     pub fn rewrite_meta(
         &mut self,
-        blobs: &mut BlobStore,
+        shelf: &mut Shelf,
         key: &[u8],
         meta: &Meta,
         stamp: Option<&Stamp>,
     ) -> Result<Option<u64>, StoreError> {
-        self.usable().map_err(|e| self.counted(e))?;
+        self.usable(&shelf.log).map_err(|e| self.counted(e))?;
         let mut copy = Vec::new();
-        match self.get(blobs, key)? {
+        match self.get(shelf, key)? {
             Some((value, _)) => copy.extend_from_slice(value),
             None => return Ok(None),
         }
-        self.put_with(blobs, key, &copy, meta, stamp).map(Some)
+        self.put_with(shelf, key, &copy, meta, stamp).map(Some)
     }
 
     /// Removes `key`; returns whether it existed. The tombstone takes a version, so a key
@@ -542,14 +578,14 @@ impl Store {
     /// once. Deleting an absent key writes nothing (and keeps no stamp).
     pub fn delete(
         &mut self,
-        blobs: &mut BlobStore,
+        shelf: &mut Shelf,
         key: &[u8],
         stamp: Option<&Stamp>,
     ) -> Result<bool, StoreError> {
-        if self.previous(key)?.is_none() {
+        if self.previous(&shelf.log, key)?.is_none() {
             return Ok(false);
         }
-        self.delete_at(blobs, self.last_version + 1, key, stamp)
+        self.delete_at(shelf, self.last_version + 1, key, stamp)
     }
 
     /// Writes the tombstone of `key` at `version`, even when the key is absent (a replica
@@ -557,72 +593,77 @@ impl Store {
     /// (an expired value did not: it was absent already, and its tombstone reclaims it).
     pub(crate) fn delete_at(
         &mut self,
-        blobs: &mut BlobStore,
+        shelf: &mut Shelf,
         version: u64,
         key: &[u8],
         stamp: Option<&Stamp>,
     ) -> Result<bool, StoreError> {
-        let previous = self.previous(key)?;
-        let appended = self.log.append(Kind::Tombstone, version, stamp, &Meta::NONE, key, &[]);
-        let loc = appended.map_err(|e| self.counted(e))?;
+        let previous = self.previous(&shelf.log, key)?;
+        let log = &mut shelf.log;
+        let loc = self.append(log, Kind::Tombstone, version, stamp, &Meta::NONE, key, &[])?;
         self.last_version = version;
         let existed = previous.as_ref().is_some_and(|p| !p.expired);
         if let Some(previous) = previous {
-            let log = &self.log;
+            let log = &shelf.log;
             let removed =
                 self.index.remove(key_hash(key), |l| log.read(l).is_ok_and(|r| r.key == key));
             assert_eq!(removed, Some(previous.loc));
-            self.retire(blobs, previous);
+            self.retire(shelf, previous);
         }
-        // A tombstone is garbage from birth: compaction drops it with its segment.
-        let span = self.log.read(loc).expect("just appended").span as u64;
-        self.log.mark_dead(loc, span);
+        // A tombstone is garbage from birth: cleaning drops it with its segment.
+        shelf.log.mark_dead_record(loc);
         Ok(existed)
     }
 
     /// Group commit for the `flushed` class: makes every write so far durable (blob chunks
-    /// first, then the log), then frees blob chunks this endpoint stopped referring to.
-    /// Call once per loop iteration for each endpoint that `needs_flush`, and answer its
-    /// writes only after this returns Ok. A failure poisons the log: later calls fail too.
-    pub fn flush(&mut self, blobs: &mut BlobStore) -> Result<(), StoreError> {
-        self.usable()?;
-        let result = blobs.sync().and_then(|()| self.log.sync());
-        let result = result.and_then(|()| blobs.release(&std::mem::take(&mut self.released)));
-        if let Err(e) = result {
-            // Whatever failed, this endpoint's writes were not made durable: stop it.
-            self.log.stop(e);
-            self.counted(e);
+    /// first, then the core's log), then frees blob chunks this endpoint stopped referring
+    /// to. Call once per loop iteration for each endpoint that `needs_flush`, and answer its
+    /// writes only after this returns Ok: the first such call of a batch syncs the core's
+    /// log, whatever number of endpoints wrote to it, and the others find nothing left to
+    /// do. A failure stops the log: later writes on the core fail too.
+    pub fn flush(&mut self, shelf: &mut Shelf) -> Result<(), StoreError> {
+        self.usable(&shelf.log)?;
+        let result = shelf.sync();
+        let result = result.and_then(|()| shelf.blobs.release(&std::mem::take(&mut self.released)));
+        match result {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                // Whatever failed, this endpoint's writes were not made durable: stop it.
+                self.failure.get_or_insert(e);
+                self.counted(e);
+            }
         }
         result
     }
 
     /// Moves the blob chunks this endpoint stopped referring to into `out`, for a caller that
     /// makes the records durable another way (a file-system-wide sync in the background, the
-    /// `memory` class) and then gives them back with [`BlobStore::release`]. A store that
-    /// stopped hands nothing back: the record that dropped a chunk may never have been
+    /// `memory` class) and then gives them back with [`crate::BlobStore::release`]. A store
+    /// that stopped hands nothing back: the record that dropped a chunk may never have been
     /// written, and the chunk is reclaimed at the next start if nothing refers to it.
-    pub fn take_released(&mut self, out: &mut Vec<Hash>) {
-        if self.usable().is_ok() {
+    pub fn take_released(&mut self, shelf: &Shelf, out: &mut Vec<Hash>) {
+        if self.usable(&shelf.log).is_ok() {
             out.append(&mut self.released);
         }
+        self.dirty = false;
     }
 
     /// Stops the store for good (until a restart): writes are refused with `failure`, reads
     /// still served. For a durability failure found outside the store (a background sync).
     pub fn stop(&mut self, failure: StoreError) {
-        self.log.stop(failure);
+        self.failure.get_or_insert(failure);
     }
 
     /// Whether [`Store::flush`] has work to do.
     pub fn needs_flush(&self) -> bool {
-        self.log.needs_sync() || !self.released.is_empty()
+        self.dirty || !self.released.is_empty()
     }
 
     /// Hands appended records to the kernel without waiting for the disk: what the `memory`
     /// class does at the end of a batch (they survive a process crash, not a power cut).
-    pub fn write_out(&mut self) -> Result<(), StoreError> {
-        self.usable()?;
-        self.log.write_out()
+    pub fn write_out(&mut self, shelf: &mut Shelf) -> Result<(), StoreError> {
+        self.usable(&shelf.log)?;
+        shelf.log.write_out()
     }
 
     /// Number of live keys.
@@ -645,21 +686,18 @@ impl Store {
         self.quarantine.as_ref()
     }
 
-    /// The failure that stopped the log (`NoSpace`, `Exhausted` or `Poisoned`), if any.
-    pub fn failure(&self) -> Option<StoreError> {
-        self.log.failure()
+    /// The failure that stopped this endpoint's writes (`NoSpace`, `Exhausted` or
+    /// `Poisoned`; its own, or the core log's), if any.
+    pub fn failure(&self, shelf: &Shelf) -> Option<StoreError> {
+        self.failure.or(shelf.log.failure())
     }
 
-    /// Sizes, for `cradle status`.
+    /// Sizes, for `cradle status` (the log's are the core's: [`Shelf::stats`]).
     pub fn stats(&self) -> StoreStats {
-        let (log_bytes, dead_bytes) = self.log.usage();
         StoreStats {
             keys: self.index.len() as u64,
-            log_bytes,
-            dead_bytes,
             live_bytes: self.live_bytes,
             index_bytes: self.index.bytes() as u64,
-            segments: self.log.segment_count() as u64,
             quarantined: u64::from(self.quarantine.is_some()),
             limit_refusals: self.limit_refusals,
             no_space_refusals: self.no_space_refusals,
@@ -670,7 +708,7 @@ impl Store {
     /// serving path: it collects the index locations first.
     pub fn for_each(
         &mut self,
-        blobs: &mut BlobStore,
+        shelf: &mut Shelf,
         mut f: impl FnMut(&[u8], &[u8], u64),
     ) -> Result<(), StoreError> {
         if self.quarantine.is_some() {
@@ -678,9 +716,9 @@ impl Store {
         }
         let locations: Vec<Loc> = self.index.locations().collect();
         for loc in locations {
-            let record = match self.log.read(loc) {
+            let record = match shelf.log.read(loc) {
                 Ok(r) => r,
-                Err(bad) => return Err(self.quarantine_at(loc, bad.describe())),
+                Err(bad) => return Err(self.quarantine_at(&shelf.log, loc, bad.describe())),
             };
             if record.meta.expired(self.clock_ns) {
                 continue;
@@ -689,9 +727,15 @@ impl Store {
                 f(record.key, record.payload, record.lsn);
                 continue;
             }
-            match blobs.read(record.payload) {
+            match shelf.blobs.read(record.payload) {
                 Ok(value) => f(record.key, value, record.lsn),
-                Err(_) => return Err(self.quarantine_at(loc, "blob chunk missing or corrupt")),
+                Err(_) => {
+                    return Err(self.quarantine_at(
+                        &shelf.log,
+                        loc,
+                        "blob chunk missing or corrupt",
+                    ))
+                }
             }
         }
         Ok(())
@@ -699,13 +743,17 @@ impl Store {
 
     /// Calls `f` with every live key (SCAN pages, export). Reads no blob chunk. Not for the
     /// serving path of busy endpoints: it visits the whole index.
-    pub fn for_each_key(&mut self, mut f: impl FnMut(&[u8])) -> Result<(), StoreError> {
+    pub fn for_each_key(
+        &mut self,
+        shelf: &Shelf,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<(), StoreError> {
         if self.quarantine.is_some() {
             return Err(StoreError::Quarantined);
         }
         let mut bad = None;
         for loc in self.index.locations() {
-            match self.log.read(loc) {
+            match shelf.log.read(loc) {
                 Ok(record) if record.meta.expired(self.clock_ns) => {}
                 Ok(record) => f(record.key),
                 Err(b) => {
@@ -715,93 +763,28 @@ impl Store {
             }
         }
         match bad {
-            Some((loc, b)) => Err(self.quarantine_at(loc, b.describe())),
+            Some((loc, b)) => Err(self.quarantine_at(&shelf.log, loc, b.describe())),
             None => Ok(()),
         }
     }
 
-    /// Whether dead bytes in sealed segments passed `dead_ratio` (compaction is due).
-    pub fn needs_compaction(&self) -> bool {
-        if self.quarantine.is_some() || self.log.failure().is_some() {
-            return false;
-        }
-        self.compaction.is_some()
-            || self.sealed_dead_share() > self.config.dead_ratio
-            || self.oldest_sealed_expired()
-    }
-
-    /// Whether every value in the oldest sealed segment has expired by the store's clock
-    /// (a cache of values with a time to live is reclaimed even when nothing is overwritten).
-    fn oldest_sealed_expired(&self) -> bool {
-        let Some(slot) = self.log.oldest_sealed() else { return false };
-        self.log.segment(slot).values_expire_by.is_some_and(|by| by <= self.clock_ns)
-    }
-
-    fn sealed_dead_share(&self) -> f64 {
-        if self.log.oldest_sealed().is_none() {
-            return 0.0;
-        }
-        let (used, dead) = self.log.usage();
-        let active = self.log.active_usage();
-        let (used, dead) = (used - active.0, dead - active.1);
-        if used == 0 {
-            return 0.0;
-        }
-        dead as f64 / used as f64
-    }
-
-    /// One bounded step of compaction: copies the live records of the oldest segment forward,
-    /// at most about `budget_bytes` of it, and deletes the segment when it is done.
-    /// Returns the bytes examined (0: nothing to do, or not yet).
-    /// Deleting the segment syncs the log, so blob chunks are synced first.
-    ///
-    /// A segment holding a write stamped at or after `stamps_before_ns` (wall clock) is left
-    /// alone for now: its records rebuild completion records on replay, and a resend of that
-    /// write may still come. Copies made later carry no stamp.
-    pub fn compact_step(
-        &mut self,
-        blobs: &mut BlobStore,
-        budget_bytes: u64,
-        stamps_before_ns: u64,
-    ) -> Result<u64, StoreError> {
-        self.usable()?;
-        let Some(slot) = self.log.oldest_sealed() else {
-            return Ok(0);
-        };
-        if self.log.segment(slot).stamped_at_max.is_some_and(|at| at >= stamps_before_ns) {
-            return Ok(0);
-        }
-        let end = self.log.segment(slot).end;
-        let mut cursor = self.compaction.unwrap_or(SEGMENT_HEADER_BYTES);
-        let start = cursor;
-        while cursor < end && cursor - start < budget_bytes {
-            let loc = Loc { segment: slot, offset: cursor as u32 };
-            cursor += self.compact_record(blobs, loc)?;
-        }
-        if cursor < end {
-            self.compaction = Some(cursor);
-            return Ok(cursor - start);
-        }
-        self.compaction = None;
-        blobs.sync()?;
-        self.log.retire_oldest()?;
-        self.segments_retired += 1;
-        Ok(cursor - start)
-    }
-
-    /// Copies one record forward if the index still points at it (or reclaims it if it has
-    /// expired); returns its span.
-    fn compact_record(&mut self, blobs: &mut BlobStore, loc: Loc) -> Result<u64, StoreError> {
-        let record = match self.log.read(loc) {
+    /// Cleaning met `loc`, a record of this endpoint in the oldest segment: copies it to the
+    /// head if the index still points at it (or reclaims it if it has expired), and when it
+    /// is dead but held the endpoint's LSN, writes a floor so that the LSN survives it.
+    pub(crate) fn clean_record(&mut self, shelf: &mut Shelf, loc: Loc) -> Result<(), StoreError> {
+        let record = match shelf.log.read(loc) {
             Ok(r) => r,
-            Err(bad) => return Err(self.quarantine_at(loc, bad.describe())),
+            Err(bad) => return Err(self.quarantine_at(&shelf.log, loc, bad.describe())),
         };
-        let span = record.span as u64;
         let hash = key_hash(record.key);
         let live = matches!(record.kind, Kind::Put | Kind::Blob)
             && self.index.get(hash, |l| l == loc).is_some();
         if !live {
-            return Ok(span);
+            if record.lsn == self.last_version && record.lsn != 0 {
+                let lsn = record.lsn;
+                self.floor(&mut shelf.log, lsn)?;
+            }
+            return Ok(());
         }
         let (kind, lsn, meta) = (record.kind, record.lsn, record.meta);
         let mut copy = std::mem::take(&mut self.scratch);
@@ -812,16 +795,16 @@ impl Store {
         if meta.expired(self.clock_ns) {
             // Reclaimed instead of copied: a tombstone (durable before any blob chunk it
             // frees), so a replay of the older segments cannot bring the value back.
-            let deleted = self.delete(blobs, &copy[..key_len], None);
+            let deleted = self.delete(shelf, &copy[..key_len], None);
             self.scratch = copy;
-            deleted?;
-            return Ok(span);
+            return deleted.map(drop);
         }
-        let appended = self.log.append(kind, lsn, None, &meta, &copy[..key_len], &copy[key_len..]);
+        let log = &mut shelf.log;
+        let appended = self.append(log, kind, lsn, None, &meta, &copy[..key_len], &copy[key_len..]);
         self.scratch = copy;
         let moved = appended?;
         self.index.insert(hash, moved, |l| l == loc).expect("replacing an entry needs no room");
-        Ok(span)
+        Ok(())
     }
 }
 

@@ -27,35 +27,35 @@ fn four_mib_values_round_trip_dedup_and_reclaim() {
         open(log, Box::new(FileVolume::new(&blob_dir)), &config)
     };
     let big = value(42, 4 * MIB);
-    let (mut store, mut blobs, _) = reopen();
-    store.put(&mut blobs, b"one", &big, None).unwrap();
-    store.put(&mut blobs, b"two", &big, None).unwrap();
-    store.flush(&mut blobs).unwrap();
-    assert_eq!(store.get(&mut blobs, b"one").unwrap().unwrap().0, &big[..]);
-    assert_eq!(blobs.blob_bytes(), 4 * MIB as u64, "stored once");
-    assert_eq!(blobs.blob_chunks(), 64);
+    let (mut store, mut shelf, _) = reopen();
+    store.put(&mut shelf, b"one", &big, None).unwrap();
+    store.put(&mut shelf, b"two", &big, None).unwrap();
+    store.flush(&mut shelf).unwrap();
+    assert_eq!(store.get(&mut shelf, b"one").unwrap().unwrap().0, &big[..]);
+    assert_eq!(shelf.blobs().blob_bytes(), 4 * MIB as u64, "stored once");
+    assert_eq!(shelf.blobs().blob_chunks(), 64);
     let on_disk = allocated(&blob_dir);
     assert!((4 * MIB as u64..5 * MIB as u64).contains(&on_disk), "{on_disk}");
     // The log holds references only.
-    assert!(store.stats().log_bytes < 16 << 10);
+    assert!(shelf.stats().log_bytes < 16 << 10);
 
     // Refcounts are rebuilt from the logs.
-    drop((store, blobs));
-    let (mut store, mut blobs, _) = reopen();
-    assert_eq!(store.get(&mut blobs, b"two").unwrap().unwrap().0, &big[..]);
-    assert!(store.delete(&mut blobs, b"one", None).unwrap());
-    store.flush(&mut blobs).unwrap();
-    assert_eq!(blobs.blob_bytes(), 4 * MIB as u64, "still referenced by two");
-    assert_eq!(store.get(&mut blobs, b"two").unwrap().unwrap().0, &big[..]);
-    assert!(store.delete(&mut blobs, b"two", None).unwrap());
-    store.flush(&mut blobs).unwrap();
-    assert_eq!((blobs.blob_bytes(), blobs.blob_chunks()), (0, 0));
+    drop((store, shelf));
+    let (mut store, mut shelf, _) = reopen();
+    assert_eq!(store.get(&mut shelf, b"two").unwrap().unwrap().0, &big[..]);
+    assert!(store.delete(&mut shelf, b"one", None).unwrap());
+    store.flush(&mut shelf).unwrap();
+    assert_eq!(shelf.blobs().blob_bytes(), 4 * MIB as u64, "still referenced by two");
+    assert_eq!(store.get(&mut shelf, b"two").unwrap().unwrap().0, &big[..]);
+    assert!(store.delete(&mut shelf, b"two", None).unwrap());
+    store.flush(&mut shelf).unwrap();
+    assert_eq!((shelf.blobs().blob_bytes(), shelf.blobs().blob_chunks()), (0, 0));
     let after = allocated(&blob_dir);
     assert!(after < 64 << 10, "space returned to the file system: {after}");
-    drop((store, blobs));
-    let (mut store, mut blobs, _) = reopen();
-    assert_eq!(store.get(&mut blobs, b"two").unwrap(), None);
-    assert_eq!(blobs.blob_chunks(), 0);
+    drop((store, shelf));
+    let (mut store, mut shelf, _) = reopen();
+    assert_eq!(store.get(&mut shelf, b"two").unwrap(), None);
+    assert_eq!(shelf.blobs().blob_chunks(), 0);
 }
 
 #[test]
@@ -67,16 +67,16 @@ fn a_chunk_not_flushed_before_a_crash_is_reclaimed_at_restart() {
         let log = Box::new(FileVolume::new(dir.path().join("ep-0")));
         open(log, Box::new(FileVolume::new(&blob_dir)), &config)
     };
-    let (mut store, mut blobs, _) = reopen();
-    store.put(&mut blobs, b"kept", &value(1, MIB), None).unwrap();
-    store.flush(&mut blobs).unwrap();
-    store.put(&mut blobs, b"dropped", &value(2, MIB), None).unwrap();
-    store.delete(&mut blobs, b"dropped", None).unwrap();
-    store.flush(&mut blobs).unwrap();
-    drop((store, blobs));
-    let (mut store, mut blobs, _) = reopen();
-    assert_eq!(blobs.blob_bytes(), MIB as u64);
-    assert_eq!(store.get(&mut blobs, b"kept").unwrap().unwrap().0, &value(1, MIB)[..]);
+    let (mut store, mut shelf, _) = reopen();
+    store.put(&mut shelf, b"kept", &value(1, MIB), None).unwrap();
+    store.flush(&mut shelf).unwrap();
+    store.put(&mut shelf, b"dropped", &value(2, MIB), None).unwrap();
+    store.delete(&mut shelf, b"dropped", None).unwrap();
+    store.flush(&mut shelf).unwrap();
+    drop((store, shelf));
+    let (mut store, mut shelf, _) = reopen();
+    assert_eq!(shelf.blobs().blob_bytes(), MIB as u64);
+    assert_eq!(store.get(&mut shelf, b"kept").unwrap().unwrap().0, &value(1, MIB)[..]);
 }
 
 #[test]
@@ -84,30 +84,36 @@ fn an_overwritten_or_deleted_blob_is_unreadable_at_once_and_freed_after_the_flus
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig::default();
     let log = Box::new(FileVolume::new(dir.path().join("ep-0")));
-    let (mut store, mut blobs, _) = open(log, Box::new(FileVolume::new(dir.path())), &config);
+    let (mut store, mut shelf, _) = open(log, Box::new(FileVolume::new(dir.path())), &config);
     let hashes = |v: &[u8]| -> Vec<[u8; 32]> {
         v.chunks(config.chunk_bytes).map(|c| *blake3::hash(c).as_bytes()).collect()
     };
     let (old, new) = (value(1, MIB), value(2, MIB));
-    store.put(&mut blobs, b"k", &old, None).unwrap();
-    store.flush(&mut blobs).unwrap();
-    assert!(hashes(&old).iter().all(|h| blobs.chunk(h).is_some()));
-    store.put(&mut blobs, b"k", &new, None).unwrap();
+    store.put(&mut shelf, b"k", &old, None).unwrap();
+    store.flush(&mut shelf).unwrap();
+    assert!(hashes(&old).iter().all(|h| shelf.blobs_mut().chunk(h).is_some()));
+    store.put(&mut shelf, b"k", &new, None).unwrap();
     // Before the overwrite is durable: the old chunks are held on disk, but served to nobody.
-    assert!(hashes(&old).iter().all(|h| blobs.chunk(h).is_none()), "old chunk still served");
-    assert_eq!(blobs.blob_chunks(), 32, "held until the flush");
-    store.flush(&mut blobs).unwrap();
-    assert_eq!(blobs.blob_chunks(), 16, "freed by the flush");
-    assert!(store.delete(&mut blobs, b"k", None).unwrap());
-    assert!(hashes(&new).iter().all(|h| blobs.chunk(h).is_none()), "deleted chunk still served");
-    store.flush(&mut blobs).unwrap();
-    assert_eq!((blobs.blob_chunks(), blobs.blob_bytes()), (0, 0));
+    assert!(
+        hashes(&old).iter().all(|h| shelf.blobs_mut().chunk(h).is_none()),
+        "old chunk still served"
+    );
+    assert_eq!(shelf.blobs().blob_chunks(), 32, "held until the flush");
+    store.flush(&mut shelf).unwrap();
+    assert_eq!(shelf.blobs().blob_chunks(), 16, "freed by the flush");
+    assert!(store.delete(&mut shelf, b"k", None).unwrap());
+    assert!(
+        hashes(&new).iter().all(|h| shelf.blobs_mut().chunk(h).is_none()),
+        "deleted chunk still served"
+    );
+    store.flush(&mut shelf).unwrap();
+    assert_eq!((shelf.blobs().blob_chunks(), shelf.blobs().blob_bytes()), (0, 0));
     // A chunk detached and taken again by a new write before the flush stays readable.
-    store.put(&mut blobs, b"a", &old, None).unwrap();
-    store.flush(&mut blobs).unwrap();
-    assert!(store.delete(&mut blobs, b"a", None).unwrap());
-    store.put(&mut blobs, b"b", &old, None).unwrap();
-    store.flush(&mut blobs).unwrap();
-    assert!(hashes(&old).iter().all(|h| blobs.chunk(h).is_some()));
-    assert_eq!(store.get(&mut blobs, b"b").unwrap().unwrap().0, &old[..]);
+    store.put(&mut shelf, b"a", &old, None).unwrap();
+    store.flush(&mut shelf).unwrap();
+    assert!(store.delete(&mut shelf, b"a", None).unwrap());
+    store.put(&mut shelf, b"b", &old, None).unwrap();
+    store.flush(&mut shelf).unwrap();
+    assert!(hashes(&old).iter().all(|h| shelf.blobs_mut().chunk(h).is_some()));
+    assert_eq!(store.get(&mut shelf, b"b").unwrap().unwrap().0, &old[..]);
 }

@@ -1,7 +1,7 @@
 //! Helpers shared by the storage tests.
 #![allow(dead_code, unreachable_pub)]
 
-use storage::{BlobStore, RecoveryReport, Store, StoreConfig, Volume};
+use storage::{BlobStore, RecoveryReport, Shelf, Store, StoreConfig, Volume};
 
 /// Small segments so a short test rolls, seals and compacts many of them.
 pub fn small_config() -> StoreConfig {
@@ -16,18 +16,30 @@ pub fn small_config() -> StoreConfig {
     }
 }
 
-/// Opens a blob store and one endpoint store, as a core does at start.
+/// Opens a blob store and a core's log with one endpoint, as a core does at start.
 pub fn open(
     log: Box<dyn Volume>,
     blobs: Box<dyn Volume>,
     config: &StoreConfig,
-) -> (Store, BlobStore, RecoveryReport) {
-    let (mut blob_store, _) = BlobStore::open(blobs, config).expect("blob store opens");
-    let (store, report) = Store::open(log, config, &mut blob_store, u64::MAX).expect("store opens");
-    if report.quarantine.is_none() {
-        blob_store.reclaim_unreferenced().expect("reclaim");
+) -> (Store, Shelf, RecoveryReport) {
+    let (mut stores, shelf, report) = open_core(log, blobs, config, 1);
+    (stores.pop().expect("one endpoint"), shelf, report)
+}
+
+/// Opens a blob store and a core's log with `endpoints` endpoints sharing it.
+pub fn open_core(
+    log: Box<dyn Volume>,
+    blobs: Box<dyn Volume>,
+    config: &StoreConfig,
+    endpoints: u32,
+) -> (Vec<Store>, Shelf, RecoveryReport) {
+    let (blob_store, _) = BlobStore::open(blobs, config).expect("blob store opens");
+    let (mut shelf, stores, report) =
+        Shelf::open(log, blob_store, config, endpoints, u64::MAX).expect("log opens");
+    if report.quarantined.is_empty() {
+        shelf.blobs_mut().reclaim_unreferenced().expect("reclaim");
     }
-    (store, blob_store, report)
+    (stores, shelf, report)
 }
 
 /// A value of `len` bytes derived from `seed` (same seed and length: same bytes).

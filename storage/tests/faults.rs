@@ -21,7 +21,7 @@ fn run_until_failure(
 ) -> (Acked, Pending, StoreError) {
     let config = small_config();
     let faulty = |v: &MemoryVolume| Box::new(FaultyVolume::new(v.clone(), faults.clone()));
-    let (mut store, mut blobs, _) = open(faulty(log), faulty(blob), &config);
+    let (mut store, mut shelf, _) = open(faulty(log), faulty(blob), &config);
     arm(faults);
     let mut acked = BTreeMap::new();
     for batch in 0..400u64 {
@@ -30,18 +30,18 @@ fn run_until_failure(
             let k = format!("k{}", (batch * 8 + i) % 97).into_bytes();
             let len = if i == 3 { 6000 } else { 200 };
             let v = value(batch * 8 + i, len);
-            match store.put(&mut blobs, &k, &v, None) {
+            match store.put(&mut shelf, &k, &v, None) {
                 Ok(_) => pending.push((k, v)),
                 Err(e) => return (acked, pending, e),
             }
         }
-        match store.flush(&mut blobs) {
+        match store.flush(&mut shelf) {
             Ok(()) => acked.extend(pending),
             Err(e) => {
                 // Poisoned for good: no silent retry, the next write and flush fail too.
-                assert_eq!(store.flush(&mut blobs), Err(e));
-                assert_eq!(store.put(&mut blobs, b"k0", b"x", None), Err(e));
-                assert_eq!(store.failure(), Some(e));
+                assert_eq!(store.flush(&mut shelf), Err(e));
+                assert_eq!(store.put(&mut shelf, b"k0", b"x", None), Err(e));
+                assert_eq!(store.failure(&shelf), Some(e));
                 return (acked, pending, e);
             }
         }
@@ -56,18 +56,18 @@ fn check_after_restart(
     pending: &[(Vec<u8>, Vec<u8>)],
 ) {
     let config = small_config();
-    let (mut store, mut blobs, report) =
+    let (mut store, mut shelf, report) =
         open(Box::new(log.clone()), Box::new(blob.clone()), &config);
-    assert_eq!(report.quarantine, None);
+    assert_eq!(report.quarantined, vec![]);
     for (k, v) in acked {
-        let got = store.get(&mut blobs, k).unwrap().map(|(v, _)| v.to_vec());
+        let got = store.get(&mut shelf, k).unwrap().map(|(v, _)| v.to_vec());
         let got = got.expect("an acknowledged key is present");
         let newer = pending.iter().any(|(pk, pv)| pk == k && *pv == got);
         assert!(got == *v || newer, "acknowledged {:?} lost", String::from_utf8_lossy(k));
     }
     // It serves writes again.
-    store.put(&mut blobs, b"after", b"restart", None).unwrap();
-    store.flush(&mut blobs).unwrap();
+    store.put(&mut shelf, b"after", b"restart", None).unwrap();
+    store.flush(&mut shelf).unwrap();
 }
 
 #[test]
@@ -110,14 +110,14 @@ fn a_limit_at_a_new_segment_refuses_the_write_cleanly_and_lifts() {
         let faults = Faults::new();
         let config = small_config();
         let faulty = |v: &MemoryVolume| Box::new(FaultyVolume::new(v.clone(), faults.clone()));
-        let (mut store, mut blobs, _) = open(faulty(&log), faulty(&blob), &config);
+        let (mut store, mut shelf, _) = open(faulty(&log), faulty(&blob), &config);
         faults.refuse_creates(errno);
         // The first write needs the first segment: refused, and every retry too.
         for _ in 0..3 {
-            let refused = store.put(&mut blobs, b"first", b"v", None);
+            let refused = store.put(&mut shelf, b"first", b"v", None);
             assert_eq!(refused, Err(StoreError::Exhausted(limit)));
         }
-        assert_eq!(store.failure(), None, "a limit does not poison");
+        assert_eq!(store.failure(&shelf), None, "a limit does not poison");
         assert_eq!((store.stats().limit_refusals, store.limit()), (3, Some(limit)));
         faults.heal();
         let mut acked = BTreeMap::new();
@@ -132,9 +132,9 @@ fn a_limit_at_a_new_segment_refuses_the_write_cleanly_and_lifts() {
             if i == 200 {
                 faults.heal();
             }
-            match store.put(&mut blobs, &k, &v, None) {
+            match store.put(&mut shelf, &k, &v, None) {
                 Ok(_) => {
-                    store.flush(&mut blobs).expect("flush");
+                    store.flush(&mut shelf).expect("flush");
                     acked.insert(k, v);
                 }
                 Err(e) => {
@@ -143,18 +143,18 @@ fn a_limit_at_a_new_segment_refuses_the_write_cleanly_and_lifts() {
                     refused_at_roll += 1;
                     // Reads are served meanwhile.
                     let (k0, v0) = acked.iter().next().expect("some acknowledged");
-                    let got = store.get(&mut blobs, k0).unwrap().map(|(v, _)| v.to_vec());
+                    let got = store.get(&mut shelf, k0).unwrap().map(|(v, _)| v.to_vec());
                     assert_eq!(got.as_ref(), Some(v0));
                 }
             }
         }
         assert!(refused_at_roll > 0, "some write of 100..200 needed a new segment");
-        assert_eq!(store.failure(), None);
+        assert_eq!(store.failure(&shelf), None);
         for (k, v) in &acked {
-            let got = store.get(&mut blobs, k).unwrap().map(|(v, _)| v.to_vec());
+            let got = store.get(&mut shelf, k).unwrap().map(|(v, _)| v.to_vec());
             assert_eq!(got.as_ref(), Some(v));
         }
-        drop(store);
+        drop((store, shelf));
         check_after_restart(&log, &blob, &acked, &[]);
     }
 }

@@ -40,7 +40,7 @@ use proto::replication::{
     encode_built, encode_snapshot_header, finish_snapshot, Progress, Records, WriteOp, WriteRecord,
 };
 use std::collections::{HashMap, HashSet};
-use storage::{record_digest, Applied, BlobStore, Snapshot, SnapshotRead, StoreError};
+use storage::{record_digest, Applied, Shelf, Snapshot, SnapshotRead, StoreError};
 
 /// How a learner remembers a key a digest vouched for.
 fn key_digest(key: &[u8]) -> u128 {
@@ -175,22 +175,22 @@ impl Building {
     /// Consistent once it has every snapshot entry and every write through the newest LSN
     /// it holds; its LSN is then the forwarded writes'. Built on its own log, it first drops
     /// its own records no digest vouched for.
-    fn check(&mut self, store: &mut Store, blobs: &mut BlobStore) -> Result<(), StoreError> {
+    fn check(&mut self, store: &mut Store, shelf: &mut Shelf) -> Result<(), StoreError> {
         if self.consistent || !self.snapshot_done {
             return Ok(());
         }
         if self.own_log > 0 {
-            for key in store.keys_through(self.own_log)? {
+            for key in store.keys_through(shelf, self.own_log)? {
                 if !self.vouched.contains(&key_digest(&key)) {
                     // (At its own log's end: newer than any record of its own, older than
                     // every write forwarded since the snapshot.)
-                    store.install(blobs, self.own_log, Applied::Delete { key: &key }, None)?;
+                    store.install(shelf, self.own_log, Applied::Delete { key: &key }, None)?;
                 }
             }
             (self.own_log, self.vouched) = (0, HashSet::new());
         }
         if self.received >= store.last_lsn() {
-            store.raise_lsn(self.received);
+            store.raise_lsn(shelf, self.received)?;
             self.consistent = true;
             self.deleted = HashMap::new();
         }
@@ -240,7 +240,7 @@ impl Core {
                 *catchup = Catchup {
                     generation,
                     base,
-                    snapshot: endpoint.store.snapshot(),
+                    snapshot: endpoint.store.snapshot(&self.shelf),
                     progress_ns: now_ns,
                     started_ns: now_ns,
                     heard: catchup.heard,
@@ -282,7 +282,7 @@ impl Core {
                 let mut stale = false;
                 while next < len && next < first + SNAPSHOT_SPAN {
                     let i = next as usize;
-                    match endpoint.store.snapshot_entry(&mut self.blobs, &catchup.snapshot, i) {
+                    match endpoint.store.snapshot_entry(&mut self.shelf, &catchup.snapshot, i) {
                         Ok(SnapshotRead::Live { key, value, lsn, meta }) => {
                             // (What the learner's own log may hold goes as its digest.)
                             let digest;
@@ -426,7 +426,7 @@ impl Core {
             }
             let own = own_log > 0 && building.kept == Some(own_log);
             let emptied = building.generation.is_none() && building.kept.is_none();
-            if !own && !emptied && endpoint.store.clear(&mut self.blobs).is_err() {
+            if !own && !emptied && endpoint.store.clear(&mut self.shelf).is_err() {
                 building.ready = false;
                 return; // (its store failed: it confirms nothing, its primary notices)
             }
@@ -461,7 +461,7 @@ impl Core {
             if r.op == WriteOp::Digest {
                 // Its own copy, checked: the same record, or one this catch-up wrote since.
                 let own_log = building.own_log;
-                let vouched = match store.newest_digest(&mut self.blobs, r.key) {
+                let vouched = match store.newest_digest(&mut self.shelf, r.key) {
                     _ if own_log == 0 || r.lsn > own_log => false, // (not one to digest)
                     Ok(Some((lsn, _))) if lsn > own_log => true,
                     Ok(Some((lsn, digest))) => lsn == r.lsn && digest[..] == *r.value,
@@ -471,7 +471,7 @@ impl Core {
                 if !vouched {
                     // A record its primary never had, or lost: no trusting the rest.
                     self.counters.own_log_refused += 1;
-                    if store.clear(&mut self.blobs).is_err() {
+                    if store.clear(&mut self.shelf).is_err() {
                         building.ready = false;
                         return;
                     }
@@ -487,7 +487,7 @@ impl Core {
             self.read_cache.forget(slot, r.key);
             let put =
                 Applied::Put { key: r.key, value: r.value, meta: super::replica::meta_of(&r) };
-            if store.install(&mut self.blobs, r.lsn, put, None).is_err() {
+            if store.install(&mut self.shelf, r.lsn, put, None).is_err() {
                 return; // (its store failed: see above)
             }
         }
@@ -528,7 +528,7 @@ impl Core {
             }
             let (stamp, applied) = super::replica::decoded(&r);
             self.read_cache.forget(slot, r.key);
-            if store.install(&mut self.blobs, r.lsn, applied, Some(&stamp)).is_err() {
+            if store.install(&mut self.shelf, r.lsn, applied, Some(&stamp)).is_err() {
                 break; // (its store failed: it confirms nothing more)
             }
             if r.op == WriteOp::Delete && !building.consistent {
@@ -550,10 +550,10 @@ impl Core {
         let endpoint = &mut self.endpoints[slot];
         let Some(replica) = endpoint.replica.as_deref_mut() else { return };
         let Part::Learner(building) = &mut replica.part else { return };
-        if building.check(&mut endpoint.store, &mut self.blobs).is_err() {
+        if building.check(&mut endpoint.store, &mut self.shelf).is_err() {
             return; // (its store failed: it confirms nothing more)
         }
-        if memory && endpoint.store.write_out().is_ok() {
+        if memory && endpoint.store.write_out(&mut self.shelf).is_ok() {
             replica.durable = endpoint.store.last_lsn();
         }
         if !endpoint.store.needs_flush() {

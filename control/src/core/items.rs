@@ -73,7 +73,7 @@ impl Core {
         let endpoint = &mut self.endpoints[slot.0];
         self.stats.count_endpoint_request(self.config.core, endpoint.partition);
         endpoint.store.set_clock(wall);
-        endpoint.store.get_item(&mut self.blobs, key)
+        endpoint.store.get_item(&mut self.shelf, key)
     }
 
     /// Whether a door may read through this endpoint now. A replicated primary answers a door
@@ -103,7 +103,7 @@ impl Core {
         let wall = self.wall_ns();
         let store = &mut self.endpoints[slot.0].store;
         store.set_clock(wall);
-        Ok(store.get_reference(key)?.map(|(value, _)| match value {
+        Ok(store.get_reference(&self.shelf, key)?.map(|(value, _)| match value {
             storage::ValueRef::Inline(bytes) => bytes.len() as u64,
             storage::ValueRef::Blob(reference) => u64::from_le_bytes(
                 reference[..8].try_into().expect("a reference starts with the length"),
@@ -121,10 +121,10 @@ impl Core {
         meta: &Meta,
         expected: Option<u64>,
     ) -> Result<ItemPut, StoreError> {
-        self.item_write(slot, key, |store, blobs| match expected {
-            None => store.put_with(blobs, key, value, meta, None).map(ItemPut::Stored),
+        self.item_write(slot, key, |store, shelf| match expected {
+            None => store.put_with(shelf, key, value, meta, None).map(ItemPut::Stored),
             Some(version) => {
-                store.cas_with(blobs, key, version, value, meta, None).map(|o| match o {
+                store.cas_with(shelf, key, version, value, meta, None).map(|o| match o {
                     CasOutcome::Swapped(v) => ItemPut::Stored(v),
                     CasOutcome::Mismatch(v) => ItemPut::Mismatch(v),
                 })
@@ -139,12 +139,12 @@ impl Core {
         key: &[u8],
         meta: &Meta,
     ) -> Result<Option<u64>, StoreError> {
-        self.item_write(slot, key, |store, blobs| store.rewrite_meta(blobs, key, meta, None))
+        self.item_write(slot, key, |store, shelf| store.rewrite_meta(shelf, key, meta, None))
     }
 
     /// Deletes `key`; whether it was there (an expired value was not).
     pub fn item_delete(&mut self, slot: ItemSlot, key: &[u8]) -> Result<bool, StoreError> {
-        self.item_write(slot, key, |store, blobs| store.delete(blobs, key, None))
+        self.item_write(slot, key, |store, shelf| store.delete(shelf, key, None))
     }
 
     /// Whether the writes made so far to the endpoint are as durable as the class promises:
@@ -155,7 +155,7 @@ impl Core {
         if self.durability == Durability::Flushed && endpoint.dirty {
             return None;
         }
-        Some(endpoint.store.failure().map_or(Ok(()), Err))
+        Some(endpoint.store.failure(&self.shelf).map_or(Ok(()), Err))
     }
 
     /// Runs one write against the endpoint's store with the write path's bookkeeping.
@@ -163,7 +163,7 @@ impl Core {
         &mut self,
         slot: ItemSlot,
         key: &[u8],
-        write: impl FnOnce(&mut Store, &mut BlobStore) -> Result<T, StoreError>,
+        write: impl FnOnce(&mut Store, &mut Shelf) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let wall = self.wall_ns();
         // A cached copy of the key's old value must not outlive it.
@@ -173,20 +173,18 @@ impl Core {
         let store = &mut endpoint.store;
         store.set_clock(wall);
         let keys_before = store.len() as u64;
-        let outcome = write(store, &mut self.blobs);
+        let outcome = write(store, &mut self.shelf);
         // `memory`: in the page cache before the answer exists (as `apply` does).
         let outcome = match outcome {
-            Ok(done) if self.durability == Durability::Memory => store.write_out().map(|()| done),
+            Ok(done) if self.durability == Durability::Memory => {
+                store.write_out(&mut self.shelf).map(|()| done)
+            }
             other => other,
         };
         self.counters.keys = self.counters.keys + store.len() as u64 - keys_before;
         if store.needs_flush() && !endpoint.dirty {
             endpoint.dirty = true;
             self.dirty.push(slot.0);
-        }
-        if store.needs_compaction() && !endpoint.queued_for_compaction {
-            endpoint.queued_for_compaction = true;
-            self.compaction_queue.push_back(slot.0);
         }
         outcome
     }

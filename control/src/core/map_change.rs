@@ -4,25 +4,28 @@
 use super::*;
 use std::sync::mpsc::{Receiver, Sender};
 
-/// A new partition map for a core, with a store for each partition it newly places there.
+/// A new partition map for a core, naming the partitions it newly places there.
 #[derive(Debug)]
 pub struct MapChange {
     /// The map to serve by; its epoch must be newer than the core's.
     pub map: PartitionMap,
-    /// (partition, its store) for each partition the map newly places on this core.
-    pub added: Vec<(u32, Store)>,
+    /// Each partition the map newly places on this core: the core makes it an empty
+    /// endpoint on its log. (Not kept across a restart, which serves the node's layout: a
+    /// log with records of such an endpoint is refused at start. Repartitioning, #9, names
+    /// new endpoints in the log.)
+    pub added: Vec<u32>,
 }
 
 /// What a core did with a [`MapChange`] from its inbox.
 #[derive(Debug)]
 pub enum MapOutcome {
-    /// Applied at `epoch`: the stores of the partitions that left this core (flushed), for
-    /// their owner to close or hand on.
+    /// Applied at `epoch`.
     Applied {
         /// The map epoch now served.
         epoch: u64,
-        /// (partition, store) of each endpoint dropped.
-        dropped: Vec<(u32, Store)>,
+        /// The partitions that left this core: their endpoints were dropped (a drop record
+        /// each in the core's log, whose cleaning frees their records).
+        dropped: Vec<u32>,
     },
     /// Refused, nothing changed: why.
     Refused(ConfigError),
@@ -56,14 +59,14 @@ impl Core {
 
     /// Serves by `change.map` from now on. Writes not yet flushed are flushed first (their
     /// held replies go out); endpoints of partitions the map no longer places here are
-    /// dropped and returned; partitions it newly places here get the stores in `added`.
-    /// A map that is not newer, does not cover the hash space, or places a partition here
-    /// without a store is refused and nothing changes.
+    /// dropped (their partitions returned); partitions in `added` get new, empty endpoints.
+    /// A map that is not newer, does not cover the hash space, or names in `added` a
+    /// partition it does not newly place here is refused and nothing changes.
     pub fn handle_map(
         &mut self,
         change: MapChange,
         tx: &mut dyn Transmit,
-    ) -> Result<Vec<(u32, Store)>, ConfigError> {
+    ) -> Result<Vec<u32>, ConfigError> {
         let MapChange { map, added } = change;
         if map.epoch <= self.routes.epoch() {
             return Err(ConfigError(format!(
@@ -95,10 +98,10 @@ impl Core {
             .map(|(e, _)| e.partition)
             .collect();
         let existing = Slots::new(partitions.iter().copied());
-        let mut added_ids: Vec<u32> = added.iter().map(|(p, _)| *p).collect();
+        let mut added_ids: Vec<u32> = added.clone();
         added_ids.sort_unstable();
         let twice = added_ids.windows(2).any(|w| w[0] == w[1]);
-        for (partition, _) in &added {
+        for partition in &added {
             if twice || !placed_here(partition) || existing.get(*partition).is_some() {
                 return Err(ConfigError(format!(
                     "map epoch {}: a store was given for partition {partition}, which is not \
@@ -125,21 +128,21 @@ impl Core {
         // Valid: no write may be held across the change (its endpoint may leave).
         self.flush_dirty(tx);
         debug_assert!(self.dirty.is_empty() && self.pending.is_empty());
-        let mut moved = vec![None; self.endpoints.len()];
         let mut endpoints = Vec::with_capacity(partitions.len());
         let mut dropped = Vec::new();
-        for (old, (endpoint, keep)) in
-            std::mem::take(&mut self.endpoints).into_iter().zip(kept).enumerate()
-        {
+        for (endpoint, keep) in std::mem::take(&mut self.endpoints).into_iter().zip(kept) {
             if keep {
-                moved[old] = Some(endpoints.len());
                 endpoints.push(endpoint);
             } else {
-                dropped.push((endpoint.partition, endpoint.store));
+                let mut store = endpoint.store;
+                // (A log that stopped drops nothing: it takes no record, and a restart
+                // serves the layout anyway.)
+                let _ = store.clear(&mut self.shelf);
+                dropped.push(endpoint.partition);
             }
         }
-        for (partition, store) in added {
-            endpoints.push(Endpoint::new(partition, store));
+        for partition in added {
+            endpoints.push(Endpoint::new(partition, self.shelf.add_endpoint()));
         }
         // Each endpoint's part in its partition's replication, from the new map.
         let mut by_partition: Vec<(u32, usize)> =
@@ -160,14 +163,14 @@ impl Core {
             let building = endpoint.replica.as_deref_mut().and_then(|r| r.building());
             if let Some(building) = building.filter(|b| !b.ready) {
                 let store = &endpoint.store;
-                let healthy = store.failure().is_none() && store.quarantine().is_none();
+                let healthy = store.failure(&self.shelf).is_none() && store.quarantine().is_none();
                 if store.last_lsn() > 0 && healthy {
                     // Its own records are kept, to be checked against its primary's
                     // (`core::catchup`): only what they lack is sent.
                     (building.ready, building.kept) = (true, Some(store.last_lsn()));
                 } else {
                     // (A store that fails to empty stays unbuilt: it confirms nothing.)
-                    building.ready = endpoint.store.clear(&mut self.blobs).is_ok();
+                    building.ready = endpoint.store.clear(&mut self.shelf).is_ok();
                     self.read_cache = ReadCache::default();
                 }
             }
@@ -183,9 +186,9 @@ impl Core {
         self.touched.clear();
         self.all_slots = Slots::new(endpoints.iter().map(|e| e.partition));
         self.awaiting_map = false;
-        self.compaction_queue = self.compaction_queue.iter().filter_map(|&s| moved[s]).collect();
         self.read_cache = ReadCache::default();
         self.endpoints = endpoints;
+        self.slot_of = slots_by_record_id(&self.endpoints);
         self.routes = routes;
         self.map_payload = map.encode().into();
         self.counters.endpoints = self.endpoints.len() as u64;

@@ -771,9 +771,9 @@ impl Core {
             let (stamp, applied) = decoded(&r);
             let keys_before = store.len() as u64;
             self.read_cache.forget(slot, r.key);
-            let result = store.apply_at(&mut self.blobs, r.lsn, applied, Some(&stamp));
+            let result = store.apply_at(&mut self.shelf, r.lsn, applied, Some(&stamp));
             let result = match result {
-                Ok(_) if self.durability == Durability::Memory => store.write_out(),
+                Ok(_) if self.durability == Durability::Memory => store.write_out(&mut self.shelf),
                 Ok(_) => Ok(()),
                 Err(e) => Err(e),
             };
@@ -790,10 +790,6 @@ impl Core {
         if store.needs_flush() && !endpoint.dirty {
             endpoint.dirty = true;
             self.dirty.push(slot);
-        }
-        if store.needs_compaction() && !endpoint.queued_for_compaction {
-            endpoint.queued_for_compaction = true;
-            self.compaction_queue.push_back(slot);
         }
         if pulled {
             self.last_replica_scan_ns = 0; // (as for a probe's answer)

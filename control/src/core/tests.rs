@@ -4,6 +4,7 @@ use super::*;
 use crate::durable::{CoreStorage, Durability};
 use crate::layout::NodeLayout;
 use proto::{encode_message, partition_of, FRAGMENT_BYTES, HEADER_BYTES, VALUE_BYTES_MAX};
+use storage::BlobStore;
 
 const CLIENT: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
@@ -436,20 +437,16 @@ fn storage_harness(
     sync_clock: Option<Arc<SyncClock>>,
     config: StoreConfig,
 ) -> (Harness, Arc<storage::Faults>) {
-    use storage::{BlobStore, Faults, FaultyVolume, MemoryVolume, Store};
+    use storage::{Faults, FaultyVolume, MemoryVolume, Shelf};
     let faults = Faults::new();
     let layout =
         Arc::new(NodeLayout::new(16, vec![SocketAddr::from(([127, 0, 0, 1], 7000))]).unwrap());
     let map: Arc<[u8]> = layout.map().encode().into();
     let volume = |name: &str| Box::new(FaultyVolume::new(MemoryVolume::new(name), faults.clone()));
-    let (mut blobs, _) = BlobStore::open(volume("blobs"), &config).unwrap();
-    let stores = (0..16)
-        .map(|slot| {
-            Store::open(volume(&format!("ep-{slot}")), &config, &mut blobs, u64::MAX).unwrap().0
-        })
-        .collect();
+    let (blobs, _) = BlobStore::open(volume("blobs"), &config).unwrap();
+    let (shelf, stores, _) = Shelf::open(volume("log"), blobs, &config, 16, u64::MAX).unwrap();
     let storage = CoreStorage {
-        blobs,
+        shelf,
         stores,
         durability,
         compaction_step_bytes: 1 << 18,
@@ -486,17 +483,17 @@ fn memory_class_frees_dropped_blob_chunks_only_after_a_background_sync() {
         assert_eq!(replies[0].0.status, Status::Ok as u16, "memory: answered at once");
         h.core.end_batch(10 + i as u64, &mut wire);
     }
-    assert_eq!(h.core.blobs.blob_chunks(), 2, "the overwritten value's chunk is held");
+    assert_eq!(h.core.shelf.blobs().blob_chunks(), 2, "the overwritten value's chunk is held");
     h.core.end_batch(20, &mut wire);
-    assert_eq!(h.core.blobs.blob_chunks(), 2, "no sync yet: still held");
+    assert_eq!(h.core.shelf.blobs().blob_chunks(), 2, "no sync yet: still held");
     // The first batch's ticket was taken before the overwrite: reaching it frees nothing,
     // and the overwrite's records get the next ticket.
     clock.sync_with(|| Ok::<(), ()>(())).unwrap();
     h.core.end_batch(30, &mut wire);
-    assert_eq!(h.core.blobs.blob_chunks(), 2, "dropped after the ticket that was reached");
+    assert_eq!(h.core.shelf.blobs().blob_chunks(), 2, "dropped after the ticket that was reached");
     clock.sync_with(|| Ok::<(), ()>(())).unwrap();
     h.core.end_batch(40, &mut wire);
-    assert_eq!(h.core.blobs.blob_chunks(), 1, "freed once the records are durable");
+    assert_eq!(h.core.shelf.blobs().blob_chunks(), 1, "freed once the records are durable");
     let get = h.request(Opcode::Get, b"big", b"");
     let (reply, value) = h.one(get, b"big", b"");
     assert_eq!((reply.status, value), (Status::Ok as u16, vec![2u8; 600]));
@@ -510,7 +507,7 @@ fn memory_class_frees_dropped_blob_chunks_only_after_a_background_sync() {
     clock.sync_with(|| Ok::<(), ()>(())).unwrap();
     h.core.end_batch(60, &mut wire);
     h.core.end_batch(70, &mut wire);
-    assert_eq!(h.core.blobs.blob_chunks(), 2, "the chunk of value 2 stays");
+    assert_eq!(h.core.shelf.blobs().blob_chunks(), 2, "the chunk of value 2 stays");
     let put = h.request(Opcode::Put, b"other", b"v");
     let status = h.send(&[(put, b"other", b"v")])[0].0.status;
     assert_eq!(status, Status::Unavailable as u16, "writes refused after a failed sync");
@@ -600,7 +597,11 @@ fn a_memory_class_write_that_failed_to_reach_the_file_frees_no_chunk() {
         h.core.end_batch(20 + t, &mut wire);
         clock.sync_with(|| Ok::<(), ()>(())).unwrap();
     }
-    assert_eq!(h.core.blobs.blob_chunks(), 2, "no chunk freed for a write that never landed");
+    assert_eq!(
+        h.core.shelf.blobs().blob_chunks(),
+        2,
+        "no chunk freed for a write that never landed"
+    );
 }
 
 mod auth;

@@ -7,7 +7,7 @@ use crate::counter;
 use crate::durable::send_acks;
 use crate::reassembly::Refused;
 use proto::{encode_count, IncrArgs, COUNT_BYTES, VALUE_BYTES_MAX};
-use storage::{Applied, BlobStore, CasOutcome, Meta, Stamp};
+use storage::{Applied, CasOutcome, Meta, Shelf, Stamp};
 
 /// How often a `Durability::Memory` core without a background sync flushes one endpoint it
 /// wrote (oldest first): it frees blob chunks a delete or overwrite released and bounds what a
@@ -184,7 +184,7 @@ impl Core {
         }
         if m.opcode() == Opcode::Touch && !validated {
             let store = &mut self.endpoints[slot].store;
-            if matches!(store.get_reference(m.key), Ok(Some((ValueRef::Blob(_), _)))) {
+            if matches!(store.get_reference(&self.shelf, m.key), Ok(Some((ValueRef::Blob(_), _)))) {
                 self.replies.retry_token += 1;
                 return Some(Status::RetryWithToken);
             }
@@ -209,7 +209,7 @@ impl Core {
         if let Some(count) = self.completions.count(id) {
             return Some(count);
         }
-        match self.endpoints[slot].store.get_reference(key) {
+        match self.endpoints[slot].store.get_reference(&self.shelf, key) {
             Ok(Some((ValueRef::Inline(value), version))) if version == record.version => {
                 crate::counter::parse(value).and_then(|n| i64::try_from(n).ok())
             }
@@ -277,7 +277,7 @@ impl Core {
     ) -> bool {
         let m = request.message;
         let Ok(Some((ValueRef::Inline(value), version))) =
-            self.endpoints[slot].store.get_reference(m.key)
+            self.endpoints[slot].store.get_reference(&self.shelf, m.key)
         else {
             return false;
         };
@@ -315,25 +315,25 @@ impl Core {
         let endpoint = &mut self.endpoints[slot];
         let store = &mut endpoint.store;
         let keys_before = store.len() as u64;
-        let blobs = &mut self.blobs;
+        let shelf = &mut self.shelf;
         let (s, key, value) = (Some(&stamp), write.key, write.value);
         let meta = Meta { flags: 0, expires_at_ns };
         let mut count = None;
         let mut counted = counter::Text::of(0);
         let outcome = match write.opcode {
-            Opcode::Put => store.put_with(blobs, key, value, &meta, s).map(|v| (Status::Ok, v)),
+            Opcode::Put => store.put_with(shelf, key, value, &meta, s).map(|v| (Status::Ok, v)),
             Opcode::Cas => {
-                store.cas_with(blobs, key, write.expected, value, &meta, s).map(|o| match o {
+                store.cas_with(shelf, key, write.expected, value, &meta, s).map(|o| match o {
                     CasOutcome::Swapped(v) => (Status::Ok, v),
                     CasOutcome::Mismatch(current) => (Status::VersionMismatch, current),
                 })
             }
             Opcode::Delete => store
-                .delete(blobs, key, s)
+                .delete(shelf, key, s)
                 .map(|existed| (if existed { Status::Ok } else { Status::NotFound }, 0)),
             Opcode::Incr => {
                 let args = IncrArgs::decode(value).expect("checked by `refusal`");
-                incr(store, blobs, key, args, write.ttl_secs.map(|_| expires_at_ns), s).map(
+                incr(store, shelf, key, args, write.ttl_secs.map(|_| expires_at_ns), s).map(
                     |(status, version, n)| {
                         count = n;
                         if status == Status::Ok {
@@ -343,17 +343,17 @@ impl Core {
                     },
                 )
             }
-            Opcode::Touch => touch(store, blobs, key, expires_at_ns, s),
+            Opcode::Touch => touch(store, shelf, key, expires_at_ns, s),
             _ => unreachable!("apply is only called for writes"),
         };
         let replicated = endpoint.replica.is_some();
         let mut noted = None;
         let outcome = match outcome {
             Ok((status, version)) if status != Status::Ok && !replicated => store
-                .note_unnumbered(key, &stamp, status as u16, version)
+                .note_unnumbered(shelf, key, &stamp, status as u16, version)
                 .map(|()| (status, version)),
             Ok((status, version)) if status != Status::Ok => {
-                store.note(key, &stamp, status as u16, version).map(|lsn| {
+                store.note(shelf, key, &stamp, status as u16, version).map(|lsn| {
                     noted = Some(lsn);
                     (status, version)
                 })
@@ -364,17 +364,15 @@ impl Core {
         // write survives a crash of the process. A failure poisons the store and answers
         // this write (the flushed class answers its batch's writes likewise).
         let outcome = match outcome {
-            Ok(done) if self.durability == Durability::Memory => store.write_out().map(|()| done),
+            Ok(done) if self.durability == Durability::Memory => {
+                store.write_out(shelf).map(|()| done)
+            }
             other => other,
         };
         self.counters.keys = self.counters.keys + store.len() as u64 - keys_before;
         if store.needs_flush() && !endpoint.dirty {
             endpoint.dirty = true;
             self.dirty.push(slot);
-        }
-        if store.needs_compaction() && !endpoint.queued_for_compaction {
-            endpoint.queued_for_compaction = true;
-            self.compaction_queue.push_back(slot);
         }
         let (status, version) = outcome.unwrap_or_else(|error| {
             count = None;
@@ -394,7 +392,7 @@ impl Core {
             (Opcode::Put | Opcode::Cas, Status::Ok) => {
                 Some((version, Applied::Put { key, value, meta }))
             }
-            (Opcode::Incr | Opcode::Touch, Status::Ok) => match store.get_item(blobs, key) {
+            (Opcode::Incr | Opcode::Touch, Status::Ok) => match store.get_item(shelf, key) {
                 Ok(Some(item)) => {
                     kept.extend_from_slice(item.value);
                     Some((version, Applied::Put { key, value: &kept[..], meta: item.meta }))
@@ -438,7 +436,7 @@ impl Core {
                     let endpoint = &mut self.endpoints[slot];
                     endpoint.dirty = false;
                     // A failure poisons the store, which then answers every write itself.
-                    if endpoint.store.flush(&mut self.blobs).is_ok() {
+                    if endpoint.store.flush(&mut self.shelf).is_ok() {
                         super::replica::note_flushed(endpoint);
                     }
                 }
@@ -466,7 +464,7 @@ impl Core {
             self.dirty.swap_remove(i);
             endpoint.dirty = false;
             // (A failure poisons the store: its held replies are never released.)
-            if endpoint.store.flush(&mut self.blobs).is_ok() {
+            if endpoint.store.flush(&mut self.shelf).is_ok() {
                 super::replica::note_flushed(endpoint);
             }
         }
@@ -493,7 +491,7 @@ impl Core {
             }
             self.sync_ticket = None;
             // A failure poisons the blob store, which then refuses blob writes itself.
-            let _ = self.blobs.release(&self.held_chunks);
+            let _ = self.shelf.blobs_mut().release(&self.held_chunks);
             self.held_chunks.clear();
         }
         if self.dirty.is_empty() {
@@ -502,7 +500,7 @@ impl Core {
         for slot in self.dirty.drain(..) {
             let endpoint = &mut self.endpoints[slot];
             endpoint.dirty = false;
-            endpoint.store.take_released(&mut self.held_chunks);
+            endpoint.store.take_released(&self.shelf, &mut self.held_chunks);
         }
         self.sync_ticket = Some(clock.ticket());
     }
@@ -514,7 +512,7 @@ impl Core {
         for slot in self.dirty.drain(..) {
             let endpoint = &mut self.endpoints[slot];
             endpoint.dirty = false;
-            let flushed = endpoint.store.flush(&mut self.blobs);
+            let flushed = endpoint.store.flush(&mut self.shelf);
             if flushed.is_ok() {
                 super::replica::note_flushed(endpoint);
             }
@@ -538,35 +536,29 @@ impl Core {
         self.pending.clear();
     }
 
-    /// One bounded step of compaction for the endpoint at the head of the queue.
+    /// One bounded step of cleaning of the core's log, when it is due (its records are
+    /// routed to their endpoints, which copy the live ones forward).
     pub(super) fn compact_step(&mut self) {
         if self.compaction_step_bytes == 0 {
-            return; // compaction turned off (`compaction_step_bytes = 0`)
+            return; // cleaning turned off (`compaction_step_bytes = 0`)
         }
-        let Some(&slot) = self.compaction_queue.front() else { return };
-        let stamps_before_ns = self.stamps_kept_since();
         let wall_ns = self.wall_ns();
-        let endpoint = &mut self.endpoints[slot];
-        endpoint.store.set_clock(wall_ns); // expired values are reclaimed, not copied
-        if !endpoint.store.needs_compaction() {
-            endpoint.queued_for_compaction = false;
-            self.compaction_queue.pop_front();
+        self.shelf.set_clock(wall_ns); // expired values are reclaimed, not copied
+        if !self.shelf.needs_cleaning() {
             return;
         }
-        if super::catchup::snapshot_in_progress(endpoint) {
-            // A learner's snapshot is read from these segments: later.
-            return self.compaction_queue.rotate_left(1);
+        let endpoints = &self.endpoints;
+        if self
+            .replicated
+            .iter()
+            .any(|&slot| super::catchup::snapshot_in_progress(&endpoints[slot]))
+        {
+            return; // a learner's snapshot is read from these segments: later
         }
-        let budget = self.compaction_step_bytes;
-        match endpoint.store.compact_step(&mut self.blobs, budget, stamps_before_ns) {
-            // Waiting for its stamps to age: the next endpoint's turn.
-            Ok(0) => self.compaction_queue.rotate_left(1),
-            Ok(_) => {}
-            Err(_) => {
-                endpoint.queued_for_compaction = false;
-                self.compaction_queue.pop_front();
-            }
-        }
+        let stamps_before_ns = self.stamps_kept_since();
+        let mut stores = EndpointStores { endpoints: &mut self.endpoints, slot_of: &self.slot_of };
+        // (A failure stops the log, and every endpoint then answers it itself.)
+        let _ = self.shelf.clean_step(&mut stores, self.compaction_step_bytes, stamps_before_ns);
     }
 
     /// Wall-clock nanoseconds now (the loop's clock plus where it started).
@@ -580,8 +572,7 @@ impl Core {
         crate::stamps_kept_since(self.wall_ns(), self.config.completion_ttl_ns)
     }
 
-    /// Sums the stores' sizes into the counters, and queues for compaction the endpoints whose
-    /// values expired, every `SIZES_INTERVAL_NS`.
+    /// Sums the stores' sizes into the counters every `SIZES_INTERVAL_NS`.
     pub(super) fn refresh_sizes(&mut self, now_ns: u64) {
         if now_ns.saturating_sub(self.last_sizes_ns) < SIZES_INTERVAL_NS && self.last_sizes_ns != 0
         {
@@ -593,26 +584,21 @@ impl Core {
         (c.log_bytes, c.live_bytes, c.index_bytes, c.quarantined, c.poisoned) = (0, 0, 0, 0, 0);
         (c.limit_refusals, c.no_space_refusals) = (0, 0);
         let mut limits = std::collections::BTreeSet::new();
-        for (slot, endpoint) in self.endpoints.iter_mut().enumerate() {
-            // Values with a TTL expire without a write: an endpoint whose oldest segment
-            // holds only expired ones is due for compaction though nothing wrote to it.
+        c.log_bytes = self.shelf.stats().log_bytes;
+        for endpoint in &mut self.endpoints {
             endpoint.store.set_clock(wall_ns);
-            if !endpoint.queued_for_compaction && endpoint.store.needs_compaction() {
-                endpoint.queued_for_compaction = true;
-                self.compaction_queue.push_back(slot);
-            }
             let s = endpoint.store.stats();
-            c.log_bytes += s.log_bytes;
             c.live_bytes += s.live_bytes;
             c.index_bytes += s.index_bytes;
             c.quarantined += s.quarantined;
-            c.poisoned += u64::from(endpoint.store.failure() == Some(StoreError::Poisoned));
+            c.poisoned +=
+                u64::from(endpoint.store.failure(&self.shelf) == Some(StoreError::Poisoned));
             c.limit_refusals += s.limit_refusals;
             c.no_space_refusals += s.no_space_refusals;
             limits.extend(endpoint.store.limit());
         }
-        c.blob_bytes = self.blobs.blob_bytes();
-        c.blob_chunks = self.blobs.blob_chunks();
+        c.blob_bytes = self.shelf.blobs().blob_bytes();
+        c.blob_chunks = self.shelf.blobs().blob_chunks();
         self.report_limits(now_ns, &limits);
         let c = &self.counters;
         if c.quarantined != self.quarantines_reported {
@@ -658,17 +644,17 @@ impl Core {
 /// the key's flags and expiry, unless the request gave an expiry (`expires_at_ns`).
 fn incr(
     store: &mut Store,
-    blobs: &mut BlobStore,
+    shelf: &mut Shelf,
     key: &[u8],
     args: IncrArgs,
     expires_at_ns: Option<u64>,
     stamp: Option<&Stamp>,
 ) -> Result<(Status, u64, Option<i64>), StoreError> {
-    if let Some((ValueRef::Blob(_), version)) = store.get_reference(key)? {
+    if let Some((ValueRef::Blob(_), version)) = store.get_reference(shelf, key)? {
         // A blob value (16 KiB or more) is no count: refused without reading its chunks.
         return Ok((Status::NotACounter, version, None));
     }
-    let (step, version, mut meta) = match store.get_item(blobs, key)? {
+    let (step, version, mut meta) = match store.get_item(shelf, key)? {
         Some(item) => (counter::step(Some(item.value), args), item.version, item.meta),
         None => (counter::step(None, args), 0, Meta::NONE),
     };
@@ -683,7 +669,7 @@ fn incr(
         meta.expires_at_ns = expires_at_ns;
     }
     let text = counter::Text::of(next.into());
-    let version = store.put_with(blobs, key, text.as_bytes(), &meta, stamp)?;
+    let version = store.put_with(shelf, key, text.as_bytes(), &meta, stamp)?;
     Ok((Status::Ok, version, Some(next)))
 }
 
@@ -691,14 +677,14 @@ fn incr(
 /// keeps its flags; NOT_FOUND when absent.
 fn touch(
     store: &mut Store,
-    blobs: &mut BlobStore,
+    shelf: &mut Shelf,
     key: &[u8],
     expires_at_ns: u64,
     stamp: Option<&Stamp>,
 ) -> Result<(Status, u64), StoreError> {
-    let Some(item) = store.get_item(blobs, key)? else { return Ok((Status::NotFound, 0)) };
+    let Some(item) = store.get_item(shelf, key)? else { return Ok((Status::NotFound, 0)) };
     let meta = Meta { expires_at_ns, ..item.meta };
-    Ok(match store.rewrite_meta(blobs, key, &meta, stamp)? {
+    Ok(match store.rewrite_meta(shelf, key, &meta, stamp)? {
         Some(version) => (Status::Ok, version),
         None => (Status::NotFound, 0),
     })

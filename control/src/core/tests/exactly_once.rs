@@ -1,41 +1,32 @@
 //! Exactly-once across a restart, and tracking ids reused for another request.
 
 use super::*;
-use storage::{BlobStore, MemoryVolume, Store};
+use storage::{BlobStore, MemoryVolume, Shelf};
 
 const TTL: u64 = crate::COMPLETION_TTL_NS_DEFAULT;
 
 /// A one-core, 16-endpoint node over memory volumes that survive its restarts (a process
 /// kill: what was flushed stays), with the `flushed` class.
 struct Restartable {
-    endpoints: Vec<MemoryVolume>,
+    log: MemoryVolume,
     blobs: MemoryVolume,
 }
 
 impl Restartable {
     fn new() -> Restartable {
-        let endpoints = (0..16).map(|i| MemoryVolume::new(&format!("ep-{i}"))).collect();
-        Restartable { endpoints, blobs: MemoryVolume::new("blobs") }
+        Restartable { log: MemoryVolume::new("log"), blobs: MemoryVolume::new("blobs") }
     }
 
     /// Starts the node with its wall clock at `wall_ns`, replaying what is on the volumes.
     fn start(&self, wall_ns: u64) -> Harness {
         let config = StoreConfig::default();
-        let (mut blobs, _) = BlobStore::open(Box::new(self.blobs.clone()), &config).unwrap();
+        let (blobs, _) = BlobStore::open(Box::new(self.blobs.clone()), &config).unwrap();
         let since = crate::stamps_kept_since(wall_ns, TTL);
-        let mut recovered = Vec::new();
-        let stores = self
-            .endpoints
-            .iter()
-            .map(|v| {
-                let (store, mut report) =
-                    Store::open(Box::new(v.clone()), &config, &mut blobs, since).unwrap();
-                recovered.append(&mut report.stamps);
-                store
-            })
-            .collect();
+        let log = Box::new(self.log.clone());
+        let (shelf, stores, report) = Shelf::open(log, blobs, &config, 16, since).unwrap();
+        let recovered = report.stamps;
         let storage = CoreStorage {
-            blobs,
+            shelf,
             stores,
             durability: Durability::Flushed,
             compaction_step_bytes: 1 << 18,

@@ -4,13 +4,6 @@
 use super::*;
 use crate::{MapChange, MapInbox, MapOutcome};
 use proto::MapEntry;
-use storage::{BlobStore, MemoryVolume, Store};
-
-fn empty_store(name: &str) -> Store {
-    let config = StoreConfig::default();
-    let (mut blobs, _) = BlobStore::open(Box::new(MemoryVolume::new("b")), &config).unwrap();
-    Store::open(Box::new(MemoryVolume::new(name)), &config, &mut blobs, u64::MAX).unwrap().0
-}
 
 fn core_addr(core: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7000 + core))
@@ -53,15 +46,14 @@ fn a_map_change_moves_partitions_between_cores_at_a_batch_boundary() {
     let (outcomes, results) = std::sync::mpsc::channel();
     h.core.set_map_inbox(MapInbox { changes: inbox, outcomes });
     let map = map_with(2, &[(2, 1), (3, 0)]);
-    changes.send(MapChange { map: map.clone(), added: vec![(3, empty_store("p3"))] }).unwrap();
+    changes.send(MapChange { map: map.clone(), added: vec![3] }).unwrap();
     // Not before the batch ends.
     assert_eq!(put(&mut h, &three).status, Status::WrongOwner as u16);
     h.core.end_batch(2_000, &mut Wire::default());
     let MapOutcome::Applied { epoch, dropped } = results.try_recv().unwrap() else {
         panic!("refused")
     };
-    assert_eq!((epoch, dropped.len(), dropped[0].0), (2, 1, 2));
-    assert_eq!(dropped[0].1.len(), 1, "partition 2's store leaves with its key");
+    assert_eq!((epoch, dropped), (2, vec![2]), "partition 2 left this core");
 
     let r = put(&mut h, &three);
     assert_eq!((r.status, r.partition, r.map_epoch), (0, 3, 2), "served here now");
@@ -99,7 +91,7 @@ fn keys_route_by_the_map_ranges_whatever_their_shape() {
     map.entries[0].hash_end = middle;
     let upper = MapEntry::single(middle + 1, first.hash_end, 100, core_addr(0));
     map.entries.insert(1, upper);
-    let added = vec![(100, empty_store("p100"))];
+    let added = vec![100];
     h.core.handle_map(MapChange { map, added }, &mut Wire::default()).unwrap();
     let keys: Vec<Vec<u8>> = (0..400).map(|i| format!("key{i}").into_bytes()).collect();
     let (mut low, mut high) = (0, 0);

@@ -485,7 +485,7 @@ fn a_with(epoch: u64, b: Option<Role>) -> MapChange {
 /// The value `core`'s store holds for `key`.
 fn stored(core: &mut Core, key: &[u8]) -> Option<Vec<u8>> {
     let slot = core.all_slots.get(partition_of(key_hash(key), 4)).expect("an endpoint");
-    let value = core.endpoints[slot].store.get(&mut core.blobs, key).expect("readable");
+    let value = core.endpoints[slot].store.get(&mut core.shelf, key).expect("readable");
     value.map(|(v, _)| v.to_vec())
 }
 
@@ -520,7 +520,7 @@ fn a_learner_is_built_on_its_own_log_where_digests_vouch_for_it_and_emptied_wher
     // B's own log holds one write A never had (an old primary's uncommitted write).
     let slot = pair.b.all_slots.get(partition_of(key_hash(&keys[30]), 4)).unwrap();
     let b = &mut pair.b;
-    b.endpoints[slot].store.put(&mut b.blobs, &keys[30], b"never committed", None).unwrap();
+    b.endpoints[slot].store.put(&mut b.shelf, &keys[30], b"never committed", None).unwrap();
 
     // B comes back as A's learner.
     pair.cut = false;
