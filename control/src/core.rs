@@ -92,6 +92,8 @@ pub struct Core {
     /// Blob chunks dropped by writes, freed once `sync_ticket` is reached.
     held_chunks: Vec<storage::Hash>,
     last_sizes_ns: u64,
+    /// The pass of `refresh_sizes` under way.
+    sizes: writes::Sizes,
     read_cache: ReadCache,
     /// The last burst filled every receive buffer: more datagrams are probably queued.
     burst_full: bool,
@@ -236,6 +238,7 @@ impl Core {
             sync_ticket: None,
             held_chunks: Vec::with_capacity(4096),
             last_sizes_ns: 0,
+            sizes: Default::default(),
             read_cache: ReadCache::default(),
             burst_full: false,
             pending_since_ns: 0,

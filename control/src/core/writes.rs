@@ -20,6 +20,21 @@ const GROUP_COMMIT_WAIT_NS: u64 = 1_000_000;
 
 /// How often store sizes are summed for the counters (visits every endpoint).
 const SIZES_INTERVAL_NS: u64 = 250_000_000;
+/// Endpoints one call of `refresh_sizes` reads.
+const SIZES_STEP: usize = 4096;
+
+/// A pass of `refresh_sizes` under way: the endpoint it reads next and the sums so far.
+#[derive(Debug, Default)]
+pub(super) struct Sizes {
+    next: usize,
+    live_bytes: u64,
+    index_bytes: u64,
+    quarantined: u64,
+    poisoned: u64,
+    limit_refusals: u64,
+    no_space_refusals: u64,
+    limits: std::collections::BTreeSet<storage::Limit>,
+}
 /// At most one line on stderr per this long about writes refused for a limit or for space.
 const REFUSALS_LINE_INTERVAL_NS: u64 = 10_000_000_000;
 
@@ -572,34 +587,48 @@ impl Core {
         crate::stamps_kept_since(self.wall_ns(), self.config.completion_ttl_ns)
     }
 
-    /// Sums the stores' sizes into the counters every `SIZES_INTERVAL_NS`.
+    /// Sums the stores' sizes into the counters: a pass starts every `SIZES_INTERVAL_NS`
+    /// and reads at most `SIZES_STEP` endpoints per call, so a core of 100,000 endpoints
+    /// never stalls its loop for all of them at once (a cache miss or two each: about 10 ms,
+    /// every 250 ms, before), and the counters are those of the last whole pass.
     pub(super) fn refresh_sizes(&mut self, now_ns: u64) {
-        if now_ns.saturating_sub(self.last_sizes_ns) < SIZES_INTERVAL_NS && self.last_sizes_ns != 0
-        {
+        let sizes = &mut self.sizes;
+        if sizes.next == 0 {
+            let due = now_ns.saturating_sub(self.last_sizes_ns) >= SIZES_INTERVAL_NS;
+            if !due && self.last_sizes_ns != 0 {
+                return;
+            }
+            self.last_sizes_ns = now_ns.max(1);
+            *sizes = Sizes::default();
+        }
+        // (A map change may have dropped endpoints since the pass began.)
+        let start = sizes.next.min(self.endpoints.len());
+        let end = (start + SIZES_STEP).min(self.endpoints.len());
+        for endpoint in &self.endpoints[start..end] {
+            let s = endpoint.store.stats();
+            sizes.live_bytes += s.live_bytes;
+            sizes.index_bytes += s.index_bytes;
+            sizes.quarantined += s.quarantined;
+            sizes.poisoned +=
+                u64::from(endpoint.store.failure(&self.shelf) == Some(StoreError::Poisoned));
+            sizes.limit_refusals += s.limit_refusals;
+            sizes.no_space_refusals += s.no_space_refusals;
+            sizes.limits.extend(endpoint.store.limit());
+        }
+        sizes.next = end;
+        if end < self.endpoints.len() {
             return;
         }
-        self.last_sizes_ns = now_ns.max(1);
-        let wall_ns = self.wall_ns();
+        sizes.next = 0;
+        let sizes = std::mem::take(&mut self.sizes);
         let c = &mut self.counters;
-        (c.log_bytes, c.live_bytes, c.index_bytes, c.quarantined, c.poisoned) = (0, 0, 0, 0, 0);
-        (c.limit_refusals, c.no_space_refusals) = (0, 0);
-        let mut limits = std::collections::BTreeSet::new();
+        (c.live_bytes, c.index_bytes, c.quarantined, c.poisoned) =
+            (sizes.live_bytes, sizes.index_bytes, sizes.quarantined, sizes.poisoned);
+        (c.limit_refusals, c.no_space_refusals) = (sizes.limit_refusals, sizes.no_space_refusals);
         c.log_bytes = self.shelf.stats().log_bytes;
-        for endpoint in &mut self.endpoints {
-            endpoint.store.set_clock(wall_ns);
-            let s = endpoint.store.stats();
-            c.live_bytes += s.live_bytes;
-            c.index_bytes += s.index_bytes;
-            c.quarantined += s.quarantined;
-            c.poisoned +=
-                u64::from(endpoint.store.failure(&self.shelf) == Some(StoreError::Poisoned));
-            c.limit_refusals += s.limit_refusals;
-            c.no_space_refusals += s.no_space_refusals;
-            limits.extend(endpoint.store.limit());
-        }
         c.blob_bytes = self.shelf.blobs().blob_bytes();
         c.blob_chunks = self.shelf.blobs().blob_chunks();
-        self.report_limits(now_ns, &limits);
+        self.report_limits(now_ns, &sizes.limits);
         let c = &self.counters;
         if c.quarantined != self.quarantines_reported {
             self.quarantines_reported = c.quarantined;
