@@ -161,7 +161,7 @@ pub(crate) fn open_core(
             recovered.len()
         );
     }
-    if started.elapsed() >= Duration::from_secs(1) {
+    if started.elapsed() >= Duration::from_secs(1) || report.bytes_replayed >= 64 << 20 {
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
             "cradle: core {core}: {endpoints} endpoints open, {} MiB of log replayed in {secs:.1} s \

@@ -127,6 +127,10 @@ struct Replay {
     stores: Vec<Store>,
     stamps_since_ns: u64,
     report: RecoveryReport,
+    /// Per endpoint, whether any blob reference was replayed into its index: only those
+    /// endpoints' keys are read again to adopt their chunks (reading every key of a core
+    /// once more, in index order, was most of a replay of small values).
+    has_blobs: Vec<bool>,
 }
 
 /// Replay found the core's log itself damaged (or reading it failed).
@@ -158,6 +162,7 @@ impl Shelf {
             stores: (0..endpoints).map(|slot| Store::empty(slot, config)).collect(),
             stamps_since_ns,
             report: RecoveryReport { segments: numbers.len() as u64, ..Default::default() },
+            has_blobs: vec![false; endpoints as usize],
         };
         let outcome = match replay.segments(&numbers) {
             Ok(scan) => replay.finish(&numbers, scan)?,
@@ -324,7 +329,9 @@ impl Replay {
     /// Applies one replayed record to its endpoint's index: the last record of a key in log
     /// order is its current one (cleaning copies forward only live records, so this holds).
     fn apply(&mut self, loc: Loc, span: u64) {
-        let record = self.shelf.log.read(loc).expect("replayed record reads");
+        // (`segment` decoded this record whole just now, and every indexed one before it.)
+        let log = &self.shelf.log;
+        let record = log.read_unverified(loc).expect("replayed record reads");
         let (kind, endpoint) = (record.kind, record.endpoint as usize);
         if kind == Kind::Drop {
             // (Its blob references were never adopted: nothing to release.)
@@ -335,24 +342,23 @@ impl Replay {
             self.shelf.log.mark_dead(loc, span);
             return;
         }
-        let record = self.shelf.log.read(loc).expect("replayed record reads");
+        self.has_blobs[endpoint] |= kind == Kind::Blob;
         let store = &mut self.stores[endpoint];
         store.last_version = store.last_version.max(record.lsn);
         let live = live_of(&record);
         let hash = key_hash(record.key);
-        let log = &self.shelf.log;
-        let is_key = |l: Loc| {
-            let other = log.read(l).expect("indexed record reads");
-            other.key == log.read(loc).expect("replayed record reads").key
-        };
+        let is_key =
+            |l: Loc| log.read_unverified(l).expect("indexed record reads").key == record.key;
         let old = match kind {
             Kind::Put | Kind::Blob => store.index.insert(hash, loc, is_key).expect("index room"),
             Kind::Tombstone => store.index.remove(hash, is_key),
             Kind::Marker | Kind::Note | Kind::Floor | Kind::Drop => None,
         };
-        if let Some(old) = old {
-            let old_record = log.read(old).expect("indexed record reads");
-            let (old_span, old_live) = (old_record.span as u64, live_of(&old_record));
+        let old = old.map(|old| {
+            let old_record = log.read_unverified(old).expect("indexed record reads");
+            (old, old_record.span as u64, live_of(&old_record))
+        });
+        if let Some((old, old_span, old_live)) = old {
             store.live_bytes -= old_live;
             self.shelf.log.mark_dead(old, old_span);
         }
@@ -428,10 +434,13 @@ impl Replay {
     /// `Quarantined` anyway, and cleaning leaves its records alone).
     fn adopt_blobs(&mut self) {
         let (log, blobs) = (&self.shelf.log, &mut self.shelf.blobs);
-        for store in &mut self.stores {
+        for (store, &has_blobs) in self.stores.iter_mut().zip(&self.has_blobs) {
             if store.quarantine.is_some() {
                 store.index = Default::default();
                 store.live_bytes = 0;
+                continue;
+            }
+            if !has_blobs {
                 continue;
             }
             for loc in store.index.locations() {
