@@ -18,9 +18,10 @@ pub(crate) enum Target {
 
 /// The fewest top bits of a hash that pick a bucket of `Routes::buckets`; a map of more
 /// routes gets about one bucket a route (at most `BUCKET_BITS_MAX` bits, 4 MiB of buckets),
-/// so a lookup reads one bucket, one or two ends and one route however many partitions
-/// there are (with 1,024 buckets, 100,000 partitions made it a binary search over about 100
-/// ends: 9.6 % of a core's samples under a flushed GET/SET mix, against 2 % at 256).
+/// so a lookup reads one bucket and one or two routes next to each other however many
+/// partitions there are (with 1,024 buckets, 100,000 partitions made it a binary search
+/// over about 100 routes: 9.6 % of a core's samples under a flushed GET/SET mix, against 2 %
+/// at 256; each array read is a cache miss at that size).
 const BUCKET_BITS_MIN: u32 = 10;
 const BUCKET_BITS_MAX: u32 = 20;
 
@@ -56,8 +57,6 @@ pub(crate) struct Routes {
     epoch: u64,
     /// Sorted by hash, covering the whole hash space.
     routes: Vec<Route>,
-    /// Each route's last hash, densely (8 bytes a route: what a lookup searches).
-    ends: Box<[u64]>,
     /// Per bucket of hashes (the top `bucket_bits` bits), the first route reaching into it:
     /// a lookup searches only the routes of its bucket (one or two with equal ranges).
     buckets: Box<[u32]>,
@@ -127,8 +126,7 @@ impl Routes {
         let buckets = (0..1u64 << bucket_bits)
             .map(|b| routes.partition_point(|r| r.hash_end < b << (64 - bucket_bits)) as u32)
             .collect();
-        let ends = routes.iter().map(|r| r.hash_end).collect();
-        Ok(Routes { epoch: map.epoch, routes, ends, buckets, bucket_bits, by_partition, hints })
+        Ok(Routes { epoch: map.epoch, routes, buckets, bucket_bits, by_partition, hints })
     }
 
     /// The map epoch these routes follow.
@@ -141,8 +139,8 @@ impl Routes {
         let bucket = (hash >> (64 - self.bucket_bits)) as usize;
         let first = self.buckets[bucket] as usize;
         let last = self.buckets.get(bucket + 1).map_or(self.routes.len() - 1, |&b| b as usize);
-        let within = &self.ends[first..=last];
-        let route = &self.routes[first + within.partition_point(|&end| end < hash)]; // all covered
+        let within = &self.routes[first..=last];
+        let route = &within[within.partition_point(|r| r.hash_end < hash)]; // all covered
         (route.partition, route.target)
     }
 

@@ -159,7 +159,7 @@ impl Shelf {
         let log = Log::new(volume, config.segment_bytes, config.tail_bytes_max);
         let mut replay = Replay {
             shelf: Shelf::new(log, blobs, config),
-            stores: (0..endpoints).map(|slot| Store::empty(slot, config)).collect(),
+            stores: (0..endpoints).map(Store::empty).collect(),
             stamps_since_ns,
             report: RecoveryReport { segments: numbers.len() as u64, ..Default::default() },
             has_blobs: vec![false; endpoints as usize],
@@ -175,7 +175,7 @@ impl Shelf {
         let Replay { mut shelf, stores, mut report, .. } = replay;
         shelf.set_endpoints(endpoints);
         report.quarantined =
-            stores.iter().filter_map(|s| Some((s.endpoint, s.quarantine.clone()?))).collect();
+            stores.iter().filter_map(|s| Some((s.endpoint, *s.quarantine.clone()?))).collect();
         Ok((shelf, stores, report))
     }
 }
@@ -198,8 +198,8 @@ impl Replay {
         shelf.set_endpoints(stores.len() as u32);
         let stores: Vec<Store> = (0..stores.len() as u32)
             .map(|slot| {
-                let mut store = Store::empty(slot, &config);
-                store.quarantine = Some(corruption.clone());
+                let mut store = Store::empty(slot);
+                store.quarantine = Some(Box::new(corruption.clone()));
                 store
             })
             .collect();
@@ -277,7 +277,7 @@ impl Replay {
                     Some((owner, span)) if owner < self.stores.len() as u32 => {
                         let corruption = self.corruption(number, offset, bad.describe());
                         let store = &mut self.stores[owner as usize];
-                        store.quarantine.get_or_insert(corruption);
+                        store.quarantine.get_or_insert(Box::new(corruption));
                         offset += span as u64;
                         continue;
                     }
@@ -450,7 +450,7 @@ impl Replay {
                 }
                 if !blob::is_reference(record.payload) || blobs.adopt(record.payload).is_err() {
                     let corruption = log.corruption(loc, "blob reference to a missing chunk");
-                    store.quarantine = Some(corruption);
+                    store.quarantine = Some(Box::new(corruption));
                     break;
                 }
             }

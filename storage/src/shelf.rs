@@ -29,6 +29,8 @@ pub struct Shelf {
     clock_ns: u64,
     /// Endpoints made on this log: slots 0..endpoints.
     endpoints: u32,
+    /// A buffer a store's write or cleaning step borrows (one per core, not per endpoint).
+    pub(crate) scratch: Vec<u8>,
 }
 
 /// Sizes of a core's log, for `cradle status`.
@@ -58,14 +60,15 @@ impl Stores for [Store] {
 impl Shelf {
     pub(crate) fn new(log: Log, blobs: BlobStore, config: &StoreConfig) -> Shelf {
         let config = config.clone();
-        Shelf { log, blobs, config, cleaning: None, retired: 0, clock_ns: 0, endpoints: 0 }
+        let (cleaning, retired, clock_ns, endpoints, scratch) = (None, 0, 0, 0, Vec::new());
+        Shelf { log, blobs, config, cleaning, retired, clock_ns, endpoints, scratch }
     }
 
     /// A new, empty endpoint on this log, in the next slot. Not kept across a restart:
     /// [`Shelf::open`] makes the endpoints it is told of, and a log holding records of
     /// another is damaged to it.
     pub fn add_endpoint(&mut self) -> Store {
-        let store = Store::empty(self.endpoints, &self.config);
+        let store = Store::empty(self.endpoints);
         self.endpoints += 1;
         store
     }

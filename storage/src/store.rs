@@ -8,7 +8,6 @@ use crate::index::{Index, Loc};
 use crate::log::Log;
 use crate::record::{Bad, Kind, Meta, Record, Stamp};
 use crate::shelf::Shelf;
-use crate::StoreConfig;
 use proto::replication::NOTE_VALUE_BYTES;
 use std::cell::Cell;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -131,11 +130,11 @@ pub struct Store {
     pub(crate) index: Index,
     pub(crate) last_version: u64,
     pub(crate) live_bytes: u64,
-    pub(crate) quarantine: Option<Corruption>,
-    pub(crate) config: StoreConfig,
+    /// Boxed: rare, and a `Store` is kept small (a core may have 100,000 of them, and each
+    /// write reads its own at random).
+    pub(crate) quarantine: Option<Box<Corruption>>,
     /// Blob chunks whose last reference here was dropped; released after the next sync.
     pub(crate) released: Vec<Hash>,
-    scratch: Vec<u8>,
     /// Appended since its last flush.
     dirty: bool,
     /// Stopped from outside (`stop`), or by a flush that failed.
@@ -154,16 +153,14 @@ pub struct Store {
 }
 
 impl Store {
-    pub(crate) fn empty(endpoint: u32, config: &StoreConfig) -> Store {
+    pub(crate) fn empty(endpoint: u32) -> Store {
         Store {
             endpoint,
             index: Index::default(),
             last_version: 0,
             live_bytes: 0,
             quarantine: None,
-            config: config.clone(),
             released: Vec::new(),
-            scratch: Vec::new(),
             dirty: false,
             failure: None,
             clears: 0,
@@ -208,7 +205,7 @@ impl Store {
 
     /// Marks the endpoint corrupt at `loc` (a record failed its checks on the way out).
     pub(crate) fn quarantine_at(&mut self, log: &Log, loc: Loc, bad: &str) -> StoreError {
-        self.quarantine = Some(log.corruption(loc, bad));
+        self.quarantine = Some(Box::new(log.corruption(loc, bad)));
         StoreError::Quarantined
     }
 
@@ -467,11 +464,11 @@ impl Store {
     ) -> Result<u64, StoreError> {
         assert!(key.len() <= proto::KEY_BYTES_MAX, "proto bounds keys");
         let previous = self.previous(&shelf.log, key)?;
-        if previous.is_none() && self.index.len() >= self.config.keys_max {
+        if previous.is_none() && self.index.len() >= shelf.config.keys_max {
             return Err(self.counted(StoreError::NoSpace));
         }
-        let mut reference = std::mem::take(&mut self.scratch);
-        let blob = value.len() >= self.config.blob_threshold_bytes;
+        let mut reference = std::mem::take(&mut shelf.scratch);
+        let blob = value.len() >= shelf.config.blob_threshold_bytes;
         let appended = if blob {
             match shelf.blobs.put(value, &mut reference) {
                 Ok(()) => {
@@ -489,7 +486,7 @@ impl Store {
         } else {
             self.append(&mut shelf.log, Kind::Put, version, stamp, meta, key, value)
         };
-        self.scratch = reference;
+        shelf.scratch = reference;
         let loc = appended?;
         self.last_version = version;
         self.link(shelf, key, loc, previous);
@@ -683,7 +680,7 @@ impl Store {
 
     /// The corruption that quarantined this endpoint, if any.
     pub fn quarantine(&self) -> Option<&Corruption> {
-        self.quarantine.as_ref()
+        self.quarantine.as_deref()
     }
 
     /// The failure that stopped this endpoint's writes (`NoSpace`, `Exhausted` or
@@ -787,7 +784,7 @@ impl Store {
             return Ok(());
         }
         let (kind, lsn, meta) = (record.kind, record.lsn, record.meta);
-        let mut copy = std::mem::take(&mut self.scratch);
+        let mut copy = std::mem::take(&mut shelf.scratch);
         copy.clear();
         copy.extend_from_slice(record.key);
         copy.extend_from_slice(record.payload);
@@ -796,12 +793,12 @@ impl Store {
             // Reclaimed instead of copied: a tombstone (durable before any blob chunk it
             // frees), so a replay of the older segments cannot bring the value back.
             let deleted = self.delete(shelf, &copy[..key_len], None);
-            self.scratch = copy;
+            shelf.scratch = copy;
             return deleted.map(drop);
         }
         let log = &mut shelf.log;
         let appended = self.append(log, kind, lsn, None, &meta, &copy[..key_len], &copy[key_len..]);
-        self.scratch = copy;
+        shelf.scratch = copy;
         let moved = appended?;
         self.index.insert(hash, moved, |l| l == loc).expect("replacing an entry needs no room");
         Ok(())
@@ -815,4 +812,18 @@ fn previous_of(loc: Loc, record: &Record<'_>, now_ns: u64) -> Previous {
     let live = record.key.len() as u64 + value_len;
     let expired = record.meta.expired(now_ns);
     Previous { loc, span: record.span as u64, live, blob, expired }
+}
+#[cfg(test)]
+mod tests {
+    /// A core may hold 100,000 endpoints and a write reads its endpoint's `Store` at random:
+    /// it stays within a few cache lines (the configuration and the write buffer are the
+    /// shelf's, one per core; a quarantine is boxed).
+    #[test]
+    fn a_store_is_a_few_cache_lines() {
+        assert!(
+            std::mem::size_of::<super::Store>() <= 160,
+            "{}",
+            std::mem::size_of::<super::Store>()
+        );
+    }
 }
