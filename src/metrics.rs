@@ -146,7 +146,7 @@ pub(crate) fn render(stats: &NodeStats, node: &NodeInfo) -> String {
     render_health(&mut page, &snapshot);
     render_errors(&mut page, &snapshot.metrics);
     render_operation_latency(&mut page, &snapshot.metrics);
-    let help = "fdatasync of endpoint logs and blob files (the group commit's wait).";
+    let help = "fdatasync of core logs, blob files and their directories (loops and sync threads).";
     let syncs = storage::latency::sync_latency();
     render_histogram(&mut page, "cradle_fsync_seconds", help, &[("", syncs)]);
     render_socket_drops(&mut page);

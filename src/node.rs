@@ -135,7 +135,7 @@ pub(crate) struct Node {
     stop: Arc<AtomicBool>,
     loops: Vec<JoinHandle<Result<(), String>>>,
     metrics: Option<JoinHandle<()>>,
-    syncer: Option<Syncer>,
+    syncers: Vec<Syncer>,
     health: Option<crate::health_watch::HealthWatch>,
     /// What a cluster member's agent knows (none on a single node).
     pub(crate) cluster: Option<Arc<ClusterView>>,
@@ -168,23 +168,36 @@ impl Node {
         let background_sync = options.durability == Durability::Memory;
         let sync_clock = background_sync.then(|| Arc::new(SyncClock::default()));
         let sync_set = background_sync.then(|| Arc::new(storage::SyncSet::default()));
+        // `flushed`: each core's files, synced by a thread of the core's own when its loop
+        // asks, so the loop never waits for the disk (a core in a cluster flushes on its
+        // loop: `Core::commit_off_loop`).
+        let mut flushers = Vec::new();
         let mut storages = Vec::new();
         // Writes a client may still resend across this restart: their completion records
         // are rebuilt from the log, so a resend is answered and never applied twice.
         let stamps_since =
             control::stamps_kept_since(wall_clock_ns(), control::COMPLETION_TTL_NS_DEFAULT);
         for core in 0..options.cores {
+            let (set, clock) = match options.durability {
+                Durability::Memory => (sync_set.clone(), sync_clock.clone()),
+                Durability::Flushed => {
+                    let (set, clock) =
+                        (Arc::new(storage::SyncSet::default()), Arc::new(SyncClock::default()));
+                    flushers.push((set.clone(), clock.clone()));
+                    (Some(set), Some(clock))
+                }
+            };
             let mut storage = crate::recovery::open_core(
                 &options.data_dir,
                 &layout,
                 core,
                 &options.store,
                 stamps_since,
-                sync_set.as_ref(),
+                set.as_ref(),
             )?;
             storage.durability = options.durability;
             storage.compaction_step_bytes = options.compaction_step_bytes;
-            storage.sync_clock = sync_clock.clone();
+            storage.sync_clock = clock;
             storages.push(storage);
         }
         let stats = Arc::new(NodeStats::for_layout(&layout));
@@ -288,17 +301,21 @@ impl Node {
                 .map_err(|e| format!("cannot start core {core}: {e}"))?;
             loops.push(handle);
         }
-        // Last, so that no error above leaves it running; if it cannot start, the loops stop.
-        let syncer = match (&sync_clock, sync_set) {
-            (Some(clock), Some(set)) => match Syncer::spawn(set, options.sync_interval, clock) {
-                Ok(syncer) => Some(syncer),
+        // Last, so that no error above leaves them running; if one cannot start, the loops
+        // stop.
+        let mut syncers = Vec::new();
+        let memory =
+            sync_clock.zip(sync_set).map(|(clock, set)| (set, clock, options.sync_interval));
+        let flushed = flushers.into_iter().map(|(set, clock)| (set, clock, FLUSHER_IDLE));
+        for (set, clock, interval) in memory.into_iter().chain(flushed) {
+            match Syncer::spawn(set, interval, &clock) {
+                Ok(syncer) => syncers.push(syncer),
                 Err(e) => {
                     stop.store(true, Ordering::Relaxed);
                     return Err(e);
                 }
-            },
-            _ => None,
-        };
+            }
+        }
         // (A host whose health cannot be watched still serves: it says so.)
         let health = options.health.clone().and_then(|o| {
             crate::health_watch::HealthWatch::spawn(o, stats.clone(), view.clone())
@@ -314,7 +331,7 @@ impl Node {
             stop,
             loops,
             metrics,
-            syncer,
+            syncers,
             health,
             cluster: view,
             serving,
@@ -344,7 +361,7 @@ impl Node {
         if let Some(health) = self.health {
             health.finish();
         }
-        if let Some(syncer) = self.syncer {
+        for syncer in self.syncers {
             // After the loops: its last sync covers their last writes.
             syncer.finish();
         }
@@ -394,11 +411,19 @@ fn bind_ports(listen: SocketAddr, cores: u32, udp: &UdpConfig) -> Result<Vec<Udp
     Err(last_error)
 }
 
-/// The `memory` class's background sync: a thread that `fdatasync`s the stores' files written
-/// since its last round (`storage::SyncSet`) every `interval`, so the loops hand writes to the kernel and never wait for the
-/// disk, and a power cut loses about the last `interval` of acknowledged writes. Each sync
-/// moves the `SyncClock` on, which lets the loops free the blob chunks their writes dropped;
-/// a failed one fails the clock, and the loops then refuse writes.
+/// How often a `flushed` core's sync thread looks for files to sync when no loop asked (it
+/// finds none: the loop asks at each batch end that wrote).
+const FLUSHER_IDLE: Duration = Duration::from_millis(100);
+
+/// A thread that `fdatasync`s the stores' files written since its last round
+/// (`storage::SyncSet`) every `interval`, and at once when a loop asks
+/// (`SyncClock::request`), so the loops hand writes to the kernel and never wait for the
+/// disk. The `memory` class has one for the node, every `sync_interval`: a power cut loses
+/// about the last interval of acknowledged writes. The `flushed` class has one per core,
+/// asked at each batch end that wrote: its loop answers those writes once the sync is done.
+/// Each sync moves the `SyncClock` on, which lets the loops answer held writes and free the
+/// blob chunks their writes dropped; a failed one fails the clock, and the loops then
+/// refuse writes.
 struct Syncer {
     thread: JoinHandle<()>,
     finish: Arc<AtomicBool>,
@@ -414,20 +439,26 @@ impl Syncer {
         let (clock, last) = (clock.clone(), finish.clone());
         let thread = std::thread::Builder::new().name("cradle-sync".into());
         let thread = thread
-            .spawn(move || loop {
-                let finishing = last.load(Ordering::Acquire);
-                if let Err(e) = clock.sync_with(|| files.sync()) {
-                    eprintln!(
-                        "cradle: background sync failed: {e}; writes acknowledged since the last \
-                         good sync may not survive a power cut, so writes are refused from now \
-                         on (restart after fixing the disk)"
-                    );
-                    return;
+            .spawn(move || {
+                clock.serve();
+                loop {
+                    let finishing = last.load(Ordering::Acquire);
+                    if let Err(e) = clock.sync_with(|| files.sync()) {
+                        eprintln!(
+                            "cradle: sync of the data files failed: {e}; writes since the last \
+                             good sync may not survive a power cut (`memory`: some were \
+                             acknowledged; `flushed`: those waiting are answered UNAVAILABLE), \
+                             so writes are refused from now on (restart after fixing the disk)"
+                        );
+                        return;
+                    }
+                    if finishing {
+                        return;
+                    }
+                    if !clock.requested() {
+                        std::thread::park_timeout(interval);
+                    }
                 }
-                if finishing {
-                    return;
-                }
-                std::thread::park_timeout(interval);
             })
             .map_err(|e| format!("cannot start the sync thread: {e}"))?;
         Ok(Syncer { thread, finish })

@@ -2,7 +2,7 @@
 
 use crate::completions::Completions;
 use crate::config::{ConfigError, CoreConfig};
-use crate::durable::{status_of, CoreStorage, Durability, PendingAck, SyncClock};
+use crate::durable::{status_of, CoreStorage, Durability, PendingAck, SyncClock, Syncing};
 use crate::read_cache::ReadCache;
 use crate::reassembly::Reassemblies;
 use crate::replies::Replies;
@@ -53,6 +53,9 @@ struct Endpoint {
     store: Store,
     /// Written since its last flush (and listed in `Core::dirty`).
     dirty: bool,
+    /// The sync ticket its writes handed to the sync thread are durable at (0: none were;
+    /// `commit_off_loop`).
+    sync_ticket: u64,
     /// Its part in its partition's replication (none: the partition's only replica).
     replica: Option<Box<ReplicaState>>,
 }
@@ -83,9 +86,11 @@ pub struct Core {
     dirty: Vec<usize>,
     /// Write replies waiting for the group commit (`Durability::Flushed`).
     pending: Vec<PendingAck>,
+    /// Write replies whose records the sync thread is making durable (`commit_off_loop`).
+    syncing: Syncing,
     ack_buf: Box<[u8; DATAGRAM_BYTES_MAX]>,
     last_flush_ns: u64,
-    /// The background syncs of the `memory` class (see `CoreStorage::sync_clock`).
+    /// The sync thread's clock (see `CoreStorage::sync_clock`).
     sync_clock: Option<Arc<SyncClock>>,
     /// The ticket `held_chunks` wait for.
     sync_ticket: Option<u64>,
@@ -232,6 +237,7 @@ impl Core {
             durability: storage.durability,
             compaction_step_bytes: storage.compaction_step_bytes,
             pending: Vec::with_capacity(PENDING_ACKS_MAX + 1),
+            syncing: Syncing::default(),
             ack_buf: Box::new([0; DATAGRAM_BYTES_MAX]),
             last_flush_ns: 0,
             sync_clock: storage.sync_clock,
@@ -786,7 +792,7 @@ impl storage::Stores for EndpointStores<'_> {
 
 impl Endpoint {
     fn new(partition: u32, store: Store) -> Endpoint {
-        Endpoint { partition, store, dirty: false, replica: None }
+        Endpoint { partition, store, dirty: false, sync_ticket: 0, replica: None }
     }
 }
 
@@ -823,6 +829,10 @@ impl Handler for Core {
 
     fn burst_received(&mut self, buffers: usize) {
         self.burst_full = buffers >= dataplane::BATCH;
+    }
+
+    fn waiting(&self) -> bool {
+        !self.syncing.groups.is_empty()
     }
 
     fn end_batch(&mut self, now_ns: u64, tx: &mut dyn Transmit) {

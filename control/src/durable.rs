@@ -2,10 +2,12 @@
 
 use dataplane::Transmit;
 use proto::HeaderFields;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use storage::{BlobStore, MemoryVolume, Shelf, StampedWrite, Store, StoreConfig, StoreError};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use storage::{BlobStore, Hash, MemoryVolume, Shelf, StampedWrite, Store, StoreConfig, StoreError};
 
 /// When a write is answered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -15,7 +17,9 @@ pub enum Durability {
     /// thread's, see [`SyncClock`], or the loop's own).
     Memory,
     /// After the batch's group commit (one `fdatasync` of the core's log per loop iteration,
-    /// whatever number of endpoints the batch wrote). Survives a power cut.
+    /// whatever number of endpoints the batch wrote). Survives a power cut. With a sync
+    /// clock (a node's core outside a cluster), the sync runs on the core's own sync thread
+    /// and the loop serves on meanwhile (`Core::commit_off_loop`).
     #[default]
     Flushed,
 }
@@ -42,8 +46,10 @@ pub struct CoreStorage {
     pub durability: Durability,
     /// Bytes of log one cleaning step may examine (bounded work per loop iteration).
     pub compaction_step_bytes: u64,
-    /// The `memory` class's background syncs of the volume these stores live on. Without
-    /// one, the loop itself flushes one written endpoint every few milliseconds.
+    /// Syncs of the files these stores live on by a thread of their own: for the `memory`
+    /// class every few milliseconds (without one the loop itself flushes one written
+    /// endpoint every few milliseconds), for `flushed` when the loop asks (without one the
+    /// loop flushes at each batch end, waiting for the disk).
     pub sync_clock: Option<Arc<SyncClock>>,
     /// Writes replay found that a client may still resend (their stamps are recent, see
     /// [`crate::stamps_kept_since`]): the core rebuilds their completion records, so a
@@ -61,6 +67,10 @@ pub struct SyncClock {
     started: AtomicU64,
     finished: AtomicU64,
     failed: AtomicBool,
+    /// The newest ticket a loop asked to be reached (`request`).
+    wanted: AtomicU64,
+    /// The syncing thread, woken by `request` once it has said who it is (`serve`).
+    syncer: OnceLock<Thread>,
 }
 
 impl SyncClock {
@@ -75,6 +85,25 @@ impl SyncClock {
     /// Whether everything written before `ticket` was taken is durable.
     pub fn reached(&self, ticket: u64) -> bool {
         !self.failed() && self.finished.load(Ordering::Acquire) >= ticket
+    }
+
+    /// Asks the syncing thread to reach `ticket` soon, waking it if it waits.
+    pub fn request(&self, ticket: u64) {
+        if self.wanted.fetch_max(ticket, Ordering::AcqRel) < ticket {
+            if let Some(syncer) = self.syncer.get() {
+                syncer.unpark();
+            }
+        }
+    }
+
+    /// For the syncing thread: whether a loop waits for a ticket not yet reached.
+    pub fn requested(&self) -> bool {
+        self.wanted.load(Ordering::Acquire) > self.finished.load(Ordering::Acquire)
+    }
+
+    /// For the syncing thread: names the calling thread as the one `request` wakes.
+    pub fn serve(&self) {
+        let _ = self.syncer.set(std::thread::current());
     }
 
     /// Whether a sync failed: nothing written since the last good one is known durable.
@@ -126,6 +155,32 @@ pub(crate) struct PendingAck {
     pub(crate) slot: usize,
     /// An INCR's count, the reply's value (none once a failed flush changed the status).
     pub(crate) count: Option<i64>,
+}
+
+/// Replies held for a sync the core's sync thread runs (`Core::commit_off_loop`): a group
+/// per batch end that wrote, released in order as the clock reaches their tickets.
+#[derive(Debug, Default)]
+pub(crate) struct Syncing {
+    pub(crate) groups: VecDeque<SyncGroup>,
+    /// Emptied reply lists of answered groups, kept for the next ones (no allocation per
+    /// batch once warm).
+    pub(crate) spare: Vec<Vec<PendingAck>>,
+}
+
+/// One batch's replies and the blob chunks its writes dropped, durable at `ticket`.
+#[derive(Debug)]
+pub(crate) struct SyncGroup {
+    pub(crate) ticket: u64,
+    pub(crate) acks: Vec<PendingAck>,
+    pub(crate) chunks: Vec<Hash>,
+}
+
+impl Syncing {
+    /// Whether a resend's first reply is held here.
+    pub(crate) fn holds(&self, id: (u64, u64)) -> bool {
+        let acks = self.groups.iter().flat_map(|g| &g.acks);
+        acks.into_iter().any(|a| (a.reply.client_id, a.reply.tracking_id) == id)
+    }
 }
 
 /// The status a store error is answered with.
@@ -205,6 +260,30 @@ mod tests {
         clock.sync_with(|| Ok::<(), ()>(())).unwrap();
         assert!(!clock.reached(after) && !clock.reached(first), "nor does any sync after it");
         assert!(clock.failed());
+    }
+
+    #[test]
+    fn a_request_wakes_the_syncing_thread_which_then_reaches_the_ticket() {
+        let clock = Arc::new(SyncClock::default());
+        let (served, syncer) = (Arc::new(AtomicBool::new(false)), clock.clone());
+        let flag = served.clone();
+        let thread = std::thread::spawn(move || {
+            syncer.serve();
+            flag.store(true, Ordering::Release);
+            // (Parks with no timeout: only `request` can wake it for good.)
+            while !syncer.requested() {
+                std::thread::park();
+            }
+            syncer.sync_with(|| Ok::<(), ()>(())).unwrap();
+        });
+        while !served.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        let ticket = clock.ticket();
+        assert!(!clock.requested());
+        clock.request(ticket);
+        thread.join().unwrap();
+        assert!(clock.reached(ticket) && !clock.requested());
     }
 
     #[test]

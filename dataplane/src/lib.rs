@@ -155,6 +155,13 @@ pub trait Handler {
     /// Called once after each burst (and on idle wake-ups): group commit, timers, stats.
     fn end_batch(&mut self, now_ns: u64, tx: &mut dyn Transmit);
 
+    /// Whether the handler waits for work done outside the loop (a sync thread making held
+    /// writes durable): the loop then keeps polling instead of blocking, so replies go out
+    /// as soon as it is done.
+    fn waiting(&self) -> bool {
+        false
+    }
+
     /// Called after a burst of `datagrams` was handled and its replies handed to the port,
     /// `service_ns` after the burst was received: the longest any of them waited in this loop.
     fn burst_done(&mut self, datagrams: usize, service_ns: u64) {

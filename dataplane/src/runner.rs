@@ -93,6 +93,8 @@ pub struct RunStats {
     pub tx_oversize: u64,
     /// Returns from a blocking wait for input.
     pub wakeups: u64,
+    /// Times the loop gave its CPU away while its handler waited for another thread.
+    pub yields: u64,
     /// Iterations whose handling took longer than `RunnerConfig::stall_budget`.
     pub stalls: u64,
     /// The longest handling time of one iteration, in nanoseconds.
@@ -171,9 +173,19 @@ impl<P: Port> Runner<P> {
         let spin_ns = self.config.spin.as_nanos() as u64;
         let mut busy_ns = self.clock_ns();
         while !stop.load(Ordering::Acquire) {
-            if self.step(port, handler)? > 0 {
+            let handled = self.step(port, handler)?;
+            let waiting = handler.waiting();
+            if waiting {
+                // The thread it waits for may share this CPU, and a woken thread does not
+                // always preempt a busy one (EEVDF): give it the CPU now, not at the end of
+                // this loop's time slice, a millisecond or more (measured: a flushed
+                // GET/SET mix at 334 k ops/s with p99 470 µs, 250 k and 1.1 ms without).
+                std::thread::yield_now();
+                self.stats.yields += 1;
+            }
+            if handled > 0 {
                 busy_ns = self.now_ns;
-            } else if self.now_ns.saturating_sub(busy_ns) < spin_ns {
+            } else if waiting || self.now_ns.saturating_sub(busy_ns) < spin_ns {
                 std::hint::spin_loop();
             } else {
                 port.wait_readable(self.config.block_max)?;

@@ -131,6 +131,10 @@ impl Handler for DoorHandler {
         self.core.burst_done(datagrams, service_ns);
     }
 
+    fn waiting(&self) -> bool {
+        self.core.waiting()
+    }
+
     fn iteration_done(&mut self, spent_ns: u64, stalled: bool) {
         self.core.iteration_done(spent_ns, stalled);
     }

@@ -108,6 +108,18 @@ impl Shelf {
         self.log.write_out()
     }
 
+    /// Hands the log's records to the kernel for a sync another thread makes (the `flushed`
+    /// class off the loop), after making the blob chunks they name durable here: a chunk
+    /// must reach the disk before a record naming it, and that thread's round keeps no order
+    /// between files. Costs no sync when no big value was written since the last one.
+    pub fn write_out_after_blobs(&mut self) -> Result<(), StoreError> {
+        if let Err(e) = self.blobs.sync() {
+            self.log.stop(e);
+            return Err(e);
+        }
+        self.log.write_out()
+    }
+
     /// The failure that stopped the core's log, if any.
     pub fn failure(&self) -> Option<StoreError> {
         self.log.failure()

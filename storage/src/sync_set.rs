@@ -71,7 +71,10 @@ impl SyncSet {
         let files: Vec<Arc<Tracked>> = self.files.lock().expect("sync set lock").clone();
         for tracked in &files {
             if tracked.dirty.swap(false, Ordering::AcqRel) {
-                if let Err(e) = tracked.file.sync_data() {
+                let began = std::time::Instant::now();
+                let synced = tracked.file.sync_data();
+                crate::latency::record_sync(began.elapsed().as_nanos() as u64);
+                if let Err(e) = synced {
                     tracked.dirty.store(true, Ordering::Release);
                     return Err(e);
                 }

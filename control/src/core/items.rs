@@ -152,8 +152,15 @@ impl Core {
     /// failed: the write may be lost and must not be acknowledged).
     pub fn item_settled(&self, slot: ItemSlot) -> Option<Result<(), StoreError>> {
         let endpoint = &self.endpoints[slot.0];
-        if self.durability == Durability::Flushed && endpoint.dirty {
-            return None;
+        if self.durability == Durability::Flushed {
+            // (A failed sync fails the writes it held even before the loop has seen it.)
+            let failed = self.sync_clock.as_ref().is_some_and(|c| c.failed());
+            if endpoint.sync_ticket != 0 && failed {
+                return Some(Err(StoreError::Poisoned));
+            }
+            if self.awaits_sync(slot.0) {
+                return None;
+            }
         }
         Some(endpoint.store.failure(&self.shelf).map_or(Ok(()), Err))
     }

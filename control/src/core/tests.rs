@@ -515,6 +515,80 @@ fn memory_class_frees_dropped_blob_chunks_only_after_a_background_sync() {
     assert_eq!(h.one(get, b"big", b"").1, vec![3u8; 600], "reads still served");
 }
 
+/// A `flushed` harness whose syncs run "on another thread": the test moves the clock.
+fn off_loop_harness() -> (Harness, Arc<SyncClock>, Wire) {
+    let clock = Arc::new(SyncClock::default());
+    let (h, _) = storage_harness(Durability::Flushed, Some(clock.clone()), StoreConfig::default());
+    (h, clock, Wire::default())
+}
+
+#[test]
+fn flushed_off_the_loop_answers_a_write_once_its_sync_is_done_and_reads_meanwhile() {
+    let (mut h, clock, mut wire) = off_loop_harness();
+    let put = h.request(Opcode::Put, b"k", b"v1");
+    assert!(h.send(&[(put, b"k", b"v1")]).is_empty(), "held until durable");
+    h.core.end_batch(10, &mut wire);
+    assert!(wire.messages().is_empty(), "handed to the sync thread, not answered");
+    assert!(clock.requested(), "the sync thread was asked");
+    assert!(h.core.waiting(), "the loop keeps polling for the sync's end");
+
+    // Reads are never behind the disk: answered at once, the held write's value included
+    // (as a GET in the same batch as a held write always was).
+    let get = h.request(Opcode::Get, b"k", b"");
+    assert_eq!(h.one(get, b"k", b"").1, b"v1");
+    let get = h.request(Opcode::Get, b"other", b"");
+    assert_eq!(h.one(get, b"other", b"").0.status, Status::NotFound as u16);
+    // A resend of the waiting write gets the one reply its sync sends, not an early OK.
+    assert!(h.send(&[(put, b"k", b"v1")]).is_empty(), "the resend waits too");
+    h.core.end_batch(20, &mut wire);
+    assert!(wire.messages().is_empty());
+
+    clock.sync_with(|| Ok::<(), ()>(())).unwrap();
+    assert!(!clock.requested());
+    h.core.end_batch(30, &mut wire);
+    let replies = wire.messages();
+    assert_eq!(replies.len(), 1, "one reply for the write and its resend: {replies:?}");
+    assert_eq!((replies[0].0.tracking_id, replies[0].0.status), (put.tracking_id, 0));
+    assert!(!h.core.waiting());
+
+    // Once synced, a write that changes nothing on that endpoint is answered at once.
+    let resend = h.one(put, b"k", b"v1").0;
+    assert_eq!(resend.status, Status::Ok as u16, "answered from its record");
+}
+
+#[test]
+fn flushed_off_the_loop_never_acknowledges_a_write_whose_sync_failed() {
+    let (mut h, clock, mut wire) = off_loop_harness();
+    let first = h.request(Opcode::Put, b"a", b"1");
+    assert!(h.send(&[(first, b"a", b"1")]).is_empty());
+    h.core.end_batch(10, &mut wire);
+    let second = h.request(Opcode::Put, b"b", b"2");
+    assert!(h.send(&[(second, b"b", b"2")]).is_empty());
+    h.core.end_batch(20, &mut wire);
+    assert_eq!(clock.sync_with(|| Err("EIO")), Err("EIO"));
+    // A resend before the loop has seen the failure: its record still says OK, and it must
+    // not be believed (it waits with the write it repeats).
+    assert!(h.send(&[(second, b"b", b"2")]).is_empty(), "no early answer from the record");
+    h.core.end_batch(30, &mut wire);
+    let statuses: Vec<_> = wire.messages().iter().map(|m| (m.0.tracking_id, m.0.status)).collect();
+    let unavailable = Status::Unavailable as u16;
+    assert_eq!(statuses, [(first.tracking_id, unavailable), (second.tracking_id, unavailable)]);
+    assert!(!h.core.waiting());
+    // The resend learns it from the record (at the batch's end: its endpoint waits for a
+    // sync that failed); new writes are refused; reads go on.
+    let put = h.request(Opcode::Put, b"c", b"3");
+    for (request, key, value) in [(first, b"a", b"1"), (put, b"c", b"3")] {
+        let mut wire = Wire::default();
+        let mut replies = h.send(&[(request, key, value)]);
+        h.core.end_batch(40, &mut wire);
+        replies.extend(wire.messages());
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        assert_eq!(replies[0].0.status, unavailable, "never OK after a failed sync");
+    }
+    let get = h.request(Opcode::Get, b"a", b"");
+    assert_eq!(h.one(get, b"a", b"").0.status, Status::Ok as u16, "reads still served");
+}
+
 #[test]
 fn flushed_writes_are_answered_after_the_commit_and_never_ok_when_it_fails() {
     let (mut h, faults) = flushed_harness();

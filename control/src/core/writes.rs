@@ -4,7 +4,7 @@
 use super::*;
 use crate::completions::{fingerprint, same_shape, shape, Record, RequestId};
 use crate::counter;
-use crate::durable::send_acks;
+use crate::durable::{send_acks, SyncGroup};
 use crate::reassembly::Refused;
 use proto::{encode_count, IncrArgs, COUNT_BYTES, VALUE_BYTES_MAX};
 use storage::{Applied, CasOutcome, Meta, Shelf, Stamp};
@@ -35,6 +35,22 @@ pub(super) struct Sizes {
     no_space_refusals: u64,
     limits: std::collections::BTreeSet<storage::Limit>,
 }
+
+/// Held replies of writes that may not be durable: each says so (`status_of(error)`), and so
+/// does its completion record, so a resend is not told OK either.
+fn fail_acks<'a>(
+    acks: impl IntoIterator<Item = &'a mut PendingAck>,
+    error: StoreError,
+    completions: &mut Completions,
+) {
+    for ack in acks {
+        ack.reply.status = status_of(error) as u16;
+        ack.reply.version = 0;
+        ack.count = None;
+        completions.replace((ack.reply.client_id, ack.reply.tracking_id), status_of(error), 0);
+    }
+}
+
 /// At most one line on stderr per this long about writes refused for a limit or for space.
 const REFUSALS_LINE_INTERVAL_NS: u64 = 10_000_000_000;
 
@@ -255,7 +271,7 @@ impl Core {
             return;
         }
         let replicated = self.endpoints[slot].replica.is_some(); // (held by `send_or_hold`)
-        if self.durability != Durability::Flushed || !self.endpoints[slot].dirty || replicated {
+        if self.durability != Durability::Flushed || !self.awaits_sync(slot) || replicated {
             let value = count.map(encode_count);
             let value = value.as_ref().map_or(&[][..], |v| &v[..]);
             self.replies.push(tx, &reply, &[], value, request.validated);
@@ -263,10 +279,10 @@ impl Core {
         }
         // A resend of a write already waiting gets the one reply the commit sends (only
         // resends look: the scan would make a busy commit quadratic).
+        let id = (reply.client_id, reply.tracking_id);
         let waiting = resend
-            && self.pending.iter().any(|a| {
-                (a.reply.client_id, a.reply.tracking_id) == (reply.client_id, reply.tracking_id)
-            });
+            && (self.pending.iter().any(|a| (a.reply.client_id, a.reply.tracking_id) == id)
+                || self.syncing.holds(id));
         if waiting {
             return;
         }
@@ -277,7 +293,10 @@ impl Core {
         // the outcome of the flush like every other.
         self.pending.push(PendingAck { peer: request.peer, reply, slot, count });
         if self.pending.len() > PENDING_ACKS_MAX {
-            self.flush_dirty(tx);
+            match self.off_loop() {
+                true => self.commit_off_loop(tx),
+                false => self.flush_dirty(tx),
+            }
         }
     }
 
@@ -432,6 +451,7 @@ impl Core {
     pub(super) fn commit(&mut self, now_ns: u64, tx: &mut dyn Transmit) {
         let full_burst = std::mem::take(&mut self.burst_full);
         match self.durability {
+            Durability::Flushed if self.off_loop() => self.commit_off_loop(tx),
             Durability::Flushed => {
                 // More datagrams are queued: let them join this commit, for a while.
                 let young = now_ns.saturating_sub(self.pending_since_ns) < GROUP_COMMIT_WAIT_NS;
@@ -520,10 +540,103 @@ impl Core {
         self.sync_ticket = Some(clock.ticket());
     }
 
+    /// Whether the `flushed` class syncs on the core's sync thread (`commit_off_loop`): a
+    /// node's core with a sync clock, outside a cluster (whose replicated commit points
+    /// follow each endpoint's own flush, `replica::note_flushed`).
+    fn off_loop(&self) -> bool {
+        self.durability == Durability::Flushed && self.sync_clock.is_some() && self.link.is_none()
+    }
+
+    /// Whether the endpoint's writes so far wait to be durable: not flushed yet, or handed
+    /// to the sync thread and not synced yet. A reply that depends on them waits too.
+    pub(super) fn awaits_sync(&self, slot: usize) -> bool {
+        let endpoint = &self.endpoints[slot];
+        let ticket = endpoint.sync_ticket;
+        endpoint.dirty
+            || ticket != 0 && self.sync_clock.as_ref().is_some_and(|c| !c.reached(ticket))
+    }
+
+    /// The `flushed` class with a sync thread: the batch's records go to the kernel (the
+    /// page cache), the thread is asked to sync them, and their replies wait in `syncing`
+    /// while the loop serves on; a read is never behind a disk. Then the groups whose
+    /// ticket the clock reached are answered, in order, and the blob chunks their writes
+    /// dropped are freed. A sync that fails answers every held write with the failure and
+    /// stops the core's writes, as a failed flush does: they may or may not be on the disk.
+    pub(super) fn commit_off_loop(&mut self, tx: &mut dyn Transmit) {
+        let clock = self.sync_clock.clone().expect("off the loop only with a clock");
+        if !self.pending.is_empty() || !self.dirty.is_empty() {
+            if self.shelf.write_out_after_blobs().is_err() {
+                return self.flush_dirty(tx); // (the log stopped: it answers with why)
+            }
+            let ticket = clock.ticket();
+            let spare = self.syncing.spare.pop();
+            let spare = spare.unwrap_or_else(|| Vec::with_capacity(PENDING_ACKS_MAX + 1));
+            let acks = std::mem::replace(&mut self.pending, spare);
+            let mut chunks = Vec::new();
+            for slot in self.dirty.drain(..) {
+                let endpoint = &mut self.endpoints[slot];
+                endpoint.dirty = false;
+                endpoint.sync_ticket = ticket;
+                endpoint.store.take_released(&self.shelf, &mut chunks);
+            }
+            clock.request(ticket);
+            self.syncing.groups.push_back(SyncGroup { ticket, acks, chunks });
+        }
+        if clock.failed() {
+            for endpoint in &mut self.endpoints {
+                endpoint.store.stop(StoreError::Poisoned);
+            }
+            return self.settle_syncing(Err(StoreError::Poisoned), tx);
+        }
+        while self.syncing.groups.front().is_some_and(|g| clock.reached(g.ticket)) {
+            let group = self.syncing.groups.pop_front().expect("just seen");
+            self.answer_group(group, Ok(()), tx);
+        }
+    }
+
+    /// Answers every group the sync thread still holds with `outcome`: `Ok` once the loop
+    /// synced the log itself, or the failure.
+    fn settle_syncing(&mut self, outcome: Result<(), StoreError>, tx: &mut dyn Transmit) {
+        while let Some(group) = self.syncing.groups.pop_front() {
+            self.answer_group(group, outcome, tx);
+        }
+    }
+
+    fn answer_group(
+        &mut self,
+        mut group: SyncGroup,
+        outcome: Result<(), StoreError>,
+        tx: &mut dyn Transmit,
+    ) {
+        match outcome {
+            // A failure poisons the blob store, which then refuses blob writes itself.
+            Ok(()) => drop(self.shelf.blobs_mut().release(&group.chunks)),
+            // (The chunks stay: the records that dropped them may be lost.)
+            Err(error) => fail_acks(&mut group.acks, error, &mut self.completions),
+        }
+        self.send_held(&group.acks, tx);
+        group.acks.clear();
+        self.syncing.spare.push(group.acks);
+    }
+
+    fn send_held(&mut self, acks: &[PendingAck], tx: &mut dyn Transmit) {
+        let (datagrams, bytes) = send_acks(acks, &mut self.ack_buf[..], tx);
+        self.replies.datagrams += datagrams;
+        self.replies.bytes += bytes;
+        for ack in acks {
+            self.replies.count_status(ack.reply.status);
+        }
+    }
+
     /// Flushes every dirty endpoint, then sends the replies held for them: the recorded
     /// outcome if its endpoint's flush succeeded, else the flush's error (the write may or may
-    /// not have reached the disk, so it must not be acknowledged).
+    /// not have reached the disk, so it must not be acknowledged). Replies waiting for the
+    /// sync thread are settled first, by a sync of the log here.
     pub(super) fn flush_dirty(&mut self, tx: &mut dyn Transmit) {
+        if !self.syncing.groups.is_empty() {
+            let synced = self.shelf.sync();
+            self.settle_syncing(synced, tx);
+        }
         for slot in self.dirty.drain(..) {
             let endpoint = &mut self.endpoints[slot];
             endpoint.dirty = false;
@@ -532,22 +645,13 @@ impl Core {
                 super::replica::note_flushed(endpoint);
             }
             if let Err(error) = flushed {
-                let status = status_of(error) as u16;
-                for ack in self.pending.iter_mut().filter(|a| a.slot == slot) {
-                    ack.reply.status = status;
-                    ack.reply.version = 0;
-                    ack.count = None;
-                    let id = (ack.reply.client_id, ack.reply.tracking_id);
-                    self.completions.replace(id, status_of(error), 0);
-                }
+                let acks = self.pending.iter_mut().filter(|a| a.slot == slot);
+                fail_acks(acks, error, &mut self.completions);
             }
         }
-        let (datagrams, bytes) = send_acks(&self.pending, &mut self.ack_buf[..], tx);
-        self.replies.datagrams += datagrams;
-        self.replies.bytes += bytes;
-        for ack in &self.pending {
-            self.replies.count_status(ack.reply.status);
-        }
+        let pending = std::mem::take(&mut self.pending);
+        self.send_held(&pending, tx);
+        self.pending = pending;
         self.pending.clear();
     }
 
