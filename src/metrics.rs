@@ -510,7 +510,7 @@ mod tests {
         latency.record(4, 3_000);
         let counters = CoreCounters { requests: 5, keys: 3, ..CoreCounters::default() };
         stats.publish(1, &counters, &latency);
-        stats.count_endpoint_request(1, 5);
+        stats.set_endpoint_requests(1, 5, 1);
         let page = render(&stats, &NodeInfo::now("memory"));
         assert!(page.contains("cradle_requests_total{core=\"1\"} 5\n"), "{page}");
         assert!(page.contains("cradle_keys{core=\"0\"} 0\n"));
@@ -550,7 +550,7 @@ mod tests {
         metrics.latency[proto::Opcode::Get as usize - 1].record(7, 3_000);
         metrics.statuses[proto::Status::NotFound as usize] = 2;
         stats.publish_metrics(0, &metrics);
-        stats.count_endpoint_request(0, 2);
+        stats.set_endpoint_requests(0, 2, 1);
         stats.set_health(serde_json::json!({"host": {"verdict": "suspect", "reasons": ["x"]}}));
         let page = render(&stats, &NodeInfo::now("flushed"));
         let lines = page.lines().map(|l| Ok(l.to_string()));
@@ -635,9 +635,7 @@ mod tests {
         let addrs = vec!["127.0.0.1:7000".parse().unwrap()];
         let stats = NodeStats::for_layout(&control::NodeLayout::new(256, addrs).unwrap());
         for partition in 0..200u32 {
-            for _ in 0..=partition {
-                stats.count_endpoint_request(0, partition);
-            }
+            stats.set_endpoint_requests(0, partition, u64::from(partition) + 1);
         }
         let page = render(&stats, &NodeInfo::now("memory"));
         let series: Vec<&str> =

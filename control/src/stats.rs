@@ -514,11 +514,11 @@ impl NodeStats {
         }
     }
 
-    /// Counts a request for core `core`'s endpoint of `partition`. Only that core calls this,
-    /// so a load and a store suffice (no locked instruction on the request path).
-    pub fn count_endpoint_request(&self, core: u32, partition: u32) {
+    /// Publishes the requests core `core`'s endpoint of `partition` has served. Only that
+    /// core calls this, every pass of its size refresh (about every 250 ms).
+    pub fn set_endpoint_requests(&self, core: u32, partition: u32, requests: u64) {
         if let Some(counter) = self.endpoint_requests[core as usize].get(partition as usize) {
-            counter.store(counter.load(Relaxed) + 1, Relaxed);
+            counter.store(requests, Relaxed);
         }
     }
 

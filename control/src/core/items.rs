@@ -71,7 +71,7 @@ impl Core {
     pub fn item_get(&mut self, slot: ItemSlot, key: &[u8]) -> Result<Option<Item<'_>>, StoreError> {
         let wall = self.wall_ns();
         let endpoint = &mut self.endpoints[slot.0];
-        self.stats.count_endpoint_request(self.config.core, endpoint.partition);
+        endpoint.requests += 1;
         endpoint.store.set_clock(wall);
         endpoint.store.get_item(&mut self.shelf, key)
     }
@@ -176,7 +176,7 @@ impl Core {
         // A cached copy of the key's old value must not outlive it.
         self.read_cache.forget(slot.0, key);
         let endpoint = &mut self.endpoints[slot.0];
-        self.stats.count_endpoint_request(self.config.core, endpoint.partition);
+        endpoint.requests += 1;
         let store = &mut endpoint.store;
         store.set_clock(wall);
         let keys_before = store.len() as u64;

@@ -709,6 +709,8 @@ impl Core {
         let start = sizes.next.min(self.endpoints.len());
         let end = (start + SIZES_STEP).min(self.endpoints.len());
         for endpoint in &self.endpoints[start..end] {
+            let (core, partition) = (self.config.core, endpoint.partition);
+            self.stats.set_endpoint_requests(core, partition, endpoint.requests);
             let s = endpoint.store.stats();
             sizes.live_bytes += s.live_bytes;
             sizes.index_bytes += s.index_bytes;
