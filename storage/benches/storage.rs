@@ -1,4 +1,5 @@
-//! Storage micro-benchmarks: append and lookup ns/op, replay GB/s, index bytes per key.
+//! Storage micro-benchmarks: append and lookup ns/op, replay GB/s, streaming one endpoint
+//! out of a big core's log, index bytes per key.
 //! The index sizes are printed once (they are sizes, not times).
 
 use criterion::{criterion_main, BatchSize, Criterion, Throughput};
@@ -99,6 +100,63 @@ fn replay(c: &mut Criterion) {
     group.finish();
 }
 
+/// Streaming one endpoint out (the migration primitive): a snapshot of its index, then each
+/// record read. Its 1 MiB (1,024 values of 1 KiB) is spread through a core's log holding
+/// 1 GiB of another endpoint's records, against the same endpoint alone on its core: the
+/// two should cost the same, whatever the core holds.
+fn stream_one_endpoint(c: &mut Criterion) {
+    let config = StoreConfig::default();
+    let value = [5u8; 1024];
+    let cores: Vec<(&str, u64, tempfile::TempDir)> =
+        [("alone on its core", 0u64), ("in a core of 1 GiB", 1 << 20)]
+            .into_iter()
+            .map(|(name, others)| {
+                let dir = tempfile::tempdir().unwrap();
+                let (blobs, _) =
+                    BlobStore::open(Box::new(FileVolume::new(dir.path().join("blobs"))), &config)
+                        .unwrap();
+                let volume = Box::new(FileVolume::new(dir.path().join("core")));
+                let (mut shelf, mut stores, _) =
+                    Shelf::open(volume, blobs, &config, 2, u64::MAX).unwrap();
+                let per_small = others / 1024;
+                for i in 0..1024u64 {
+                    stores[0].put(&mut shelf, &key(i), &value, None).unwrap();
+                    for j in 0..per_small {
+                        stores[1].put(&mut shelf, &key(i * per_small + j), &value, None).unwrap();
+                    }
+                    stores[0].write_out(&mut shelf).unwrap();
+                }
+                stores[0].flush(&mut shelf).unwrap();
+                (name, others, dir)
+            })
+            .collect();
+    let mut group = c.benchmark_group("stream one endpoint of 1 MiB");
+    group.throughput(Throughput::Bytes(1024 * 1024));
+    for (name, _, dir) in &cores {
+        let (blobs, _) =
+            BlobStore::open(Box::new(FileVolume::new(dir.path().join("blobs"))), &config).unwrap();
+        let volume = Box::new(FileVolume::new(dir.path().join("core")));
+        let (mut shelf, mut stores, _) = Shelf::open(volume, blobs, &config, 2, u64::MAX).unwrap();
+        let store = &mut stores[0];
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let snapshot = store.snapshot(&shelf);
+                let mut bytes = 0;
+                for i in 0..snapshot.len() {
+                    if let storage::SnapshotRead::Live { value, .. } =
+                        store.snapshot_entry(&mut shelf, &snapshot, i).unwrap()
+                    {
+                        bytes += value.len();
+                    }
+                }
+                assert_eq!(bytes, 1024 * 1024);
+                bytes
+            })
+        });
+    }
+    group.finish();
+}
+
 fn index_size(_: &mut Criterion) {
     for n in [100_000u64, 1_000_000, 10_000_000] {
         let dir = tempfile::tempdir().unwrap();
@@ -108,7 +166,13 @@ fn index_size(_: &mut Criterion) {
 
 #[allow(missing_docs)]
 mod group {
-    criterion::criterion_group!(benches, super::append, super::replay, super::index_size);
+    criterion::criterion_group!(
+        benches,
+        super::append,
+        super::replay,
+        super::stream_one_endpoint,
+        super::index_size
+    );
 }
 use group::benches;
 criterion_main!(benches);
