@@ -169,8 +169,8 @@ impl Node {
         let sync_clock = background_sync.then(|| Arc::new(SyncClock::default()));
         let sync_set = background_sync.then(|| Arc::new(storage::SyncSet::default()));
         // `flushed`: each core's files, synced by a thread of the core's own when its loop
-        // asks, so the loop never waits for the disk (a core in a cluster flushes on its
-        // loop: `Core::commit_off_loop`).
+        // asks, so the loop never waits for the disk; a cluster member's cores flush on
+        // their loops (`Core::commit_off_loop`).
         let mut flushers = Vec::new();
         let mut storages = Vec::new();
         // Writes a client may still resend across this restart: their completion records
@@ -180,6 +180,7 @@ impl Node {
         for core in 0..options.cores {
             let (set, clock) = match options.durability {
                 Durability::Memory => (sync_set.clone(), sync_clock.clone()),
+                Durability::Flushed if options.cluster.is_some() => (None, None),
                 Durability::Flushed => {
                     let (set, clock) =
                         (Arc::new(storage::SyncSet::default()), Arc::new(SyncClock::default()));
