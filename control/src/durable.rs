@@ -165,6 +165,8 @@ pub(crate) struct Syncing {
     /// Emptied reply lists of answered groups, kept for the next ones (no allocation per
     /// batch once warm).
     pub(crate) spare: Vec<Vec<PendingAck>>,
+    /// Replies in `groups`.
+    pub(crate) held: usize,
 }
 
 /// One batch's replies and the blob chunks its writes dropped, durable at `ticket`.

@@ -557,6 +557,27 @@ fn flushed_off_the_loop_answers_a_write_once_its_sync_is_done_and_reads_meanwhil
 }
 
 #[test]
+fn flushed_off_the_loop_syncs_on_the_loop_once_the_sync_thread_is_too_far_behind() {
+    let (mut h, clock, mut wire) = off_loop_harness();
+    // The sync thread never runs: past PENDING_ACKS_MAX held replies the loop syncs itself.
+    let mut statuses = Vec::new();
+    for i in 0..=PENDING_ACKS_MAX {
+        let key = format!("key-{i}");
+        let put = h.request(Opcode::Put, key.as_bytes(), b"v");
+        statuses.extend(h.send(&[(put, key.as_bytes(), b"v")]).into_iter().map(|r| r.0.status));
+        if i % 64 == 63 {
+            h.core.end_batch(i as u64, &mut wire);
+        }
+    }
+    assert!(statuses.is_empty(), "held, not answered early");
+    h.core.end_batch(1 << 20, &mut wire);
+    statuses.extend(wire.messages().into_iter().map(|r| r.0.status));
+    assert_eq!(statuses.len(), PENDING_ACKS_MAX + 1, "every write answered once");
+    assert!(statuses.iter().all(|&s| s == Status::Ok as u16), "synced by the loop");
+    assert!(!h.core.waiting() && !clock.reached(clock.ticket()));
+}
+
+#[test]
 fn flushed_off_the_loop_never_acknowledges_a_write_whose_sync_failed() {
     let (mut h, clock, mut wire) = off_loop_harness();
     let first = h.request(Opcode::Put, b"a", b"1");

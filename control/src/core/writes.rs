@@ -569,9 +569,11 @@ impl Core {
                 return self.flush_dirty(tx); // (the log stopped: it answers with why)
             }
             let ticket = clock.ticket();
-            let spare = self.syncing.spare.pop();
-            let spare = spare.unwrap_or_else(|| Vec::with_capacity(PENDING_ACKS_MAX + 1));
-            let acks = std::mem::replace(&mut self.pending, spare);
+            // (Copied out into a list sized by use, so a backlog of groups holds only what
+            // it holds.)
+            let mut acks = self.syncing.spare.pop().unwrap_or_default();
+            acks.append(&mut self.pending);
+            self.syncing.held += acks.len();
             let mut chunks = Vec::new();
             for slot in self.dirty.drain(..) {
                 let endpoint = &mut self.endpoints[slot];
@@ -581,6 +583,12 @@ impl Core {
             }
             clock.request(ticket);
             self.syncing.groups.push_back(SyncGroup { ticket, acks, chunks });
+            if self.syncing.held > PENDING_ACKS_MAX || self.syncing.groups.len() > PENDING_ACKS_MAX
+            {
+                // The disk is behind: wait for it here, as the loop's own flush would, so
+                // what waits stays bounded (and a resend's scan of it short).
+                return self.flush_dirty(tx);
+            }
         }
         if clock.failed() {
             for endpoint in &mut self.endpoints {
@@ -615,6 +623,7 @@ impl Core {
             Err(error) => fail_acks(&mut group.acks, error, &mut self.completions),
         }
         self.send_held(&group.acks, tx);
+        self.syncing.held -= group.acks.len();
         group.acks.clear();
         self.syncing.spare.push(group.acks);
     }
