@@ -591,10 +591,15 @@ impl Core {
             }
         }
         if clock.failed() {
+            // (Cleaning must not write on either.)
+            self.shelf.stop(StoreError::Poisoned);
             for endpoint in &mut self.endpoints {
                 endpoint.store.stop(StoreError::Poisoned);
             }
-            return self.settle_syncing(Err(StoreError::Poisoned), tx);
+            self.settle_syncing(Err(StoreError::Poisoned), tx);
+            // Once: from now on the loop's own flush answers, and refuses, every write.
+            self.sync_clock = None;
+            return;
         }
         while self.syncing.groups.front().is_some_and(|g| clock.reached(g.ticket)) {
             let group = self.syncing.groups.pop_front().expect("just seen");
