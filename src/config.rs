@@ -676,7 +676,7 @@ mod tests {
             .unwrap_err()
             .contains("blob_threshold_bytes must be in 1.."));
         let e = parse("[node]\ndata_dir = \"/d\"\n[storage]\nsegment_bytes = 3\n").unwrap();
-        assert!(e.resolve(Flags::default()).unwrap_err().contains("16 KiB..512 MiB"));
+        assert!(e.resolve(Flags::default()).unwrap_err().contains("16 KiB..256 MiB"));
         let ok = parse("[node]\ndata_dir = \"/d\"\n[storage]\nchunk_bytes = 4096\n").unwrap();
         assert!(ok.resolve(Flags::default()).is_ok());
     }

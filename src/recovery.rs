@@ -24,6 +24,7 @@ pub(crate) fn claim(data_dir: &Path, layout: &NodeLayout) -> Result<File, String
     lock.try_lock()
         .map_err(|_| format!("data dir {} is in use by another cradle node", data_dir.display()))?;
     refuse_per_endpoint_layout(data_dir)?;
+    refuse_earlier_record_format(data_dir)?;
     let wanted = format!("partitions {}\ncores {}\n", layout.partitions(), layout.cores());
     let path = data_dir.join(LAYOUT_FILE);
     match std::fs::read_to_string(&path) {
@@ -62,6 +63,47 @@ fn refuse_per_endpoint_layout(data_dir: &Path) -> Result<(), String> {
          start this version on an empty data dir and `cradle import` them (see docs/OPERATIONS.md)",
         data_dir.display()
     ))
+}
+
+/// Refuses a data directory whose logs are in the record format before this one (segments
+/// with magic `CRDLSEG2`): recovery would quarantine every endpoint of their cores, a node
+/// that answers UNAVAILABLE for all their keys. Says how to carry the data over.
+fn refuse_earlier_record_format(data_dir: &Path) -> Result<(), String> {
+    let list = |dir: &Path| {
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))
+    };
+    let mut earlier = Vec::new();
+    for core in list(data_dir)?.flatten() {
+        if !core.file_name().to_string_lossy().starts_with("core-") {
+            continue;
+        }
+        for segment in list(&core.path())?.flatten() {
+            let path = segment.path();
+            if path.extension().is_some_and(|e| e == "seg") && starts_with_earlier_magic(&path)? {
+                earlier.push(core.file_name().to_string_lossy().into_owned());
+                break;
+            }
+        }
+    }
+    if earlier.is_empty() {
+        return Ok(());
+    }
+    earlier.sort();
+    Err(format!(
+        "data dir {} holds logs in the record format before 28-byte headers ({}: segments with \
+         magic CRDLSEG2); this version cannot read them and changed nothing. To carry the data \
+         over: start the previous version on it and `cradle export` its keys, then start this \
+         version on an empty data dir and `cradle import` them (see docs/OPERATIONS.md)",
+        data_dir.display(),
+        earlier.join(", ")
+    ))
+}
+
+fn starts_with_earlier_magic(path: &Path) -> Result<bool, String> {
+    let mut magic = [0u8; 8];
+    let read = File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut magic));
+    let read = read.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(read == magic.len() && &magic == storage::EARLIER_SEGMENT_MAGIC)
 }
 
 /// The file naming a single node's data set (its partition maps' `cluster`).

@@ -63,7 +63,7 @@ impl StoreConfig {
         if !self.segment_bytes.is_multiple_of(4096)
             || !(16 << 10..=OFFSET_MAX).contains(&self.segment_bytes)
         {
-            return fail("segment_bytes must be a multiple of 4096 in 16 KiB..512 MiB");
+            return fail("segment_bytes must be a multiple of 4096 in 16 KiB..256 MiB");
         }
         // The largest inline record (longest key + a value below the threshold) must fit a
         // segment twice over, so a roll always makes room.

@@ -5,7 +5,7 @@
 //! ```text
 //! bits 63..38  tag: the top 26 bits of the key's xxh3-64 hash
 //! bits 37..26  segment slot (12 bits: up to 4096 live segments per endpoint)
-//! bits 25..0   offset in the segment, in 8-byte units (26 bits: segments up to 512 MiB)
+//! bits 25..0   offset in the segment, in 4-byte units (26 bits: segments up to 256 MiB)
 //! ```
 //!
 //! Zero is an empty slot (no record sits at offset 0: the segment header does). The home
@@ -27,13 +27,15 @@ pub(crate) const SLOTS_MAX: usize = 1 << TAG_BITS;
 /// Most segment slots.
 pub(crate) const SEGMENTS_MAX: usize = 1 << SEGMENT_BITS;
 /// Largest byte offset a location can hold.
-pub(crate) const OFFSET_MAX: u64 = ((1 << OFFSET_BITS) - 1) * 8;
+pub(crate) const OFFSET_MAX: u64 = ((1 << OFFSET_BITS) - 1) * UNIT;
+/// Bytes of an offset unit: records start at multiples of it (`record::ALIGN`).
+const UNIT: u64 = crate::record::ALIGN as u64;
 const SLOTS_MIN: usize = 16;
 /// How the table grows: to `slots × GROWTH_NUMERATOR / GROWTH_DENOMINATOR`.
 const GROWTH_NUMERATOR: usize = 3;
 const GROWTH_DENOMINATOR: usize = 2;
 
-/// Where a record is: a segment slot and a byte offset (a multiple of 8, not 0).
+/// Where a record is: a segment slot and a byte offset (a multiple of 4, not 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Loc {
     pub(crate) segment: u16,
@@ -42,8 +44,9 @@ pub(crate) struct Loc {
 
 impl Loc {
     fn pack(self, tag: u64) -> u64 {
-        let units = u64::from(self.offset) / 8;
-        debug_assert!(self.offset.is_multiple_of(8) && units != 0 && units < 1 << OFFSET_BITS);
+        let units = u64::from(self.offset) / UNIT;
+        debug_assert!(u64::from(self.offset).is_multiple_of(UNIT) && units != 0);
+        debug_assert!(units < 1 << OFFSET_BITS);
         debug_assert!(usize::from(self.segment) < SEGMENTS_MAX);
         (tag << (SEGMENT_BITS + OFFSET_BITS)) | (u64::from(self.segment) << OFFSET_BITS) | units
     }
@@ -51,7 +54,7 @@ impl Loc {
     fn unpack(slot: u64) -> Loc {
         Loc {
             segment: ((slot >> OFFSET_BITS) & ((1 << SEGMENT_BITS) - 1)) as u16,
-            offset: ((slot & ((1 << OFFSET_BITS) - 1)) * 8) as u32,
+            offset: ((slot & ((1 << OFFSET_BITS) - 1)) * UNIT) as u32,
         }
     }
 }

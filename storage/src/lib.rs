@@ -37,7 +37,10 @@ pub use device::{Faults, FaultyVolume, LogDevice, MemoryVolume, Volume};
 pub use error::{Corruption, Limit, StoreError};
 pub use file::FileVolume;
 pub use record::{Meta, Stamp};
-pub use recover::{RecoveryReport, ShortValue, StampedWrite, TornTail, SHORT_VALUE_BYTES_MAX};
+pub use recover::{
+    RecoveryReport, ShortValue, StampedWrite, TornTail, EARLIER_SEGMENT_MAGIC,
+    SHORT_VALUE_BYTES_MAX,
+};
 pub use shelf::{Shelf, ShelfStats, Stores};
 pub use store::{note_payload, parse_note, Applied, CasOutcome, Item, Store, StoreStats, ValueRef};
 pub use sync_set::SyncSet;

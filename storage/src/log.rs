@@ -18,7 +18,7 @@ use std::io;
 use xxhash_rust::xxh3::xxh3_64;
 
 pub(crate) const SEGMENT_HEADER_BYTES: u64 = 32;
-const MAGIC: &[u8; 8] = b"CRDLSEG2";
+const MAGIC: &[u8; 8] = b"CRDLSEG3";
 /// Room always kept free at the end of a segment for its seal.
 const SEAL_BYTES: u64 = record::HEADER_BYTES as u64 + 16;
 
@@ -234,7 +234,9 @@ impl Log {
         assert!(end <= self.segment_bytes, "the caller made room");
         let segment = self.segment_mut(slot);
         segment.end = end;
-        segment.stamped_at_max = segment.stamped_at_max.max(stamp.map(|s| s.at_ns));
+        // As replay will read it back (rounded up), so cleaning decides alike before and after.
+        let at_ns = stamp.map(|s| s.as_recorded().at_ns);
+        segment.stamped_at_max = segment.stamped_at_max.max(at_ns);
         segment.note_expiry(kind, meta);
         if self.tail.len() > self.tail_bytes_max {
             // Bounded memory: a failure here poisons, and the next call reports it.

@@ -27,6 +27,10 @@ use crate::store::{key_hash, Store};
 use crate::StoreConfig;
 use std::io;
 
+/// The magic of a segment in the record format before this one (32-byte headers): named when
+/// found, so the operator is told to export and import rather than that the log is damaged.
+pub const EARLIER_SEGMENT_MAGIC: &[u8; 8] = b"CRDLSEG2";
+
 /// A torn tail that recovery cut off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TornTail {
@@ -226,24 +230,32 @@ impl Replay {
             let header = device.read(0, len.min(SEGMENT_HEADER_BYTES) as usize).map_err(Err)?;
             let (valid, zero) =
                 (valid_segment_header(header, number), header.iter().all(|&b| b == 0));
+            let earlier = header.starts_with(EARLIER_SEGMENT_MAGIC);
             self.report.bytes_replayed += len;
-            devices.push((device, valid, zero));
+            devices.push((device, valid, zero, earlier));
         }
         let synced =
-            devices.iter().rposition(|(_, valid, zero)| *valid || !*zero).map_or(0, |i| i + 1);
+            devices.iter().rposition(|(_, valid, zero, _)| *valid || !*zero).map_or(0, |i| i + 1);
         let mut scan = Scan::default();
         let mut devices = devices.into_iter();
         for (i, &number) in numbers[..synced].iter().enumerate() {
-            let (device, valid, _) = devices.next().expect("one per number");
+            let (device, valid, _, earlier) = devices.next().expect("one per number");
             if !valid {
-                return Err(Ok(self.corruption(number, 0, "bad segment header")));
+                let reason = if earlier {
+                    "segment in the record format before 28-byte headers (magic CRDLSEG2), \
+                     which this version cannot read: `cradle export` its keys with the version \
+                     that wrote it and `cradle import` them into an empty data dir"
+                } else {
+                    "bad segment header"
+                };
+                return Err(Ok(self.corruption(number, 0, reason)));
             }
             let len = device.len();
             let slot = self.shelf.log.adopt(Segment::new(number, device, len));
             let end = self.segment(slot, number, i + 1 == synced, &mut scan)?;
             self.shelf.log.set_end(slot, end);
         }
-        if let Some((device, _, _)) = devices.next() {
+        if let Some((device, _, _, _)) = devices.next() {
             let number = numbers[synced];
             let slot = self.shelf.log.adopt(Segment::new(number, device, SEGMENT_HEADER_BYTES));
             scan.never_synced = Some((slot, number));

@@ -19,18 +19,18 @@ fn key(i: u32) -> Vec<u8> {
 mod field {
     use std::ops::Range;
     /// xxh3 of the rest of the record: damage here leaves the header sound.
-    pub(crate) const CHECKSUM: Range<usize> = 0..8;
-    pub(crate) const LEN: Range<usize> = 8..12;
-    pub(crate) const KIND: usize = 12;
-    pub(crate) const KEY_LEN: Range<usize> = 14..16;
-    pub(crate) const LSN: Range<usize> = 16..24;
-    pub(crate) const ENDPOINT: Range<usize> = 24..28;
-    pub(crate) const HEADER_CHECK: Range<usize> = 28..32;
-    pub(crate) const HEADER_BYTES: usize = 32;
+    pub(crate) const CHECKSUM: Range<usize> = 0..4;
+    pub(crate) const LEN: Range<usize> = 4..8;
+    pub(crate) const KIND: usize = 8;
+    pub(crate) const KEY_LEN: Range<usize> = 10..12;
+    pub(crate) const LSN: Range<usize> = 12..20;
+    pub(crate) const ENDPOINT: Range<usize> = 20..24;
+    pub(crate) const HEADER_CHECK: Range<usize> = 24..28;
+    pub(crate) const HEADER_BYTES: usize = 28;
     pub(crate) const KIND_PUT: u8 = 1;
 }
 const SEGMENT_HEADER_BYTES: usize = 32;
-const ALIGN: usize = 8;
+const ALIGN: usize = 4;
 
 /// One record found in a segment file by walking the format.
 #[derive(Clone, Copy, Debug)]
@@ -183,11 +183,11 @@ fn assert_all_quarantined(stores: &mut [Store], shelf: &mut Shelf, report: &Reco
 fn torn_last_record_is_cut_and_reported() {
     let f = Fixture::new();
     let ends = f.write(20);
-    // The last record (key 19) lost everything after its 32-byte header and 8 bytes more.
+    // The last record (key 19) lost everything after its 28-byte header and 8 bytes more.
     let path = f.segment(0);
     let mut bytes = fs::read(&path).unwrap();
     let (start, end) = (ends[18] as usize, ends[19] as usize);
-    bytes[start + 40..end].fill(0);
+    bytes[start + field::HEADER_BYTES + 8..end].fill(0);
     fs::write(&path, &bytes).unwrap();
 
     let (mut store, mut shelf, report) = f.open();
@@ -213,7 +213,7 @@ fn bit_flip_mid_segment_quarantines_and_touches_nothing() {
     let ends = f.write(30);
     let path = f.segment(0);
     let mut bytes = fs::read(&path).unwrap();
-    // Inside the payload of key 11's record (past its 32-byte header and 9-byte key): the
+    // Inside the payload of key 11's record (past its 28-byte header and 9-byte key): the
     // header is sound, so this quarantines the record's endpoint (the only one here).
     bytes[ends[10] as usize + 100] ^= 0x10;
     fs::write(&path, &bytes).unwrap();
@@ -399,6 +399,28 @@ fn older_segment_truncated_to_zero_quarantines_every_endpoint() {
     let corruption = report.quarantine(0).expect("quarantined").clone();
     assert!(corruption.file.ends_with("0000000001.seg"));
     assert_eq!((corruption.offset, corruption.reason.as_str()), (0, "bad segment header"));
+    assert_all_quarantined(&mut stores, &mut shelf, &report);
+    drop((stores, shelf));
+    assert_eq!(snapshot(&f.log_dir()), before, "no file modified");
+}
+
+/// A segment written in the record format before this one (32-byte headers, magic CRDLSEG2)
+/// is not called damage: the quarantine says which format it is and how to carry it over.
+#[test]
+fn a_segment_in_the_earlier_format_is_named_with_how_to_carry_it_over() {
+    let f = Fixture::new();
+    f.write_core(ENDPOINTS, WRITES);
+    let mut bytes = fs::read(f.segment(0)).unwrap();
+    bytes[..8].copy_from_slice(b"CRDLSEG2");
+    fs::write(f.segment(0), &bytes).unwrap();
+    let before = snapshot(&f.log_dir());
+    let (mut stores, mut shelf, report) = f.open_core(ENDPOINTS);
+    let corruption = report.quarantine(0).expect("quarantined").clone();
+    assert!(corruption.file.ends_with("0000000000.seg"));
+    assert_eq!(corruption.offset, 0);
+    for words in ["CRDLSEG2", "cradle export", "cradle import"] {
+        assert!(corruption.reason.contains(words), "{words} not in {}", corruption.reason);
+    }
     assert_all_quarantined(&mut stores, &mut shelf, &report);
     drop((stores, shelf));
     assert_eq!(snapshot(&f.log_dir()), before, "no file modified");

@@ -10,8 +10,12 @@ use storage::{
     Store, StoreConfig,
 };
 
-fn stamp(tracking_id: u64, at_ns: u64) -> Stamp {
-    Stamp { client_id: 7, tracking_id, fingerprint: tracking_id ^ 0xf00d, at_ns }
+/// Nanoseconds a second: a record keeps its stamp's time in whole seconds.
+const S: u64 = 1_000_000_000;
+
+/// A stamp applied at `at_s` seconds.
+fn stamp(tracking_id: u64, at_s: u64) -> Stamp {
+    Stamp { client_id: 7, tracking_id, fingerprint: tracking_id ^ 0xf00d, at_ns: at_s * S }
 }
 
 fn open(dir: &std::path::Path, config: &StoreConfig, since: u64) -> (Store, Shelf, RecoveryReport) {
@@ -48,7 +52,7 @@ fn replay_returns_the_stamps_since_the_given_time_in_log_order() {
     store.flush(&mut shelf).unwrap();
     drop((store, shelf));
 
-    let (mut store, mut shelf, report) = open(dir.path(), &config, 200);
+    let (mut store, mut shelf, report) = open(dir.path(), &config, 200 * S);
     let expected = vec![
         StampedWrite { stamp: stamp(2, 200), version: blob, value: None, status: None },
         StampedWrite {
@@ -88,7 +92,7 @@ fn a_note_takes_the_next_lsn_changes_no_key_and_replays_with_its_answer() {
     store.flush(&mut shelf).unwrap();
     drop((store, shelf));
 
-    let (mut store, mut shelf, report) = open(dir.path(), &config, 200);
+    let (mut store, mut shelf, report) = open(dir.path(), &config, 200 * S);
     let expected = vec![
         StampedWrite { stamp: stamp(2, 200), version: put, value: None, status: Some(9) },
         StampedWrite { stamp: stamp(3, 300), version: 0, value: None, status: Some(3) },
@@ -122,9 +126,9 @@ fn cleaning_keeps_a_segment_with_a_young_stamp_and_copies_drop_stamps() {
     assert!(shelf.needs_cleaning());
     let segments = shelf.stats().segments;
     // Stamps up to t = 1019 are in the oldest segment: not before 1019, so it is kept.
-    assert_eq!(shelf.clean_step(std::slice::from_mut(&mut store), u64::MAX, 1019).unwrap(), 0);
+    assert_eq!(shelf.clean_step(std::slice::from_mut(&mut store), u64::MAX, 1019 * S).unwrap(), 0);
     assert_eq!(shelf.stats().segments, segments);
-    assert!(shelf.clean_step(std::slice::from_mut(&mut store), u64::MAX, 1020).unwrap() > 0);
+    assert!(shelf.clean_step(std::slice::from_mut(&mut store), u64::MAX, 1020 * S).unwrap() > 0);
     assert!(shelf.stats().segments < segments, "the oldest segment was retired");
     while shelf.needs_cleaning() {
         if shelf.clean_step(std::slice::from_mut(&mut store), u64::MAX, u64::MAX).unwrap() == 0 {
