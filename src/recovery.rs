@@ -162,8 +162,10 @@ pub(crate) fn open_core(
     let partitions: Vec<u32> = layout.partitions_on(core).collect();
     let started = Instant::now();
     let log_dir = data_dir.join(format!("core-{core}"));
-    let opened =
-        Shelf::open(Box::new(volume(&log_dir)), blobs, config, endpoints as u32, stamps_since_ns);
+    // Its next segment file is made ahead by a thread of its own (started here, on the
+    // unpinned main thread), not on the loop at a roll.
+    let log = Box::new(volume(&log_dir).making_ahead());
+    let opened = Shelf::open(log, blobs, config, endpoints as u32, stamps_since_ns);
     let (mut shelf, stores, mut report) = opened.map_err(|e| {
         let limit = storage::Limit::of(&e).map_or(String::new(), |limit| {
             format!(

@@ -811,13 +811,15 @@ fn records(segment: &[u8]) -> Vec<Rec> {
     out
 }
 
-/// The newest segment of core 0's log.
+/// The newest segment of core 0's log with a header (the log makes the one after it ahead,
+/// zeros: `storage/src/file.rs`, `Volume::prepare`).
 fn newest_segment(data_dir: &Path) -> PathBuf {
     let dir = data_dir.join("core-0");
     let mut segs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .filter(|p| std::fs::read(p).unwrap().iter().any(|&b| b != 0))
         .collect();
     segs.sort();
     segs.pop().expect("a segment file")

@@ -42,6 +42,16 @@ pub trait Volume: Debug + Send {
     fn open(&self, name: &str) -> io::Result<Box<dyn LogDevice>>;
     /// Creates a device of `len` zero bytes (an existing one is an error).
     fn create(&self, name: &str, len: u64) -> io::Result<Box<dyn LogDevice>>;
+    /// Asks for the device `name` of `len` zero bytes to be made ahead, off the caller's
+    /// thread, its directory entry durable, for a later [`Volume::take_prepared`]. A hint: a
+    /// volume may do nothing, and one asked while another is pending or unclaimed ignores it.
+    fn prepare(&self, _name: &str, _len: u64) {}
+    /// The device `name` that [`Volume::prepare`] made, its directory entry already durable;
+    /// `None` when it was not asked for or making it failed (the caller creates it). Waits
+    /// while it is still being made. An error opening it leaves it for the next call.
+    fn take_prepared(&self, _name: &str) -> Option<io::Result<Box<dyn LogDevice>>> {
+        None
+    }
     /// Removes a device.
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Makes creations and removals durable (fsync of the directory).

@@ -119,6 +119,9 @@ pub(crate) struct Log {
     tail_start: u64,
     new_files: bool,
     failure: Option<StoreError>,
+    /// The number of a zero segment file already on the volume, its entry durable, that the
+    /// next roll takes as it is (recovery found it made ahead).
+    ahead: Option<u64>,
 }
 
 impl Log {
@@ -134,7 +137,13 @@ impl Log {
             tail_start: 0,
             new_files: false,
             failure: None,
+            ahead: None,
         }
+    }
+
+    /// Segment `number`, a zero file on the volume with a durable entry, is the next roll's.
+    pub(crate) fn set_ahead(&mut self, number: u64) {
+        self.ahead = Some(number);
     }
 
     pub(crate) fn volume(&self) -> &dyn Volume {
@@ -266,12 +275,19 @@ impl Log {
         // (`sync`, or the memory class's background sync), not on the loop here.
         // A full disk or a limit (open files, maps) here changed nothing: the write is
         // refused and the next one tries again. Anything else poisons.
+        // Usually the file was made, sized and its directory entry synced ahead, on the
+        // volume's own thread (`Volume::prepare`, asked at the previous roll): then the loop
+        // only opens and maps it.
         let name = segment_name(number);
-        let device = self
-            .volume
-            .create(&name, self.segment_bytes)
-            .map_err(|e| refusal_or_stop(&mut self.failure, &e))?;
-        if self.active().is_some() {
+        let (made, durable) = if self.ahead == Some(number) {
+            (self.open_ahead(&name), true)
+        } else if let Some(made) = self.volume.take_prepared(&name) {
+            (made, true)
+        } else {
+            (self.volume.create(&name, self.segment_bytes), false)
+        };
+        let device = made.map_err(|e| refusal_or_stop(&mut self.failure, &e))?;
+        if self.active().is_some() && !durable {
             if let Err(e) = self.volume.sync() {
                 let failure = refusal_or_stop(&mut self.failure, &e);
                 if failure != StoreError::Poisoned {
@@ -301,11 +317,25 @@ impl Log {
         segment.synced = false;
         self.slots[slot as usize] = Some(segment);
         self.order.push_back(slot);
-        self.new_files = true;
+        self.new_files |= !durable;
         self.tail_start = 0;
         self.tail.extend_from_slice(&segment_header(number));
         self.segment_mut(slot).end = SEGMENT_HEADER_BYTES;
+        // A zero file after the log's end is what a roll cut by a power cut leaves too:
+        // recovery makes it the active segment again, or removes it (`Replay::segments`).
+        self.volume.prepare(&segment_name(self.next_number), self.segment_bytes);
         Ok(())
+    }
+
+    /// The zero file recovery found made ahead, sized as segments are now (it may have been
+    /// cut short by a crash while it was made, or made under another `segment_bytes`).
+    fn open_ahead(&mut self, name: &str) -> io::Result<Box<dyn LogDevice>> {
+        let mut device = self.volume.open(name)?;
+        if device.len() != self.segment_bytes {
+            device.set_len(self.segment_bytes)?;
+        }
+        self.ahead = None;
+        Ok(device)
     }
 
     /// The record at `loc`, checked (checksum and length) again on the way out.

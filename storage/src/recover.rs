@@ -123,6 +123,9 @@ struct Scan {
     never_synced: Option<(u16, u64)>,
     /// The never-synced segments after it, removed.
     removed: Vec<u64>,
+    /// A zero file after the newest segment that no seal names: made ahead for the next roll
+    /// (kept for it), with `removed` the zero files after it (removed without a report).
+    made_ahead: Option<u64>,
 }
 
 /// A core's log being replayed into its endpoints' stores.
@@ -213,11 +216,13 @@ impl Replay {
 
     /// Reads every segment, oldest first, into the indexes. Changes no file.
     ///
-    /// A roll makes the next segment before the one it seals is synced, so after a power cut
-    /// the newest segments may be zeros, headers included. Nothing in them was durable (a
-    /// sync makes a segment's header durable with its first records): the log ends at the
-    /// last segment with a header, the first of the zero ones is made the active one again
-    /// and the others are removed. A zero header before a valid one is damage.
+    /// A roll makes the next segment before the one it seals is synced, and the log makes the
+    /// one after it ahead (`Volume::prepare`), so after a power cut the newest segments may be
+    /// zeros, headers included. Nothing in them was durable (a sync makes a segment's header
+    /// durable with its first records): the log ends at the last segment with a header. If
+    /// its seal names the next one, that one is made the active one again (a torn tail) and
+    /// the others are removed; if no seal names any, the first is kept for the next roll and
+    /// any others are removed, all without a report (files made ahead). A zero header before a valid one is damage.
     fn segments(&mut self, numbers: &[u64]) -> Result<Scan, Stop> {
         if numbers.len() > SEGMENTS_MAX {
             let reason = "more segments than a core's log may have";
@@ -255,7 +260,14 @@ impl Replay {
             let end = self.segment(slot, number, i + 1 == synced, &mut scan)?;
             self.shelf.log.set_end(slot, end);
         }
-        if let Some((device, _, _, _)) = devices.next() {
+        if synced > 0 && scan.sealed_into.is_none() && synced < numbers.len() {
+            // Zero files that no seal names: made ahead for the next roll (`Volume::prepare`),
+            // or made by a roll whose seal never reached the disk. Nothing in them was
+            // durable; the newest segment with a header stays the active one, and the next
+            // roll takes the first zero file as it is.
+            scan.made_ahead = Some(numbers[synced]);
+            scan.removed = numbers[synced + 1..].to_vec();
+        } else if let Some((device, _, _, _)) = devices.next() {
             let number = numbers[synced];
             let slot = self.shelf.log.adopt(Segment::new(number, device, SEGMENT_HEADER_BYTES));
             scan.never_synced = Some((slot, number));
@@ -420,6 +432,15 @@ impl Replay {
                 self.shelf.log.volume().remove(&segment_name(number))?;
             }
             self.shelf.log.volume().sync()?;
+        }
+        if let Some(ahead) = scan.made_ahead {
+            for &number in &scan.removed {
+                self.shelf.log.volume().remove(&segment_name(number))?;
+            }
+            // Its entry may not be durable yet (made just before a crash): made so before the
+            // log's next roll writes a seal naming it.
+            self.shelf.log.volume().sync()?;
+            self.shelf.log.set_ahead(ahead);
         }
         Ok(Ok(()))
     }

@@ -80,7 +80,7 @@ impl Fixture {
     }
 
     fn volumes(&self) -> (Box<FileVolume>, Box<FileVolume>) {
-        let log = Box::new(FileVolume::new(self.log_dir()));
+        let log = Box::new(FileVolume::new(self.log_dir()).making_ahead());
         (log, Box::new(FileVolume::new(self.dir.path().join("blobs"))))
     }
 
@@ -98,8 +98,11 @@ impl Fixture {
         self.log_dir().join(format!("{n:010}.seg"))
     }
 
+    /// The newest segment with a header (after it, the log makes the next one ahead: zeros).
     fn newest_segment(&self) -> u64 {
-        (0..).take_while(|&n| self.segment(n).exists()).last().unwrap()
+        let files = (0..).take_while(|&n| self.segment(n).exists());
+        let written = |n: &u64| fs::read(self.segment(*n)).unwrap().iter().any(|&b| b != 0);
+        files.filter(written).last().unwrap()
     }
 
     /// Writes keys `0..n` to one endpoint (one flush each 10) and returns the log end after
@@ -424,6 +427,67 @@ fn a_segment_in_the_earlier_format_is_named_with_how_to_carry_it_over() {
     assert_all_quarantined(&mut stores, &mut shelf, &report);
     drop((stores, shelf));
     assert_eq!(snapshot(&f.log_dir()), before, "no file modified");
+}
+
+/// Writes to endpoint 0 until the log rolls into the next segment, flushed, into `model`.
+fn write_until_a_roll(stores: &mut [Store], shelf: &mut Shelf, model: &mut Model) {
+    let segments = shelf.stats().segments;
+    let mut i = 0u64;
+    while shelf.stats().segments == segments {
+        let (k, v) = (format!("roll-{i}").into_bytes(), value(i, 300));
+        let version = stores[0].put(shelf, &k, &v, None).unwrap();
+        model[0].insert(k, (v, version));
+        i += 1;
+    }
+    stores[0].flush(shelf).unwrap();
+}
+
+/// The log makes its next segment file ahead (zeros, no seal names it): a restart after a
+/// crash keeps it without a report or a change, and the next roll goes into it.
+#[test]
+fn a_restart_keeps_the_file_made_ahead_and_the_next_roll_takes_it() {
+    let f = Fixture::new();
+    let mut model = f.write_core(ENDPOINTS, WRITES);
+    let newest = f.newest_segment();
+    let ahead = fs::read(f.segment(newest + 1)).expect("the next segment was made ahead");
+    assert!(ahead.len() as u64 == f.config.segment_bytes && ahead.iter().all(|&b| b == 0));
+    let before = snapshot(&f.log_dir());
+    let (mut stores, mut shelf, report) = f.open_core(ENDPOINTS);
+    assert_eq!((&report.torn_tail, &report.quarantined), (&None, &vec![]));
+    assert_eq!(snapshot(&f.log_dir()), before, "no file changed by the restart");
+    write_until_a_roll(&mut stores, &mut shelf, &mut model);
+    assert_eq!(f.newest_segment(), newest + 1, "the roll went into the file made ahead");
+    drop((stores, shelf));
+    assert!(f.segment(newest + 2).exists(), "and made the one after it ahead");
+    let (mut stores, mut shelf, report) = f.open_core(ENDPOINTS);
+    assert_eq!((&report.torn_tail, &report.quarantined), (&None, &vec![]));
+    for (slot, store) in stores.iter_mut().enumerate() {
+        assert_holds(store, &mut shelf, &model[slot]);
+    }
+}
+
+/// A file made ahead that a crash cut short (created, not yet sized) is sized by the roll
+/// that takes it; zero files after it, which the log never makes, are removed.
+#[test]
+fn a_file_made_ahead_cut_short_is_sized_and_more_zero_files_are_removed() {
+    let f = Fixture::new();
+    let mut model = f.write_core(ENDPOINTS, WRITES);
+    let newest = f.newest_segment();
+    fs::File::create(f.segment(newest + 1)).unwrap(); // truncates
+    fs::write(f.segment(newest + 2), vec![0; 4096]).unwrap();
+    let (mut stores, mut shelf, report) = f.open_core(ENDPOINTS);
+    assert_eq!((&report.torn_tail, &report.quarantined), (&None, &vec![]));
+    assert!(!f.segment(newest + 2).exists(), "the extra zero file was removed");
+    write_until_a_roll(&mut stores, &mut shelf, &mut model);
+    assert_eq!(f.newest_segment(), newest + 1);
+    let taken = fs::metadata(f.segment(newest + 1)).unwrap().len();
+    assert_eq!(taken, f.config.segment_bytes, "sized as a segment");
+    drop((stores, shelf));
+    let (mut stores, mut shelf, report) = f.open_core(ENDPOINTS);
+    assert_eq!((&report.torn_tail, &report.quarantined), (&None, &vec![]));
+    for (slot, store) in stores.iter_mut().enumerate() {
+        assert_holds(store, &mut shelf, &model[slot]);
+    }
 }
 
 #[test]

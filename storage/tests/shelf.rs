@@ -47,7 +47,7 @@ fn fifty_endpoints_share_a_few_files_and_each_gets_its_keys_and_versions_back() 
     let dir = tempfile::tempdir().unwrap();
     let config = small_config();
     let reopen = || {
-        let log = Box::new(FileVolume::new(dir.path().join("core-0")));
+        let log = Box::new(FileVolume::new(dir.path().join("core-0")).making_ahead());
         open_core(log, Box::new(FileVolume::new(dir.path().join("blobs"))), &config, ENDPOINTS)
     };
     let (mut stores, mut shelf, _) = reopen();
@@ -80,10 +80,14 @@ fn fifty_endpoints_share_a_few_files_and_each_gets_its_keys_and_versions_back() 
     assert_holds(&mut stores, &mut shelf, &model, &want_lsns);
     let files = std::fs::read_dir(dir.path().join("core-0")).unwrap().count() as u64;
     assert_eq!(files, report.segments);
-    assert_eq!(files, shelf.stats().segments, "one file a segment, none an endpoint");
+    // One file a segment and the next one, made ahead (zeros); none an endpoint.
+    assert_eq!(files, shelf.stats().segments + 1, "one file a segment and one made ahead");
+    let ahead = dir.path().join("core-0").join(format!("{:010}.seg", files - 1));
+    assert!(std::fs::read(ahead).unwrap().iter().all(|&b| b == 0), "the newest is made ahead");
     // Each sealed segment is full but for less than a record and its seal.
     let segment_bytes_min = config.segment_bytes - 1024;
-    assert!(files <= log_bytes / segment_bytes_min + 1, "{files} files for {log_bytes} bytes");
+    let segments = files - 1;
+    assert!(segments <= log_bytes / segment_bytes_min + 1, "{segments} for {log_bytes} bytes");
     assert!(files < u64::from(ENDPOINTS) / 4, "{files} files for {ENDPOINTS} endpoints");
     for (slot, store) in stores.iter_mut().enumerate() {
         let next = store.put(&mut shelf, b"next", b"v", None).unwrap();

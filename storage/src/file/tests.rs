@@ -287,3 +287,30 @@ fn a_tracked_volume_raises_what_it_changes() {
     device.write(16, b"ours now").unwrap();
     assert_eq!(set.pending(), 1);
 }
+
+#[test]
+fn a_file_made_ahead_is_taken_sized_and_zero_once_and_only_by_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let volume = FileVolume::new(dir.path()).making_ahead();
+    assert!(volume.take_prepared("0000000001.seg").is_none(), "nothing was asked for");
+    volume.prepare("0000000001.seg", 64 * 1024);
+    // A second ask while one is pending is a hint dropped: only the first is made.
+    volume.prepare("0000000002.seg", 64 * 1024);
+    assert!(volume.take_prepared("0000000002.seg").is_none(), "another name is not taken");
+    let mut device = volume.take_prepared("0000000001.seg").expect("asked for").unwrap();
+    assert_eq!(device.len(), 64 * 1024);
+    assert!(device.read(0, 64 * 1024).unwrap().iter().all(|&b| b == 0));
+    device.write(0, b"written").unwrap();
+    assert_eq!(fs::read(dir.path().join("0000000001.seg")).unwrap()[..7], *b"written");
+    assert!(volume.take_prepared("0000000001.seg").is_none(), "taken once");
+    assert!(!dir.path().join("0000000002.seg").exists());
+    // A name that exists already is not made (nor clobbered): the ask is dropped.
+    volume.prepare("0000000001.seg", 64 * 1024);
+    assert!(volume.take_prepared("0000000001.seg").is_none());
+    assert_eq!(fs::read(dir.path().join("0000000001.seg")).unwrap()[..7], *b"written");
+    // Without the thread, asking does nothing.
+    let plain = FileVolume::new(dir.path().join("plain"));
+    plain.prepare("0000000001.seg", 4096);
+    assert!(plain.take_prepared("0000000001.seg").is_none());
+    assert!(!dir.path().join("plain").exists());
+}
