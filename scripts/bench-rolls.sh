@@ -48,7 +48,7 @@ for round in $(seq "$ROUNDS"); do
         python3 - "$TMP/bench.json" "$TMP/status.json" "$name" "$round" "$segments" <<'EOF'
 import json, sys
 r, s = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
-core = s["cores"][0] if "cores" in s else s
+core = s  # (one core: its counters are the node's)
 loop_max = core["loop_iteration_ns_max"] / 1000
 print(f"round {sys.argv[4]} {sys.argv[3]:>8}: {r['ops_per_sec']:>10,.0f} SETs/s  "
       f"p99 {r['p99_us']:>7.1f}  p99.9 {r['p999_us']:>8.1f}  max {r['max_us']:>8.1f} us  "
