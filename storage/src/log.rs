@@ -321,8 +321,8 @@ impl Log {
         self.tail_start = 0;
         self.tail.extend_from_slice(&segment_header(number));
         self.segment_mut(slot).end = SEGMENT_HEADER_BYTES;
-        // A zero file after the log's end is what a roll cut by a power cut leaves too:
-        // recovery makes it the active segment again, or removes it (`Replay::segments`).
+        // The next one, made ahead: a zero file after the log's end that no seal names, which
+        // a restart keeps for its next roll (`Replay::segments`).
         self.volume.prepare(&segment_name(self.next_number), self.segment_bytes);
         Ok(())
     }

@@ -222,7 +222,8 @@ impl Replay {
     /// durable with its first records): the log ends at the last segment with a header. If
     /// its seal names the next one, that one is made the active one again (a torn tail) and
     /// the others are removed; if no seal names any, the first is kept for the next roll and
-    /// any others are removed, all without a report (files made ahead). A zero header before a valid one is damage.
+    /// any others are removed, all without a report (files made ahead). A zero header before
+    /// a valid one is damage.
     fn segments(&mut self, numbers: &[u64]) -> Result<Scan, Stop> {
         if numbers.len() > SEGMENTS_MAX {
             let reason = "more segments than a core's log may have";
