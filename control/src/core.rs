@@ -800,6 +800,9 @@ impl Endpoint {
     }
 }
 
+/// Requests of a datagram read ahead (`Handler::prefetch`): a multi-get's first few.
+const PREFETCH_REQUESTS_MAX: usize = 4;
+
 impl Handler for Core {
     fn handle_datagram(
         &mut self,
@@ -829,6 +832,25 @@ impl Handler for Core {
         let mut capture = std::mem::take(&mut self.capture);
         self.handle_requests(now_ns, peer, datagram, &mut capture);
         self.send_or_hold(capture, tx);
+    }
+
+    fn prefetch(&mut self, datagram: &[u8]) {
+        // Only a single node's plain requests: a sealed, peer or cluster datagram is read
+        // as it is handled.
+        if self.link.is_some() || self.config.auth.is_some() || proto::auth::is_sealed(datagram) {
+            return;
+        }
+        let mut warm = 0;
+        for message in Messages::new(datagram).take(PREFETCH_REQUESTS_MAX) {
+            let Ok(m) = message else { break };
+            if m.key.is_empty() {
+                continue;
+            }
+            if let (_, Target::Local(slot)) = self.routes.route(key_hash(m.key)) {
+                warm ^= self.endpoints[slot].store.warm(m.key);
+            }
+        }
+        std::hint::black_box(warm);
     }
 
     fn burst_received(&mut self, buffers: usize) {

@@ -145,6 +145,11 @@ pub trait Handler {
         tx: &mut dyn Transmit,
     );
 
+    /// Called with each datagram of a burst, in order, before any of them is handled: a
+    /// handler may read ahead what it will need for each (a request's route and endpoint),
+    /// so the cache misses of a burst overlap instead of coming one request at a time.
+    fn prefetch(&mut self, _datagram: &[u8]) {}
+
     /// Called before a burst's datagrams with the number of receive buffers it filled: all
     /// `BATCH` of them means more datagrams are probably queued. (With UDP GRO one buffer may
     /// hold a run of up to 64 datagrams from one peer, so the datagrams tell less.)

@@ -210,6 +210,16 @@ impl<P: Port> Runner<P> {
             config: &self.config,
             error: None,
         };
+        let mut ahead = 0;
+        'ahead: for buf in &self.rx {
+            for datagram in datagrams(buf) {
+                if ahead == DATAGRAMS_PER_STEP_MAX {
+                    break 'ahead;
+                }
+                handler.prefetch(datagram);
+                ahead += 1;
+            }
+        }
         let (mut got, mut taken) = (0, 0);
         while got < DATAGRAMS_PER_STEP_MAX {
             let Some(buf) = self.rx.get(taken) else { break };
@@ -370,6 +380,8 @@ mod tests {
     struct Seen {
         numbers: Vec<u64>,
         bursts: Vec<usize>,
+        /// (prefetched?, datagram number), in the order the runner called.
+        calls: Vec<(bool, u64)>,
     }
 
     impl Handler for Seen {
@@ -380,7 +392,12 @@ mod tests {
             datagram: &[u8],
             _: &mut dyn Transmit,
         ) {
-            self.numbers.push(u64::from_le_bytes(datagram.try_into().expect("8 bytes")));
+            let number = u64::from_le_bytes(datagram.try_into().expect("8 bytes"));
+            self.numbers.push(number);
+            self.calls.push((false, number));
+        }
+        fn prefetch(&mut self, datagram: &[u8]) {
+            self.calls.push((true, u64::from_le_bytes(datagram.try_into().expect("8 bytes"))));
         }
         fn burst_received(&mut self, buffers: usize) {
             self.bursts.push(buffers);
@@ -406,6 +423,12 @@ mod tests {
         }
         assert_eq!(seen.numbers, (0..40 * 64).collect::<Vec<u64>>(), "all, once, in order");
         assert_eq!(steps, [256; 10], "4 runs of 64 per step");
+        // Each step offers its datagrams to `prefetch`, in order, before it handles any.
+        let step = |s: u64| s * 256..(s + 1) * 256;
+        let want: Vec<(bool, u64)> = (0..10)
+            .flat_map(|s| step(s).map(|n| (true, n)).chain(step(s).map(|n| (false, n))))
+            .collect();
+        assert!(seen.calls == want, "prefetch before handling, per step");
         assert_eq!(seen.bursts[..2], [32, 32], "left-over buffers keep the burst full");
         assert_eq!(runner.stats().datagrams_in, 40 * 64);
     }

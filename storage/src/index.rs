@@ -112,6 +112,15 @@ impl Index {
         }
     }
 
+    /// The home slot of `hash` (0 when the table is empty), read only to bring its cache line
+    /// in ahead of a lookup.
+    pub(crate) fn home_slot(&self, hash: u64) -> u64 {
+        if self.slots.is_empty() {
+            return 0;
+        }
+        self.slots[self.home(tag_of(hash))]
+    }
+
     /// The slot holding the key, found by `is_key` among the slots with its tag.
     fn position(&self, hash: u64, mut is_key: impl FnMut(Loc) -> bool) -> Option<usize> {
         if self.slots.is_empty() {

@@ -227,6 +227,14 @@ impl Store {
         Ok(loc)
     }
 
+    /// Reads what a request for `key` will read first (this store and its index's home slot
+    /// for the key), so that a burst's cache misses overlap when it is called for each
+    /// request of the burst before any is served. Returns a value only so the reads are not
+    /// optimised away.
+    pub fn warm(&self, key: &[u8]) -> u64 {
+        self.index.home_slot(key_hash(key)) ^ self.last_version
+    }
+
     /// The index entry of `key` and its record; a record that fails its checks is an error.
     pub(crate) fn find<'a>(
         &self,
