@@ -44,6 +44,11 @@ pub(crate) fn claim(data_dir: &Path, layout: &NodeLayout) -> Result<File, String
     }
 }
 
+/// What a refusal of a data directory an earlier version wrote says to do.
+const CARRY_OVER: &str = "this version cannot read them and changed nothing. To carry the data \
+    over: start the previous version on it and `cradle export` its keys, then start this version \
+    on an empty data dir and `cradle import` them (see docs/OPERATIONS.md)";
+
 /// Refuses a data directory in the layout before one log per core (a directory per
 /// partition, `partition-NNNNNNN/`): its records cannot be read by this version, and starting
 /// over them would look like an empty node. Says how to carry the data over.
@@ -58,9 +63,7 @@ fn refuse_per_endpoint_layout(data_dir: &Path) -> Result<(), String> {
     }
     Err(format!(
         "data dir {} holds {count} per-partition directories (partition-NNNNNNN/), the layout of \
-         cradle before one log per core; this version cannot read them and changed nothing. To \
-         carry the data over: start the previous version on it and `cradle export` its keys, then \
-         start this version on an empty data dir and `cradle import` them (see docs/OPERATIONS.md)",
+         cradle before one log per core; {CARRY_OVER}",
         data_dir.display()
     ))
 }
@@ -91,9 +94,7 @@ fn refuse_earlier_record_format(data_dir: &Path) -> Result<(), String> {
     earlier.sort();
     Err(format!(
         "data dir {} holds logs in the record format before 28-byte headers ({}: segments with \
-         magic CRDLSEG2); this version cannot read them and changed nothing. To carry the data \
-         over: start the previous version on it and `cradle export` its keys, then start this \
-         version on an empty data dir and `cradle import` them (see docs/OPERATIONS.md)",
+         magic CRDLSEG2); {CARRY_OVER}",
         data_dir.display(),
         earlier.join(", ")
     ))

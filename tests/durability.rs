@@ -1045,6 +1045,23 @@ fn garbage_after_the_last_record_is_a_torn_tail() {
     }
 }
 
+/// A node started on `data_dir`, which an earlier version wrote, refuses to start: its stderr
+/// names `what` it found, says it changed nothing and how to export and import.
+fn assert_refused_with_how_to_carry_over(data_dir: &Path, what: &str) {
+    let data_dir = data_dir.to_str().unwrap();
+    let args = ["node", "--listen", "127.0.0.1:0", "--no-pin", "--data-dir", data_dir];
+    let out = run(&args, b"");
+    let stderr = common::stderr_of(&out);
+    assert!(!out.status.success(), "a node started on {what}:\n{stderr}");
+    assert!(
+        stderr.contains(what)
+            && stderr.contains("cradle export")
+            && stderr.contains("cradle import")
+            && stderr.contains("changed nothing"),
+        "{stderr}"
+    );
+}
+
 /// A data directory in the layout before one log per core (a directory per partition) is
 /// refused at start with what to do, and nothing in it is changed.
 #[test]
@@ -1053,18 +1070,7 @@ fn a_data_dir_in_the_per_partition_layout_is_refused_with_how_to_carry_it_over()
     let old = dir.path().join("partition-0000003");
     std::fs::create_dir_all(&old).unwrap();
     std::fs::write(old.join("0000000000.seg"), b"CRDLSEG1 an old segment").unwrap();
-    let data_dir = dir.path().to_str().unwrap();
-    let args = ["node", "--listen", "127.0.0.1:0", "--no-pin", "--data-dir", data_dir];
-    let out = run(&args, b"");
-    let stderr = common::stderr_of(&out);
-    assert!(!out.status.success(), "a node started on the old layout:\n{stderr}");
-    assert!(
-        stderr.contains("1 per-partition directories")
-            && stderr.contains("cradle export")
-            && stderr.contains("cradle import")
-            && stderr.contains("changed nothing"),
-        "{stderr}"
-    );
+    assert_refused_with_how_to_carry_over(dir.path(), "1 per-partition directories");
     assert_eq!(std::fs::read(old.join("0000000000.seg")).unwrap(), b"CRDLSEG1 an old segment");
     assert!(!dir.path().join("core-0").exists(), "a log was made next to the old layout");
 }
@@ -1078,18 +1084,7 @@ fn a_data_dir_in_the_earlier_record_format_is_refused_with_how_to_carry_it_over(
     std::fs::create_dir_all(&old).unwrap();
     let segment = old.join("0000000000.seg");
     std::fs::write(&segment, b"CRDLSEG2 a segment of 32-byte headers").unwrap();
-    let data_dir = dir.path().to_str().unwrap();
-    let args = ["node", "--listen", "127.0.0.1:0", "--no-pin", "--data-dir", data_dir];
-    let out = run(&args, b"");
-    let stderr = common::stderr_of(&out);
-    assert!(!out.status.success(), "a node started on the earlier format:\n{stderr}");
-    assert!(
-        stderr.contains("core-0: segments with magic CRDLSEG2")
-            && stderr.contains("cradle export")
-            && stderr.contains("cradle import")
-            && stderr.contains("changed nothing"),
-        "{stderr}"
-    );
+    assert_refused_with_how_to_carry_over(dir.path(), "core-0: segments with magic CRDLSEG2");
     assert_eq!(std::fs::read(&segment).unwrap(), b"CRDLSEG2 a segment of 32-byte headers");
     assert_eq!(std::fs::read_dir(&old).unwrap().count(), 1, "a file was added to the old log");
 }

@@ -429,18 +429,16 @@ impl Replay {
                 ),
             });
             self.cut_tail(slot, number, 0)?;
+        }
+        if scan.never_synced.is_some() || scan.made_ahead.is_some() {
             for &number in &scan.removed {
                 self.shelf.log.volume().remove(&segment_name(number))?;
             }
+            // Also makes a file made ahead durable (it may have been made just before a
+            // crash) before the log's next roll writes a seal naming it.
             self.shelf.log.volume().sync()?;
         }
         if let Some(ahead) = scan.made_ahead {
-            for &number in &scan.removed {
-                self.shelf.log.volume().remove(&segment_name(number))?;
-            }
-            // Its entry may not be durable yet (made just before a crash): made so before the
-            // log's next roll writes a seal naming it.
-            self.shelf.log.volume().sync()?;
             self.shelf.log.set_ahead(ahead);
         }
         Ok(Ok(()))

@@ -442,6 +442,15 @@ fn write_until_a_roll(stores: &mut [Store], shelf: &mut Shelf, model: &mut Model
     stores[0].flush(shelf).unwrap();
 }
 
+/// The core opens again with no torn tail and no quarantine, and every endpoint holds `model`.
+fn assert_reopens_whole(f: &Fixture, model: &Model) {
+    let (mut stores, mut shelf, report) = f.open_core(ENDPOINTS);
+    assert_eq!((&report.torn_tail, &report.quarantined), (&None, &vec![]));
+    for (slot, store) in stores.iter_mut().enumerate() {
+        assert_holds(store, &mut shelf, &model[slot]);
+    }
+}
+
 /// The log makes its next segment file ahead (zeros, no seal names it): a restart after a
 /// crash keeps it without a report or a change, and the next roll goes into it.
 #[test]
@@ -459,11 +468,7 @@ fn a_restart_keeps_the_file_made_ahead_and_the_next_roll_takes_it() {
     assert_eq!(f.newest_segment(), newest + 1, "the roll went into the file made ahead");
     drop((stores, shelf));
     assert!(f.segment(newest + 2).exists(), "and made the one after it ahead");
-    let (mut stores, mut shelf, report) = f.open_core(ENDPOINTS);
-    assert_eq!((&report.torn_tail, &report.quarantined), (&None, &vec![]));
-    for (slot, store) in stores.iter_mut().enumerate() {
-        assert_holds(store, &mut shelf, &model[slot]);
-    }
+    assert_reopens_whole(&f, &model);
 }
 
 /// A file made ahead that a crash cut short (created, not yet sized) is sized by the roll
@@ -483,11 +488,7 @@ fn a_file_made_ahead_cut_short_is_sized_and_more_zero_files_are_removed() {
     let taken = fs::metadata(f.segment(newest + 1)).unwrap().len();
     assert_eq!(taken, f.config.segment_bytes, "sized as a segment");
     drop((stores, shelf));
-    let (mut stores, mut shelf, report) = f.open_core(ENDPOINTS);
-    assert_eq!((&report.torn_tail, &report.quarantined), (&None, &vec![]));
-    for (slot, store) in stores.iter_mut().enumerate() {
-        assert_holds(store, &mut shelf, &model[slot]);
-    }
+    assert_reopens_whole(&f, &model);
 }
 
 #[test]
