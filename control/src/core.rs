@@ -848,6 +848,9 @@ impl Handler for Core {
             }
             if let (_, Target::Local(slot)) = self.routes.route(key_hash(m.key)) {
                 warm ^= self.endpoints[slot].store.warm(m.key);
+                if m.opcode() != Opcode::Get {
+                    warm ^= self.completions.warm((m.header.client_id, m.header.tracking_id));
+                }
             }
         }
         std::hint::black_box(warm);
