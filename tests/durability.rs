@@ -678,6 +678,69 @@ fn a_full_disk_answers_no_space_loses_nothing_and_serves_again_after_space_is_fr
     assert!(exit.success(), "node exited with {exit}");
 }
 
+/// A core whose completion table is full of records younger than their TTL answers new
+/// writes BUSY, and says so on stderr with the knob that lifts it; every acknowledged write
+/// stays, and once the oldest records have lived their TTL the core takes writes again.
+#[test]
+fn a_full_completion_table_answers_busy_names_it_on_stderr_and_takes_writes_after_the_ttl() {
+    const RECORDS: u64 = 1024; // the least `node.completion_records` allows
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = data_dir.path().join("cradle.toml");
+    std::fs::write(&config, format!("[node]\ncompletion_records = {RECORDS}\n")).unwrap();
+    let data = data_dir.path().join("data");
+    let mut node = Node::start(&data, 1, 16, &["--config", config.to_str().unwrap()]);
+    let mut client = node.client();
+    let mut acked = BTreeMap::new();
+    let started = Instant::now();
+    let mut refused = None;
+    for i in 0..RECORDS + 1 {
+        let key = format!("full-{i}").into_bytes();
+        match client.put(&key, &key) {
+            Ok(version) => {
+                acked.insert(key, version);
+            }
+            Err(client::Error::Status(proto::Status::Busy)) => {
+                refused = Some(i);
+                break;
+            }
+            Err(e) => panic!("full-{i}: {e}"),
+        }
+    }
+    // The TTL is 5 s: the whole loop must have run within it for the table to be full.
+    assert!(started.elapsed() < Duration::from_secs(4), "too slow: {:?}", started.elapsed());
+    assert_eq!(refused, Some(RECORDS), "the write past the table's {RECORDS} records");
+    let stderr = node.stderr_until("completion table is full");
+    assert!(
+        stderr.contains("the completion table is full")
+            && stderr.contains("writes refused BUSY")
+            && stderr.contains("holds 1024 records for 5.0 s")
+            && stderr.contains("raise node.completion_records"),
+        "no line on stderr names the full table:\n{stderr}"
+    );
+    let check = |client: &mut Client, acked: &BTreeMap<Vec<u8>, u64>| {
+        for (key, &version) in acked {
+            let got = client.get(key).expect("GET").expect("an acknowledged write is there");
+            assert_eq!((&got.bytes, got.version), (key, version));
+        }
+    };
+    check(&mut client, &acked);
+    // After the TTL the first records are forgotten and the refused write is taken.
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(started.elapsed()));
+    let key = format!("full-{RECORDS}").into_bytes();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let version = loop {
+        match client.put(&key, &key) {
+            Ok(version) => break version,
+            Err(client::Error::Status(proto::Status::Busy)) if Instant::now() < deadline => {}
+            Err(e) => panic!("the refused write after the TTL: {e}"),
+        }
+    };
+    acked.insert(key, version);
+    check(&mut client, &acked);
+    let exit = node.terminate(Duration::from_secs(10));
+    assert!(exit.success(), "node exited with {exit}");
+}
+
 /// A node under `ulimit -n 64` serves 10,000 endpoints with data: they share the core's log,
 /// a descriptor and a map per segment file, not per endpoint. Then it is pushed past the
 /// limit (small segments, big values: the log needs more files than 64 descriptors allow):

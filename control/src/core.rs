@@ -114,6 +114,10 @@ pub struct Core {
     /// What stderr last said of writes refused for a limit, and for space (`refresh_sizes`).
     limit_reported: writes::Reported,
     no_space_reported: writes::Reported,
+    /// Writes answered BUSY because the completion table was full of records younger than
+    /// the TTL, and what stderr last said of them.
+    completions_full: u64,
+    completions_full_reported: writes::Reported,
     /// Where map changes come from, if anywhere.
     map_inbox: Option<MapInbox>,
     /// Node-to-node traffic (a cluster member); none on a single node.
@@ -255,6 +259,8 @@ impl Core {
             quarantines_reported: 0,
             limit_reported: writes::Reported::default(),
             no_space_reported: writes::Reported::default(),
+            completions_full: 0,
+            completions_full_reported: writes::Reported::default(),
             map_inbox: None,
             role: proto::auth::Role::Admin,
             metrics: Box::default(),

@@ -144,6 +144,7 @@ impl Core {
         }
         if !self.completions.has_room(now_ns) {
             self.counters.busy += 1;
+            self.completions_full += 1;
             return self.answer(tx, request, Status::Busy);
         }
         let value_len = if h.has(flags::FRAGMENT) { h.total_len as usize } else { m.value.len() };
@@ -761,9 +762,10 @@ impl Core {
     }
 
     /// One line on stderr, at most every `REFUSALS_LINE_INTERVAL_NS` for each, when writes
-    /// were refused for a limit, or for space, since the last one: which limit, how many, and
-    /// what lifts it. Running out of descriptors, maps or disk is an operating error the
-    /// operator must see, not only a BUSY or NO_SPACE a client gets.
+    /// were refused for a limit, for space, or for a full completion table since the last
+    /// one: which limit, how many, and what lifts it. Running out of descriptors, maps, disk
+    /// or completion records is an operating error the operator must see, not only a BUSY or
+    /// NO_SPACE a client gets.
     fn report_limits(&mut self, now_ns: u64, limits: &std::collections::BTreeSet<storage::Limit>) {
         let (core, c) = (self.config.core, &self.counters);
         if self.limit_reported.due(now_ns, c.limit_refusals) {
@@ -783,6 +785,19 @@ impl Core {
                  nothing acknowledged is lost. Free space and the writes are taken again (a \
                  store stopped by a failed flush needs a restart)",
                 c.no_space_refusals,
+            );
+        }
+        if self.completions_full_reported.due(now_ns, self.completions_full) {
+            let records = self.config.completion_records_max as u64;
+            let ttl_ns = self.config.completion_ttl_ns.max(1);
+            eprintln!(
+                "cradle: core {core}: the completion table is full: {} writes refused BUSY so \
+                 far; nothing acknowledged is lost. It holds {records} records for {:.1} s, so \
+                 a core takes at most {} writes/s: raise node.completion_records (64 bytes \
+                 each) for more",
+                self.completions_full,
+                ttl_ns as f64 / 1e9,
+                u128::from(records) * 1_000_000_000 / u128::from(ttl_ns),
             );
         }
     }
