@@ -51,7 +51,8 @@ fn fail_acks<'a>(
     }
 }
 
-/// At most one line on stderr per this long about writes refused for a limit or for space.
+/// At most one line on stderr per this long about writes refused for a limit, for space or for
+/// a full completion table.
 const REFUSALS_LINE_INTERVAL_NS: u64 = 10_000_000_000;
 
 /// A count of refused writes as stderr last gave it, and when.
