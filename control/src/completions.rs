@@ -205,8 +205,8 @@ impl Completions {
     ) {
         self.purge(now_ns);
         assert!(self.len < self.records_max, "completion table over its bound");
-        assert!(self.find(id).is_none(), "a write completed twice: {id:?}");
         let hash = self.hash(id);
+        assert!(self.find_hashed(hash, id).is_none(), "a write completed twice: {id:?}");
         let mut slot = hash as usize & self.mask;
         while self.index[slot] != EMPTY {
             slot = (slot + 1) & self.mask;
@@ -269,7 +269,11 @@ impl Completions {
 
     /// The index slot and ring position of `id`'s record.
     fn find(&self, id: RequestId) -> Option<(usize, usize)> {
-        let hash = self.hash(id);
+        self.find_hashed(self.hash(id), id)
+    }
+
+    /// [`Completions::find`] with `id`'s hash already at hand.
+    fn find_hashed(&self, hash: u32, id: RequestId) -> Option<(usize, usize)> {
         let mut slot = hash as usize & self.mask;
         loop {
             let held = self.index[slot];

@@ -127,6 +127,13 @@ impl FileVolume {
         FileVolume { sync_set: Some(sync_set), ..FileVolume::new(dir) }
     }
 
+    /// The existing file `name` as a device, tracked; `written`: see [`FileDevice::new`].
+    fn open_device(&self, name: &str, written: bool) -> io::Result<FileDevice> {
+        let file = OpenOptions::new().read(true).write(true).open(self.dir.join(name))?;
+        let tracked = self.track(name)?;
+        FileDevice::new(file, written, tracked)
+    }
+
     /// Tracks the file `name` in the sync set (a description of its own, see `sync_set`).
     fn track(&self, name: &str) -> io::Result<Option<Arc<Tracked>>> {
         let Some(set) = &self.sync_set else { return Ok(None) };
@@ -164,9 +171,7 @@ impl Volume for FileVolume {
     }
 
     fn open(&self, name: &str) -> io::Result<Box<dyn LogDevice>> {
-        let file = OpenOptions::new().read(true).write(true).open(self.dir.join(name))?;
-        let tracked = self.track(name)?;
-        Ok(Box::new(FileDevice::new(file, false, tracked)?))
+        Ok(Box::new(self.open_device(name, false)?))
     }
 
     fn create(&self, name: &str, len: u64) -> io::Result<Box<dyn LogDevice>> {
@@ -209,12 +214,7 @@ impl Volume for FileVolume {
         if !matches!(&*made, Made::Ready(n) if n == name) {
             return None;
         }
-        let opened = (|| {
-            let file = OpenOptions::new().read(true).write(true).open(self.dir.join(name))?;
-            let tracked = self.track(name)?;
-            FileDevice::new(file, true, tracked)
-        })();
-        Some(opened.map(|device| {
+        Some(self.open_device(name, true).map(|device| {
             *made = Made::Nothing;
             Box::new(device) as Box<dyn LogDevice>
         }))
