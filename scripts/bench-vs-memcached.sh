@@ -21,7 +21,9 @@
 # for both servers, so its own wake-ups do not limit either; 0: it blocks in poll)
 # OFFLOAD(1: cradle and the generator coalesce datagrams with UDP GSO/GRO; 0: one per message)
 # MEMASLAP(1: also run memaslap) OUT (report directory) DURABILITY (cradle's class, default
-# memory: memcached never syncs).
+# memory: memcached never syncs) SPIN_US (how long cradle's loop and the echo's busy-poll before
+# they block; both get the same, default 200 µs, the node's own default: a loop that blocks
+# pays a wake-up when traffic resumes, so an echo that never blocks would not be the same path).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -36,6 +38,7 @@ CRADLE_PORT=${CRADLE_PORT:-17000}
 MEMCACHED_PORT=${MEMCACHED_PORT:-17211}
 OPEN_SHARE=${OPEN_SHARE:-0.5}
 OPEN_CAP=${OPEN_CAP:-1024}
+SPIN_US=${SPIN_US:-200} # = the node's default (`spin_us` in src/config.rs)
 BUSY_POLL=${BUSY_POLL:-1}
 MEMASLAP=${MEMASLAP:-1}
 
@@ -157,7 +160,7 @@ fi
 source scripts/bench-common.sh # (the script runs from the repository root)
 
 start_echo() {
-    taskset -c "$SERVER_CPU" "$ECHO" socket "127.0.0.1:$ECHO_PORT" 3600 >"$TMP/echo.log" 2>&1 &
+    taskset -c "$SERVER_CPU" "$ECHO" socket "127.0.0.1:$ECHO_PORT" 3600 --spin-us "$SPIN_US" >"$TMP/echo.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 100); do
         grep -q "echo ready" "$TMP/echo.log" && return 0
@@ -213,7 +216,8 @@ mkdir -p "$OUT/results"
     echo "memcached: $(memcached -V)"
     echo "cradle: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
     echo "server CPU $SERVER_CPU, generator CPU $CLIENT_CPU; $ROUNDS rounds x ${SECS}s (+${WARMUP}s warm-up);"
-    echo "$IN_FLIGHT in flight, $VALUE_BYTES-byte values, $KEYS keys, busy-poll $BUSY_POLL, UDP offload ${OFFLOAD:-1}"
+    echo "$IN_FLIGHT in flight, $VALUE_BYTES-byte values, $KEYS keys, busy-poll $BUSY_POLL, UDP offload ${OFFLOAD:-1};"
+    echo "cradle's and the echo's loops spin ${SPIN_US} µs before they block"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt"
 

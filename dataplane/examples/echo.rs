@@ -3,10 +3,12 @@
 //! rate is the limit of the path under cradle (`cradle bench --protocol echo` drives it).
 //!
 //! ```text
-//! echo socket 127.0.0.1:7100 [SECONDS]
+//! echo socket 127.0.0.1:7100 [SECONDS] [--spin-us N]
 //! echo dpdk   127.0.0.1:7100 [SECONDS] "-l 0 --no-huge --vdev net_memif0,role=server"
 //! ```
-//! Stops by itself after SECONDS (default 60); a signal ends it sooner.
+//! Stops by itself after SECONDS (default 60); a signal ends it sooner. `--spin-us` is how
+//! long the loop busy-polls before it blocks, as the node's own `--spin-us` (default 1 s: it
+//! never blocks under load); a comparison with a node gives both the same.
 
 use dataplane::{Handler, RunnerConfig, Transmit};
 use std::net::SocketAddr;
@@ -31,9 +33,15 @@ impl Handler for Echo {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let mut spin = Duration::from_secs(1);
+    if let Some(at) = args.iter().position(|a| a == "--spin-us") {
+        let us = args.get(at + 1).and_then(|s| s.parse().ok()).expect("--spin-us MICROSECONDS");
+        spin = Duration::from_micros(us);
+        args.drain(at..at + 2);
+    }
     if args.len() < 3 {
-        eprintln!("usage: echo socket|dpdk ADDR [SECONDS] [EAL ARGS]");
+        eprintln!("usage: echo socket|dpdk ADDR [SECONDS] [EAL ARGS] [--spin-us N]");
         std::process::exit(2);
     }
     let addr: SocketAddr = args[2].parse().expect("ADDR is IP:PORT");
@@ -44,7 +52,7 @@ fn main() {
         std::thread::sleep(Duration::from_secs(seconds));
         timer.store(true, Ordering::Release);
     });
-    let config = RunnerConfig { spin: Duration::from_secs(1), ..RunnerConfig::default() };
+    let config = RunnerConfig { spin, ..RunnerConfig::default() };
     let outcome = match args[1].as_str() {
         "socket" => {
             let mut port =
