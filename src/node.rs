@@ -152,6 +152,9 @@ impl Node {
         if options.cores == 0 {
             return Err("--cores must be at least 1".into());
         }
+        // Memory given back by shrinking tables must leave the process (`storage::heap`;
+        // false only off glibc, where there is no such knob to set).
+        let _ = storage::heap::give_back_frees_of(128 * 1024);
         let ports = match crate::io::open_node_ports(&options.io, options.listen, options.cores)? {
             Some(bypass) => bypass,
             None => {

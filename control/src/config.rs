@@ -14,8 +14,9 @@ pub struct CoreConfig {
     pub layout: Arc<NodeLayout>,
     /// Key of the address-validation tokens; random per node start.
     pub token_secret: [u8; 32],
-    /// Completion records kept: 64 bytes each (48 of record, 16 of index at most half full),
-    /// reserved at start-up and touched as used (256 MiB at the default 2^22). When all are
+    /// Completion records kept at most: 48 bytes each plus 16 to 64 of index, allocated as
+    /// records are held and given back as they expire (256 MiB when all of the default 2^22
+    /// are held; 8 KiB when none are). When all are
     /// younger than `completion_ttl_ns`, new writes get BUSY, so a core sustains at most
     /// `completion_records_max / completion_ttl` writes per second (≈ 840,000 by default).
     pub completion_records_max: usize,

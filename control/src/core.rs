@@ -38,7 +38,7 @@ pub(crate) const FRAGMENT_WINDOW: u32 = 32;
 /// Most keys one SCAN page can hold (one-byte keys take three bytes each).
 const SCAN_KEYS_MAX: usize = SCAN_PAGE_BYTES_MAX / 3;
 
-/// How often idle reassemblies are swept.
+/// How often idle reassemblies and expired completion records are swept.
 const SWEEP_INTERVAL_NS: u64 = 1_000_000;
 
 /// Most write replies held for one group commit; one more commits at once.
@@ -884,6 +884,7 @@ impl Handler for Core {
         if now_ns.saturating_sub(self.last_sweep_ns) >= SWEEP_INTERVAL_NS {
             self.last_sweep_ns = now_ns;
             self.counters.reassemblies_expired += self.reassemblies.expire(now_ns) as u64;
+            self.completions.expire(now_ns);
         }
         self.refresh_sizes(now_ns);
         self.stats.publish(self.config.core, &self.counters(), &self.latency);

@@ -1,6 +1,6 @@
 //! The log device: the one narrow trait every byte of the store goes through, a volume
 //! (a directory of devices), and the in-memory and fault-injecting implementations.
-//! The real one (files + mmap) lives in `file.rs`, the only module with `unsafe`.
+//! The real one (files + mmap) lives in `file.rs`, which with `heap.rs` holds all the `unsafe`.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

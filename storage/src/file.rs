@@ -16,7 +16,8 @@
 //! Reads borrow the map, so a GET of a small value copies nothing. `fdatasync` writes back
 //! the pages dirtied through the map like those dirtied by `pwrite`: it is one page cache,
 //! and Linux's `msync(MS_SYNC)` is itself `vfs_fsync_range(.., datasync = 1)`, the call
-//! `fdatasync` makes for the whole file. This is the only module with `unsafe`.
+//! `fdatasync` makes for the whole file. This and `heap.rs` (one `mallopt`) are the only
+//! modules with `unsafe`.
 #![allow(unsafe_code)]
 
 use crate::device::{span, LogDevice, Volume};

@@ -21,6 +21,7 @@ mod config;
 mod device;
 mod error;
 mod file;
+pub mod heap;
 mod index;
 pub mod latency;
 mod log;
