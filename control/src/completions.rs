@@ -16,11 +16,11 @@
 //!   collide.
 //!
 //! Memory: 48 bytes of record + 16 to 64 bytes of index per record held, and 1,024 slots
-//! (8 KiB) when idle. At most `records_max` records (2^22 per core by default: 256 MiB when all
-//! are held). A table or a ring of a MiB or more that is no longer needed is freed on a thread
-//! of its own ([`release`]): returning 64 MiB to the kernel takes ≈ 1.5 ms, which the loop does
-//! not wait for. (8 of the 48 bytes hold an INCR's count, so a resent INCR is told the count its
-//! first answer said, whatever was written since.)
+//! (8 KiB) and a spare chunk (192 KiB) when idle. At most `records_max` records (2^22 per core
+//! by default: 256 MiB when all are held). A table or a ring of a MiB or more that is no
+//! longer needed is freed on a thread of its own ([`release`]): returning 64 MiB to the kernel
+//! takes ≈ 1.5 ms, which the loop does not wait for. (8 of the 48 bytes hold an INCR's count,
+//! so a resent INCR is told the count its first answer said, whatever was written since.)
 //!
 //! A record keeps the request's fingerprint (see [`fingerprint`]): a resend is answered from
 //! the record only if it is the same request; a tracking id reused for another request gets

@@ -16,7 +16,7 @@ pub struct CoreConfig {
     pub token_secret: [u8; 32],
     /// Completion records kept at most: 48 bytes each plus 16 to 64 of index, allocated as
     /// records are held and given back as they expire (256 MiB when all of the default 2^22
-    /// are held; 8 KiB when none are). When all are
+    /// are held; about 200 KiB when none are). When all are
     /// younger than `completion_ttl_ns`, new writes get BUSY, so a core sustains at most
     /// `completion_records_max / completion_ttl` writes per second (≈ 840,000 by default).
     pub completion_records_max: usize,
