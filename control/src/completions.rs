@@ -107,6 +107,7 @@ pub(crate) const RECORDS_MAX: usize = 1 << 29;
 
 /// Records per chunk of the ring: 192 KiB.
 const CHUNK: usize = 4096;
+const CHUNK_BYTES: usize = CHUNK * std::mem::size_of::<Entry>();
 
 /// The smallest index, in slots (8 KiB).
 const SLOTS_MIN: usize = 1 << 10;
@@ -470,16 +471,13 @@ impl Completions {
     /// the index (and any resize), and the ring's chunks go, but for a spare.
     fn forget_all(&mut self) {
         let mut ring = std::mem::take(&mut self.chunks);
-        if self.spare.is_none() {
-            self.spare = ring.pop_front().map(|mut chunk| {
-                chunk.clear();
-                chunk
-            });
+        if let Some(chunk) = ring.pop_front() {
+            self.retire(chunk);
         }
         let index = std::mem::replace(&mut self.index, Index::new(self.slots_max.min(SLOTS_MIN)));
         let old = self.old.take();
-        let bytes = ring.len() * CHUNK * std::mem::size_of::<Entry>()
-            + 8 * (index.len() + old.as_ref().map_or(0, Index::len));
+        let bytes =
+            ring.len() * CHUNK_BYTES + 8 * (index.len() + old.as_ref().map_or(0, Index::len));
         release((ring, index, old), bytes);
         self.skip = 0;
         self.len = 0;
@@ -497,13 +495,18 @@ impl Completions {
         self.skip += 1;
         if self.skip == CHUNK || self.len == 0 {
             // (An empty ring starts again at the front of a chunk.)
-            let mut chunk = self.chunks.pop_front().expect("the oldest record's chunk");
-            chunk.clear();
-            match self.spare {
-                None => self.spare = Some(chunk),
-                Some(_) => release(chunk, CHUNK * std::mem::size_of::<Entry>()),
-            }
+            let chunk = self.chunks.pop_front().expect("the oldest record's chunk");
+            self.retire(chunk);
             self.skip = 0;
+        }
+    }
+
+    /// A chunk out of the ring: kept as the spare if there is none, else freed.
+    fn retire(&mut self, mut chunk: Vec<Entry>) {
+        chunk.clear();
+        match self.spare {
+            None => self.spare = Some(chunk),
+            Some(_) => release(chunk, CHUNK_BYTES),
         }
     }
 

@@ -794,8 +794,8 @@ impl Core {
             eprintln!(
                 "cradle: core {core}: the completion table is full: {} writes refused BUSY so \
                  far; nothing acknowledged is lost. It holds {records} records for {:.1} s, so \
-                 a core takes at most {} writes/s: raise node.completion_records (64 bytes \
-                 each) for more",
+                 a core takes at most {} writes/s: raise node.completion_records (each \
+                 held record takes 64 to 112 bytes) for more",
                 self.completions_full,
                 ttl_ns as f64 / 1e9,
                 u128::from(records) * 1_000_000_000 / u128::from(ttl_ns),
