@@ -276,17 +276,19 @@ impl Store {
         }
     }
 
-    /// Where the live record of `key` is, its kind and version (an expired one is absent); a
-    /// record that fails its checks quarantines the endpoint.
-    fn locate(&mut self, log: &Log, key: &[u8]) -> Result<Option<(Loc, Kind, u64)>, StoreError> {
+    /// The live record of `key` and where it is (an expired one is absent), read and checked
+    /// once; a record that fails its checks quarantines the endpoint.
+    fn locate<'a>(
+        &mut self,
+        log: &'a Log,
+        key: &[u8],
+    ) -> Result<Option<(Loc, Record<'a>)>, StoreError> {
         if self.quarantine.is_some() {
             return Err(StoreError::Quarantined);
         }
         let now = self.clock_ns;
         match self.find(log, key) {
-            Ok(found) => {
-                Ok(found.filter(|(_, r)| !r.meta.expired(now)).map(|(loc, r)| (loc, r.kind, r.lsn)))
-            }
+            Ok(found) => Ok(found.filter(|(_, r)| !r.meta.expired(now))),
             Err((loc, bad)) => Err(self.quarantine_at(log, loc, bad.describe())),
         }
     }
@@ -307,10 +309,9 @@ impl Store {
         shelf: &'a mut Shelf,
         key: &[u8],
     ) -> Result<Option<Item<'a>>, StoreError> {
-        let Some((loc, kind, version)) = self.locate(&shelf.log, key)? else { return Ok(None) };
-        let record = shelf.log.read(loc).expect("read just now");
-        let meta = record.meta;
-        if kind == Kind::Put {
+        let Some((loc, record)) = self.locate(&shelf.log, key)? else { return Ok(None) };
+        let (version, meta) = (record.lsn, record.meta);
+        if record.kind == Kind::Put {
             return Ok(Some(Item { value: record.payload, version, meta }));
         }
         match shelf.blobs.read(record.payload) {
@@ -326,18 +327,17 @@ impl Store {
         shelf: &'a Shelf,
         key: &[u8],
     ) -> Result<Option<(ValueRef<'a>, u64)>, StoreError> {
-        let Some((loc, kind, lsn)) = self.locate(&shelf.log, key)? else { return Ok(None) };
-        let record = shelf.log.read(loc).expect("read just now");
-        let value = match kind {
+        let Some((_, record)) = self.locate(&shelf.log, key)? else { return Ok(None) };
+        let value = match record.kind {
             Kind::Put => ValueRef::Inline(record.payload),
             _ => ValueRef::Blob(record.payload),
         };
-        Ok(Some((value, lsn)))
+        Ok(Some((value, record.lsn)))
     }
 
     /// The version of `key`, 0 if absent.
     pub fn version(&mut self, shelf: &Shelf, key: &[u8]) -> Result<u64, StoreError> {
-        Ok(self.locate(&shelf.log, key)?.map_or(0, |(_, _, lsn)| lsn))
+        Ok(self.locate(&shelf.log, key)?.map_or(0, |(_, r)| r.lsn))
     }
 
     /// The version of the newest record of `key`, expired or not (0: none; a delete's
