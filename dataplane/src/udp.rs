@@ -11,7 +11,8 @@
 //!
 //! This is the only module of the crate with `unsafe`: the syscalls, and reading the socket
 //! addresses the kernel writes. The message headers, iovecs and address slots are allocated
-//! once per port and re-aimed at the burst's buffers before every call.
+//! once per port. A send's are aimed at its burst's buffers before the call; a receive's stay
+//! aimed at buffers staged for it, and only a slot the kernel filled is aimed at a new one.
 
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -97,8 +98,12 @@ pub struct UdpPort {
     /// the smallest size the kernel refused (EINVAL: a path MTU below it), 0 once it refused
     /// segmentation itself (off for good).
     segment_below: usize,
-    /// Buffers lent to the kernel for one `recvmmsg`; capacity `BATCH`, never grows.
+    /// Receive buffers aimed at by `rx_scratch`'s first messages, one each, staying put from
+    /// one `recvmmsg` to the next (an empty one costs no re-aiming); capacity `BATCH`.
     staged: Vec<PacketBuf>,
+    /// Message headers of `recvmmsg` only.
+    rx_scratch: Scratch,
+    /// Message headers of `sendmmsg`, aimed anew at each burst.
     scratch: Scratch,
     counters: PortCounters,
     rcvbuf_bytes: usize,
@@ -132,6 +137,7 @@ impl UdpPort {
             datagram_bytes_max: config.buf_bytes - 1,
             segment_below: if config.offload { usize::MAX } else { 0 },
             staged: Vec::with_capacity(BATCH),
+            rx_scratch: Scratch::new(),
             scratch: Scratch::new(),
             counters: PortCounters::default(),
             rcvbuf_bytes,
@@ -150,18 +156,28 @@ impl UdpPort {
         (self.rcvbuf_bytes, self.sndbuf_bytes)
     }
 
-    /// Buffers in the pool not lent out.
+    /// Buffers not lent out: in the pool, or staged for the next receive.
     pub fn buffers_available(&self) -> usize {
-        self.pool.available() + self.gro_pool.as_ref().map_or(0, BufferPool::available)
+        let pooled =
+            self.pool.available() + self.gro_pool.as_ref().map_or(0, BufferPool::available);
+        pooled + self.staged.len()
+    }
+
+    /// Stages receive buffers from the pool, each aimed at its message, until `want` are
+    /// (or the pool is out).
+    fn stage(&mut self, want: usize) {
+        let gro = self.gro_pool.is_some();
+        let pool = self.gro_pool.as_mut().unwrap_or(&mut self.pool);
+        while self.staged.len() < want {
+            let Some(mut buf) = pool.alloc() else { break };
+            self.rx_scratch.aim_rx(self.staged.len(), &mut buf, gro);
+            self.staged.push(buf);
+        }
     }
 
     /// Whether coalesced receives (UDP GRO) are on.
     pub fn receives_coalesced(&self) -> bool {
         self.gro_pool.is_some()
-    }
-
-    fn rx_pool(&mut self) -> &mut BufferPool {
-        self.gro_pool.as_mut().unwrap_or(&mut self.pool)
     }
 
     fn poll(&self, events: libc::c_short, timeout: Duration) -> io::Result<()> {
@@ -184,67 +200,51 @@ impl Port for UdpPort {
     type Buf = PacketBuf;
 
     fn rx_burst(&mut self, rx: &mut Vec<PacketBuf>) -> io::Result<usize> {
-        let want = BATCH.saturating_sub(rx.len()).min(self.rx_pool().available());
+        let want = BATCH.saturating_sub(rx.len());
+        self.stage(want);
+        let want = want.min(self.staged.len());
         if want == 0 {
             if rx.len() < BATCH {
                 self.counters.rx_no_buffer += 1;
             }
             return Ok(0);
         }
-        // Stage first, aim the iovecs after: the heap bytes stay put, but pointers are only
-        // taken once the buffers have stopped moving.
-        for _ in 0..want {
-            let buf = self.rx_pool().alloc().expect("counted above");
-            self.staged.push(buf);
-        }
+        // recvmmsg writes into the messages it fills and no others (their lengths, sizes of
+        // address and control data, flags), and each filled one is aimed anew below: the
+        // rest are still as `stage` left them.
         let gro = self.gro_pool.is_some();
-        for (i, buf) in self.staged.iter_mut().enumerate() {
-            let bytes = buf.raw_mut();
-            let name_bytes = mem::size_of::<libc::sockaddr_storage>();
-            self.scratch.aim(i, bytes.as_mut_ptr(), bytes.len(), name_bytes);
-            if gro {
-                self.scratch.aim_control(i);
-            }
-        }
         let fd = self.socket.as_raw_fd();
-        // SAFETY: the first `want` headers point at `want` iovecs and address slots owned by
-        // `self.scratch`, and each iovec at a distinct staged buffer of the stated length;
-        // none of them moves or is touched until the call returns. MSG_DONTWAIT: no blocking.
+        // SAFETY: the first `want` headers of `rx_scratch` point at `want` iovecs, address
+        // slots and control buffers owned by it, and each iovec at a distinct staged buffer's
+        // heap bytes of the stated length (`stage`); none of them moves or is touched until
+        // the call returns. MSG_DONTWAIT: no blocking.
         let ret = unsafe {
-            let headers = self.scratch.headers.as_mut_ptr();
+            let headers = self.rx_scratch.headers.as_mut_ptr();
             libc::recvmmsg(fd, headers, want as _, libc::MSG_DONTWAIT, ptr::null_mut())
         };
         let got = if ret >= 0 { ret as usize } else { 0 };
         let err = (ret < 0).then(io::Error::last_os_error);
-        let mut staged = mem::take(&mut self.staged);
-        for (i, mut buf) in staged.drain(..).enumerate() {
-            if i >= got {
-                self.rx_pool().release(buf);
-                continue;
+        let limit = self.datagram_bytes_max;
+        let pool = self.gro_pool.as_mut().unwrap_or(&mut self.pool);
+        if pool.available() >= got {
+            // Each filled slot takes a fresh buffer in place, so the others stay aimed.
+            for i in 0..got {
+                let fresh = pool.alloc().expect("counted above");
+                let mut buf = mem::replace(&mut self.staged[i], fresh);
+                self.rx_scratch.receive(i, &mut buf, gro, limit, &mut self.counters);
+                self.rx_scratch.aim_rx(i, &mut self.staged[i], gro);
+                rx.push(buf);
             }
-            let header = &self.scratch.headers[i];
-            let mut len = header.msg_len as usize;
-            let mut segment = if gro { gro_segment_bytes(&header.msg_hdr) } else { 0 };
-            if segment >= len {
-                segment = 0;
+        } else if got > 0 {
+            // Short of buffers: the filled ones leave the front, the rest are aimed again.
+            for (i, mut buf) in self.staged.drain(..got).enumerate() {
+                self.rx_scratch.receive(i, &mut buf, gro, limit, &mut self.counters);
+                rx.push(buf);
             }
-            let datagrams = if segment == 0 { 1 } else { len.div_ceil(segment) as u64 };
-            self.counters.rx += datagrams;
-            // A datagram longer than the largest accepted is cut to one byte more than that,
-            // as an ordinary buffer would cut it. Of a coalesced run of them only the first is
-            // delivered (cut); every one counts as truncated.
-            let oversize = if segment == 0 { len } else { segment };
-            if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || oversize > self.datagram_bytes_max
-            {
-                self.counters.rx_truncated += datagrams;
-                (len, segment) = (len.min(self.datagram_bytes_max + 1), 0);
+            for (i, buf) in self.staged.iter_mut().enumerate() {
+                self.rx_scratch.aim_rx(i, buf, gro);
             }
-            buf.set_len(len);
-            buf.set_segment_bytes(segment);
-            buf.set_peer(read_sockaddr(&self.scratch.addrs[i]));
-            rx.push(buf);
         }
-        self.staged = staged;
         match err {
             Some(err) if !is_transient(&err) => Err(err),
             _ => Ok(got),
@@ -252,7 +252,15 @@ impl Port for UdpPort {
     }
 
     fn alloc_tx(&mut self) -> Option<PacketBuf> {
-        self.pool.alloc()
+        if let Some(buf) = self.pool.alloc() {
+            return Some(buf);
+        }
+        // Sharing its pool with receives (no GRO), a send may take the last staged buffer:
+        // the messages before it stay aimed.
+        let mut buf = self.gro_pool.is_none().then(|| self.staged.pop()).flatten()?;
+        buf.set_len(0);
+        buf.set_segment_bytes(0);
+        Some(buf)
     }
 
     fn tx_burst(&mut self, tx: &mut Vec<PacketBuf>) -> io::Result<usize> {
@@ -354,6 +362,8 @@ const GSO_SEGMENTS_MAX: usize = 64;
 const GSO_BYTES_MAX: usize = 65_000;
 /// Room for one control message carrying an int (`CMSG_SPACE(4)` is 24 on 64-bit Linux).
 const CONTROL_BYTES: usize = 32;
+/// Room for a sender's address in a receive message.
+const NAME_BYTES: libc::socklen_t = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
 
 /// One message's control buffer, aligned for `cmsghdr`.
 #[derive(Clone, Copy)]
@@ -370,9 +380,10 @@ struct Scratch {
     runs: Vec<usize>,
 }
 
-// SAFETY: the raw pointers inside `headers` and `iovecs` only ever point into memory owned by
-// the same `UdpPort` (its scratch and its buffers); they are re-aimed before every syscall and
-// never dereferenced by Rust code, so moving the port to another thread is sound.
+// SAFETY: the raw pointers inside `headers` and `iovecs` only ever point into heap memory owned
+// by the same `UdpPort` (its scratches' vectors and its buffers' bytes), which stays where it
+// is when the port moves; a receive message is aimed again whenever its buffer changes, and
+// Rust code never dereferences them, so moving the port to another thread is sound.
 unsafe impl Send for Scratch {}
 
 impl std::fmt::Debug for Scratch {
@@ -393,6 +404,47 @@ impl Scratch {
             controls: vec![Control([0; CONTROL_BYTES]); BATCH],
             runs: vec![0; BATCH],
         }
+    }
+
+    /// Aims receive message `i` at `buf`'s bytes and address slot `i`, with room for UDP
+    /// GRO's control message when `gro`.
+    fn aim_rx(&mut self, i: usize, buf: &mut PacketBuf, gro: bool) {
+        let bytes = buf.raw_mut();
+        self.aim(i, bytes.as_mut_ptr(), bytes.len(), NAME_BYTES as usize);
+        if gro {
+            self.aim_control(i);
+        }
+    }
+
+    /// Fills in `buf` from what the kernel wrote in receive message `i`: its length, its
+    /// segment size (coalesced runs), its sender; counts it (and a truncation).
+    fn receive(
+        &self,
+        i: usize,
+        buf: &mut PacketBuf,
+        gro: bool,
+        datagram_bytes_max: usize,
+        counters: &mut PortCounters,
+    ) {
+        let header = &self.headers[i];
+        let mut len = header.msg_len as usize;
+        let mut segment = if gro { gro_segment_bytes(&header.msg_hdr) } else { 0 };
+        if segment >= len {
+            segment = 0;
+        }
+        let datagrams = if segment == 0 { 1 } else { len.div_ceil(segment) as u64 };
+        counters.rx += datagrams;
+        // A datagram longer than the largest accepted is cut to one byte more than that,
+        // as an ordinary buffer would cut it. Of a coalesced run of them only the first is
+        // delivered (cut); every one counts as truncated.
+        let oversize = if segment == 0 { len } else { segment };
+        if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || oversize > datagram_bytes_max {
+            counters.rx_truncated += datagrams;
+            (len, segment) = (len.min(datagram_bytes_max + 1), 0);
+        }
+        buf.set_len(len);
+        buf.set_segment_bytes(segment);
+        buf.set_peer(read_sockaddr(&self.addrs[i]));
     }
 
     /// Lets message `i` (aimed by `aim`) receive one control message (UDP GRO's size).

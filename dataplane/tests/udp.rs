@@ -182,3 +182,52 @@ fn pool_exhaustion_is_counted_not_fatal() {
     assert_eq!(port.counters().rx_no_buffer, 1);
     held.into_iter().for_each(|buf| port.release(buf));
 }
+
+#[test]
+fn staged_receive_buffers_stay_aimed_across_empty_and_partial_receives() {
+    // Buffers stay staged from one receive to the next; a filled slot gets a fresh buffer
+    // and the others keep theirs. Any slot aimed at the wrong buffer or length shows here as
+    // a payload that is not the one sent.
+    for offload in [false, true] {
+        let config = UdpConfig { offload, ..UdpConfig::default() };
+        let mut port = UdpPort::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+        let (client, to) = (client("127.0.0.1:0"), port.local_addr());
+        let available = port.buffers_available();
+        let mut rx = Vec::new();
+        for k in 0..200u32 {
+            assert_eq!(port.rx_burst(&mut rx).unwrap(), 0, "nothing sent yet");
+            let burst = 1 + k as usize % 3; // 1 to 3 datagrams, each its own length
+            let sent: Vec<Vec<u8>> = (0..burst)
+                .map(|j| vec![(k as usize * 3 + j) as u8; 1 + (k as usize + j) % 97])
+                .collect();
+            for payload in &sent {
+                client.send_to(payload, to).unwrap();
+            }
+            let (received, _) = receive(&mut port, burst);
+            let got: Vec<&[u8]> = received.iter().map(|b| b.payload()).collect();
+            assert_eq!(got, sent.iter().map(Vec::as_slice).collect::<Vec<_>>(), "round {k}");
+            assert!(received.iter().all(|b| b.peer() == client.local_addr().unwrap()));
+            received.into_iter().for_each(|buf| port.release(buf));
+        }
+        assert_eq!(port.buffers_available(), available, "all back (offload {offload})");
+    }
+}
+
+#[test]
+fn a_send_may_take_back_the_buffers_staged_for_receiving() {
+    // Without offload one pool serves both sides: the buffers staged for the next receive
+    // are not lost to sends.
+    let config = UdpConfig { pool_buffers: 2 * BATCH, offload: false, ..UdpConfig::default() };
+    let mut port = UdpPort::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+    let mut rx = Vec::new();
+    assert_eq!(port.rx_burst(&mut rx).unwrap(), 0); // stages a burst's buffers
+    let held: Vec<_> = (0..2 * BATCH).map(|_| port.alloc_tx().unwrap()).collect();
+    assert!(held.iter().all(|b| b.payload().is_empty()));
+    assert!(port.alloc_tx().is_none());
+    assert_eq!(port.rx_burst(&mut rx).unwrap(), 0);
+    assert_eq!(port.counters().rx_no_buffer, 1);
+    held.into_iter().for_each(|buf| port.release(buf));
+    let to = port.local_addr();
+    client("127.0.0.1:0").send_to(b"after", to).unwrap();
+    assert_eq!(receive(&mut port, 1).0[0].payload(), b"after");
+}
