@@ -100,6 +100,9 @@ pub struct Core {
     /// Blob chunks dropped by writes, freed once `sync_ticket` is reached.
     held_chunks: Vec<storage::Hash>,
     last_sizes_ns: u64,
+    /// Whether reading a burst's routes, stores and index slots ahead pays
+    /// (`Handler::prefetch`): set by each pass of `refresh_sizes`, see `PREFETCH_ABOVE_BYTES`.
+    prefetch: bool,
     /// The pass of `refresh_sizes` under way.
     sizes: writes::Sizes,
     read_cache: ReadCache,
@@ -251,6 +254,7 @@ impl Core {
             sync_ticket: None,
             held_chunks: Vec::with_capacity(4096),
             last_sizes_ns: 0,
+            prefetch: true,
             sizes: Default::default(),
             read_cache: ReadCache::default(),
             burst_full: false,
@@ -809,6 +813,12 @@ impl Endpoint {
 /// Requests of a datagram read ahead (`Handler::prefetch`): a multi-get's first few.
 const PREFETCH_REQUESTS_MAX: usize = 4;
 
+/// A core reads a burst's routes, stores and index slots ahead only once its endpoints and
+/// indexes take more than this: below it they stay in the core's cache (L2 is 1 to 4 MiB on
+/// today's server cores), and reading ahead costs a second parse, route and hash of every
+/// request for nothing (measured: 7 % of the loop with 10,000 keys on 256 endpoints).
+pub(crate) const PREFETCH_ABOVE_BYTES: u64 = 1 << 20;
+
 impl Handler for Core {
     fn handle_datagram(
         &mut self,
@@ -843,7 +853,11 @@ impl Handler for Core {
     fn prefetch(&mut self, datagram: &[u8]) {
         // Only a single node's plain requests: a sealed, peer or cluster datagram is read
         // as it is handled.
-        if self.link.is_some() || self.config.auth.is_some() || proto::auth::is_sealed(datagram) {
+        if !self.prefetch
+            || self.link.is_some()
+            || self.config.auth.is_some()
+            || proto::auth::is_sealed(datagram)
+        {
             return;
         }
         let mut warm = 0;

@@ -699,6 +699,30 @@ fn a_memory_class_write_that_failed_to_reach_the_file_frees_no_chunk() {
     );
 }
 
+#[test]
+fn only_a_core_whose_endpoints_outgrow_the_cache_reads_bursts_ahead() {
+    let core_of = |partitions: u32| {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 7000));
+        let layout = Arc::new(NodeLayout::new(partitions, vec![addr]).unwrap());
+        let map: Arc<[u8]> = layout.map().encode().into();
+        let config = CoreConfig::new(0, layout, [5; 32]);
+        let mut core = Core::new(config, Arc::new(NodeStats::new(1)), map).unwrap();
+        for _ in 0..=partitions / 4096 {
+            core.end_batch(1, &mut Wire::default()); // a whole pass of the size refresh
+        }
+        core
+    };
+    let mut small = Harness::new(1, 0);
+    let put = small.request(Opcode::Put, b"k", b"v");
+    assert_eq!(small.one(put, b"k", b"v").0.status, 0);
+    small.core.end_batch(1, &mut Wire::default());
+    assert!(!small.core.prefetch, "16 endpoints and one key stay in the cache");
+    let endpoint_bytes = std::mem::size_of::<Endpoint>() as u64;
+    let many = (PREFETCH_ABOVE_BYTES / endpoint_bytes + 1) as u32;
+    assert!(core_of(many).prefetch, "{many} endpoints of {endpoint_bytes} bytes");
+    assert!(!core_of(many / 8).prefetch);
+}
+
 mod auth;
 mod counters;
 mod exactly_once;
