@@ -100,9 +100,6 @@ pub struct Core {
     /// Blob chunks dropped by writes, freed once `sync_ticket` is reached.
     held_chunks: Vec<storage::Hash>,
     last_sizes_ns: u64,
-    /// Whether reading a burst's routes, stores and index slots ahead pays
-    /// (`Handler::prefetch`): set by each pass of `refresh_sizes`, see `PREFETCH_ABOVE_BYTES`.
-    prefetch: bool,
     /// The pass of `refresh_sizes` under way.
     sizes: writes::Sizes,
     read_cache: ReadCache,
@@ -254,7 +251,6 @@ impl Core {
             sync_ticket: None,
             held_chunks: Vec::with_capacity(4096),
             last_sizes_ns: 0,
-            prefetch: true,
             sizes: Default::default(),
             read_cache: ReadCache::default(),
             burst_full: false,
@@ -287,6 +283,14 @@ impl Core {
     /// The epoch of the map this core serves by.
     pub fn map_epoch(&self) -> u64 {
         self.routes.epoch()
+    }
+
+    /// Whether reading a burst's routes, stores and index slots ahead pays
+    /// (`Handler::prefetch`): this core's endpoints and indexes, as the last size refresh
+    /// found them, take more than `PREFETCH_ABOVE_BYTES`.
+    fn reads_ahead(&self) -> bool {
+        let endpoint_bytes = (self.endpoints.len() * std::mem::size_of::<Endpoint>()) as u64;
+        self.counters.index_bytes + endpoint_bytes > PREFETCH_ABOVE_BYTES
     }
 
     /// This core's counters as of now.
@@ -817,7 +821,7 @@ const PREFETCH_REQUESTS_MAX: usize = 4;
 /// indexes take more than this: below it they stay in the core's cache (L2 is 1 to 4 MiB on
 /// today's server cores), and reading ahead costs a second parse, route and hash of every
 /// request for nothing (measured: 7 % of the loop with 10,000 keys on 256 endpoints).
-pub(crate) const PREFETCH_ABOVE_BYTES: u64 = 1 << 20;
+const PREFETCH_ABOVE_BYTES: u64 = 1 << 20;
 
 impl Handler for Core {
     fn handle_datagram(
@@ -853,7 +857,7 @@ impl Handler for Core {
     fn prefetch(&mut self, datagram: &[u8]) {
         // Only a single node's plain requests: a sealed, peer or cluster datagram is read
         // as it is handled.
-        if !self.prefetch
+        if !self.reads_ahead()
             || self.link.is_some()
             || self.config.auth.is_some()
             || proto::auth::is_sealed(datagram)

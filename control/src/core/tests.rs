@@ -716,11 +716,11 @@ fn only_a_core_whose_endpoints_outgrow_the_cache_reads_bursts_ahead() {
     let put = small.request(Opcode::Put, b"k", b"v");
     assert_eq!(small.one(put, b"k", b"v").0.status, 0);
     small.core.end_batch(1, &mut Wire::default());
-    assert!(!small.core.prefetch, "16 endpoints and one key stay in the cache");
+    assert!(!small.core.reads_ahead(), "16 endpoints and one key stay in the cache");
     let endpoint_bytes = std::mem::size_of::<Endpoint>() as u64;
     let many = (PREFETCH_ABOVE_BYTES / endpoint_bytes + 1) as u32;
-    assert!(core_of(many).prefetch, "{many} endpoints of {endpoint_bytes} bytes");
-    assert!(!core_of(many / 8).prefetch);
+    assert!(core_of(many).reads_ahead(), "{many} endpoints of {endpoint_bytes} bytes");
+    assert!(!core_of(many / 8).reads_ahead());
 }
 
 mod auth;

@@ -748,8 +748,6 @@ impl Core {
             (sizes.live_bytes, sizes.index_bytes, sizes.quarantined, sizes.poisoned);
         (c.limit_refusals, c.no_space_refusals) = (sizes.limit_refusals, sizes.no_space_refusals);
         c.log_bytes = self.shelf.stats().log_bytes;
-        let endpoint_bytes = self.endpoints.len() * std::mem::size_of::<super::Endpoint>();
-        self.prefetch = c.index_bytes + endpoint_bytes as u64 > super::PREFETCH_ABOVE_BYTES;
         c.blob_bytes = self.shelf.blobs().blob_bytes();
         c.blob_chunks = self.shelf.blobs().blob_chunks();
         self.report_limits(now_ns, &sizes.limits);
