@@ -410,9 +410,12 @@ impl Scratch {
     /// GRO's control message when `gro`.
     fn aim_rx(&mut self, i: usize, buf: &mut PacketBuf, gro: bool) {
         let bytes = buf.raw_mut();
-        self.aim(i, bytes.as_mut_ptr(), bytes.len(), NAME_BYTES as usize);
+        self.iovecs[i] = libc::iovec { iov_base: bytes.as_mut_ptr().cast(), iov_len: bytes.len() };
+        self.aim_message(i, i, 1, NAME_BYTES as usize);
         if gro {
-            self.aim_control(i);
+            let msg = &mut self.headers[i].msg_hdr;
+            msg.msg_control = self.controls[i].0.as_mut_ptr().cast();
+            msg.msg_controllen = CONTROL_BYTES;
         }
     }
 
@@ -445,13 +448,6 @@ impl Scratch {
         buf.set_len(len);
         buf.set_segment_bytes(segment);
         buf.set_peer(read_sockaddr(&self.addrs[i]));
-    }
-
-    /// Lets message `i` (aimed by `aim`) receive one control message (UDP GRO's size).
-    fn aim_control(&mut self, i: usize) {
-        let msg = &mut self.headers[i].msg_hdr;
-        msg.msg_control = self.controls[i].0.as_mut_ptr().cast();
-        msg.msg_controllen = CONTROL_BYTES;
     }
 
     /// Aims one message per run of `bufs`: consecutive datagrams to one peer of one size
@@ -497,12 +493,6 @@ impl Scratch {
             i += run;
         }
         messages
-    }
-
-    /// Points message `i` at `len` bytes from `base` and at address slot `i`.
-    fn aim(&mut self, i: usize, base: *mut u8, len: usize, name_bytes: usize) {
-        self.iovecs[i] = libc::iovec { iov_base: base.cast(), iov_len: len };
-        self.aim_message(i, i, 1, name_bytes);
     }
 
     /// Points message `m` at `count` iovecs from `first` on and at address slot `m`, with no
